@@ -1,0 +1,720 @@
+// One 9P2000.L session: the state of one client connection (negotiated
+// msize, fid table) and the request handlers, on the shared backend.
+// Transport-neutral: a transport hands in complete frames and gets reply
+// frames through `send`. Requests are answered in arrival order except the
+// few that wait on the host (fsync), which never hold up the others.
+import { fsync as fsyncCb, fdatasync as fdatasyncCb } from 'node:fs';
+import { promisify } from 'node:util';
+import type { Backend, Inode, SetAttr } from '../../src/backend/backend.js';
+import { printable } from '../../src/backend/names.js';
+import {
+  DT_DIR, DT_LNK, Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_SYNC, SysError, XATTR_CREATE, XATTR_REPLACE, XATTR_SIZE_MAX, errnoName,
+  fail, makedev, pread, pwrite, type Credentials, type Stat, type TimeArg,
+} from '../../src/sys/index.js';
+import type { Logger } from '../../src/log.js';
+import type { HostUsers } from '../../security/host-users.js';
+import {
+  AT_REMOVEDIR, ATTR, DOTL_SYNC, GETATTR, HEADER_SIZE, IOHDRSZ, LOCK_STATUS, LOCK_TYPE, MAX_WALK_NAMES, MIN_MSIZE,
+  NOFID, NONUNAME, QTDIR, QTFILE, QTSYMLINK, RLERROR, T, VERSION_9P2000_L,
+} from './constants.js';
+import { Fid } from './fid.js';
+import { qidOf } from './qid.js';
+import { ProtocolError, QID_SIZE, Reader, Writer, type Qid } from './wire.js';
+
+const fsyncAsync = promisify(fsyncCb);
+const fdatasyncAsync = promisify(fdatasyncCb);
+
+export interface SessionContext {
+  backend: Backend;
+  users: HostUsers;
+  log: Logger;
+  /** the largest msize this server agrees to */
+  maxMsize: number;
+  /** attach names accepted besides the empty one (the export path) */
+  exportPath: string;
+}
+
+type Handler = (r: Reader, tag: number) => Buffer | Promise<Buffer>;
+
+/** Linux errno from whatever a handler threw; unknown errors become EIO. */
+function errnoOf(e: unknown): number {
+  return e instanceof SysError ? e.errno : Errno.EIO;
+}
+
+export class Session {
+  /** 0 until Tversion succeeds */
+  msize = 0;
+  private readonly fids = new Map<number, Fid>();
+  /** requests still running (tag -> completion), for Tflush ordering */
+  private readonly inflight = new Map<number, Promise<void>>();
+  private readonly handlers: Map<number, Handler>;
+  private closed = false;
+
+  constructor(
+    private readonly ctx: SessionContext,
+    /** who is on the other end, for log lines */
+    readonly peer: string,
+    private readonly send: (frame: Buffer) => void,
+  ) {
+    this.handlers = new Map<number, Handler>([
+      [T.auth, this.auth], [T.attach, this.attach], [T.walk, this.walk], [T.lopen, this.lopen],
+      [T.lcreate, this.lcreate], [T.getattr, this.getattr], [T.setattr, this.setattr], [T.readdir, this.readdir],
+      [T.read, this.read], [T.write, this.write], [T.clunk, this.clunk], [T.remove, this.remove],
+      [T.statfs, this.statfs], [T.fsync, this.fsync], [T.lock, this.lock], [T.getlock, this.getlock],
+      [T.xattrwalk, this.xattrwalk], [T.xattrcreate, this.xattrcreate], [T.readlink, this.readlink],
+      [T.symlink, this.symlink], [T.mknod, this.mknod], [T.mkdir, this.mkdir], [T.link, this.link],
+      [T.rename, this.rename], [T.renameat, this.renameat], [T.unlinkat, this.unlinkat], [T.flush, this.flush],
+    ]);
+  }
+
+  /** The largest frame the transport should accept right now. */
+  get maxFrame(): number {
+    return this.msize || this.ctx.maxMsize;
+  }
+
+  get fidCount(): number {
+    return this.fids.size;
+  }
+
+  get pending(): number {
+    return this.inflight.size;
+  }
+
+  /** Handles one complete frame (size field already checked by the transport). */
+  handle(frame: Buffer): void {
+    const type = frame[4]!;
+    const tag = frame.readUInt16LE(5);
+    const started = process.hrtime.bigint();
+    const trace = (errno: number): void => {
+      if (this.ctx.log.isLevelEnabled('trace')) {
+        this.ctx.log.trace({ peer: this.peer, op: type, tag, errno, us: Number(process.hrtime.bigint() - started) / 1000 }, '9p request');
+      }
+    };
+    let result: Buffer | Promise<Buffer>;
+    try {
+      if (type === T.version) {
+        result = this.version(new Reader(frame), tag);
+      } else if (this.msize === 0) {
+        throw new SysError(Errno.EPROTO, 'request before Tversion', `type ${type}`);
+      } else {
+        const h = this.handlers.get(type);
+        if (!h) throw new SysError(Errno.EOPNOTSUPP, 'unknown message type', String(type));
+        result = h.call(this, new Reader(frame), tag);
+      }
+    } catch (e) {
+      this.fail(type, tag, e);
+      trace(errnoOf(e));
+      return;
+    }
+    if (result instanceof Promise) {
+      const done = result.then(
+        (reply) => { this.reply(reply); trace(0); },
+        (e) => { this.fail(type, tag, e); trace(errnoOf(e)); },
+      ).finally(() => { if (this.inflight.get(tag) === done) this.inflight.delete(tag); });
+      this.inflight.set(tag, done);
+    } else {
+      this.reply(result);
+      trace(0);
+    }
+  }
+
+  private reply(frame: Buffer): void {
+    if (!this.closed) this.send(frame);
+  }
+
+  private fail(type: number, tag: number, e: unknown): void {
+    const errno = errnoOf(e);
+    if (!(e instanceof SysError)) {
+      this.ctx.log.error({ peer: this.peer, type, tag, err: e }, '9p request failed unexpectedly');
+    } else if (e instanceof ProtocolError || errno === Errno.EPROTO || errno === Errno.EBADF || errno === Errno.EOPNOTSUPP) {
+      this.ctx.log.warn({ peer: this.peer, type, tag, errno: errnoName(errno) }, `bad 9p request: ${e.message}`);
+    } else {
+      this.ctx.log.debug({ peer: this.peer, type, tag, errno: errnoName(errno) }, e.message);
+    }
+    this.reply(new Writer(11).u32(errno).finish(RLERROR, tag));
+  }
+
+  /** Ends the session: every fid is clunked, open files closed. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.clunkAll();
+  }
+
+  /** Waits for requests still running (used on shutdown). */
+  async drain(): Promise<void> {
+    await Promise.allSettled([...this.inflight.values()]);
+  }
+
+  private clunkAll(): void {
+    for (const fid of this.fids.values()) this.dropFid(fid);
+    this.fids.clear();
+  }
+
+  // ---- fid helpers ---------------------------------------------------------
+
+  private fid(n: number): Fid {
+    const f = this.fids.get(n);
+    if (!f) fail(Errno.EBADF, 'fid', `${n} is not in use`);
+    return f;
+  }
+
+  private checkNewFid(n: number): void {
+    if (n === NOFID) fail(Errno.EBADF, 'fid', 'NOFID cannot be bound');
+    if (this.fids.has(n)) fail(Errno.EBADF, 'fid', `${n} is already in use`);
+  }
+
+  /** A fid that names a directory and has not been opened (create/mkdir parent). */
+  private dirFid(n: number): Fid {
+    const f = this.fid(n);
+    if (f.isOpen && !f.dir) fail(Errno.EBADF, 'fid', `${n} is open`);
+    if (!f.inode.isDir) fail(Errno.ENOTDIR, 'fid', `${n} (${f.inode.label}) is not a directory`);
+    return f;
+  }
+
+  private dropFid(f: Fid): void {
+    const { backend } = this.ctx;
+    if (f.file) backend.closeFile(f.file);
+    if (f.dir) backend.closeDir(f.dir);
+    f.file = undefined;
+    f.dir = undefined;
+    f.xattrRead = undefined;
+    f.xattrWrite = undefined;
+    if (f.parent) backend.release(f.parent);
+    f.parent = undefined;
+    backend.release(f.inode);
+  }
+
+  private qid(inode: Inode, st?: Stat): Qid {
+    return qidOf(inode, st ?? this.ctx.backend.getattr(inode));
+  }
+
+  /** Credentials for a create: the fid's user, with the gid the client chose. */
+  private static createCr(f: Fid, gid: number): Credentials {
+    return gid === f.cr.gid || gid === NOFID ? f.cr : { uid: f.cr.uid, gid, groups: f.cr.groups };
+  }
+
+  // ---- session -------------------------------------------------------------
+
+  private version(r: Reader, tag: number): Buffer {
+    const msize = r.u32();
+    const version = r.str().toString('latin1');
+    if (msize < MIN_MSIZE) fail(Errno.EINVAL, 'Tversion', `msize ${msize} is below ${MIN_MSIZE}`);
+    // A new version exchange aborts everything the session had.
+    this.clunkAll();
+    if (version !== VERSION_9P2000_L) {
+      this.msize = 0;
+      this.ctx.log.info({ peer: this.peer, version }, 'client asked for an unsupported 9P version');
+      return new Writer(32).u32(Math.min(msize, this.ctx.maxMsize)).str('unknown').finish(T.version + 1, tag);
+    }
+    this.msize = Math.min(msize, this.ctx.maxMsize);
+    this.ctx.log.debug({ peer: this.peer, msize: this.msize }, '9p session started');
+    return new Writer(32).u32(this.msize).str(VERSION_9P2000_L).finish(T.version + 1, tag);
+  }
+
+  /** No authentication: Rlerror(ENOENT) is how diod says so, and its tools expect it. */
+  private auth(r: Reader): Buffer {
+    r.u32();
+    fail(Errno.ENOENT, 'Tauth', 'no authentication is needed');
+  }
+
+  private attach(r: Reader, tag: number): Buffer {
+    const fidNo = r.u32();
+    const afid = r.u32();
+    const uname = r.str().toString('utf8');
+    const aname = r.str().toString('utf8');
+    const nUname = r.u32();
+    this.checkNewFid(fidNo);
+    if (afid !== NOFID) fail(Errno.EBADF, 'Tattach', `afid ${afid}: no authentication fids exist`);
+    const path = aname.replace(/\/+$/, '');
+    if (path !== '' && path !== this.ctx.exportPath.replace(/\/+$/, '')) {
+      fail(Errno.ENOENT, 'Tattach', `aname ${JSON.stringify(aname)} is not this export`);
+    }
+    let cr: Credentials | undefined;
+    if (nUname !== NONUNAME) cr = this.ctx.users.byUid(nUname);
+    else cr = this.ctx.users.byName(uname);
+    if (!cr) fail(Errno.EACCES, 'Tattach', `unknown user ${JSON.stringify(uname)}`);
+    const { backend } = this.ctx;
+    const root = backend.ref(backend.root);
+    this.fids.set(fidNo, new Fid(root, cr, undefined, undefined));
+    this.ctx.log.debug({ peer: this.peer, uid: cr.uid, fid: fidNo }, '9p attach');
+    return new Writer(32).qid(this.qid(root)).finish(T.attach + 1, tag);
+  }
+
+  private flush(r: Reader, tag: number): Buffer | Promise<Buffer> {
+    const oldtag = r.u16();
+    const reply = new Writer(8).finish(T.flush + 1, tag);
+    const running = this.inflight.get(oldtag);
+    // Host calls cannot be aborted half-way: the old request finishes and is
+    // answered first, then Rflush (the order 9P requires).
+    return running ? running.then(() => reply) : reply;
+  }
+
+  // ---- walking -------------------------------------------------------------
+
+  private walk(r: Reader, tag: number): Buffer {
+    const fidNo = r.u32();
+    const newNo = r.u32();
+    const n = r.u16();
+    if (n > MAX_WALK_NAMES) fail(Errno.EINVAL, 'Twalk', `${n} names (at most ${MAX_WALK_NAMES})`);
+    const names: Buffer[] = [];
+    for (let i = 0; i < n; i++) names.push(r.str());
+    const f = this.fid(fidNo);
+    // Walking *from* an open fid into a new fid is harmless and diod's own
+    // tools (diodls) rely on it; moving an open fid itself is refused.
+    if (newNo === fidNo && f.isOpen) fail(Errno.EBADF, 'Twalk', `fid ${fidNo} is open and cannot be moved`);
+    if (newNo !== fidNo) this.checkNewFid(newNo);
+    const { backend } = this.ctx;
+    const qids: Qid[] = [];
+    let cur = backend.ref(f.inode);
+    let parent: Inode | undefined = f.parent ? backend.ref(f.parent) : undefined;
+    let name = f.name;
+    for (let i = 0; i < names.length; i++) {
+      let next;
+      try {
+        next = backend.lookup(f.cr, cur, names[i]!);
+      } catch (e) {
+        backend.release(cur);
+        if (parent) backend.release(parent);
+        if (i === 0) throw e;
+        return this.walkReply(qids, tag); // partial walk: newfid stays unbound
+      }
+      if (parent) backend.release(parent);
+      parent = cur;
+      name = Buffer.from(names[i]!);
+      cur = next.inode;
+      qids.push(this.qid(cur, next.stat));
+    }
+    if (newNo === fidNo) {
+      if (f.parent) backend.release(f.parent);
+      backend.release(f.inode);
+      f.inode = cur;
+      f.parent = parent;
+      f.name = name;
+    } else {
+      this.fids.set(newNo, new Fid(cur, f.cr, parent, name));
+    }
+    return this.walkReply(qids, tag);
+  }
+
+  private walkReply(qids: Qid[], tag: number): Buffer {
+    const w = new Writer(9 + qids.length * QID_SIZE).u16(qids.length);
+    for (const q of qids) w.qid(q);
+    return w.finish(T.walk + 1, tag);
+  }
+
+  // ---- opening and creating ---------------------------------------------------
+
+  private lopen(r: Reader, tag: number): Buffer {
+    const f = this.fid(r.u32());
+    const flags = dotlFlags(r.u32());
+    if (f.isOpen) fail(Errno.EBADF, 'Tlopen', `${f.inode.label} is already open`);
+    const { backend } = this.ctx;
+    if (f.inode.isDir) f.dir = backend.opendir(f.cr, f.inode);
+    else f.file = backend.open(f.cr, f.inode, flags);
+    return new Writer(32).qid(this.qid(f.inode)).u32(this.iounit()).finish(T.lopen + 1, tag);
+  }
+
+  private iounit(): number {
+    return this.msize - IOHDRSZ;
+  }
+
+  private lcreate(r: Reader, tag: number): Buffer {
+    const f = this.dirFid(r.u32());
+    const name = r.str();
+    const flags = dotlFlags(r.u32());
+    const mode = r.u32();
+    const gid = r.u32();
+    if (f.isOpen) fail(Errno.EBADF, 'Tlcreate', `${f.inode.label} is open`);
+    const { backend } = this.ctx;
+    const { entry, file } = backend.create(Session.createCr(f, gid), f.inode, name, flags, mode);
+    // The fid now stands for the new, open file.
+    if (f.parent) backend.release(f.parent);
+    f.parent = f.inode;
+    f.name = Buffer.from(name);
+    f.inode = entry.inode;
+    f.file = file;
+    return new Writer(32).qid(this.qid(entry.inode, entry.stat)).u32(this.iounit()).finish(T.lcreate + 1, tag);
+  }
+
+  private symlink(r: Reader, tag: number): Buffer {
+    const f = this.dirFid(r.u32());
+    const name = r.str();
+    const target = r.str();
+    const gid = r.u32();
+    const e = this.ctx.backend.symlink(Session.createCr(f, gid), f.inode, name, target);
+    return this.entryReply(e.inode, e.stat, T.symlink, tag);
+  }
+
+  private mknod(r: Reader, tag: number): Buffer {
+    const f = this.dirFid(r.u32());
+    const name = r.str();
+    const mode = r.u32();
+    const major = r.u32();
+    const minor = r.u32();
+    const gid = r.u32();
+    const e = this.ctx.backend.mknod(Session.createCr(f, gid), f.inode, name, mode, makedev(major, minor));
+    return this.entryReply(e.inode, e.stat, T.mknod, tag);
+  }
+
+  private mkdir(r: Reader, tag: number): Buffer {
+    const f = this.dirFid(r.u32());
+    const name = r.str();
+    const mode = r.u32();
+    const gid = r.u32();
+    const e = this.ctx.backend.mkdir(Session.createCr(f, gid), f.inode, name, mode);
+    return this.entryReply(e.inode, e.stat, T.mkdir, tag);
+  }
+
+  /** Replies with the qid of a new entry and drops the lookup reference. */
+  private entryReply(inode: Inode, st: Stat, type: number, tag: number): Buffer {
+    const reply = new Writer(32).qid(this.qid(inode, st)).finish(type + 1, tag);
+    this.ctx.backend.release(inode);
+    return reply;
+  }
+
+  private link(r: Reader, tag: number): Buffer {
+    const dir = this.dirFid(r.u32());
+    const f = this.fid(r.u32());
+    const name = r.str();
+    const e = this.ctx.backend.link(dir.cr, f.inode, dir.inode, name);
+    this.ctx.backend.release(e.inode);
+    return new Writer(8).finish(T.link + 1, tag);
+  }
+
+  // ---- attributes ------------------------------------------------------------
+
+  private getattr(r: Reader, tag: number): Buffer {
+    const f = this.fid(r.u32());
+    r.u64(); // request_mask: everything is cheap to return at once
+    const st = this.ctx.backend.getattr(f.inode);
+    const w = new Writer(160);
+    w.u64(GETATTR.BASIC | (st.btime ? GETATTR.BTIME : 0))
+      .qid(this.qid(f.inode, st))
+      .u32(st.mode).u32(st.uid).u32(st.gid)
+      .u64(st.nlink).u64(st.rdev).u64(st.size).u64(st.blksize).u64(st.blocks)
+      .u64(st.atime.sec).u64(st.atime.nsec)
+      .u64(st.mtime.sec).u64(st.mtime.nsec)
+      .u64(st.ctime.sec).u64(st.ctime.nsec)
+      .u64(st.btime?.sec ?? 0).u64(st.btime?.nsec ?? 0)
+      .u64(0).u64(0); // gen, data_version: not provided (not in valid)
+    return w.finish(T.getattr + 1, tag);
+  }
+
+  private setattr(r: Reader, tag: number): Buffer {
+    const f = this.fid(r.u32());
+    const valid = r.u32();
+    const mode = r.u32();
+    const uid = r.u32();
+    const gid = r.u32();
+    const size = r.u64n();
+    const atime = { sec: r.u64n(), nsec: r.u64n() };
+    const mtime = { sec: r.u64n(), nsec: r.u64n() };
+    const a: SetAttr = {};
+    if (valid & ATTR.MODE) a.mode = mode;
+    if (valid & ATTR.UID && uid !== NOFID) a.uid = uid;
+    if (valid & ATTR.GID && gid !== NOFID) a.gid = gid;
+    if (valid & ATTR.SIZE) a.size = size;
+    if (valid & ATTR.ATIME) a.atime = valid & ATTR.ATIME_SET ? checkTime(atime) : 'now';
+    if (valid & ATTR.MTIME) a.mtime = valid & ATTR.MTIME_SET ? checkTime(mtime) : 'now';
+    this.ctx.backend.setattr(f.cr, f.inode, a, f.file);
+    return new Writer(8).finish(T.setattr + 1, tag);
+  }
+
+  private readlink(r: Reader, tag: number): Buffer {
+    const f = this.fid(r.u32());
+    const target = this.ctx.backend.readlink(f.inode);
+    return new Writer(16 + target.length).str(target).finish(T.readlink + 1, tag);
+  }
+
+  private statfs(r: Reader, tag: number): Buffer {
+    const f = this.fid(r.u32());
+    const s = this.ctx.backend.statfs(f.inode);
+    return new Writer(72)
+      .u32(s.type).u32(s.bsize).u64(s.blocks).u64(s.bfree).u64(s.bavail).u64(s.files).u64(s.ffree)
+      .u64(s.fsid).u32(s.namelen)
+      .finish(T.statfs + 1, tag);
+  }
+
+  // ---- data ------------------------------------------------------------------
+
+  private read(r: Reader, tag: number): Buffer {
+    const f = this.fid(r.u32());
+    const offset = r.u64n();
+    const count = Math.min(r.u32(), this.msize - IOHDRSZ);
+    const w = new Writer(IOHDRSZ + count);
+    const countAt = w.length;
+    w.u32(0);
+    let n: number;
+    if (f.xattrRead) {
+      const data = f.xattrRead.subarray(Math.min(offset, f.xattrRead.length), Math.min(offset + count, f.xattrRead.length));
+      w.bytes(data);
+      n = data.length;
+    } else if (f.file) {
+      const dst = w.reserve(count);
+      n = pread(f.file.fd, dst, offset, f.inode.label);
+      w.unreserve(count - n);
+    } else if (f.dir) {
+      fail(Errno.EISDIR, 'Tread', f.inode.label);
+    } else {
+      fail(Errno.EBADF, 'Tread', `${f.inode.label} is not open`);
+    }
+    const frame = w.finish(T.read + 1, tag);
+    frame.writeUInt32LE(n, countAt);
+    return frame;
+  }
+
+  private write(r: Reader, tag: number): Buffer {
+    const f = this.fid(r.u32());
+    const offset = r.u64n();
+    const count = r.u32();
+    const data = r.bytes(count);
+    let n: number;
+    if (f.xattrWrite) {
+      const x = f.xattrWrite;
+      if (offset !== x.written || offset + count > x.value.length) {
+        fail(Errno.EINVAL, 'Twrite', `xattr ${printable(x.name)} at ${offset}+${count} beyond its declared size ${x.value.length}`);
+      }
+      data.copy(x.value, offset);
+      x.written += count;
+      n = count;
+    } else if (f.file) {
+      n = pwrite(f.file.fd, data, offset, f.inode.label);
+    } else {
+      fail(Errno.EBADF, 'Twrite', `${f.inode.label} is not open for writing`);
+    }
+    return new Writer(12).u32(n).finish(T.write + 1, tag);
+  }
+
+  private readdir(r: Reader, tag: number): Buffer {
+    const f = this.fid(r.u32());
+    const offset = r.u64();
+    const count = Math.min(r.u32(), this.msize - IOHDRSZ);
+    if (!f.dir) fail(f.inode.isDir ? Errno.EBADF : Errno.ENOTDIR, 'Treaddir', `${f.inode.label} is not an open directory`);
+    const { backend } = this.ctx;
+    const atRoot = f.inode === backend.root;
+    const dev = f.inode.dev;
+    const inoMap = backend.inoMap;
+    const w = new Writer(IOHDRSZ + Math.min(count, 64 * 1024));
+    w.u32(0);
+    let used = 0;
+    f.dir.read(offset, (d) => {
+      const size = QID_SIZE + 8 + 1 + 2 + d.name.length;
+      if (used + size > count) return false;
+      used += size;
+      const dotdotAtRoot = atRoot && d.name.length === 2 && d.name[0] === 0x2e && d.name[1] === 0x2e;
+      const path = dotdotAtRoot ? backend.root.guestIno : inoMap.guestIno(dev, d.ino);
+      w.u8(dtypeToQidType(d.type)).u32(0).u64(path).u64(d.off).u8(d.type).str(d.name);
+      return true;
+    });
+    const frame = w.finish(T.readdir + 1, tag);
+    frame.writeUInt32LE(used, HEADER_SIZE);
+    return frame;
+  }
+
+  private fsync(r: Reader, tag: number): Promise<Buffer> {
+    const f = this.fid(r.u32());
+    const datasync = r.u32();
+    const file = f.file;
+    const reply = new Writer(8).finish(T.fsync + 1, tag);
+    if (f.dir) {
+      const { backend } = this.ctx;
+      const d = backend.open(f.cr, f.inode, 0);
+      return d.use((fd) => fsyncAsync(fd)).then(() => reply, rethrowAsSys('fsync', f.inode.label)).finally(() => backend.closeFile(d));
+    }
+    if (!file) fail(Errno.EBADF, 'Tfsync', `${f.inode.label} is not open`);
+    return file.use((fd) => (datasync ? fdatasyncAsync(fd) : fsyncAsync(fd))).then(() => reply, rethrowAsSys('fsync', f.inode.label));
+  }
+
+  // ---- locks -------------------------------------------------------------------
+
+  private lock(r: Reader, tag: number): Buffer {
+    const f = this.fid(r.u32());
+    const type = r.u8();
+    r.u32(); // flags: BLOCK is honoured by answering BLOCKED; the client retries
+    const start = r.u64n();
+    const length = r.u64n();
+    const procId = r.u32();
+    const clientId = r.str();
+    if (!f.file) fail(Errno.EBADF, 'Tlock', `${f.inode.label} is not an open file`);
+    const owner = this.lockOwner(procId, clientId);
+    const ok = this.ctx.backend.locks.set(owner, f.file, { type: lockType(type), start, len: length });
+    return new Writer(9).u8(ok ? LOCK_STATUS.SUCCESS : LOCK_STATUS.BLOCKED).finish(T.lock + 1, tag);
+  }
+
+  private getlock(r: Reader, tag: number): Buffer {
+    const f = this.fid(r.u32());
+    const type = r.u8();
+    const start = r.u64n();
+    const length = r.u64n();
+    const procId = r.u32();
+    const clientId = r.str();
+    if (!f.file) fail(Errno.EBADF, 'Tgetlock', `${f.inode.label} is not an open file`);
+    const t = lockType(type);
+    if (t === F_UNLCK) fail(Errno.EINVAL, 'Tgetlock', 'type UNLCK');
+    const l = this.ctx.backend.locks.get(this.lockOwner(procId, clientId), f.file, { type: t, start, len: length });
+    const free = l.type === F_UNLCK;
+    return new Writer(40 + clientId.length)
+      .u8(free ? LOCK_TYPE.UNLCK : l.type === F_WRLCK ? LOCK_TYPE.WRLCK : LOCK_TYPE.RDLCK)
+      .u64(free ? start : l.start).u64(free ? length : l.len)
+      .u32(free ? procId : 0).str(free ? clientId : '')
+      .finish(T.getlock + 1, tag);
+  }
+
+  private lockOwner(procId: number, clientId: Buffer): string {
+    return `9p:${this.peer}:${clientId.toString('latin1')}:${procId}`;
+  }
+
+  // ---- xattrs -------------------------------------------------------------------
+
+  private xattrwalk(r: Reader, tag: number): Buffer {
+    const f = this.fid(r.u32());
+    const newNo = r.u32();
+    const name = r.str();
+    this.checkNewFid(newNo);
+    const { backend } = this.ctx;
+    let data: Buffer;
+    if (name.length === 0) {
+      const names = backend.listxattr(f.cr, f.inode);
+      data = Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])]));
+    } else {
+      data = backend.getxattr(f.cr, f.inode, name);
+    }
+    const x = new Fid(backend.ref(f.inode), f.cr, undefined, undefined);
+    x.xattrRead = data;
+    this.fids.set(newNo, x);
+    return new Writer(16).u64(data.length).finish(T.xattrwalk + 1, tag);
+  }
+
+  private xattrcreate(r: Reader, tag: number): Buffer {
+    const f = this.fid(r.u32());
+    const name = r.str();
+    const size = r.u64();
+    const flags = r.u32();
+    if (f.isOpen) fail(Errno.EBADF, 'Txattrcreate', `${f.inode.label} is open`);
+    if (size > BigInt(XATTR_SIZE_MAX)) fail(Errno.E2BIG, 'Txattrcreate', `${printable(name)} size ${size}`);
+    if (flags & ~(XATTR_CREATE | XATTR_REPLACE)) fail(Errno.EINVAL, 'Txattrcreate', `flags ${flags}`);
+    if (name.length === 0 || name.length > 255 || name.includes(0)) fail(Errno.EINVAL, 'Txattrcreate', printable(name));
+    this.ctx.backend.checkWritable('setxattr', f.inode.label);
+    f.xattrWrite = { name: Buffer.from(name), value: Buffer.alloc(Number(size)), written: 0, flags };
+    return new Writer(8).finish(T.xattrcreate + 1, tag);
+  }
+
+  /** Applies a Txattrcreate at clunk, as QEMU does: size 0 removes. */
+  private commitXattr(f: Fid): void {
+    const x = f.xattrWrite!;
+    if (x.written !== x.value.length) {
+      fail(Errno.EINVAL, 'Tclunk', `xattr ${printable(x.name)}: ${x.written} of ${x.value.length} bytes written`);
+    }
+    const { backend } = this.ctx;
+    if (x.value.length === 0) backend.removexattr(f.cr, f.inode, x.name);
+    else backend.setxattr(f.cr, f.inode, x.name, x.value, x.flags);
+  }
+
+  // ---- ending, removing, renaming ------------------------------------------------
+
+  private clunk(r: Reader, tag: number): Buffer {
+    const n = r.u32();
+    const f = this.fid(n);
+    this.fids.delete(n);
+    try {
+      if (f.xattrWrite) this.commitXattr(f);
+    } finally {
+      this.dropFid(f);
+    }
+    return new Writer(8).finish(T.clunk + 1, tag);
+  }
+
+  /**
+   * The (parent, name) a fid was walked through, checked to still name the
+   * fid's inode: nothing else may be removed or renamed by a stale name.
+   */
+  private verifiedName(f: Fid, op: string): { parent: Inode; name: Buffer } {
+    if (!f.parent || !f.name || f.inode === this.ctx.backend.root) fail(Errno.EBUSY, op, f.inode.label);
+    const { backend } = this.ctx;
+    let e;
+    try {
+      e = backend.lookup(f.cr, f.parent, f.name);
+    } catch {
+      fail(Errno.ESTALE, op, `${f.inode.label} was renamed or removed`);
+    }
+    backend.release(e.inode);
+    if (e.inode !== f.inode) fail(Errno.ESTALE, op, `${f.inode.label} was renamed or removed`);
+    return { parent: f.parent, name: f.name };
+  }
+
+  private remove(r: Reader, tag: number): Buffer {
+    const n = r.u32();
+    const f = this.fid(n);
+    // Tremove clunks the fid whatever the outcome.
+    this.fids.delete(n);
+    try {
+      const { parent, name } = this.verifiedName(f, 'Tremove');
+      this.ctx.backend.unlink(f.cr, parent, name, f.inode.isDir ? AT_REMOVEDIR : 0);
+    } finally {
+      this.dropFid(f);
+    }
+    return new Writer(8).finish(T.remove + 1, tag);
+  }
+
+  private rename(r: Reader, tag: number): Buffer {
+    const f = this.fid(r.u32());
+    const dir = this.dirFid(r.u32());
+    const newName = r.str();
+    const { parent, name } = this.verifiedName(f, 'Trename');
+    const { backend } = this.ctx;
+    backend.rename(f.cr, parent, name, dir.inode, newName);
+    backend.release(parent);
+    f.parent = backend.ref(dir.inode);
+    f.name = Buffer.from(newName);
+    return new Writer(8).finish(T.rename + 1, tag);
+  }
+
+  private renameat(r: Reader, tag: number): Buffer {
+    const oldDir = this.dirFid(r.u32());
+    const oldName = r.str();
+    const newDir = this.dirFid(r.u32());
+    const newName = r.str();
+    this.ctx.backend.rename(oldDir.cr, oldDir.inode, oldName, newDir.inode, newName);
+    return new Writer(8).finish(T.renameat + 1, tag);
+  }
+
+  private unlinkat(r: Reader, tag: number): Buffer {
+    const dir = this.dirFid(r.u32());
+    const name = r.str();
+    const flags = r.u32();
+    if (flags & ~AT_REMOVEDIR) fail(Errno.EINVAL, 'Tunlinkat', `flags ${flags}`);
+    this.ctx.backend.unlink(dir.cr, dir.inode, name, flags);
+    return new Writer(8).finish(T.unlinkat + 1, tag);
+  }
+}
+
+/** 9P2000.L open flags to host flags: only SYNC differs on x86 Linux. */
+function dotlFlags(f: number): number {
+  return f & DOTL_SYNC ? (f & ~DOTL_SYNC) | O_SYNC : f;
+}
+
+function lockType(t: number): number {
+  switch (t) {
+    case LOCK_TYPE.RDLCK: return F_RDLCK;
+    case LOCK_TYPE.WRLCK: return F_WRLCK;
+    case LOCK_TYPE.UNLCK: return F_UNLCK;
+    default: fail(Errno.EINVAL, 'lock', `type ${t}`);
+  }
+}
+
+function checkTime(t: { sec: number; nsec: number }): TimeArg {
+  if (t.nsec >= 1e9) fail(Errno.EINVAL, 'Tsetattr', `nsec ${t.nsec}`);
+  return t;
+}
+
+function dtypeToQidType(dt: number): number {
+  return dt === DT_DIR ? QTDIR : dt === DT_LNK ? QTSYMLINK : QTFILE;
+}
+
+function rethrowAsSys(op: string, what: string): (e: unknown) => never {
+  return (e) => {
+    const n = (e as NodeJS.ErrnoException).errno;
+    throw new SysError(typeof n === 'number' ? Math.abs(n) : Errno.EIO, op, what);
+  };
+}

@@ -1,0 +1,78 @@
+// 9P over a byte stream (unix socket, TCP, an inherited fd): splits the
+// stream into frames by their size field and feeds a Session. A frame
+// shorter than a header or longer than the negotiated msize means the
+// framing is lost: the connection is closed with a log line.
+import type { Socket } from 'node:net';
+import { HEADER_SIZE } from './constants.js';
+import { Session, type SessionContext } from './session.js';
+
+export class StreamConnection {
+  readonly session: Session;
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private closed = false;
+
+  constructor(private readonly socket: Socket, private readonly ctx: SessionContext, readonly peer: string) {
+    this.session = new Session(ctx, peer, (frame) => {
+      // Stop reading while the client is not reading its replies, so a
+      // client cannot make the server buffer without bound.
+      if (!this.socket.write(frame)) {
+        this.socket.pause();
+        this.socket.once('drain', () => { if (!this.closed) this.socket.resume(); });
+      }
+    });
+    socket.on('data', (b: Buffer) => this.onData(b));
+    socket.on('error', (e) => ctx.log.debug({ peer, err: e.message }, '9p connection error'));
+    socket.on('close', () => this.teardown());
+  }
+
+  private onData(b: Buffer): void {
+    this.chunks.push(b);
+    this.buffered += b.length;
+    while (!this.closed && this.buffered >= 4) {
+      const head = this.chunks[0]!.length >= 4 ? this.chunks[0]! : this.flatten();
+      const size = head.readUInt32LE(0);
+      if (size < HEADER_SIZE || size > this.session.maxFrame) {
+        this.ctx.log.warn({ peer: this.peer, size, max: this.session.maxFrame }, '9p frame size out of range; closing the connection');
+        this.destroy();
+        return;
+      }
+      if (this.buffered < size) return;
+      const all = this.flatten();
+      const frame = all.subarray(0, size);
+      const rest = all.subarray(size);
+      this.chunks = rest.length ? [rest] : [];
+      this.buffered = rest.length;
+      this.session.handle(frame);
+    }
+  }
+
+  private flatten(): Buffer {
+    if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks, this.buffered)];
+    return this.chunks[0]!;
+  }
+
+  /** Stops taking requests; lets running ones finish (bounded), then closes. */
+  async shutdown(graceMs = 5000): Promise<void> {
+    this.socket.pause();
+    await Promise.race([this.session.drain(), new Promise((r) => setTimeout(r, graceMs).unref())]);
+    this.socket.end();
+    this.teardown();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+    this.teardown();
+  }
+
+  private teardown(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.chunks = [];
+    this.session.close();
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+}

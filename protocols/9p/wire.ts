@@ -1,0 +1,153 @@
+// Zero-copy 9P wire codec. A Reader walks a received frame in place (names
+// and data come out as subarrays of the frame, never copies); a Writer
+// fills a reply buffer. Both are little-endian, as 9P is.
+import { Errno, SysError } from '../../src/sys/index.js';
+import { HEADER_SIZE } from './constants.js';
+
+/** A frame that does not parse: answered with Rlerror(EPROTO). */
+export class ProtocolError extends SysError {
+  constructor(what: string) {
+    super(Errno.EPROTO, 'decode', what);
+  }
+}
+
+export interface Qid {
+  type: number;
+  version: number;
+  path: bigint;
+}
+
+export class Reader {
+  private off: number;
+
+  constructor(private readonly buf: Buffer, start = HEADER_SIZE, private readonly end = buf.length) {
+    this.off = start;
+  }
+
+  private need(n: number, what: string): number {
+    const at = this.off;
+    if (at + n > this.end) throw new ProtocolError(`${what} runs past the end of the frame`);
+    this.off = at + n;
+    return at;
+  }
+
+  u8(): number {
+    return this.buf[this.need(1, 'u8')]!;
+  }
+
+  u16(): number {
+    return this.buf.readUInt16LE(this.need(2, 'u16'));
+  }
+
+  u32(): number {
+    return this.buf.readUInt32LE(this.need(4, 'u32'));
+  }
+
+  u64(): bigint {
+    return this.buf.readBigUInt64LE(this.need(8, 'u64'));
+  }
+
+  /** A u64 that must fit a JS number (file offsets, sizes). */
+  u64n(): number {
+    const v = this.u64();
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new SysError(Errno.EINVAL, 'decode', `offset ${v} too large`);
+    return Number(v);
+  }
+
+  /** A string as raw bytes (a view into the frame). */
+  str(): Buffer {
+    const len = this.u16();
+    const at = this.need(len, 'string');
+    return this.buf.subarray(at, at + len);
+  }
+
+  bytes(n: number): Buffer {
+    const at = this.need(n, 'data');
+    return this.buf.subarray(at, at + n);
+  }
+
+  get remaining(): number {
+    return this.end - this.off;
+  }
+}
+
+export class Writer {
+  private buf: Buffer;
+  private off = HEADER_SIZE;
+
+  constructor(capacity = 256) {
+    this.buf = Buffer.allocUnsafe(Math.max(capacity, HEADER_SIZE));
+  }
+
+  private room(n: number): number {
+    const at = this.off;
+    if (at + n > this.buf.length) {
+      const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, at + n));
+      this.buf.copy(grown, 0, 0, at);
+      this.buf = grown;
+    }
+    this.off = at + n;
+    return at;
+  }
+
+  u8(v: number): this {
+    this.buf[this.room(1)] = v;
+    return this;
+  }
+
+  u16(v: number): this {
+    this.buf.writeUInt16LE(v, this.room(2));
+    return this;
+  }
+
+  u32(v: number): this {
+    this.buf.writeUInt32LE(v >>> 0, this.room(4));
+    return this;
+  }
+
+  u64(v: bigint | number): this {
+    this.buf.writeBigUInt64LE(BigInt.asUintN(64, BigInt(v)), this.room(8));
+    return this;
+  }
+
+  str(s: Buffer | string): this {
+    const b = typeof s === 'string' ? Buffer.from(s) : s;
+    this.u16(b.length);
+    b.copy(this.buf, this.room(b.length));
+    return this;
+  }
+
+  bytes(b: Buffer): this {
+    b.copy(this.buf, this.room(b.length));
+    return this;
+  }
+
+  qid(q: Qid): this {
+    return this.u8(q.type).u32(q.version).u64(q.path);
+  }
+
+  get length(): number {
+    return this.off;
+  }
+
+  /** Reserves `n` bytes and returns them for the caller to fill in place. */
+  reserve(n: number): Buffer {
+    const at = this.room(n);
+    return this.buf.subarray(at, at + n);
+  }
+
+  /** Gives back the tail of the last reserve() that was not used. */
+  unreserve(n: number): void {
+    this.off -= n;
+  }
+
+  /** Writes the header and returns the finished frame. */
+  finish(type: number, tag: number): Buffer {
+    this.buf.writeUInt32LE(this.off, 0);
+    this.buf[4] = type;
+    this.buf.writeUInt16LE(tag, 5);
+    return this.buf.subarray(0, this.off);
+  }
+}
+
+export const QID_SIZE = 13;

@@ -1,0 +1,78 @@
+// Open files and directory streams: the host fds behind a client's open
+// handle (a 9P fid after Tlopen, a FUSE fh).
+import { close, getdents, seekdir, type Dirent } from '../sys/index.js';
+import type { Inode } from './inode-table.js';
+
+export class OpenFile {
+  private closed = false;
+  /** in-flight asynchronous calls (fsync) that still use the fd */
+  private busy = 0;
+
+  constructor(readonly inode: Inode, readonly fd: number, readonly flags: number) {}
+
+  /** Runs an asynchronous call with the fd kept open until it finishes. */
+  async use<T>(fn: (fd: number) => Promise<T>): Promise<T> {
+    this.busy++;
+    try {
+      return await fn(this.fd);
+    } finally {
+      this.busy--;
+      if (this.closed && this.busy === 0) close(this.fd);
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.busy === 0) close(this.fd);
+  }
+}
+
+const DIRENT_BUF = 32 * 1024;
+
+/**
+ * A directory stream with stable offsets: every entry carries the host
+ * filesystem's cookie for the position after it, and a read at any cookie
+ * returned earlier resumes right there (telldir/seekdir semantics).
+ */
+export class DirStream {
+  private readonly buf = Buffer.allocUnsafe(DIRENT_BUF);
+  /** entries read from the host but not yet handed out */
+  private pending: Dirent[] = [];
+  /** cookie of the position the next pending entry (or host read) starts at */
+  private pos = 0n;
+  private closed = false;
+
+  constructor(readonly inode: Inode, readonly fd: number) {}
+
+  /**
+   * Calls `emit` for entries starting at `offset` until it returns false
+   * (the reply is full; that entry is kept for the next call) or the
+   * directory ends.
+   */
+  read(offset: bigint, emit: (d: Dirent) => boolean): void {
+    if (offset !== this.pos) {
+      seekdir(this.fd, offset, this.inode.label);
+      this.pending = [];
+      this.pos = offset;
+    }
+    for (;;) {
+      if (this.pending.length === 0) {
+        this.pending = getdents(this.fd, this.buf, this.inode.label);
+        if (this.pending.length === 0) return;
+      }
+      while (this.pending.length > 0) {
+        const d = this.pending[0]!;
+        if (!emit(d)) return;
+        this.pending.shift();
+        this.pos = d.off;
+      }
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    close(this.fd);
+  }
+}

@@ -1,0 +1,77 @@
+// The duofs command line.
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import type { LevelWithSilent } from 'pino';
+import { createLogger, LOG_LEVELS } from './log.js';
+import { startDuofs, DEFAULT_9P_MAX_MSIZE } from './server.js';
+import { StartupError } from './listeners.js';
+import { SysError } from './sys/index.js';
+
+async function serve(argv: {
+  sharedDir: string; '9pSocket'?: string; '9pTcp'?: string; '9pFd'?: number; '9pMaxMsize': number;
+  readonly: boolean; logLevel: string;
+}): Promise<void> {
+  const log = createLogger(argv.logLevel as LevelWithSilent);
+  if (!argv['9pSocket'] && !argv['9pTcp'] && argv['9pFd'] === undefined) {
+    throw new StartupError('nothing to serve on: give --9p-socket, --9p-tcp or --9p-fd');
+  }
+  const d = await startDuofs({
+    sharedDir: argv.sharedDir,
+    ninepSocket: argv['9pSocket'],
+    ninepTcp: argv['9pTcp'],
+    ninepFd: argv['9pFd'],
+    ninepMaxMsize: argv['9pMaxMsize'],
+    readonly: argv.readonly,
+    log,
+  });
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) {
+      log.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    log.info({ signal }, 'shutting down: closing listeners and finishing requests');
+    void d.close().then(() => process.exit(0));
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+export async function main(args: string[]): Promise<void> {
+  await yargs(args)
+    .scriptName('duofs')
+    .usage('$0 <command> [options]\n\nServe one host directory to virtual machines over 9P2000.L (and virtio-fs).')
+    .command(
+      'serve',
+      'serve an export',
+      (y) => y
+        .option('shared-dir', { type: 'string', demandOption: true, describe: 'the host directory to export (the export root)' })
+        .option('9p-socket', { type: 'string', describe: 'serve 9P2000.L on a unix socket at this path (guests: trans=unix, or QEMU -chardev socket for a virtio-serial relay); created 0600, a stale socket is replaced' })
+        .option('9p-tcp', { type: 'string', describe: 'serve 9P2000.L over TCP at HOST:PORT; a bare PORT listens on 127.0.0.1 only (guests: trans=tcp,port=PORT)' })
+        .option('9p-fd', { type: 'number', describe: 'serve 9P2000.L on an inherited, already connected stream fd (one client; guests: trans=fd)' })
+        .option('9p-max-msize', { type: 'number', default: DEFAULT_9P_MAX_MSIZE, describe: 'largest 9P msize offered; clients asking for more get this' })
+        .option('readonly', { type: 'boolean', default: false, describe: 'refuse every change to the export with EROFS' })
+        .option('log-level', { choices: LOG_LEVELS, default: 'info', describe: 'log verbosity; JSON lines on stderr (trace logs every request)' })
+        .example('$0 serve --shared-dir /srv/share --9p-socket /run/duofs/share.sock', 'serve /srv/share over a unix socket')
+        .example('$0 serve --shared-dir /srv/share --9p-tcp 5640', 'serve on 127.0.0.1:5640 (mount -t 9p -o trans=tcp,port=5640)'),
+      (argv) => serve(argv as never),
+    )
+    .demandCommand(1, 'give a command: serve')
+    .strict()
+    .help()
+    .alias('h', 'help')
+    .version(false)
+    .fail((msg, err, y) => {
+      if (err) throw err;
+      console.error(`${y.help()}\n\n${msg}`);
+      process.exit(2);
+    })
+    .parseAsync();
+}
+
+main(hideBin(process.argv)).catch((e: unknown) => {
+  if (e instanceof StartupError || e instanceof SysError) console.error(`duofs: ${e.message}`);
+  else console.error('duofs:', e);
+  process.exit(1);
+});

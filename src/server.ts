@@ -1,0 +1,114 @@
+// Wires one export's backend to every front-end asked for, and shuts them
+// all down cleanly. The CLI is a thin layer over startDuofs().
+import { Socket, type Server } from 'node:net';
+import { statSync, unlinkSync } from 'node:fs';
+import type { LevelWithSilent } from 'pino';
+import { Backend } from './backend/backend.js';
+import { createLogger, type Logger } from './log.js';
+import { listenTcp, listenUnix, parseHostPort, StartupError, type HostPort } from './listeners.js';
+import { HostUsers } from '../security/host-users.js';
+import { StreamConnection } from '../protocols/9p/stream.js';
+import type { SessionContext } from '../protocols/9p/session.js';
+
+export interface ServeOptions {
+  sharedDir: string;
+  /** 9P over a unix socket at this path */
+  ninepSocket?: string;
+  /** 9P over TCP, "HOST:PORT" or "PORT" (loopback) */
+  ninepTcp?: string;
+  /** 9P over an inherited, already connected stream fd */
+  ninepFd?: number;
+  /** the largest msize offered to 9P clients */
+  ninepMaxMsize?: number;
+  readonly?: boolean;
+  logLevel?: LevelWithSilent;
+  log?: Logger;
+}
+
+export interface Duofs {
+  readonly backend: Backend;
+  readonly log: Logger;
+  readonly ninepTcpAddress: HostPort | undefined;
+  /** live 9P connections */
+  readonly connections: ReadonlySet<StreamConnection>;
+  /** Stops listening, lets running requests finish, closes everything. */
+  close(): Promise<void>;
+}
+
+export const DEFAULT_9P_MAX_MSIZE = 4 * 1024 * 1024;
+
+export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
+  const log = opts.log ?? createLogger(opts.logLevel ?? 'info');
+  let st;
+  try {
+    st = statSync(opts.sharedDir);
+  } catch {
+    throw new StartupError(`export ${opts.sharedDir} does not exist`);
+  }
+  if (!st.isDirectory()) throw new StartupError(`export ${opts.sharedDir} is not a directory`);
+
+  const backend = new Backend({ sharedDir: opts.sharedDir, readonly: opts.readonly ?? false });
+  const ctx: SessionContext = {
+    backend,
+    users: new HostUsers(),
+    log,
+    maxMsize: opts.ninepMaxMsize ?? DEFAULT_9P_MAX_MSIZE,
+    exportPath: opts.sharedDir,
+  };
+  const servers: Server[] = [];
+  const socketPaths: string[] = [];
+  const connections = new Set<StreamConnection>();
+  let serial = 0;
+
+  const accept = (label: string) => (sock: Socket): void => {
+    const peer = sock.remoteAddress ? `tcp:${sock.remoteAddress}:${sock.remotePort}` : `${label}#${++serial}`;
+    const conn = new StreamConnection(sock, ctx, peer);
+    connections.add(conn);
+    log.info({ peer }, '9p client connected');
+    sock.once('close', () => {
+      connections.delete(conn);
+      log.info({ peer }, '9p client disconnected');
+    });
+  };
+
+  let ninepTcpAddress: HostPort | undefined;
+  try {
+    if (opts.ninepSocket) {
+      servers.push(await listenUnix(opts.ninepSocket, accept(`unix:${opts.ninepSocket}`)));
+      socketPaths.push(opts.ninepSocket);
+      log.info({ socket: opts.ninepSocket, export: opts.sharedDir }, 'serving 9P2000.L on a unix socket');
+    }
+    if (opts.ninepTcp) {
+      const { server, address } = await listenTcp(parseHostPort(opts.ninepTcp), accept('tcp'));
+      servers.push(server);
+      ninepTcpAddress = address;
+      log.info({ tcp: `${address.host}:${address.port}`, export: opts.sharedDir }, 'serving 9P2000.L over TCP');
+    }
+    if (opts.ninepFd !== undefined) {
+      accept(`fd:${opts.ninepFd}`)(new Socket({ fd: opts.ninepFd, readable: true, writable: true }));
+      log.info({ fd: opts.ninepFd, export: opts.sharedDir }, 'serving 9P2000.L on an inherited fd');
+    }
+  } catch (e) {
+    for (const s of servers) s.close();
+    throw e;
+  }
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+      await Promise.all([...connections].map((c) => c.shutdown()));
+      for (const p of socketPaths) {
+        try {
+          unlinkSync(p);
+        } catch {
+          // already gone
+        }
+      }
+      log.info('duofs stopped');
+    })();
+    return closing;
+  };
+
+  return { backend, log, ninepTcpAddress, connections, close };
+}

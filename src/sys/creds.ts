@@ -1,0 +1,48 @@
+// Per-thread filesystem credentials. setfsuid/setfsgid only ever affect the
+// calling thread; setgroups goes through the raw syscall because glibc's
+// wrapper would broadcast it to every thread of the process.
+import { c, setgroupsRaw, errno } from './libc.js';
+import { SysError } from './errno.js';
+
+export interface Credentials {
+  uid: number;
+  gid: number;
+  groups: readonly number[];
+}
+
+let current: Credentials = { uid: 0, gid: 0, groups: [] };
+let groupsKey = '';
+
+function setGroups(groups: readonly number[]): void {
+  const key = groups.join(',');
+  if (key === groupsKey) return;
+  const b = Buffer.alloc(Math.max(4, groups.length * 4));
+  groups.forEach((g, i) => b.writeUInt32LE(g >>> 0, i * 4));
+  if (setgroupsRaw(groups.length, b) < 0) throw new SysError(errno(), 'setgroups', key);
+  groupsKey = key;
+}
+
+/** Switches this thread's fs credentials; a no-op when they are unchanged. */
+export function switchCredentials(cr: Credentials): void {
+  if (cr === current) return;
+  // Order matters: groups and gid while fsuid may still be 0 (privileged).
+  if (current.uid !== 0) c.setfsuid(0);
+  setGroups(cr.groups);
+  c.setfsgid(cr.gid >>> 0);
+  c.setfsuid(cr.uid >>> 0);
+  current = cr;
+}
+
+/** Runs `fn` with `cr` as the fs credentials, restoring the previous ones after. */
+export function withCredentials<T>(cr: Credentials | undefined, fn: () => T): T {
+  if (cr === undefined) return fn();
+  const prev = current;
+  switchCredentials(cr);
+  try {
+    return fn();
+  } finally {
+    switchCredentials(prev);
+  }
+}
+
+export const processCredentials = (): Credentials => ({ uid: c.geteuid(), gid: c.getegid(), groups: [] });

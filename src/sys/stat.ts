@@ -1,0 +1,107 @@
+// statx(2) and fstatfs(2), decoded from their raw buffers into plain objects.
+import { c, cstr, errno, EMPTY_PATH } from './libc.js';
+import { AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, makedev } from './constants.js';
+import { SysError } from './errno.js';
+
+export const STATX_BASIC_STATS = 0x7ff;
+export const STATX_BTIME = 0x800;
+export const STATX_MNT_ID = 0x1000;
+
+export interface Timespec { sec: number; nsec: number }
+
+export interface Stat {
+  /** st_dev, glibc makedev() encoding */
+  dev: bigint;
+  ino: bigint;
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  rdev: bigint;
+  size: number;
+  blksize: number;
+  blocks: number;
+  atime: Timespec;
+  mtime: Timespec;
+  ctime: Timespec;
+  /** undefined when the filesystem does not report a birth time */
+  btime: Timespec | undefined;
+  mntId: bigint;
+}
+
+const buf = Buffer.alloc(256);
+
+function ts(b: Buffer, off: number): Timespec {
+  return { sec: Number(b.readBigInt64LE(off)), nsec: b.readUInt32LE(off + 8) };
+}
+
+function decode(b: Buffer): Stat {
+  const mask = b.readUInt32LE(0);
+  return {
+    blksize: b.readUInt32LE(4),
+    nlink: b.readUInt32LE(16),
+    uid: b.readUInt32LE(20),
+    gid: b.readUInt32LE(24),
+    mode: b.readUInt16LE(28),
+    ino: b.readBigUInt64LE(32),
+    size: Number(b.readBigUInt64LE(40)),
+    blocks: Number(b.readBigUInt64LE(48)),
+    atime: ts(b, 64),
+    btime: mask & STATX_BTIME ? ts(b, 80) : undefined,
+    ctime: ts(b, 96),
+    mtime: ts(b, 112),
+    rdev: makedev(b.readUInt32LE(128), b.readUInt32LE(132)),
+    dev: makedev(b.readUInt32LE(136), b.readUInt32LE(140)),
+    mntId: mask & STATX_MNT_ID ? b.readBigUInt64LE(144) : 0n,
+  };
+}
+
+/** statx of the object `fd` refers to (any fd, O_PATH included). */
+export function fstat(fd: number, what = 'fd'): Stat {
+  if (c.statx(fd, EMPTY_PATH, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_BTIME | STATX_MNT_ID, buf) < 0) {
+    throw new SysError(errno(), 'statx', what);
+  }
+  return decode(buf);
+}
+
+/** statx of `name` in directory `dirfd`, never following a final symlink. */
+export function fstatat(dirfd: number, name: Buffer | string, what?: string): Stat {
+  if (c.statx(dirfd, cstr(name), AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS | STATX_BTIME | STATX_MNT_ID, buf) < 0) {
+    throw new SysError(errno(), 'statx', what ?? name.toString());
+  }
+  return decode(buf);
+}
+
+export interface StatFs {
+  type: number;
+  bsize: number;
+  blocks: bigint;
+  bfree: bigint;
+  bavail: bigint;
+  files: bigint;
+  ffree: bigint;
+  fsid: bigint;
+  namelen: number;
+  frsize: number;
+  flags: number;
+}
+
+const sfbuf = Buffer.alloc(120);
+
+export function fstatfs(fd: number, what = 'fd'): StatFs {
+  if (c.fstatfs(fd, sfbuf) < 0) throw new SysError(errno(), 'fstatfs', what);
+  const b = sfbuf;
+  return {
+    type: Number(b.readBigInt64LE(0)),
+    bsize: Number(b.readBigInt64LE(8)),
+    blocks: b.readBigUInt64LE(16),
+    bfree: b.readBigUInt64LE(24),
+    bavail: b.readBigUInt64LE(32),
+    files: b.readBigUInt64LE(40),
+    ffree: b.readBigUInt64LE(48),
+    fsid: b.readBigUInt64LE(56),
+    namelen: Number(b.readBigInt64LE(64)),
+    frsize: Number(b.readBigInt64LE(72)),
+    flags: Number(b.readBigInt64LE(80)),
+  };
+}
