@@ -96,8 +96,11 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closing ??= (async () => {
-      await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+      // server.close() only calls back once every connection is gone, so
+      // stop accepting first, then wind the connections down, then wait.
+      const stopped = Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
       await Promise.all([...connections].map((c) => c.shutdown()));
+      await stopped;
       for (const p of socketPaths) {
         try {
           unlinkSync(p);

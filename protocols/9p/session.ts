@@ -9,7 +9,7 @@ import type { Backend, Inode, SetAttr } from '../../src/backend/backend.js';
 import { printable } from '../../src/backend/names.js';
 import {
   DT_DIR, DT_LNK, Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_SYNC, SysError, XATTR_CREATE, XATTR_REPLACE, XATTR_SIZE_MAX, errnoName,
-  fail, makedev, pread, pwrite, type Credentials, type Stat, type TimeArg,
+  O_ACCMODE, O_DIRECTORY, O_RDONLY, fail, makedev, pread, pwrite, type Credentials, type Stat, type TimeArg,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
 import type { HostUsers } from '../../security/host-users.js';
@@ -310,6 +310,8 @@ export class Session {
     const flags = dotlFlags(r.u32());
     if (f.isOpen) fail(Errno.EBADF, 'Tlopen', `${f.inode.label} is already open`);
     const { backend } = this.ctx;
+    if (f.inode.isDir && (flags & O_ACCMODE) !== O_RDONLY) fail(Errno.EISDIR, 'Tlopen', f.inode.label);
+    if (!f.inode.isDir && flags & O_DIRECTORY) fail(Errno.ENOTDIR, 'Tlopen', f.inode.label);
     if (f.inode.isDir) f.dir = backend.opendir(f.cr, f.inode);
     else f.file = backend.open(f.cr, f.inode, flags);
     return new Writer(32).qid(this.qid(f.inode)).u32(this.iounit()).finish(T.lopen + 1, tag);
@@ -407,9 +409,9 @@ export class Session {
     const mode = r.u32();
     const uid = r.u32();
     const gid = r.u32();
-    const size = r.u64n();
-    const atime = { sec: r.u64n(), nsec: r.u64n() };
-    const mtime = { sec: r.u64n(), nsec: r.u64n() };
+    const size = r.offset();
+    const atime = { sec: r.i64n(), nsec: Number(r.u64()) };
+    const mtime = { sec: r.i64n(), nsec: Number(r.u64()) };
     const a: SetAttr = {};
     if (valid & ATTR.MODE) a.mode = mode;
     if (valid & ATTR.UID && uid !== NOFID) a.uid = uid;
@@ -417,6 +419,7 @@ export class Session {
     if (valid & ATTR.SIZE) a.size = size;
     if (valid & ATTR.ATIME) a.atime = valid & ATTR.ATIME_SET ? checkTime(atime) : 'now';
     if (valid & ATTR.MTIME) a.mtime = valid & ATTR.MTIME_SET ? checkTime(mtime) : 'now';
+    if (valid & ATTR.CTIME) a.ctime = true;
     this.ctx.backend.setattr(f.cr, f.inode, a, f.file);
     return new Writer(8).finish(T.setattr + 1, tag);
   }
@@ -440,14 +443,15 @@ export class Session {
 
   private read(r: Reader, tag: number): Buffer {
     const f = this.fid(r.u32());
-    const offset = r.u64n();
+    const offset = r.offset();
     const count = Math.min(r.u32(), this.msize - IOHDRSZ);
     const w = new Writer(IOHDRSZ + count);
     const countAt = w.length;
     w.u32(0);
     let n: number;
     if (f.xattrRead) {
-      const data = f.xattrRead.subarray(Math.min(offset, f.xattrRead.length), Math.min(offset + count, f.xattrRead.length));
+      const at = typeof offset === 'bigint' ? f.xattrRead.length : Math.min(offset, f.xattrRead.length);
+      const data = f.xattrRead.subarray(at, Math.min(at + count, f.xattrRead.length));
       w.bytes(data);
       n = data.length;
     } else if (f.file) {
@@ -466,13 +470,13 @@ export class Session {
 
   private write(r: Reader, tag: number): Buffer {
     const f = this.fid(r.u32());
-    const offset = r.u64n();
+    const offset = r.offset();
     const count = r.u32();
     const data = r.bytes(count);
     let n: number;
     if (f.xattrWrite) {
       const x = f.xattrWrite;
-      if (offset !== x.written || offset + count > x.value.length) {
+      if (typeof offset === 'bigint' || offset !== x.written || offset + count > x.value.length) {
         fail(Errno.EINVAL, 'Twrite', `xattr ${printable(x.name)} at ${offset}+${count} beyond its declared size ${x.value.length}`);
       }
       data.copy(x.value, offset);
@@ -532,8 +536,8 @@ export class Session {
     const f = this.fid(r.u32());
     const type = r.u8();
     r.u32(); // flags: BLOCK is honoured by answering BLOCKED; the client retries
-    const start = r.u64n();
-    const length = r.u64n();
+    const start = lockNumber(r.u64());
+    const length = lockNumber(r.u64());
     const procId = r.u32();
     const clientId = r.str();
     if (!f.file) fail(Errno.EBADF, 'Tlock', `${f.inode.label} is not an open file`);
@@ -545,8 +549,8 @@ export class Session {
   private getlock(r: Reader, tag: number): Buffer {
     const f = this.fid(r.u32());
     const type = r.u8();
-    const start = r.u64n();
-    const length = r.u64n();
+    const start = lockNumber(r.u64());
+    const length = lockNumber(r.u64());
     const procId = r.u32();
     const clientId = r.str();
     if (!f.file) fail(Errno.EBADF, 'Tgetlock', `${f.inode.label} is not an open file`);
@@ -701,6 +705,12 @@ function lockType(t: number): number {
     case LOCK_TYPE.UNLCK: return F_UNLCK;
     default: fail(Errno.EINVAL, 'lock', `type ${t}`);
   }
+}
+
+/** Lock ranges are off_t; values past 2^53 are clamped (still "to the end"). */
+function lockNumber(v: bigint): number {
+  if (v > 0x7fffffffffffffffn) fail(Errno.EINVAL, 'lock', `range value ${v}`);
+  return v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v);
 }
 
 function checkTime(t: { sec: number; nsec: number }): TimeArg {

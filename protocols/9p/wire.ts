@@ -47,11 +47,20 @@ export class Reader {
     return this.buf.readBigUInt64LE(this.need(8, 'u64'));
   }
 
-  /** A u64 that must fit a JS number (file offsets, sizes). */
-  u64n(): number {
+  /**
+   * A file offset or size: a number when it fits one exactly, else a bigint
+   * (still a valid off_t). Beyond off_t's range is EINVAL, as the kernel says.
+   */
+  offset(): number | bigint {
     const v = this.u64();
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new SysError(Errno.EINVAL, 'decode', `offset ${v} too large`);
-    return Number(v);
+    if (v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
+    if (v > 0x7fffffffffffffffn) throw new SysError(Errno.EINVAL, 'decode', `offset ${v} beyond off_t`);
+    return v;
+  }
+
+  /** A signed 64-bit count of seconds (times before 1970 are negative). */
+  i64n(): number {
+    return Number(BigInt.asIntN(64, this.u64()));
   }
 
   /** A string as raw bytes (a view into the frame). */
@@ -90,35 +99,42 @@ export class Writer {
     return at;
   }
 
+  // room() may replace this.buf, so it must run before this.buf is read.
   u8(v: number): this {
-    this.buf[this.room(1)] = v;
+    const at = this.room(1);
+    this.buf[at] = v;
     return this;
   }
 
   u16(v: number): this {
-    this.buf.writeUInt16LE(v, this.room(2));
+    const at = this.room(2);
+    this.buf.writeUInt16LE(v, at);
     return this;
   }
 
   u32(v: number): this {
-    this.buf.writeUInt32LE(v >>> 0, this.room(4));
+    const at = this.room(4);
+    this.buf.writeUInt32LE(v >>> 0, at);
     return this;
   }
 
   u64(v: bigint | number): this {
-    this.buf.writeBigUInt64LE(BigInt.asUintN(64, BigInt(v)), this.room(8));
+    const at = this.room(8);
+    this.buf.writeBigUInt64LE(BigInt.asUintN(64, BigInt(v)), at);
     return this;
   }
 
   str(s: Buffer | string): this {
     const b = typeof s === 'string' ? Buffer.from(s) : s;
     this.u16(b.length);
-    b.copy(this.buf, this.room(b.length));
+    const at = this.room(b.length);
+    b.copy(this.buf, at);
     return this;
   }
 
   bytes(b: Buffer): this {
-    b.copy(this.buf, this.room(b.length));
+    const at = this.room(b.length);
+    b.copy(this.buf, at);
     return this;
   }
 

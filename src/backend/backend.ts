@@ -35,8 +35,10 @@ export interface SetAttr {
   mode?: number;
   uid?: number;
   gid?: number;
-  size?: number;
+  size?: number | bigint;
   atime?: TimeArg;
+  /** only the change time: touch ctime without changing anything else */
+  ctime?: boolean;
   mtime?: TimeArg;
 }
 
@@ -118,6 +120,8 @@ export class Backend {
       }
       if (a.atime !== undefined || a.mtime !== undefined) {
         utimensFd(inode.fd, a.atime ?? 'omit', a.mtime ?? 'omit', inode.label);
+      } else if (a.ctime && a.size === undefined && a.uid === undefined && a.gid === undefined && a.mode === undefined) {
+        fchownFd(inode.fd, -1, -1, inode.label); // a no-op chown updates ctime only
       }
     });
     return fstat(inode.fd, inode.label);

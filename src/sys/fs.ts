@@ -130,12 +130,12 @@ export function utimensat(dirfd: number, name: Buffer, atime: TimeArg, mtime: Ti
   check(c.utimensat(dirfd, cstr(name), timesBuf, AT_SYMLINK_NOFOLLOW), 'utimensat', name);
 }
 
-export function ftruncate(fd: number, size: number, what = 'fd'): void {
+export function ftruncate(fd: number, size: number | bigint, what = 'fd'): void {
   check(c.ftruncate(fd, size), 'ftruncate', what);
 }
 
 /** truncate(2) of the object behind an O_PATH fd. */
-export function truncatePathFd(fd: number, size: number, what = 'fd'): void {
+export function truncatePathFd(fd: number, size: number | bigint, what = 'fd'): void {
   check(c.truncate(cstr(procPath(fd)), size), 'truncate', what);
 }
 
@@ -155,11 +155,11 @@ export function syncfs(fd: number, what = 'fd'): void {
   check(c.syncfs(fd), 'syncfs', what);
 }
 
-export function pread(fd: number, buf: Buffer, offset: number, what = 'fd'): number {
+export function pread(fd: number, buf: Buffer, offset: number | bigint, what = 'fd'): number {
   return check(Number(c.pread(fd, buf, buf.length, offset)), 'pread', what);
 }
 
-export function pwrite(fd: number, buf: Buffer, offset: number, what = 'fd'): number {
+export function pwrite(fd: number, buf: Buffer, offset: number | bigint, what = 'fd'): number {
   return check(Number(c.pwrite(fd, buf, buf.length, offset)), 'pwrite', what);
 }
 

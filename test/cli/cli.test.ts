@@ -1,0 +1,162 @@
+// The duofs command as an operator runs it: startup errors, signals, the
+// socket file's life cycle, an inherited connected fd.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { P9Client } from '../p9/client.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const bin = path.join(root, 'bin', 'duofs.js');
+
+let tmp: string;
+let exportDir: string;
+const children: ChildProcess[] = [];
+
+beforeEach(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'duofs-cli-'));
+  exportDir = path.join(tmp, 'export');
+  fs.mkdirSync(exportDir);
+  fs.writeFileSync(path.join(exportDir, 'hello.txt'), 'hello\n');
+});
+
+afterEach(() => {
+  for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+function run(args: string[]): { status: number | null; stderr: string; stdout: string } {
+  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 20_000 });
+  return { status: r.status, stderr: r.stderr, stdout: r.stdout };
+}
+
+function start(args: string[], extra: { stdio?: unknown[] } = {}): ChildProcess {
+  const c = spawn(process.execPath, [bin, ...args], { stdio: (extra.stdio ?? ['ignore', 'pipe', 'pipe']) as never });
+  children.push(c);
+  return c;
+}
+
+async function waitFor(cond: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out waiting');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const exited = (c: ChildProcess): Promise<number | null> =>
+  c.exitCode !== null ? Promise.resolve(c.exitCode) : new Promise((r) => c.once('exit', (code) => r(code)));
+
+test('--help explains every serve flag', () => {
+  const r = run(['serve', '--help']);
+  expect(r.status).toBe(0);
+  for (const flag of ['--shared-dir', '--9p-socket', '--9p-tcp', '--9p-fd', '--9p-max-msize', '--readonly', '--log-level']) {
+    expect(r.stdout).toContain(flag);
+  }
+});
+
+test('a missing export is one clear line and exit status 1', () => {
+  const r = run(['serve', '--shared-dir', path.join(tmp, 'nope'), '--9p-socket', path.join(tmp, 's.sock')]);
+  expect(r.status).toBe(1);
+  expect(r.stderr.trim()).toBe(`duofs: export ${path.join(tmp, 'nope')} does not exist`);
+});
+
+test('an export that is a file is refused', () => {
+  const r = run(['serve', '--shared-dir', path.join(exportDir, 'hello.txt'), '--9p-tcp', '0']);
+  expect(r.status).toBe(1);
+  expect(r.stderr).toMatch(/is not a directory/);
+});
+
+test('serving nothing is refused', () => {
+  const r = run(['serve', '--shared-dir', exportDir]);
+  expect(r.status).toBe(1);
+  expect(r.stderr).toMatch(/nothing to serve on/);
+});
+
+test('a TCP address in use is one clear line', async () => {
+  const blocker = net.createServer();
+  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', () => r()));
+  const port = (blocker.address() as net.AddressInfo).port;
+  try {
+    const r = run(['serve', '--shared-dir', exportDir, '--9p-tcp', `127.0.0.1:${port}`]);
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim()).toBe(`duofs: 127.0.0.1:${port}: address in use`);
+  } finally {
+    blocker.close();
+  }
+});
+
+test('a live unix socket is not stolen; a stale one is replaced; SIGTERM removes it', async () => {
+  const sock = path.join(tmp, '9p.sock');
+  const a = start(['serve', '--shared-dir', exportDir, '--9p-socket', sock, '--log-level', 'info']);
+  await waitFor(() => fs.existsSync(sock));
+  expect(fs.statSync(sock).mode & 0o777).toBe(0o600);
+
+  const b = run(['serve', '--shared-dir', exportDir, '--9p-socket', sock]);
+  expect(b.status).toBe(1);
+  expect(b.stderr.trim()).toBe(`duofs: ${sock}: address in use (another server is listening there)`);
+
+  // The first server still works, and a client's in-flight session ends cleanly on SIGTERM.
+  const { c, root: rootFid } = await P9Client.session(sock);
+  expect((await c.walk(rootFid, c.newFid(), ['hello.txt'])).length).toBe(1);
+  a.kill('SIGTERM');
+  expect(await exited(a)).toBe(0);
+  expect(fs.existsSync(sock)).toBe(false);
+  await c.close();
+
+  // Leave a stale socket behind (SIGKILL), then start again on the same path.
+  const k = start(['serve', '--shared-dir', exportDir, '--9p-socket', sock]);
+  await waitFor(() => fs.existsSync(sock));
+  k.kill('SIGKILL');
+  await exited(k);
+  expect(fs.existsSync(sock)).toBe(true);
+  const d = start(['serve', '--shared-dir', exportDir, '--9p-socket', sock]);
+  let err = '';
+  d.stderr!.on('data', (x: Buffer) => { err += x.toString(); });
+  await waitFor(() => err.includes('serving 9P2000.L on a unix socket'));
+  const s2 = await P9Client.session(sock);
+  expect((await s2.c.walk(s2.root, s2.c.newFid(), ['hello.txt'])).length).toBe(1);
+  await s2.c.close();
+  d.kill('SIGINT');
+  expect(await exited(d)).toBe(0);
+  expect(fs.existsSync(sock)).toBe(false);
+}, 30_000);
+
+test('a path that is not a socket is refused', () => {
+  const p = path.join(tmp, 'plain');
+  fs.writeFileSync(p, '');
+  const r = run(['serve', '--shared-dir', exportDir, '--9p-socket', p]);
+  expect(r.status).toBe(1);
+  expect(r.stderr).toMatch(/exists and is not a socket/);
+  expect(fs.readFileSync(p, 'utf8')).toBe('');
+});
+
+test('serves one client on an inherited connected fd (trans=fd)', async () => {
+  // A connected unix socket pair: our end is `mine`, the server gets the other as fd 3.
+  const sock = path.join(tmp, 'pair.sock');
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(sock, () => r()));
+  const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
+  const theirs = net.connect(sock);
+  await new Promise<void>((r) => theirs.once('connect', () => r()));
+  const mine = await accepted;
+  const child = start(['serve', '--shared-dir', exportDir, '--9p-fd', '3', '--log-level', 'warn'], {
+    stdio: ['ignore', 'pipe', 'pipe', theirs],
+  });
+  theirs.destroy();
+  // The client's constructor is private (it normally dials); wrap our end directly.
+  const c = new (P9Client as unknown as new (s: net.Socket, o: object) => P9Client)(mine, {});
+  await c.version(65536);
+  const rootFid = c.newFid();
+  await c.attach(rootFid, 0xffffffff, '', '', 0);
+  const f = c.newFid();
+  await c.walk(rootFid, f, ['hello.txt']);
+  await c.lopen(f, 0);
+  expect((await c.read(f, 0, 100)).toString()).toBe('hello\n');
+  await c.close();
+  srv.close();
+  child.kill('SIGTERM');
+  await exited(child);
+});
