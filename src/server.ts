@@ -4,6 +4,7 @@ import { Socket, type Server } from 'node:net';
 import { statSync, unlinkSync } from 'node:fs';
 import type { LevelWithSilent } from 'pino';
 import { Backend } from './backend/backend.js';
+import { raiseNofileLimit } from './sys/index.js';
 import { createLogger, type Logger } from './log.js';
 import { listenTcp, listenUnix, parseHostPort, StartupError, type HostPort } from './listeners.js';
 import { HostUsers } from '../security/host-users.js';
@@ -47,6 +48,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
   }
   if (!st.isDirectory()) throw new StartupError(`export ${opts.sharedDir} is not a directory`);
 
+  const nofile = raiseNofileLimit();
   const backend = new Backend({ sharedDir: opts.sharedDir, readonly: opts.readonly ?? false });
   const ctx: SessionContext = {
     backend,
@@ -54,7 +56,9 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     log,
     maxMsize: opts.ninepMaxMsize ?? DEFAULT_9P_MAX_MSIZE,
     exportPath: opts.sharedDir,
+    maxFids: Math.max(1024, Math.floor(nofile / 2)),
   };
+  log.debug({ nofile, maxFidsPerSession: ctx.maxFids }, 'limits');
   const servers: Server[] = [];
   const socketPaths: string[] = [];
   const connections = new Set<StreamConnection>();

@@ -32,7 +32,12 @@ export interface SessionContext {
   maxMsize: number;
   /** attach names accepted besides the empty one (the export path) */
   exportPath: string;
+  /** most fids one session may hold, so one client cannot take every fd */
+  maxFids: number;
 }
+
+/** Bytes of pending Txattrcreate values one session may hold. */
+const MAX_PENDING_XATTR_BYTES = 8 * 1024 * 1024;
 
 type Handler = (r: Reader, tag: number) => Buffer | Promise<Buffer>;
 
@@ -162,6 +167,7 @@ export class Session {
   private checkNewFid(n: number): void {
     if (n === NOFID) fail(Errno.EBADF, 'fid', 'NOFID cannot be bound');
     if (this.fids.has(n)) fail(Errno.EBADF, 'fid', `${n} is already in use`);
+    if (this.fids.size >= this.ctx.maxFids) fail(Errno.EMFILE, 'fid', `session holds ${this.fids.size} fids (the limit)`);
   }
 
   /** A fid that names a directory and has not been opened (create/mkdir parent). */
@@ -600,8 +606,17 @@ export class Session {
     if (flags & ~(XATTR_CREATE | XATTR_REPLACE)) fail(Errno.EINVAL, 'Txattrcreate', `flags ${flags}`);
     if (name.length === 0 || name.length > 255 || name.includes(0)) fail(Errno.EINVAL, 'Txattrcreate', printable(name));
     this.ctx.backend.checkWritable('setxattr', f.inode.label);
+    if (this.pendingXattrBytes() + Number(size) > MAX_PENDING_XATTR_BYTES) {
+      fail(Errno.ENOSPC, 'Txattrcreate', `${printable(name)}: too many unfinished xattr writes on this session`);
+    }
     f.xattrWrite = { name: Buffer.from(name), value: Buffer.alloc(Number(size)), written: 0, flags };
     return new Writer(8).finish(T.xattrcreate + 1, tag);
+  }
+
+  private pendingXattrBytes(): number {
+    let n = 0;
+    for (const f of this.fids.values()) n += f.xattrWrite?.value.length ?? 0;
+    return n;
   }
 
   /** Applies a Txattrcreate at clunk, as QEMU does: size 0 removes. */

@@ -8,3 +8,4 @@ export * from './xattr.js';
 export * from './locks.js';
 export * from './creds.js';
 export * from './handles.js';
+export * from './rlimit.js';

@@ -61,6 +61,7 @@ export const c = {
   dup: lib.func('int dup(int fd)'),
   umask: lib.func('uint32_t umask(uint32_t mask)'),
   geteuid: lib.func('uint32_t geteuid()'),
+  prlimit: lib.func('int prlimit(int pid, int resource, const void *newlim, _Out_ void *oldlim)'),
   getegid: lib.func('uint32_t getegid()'),
 };
 
