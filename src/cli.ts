@@ -6,14 +6,16 @@ import { createLogger, LOG_LEVELS } from './log.js';
 import { startDuofs, DEFAULT_9P_MAX_MSIZE } from './server.js';
 import { StartupError } from './listeners.js';
 import { SysError } from './sys/index.js';
+import type { CacheMode } from '../protocols/fuse/options.js';
 
 async function serve(argv: {
   sharedDir: string; '9pSocket'?: string; '9pTcp'?: string; '9pFd'?: number; '9pMaxMsize': number;
-  readonly: boolean; logLevel: string;
+  readonly: boolean; logLevel: string; fuseMount?: string; cache: CacheMode; writeback: boolean; xattr: boolean;
+  announceSubmounts: boolean;
 }): Promise<void> {
   const log = createLogger(argv.logLevel as LevelWithSilent);
-  if (!argv['9pSocket'] && !argv['9pTcp'] && argv['9pFd'] === undefined) {
-    throw new StartupError('nothing to serve on: give --9p-socket, --9p-tcp or --9p-fd');
+  if (!argv['9pSocket'] && !argv['9pTcp'] && argv['9pFd'] === undefined && !argv.fuseMount) {
+    throw new StartupError('nothing to serve on: give --9p-socket, --9p-tcp, --9p-fd or --fuse-mount');
   }
   const d = await startDuofs({
     sharedDir: argv.sharedDir,
@@ -22,6 +24,8 @@ async function serve(argv: {
     ninepFd: argv['9pFd'],
     ninepMaxMsize: argv['9pMaxMsize'],
     readonly: argv.readonly,
+    fuseMount: argv.fuseMount,
+    fuse: { cache: argv.cache, writeback: argv.writeback, xattr: argv.xattr, announceSubmounts: argv.announceSubmounts },
     log,
   });
   let stopping = false;
@@ -51,6 +55,11 @@ export async function main(args: string[]): Promise<void> {
         .option('9p-tcp', { type: 'string', describe: 'serve 9P2000.L over TCP at HOST:PORT; a bare PORT listens on 127.0.0.1 only (guests: trans=tcp,port=PORT)' })
         .option('9p-fd', { type: 'number', describe: 'serve 9P2000.L on an inherited, already connected stream fd (one client; guests: trans=fd)' })
         .option('9p-max-msize', { type: 'number', default: DEFAULT_9P_MAX_MSIZE, describe: 'largest 9P msize offered; clients asking for more get this' })
+        .option('fuse-mount', { type: 'string', describe: 'also mount the export on the host through /dev/fuse at this directory (outside the export), to see it exactly as a virtio-fs guest does; unmounted on exit' })
+        .option('cache', { choices: ['auto', 'always', 'metadata', 'never'] as const, default: 'auto' as const, describe: 'FUSE caching, as virtiofsd: never = no caching (direct I/O), auto = 1 s attribute/entry timeouts, metadata = long metadata timeouts with direct I/O, always = long timeouts and kept page cache' })
+        .option('writeback', { type: 'boolean', default: false, describe: 'FUSE: let the client kernel cache writes (writeback cache)' })
+        .option('xattr', { type: 'boolean', default: false, describe: 'FUSE: pass extended attributes through (9P always does)' })
+        .option('announce-submounts', { type: 'boolean', default: false, describe: 'FUSE: give each host filesystem mounted inside the export its own st_dev and announce it as a submount' })
         .option('readonly', { type: 'boolean', default: false, describe: 'refuse every change to the export with EROFS' })
         .option('log-level', { choices: LOG_LEVELS, default: 'info', describe: 'log verbosity; JSON lines on stderr (trace logs every request)' })
         .example('$0 serve --shared-dir /srv/share --9p-socket /run/duofs/share.sock', 'serve /srv/share over a unix socket')

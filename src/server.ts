@@ -1,7 +1,8 @@
 // Wires one export's backend to every front-end asked for, and shuts them
 // all down cleanly. The CLI is a thin layer over startDuofs().
 import { Socket, type Server } from 'node:net';
-import { statSync, unlinkSync } from 'node:fs';
+import { realpathSync, statSync, unlinkSync } from 'node:fs';
+import { relative, isAbsolute } from 'node:path';
 import type { LevelWithSilent } from 'pino';
 import { Backend } from './backend/backend.js';
 import { raiseNofileLimit } from './sys/index.js';
@@ -10,6 +11,9 @@ import { listenTcp, listenUnix, parseHostPort, StartupError, type HostPort } fro
 import { HostUsers } from '../security/host-users.js';
 import { StreamConnection } from '../protocols/9p/stream.js';
 import type { SessionContext } from '../protocols/9p/session.js';
+import { FuseSession } from '../protocols/fuse/session.js';
+import { DevFuseMount } from '../protocols/fuse/dev-fuse.js';
+import { defaultFuseOptions, type FuseOptions } from '../protocols/fuse/options.js';
 
 export interface ServeOptions {
   sharedDir: string;
@@ -21,6 +25,10 @@ export interface ServeOptions {
   ninepFd?: number;
   /** the largest msize offered to 9P clients */
   ninepMaxMsize?: number;
+  /** attach a FUSE session to the host at this directory (/dev/fuse) */
+  fuseMount?: string;
+  /** FUSE (virtio-fs and /dev/fuse) session options */
+  fuse?: Partial<FuseOptions>;
   readonly?: boolean;
   logLevel?: LevelWithSilent;
   log?: Logger;
@@ -75,6 +83,8 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     });
   };
 
+  const fuseOptions: FuseOptions = { ...defaultFuseOptions, ...opts.fuse };
+  const fuseMounts: DevFuseMount[] = [];
   let ninepTcpAddress: HostPort | undefined;
   try {
     if (opts.ninepSocket) {
@@ -92,8 +102,14 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
       accept(`fd:${opts.ninepFd}`)(new Socket({ fd: opts.ninepFd, readable: true, writable: true }));
       log.info({ fd: opts.ninepFd, export: opts.sharedDir }, 'serving 9P2000.L on an inherited fd');
     }
+    if (opts.fuseMount) {
+      const mp = checkMountpoint(opts.fuseMount, opts.sharedDir);
+      const session = new FuseSession({ backend, log, options: fuseOptions }, `fuse:${mp}`);
+      fuseMounts.push(DevFuseMount.attach(mp, session, log, fuseOptions.maxWrite));
+    }
   } catch (e) {
     for (const s of servers) s.close();
+    for (const m of fuseMounts) m.close();
     throw e;
   }
 
@@ -105,6 +121,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
       const stopped = Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
       await Promise.all([...connections].map((c) => c.shutdown()));
       await stopped;
+      for (const m of fuseMounts) m.close();
       for (const p of socketPaths) {
         try {
           unlinkSync(p);
@@ -118,4 +135,20 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
   };
 
   return { backend, log, ninepTcpAddress, connections, close };
+}
+
+/** The FUSE mountpoint must exist and lie outside the export (the server would serve itself). */
+function checkMountpoint(mountpoint: string, sharedDir: string): string {
+  let mp: string;
+  try {
+    mp = realpathSync(mountpoint);
+  } catch {
+    throw new StartupError(`FUSE mountpoint ${mountpoint} does not exist`);
+  }
+  if (!statSync(mp).isDirectory()) throw new StartupError(`FUSE mountpoint ${mountpoint} is not a directory`);
+  const rel = relative(realpathSync(sharedDir), mp);
+  if (rel === '' || (!rel.startsWith('..') && !isAbsolute(rel))) {
+    throw new StartupError(`FUSE mountpoint ${mountpoint} is inside the export ${sharedDir}; choose a directory outside it`);
+  }
+  return mp;
 }

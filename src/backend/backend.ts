@@ -12,7 +12,7 @@ import {
   fail, fchmodPathFd, fchownFd, fstat, fstatfs, ftruncate, getxattr, linkFd, listxattr, mkdirat, mknodat,
   openPath, openat, readlinkFd, removexattr, renameat2, reopen, setxattr, symlinkat, truncatePathFd,
   unlinkat, utimensFd, withCredentials, close, type Credentials, type Stat, type StatFs, type TimeArg,
-  umask, procPath,
+  umask, procPath, accessPathFd, syncfs, O_TMPFILE, O_ACCMODE,
 } from '../sys/index.js';
 import { InoMap } from './ino-map.js';
 import { Inode, InodeTable } from './inode-table.js';
@@ -139,6 +139,16 @@ export class Backend {
       return fstatfs(fd, inode.label);
     } finally {
       close(fd);
+    }
+  }
+
+  /** syncfs(2) on the export's filesystem. */
+  syncfs(): void {
+    const d = this.opendir(undefined, this.root); // syncfs needs a real fd, not O_PATH
+    try {
+      syncfs(d.fd, this.sharedDir);
+    } finally {
+      this.closeDir(d);
     }
   }
 
@@ -270,6 +280,29 @@ export class Backend {
     if (!oldParent.isDir || !newParent.isDir) fail(Errno.ENOTDIR, 'rename', printable(oldName));
     if (flags & ~7) fail(Errno.EINVAL, 'rename', `${printable(oldName)} flags ${flags}`);
     withCredentials(cr, () => renameat2(oldParent.fd, oldName, newParent.fd, newName, flags));
+  }
+
+  /** access(2) as the caller; F_OK/R_OK/W_OK/X_OK in `mask`. */
+  access(cr: Credentials | undefined, inode: Inode, mask: number): void {
+    if (mask & 2) this.checkWritable('access(W_OK)', inode.label);
+    withCredentials(cr, () => accessPathFd(inode.fd, mask & 7, inode.label));
+  }
+
+  /** An unnamed file in `parent` (O_TMPFILE), open and with one reference. */
+  tmpfile(cr: Credentials | undefined, parent: Inode, flags: number, mode: number): { entry: Entry; file: OpenFile } {
+    this.checkWritable('tmpfile', parent.label);
+    if (!parent.isDir) fail(Errno.ENOTDIR, 'tmpfile', parent.label);
+    const f = (openFlags(flags) & ~(O_CREAT | O_TRUNC | O_DIRECTORY)) | O_TMPFILE;
+    if ((f & O_ACCMODE) === O_RDONLY) fail(Errno.EINVAL, 'tmpfile', `${parent.label}: O_TMPFILE needs write access`);
+    const fd = withCredentials(cr, () => openat(parent.fd, '.', f, mode & 0o7777));
+    let entry: Entry;
+    try {
+      entry = this.inodes.internFd(openat(AT_FDCWD, procPath(fd), O_PATH), `tmpfile in ${parent.label}`);
+    } catch (e) {
+      close(fd);
+      throw e;
+    }
+    return { entry, file: new OpenFile(this.ref(entry.inode), fd, f & ~O_TMPFILE) };
   }
 
   // ---- xattrs --------------------------------------------------------------

@@ -2,7 +2,7 @@
 // 9P client_id+proc_id, FUSE lock_owner) gets its own open file description
 // per inode, so locks of one owner merge as POSIX says while different
 // owners, guests, protocols and host processes exclude each other.
-import { close, F_UNLCK, O_RDONLY, O_RDWR, ofdGetLock, ofdSetLock, reopen, type LockRange } from '../sys/index.js';
+import { close, F_UNLCK, O_RDONLY, O_RDWR, flockNb, ofdGetLock, ofdSetLock, reopen, type LockRange } from '../sys/index.js';
 import type { OpenFile } from './files.js';
 
 interface OwnerFd {
@@ -42,6 +42,11 @@ export class LockTable {
   /** Try to take (or release, type F_UNLCK) a lock; false = conflict. */
   set(owner: string, file: OpenFile, l: LockRequest): boolean {
     return ofdSetLock(this.ownerFd(owner, file), l, file.inode.label);
+  }
+
+  /** BSD flock() for `owner` on the whole file; false = held by another owner. */
+  flock(owner: string, file: OpenFile, type: number): boolean {
+    return flockNb(this.ownerFd(`flock:${owner}`, file), type, file.inode.label);
   }
 
   /** The conflicting lock, or one with type F_UNLCK when `l` could be taken. */

@@ -182,3 +182,9 @@ export function umask(mask: number): number {
 }
 
 export const AT = { FDCWD: AT_FDCWD, SYMLINK_NOFOLLOW: AT_SYMLINK_NOFOLLOW };
+
+const AT_EACCESS = 0x200;
+/** access(2) check of the object behind an O_PATH fd, with the fs credentials in force. */
+export function accessPathFd(fd: number, mask: number, what = 'fd'): void {
+  check(c.faccessat(AT_FDCWD, cstr(procPath(fd)), mask, AT_EACCESS), 'faccessat', what);
+}

@@ -9,3 +9,4 @@ export * from './locks.js';
 export * from './creds.js';
 export * from './handles.js';
 export * from './rlimit.js';
+export * from './mount.js';

@@ -51,3 +51,19 @@ export function ofdGetLock(fd: number, l: Omit<LockRange, 'pid'>, what = 'fd'): 
     pid: type === F_UNLCK ? 0 : flockBuf.readInt32LE(24),
   };
 }
+
+const LOCK_SH = 1;
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+const LOCK_UN = 8;
+
+/** flock(2) without blocking: type F_RDLCK/F_WRLCK/F_UNLCK; false = held elsewhere. */
+export function flockNb(fd: number, type: number, what = 'fd'): boolean {
+  const op = type === 0 ? LOCK_SH : type === 1 ? LOCK_EX : LOCK_UN;
+  if (c.flock(fd, op | LOCK_NB) < 0) {
+    const e = errno();
+    if (e === 11 /* EWOULDBLOCK */) return false;
+    throw new SysError(e, 'flock', what);
+  }
+  return true;
+}

@@ -1,0 +1,144 @@
+// A FUSE session attached to the host kernel through /dev/fuse, so an
+// operator can look at an export exactly as a virtio-fs guest sees it.
+// The fd is non-blocking and watched from Node's event loop; this thread
+// never touches the mount itself (that would deadlock on its own requests).
+import koffi from 'koffi';
+import {
+  AT_FDCWD, Errno, MNT_DETACH, MS_NODEV, MS_NOSUID, O_CLOEXEC, O_NONBLOCK, O_RDWR, SysError, close, mount, openat,
+  pread, readRaw, umount2, writeRaw,
+} from '../../src/sys/index.js';
+import type { Logger } from '../../src/log.js';
+import { OUT_HEADER_SIZE } from './constants.js';
+import { RequestBody, type ReplyTo } from './request.js';
+import type { FuseSession } from './session.js';
+
+/** Header + the largest WRITE payload, with room for the write_in struct. */
+const bufferSize = (maxWrite: number): number => maxWrite + 4096 + 80;
+
+export class DevFuseMount {
+  private readonly fd: number;
+  private readonly poll: ReturnType<typeof koffi.node.poll>;
+  private readonly inBuf: Buffer;
+  private readonly readBuf: Buffer;
+  private closed = false;
+
+  private constructor(
+    private readonly mountpoint: string,
+    private readonly session: FuseSession,
+    private readonly log: Logger,
+    maxWrite: number,
+    fd: number,
+  ) {
+    this.fd = fd;
+    this.inBuf = Buffer.alloc(bufferSize(maxWrite));
+    this.readBuf = Buffer.alloc(OUT_HEADER_SIZE + maxWrite);
+    this.poll = koffi.node.poll(fd, { readable: true, disconnect: true }, (ev) => {
+      if (ev.disconnect && !ev.readable) this.onUnmounted();
+      else this.drain();
+    });
+  }
+
+  /** Opens /dev/fuse and mounts it on `mountpoint` (root only). */
+  static attach(mountpoint: string, session: FuseSession, log: Logger, maxWrite: number): DevFuseMount {
+    const fd = openat(AT_FDCWD, '/dev/fuse', O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    try {
+      mount('duofs', mountpoint, 'fuse.duofs', MS_NOSUID | MS_NODEV,
+        `fd=${fd},rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other,max_read=${maxWrite}`);
+    } catch (e) {
+      close(fd);
+      throw e;
+    }
+    log.info({ mountpoint }, 'FUSE session mounted on the host');
+    return new DevFuseMount(mountpoint, session, log, maxWrite, fd);
+  }
+
+  private drain(): void {
+    while (!this.closed) {
+      const n = readRaw(this.fd, this.inBuf);
+      if (n === -Errno.EAGAIN || n === -Errno.EINTR) return;
+      if (n === -Errno.ENOENT) continue; // an interrupted request vanished
+      if (n === -Errno.ENODEV || n === 0) {
+        this.onUnmounted();
+        return;
+      }
+      if (n < 0) {
+        this.log.error({ mountpoint: this.mountpoint, errno: -n }, 'reading /dev/fuse failed');
+        return;
+      }
+      // Requests are parsed synchronously, so the read buffer can be reused.
+      const unique = this.inBuf.readBigUInt64LE(8);
+      this.session.handle(RequestBody.of(this.inBuf.subarray(0, n)), this.replyTo(unique));
+    }
+  }
+
+  private replyTo(unique: bigint): ReplyTo {
+    return {
+      send: (error, body) => {
+        const len = OUT_HEADER_SIZE + (error ? 0 : body.reduce((a, b) => a + b.length, 0));
+        const out = Buffer.allocUnsafe(len);
+        this.header(out, len, error, unique);
+        if (!error) {
+          let at = OUT_HEADER_SIZE;
+          for (const b of body) at += b.copy(out, at);
+        }
+        this.write(out);
+      },
+      sendRead: (fd, offset, size) => {
+        const dst = this.readBuf.subarray(OUT_HEADER_SIZE, OUT_HEADER_SIZE + size);
+        let n: number;
+        try {
+          n = pread(fd, dst, offset);
+        } catch (e) {
+          const errno = e instanceof SysError ? e.errno : Errno.EIO;
+          const out = Buffer.alloc(OUT_HEADER_SIZE);
+          this.header(out, OUT_HEADER_SIZE, errno, unique);
+          this.write(out);
+          return;
+        }
+        this.header(this.readBuf, OUT_HEADER_SIZE + n, 0, unique);
+        this.write(this.readBuf.subarray(0, OUT_HEADER_SIZE + n));
+      },
+      none: () => {},
+    };
+  }
+
+  private header(b: Buffer, len: number, error: number, unique: bigint): void {
+    b.writeUInt32LE(len, 0);
+    b.writeInt32LE(-error, 4);
+    b.writeBigUInt64LE(unique, 8);
+  }
+
+  private write(frame: Buffer): void {
+    if (this.closed) return;
+    const r = writeRaw(this.fd, frame);
+    // ENOENT: the request was interrupted and is gone; nothing to do.
+    if (r < 0 && r !== -Errno.ENOENT) this.log.warn({ mountpoint: this.mountpoint, errno: -r }, 'writing a FUSE reply failed');
+  }
+
+  private onUnmounted(): void {
+    if (this.closed) return;
+    this.log.info({ mountpoint: this.mountpoint }, 'FUSE mount went away');
+    this.shutdown(false);
+  }
+
+  /** Unmounts (lazily, so busy users do not block exit) and closes the channel. */
+  close(): void {
+    this.shutdown(true);
+  }
+
+  private shutdown(unmount: boolean): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.poll.stop();
+    this.poll.close();
+    if (unmount) {
+      try {
+        umount2(this.mountpoint, MNT_DETACH);
+      } catch (e) {
+        this.log.warn({ mountpoint: this.mountpoint, err: (e as Error).message }, 'unmount failed');
+      }
+    }
+    close(this.fd);
+    this.session.close();
+  }
+}

@@ -1,0 +1,123 @@
+// A FUSE request as a transport hands it over, and the reply side.
+// Request bytes may be split over several buffers (guest descriptors);
+// the session reads small arguments contiguously and takes WRITE payloads
+// as slices, so file data is never copied through JS on its way in.
+import { Errno, SysError } from '../../src/sys/index.js';
+import { IN_HEADER_SIZE } from './constants.js';
+
+export interface InHeader {
+  len: number;
+  opcode: number;
+  unique: bigint;
+  nodeid: bigint;
+  uid: number;
+  gid: number;
+  pid: number;
+  totalExtlen: number;
+}
+
+export function parseInHeader(b: Buffer): InHeader {
+  if (b.length < IN_HEADER_SIZE) throw new SysError(Errno.EINVAL, 'fuse header', `${b.length} bytes`);
+  return {
+    len: b.readUInt32LE(0),
+    opcode: b.readUInt32LE(4),
+    unique: b.readBigUInt64LE(8),
+    nodeid: b.readBigUInt64LE(16),
+    uid: b.readUInt32LE(24),
+    gid: b.readUInt32LE(28),
+    pid: b.readUInt32LE(32),
+    totalExtlen: b.readUInt16LE(36),
+  };
+}
+
+/** The bytes of a request after its in-header. */
+export class RequestBody {
+  readonly length: number;
+
+  constructor(private readonly segments: Buffer[]) {
+    this.length = segments.reduce((n, s) => n + s.length, 0);
+  }
+
+  static of(b: Buffer): RequestBody {
+    return new RequestBody([b]);
+  }
+
+  /** The first `n` bytes as one buffer (a view when they are contiguous). */
+  head(n: number): Buffer {
+    if (n > this.length) throw new SysError(Errno.EINVAL, 'fuse request', `needs ${n} argument bytes, has ${this.length}`);
+    const first = this.segments[0];
+    if (first && first.length >= n) return first.subarray(0, n);
+    return this.copy(0, n);
+  }
+
+  /** Bytes [from, from+len) as views on the underlying buffers (no copy). */
+  slices(from: number, len: number): Buffer[] {
+    if (from + len > this.length) throw new SysError(Errno.EINVAL, 'fuse request', `data ${from}+${len} beyond ${this.length} bytes`);
+    const out: Buffer[] = [];
+    let skip = from;
+    let want = len;
+    for (const s of this.segments) {
+      if (want === 0) break;
+      if (skip >= s.length) {
+        skip -= s.length;
+        continue;
+      }
+      const take = Math.min(s.length - skip, want);
+      out.push(s.subarray(skip, skip + take));
+      want -= take;
+      skip = 0;
+    }
+    return out;
+  }
+
+  copy(from: number, len: number): Buffer {
+    return Buffer.concat(this.slices(from, len), len);
+  }
+}
+
+/** Little-endian reader over a contiguous argument block. */
+export class Args {
+  private off = 0;
+
+  constructor(private readonly b: Buffer) {}
+
+  u16(): number { const v = this.b.readUInt16LE(this.off); this.off += 2; return v; }
+  u32(): number { const v = this.b.readUInt32LE(this.off); this.off += 4; return v; }
+  i32(): number { const v = this.b.readInt32LE(this.off); this.off += 4; return v; }
+  u64(): bigint { const v = this.b.readBigUInt64LE(this.off); this.off += 8; return v; }
+  skip(n: number): this { this.off += n; return this; }
+
+  /** A file offset: a number when exact, a bigint past 2^53, EINVAL past off_t. */
+  offset(): number | bigint {
+    const v = this.u64();
+    if (v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
+    if (v > 0x7fffffffffffffffn) throw new SysError(Errno.EINVAL, 'fuse request', `offset ${v} beyond off_t`);
+    return v;
+  }
+}
+
+/** NUL-terminated names following the fixed arguments. */
+export function cstrings(b: Buffer, count: number): Buffer[] {
+  const out: Buffer[] = [];
+  let at = 0;
+  for (let i = 0; i < count; i++) {
+    const end = b.indexOf(0, at);
+    if (end < 0) throw new SysError(Errno.EINVAL, 'fuse request', 'name is not NUL-terminated');
+    out.push(b.subarray(at, end));
+    at = end + 1;
+  }
+  return out;
+}
+
+/** Where a reply goes; one per request, implemented by each transport. */
+export interface ReplyTo {
+  /** error = 0 with body parts, or a positive errno with no body */
+  send(error: number, body: Buffer[]): void;
+  /**
+   * READ: up to `size` bytes of `fd` at `offset` become the reply body,
+   * read straight into the destination (guest memory on virtio-fs).
+   */
+  sendRead(fd: number, offset: number | bigint, size: number): void;
+  /** requests that get no reply (FORGET, BATCH_FORGET, INTERRUPT) */
+  none(): void;
+}

@@ -1,0 +1,876 @@
+// One FUSE session (a virtio-fs device's guest, or a /dev/fuse mount) on
+// the shared backend. Node ids are the backend's inode ids (the export root
+// is 1); every entry reply adds one lookup reference that FORGET gives back.
+// Each session counts its own lookups, so a guest can never forget
+// references that 9P fids or other sessions hold.
+import { fsync as fsyncCb, fdatasync as fdatasyncCb } from 'node:fs';
+import { promisify } from 'node:util';
+import { DirStream, OpenFile, type Backend, type Entry, type Inode, type SetAttr } from '../../src/backend/backend.js';
+import {
+  Errno, F_RDLCK, F_UNLCK, F_WRLCK, SysError, copyFileRange, errnoName, fail, fallocate, fstat,
+  lseek, pwrite, type Credentials, type Stat, type TimeArg,
+} from '../../src/sys/index.js';
+import type { Logger } from '../../src/log.js';
+import {
+  ATTR_OUT_SIZE, DIRENT_SIZE, ENTRY_OUT_SIZE, FATTR, FOPEN, FUSE_ATTR_SUBMOUNT, FUSE_FSYNC_FDATASYNC,
+  FUSE_GETATTR_FH, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_ROOT_ID, IN_HEADER_SIZE,
+  INIT, OP, OPEN_OUT_SIZE,
+} from './constants.js';
+import { timeouts, type FuseOptions } from './options.js';
+import { Args, cstrings, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
+
+const fsyncAsync = promisify(fsyncCb);
+const fdatasyncAsync = promisify(fdatasyncCb);
+
+export interface FuseSessionContext {
+  backend: Backend;
+  log: Logger;
+  options: FuseOptions;
+}
+
+type Handler = (h: InHeader, body: RequestBody, out: ReplyTo) => void | Promise<void>;
+
+/** A SETLKW waiting for a conflicting lock to go away. */
+interface WaitingLock {
+  cancel: () => void;
+}
+
+const LOCK_RETRY_MIN_MS = 2;
+const LOCK_RETRY_MAX_MS = 100;
+
+export class FuseSession {
+  private initialized = false;
+  private minor = 0;
+  private wantFlags = 0n;
+  private readonly lookups = new Map<Inode, number>();
+  private readonly handles = new Map<bigint, OpenFile | DirStream>();
+  private nextFh = 1n;
+  private readonly waiting = new Map<bigint, WaitingLock>();
+  private readonly handlers: Map<number, Handler>;
+
+  constructor(private readonly ctx: FuseSessionContext, readonly peer: string) {
+    const h: [number, Handler][] = [
+      [OP.INIT, this.init], [OP.DESTROY, this.destroy], [OP.LOOKUP, this.lookup], [OP.FORGET, this.forget],
+      [OP.BATCH_FORGET, this.batchForget], [OP.GETATTR, this.getattr], [OP.SETATTR, this.setattr],
+      [OP.READLINK, this.readlink], [OP.SYMLINK, this.symlink], [OP.MKNOD, this.mknod], [OP.MKDIR, this.mkdir],
+      [OP.UNLINK, this.unlink], [OP.RMDIR, this.rmdir], [OP.RENAME, this.rename], [OP.RENAME2, this.rename2],
+      [OP.LINK, this.link], [OP.OPEN, this.open], [OP.CREATE, this.create], [OP.TMPFILE, this.tmpfile],
+      [OP.READ, this.read], [OP.WRITE, this.write], [OP.STATFS, this.statfs], [OP.RELEASE, this.release],
+      [OP.FLUSH, this.flush], [OP.FSYNC, this.fsync], [OP.OPENDIR, this.opendir], [OP.READDIR, this.readdir],
+      [OP.READDIRPLUS, this.readdirplus], [OP.RELEASEDIR, this.releasedir], [OP.FSYNCDIR, this.fsyncdir],
+      [OP.SETXATTR, this.setxattr], [OP.GETXATTR, this.getxattr], [OP.LISTXATTR, this.listxattr],
+      [OP.REMOVEXATTR, this.removexattr], [OP.ACCESS, this.access], [OP.FALLOCATE, this.fallocate],
+      [OP.LSEEK, this.lseek], [OP.COPY_FILE_RANGE, this.copyFileRange], [OP.SYNCFS, this.syncfs],
+      [OP.GETLK, this.getlk], [OP.SETLK, this.setlk], [OP.SETLKW, this.setlkw], [OP.INTERRUPT, this.interrupt],
+    ];
+    this.handlers = new Map(h);
+  }
+
+  /**
+   * Handles one request. `request` holds the in-header and the arguments
+   * (possibly split over several buffers). Every request gets exactly one
+   * call on `out` (send, sendRead or none).
+   */
+  handle(request: RequestBody, out: ReplyTo): void {
+    let h: InHeader;
+    try {
+      h = parseInHeader(request.head(IN_HEADER_SIZE));
+    } catch {
+      this.ctx.log.warn({ peer: this.peer, bytes: request.length }, 'fuse request shorter than its header');
+      out.send(Errno.EINVAL, []);
+      return;
+    }
+    const body = new RequestBody(request.slices(IN_HEADER_SIZE, request.length - IN_HEADER_SIZE));
+    if (h.len !== request.length) {
+      this.ctx.log.warn({ peer: this.peer, opcode: h.opcode, len: h.len, bytes: request.length }, 'fuse header length disagrees with the request');
+      if (h.len > request.length) return this.replyError(h, out, new SysError(Errno.EINVAL, 'fuse request', `len ${h.len} > ${request.length} bytes`));
+    }
+    const started = process.hrtime.bigint();
+    const traced: ReplyTo = this.ctx.log.isLevelEnabled('trace') ? this.tracing(h, out, started) : out;
+    try {
+      if (!this.initialized && h.opcode !== OP.INIT) fail(Errno.EIO, 'fuse request before INIT', `opcode ${h.opcode}`);
+      const handler = this.handlers.get(h.opcode);
+      if (!handler) fail(Errno.ENOSYS, 'fuse', `opcode ${h.opcode} is not implemented`);
+      const r = handler.call(this, h, body, traced);
+      if (r instanceof Promise) r.catch((e: unknown) => this.replyError(h, traced, e));
+    } catch (e) {
+      this.replyError(h, traced, e);
+    }
+  }
+
+  private tracing(h: InHeader, out: ReplyTo, started: bigint): ReplyTo {
+    const log = (errno: number): void => this.ctx.log.trace({
+      peer: this.peer, op: h.opcode, unique: h.unique.toString(), nodeid: h.nodeid.toString(), errno,
+      us: Number(process.hrtime.bigint() - started) / 1000,
+    }, 'fuse request');
+    return {
+      send: (e, b) => { log(e); out.send(e, b); },
+      sendRead: (fd, o, s) => { out.sendRead(fd, o, s); log(0); },
+      none: () => { log(0); out.none(); },
+    };
+  }
+
+  private replyError(h: InHeader, out: ReplyTo, e: unknown): void {
+    const errno = e instanceof SysError ? e.errno : Errno.EIO;
+    if (!(e instanceof SysError)) {
+      this.ctx.log.error({ peer: this.peer, opcode: h.opcode, err: e }, 'fuse request failed unexpectedly');
+    } else if (errno === Errno.EPROTO || errno === Errno.EBADF || (errno === Errno.EINVAL && e.op.startsWith('fuse'))) {
+      this.ctx.log.warn({ peer: this.peer, opcode: h.opcode, errno: errnoName(errno) }, `bad fuse request: ${e.message}`);
+    } else {
+      this.ctx.log.debug({ peer: this.peer, opcode: h.opcode, errno: errnoName(errno) }, e.message);
+    }
+    if (h.opcode === OP.FORGET || h.opcode === OP.BATCH_FORGET) out.none();
+    else out.send(errno, []);
+  }
+
+  /** Drops every reference and handle the session holds (guest gone, DESTROY). */
+  close(): void {
+    for (const w of this.waiting.values()) w.cancel();
+    this.waiting.clear();
+    const { backend } = this.ctx;
+    for (const f of this.handles.values()) {
+      if (f instanceof OpenFile) backend.closeFile(f);
+      else backend.closeDir(f);
+    }
+    this.handles.clear();
+    for (const [inode, n] of this.lookups) backend.release(inode, n);
+    this.lookups.clear();
+    this.initialized = false;
+  }
+
+  // ---- helpers ---------------------------------------------------------------
+
+  private inode(nodeid: bigint): Inode {
+    const inode = nodeid <= BigInt(Number.MAX_SAFE_INTEGER) ? this.ctx.backend.inodes.get(Number(nodeid)) : undefined;
+    // Only node ids this session was given (or the root) are valid here.
+    if (!inode || (inode.id !== FUSE_ROOT_ID && !this.lookups.has(inode))) {
+      fail(Errno.ESTALE, 'fuse', `node id ${nodeid} was never looked up`);
+    }
+    return inode;
+  }
+
+  private file(fh: bigint, op: string): OpenFile {
+    const f = this.handles.get(fh);
+    if (!(f instanceof OpenFile)) fail(Errno.EBADF, op, `file handle ${fh}`);
+    return f;
+  }
+
+  private dir(fh: bigint, op: string): DirStream {
+    const d = this.handles.get(fh);
+    if (!(d instanceof DirStream)) fail(Errno.EBADF, op, `directory handle ${fh}`);
+    return d;
+  }
+
+  private addHandle(h: OpenFile | DirStream): bigint {
+    const fh = this.nextFh++;
+    this.handles.set(fh, h);
+    return fh;
+  }
+
+  /** Creation runs as the caller so new files get the right owner. */
+  private static creator(h: InHeader): Credentials {
+    return { uid: h.uid, gid: h.gid, groups: [h.gid] };
+  }
+
+  /** Records the lookup reference an entry reply hands to the guest. */
+  private remember(inode: Inode): void {
+    this.lookups.set(inode, (this.lookups.get(inode) ?? 0) + 1);
+  }
+
+  private encodeAttr(b: Buffer, at: number, inode: Inode, st: Stat): void {
+    const { backend, options } = this.ctx;
+    b.writeBigUInt64LE(inode.guestIno, at);
+    b.writeBigUInt64LE(BigInt(st.size), at + 8);
+    b.writeBigUInt64LE(BigInt(st.blocks), at + 16);
+    b.writeBigInt64LE(BigInt(st.atime.sec), at + 24);
+    b.writeBigInt64LE(BigInt(st.mtime.sec), at + 32);
+    b.writeBigInt64LE(BigInt(st.ctime.sec), at + 40);
+    b.writeUInt32LE(st.atime.nsec, at + 48);
+    b.writeUInt32LE(st.mtime.nsec, at + 52);
+    b.writeUInt32LE(st.ctime.nsec, at + 56);
+    b.writeUInt32LE(st.mode, at + 60);
+    b.writeUInt32LE(st.nlink, at + 64);
+    b.writeUInt32LE(st.uid, at + 68);
+    b.writeUInt32LE(st.gid, at + 72);
+    b.writeUInt32LE(Number(newEncodeDev(st.rdev)), at + 76);
+    b.writeUInt32LE(st.blksize, at + 80);
+    const submount = options.announceSubmounts && inode.isDir && inode.dev !== backend.root.dev && this.isMountRoot(inode);
+    b.writeUInt32LE(submount ? FUSE_ATTR_SUBMOUNT : 0, at + 84);
+  }
+
+  private isMountRoot(inode: Inode): boolean {
+    try {
+      const parent = this.ctx.backend.lookup(undefined, inode, Buffer.from('..'));
+      this.ctx.backend.release(parent.inode);
+      return parent.inode.dev !== inode.dev;
+    } catch {
+      return false;
+    }
+  }
+
+  private entryOut(e: Entry): Buffer {
+    const t = timeouts(this.ctx.options.cache);
+    const b = Buffer.alloc(ENTRY_OUT_SIZE);
+    b.writeBigUInt64LE(BigInt(e.inode.id), 0);
+    b.writeBigUInt64LE(0n, 8); // generation: inode ids are never reused while referenced
+    b.writeBigUInt64LE(BigInt(t.entry), 16);
+    b.writeBigUInt64LE(BigInt(t.attr), 24);
+    this.encodeAttr(b, 40, e.inode, e.stat);
+    return b;
+  }
+
+  private attrOut(inode: Inode, st: Stat): Buffer {
+    const b = Buffer.alloc(ATTR_OUT_SIZE);
+    b.writeBigUInt64LE(BigInt(timeouts(this.ctx.options.cache).attr), 0);
+    this.encodeAttr(b, 16, inode, st);
+    return b;
+  }
+
+  private replyEntry(out: ReplyTo, e: Entry): void {
+    this.remember(e.inode);
+    out.send(0, [this.entryOut(e)]);
+  }
+
+  private openOut(fh: bigint, isDir: boolean): Buffer {
+    const b = Buffer.alloc(OPEN_OUT_SIZE);
+    b.writeBigUInt64LE(fh, 0);
+    let flags = 0;
+    const mode = this.ctx.options.cache;
+    if (!isDir && (mode === 'never' || mode === 'metadata')) flags |= FOPEN.DIRECT_IO;
+    if (mode === 'always') flags |= isDir ? FOPEN.CACHE_DIR : FOPEN.KEEP_CACHE;
+    b.writeUInt32LE(flags, 8);
+    return b;
+  }
+
+  private xattrEnabled(op: string): void {
+    if (!this.ctx.options.xattr) fail(Errno.ENOSYS, op, 'extended attributes are off (--xattr)');
+  }
+
+  // ---- session ----------------------------------------------------------------
+
+  private init(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const a = new Args(body.head(Math.min(body.length, 64)));
+    const major = a.u32();
+    const minor = a.u32();
+    const maxReadahead = a.u32();
+    const flags = BigInt(a.u32());
+    const flags2 = body.length >= 20 ? BigInt(a.u32()) : 0n;
+    const offered = flags & INIT.INIT_EXT ? flags | (flags2 << 32n) : flags;
+    if (major !== FUSE_KERNEL_VERSION) {
+      this.ctx.log.error({ peer: this.peer, major, minor }, 'fuse: unsupported kernel protocol major version');
+      // Reply with our major only; the kernel then retries or gives up.
+      const b = Buffer.alloc(8);
+      b.writeUInt32LE(FUSE_KERNEL_VERSION, 0);
+      b.writeUInt32LE(FUSE_KERNEL_MINOR_VERSION, 4);
+      out.send(major > FUSE_KERNEL_VERSION ? 0 : Errno.EPROTO, major > FUSE_KERNEL_VERSION ? [b] : []);
+      return;
+    }
+    if (this.initialized) this.close();
+    const { options } = this.ctx;
+    let want = INIT.ASYNC_READ | INIT.POSIX_LOCKS | INIT.ATOMIC_O_TRUNC | INIT.EXPORT_SUPPORT | INIT.BIG_WRITES |
+      INIT.FLOCK_LOCKS | INIT.AUTO_INVAL_DATA | INIT.DO_READDIRPLUS | INIT.READDIRPLUS_AUTO | INIT.ASYNC_DIO |
+      INIT.PARALLEL_DIROPS | INIT.ABORT_ERROR | INIT.MAX_PAGES | INIT.CACHE_SYMLINKS | INIT.HANDLE_KILLPRIV_V2 |
+      INIT.INIT_EXT;
+    if (options.writeback) want |= INIT.WRITEBACK_CACHE;
+    if (options.announceSubmounts) want |= INIT.SUBMOUNTS;
+    want &= offered;
+    this.wantFlags = want;
+    this.minor = Math.min(minor, FUSE_KERNEL_MINOR_VERSION);
+    this.initialized = true;
+    const maxPages = Math.ceil(options.maxWrite / 4096);
+    const b = Buffer.alloc(64);
+    b.writeUInt32LE(FUSE_KERNEL_VERSION, 0);
+    b.writeUInt32LE(this.minor, 4);
+    b.writeUInt32LE(maxReadahead, 8);
+    b.writeUInt32LE(Number(want & 0xffffffffn), 12);
+    b.writeUInt16LE(64, 16); // max_background
+    b.writeUInt16LE(48, 18); // congestion_threshold
+    b.writeUInt32LE(options.maxWrite, 20);
+    b.writeUInt32LE(1, 24); // time_gran: nanoseconds
+    b.writeUInt16LE(Math.min(maxPages, 0xffff), 28);
+    b.writeUInt16LE(0, 30);
+    b.writeUInt32LE(Number((want >> 32n) & 0xffffffffn), 32);
+    this.ctx.log.info({ peer: this.peer, minor, flags: `0x${want.toString(16)}` }, 'fuse session initialized');
+    // Older kernels (minor < 23) expect a 24-byte reply.
+    out.send(0, [minor < 23 ? b.subarray(0, 24) : b]);
+  }
+
+  private destroy(_h: InHeader, _b: RequestBody, out: ReplyTo): void {
+    this.close();
+    out.send(0, []);
+  }
+
+  // ---- names and inodes -----------------------------------------------------------
+
+  private lookup(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const parent = this.inode(h.nodeid);
+    const [name] = cstrings(body.head(body.length), 1);
+    this.replyEntry(out, this.ctx.backend.lookup(undefined, parent, name!));
+  }
+
+  private forgetOne(nodeid: bigint, n: bigint): void {
+    const inode = nodeid <= BigInt(Number.MAX_SAFE_INTEGER) ? this.ctx.backend.inodes.get(Number(nodeid)) : undefined;
+    const held = inode ? this.lookups.get(inode) : undefined;
+    if (!inode || held === undefined) {
+      this.ctx.log.debug({ peer: this.peer, nodeid: nodeid.toString() }, 'fuse: FORGET of a node id this session does not hold');
+      return;
+    }
+    // Never more than this session looked up: other users keep theirs.
+    const drop = n >= BigInt(held) ? held : Number(n);
+    if (drop === held) this.lookups.delete(inode);
+    else this.lookups.set(inode, held - drop);
+    this.ctx.backend.release(inode, drop);
+  }
+
+  private forget(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    this.forgetOne(h.nodeid, new Args(body.head(8)).u64());
+    out.none();
+  }
+
+  private batchForget(_h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const a = new Args(body.head(8));
+    const count = a.u32();
+    if (8 + count * 16 > body.length) {
+      this.ctx.log.warn({ peer: this.peer, count, bytes: body.length }, 'fuse: BATCH_FORGET count exceeds the request');
+    }
+    const n = Math.min(count, Math.floor((body.length - 8) / 16));
+    const items = new Args(body.head(8 + n * 16)).skip(8);
+    for (let i = 0; i < n; i++) this.forgetOne(items.u64(), items.u64());
+    out.none();
+  }
+
+  private getattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const inode = this.inode(h.nodeid);
+    let st: Stat;
+    if (body.length >= 16) {
+      const a = new Args(body.head(16));
+      const flags = a.u32();
+      a.u32();
+      const fh = a.u64();
+      st = flags & FUSE_GETATTR_FH && this.handles.has(fh) ? fstatHandle(this.handles.get(fh)!) : this.ctx.backend.getattr(inode);
+    } else {
+      st = this.ctx.backend.getattr(inode);
+    }
+    out.send(0, [this.attrOut(inode, st)]);
+  }
+
+  private setattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const inode = this.inode(h.nodeid);
+    const a = new Args(body.head(88));
+    const valid = a.u32();
+    a.u32();
+    const fh = a.u64();
+    const size = a.offset();
+    a.u64(); // lock_owner
+    const atime = a.u64();
+    const mtime = a.u64();
+    a.u64(); // ctime
+    const atimensec = a.u32();
+    const mtimensec = a.u32();
+    a.u32();
+    const mode = a.u32();
+    a.u32();
+    const uid = a.u32();
+    const gid = a.u32();
+    const s: SetAttr = {};
+    if (valid & FATTR.MODE) s.mode = mode;
+    if (valid & FATTR.UID) s.uid = uid;
+    if (valid & FATTR.GID) s.gid = gid;
+    if (valid & FATTR.SIZE) s.size = size;
+    if (valid & FATTR.ATIME) s.atime = valid & FATTR.ATIME_NOW ? 'now' : time(atime, atimensec);
+    if (valid & FATTR.MTIME) s.mtime = valid & FATTR.MTIME_NOW ? 'now' : time(mtime, mtimensec);
+    if (valid & FATTR.CTIME) s.ctime = true;
+    const file = valid & FATTR.FH ? this.handles.get(fh) : undefined;
+    const st = this.ctx.backend.setattr(undefined, inode, s, file instanceof OpenFile ? file : undefined);
+    // HANDLE_KILLPRIV_V2: a size change or KILL_SUIDGID by a non-root caller drops setuid/setgid.
+    if (valid & (FATTR.SIZE | FATTR.KILL_SUIDGID) && !(valid & FATTR.MODE) && st.mode & 0o6000 && h.uid !== 0) {
+      const cleared = this.ctx.backend.setattr(undefined, inode, { mode: st.mode & ~0o6000 & 0o7777 });
+      out.send(0, [this.attrOut(inode, cleared)]);
+      return;
+    }
+    out.send(0, [this.attrOut(inode, st)]);
+  }
+
+  private readlink(h: InHeader, _b: RequestBody, out: ReplyTo): void {
+    out.send(0, [this.ctx.backend.readlink(this.inode(h.nodeid))]);
+  }
+
+  private symlink(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const parent = this.inode(h.nodeid);
+    const [name, target] = cstrings(body.head(body.length), 2);
+    this.replyEntry(out, this.ctx.backend.symlink(FuseSession.creator(h), parent, name!, target!));
+  }
+
+  private mknod(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const parent = this.inode(h.nodeid);
+    const b = body.head(body.length);
+    const a = new Args(b);
+    const mode = a.u32();
+    const rdev = a.u32();
+    const [name] = cstrings(b.subarray(16), 1);
+    this.replyEntry(out, this.ctx.backend.mknod(FuseSession.creator(h), parent, name!, mode, newDecodeDev(rdev)));
+  }
+
+  private mkdir(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const parent = this.inode(h.nodeid);
+    const b = body.head(body.length);
+    const mode = b.readUInt32LE(0);
+    const [name] = cstrings(b.subarray(8), 1);
+    this.replyEntry(out, this.ctx.backend.mkdir(FuseSession.creator(h), parent, name!, mode));
+  }
+
+  private unlink(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const [name] = cstrings(body.head(body.length), 1);
+    this.ctx.backend.unlink(undefined, this.inode(h.nodeid), name!, 0);
+    out.send(0, []);
+  }
+
+  private rmdir(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const [name] = cstrings(body.head(body.length), 1);
+    this.ctx.backend.unlink(undefined, this.inode(h.nodeid), name!, 0x200);
+    out.send(0, []);
+  }
+
+  private rename(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const b = body.head(body.length);
+    const newdir = this.inode(b.readBigUInt64LE(0));
+    const [oldName, newName] = cstrings(b.subarray(8), 2);
+    this.ctx.backend.rename(undefined, this.inode(h.nodeid), oldName!, newdir, newName!, 0);
+    out.send(0, []);
+  }
+
+  private rename2(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const b = body.head(body.length);
+    const newdir = this.inode(b.readBigUInt64LE(0));
+    const flags = b.readUInt32LE(8);
+    const [oldName, newName] = cstrings(b.subarray(16), 2);
+    this.ctx.backend.rename(undefined, this.inode(h.nodeid), oldName!, newdir, newName!, flags);
+    out.send(0, []);
+  }
+
+  private link(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const b = body.head(body.length);
+    const target = this.inode(b.readBigUInt64LE(0));
+    const [name] = cstrings(b.subarray(8), 1);
+    this.replyEntry(out, this.ctx.backend.link(FuseSession.creator(h), target, this.inode(h.nodeid), name!));
+  }
+
+  // ---- files ------------------------------------------------------------------------
+
+  private open(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const inode = this.inode(h.nodeid);
+    const flags = new Args(body.head(8)).u32();
+    const file = this.ctx.backend.open(undefined, inode, this.writebackFlags(flags));
+    out.send(0, [this.openOut(this.addHandle(file), false)]);
+  }
+
+  /**
+   * With writeback caching the kernel may read pages of a write-only file
+   * and handles O_APPEND itself, so the host fd must allow both.
+   */
+  private writebackFlags(flags: number): number {
+    if (!(this.wantFlags & INIT.WRITEBACK_CACHE)) return flags;
+    let f = flags & ~0o2000; // O_APPEND
+    if ((f & 3) === 1) f = (f & ~3) | 2;
+    return f;
+  }
+
+  private create(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const parent = this.inode(h.nodeid);
+    const b = body.head(body.length);
+    const a = new Args(b);
+    const flags = a.u32();
+    const mode = a.u32();
+    const [name] = cstrings(b.subarray(16), 1);
+    const { entry, file } = this.ctx.backend.create(FuseSession.creator(h), parent, name!, this.writebackFlags(flags), mode);
+    const fh = this.addHandle(file);
+    this.remember(entry.inode);
+    out.send(0, [this.entryOut(entry), this.openOut(fh, false)]);
+  }
+
+  private tmpfile(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const parent = this.inode(h.nodeid);
+    const a = new Args(body.head(16));
+    const flags = a.u32();
+    const mode = a.u32();
+    const { entry, file } = this.ctx.backend.tmpfile(FuseSession.creator(h), parent, this.writebackFlags(flags), mode);
+    const fh = this.addHandle(file);
+    this.remember(entry.inode);
+    out.send(0, [this.entryOut(entry), this.openOut(fh, false)]);
+  }
+
+  private read(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const a = new Args(body.head(40));
+    const file = this.file(a.u64(), 'READ');
+    const offset = a.offset();
+    const size = a.u32();
+    if (size > this.ctx.options.maxWrite) fail(Errno.EINVAL, 'READ', `size ${size} above max ${this.ctx.options.maxWrite}`);
+    out.sendRead(file.fd, offset, size);
+  }
+
+  private write(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const a = new Args(body.head(40));
+    const file = this.file(a.u64(), 'WRITE');
+    const offset = a.offset();
+    const size = a.u32();
+    const writeFlags = a.u32();
+    if (size > this.ctx.options.maxWrite) fail(Errno.EINVAL, 'WRITE', `size ${size} above max_write`);
+    const data = body.slices(40, size);
+    let done = 0;
+    let at = offset;
+    for (const seg of data) {
+      const n = pwrite(file.fd, seg, at, file.inode.label);
+      done += n;
+      at = typeof at === 'bigint' ? at + BigInt(n) : at + n;
+      if (n < seg.length) break;
+    }
+    if (writeFlags & 4 /* KILL_SUIDGID */ && h.uid !== 0) this.killSuidgid(file.inode);
+    const b = Buffer.alloc(8);
+    b.writeUInt32LE(done, 0);
+    out.send(0, [b]);
+  }
+
+  private killSuidgid(inode: Inode): void {
+    const st = this.ctx.backend.getattr(inode);
+    if (st.mode & 0o6000) this.ctx.backend.setattr(undefined, inode, { mode: st.mode & 0o1777 });
+  }
+
+  private statfs(h: InHeader, _b: RequestBody, out: ReplyTo): void {
+    const s = this.ctx.backend.statfs(this.inode(h.nodeid === 0n ? BigInt(FUSE_ROOT_ID) : h.nodeid));
+    const b = Buffer.alloc(80);
+    b.writeBigUInt64LE(s.blocks, 0);
+    b.writeBigUInt64LE(s.bfree, 8);
+    b.writeBigUInt64LE(s.bavail, 16);
+    b.writeBigUInt64LE(s.files, 24);
+    b.writeBigUInt64LE(s.ffree, 32);
+    b.writeUInt32LE(s.bsize, 40);
+    b.writeUInt32LE(s.namelen, 44);
+    b.writeUInt32LE(s.frsize, 48);
+    out.send(0, [b]);
+  }
+
+  private release(_h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const a = new Args(body.head(24));
+    const fh = a.u64();
+    a.u32();
+    const releaseFlags = a.u32();
+    const owner = a.u64();
+    const file = this.file(fh, 'RELEASE');
+    if (releaseFlags & 2 /* FLOCK_UNLOCK */) this.ctx.backend.locks.flock(this.owner(owner), file, F_UNLCK);
+    this.handles.delete(fh);
+    this.ctx.backend.closeFile(file);
+    out.send(0, []);
+  }
+
+  private flush(_h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const a = new Args(body.head(24));
+    const file = this.file(a.u64(), 'FLUSH');
+    a.u64();
+    const owner = a.u64();
+    // close() by a process drops its POSIX locks on the file.
+    this.ctx.backend.locks.set(this.owner(owner), file, { type: F_UNLCK, start: 0, len: 0 });
+    out.send(0, []);
+  }
+
+  private fsync(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
+    const a = new Args(body.head(16));
+    const file = this.file(a.u64(), 'FSYNC');
+    const datasync = a.u32() & FUSE_FSYNC_FDATASYNC;
+    return file.use((fd) => (datasync ? fdatasyncAsync(fd) : fsyncAsync(fd))).then(
+      () => out.send(0, []),
+      (e: NodeJS.ErrnoException) => { throw new SysError(Math.abs(e.errno ?? Errno.EIO), 'fsync', file.inode.label); },
+    );
+  }
+
+  private fallocate(_h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const a = new Args(body.head(32));
+    const file = this.file(a.u64(), 'FALLOCATE');
+    const offset = a.offset();
+    const length = a.offset();
+    const mode = a.u32();
+    this.ctx.backend.checkWritable('fallocate', file.inode.label);
+    fallocate(file.fd, mode, Number(offset), Number(length), file.inode.label);
+    out.send(0, []);
+  }
+
+  private lseek(_h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const a = new Args(body.head(24));
+    const file = this.file(a.u64(), 'LSEEK');
+    const offset = a.offset();
+    const whence = a.u32();
+    if (whence !== 3 && whence !== 4) fail(Errno.EINVAL, 'LSEEK', `whence ${whence} (only SEEK_DATA/SEEK_HOLE reach the server)`);
+    const r = lseek(file.fd, Number(offset), whence, file.inode.label);
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(r), 0);
+    out.send(0, [b]);
+  }
+
+  private copyFileRange(_h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const a = new Args(body.head(56));
+    const fin = this.file(a.u64(), 'COPY_FILE_RANGE');
+    const offIn = a.offset();
+    a.u64(); // nodeid_out: the handle identifies the file
+    const fout = this.file(a.u64(), 'COPY_FILE_RANGE');
+    const offOut = a.offset();
+    const len = a.u64();
+    const flags = a.u64();
+    if (flags !== 0n) fail(Errno.EINVAL, 'COPY_FILE_RANGE', `flags ${flags}`);
+    this.ctx.backend.checkWritable('copy_file_range', fout.inode.label);
+    const n = copyFileRange(fin.fd, Number(offIn), fout.fd, Number(offOut), Number(len > 0x7ffff000n ? 0x7ffff000n : len));
+    const b = Buffer.alloc(8);
+    b.writeUInt32LE(n, 0);
+    out.send(0, [b]);
+  }
+
+  private syncfs(_h: InHeader, _b: RequestBody, out: ReplyTo): void {
+    this.ctx.backend.syncfs();
+    out.send(0, []);
+  }
+
+  // ---- directories --------------------------------------------------------------------
+
+  private opendir(h: InHeader, _b: RequestBody, out: ReplyTo): void {
+    const d = this.ctx.backend.opendir(undefined, this.inode(h.nodeid));
+    out.send(0, [this.openOut(this.addHandle(d), true)]);
+  }
+
+  private releasedir(_h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const fh = new Args(body.head(8)).u64();
+    const d = this.dir(fh, 'RELEASEDIR');
+    this.handles.delete(fh);
+    this.ctx.backend.closeDir(d);
+    out.send(0, []);
+  }
+
+  private fsyncdir(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
+    const d = this.dir(new Args(body.head(16)).u64(), 'FSYNCDIR');
+    return fsyncAsync(d.fd).then(() => out.send(0, []), (e: NodeJS.ErrnoException) => {
+      throw new SysError(Math.abs(e.errno ?? Errno.EIO), 'fsync', d.inode.label);
+    });
+  }
+
+  private readdir(_h: InHeader, body: RequestBody, out: ReplyTo): void {
+    this.readdirCommon(body, out, false);
+  }
+
+  private readdirplus(_h: InHeader, body: RequestBody, out: ReplyTo): void {
+    this.readdirCommon(body, out, true);
+  }
+
+  private readdirCommon(body: RequestBody, out: ReplyTo, plus: boolean): void {
+    const a = new Args(body.head(24));
+    const d = this.dir(a.u64(), plus ? 'READDIRPLUS' : 'READDIR');
+    const offset = a.u64();
+    const size = Math.min(a.u32(), this.ctx.options.maxWrite);
+    const { backend } = this.ctx;
+    const buf = Buffer.alloc(size);
+    let used = 0;
+    d.read(BigInt.asIntN(64, offset), (ent) => {
+      const nameLen = ent.name.length;
+      const recLen = (plus ? ENTRY_OUT_SIZE : 0) + DIRENT_SIZE + nameLen;
+      const padded = (recLen + 7) & ~7;
+      if (used + padded > size) return false;
+      let ino = backend.inoMap.guestIno(d.inode.dev, ent.ino);
+      const isDot = nameLen === 1 && ent.name[0] === 0x2e;
+      const isDotDot = nameLen === 2 && ent.name[0] === 0x2e && ent.name[1] === 0x2e;
+      let at = used;
+      if (plus) {
+        if (isDot || isDotDot) {
+          // No lookup reference for . and ..: node id 0 tells the kernel not to make a dentry.
+          buf.fill(0, at, at + ENTRY_OUT_SIZE);
+          buf.writeUInt32LE(ent.type << 12, at + 40 + 60);
+        } else {
+          let e: Entry;
+          try {
+            e = backend.lookup(undefined, d.inode, ent.name);
+          } catch {
+            return true; // vanished between getdents and lookup: skip it
+          }
+          this.remember(e.inode);
+          this.entryOut(e).copy(buf, at);
+          ino = e.inode.guestIno;
+        }
+        at += ENTRY_OUT_SIZE;
+      }
+      buf.writeBigUInt64LE(ino, at);
+      buf.writeBigUInt64LE(BigInt.asUintN(64, ent.off), at + 8);
+      buf.writeUInt32LE(nameLen, at + 16);
+      buf.writeUInt32LE(ent.type, at + 20);
+      ent.name.copy(buf, at + 24);
+      buf.fill(0, at + 24 + nameLen, used + padded);
+      used += padded;
+      return true;
+    });
+    out.send(0, [buf.subarray(0, used)]);
+  }
+
+  // ---- xattrs --------------------------------------------------------------------------------
+
+  private setxattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    this.xattrEnabled('SETXATTR');
+    const inode = this.inode(h.nodeid);
+    const ext = (this.wantFlags & INIT.SETXATTR_EXT) !== 0n;
+    const fixed = ext ? 16 : 8;
+    const b = body.head(body.length);
+    const size = b.readUInt32LE(0);
+    const flags = b.readUInt32LE(4);
+    const [name] = cstrings(b.subarray(fixed), 1);
+    const valueAt = fixed + name!.length + 1;
+    if (valueAt + size > b.length) fail(Errno.EINVAL, 'SETXATTR', `value size ${size} beyond the request`);
+    this.ctx.backend.setxattr(undefined, inode, name!, b.subarray(valueAt, valueAt + size), flags);
+    out.send(0, []);
+  }
+
+  private getxattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    this.xattrEnabled('GETXATTR');
+    const inode = this.inode(h.nodeid);
+    const b = body.head(body.length);
+    const size = b.readUInt32LE(0);
+    const [name] = cstrings(b.subarray(8), 1);
+    this.sizedReply(out, this.ctx.backend.getxattr(undefined, inode, name!), size);
+  }
+
+  private listxattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    this.xattrEnabled('LISTXATTR');
+    const inode = this.inode(h.nodeid);
+    const size = new Args(body.head(8)).u32();
+    const names = this.ctx.backend.listxattr(undefined, inode);
+    this.sizedReply(out, Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])])), size);
+  }
+
+  /** getxattr/listxattr: size 0 asks for the length; a too-small buffer is ERANGE. */
+  private sizedReply(out: ReplyTo, value: Buffer, size: number): void {
+    if (size === 0) {
+      const b = Buffer.alloc(8);
+      b.writeUInt32LE(value.length, 0);
+      out.send(0, [b]);
+    } else if (value.length > size) {
+      out.send(Errno.ERANGE, []);
+    } else {
+      out.send(0, [value]);
+    }
+  }
+
+  private removexattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    this.xattrEnabled('REMOVEXATTR');
+    const [name] = cstrings(body.head(body.length), 1);
+    this.ctx.backend.removexattr(undefined, this.inode(h.nodeid), name!);
+    out.send(0, []);
+  }
+
+  private access(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const mask = new Args(body.head(8)).u32();
+    this.ctx.backend.access({ uid: h.uid, gid: h.gid, groups: [h.gid] }, this.inode(h.nodeid), mask);
+    out.send(0, []);
+  }
+
+  // ---- locks ------------------------------------------------------------------------------------
+
+  private owner(lockOwner: bigint): string {
+    return `fuse:${this.peer}:${lockOwner}`;
+  }
+
+  private lkArgs(body: RequestBody): { file: OpenFile; owner: string; start: number; len: number; type: number; flock: boolean } {
+    const a = new Args(body.head(48));
+    const file = this.file(a.u64(), 'LK');
+    const owner = this.owner(a.u64());
+    const start = a.u64();
+    const end = a.u64();
+    const type = a.u32();
+    a.u32(); // pid
+    const lkFlags = a.u32();
+    if (type !== F_RDLCK && type !== F_WRLCK && type !== F_UNLCK) fail(Errno.EINVAL, 'LK', `lock type ${type}`);
+    if (end < start) fail(Errno.EINVAL, 'LK', `range ${start}..${end}`);
+    const toEnd = end >= 0x7fffffffffffffffn;
+    const s = start > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(start);
+    const len = toEnd ? 0 : Number(end - start + 1n);
+    return { file, owner, start: s, len, type, flock: (lkFlags & FUSE_LK_FLOCK) !== 0 };
+  }
+
+  private getlk(_h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const l = this.lkArgs(body);
+    const r = this.ctx.backend.locks.get(l.owner, l.file, { type: l.type, start: l.start, len: l.len });
+    const b = Buffer.alloc(24);
+    b.writeBigUInt64LE(BigInt(r.start), 0);
+    b.writeBigUInt64LE(r.len === 0 ? 0x7fffffffffffffffn : BigInt(r.start + r.len - 1), 8);
+    b.writeUInt32LE(r.type, 16);
+    b.writeUInt32LE(r.type === F_UNLCK ? 0 : Math.max(r.pid, 0), 20);
+    out.send(0, [b]);
+  }
+
+  private trySet(l: ReturnType<FuseSession['lkArgs']>): boolean {
+    const { locks } = this.ctx.backend;
+    return l.flock ? locks.flock(l.owner, l.file, l.type) : locks.set(l.owner, l.file, { type: l.type, start: l.start, len: l.len });
+  }
+
+  private setlk(_h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const l = this.lkArgs(body);
+    out.send(this.trySet(l) ? 0 : Errno.EAGAIN, []);
+  }
+
+  /**
+   * A blocking lock: retried on a timer, never by parking a thread, so
+   * other requests and clients go on. INTERRUPT (or the session ending)
+   * answers it with EINTR.
+   */
+  private setlkw(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const l = this.lkArgs(body);
+    if (this.trySet(l)) {
+      out.send(0, []);
+      return;
+    }
+    let delay = LOCK_RETRY_MIN_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const finish = (errno: number): void => {
+      if (timer) clearTimeout(timer);
+      this.waiting.delete(h.unique);
+      out.send(errno, []);
+    };
+    const retry = (): void => {
+      try {
+        if (this.trySet(l)) return finish(0);
+      } catch (e) {
+        return finish(e instanceof SysError ? e.errno : Errno.EIO);
+      }
+      delay = Math.min(delay * 2, LOCK_RETRY_MAX_MS);
+      timer = setTimeout(retry, delay);
+    };
+    this.waiting.set(h.unique, { cancel: () => finish(Errno.EINTR) });
+    timer = setTimeout(retry, delay);
+  }
+
+  private interrupt(_h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const target = new Args(body.head(8)).u64();
+    this.waiting.get(target)?.cancel();
+    out.none();
+  }
+
+  get stats(): { lookups: number; handles: number; waitingLocks: number } {
+    return { lookups: this.lookups.size, handles: this.handles.size, waitingLocks: this.waiting.size };
+  }
+}
+
+function time(sec: bigint, nsec: number): TimeArg {
+  if (nsec >= 1e9) fail(Errno.EINVAL, 'SETATTR', `nsec ${nsec}`);
+  return { sec: Number(BigInt.asIntN(64, sec)), nsec };
+}
+
+function fstatHandle(h: OpenFile | DirStream): Stat {
+  return fstat(h.fd, h.inode.label);
+}
+
+/** The kernel's 32-bit dev_t encoding (new_encode_dev) that fuse_attr.rdev carries. */
+function newEncodeDev(dev: bigint): bigint {
+  const major = ((dev >> 32n) & 0xfffff000n) | ((dev >> 8n) & 0xfffn);
+  const minor = ((dev >> 12n) & 0xffffff00n) | (dev & 0xffn);
+  return ((minor & 0xffn) | (major << 8n) | ((minor & ~0xffn) << 12n)) & 0xffffffffn;
+}
+
+function newDecodeDev(dev: number): bigint {
+  const major = (dev & 0xfff00) >>> 8;
+  const minor = (dev & 0xff) | ((dev >>> 12) & 0xfff00);
+  const ma = BigInt(major);
+  const mi = BigInt(minor);
+  return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
+}
+
