@@ -1,8 +1,8 @@
 // FUSE kernel ABI values (linux/fuse.h, protocol 7.38+).
 
 export const FUSE_KERNEL_VERSION = 7;
-/** The minor version duofs speaks (virtiofsd 1.13 replies 7.38 too). */
-export const FUSE_KERNEL_MINOR_VERSION = 38;
+/** The minor version duofs speaks: 7.39 adds STATX (birth times); virtiofsd replies 7.38. */
+export const FUSE_KERNEL_MINOR_VERSION = 39;
 export const FUSE_ROOT_ID = 1;
 
 export const OP = {

@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { DirStream, OpenFile, type Backend, type Entry, type Inode, type SetAttr } from '../../src/backend/backend.js';
 import {
   Errno, F_RDLCK, F_UNLCK, F_WRLCK, SysError, copyFileRange, errnoName, fail, fallocate, fstat,
-  lseek, pwrite, type Credentials, type Stat, type TimeArg,
+  lseek, major, minor, pwrite, type Credentials, type Stat, type TimeArg,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
 import {
@@ -61,7 +61,7 @@ export class FuseSession {
       [OP.SETXATTR, this.setxattr], [OP.GETXATTR, this.getxattr], [OP.LISTXATTR, this.listxattr],
       [OP.REMOVEXATTR, this.removexattr], [OP.ACCESS, this.access], [OP.FALLOCATE, this.fallocate],
       [OP.LSEEK, this.lseek], [OP.COPY_FILE_RANGE, this.copyFileRange], [OP.SYNCFS, this.syncfs],
-      [OP.GETLK, this.getlk], [OP.SETLK, this.setlk], [OP.SETLKW, this.setlkw], [OP.INTERRUPT, this.interrupt],
+      [OP.STATX, this.statx], [OP.GETLK, this.getlk], [OP.SETLK, this.setlk], [OP.SETLKW, this.setlkw], [OP.INTERRUPT, this.interrupt],
     ];
     this.handlers = new Map(h);
   }
@@ -352,6 +352,42 @@ export class FuseSession {
       st = this.ctx.backend.getattr(inode);
     }
     out.send(0, [this.attrOut(inode, st)]);
+  }
+
+  /** STATX (7.39): like GETATTR, plus the birth time when the host has one. */
+  private statx(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    const inode = this.inode(h.nodeid);
+    const a = new Args(body.head(24));
+    const flags = a.u32();
+    a.u32();
+    const fh = a.u64();
+    const st = flags & FUSE_GETATTR_FH && this.handles.has(fh) ? fstatHandle(this.handles.get(fh)!) : this.ctx.backend.getattr(inode);
+    const b = Buffer.alloc(32 + 256);
+    b.writeBigUInt64LE(BigInt(timeouts(this.ctx.options.cache).attr), 0);
+    const x = 32;
+    const STATX_BASIC_STATS = 0x7ff;
+    const STATX_BTIME = 0x800;
+    b.writeUInt32LE(STATX_BASIC_STATS | (st.btime ? STATX_BTIME : 0), x);
+    b.writeUInt32LE(st.blksize, x + 4);
+    b.writeUInt32LE(st.nlink, x + 16);
+    b.writeUInt32LE(st.uid, x + 20);
+    b.writeUInt32LE(st.gid, x + 24);
+    b.writeUInt16LE(st.mode, x + 28);
+    b.writeBigUInt64LE(inode.guestIno, x + 32);
+    b.writeBigUInt64LE(BigInt(st.size), x + 40);
+    b.writeBigUInt64LE(BigInt(st.blocks), x + 48);
+    const t = (at: number, v: { sec: number; nsec: number } | undefined): void => {
+      if (!v) return;
+      b.writeBigInt64LE(BigInt(v.sec), at);
+      b.writeUInt32LE(v.nsec, at + 8);
+    };
+    t(x + 64, st.atime);
+    t(x + 80, st.btime);
+    t(x + 96, st.ctime);
+    t(x + 112, st.mtime);
+    b.writeUInt32LE(major(st.rdev), x + 128);
+    b.writeUInt32LE(minor(st.rdev), x + 132);
+    out.send(0, [b]);
   }
 
   private setattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
