@@ -15,8 +15,39 @@ import { FuseSession } from '../protocols/fuse/session.js';
 import { DevFuseMount } from '../protocols/fuse/dev-fuse.js';
 import { defaultFuseOptions, type FuseOptions } from '../protocols/fuse/options.js';
 
+export type SecurityModel = 'passthrough' | 'mapped-xattr' | 'mapped-file' | 'none';
+
+/** One rule of virtiofsd's --translate-uid/--translate-gid (see security/id-map.ts). */
+export interface IdTranslation {
+  kind: 'map' | 'squash-guest' | 'squash-host' | 'forbid-guest';
+  /** first guest id of the range (for squash-host: the single guest id) */
+  guest: number;
+  /** first host id of the range (for squash-guest: the single host id) */
+  host: number;
+  count: number;
+}
+
 export interface ServeOptions {
   sharedDir: string;
+  /** how guest owners/modes map onto the host (QEMU -fsdev local security_model) */
+  securityModel?: SecurityModel;
+  /** host mode of files created in the mapped models (QEMU fmode, default 0600) */
+  fmode?: number;
+  /** host mode of directories created in the mapped models (QEMU dmode, default 0700) */
+  dmode?: number;
+  translateUid?: IdTranslation[];
+  translateGid?: IdTranslation[];
+  /** virtio-fs: a vhost-user-fs device on this unix socket */
+  virtiofsSocket?: string;
+  /** virtio-fs: an inherited listening socket fd (libvirt, socket activation) */
+  virtiofsFd?: number;
+  /** virtio-fs mount tag advertised in the device's config space */
+  tag?: string;
+  /** virtio-fs request queues (queue 0 is hiprio) */
+  numRequestQueues?: number;
+  /** virtio-9p: a vhost-user device for QEMU's vhost-user-test-device-pci */
+  ninepVhostSocket?: string;
+  ninepTag?: string;
   /** 9P over a unix socket at this path */
   ninepSocket?: string;
   /** 9P over TCP, "HOST:PORT" or "PORT" (loopback) */
