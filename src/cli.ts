@@ -7,11 +7,20 @@ import { startDuofs, DEFAULT_9P_MAX_MSIZE } from './server.js';
 import { StartupError } from './listeners.js';
 import { SysError } from './sys/index.js';
 import type { CacheMode } from '../protocols/fuse/options.js';
+import { SECURITY_MODELS, type SecurityModelName } from '../security/model.js';
+
+/** QEMU's fmode/dmode: octal, masked with 0777, only for the mapped models. */
+function parseOctalMode(flag: string, v: string | undefined, model: SecurityModelName): number | undefined {
+  if (v === undefined) return undefined;
+  if (!/^0?[0-7]{1,4}$/.test(v)) throw new StartupError(`${flag} ${v}: expected an octal mode such as 0644`);
+  if (model !== 'mapped-xattr' && model !== 'mapped-file') throw new StartupError(`${flag} only applies to the mapped security models`);
+  return parseInt(v, 8) & 0o777;
+}
 
 async function serve(argv: {
   sharedDir: string; '9pSocket'?: string; '9pTcp'?: string; '9pFd'?: number; '9pMaxMsize': number;
   readonly: boolean; logLevel: string; fuseMount?: string; cache: CacheMode; writeback: boolean; xattr: boolean;
-  announceSubmounts: boolean;
+  announceSubmounts: boolean; securityModel: SecurityModelName; fmode?: string; dmode?: string;
 }): Promise<void> {
   const log = createLogger(argv.logLevel as LevelWithSilent);
   if (!argv['9pSocket'] && !argv['9pTcp'] && argv['9pFd'] === undefined && !argv.fuseMount) {
@@ -24,6 +33,9 @@ async function serve(argv: {
     ninepFd: argv['9pFd'],
     ninepMaxMsize: argv['9pMaxMsize'],
     readonly: argv.readonly,
+    securityModel: argv.securityModel,
+    fmode: parseOctalMode('--fmode', argv.fmode, argv.securityModel),
+    dmode: parseOctalMode('--dmode', argv.dmode, argv.securityModel),
     fuseMount: argv.fuseMount,
     fuse: { cache: argv.cache, writeback: argv.writeback, xattr: argv.xattr, announceSubmounts: argv.announceSubmounts },
     log,
@@ -55,6 +67,9 @@ export async function main(args: string[]): Promise<void> {
         .option('9p-tcp', { type: 'string', describe: 'serve 9P2000.L over TCP at HOST:PORT; a bare PORT listens on 127.0.0.1 only (guests: trans=tcp,port=PORT)' })
         .option('9p-fd', { type: 'number', describe: 'serve 9P2000.L on an inherited, already connected stream fd (one client; guests: trans=fd)' })
         .option('9p-max-msize', { type: 'number', default: DEFAULT_9P_MAX_MSIZE, describe: 'largest 9P msize offered; clients asking for more get this' })
+        .option('security-model', { choices: SECURITY_MODELS, default: 'passthrough' as SecurityModelName, describe: 'how guest owners, modes and file types map onto the host, as QEMU -fsdev local: passthrough (real owners; run as root), mapped-xattr (alias mapped; guest view in user.virtfs.* xattrs), mapped-file (in .virtfs_metadata files), none (like passthrough, ownership changes may fail silently)' })
+        .option('fmode', { type: 'string', describe: 'mapped models: host mode of created files, octal (default 0600)' })
+        .option('dmode', { type: 'string', describe: 'mapped models: host mode of created directories, octal (default 0700)' })
         .option('fuse-mount', { type: 'string', describe: 'also mount the export on the host through /dev/fuse at this directory (outside the export), to see it exactly as a virtio-fs guest does; unmounted on exit' })
         .option('cache', { choices: ['auto', 'always', 'metadata', 'never'] as const, default: 'auto' as const, describe: 'FUSE caching, as virtiofsd: never = no caching (direct I/O), auto = 1 s attribute/entry timeouts, metadata = long metadata timeouts with direct I/O, always = long timeouts and kept page cache' })
         .option('writeback', { type: 'boolean', default: false, describe: 'FUSE: let the client kernel cache writes (writeback cache)' })

@@ -15,7 +15,8 @@ import { FuseSession } from '../protocols/fuse/session.js';
 import { DevFuseMount } from '../protocols/fuse/dev-fuse.js';
 import { defaultFuseOptions, type FuseOptions } from '../protocols/fuse/options.js';
 
-export type SecurityModel = 'passthrough' | 'mapped-xattr' | 'mapped-file' | 'none';
+export type { SecurityModelName as SecurityModel } from '../security/model.js';
+import type { SecurityModelName as SecurityModel } from '../security/model.js';
 
 /** One rule of virtiofsd's --translate-uid/--translate-gid (see security/id-map.ts). */
 export interface IdTranslation {
@@ -88,7 +89,15 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
   if (!st.isDirectory()) throw new StartupError(`export ${opts.sharedDir} is not a directory`);
 
   const nofile = raiseNofileLimit();
-  const backend = new Backend({ sharedDir: opts.sharedDir, readonly: opts.readonly ?? false });
+  const backend = new Backend({
+    sharedDir: opts.sharedDir,
+    readonly: opts.readonly ?? false,
+    securityModel: opts.securityModel ?? 'passthrough',
+    fmode: opts.fmode,
+    dmode: opts.dmode,
+    log,
+  });
+  log.info({ export: opts.sharedDir, securityModel: backend.model.name, readonly: backend.readonly }, 'export opened');
   const ctx: SessionContext = {
     backend,
     users: new HostUsers(),

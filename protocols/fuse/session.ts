@@ -7,7 +7,7 @@ import { fsync as fsyncCb, fdatasync as fdatasyncCb } from 'node:fs';
 import { promisify } from 'node:util';
 import { DirStream, OpenFile, type Backend, type Entry, type Inode, type SetAttr } from '../../src/backend/backend.js';
 import {
-  Errno, F_RDLCK, F_UNLCK, F_WRLCK, SysError, copyFileRange, errnoName, fail, fallocate, fstat,
+  Errno, F_RDLCK, F_UNLCK, F_WRLCK, SysError, copyFileRange, errnoName, fail, fallocate,
   lseek, major, minor, pwrite, type Credentials, type Stat, type TimeArg,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
@@ -347,7 +347,7 @@ export class FuseSession {
       const flags = a.u32();
       a.u32();
       const fh = a.u64();
-      st = flags & FUSE_GETATTR_FH && this.handles.has(fh) ? fstatHandle(this.handles.get(fh)!) : this.ctx.backend.getattr(inode);
+      st = flags & FUSE_GETATTR_FH && this.handles.has(fh) ? this.ctx.backend.getattrOpen(this.handles.get(fh)!) : this.ctx.backend.getattr(inode);
     } else {
       st = this.ctx.backend.getattr(inode);
     }
@@ -361,7 +361,7 @@ export class FuseSession {
     const flags = a.u32();
     a.u32();
     const fh = a.u64();
-    const st = flags & FUSE_GETATTR_FH && this.handles.has(fh) ? fstatHandle(this.handles.get(fh)!) : this.ctx.backend.getattr(inode);
+    const st = flags & FUSE_GETATTR_FH && this.handles.has(fh) ? this.ctx.backend.getattrOpen(this.handles.get(fh)!) : this.ctx.backend.getattr(inode);
     const b = Buffer.alloc(32 + 256);
     b.writeBigUInt64LE(BigInt(timeouts(this.ctx.options.cache).attr), 0);
     const x = 32;
@@ -889,10 +889,6 @@ export class FuseSession {
 function time(sec: bigint, nsec: number): TimeArg {
   if (nsec >= 1e9) fail(Errno.EINVAL, 'SETATTR', `nsec ${nsec}`);
   return { sec: Number(BigInt.asIntN(64, sec)), nsec };
-}
-
-function fstatHandle(h: OpenFile | DirStream): Stat {
-  return fstat(h.fd, h.inode.label);
 }
 
 /** The kernel's 32-bit dev_t encoding (new_encode_dev) that fuse_attr.rdev carries. */

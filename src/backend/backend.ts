@@ -6,14 +6,23 @@
 // by openat(parent, one name, O_PATH|O_NOFOLLOW), so a client can only name
 // things inside the export. '..' at the root stays at the root; symlinks
 // are never followed on the server (the guest kernel resolves them).
+//
+// The security model (security/) decides whose credentials host calls run
+// with and where the guest's owners, modes and file types live.
 import {
-  AT_FDCWD, AT_REMOVEDIR, Errno, O_CREAT, O_DIRECTORY, O_NONBLOCK, O_PATH, O_RDONLY, O_TRUNC,
-  S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, SysError, XATTR_SIZE_MAX,
-  fail, fchmodPathFd, fchownFd, fstat, fstatfs, ftruncate, getxattr, linkFd, listxattr, mkdirat, mknodat,
-  openPath, openat, readlinkFd, removexattr, renameat2, reopen, setxattr, symlinkat, truncatePathFd,
-  unlinkat, utimensFd, withCredentials, close, type Credentials, type Stat, type StatFs, type TimeArg,
-  umask, procPath, accessPathFd, syncfs, O_TMPFILE, O_ACCMODE,
+  AT_FDCWD, AT_REMOVEDIR, Errno, O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_RDONLY,
+  O_TMPFILE, O_TRUNC, O_WRONLY, RENAME_EXCHANGE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
+  SysError, XATTR_SIZE_MAX, accessPathFd, close, fail, fchmodPathFd, fchownFd, fstat, fstatfs, ftruncate, getxattr,
+  isSysError, linkFd, listxattr, mkdirat, mknodat, openPath, openat, pread, procPath, pwrite, readlinkFd, removexattr,
+  renameat2, reopen, setxattr, symlinkat, syncfs, truncatePathFd, umask, unlinkat, utimensFd, withCredentials,
+  type Credentials, type Stat, type StatFs, type TimeArg,
 } from '../sys/index.js';
+import type { Logger } from '../log.js';
+import { silentLogger } from '../log.js';
+import { createSecurityModel } from '../../security/create-model.js';
+import { applyMeta, type Location, type SecurityModel, type SecurityModelName } from '../../security/model.js';
+import { MappedFileModel } from '../../security/mapped-file.js';
+import type { GuestMeta } from '../../security/formats/mapped-file.js';
 import { InoMap } from './ino-map.js';
 import { Inode, InodeTable } from './inode-table.js';
 import { DirStream, OpenFile } from './files.js';
@@ -24,6 +33,12 @@ import { createFlags, openFlags } from './open-flags.js';
 export interface BackendOptions {
   sharedDir: string;
   readonly?: boolean;
+  securityModel?: SecurityModelName;
+  /** host mode of files created in the mapped models (QEMU fmode) */
+  fmode?: number;
+  /** host mode of directories created in the mapped models (QEMU dmode) */
+  dmode?: number;
+  log?: Logger;
 }
 
 export interface Entry {
@@ -37,12 +52,13 @@ export interface SetAttr {
   gid?: number;
   size?: number | bigint;
   atime?: TimeArg;
+  mtime?: TimeArg;
   /** only the change time: touch ctime without changing anything else */
   ctime?: boolean;
-  mtime?: TimeArg;
 }
 
-const MUTATING = 'read-only export';
+/** The longest symlink target a mapped-model symlink file may hold. */
+const MAPPED_SYMLINK_MAX = 4095;
 
 export class Backend {
   readonly inodes: InodeTable;
@@ -52,10 +68,16 @@ export class Backend {
   readonly root: Inode;
   readonly readonly: boolean;
   readonly sharedDir: string;
+  readonly model: SecurityModel;
+  private readonly fmode: number;
+  private readonly dmode: number;
 
   constructor(opts: BackendOptions) {
     this.sharedDir = opts.sharedDir;
     this.readonly = opts.readonly ?? false;
+    this.fmode = (opts.fmode ?? 0o600) & 0o777;
+    this.dmode = (opts.dmode ?? 0o700) & 0o777;
+    this.model = createSecurityModel(opts.securityModel ?? 'passthrough', opts.log ?? silentLogger());
     // Guests send modes with their own umask already applied.
     umask(0);
     const fd = openat(AT_FDCWD, opts.sharedDir, O_PATH | O_DIRECTORY);
@@ -63,25 +85,64 @@ export class Backend {
     this.inoMap = new InoMap(st.dev);
     this.inodes = new InodeTable(this.inoMap);
     this.root = this.inodes.intern(fd, st); // the root's reference is never dropped
+    if (this.model instanceof MappedFileModel) this.model.root = this.root;
   }
 
   /** Refuses a change to a read-only export with EROFS. */
   checkWritable(op: string, what: string): void {
-    if (this.readonly) fail(Errno.EROFS, op, `${what} (${MUTATING})`);
+    if (this.readonly) fail(Errno.EROFS, op, `${what} (read-only export)`);
+  }
+
+  /** The credentials host calls run with: the caller's in passthrough, the daemon's otherwise. */
+  private host(cr: Credentials | undefined): Credentials | undefined {
+    return this.model.callerCredentials ? cr : undefined;
+  }
+
+  private checkName(op: string, name: Buffer, dotErrno?: number): void {
+    if (dotErrno === undefined) checkLookupName(op, name);
+    else checkEntryName(op, name, dotErrno);
+    if (this.model.isReservedName(name)) fail(Errno.EINVAL, op, `${printable(name)} is reserved by the ${this.model.name} model`);
+  }
+
+  // ---- the guest's view --------------------------------------------------------
+
+  /** Interns a looked-up fd; new inodes learn their location and guest type. */
+  private intern(fd: number, what: string, loc: Location | undefined): Entry {
+    const { inode, stat } = this.inodes.internFd(fd, what);
+    if (loc && this.model.tracksLocation && inode !== this.root) this.setLocation(inode, loc);
+    return { inode, stat: this.view(inode, stat) };
+  }
+
+  private setLocation(inode: Inode, loc: Location): void {
+    const old = inode.loc?.parent;
+    inode.loc = { parent: this.ref(loc.parent), name: Buffer.from(loc.name) };
+    if (old) this.release(old);
+  }
+
+  private meta(inode: Inode): GuestMeta {
+    return this.model.readMeta(inode, inode.loc);
+  }
+
+  /** The guest's attributes: the host's, overlaid with the model's metadata. */
+  private view(inode: Inode, st: Stat): Stat {
+    if (!this.model.mapsFileTypes) return st;
+    const v = applyMeta(st, this.meta(inode));
+    inode.kind = v.mode & S_IFMT;
+    return v;
   }
 
   // ---- names and inodes ----------------------------------------------------
 
   /** Resolves one name in `parent`; the returned inode carries one new reference. */
   lookup(cr: Credentials | undefined, parent: Inode, name: Buffer): Entry {
-    checkLookupName('lookup', name);
+    this.checkName('lookup', name);
     if (!parent.isDir) fail(Errno.ENOTDIR, 'lookup', `${printable(name)} in ${parent.label}`);
     if (isDot(name) || (isDotDot(name) && parent === this.root)) {
       this.inodes.ref(parent);
-      return { inode: parent, stat: fstat(parent.fd, parent.label) };
+      return { inode: parent, stat: this.getattr(parent) };
     }
-    const fd = withCredentials(cr, () => openPath(parent.fd, name));
-    return this.inodes.internFd(fd, printable(name));
+    const fd = withCredentials(this.host(cr), () => openPath(parent.fd, name));
+    return this.intern(fd, printable(name), isDotDot(name) ? undefined : { parent, name });
   }
 
   /** One more reference on an inode (a cloned fid, a FUSE lookup reply). */
@@ -99,37 +160,72 @@ export class Backend {
   }
 
   getattr(inode: Inode): Stat {
-    return fstat(inode.fd, inode.label);
+    return this.view(inode, fstat(inode.fd, inode.label));
+  }
+
+  /** The guest's attributes of an open handle's file (fstat on its fd). */
+  getattrOpen(h: OpenFile | DirStream): Stat {
+    return this.view(h.inode, fstat(h.fd, h.inode.label));
   }
 
   /** Changes attributes; `file` (an open handle) is used for size when given. */
   setattr(cr: Credentials | undefined, inode: Inode, a: SetAttr, file?: OpenFile): Stat {
     this.checkWritable('setattr', inode.label);
-    withCredentials(cr, () => {
+    withCredentials(this.host(cr), () => {
       if (a.size !== undefined) {
         if (inode.isDir) fail(Errno.EISDIR, 'truncate', inode.label);
-        if (file && (file.flags & 3) !== O_RDONLY) ftruncate(file.fd, a.size, inode.label);
+        if (inode.kind !== S_IFREG) fail(Errno.EINVAL, 'truncate', inode.label);
+        if (file && (file.flags & O_ACCMODE) !== O_RDONLY) ftruncate(file.fd, a.size, inode.label);
         else truncatePathFd(inode.fd, a.size, inode.label);
       }
-      if (a.uid !== undefined || a.gid !== undefined) {
-        fchownFd(inode.fd, a.uid ?? -1, a.gid ?? -1, inode.label);
-      }
-      if (a.mode !== undefined) {
-        if (inode.isSymlink) fail(Errno.EOPNOTSUPP, 'chmod', inode.label);
-        fchmodPathFd(inode.fd, a.mode & 0o7777, inode.label);
-      }
+      if (this.model.mapsFileTypes) this.setOwnerModeMapped(inode, a);
+      else this.setOwnerModeHost(inode, a);
       if (a.atime !== undefined || a.mtime !== undefined) {
         utimensFd(inode.fd, a.atime ?? 'omit', a.mtime ?? 'omit', inode.label);
       } else if (a.ctime && a.size === undefined && a.uid === undefined && a.gid === undefined && a.mode === undefined) {
         fchownFd(inode.fd, -1, -1, inode.label); // a no-op chown updates ctime only
       }
     });
-    return fstat(inode.fd, inode.label);
+    return this.getattr(inode);
+  }
+
+  private setOwnerModeHost(inode: Inode, a: SetAttr): void {
+    if (a.uid !== undefined || a.gid !== undefined) fchownFd(inode.fd, a.uid ?? -1, a.gid ?? -1, inode.label);
+    if (a.mode !== undefined) {
+      if (inode.isSymlink) fail(Errno.EOPNOTSUPP, 'chmod', inode.label);
+      fchmodPathFd(inode.fd, a.mode & 0o7777, inode.label);
+    }
+  }
+
+  /** Mapped models: owners and modes change in metadata only, never on the host. */
+  private setOwnerModeMapped(inode: Inode, a: SetAttr): void {
+    const m: GuestMeta = {};
+    if (a.uid !== undefined && a.uid !== 0xffffffff) m.uid = a.uid;
+    if (a.gid !== undefined && a.gid !== 0xffffffff) m.gid = a.gid;
+    if (a.mode !== undefined) {
+      if (inode.isSymlink) fail(Errno.EOPNOTSUPP, 'chmod', inode.label);
+      m.mode = inode.kind | (a.mode & 0o7777);
+    } else if (m.uid !== undefined || m.gid !== undefined) {
+      // chown by the guest clears setuid/setgid like a real chown would.
+      const cur = this.getattr(inode);
+      if (cur.mode & 0o6000 && inode.kind === S_IFREG) m.mode = cur.mode & ~0o6000;
+    }
+    if (Object.keys(m).length) this.model.writeMeta(inode, inode.loc, m);
   }
 
   readlink(inode: Inode): Buffer {
     if (!inode.isSymlink) fail(Errno.EINVAL, 'readlink', inode.label);
-    return readlinkFd(inode.fd, inode.label);
+    if (inode.hostKind === S_IFLNK) return readlinkFd(inode.fd, inode.label);
+    // A mapped-model symlink is a regular file holding the target.
+    const fd = reopen(inode.fd, O_RDONLY | O_NONBLOCK, inode.label);
+    try {
+      const buf = Buffer.alloc(MAPPED_SYMLINK_MAX + 1);
+      const n = pread(fd, buf, 0, inode.label);
+      if (n > MAPPED_SYMLINK_MAX) fail(Errno.ENAMETOOLONG, 'readlink', `${inode.label}: mapped symlink file too large`);
+      return Buffer.from(buf.subarray(0, n));
+    } finally {
+      close(fd);
+    }
   }
 
   statfs(inode: Inode): StatFs {
@@ -152,16 +248,21 @@ export class Backend {
     }
   }
 
+  /** access(2) as the caller; F_OK/R_OK/W_OK/X_OK in `mask`. */
+  access(cr: Credentials | undefined, inode: Inode, mask: number): void {
+    if (mask & 2) this.checkWritable('access(W_OK)', inode.label);
+    withCredentials(this.host(cr), () => accessPathFd(inode.fd, mask & 7, inode.label));
+  }
+
   // ---- opening -------------------------------------------------------------
 
   /** Opens an inode for I/O. Special files never block and devices are refused. */
   open(cr: Credentials | undefined, inode: Inode, flags: number): OpenFile {
     let f = openFlags(flags);
-    switch (inode.kind) {
-      case S_IFLNK:
-        fail(Errno.ELOOP, 'open', inode.label);
+    if (inode.isSymlink) fail(Errno.ELOOP, 'open', inode.label);
+    switch (inode.hostKind) {
       case S_IFDIR:
-        if ((f & 3) !== O_RDONLY) fail(Errno.EISDIR, 'open', inode.label);
+        if ((f & O_ACCMODE) !== O_RDONLY) fail(Errno.EISDIR, 'open', inode.label);
         break;
       case S_IFCHR:
       case S_IFBLK:
@@ -174,15 +275,19 @@ export class Backend {
         break;
     }
     if (f & O_TRUNC) this.checkWritable('open(O_TRUNC)', inode.label);
-    if ((f & 3) !== O_RDONLY) this.checkWritable('open for write', inode.label);
-    const fd = withCredentials(cr, () => reopen(inode.fd, f, inode.label));
+    if ((f & O_ACCMODE) !== O_RDONLY) this.checkWritable('open for write', inode.label);
+    const fd = withCredentials(this.host(cr), () => reopen(inode.fd, f, inode.label));
     return new OpenFile(this.ref(inode), fd, f);
   }
 
   opendir(cr: Credentials | undefined, inode: Inode): DirStream {
     if (!inode.isDir) fail(Errno.ENOTDIR, 'opendir', inode.label);
-    const fd = withCredentials(cr, () => reopen(inode.fd, O_RDONLY | O_DIRECTORY, inode.label));
-    return new DirStream(this.ref(inode), fd);
+    const fd = withCredentials(this.host(cr), () => reopen(inode.fd, O_RDONLY | O_DIRECTORY, inode.label));
+    // Mapped models: the host's d_type may not be the guest's (QEMU reports DT_UNKNOWN too).
+    return new DirStream(this.ref(inode), fd, {
+      hide: (n) => this.model.isReservedName(n),
+      unknownTypes: this.model.mapsFileTypes,
+    });
   }
 
   closeFile(file: OpenFile): void {
@@ -196,108 +301,85 @@ export class Backend {
     this.release(dir.inode);
   }
 
+  // ---- creating --------------------------------------------------------------
+
+  /** After a mapped-model creation: the guest's view goes into metadata. */
+  private recordNew(e: Entry, cr: Credentials | undefined, mode: number, rdev?: bigint): Entry {
+    if (this.model.mapsFileTypes) {
+      const meta: GuestMeta = { uid: cr?.uid ?? 0, gid: cr?.gid ?? 0, mode };
+      if (rdev !== undefined) meta.rdev = rdev;
+      this.model.writeMeta(e.inode, e.inode.loc, meta);
+      return { inode: e.inode, stat: this.getattr(e.inode) };
+    }
+    if (this.model.name === 'none' && cr) {
+      // QEMU's none model: give the file the caller's ids where the host
+      // allows it, and ignore a refusal.
+      try {
+        fchownFd(e.inode.fd, cr.uid, cr.gid, e.inode.label);
+        return { inode: e.inode, stat: this.getattr(e.inode) };
+      } catch {
+        // not permitted: the daemon keeps owning it
+      }
+    }
+    return e;
+  }
+
+  private beginCreate(op: string, parent: Inode, name: Buffer): void {
+    this.checkName(op, name, Errno.EEXIST);
+    this.checkWritable(op, printable(name));
+    if (!parent.isDir) fail(Errno.ENOTDIR, op, printable(name));
+  }
+
+  private created(parent: Inode, name: Buffer): Entry {
+    return this.intern(openPath(parent.fd, name), printable(name), { parent, name });
+  }
+
   /**
    * Creates and opens a regular file. The new inode carries one reference
    * (besides the open file's own).
    */
   create(cr: Credentials | undefined, parent: Inode, name: Buffer, flags: number, mode: number): { entry: Entry; file: OpenFile } {
-    checkEntryName('create', name, Errno.EEXIST);
-    this.checkWritable('create', printable(name));
-    if (!parent.isDir) fail(Errno.ENOTDIR, 'create', printable(name));
+    this.beginCreate('create', parent, name);
     const f = createFlags(flags) & ~O_DIRECTORY;
-    const fd = withCredentials(cr, () => openat(parent.fd, name, f, mode & 0o7777));
+    const hostMode = this.model.mapsFileTypes ? this.fmode : mode & 0o7777;
+    // In the mapped models an existing file keeps its metadata (O_CREAT without O_EXCL).
+    let existed = false;
+    if (this.model.mapsFileTypes && !(f & O_EXCL)) {
+      try {
+        close(openPath(parent.fd, name));
+        existed = true;
+      } catch {
+        existed = false;
+      }
+    }
+    const fd = withCredentials(this.host(cr), () => openat(parent.fd, name, f, hostMode));
     let entry: Entry;
     try {
       // The inode's O_PATH handle comes from the open fd itself: no second
       // name lookup that a concurrent rename could redirect.
       const pfd = openat(AT_FDCWD, procPath(fd), O_PATH);
-      entry = this.inodes.internFd(pfd, printable(name));
+      entry = this.intern(pfd, printable(name), { parent, name });
+      if (!existed) entry = this.recordNew(entry, cr, S_IFREG | (mode & 0o7777));
     } catch (e) {
       close(fd);
       throw e;
     }
-    return { entry, file: new OpenFile(this.ref(entry.inode), fd, f & ~(O_CREAT | O_TRUNC)) };
-  }
-
-  private created(parent: Inode, name: Buffer): Entry {
-    return this.inodes.internFd(openPath(parent.fd, name), printable(name));
-  }
-
-  mkdir(cr: Credentials | undefined, parent: Inode, name: Buffer, mode: number): Entry {
-    checkEntryName('mkdir', name, Errno.EEXIST);
-    this.checkWritable('mkdir', printable(name));
-    if (!parent.isDir) fail(Errno.ENOTDIR, 'mkdir', printable(name));
-    withCredentials(cr, () => mkdirat(parent.fd, name, mode & 0o7777));
-    return this.created(parent, name);
-  }
-
-  /** mknod of a regular file, device, FIFO or socket (`mode` includes S_IFMT). */
-  mknod(cr: Credentials | undefined, parent: Inode, name: Buffer, mode: number, rdev: bigint): Entry {
-    checkEntryName('mknod', name, Errno.EEXIST);
-    this.checkWritable('mknod', printable(name));
-    if (!parent.isDir) fail(Errno.ENOTDIR, 'mknod', printable(name));
-    const type = mode & S_IFMT;
-    if (![S_IFREG, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, 0].includes(type)) fail(Errno.EINVAL, 'mknod', printable(name));
-    withCredentials(cr, () => mknodat(parent.fd, name, (type || S_IFREG) | (mode & 0o7777), rdev));
-    return this.created(parent, name);
-  }
-
-  symlink(cr: Credentials | undefined, parent: Inode, name: Buffer, target: Buffer): Entry {
-    checkEntryName('symlink', name, Errno.EEXIST);
-    this.checkWritable('symlink', printable(name));
-    if (!parent.isDir) fail(Errno.ENOTDIR, 'symlink', printable(name));
-    if (target.length === 0 || target.includes(0)) fail(Errno.EINVAL, 'symlink', `${printable(name)} target`);
-    if (target.length >= 4096) fail(Errno.ENAMETOOLONG, 'symlink', `${printable(name)} target`);
-    withCredentials(cr, () => symlinkat(target, parent.fd, name));
-    return this.created(parent, name);
-  }
-
-  link(cr: Credentials | undefined, inode: Inode, newParent: Inode, name: Buffer): Entry {
-    checkEntryName('link', name, Errno.EEXIST);
-    this.checkWritable('link', printable(name));
-    if (!newParent.isDir) fail(Errno.ENOTDIR, 'link', printable(name));
-    if (inode.isDir) fail(Errno.EPERM, 'link', inode.label);
-    withCredentials(cr, () => linkFd(inode.fd, newParent.fd, name));
-    return this.created(newParent, name);
-  }
-
-  unlink(cr: Credentials | undefined, parent: Inode, name: Buffer, flags: number): void {
-    checkLookupName('unlink', name);
-    if (isDot(name)) fail(Errno.EINVAL, 'unlink', printable(name));
-    if (isDotDot(name)) fail(Errno.ENOTEMPTY, 'unlink', printable(name));
-    this.checkWritable('unlink', printable(name));
-    if (!parent.isDir) fail(Errno.ENOTDIR, 'unlink', printable(name));
-    withCredentials(cr, () => unlinkat(parent.fd, name, flags & AT_REMOVEDIR));
-  }
-
-  rename(cr: Credentials | undefined, oldParent: Inode, oldName: Buffer, newParent: Inode, newName: Buffer, flags = 0): void {
-    checkLookupName('rename', oldName);
-    checkLookupName('rename', newName);
-    for (const n of [oldName, newName]) {
-      if (isDot(n) || isDotDot(n)) fail(Errno.EBUSY, 'rename', printable(n));
-    }
-    this.checkWritable('rename', printable(oldName));
-    if (!oldParent.isDir || !newParent.isDir) fail(Errno.ENOTDIR, 'rename', printable(oldName));
-    if (flags & ~7) fail(Errno.EINVAL, 'rename', `${printable(oldName)} flags ${flags}`);
-    withCredentials(cr, () => renameat2(oldParent.fd, oldName, newParent.fd, newName, flags));
-  }
-
-  /** access(2) as the caller; F_OK/R_OK/W_OK/X_OK in `mask`. */
-  access(cr: Credentials | undefined, inode: Inode, mask: number): void {
-    if (mask & 2) this.checkWritable('access(W_OK)', inode.label);
-    withCredentials(cr, () => accessPathFd(inode.fd, mask & 7, inode.label));
+    return { entry, file: new OpenFile(this.ref(entry.inode), fd, f & ~(O_CREAT | O_TRUNC | O_EXCL)) };
   }
 
   /** An unnamed file in `parent` (O_TMPFILE), open and with one reference. */
   tmpfile(cr: Credentials | undefined, parent: Inode, flags: number, mode: number): { entry: Entry; file: OpenFile } {
     this.checkWritable('tmpfile', parent.label);
     if (!parent.isDir) fail(Errno.ENOTDIR, 'tmpfile', parent.label);
+    if (this.model.tracksLocation) fail(Errno.EOPNOTSUPP, 'tmpfile', `${parent.label}: no metadata file for an unnamed file (mapped-file)`);
     const f = (openFlags(flags) & ~(O_CREAT | O_TRUNC | O_DIRECTORY)) | O_TMPFILE;
     if ((f & O_ACCMODE) === O_RDONLY) fail(Errno.EINVAL, 'tmpfile', `${parent.label}: O_TMPFILE needs write access`);
-    const fd = withCredentials(cr, () => openat(parent.fd, '.', f, mode & 0o7777));
+    const hostMode = this.model.mapsFileTypes ? this.fmode : mode & 0o7777;
+    const fd = withCredentials(this.host(cr), () => openat(parent.fd, '.', f, hostMode));
     let entry: Entry;
     try {
-      entry = this.inodes.internFd(openat(AT_FDCWD, procPath(fd), O_PATH), `tmpfile in ${parent.label}`);
+      entry = this.intern(openat(AT_FDCWD, procPath(fd), O_PATH), `tmpfile in ${parent.label}`, undefined);
+      entry = this.recordNew(entry, cr, S_IFREG | (mode & 0o7777));
     } catch (e) {
       close(fd);
       throw e;
@@ -305,32 +387,164 @@ export class Backend {
     return { entry, file: new OpenFile(this.ref(entry.inode), fd, f & ~O_TMPFILE) };
   }
 
+  mkdir(cr: Credentials | undefined, parent: Inode, name: Buffer, mode: number): Entry {
+    this.beginCreate('mkdir', parent, name);
+    const hostMode = this.model.mapsFileTypes ? this.dmode : mode & 0o7777;
+    withCredentials(this.host(cr), () => mkdirat(parent.fd, name, hostMode));
+    return this.recordNew(this.created(parent, name), cr, S_IFDIR | (mode & 0o7777));
+  }
+
+  /** mknod of a regular file, device, FIFO or socket (`mode` includes S_IFMT). */
+  mknod(cr: Credentials | undefined, parent: Inode, name: Buffer, mode: number, rdev: bigint): Entry {
+    this.beginCreate('mknod', parent, name);
+    const type = (mode & S_IFMT) || S_IFREG;
+    if (![S_IFREG, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK].includes(type)) fail(Errno.EINVAL, 'mknod', printable(name));
+    if (this.model.mapsFileTypes) {
+      // Mapped models: an empty regular host file; the type and device number live in metadata.
+      close(openat(parent.fd, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, this.fmode));
+      const isDev = type === S_IFCHR || type === S_IFBLK;
+      return this.recordNew(this.created(parent, name), cr, type | (mode & 0o7777), isDev ? rdev : 0n);
+    }
+    withCredentials(this.host(cr), () => mknodat(parent.fd, name, type | (mode & 0o7777), rdev));
+    return this.recordNew(this.created(parent, name), cr, type | (mode & 0o7777));
+  }
+
+  symlink(cr: Credentials | undefined, parent: Inode, name: Buffer, target: Buffer): Entry {
+    this.beginCreate('symlink', parent, name);
+    if (target.length === 0 || target.includes(0)) fail(Errno.EINVAL, 'symlink', `${printable(name)} target`);
+    if (target.length > MAPPED_SYMLINK_MAX) fail(Errno.ENAMETOOLONG, 'symlink', `${printable(name)} target`);
+    if (this.model.mapsFileTypes) {
+      // Mapped models: a regular file whose content is the target (no NUL), as QEMU stores it.
+      const fd = openat(parent.fd, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, this.fmode);
+      try {
+        pwrite(fd, target, 0, printable(name));
+      } catch (e) {
+        close(fd);
+        unlinkat(parent.fd, name, 0);
+        throw e;
+      }
+      close(fd);
+      return this.recordNew(this.created(parent, name), cr, S_IFLNK | 0o777);
+    }
+    withCredentials(this.host(cr), () => symlinkat(target, parent.fd, name));
+    return this.recordNew(this.created(parent, name), cr, S_IFLNK | 0o777);
+  }
+
+  link(cr: Credentials | undefined, inode: Inode, newParent: Inode, name: Buffer): Entry {
+    this.beginCreate('link', newParent, name);
+    if (inode.isDir) fail(Errno.EPERM, 'link', inode.label);
+    withCredentials(this.host(cr), () => linkFd(inode.fd, newParent.fd, name));
+    if (inode.loc) this.model.linked(inode.loc, { parent: newParent, name });
+    return this.created(newParent, name);
+  }
+
+  // ---- removing and renaming --------------------------------------------------
+
+  unlink(cr: Credentials | undefined, parent: Inode, name: Buffer, flags: number): void {
+    this.checkName('unlink', name);
+    if (isDot(name)) fail(Errno.EINVAL, 'unlink', printable(name));
+    if (isDotDot(name)) fail(Errno.ENOTEMPTY, 'unlink', printable(name));
+    this.checkWritable('unlink', printable(name));
+    if (!parent.isDir) fail(Errno.ENOTDIR, 'unlink', printable(name));
+    const removeDir = (flags & AT_REMOVEDIR) !== 0;
+    if (this.model instanceof MappedFileModel && removeDir) {
+      // The directory's own .virtfs_metadata must go before rmdir can succeed.
+      let dirFd: number | undefined;
+      try {
+        dirFd = openat(parent.fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW);
+      } catch {
+        dirFd = undefined;
+      }
+      if (dirFd !== undefined) {
+        try {
+          const { inode } = this.inodes.internFd(dirFd, printable(name));
+          try {
+            this.model.beforeRemoveDir(inode);
+          } finally {
+            this.release(inode);
+          }
+        } catch (e) {
+          if (!isSysError(e, Errno.ENOTEMPTY)) throw e;
+        }
+      }
+    }
+    withCredentials(this.host(cr), () => unlinkat(parent.fd, name, flags & AT_REMOVEDIR));
+    this.model.removed({ parent, name }, removeDir, undefined);
+  }
+
+  rename(cr: Credentials | undefined, oldParent: Inode, oldName: Buffer, newParent: Inode, newName: Buffer, flags = 0): void {
+    this.checkName('rename', oldName);
+    this.checkName('rename', newName);
+    for (const n of [oldName, newName]) {
+      if (isDot(n) || isDotDot(n)) fail(Errno.EBUSY, 'rename', printable(n));
+    }
+    this.checkWritable('rename', printable(oldName));
+    if (!oldParent.isDir || !newParent.isDir) fail(Errno.ENOTDIR, 'rename', printable(oldName));
+    if (flags & ~7) fail(Errno.EINVAL, 'rename', `${printable(oldName)} flags ${flags}`);
+    withCredentials(this.host(cr), () => renameat2(oldParent.fd, oldName, newParent.fd, newName, flags));
+    const exchange = (flags & RENAME_EXCHANGE) !== 0;
+    this.model.renamed({ parent: oldParent, name: oldName }, { parent: newParent, name: newName }, exchange);
+    if (this.model.tracksLocation) {
+      this.relocate(newParent, newName);
+      if (exchange) this.relocate(oldParent, oldName);
+    }
+  }
+
+  /** After a rename: a live inode now at (parent, name) learns where it is. */
+  private relocate(parent: Inode, name: Buffer): void {
+    try {
+      const fd = openPath(parent.fd, name);
+      try {
+        const st = fstat(fd);
+        const inode = this.inodes.find(st.dev, st.ino);
+        if (inode && inode !== this.root) this.setLocation(inode, { parent, name });
+      } finally {
+        close(fd);
+      }
+    } catch (e) {
+      if (!(e instanceof SysError)) throw e;
+    }
+  }
+
   // ---- xattrs --------------------------------------------------------------
 
+  private hostXattr(op: string, inode: Inode, name: Buffer, refusal: number): Buffer {
+    checkXattrName(op, name);
+    const host = this.model.hostXattrName(name);
+    if (!host) fail(refusal, op, `${inode.label} ${printable(name)} belongs to the ${this.model.name} model`);
+    return host;
+  }
+
   getxattr(cr: Credentials | undefined, inode: Inode, name: Buffer): Buffer {
-    checkXattrName('getxattr', name);
-    if (inode.isSymlink) fail(Errno.ENODATA, 'getxattr', `${inode.label} ${printable(name)}`);
-    return withCredentials(cr, () => getxattr(inode.fd, name, inode.label));
+    const host = this.hostXattr('getxattr', inode, name, Errno.ENODATA);
+    if (inode.hostKind === S_IFLNK) fail(Errno.ENODATA, 'getxattr', `${inode.label} ${printable(name)}`);
+    return withCredentials(this.host(cr), () => getxattr(inode.fd, host, inode.label));
   }
 
   listxattr(cr: Credentials | undefined, inode: Inode): Buffer[] {
-    if (inode.isSymlink) return [];
-    return withCredentials(cr, () => listxattr(inode.fd, inode.label));
+    if (inode.hostKind === S_IFLNK) return [];
+    const names = withCredentials(this.host(cr), () => listxattr(inode.fd, inode.label));
+    const out: Buffer[] = [];
+    for (const n of names) {
+      const g = this.model.guestXattrName(n);
+      if (g) out.push(g);
+    }
+    return out;
   }
 
   setxattr(cr: Credentials | undefined, inode: Inode, name: Buffer, value: Buffer, flags: number): void {
-    checkXattrName('setxattr', name);
+    const host = this.hostXattr('setxattr', inode, name, Errno.EACCES);
     this.checkWritable('setxattr', inode.label);
     if (value.length > XATTR_SIZE_MAX) fail(Errno.E2BIG, 'setxattr', `${inode.label} ${printable(name)}`);
-    if (inode.isSymlink) fail(Errno.EPERM, 'setxattr', `${inode.label} ${printable(name)}`);
-    withCredentials(cr, () => setxattr(inode.fd, name, value, flags, inode.label));
+    if (inode.hostKind === S_IFLNK) fail(Errno.EPERM, 'setxattr', `${inode.label} ${printable(name)}`);
+    withCredentials(this.host(cr), () => setxattr(inode.fd, host, value, flags, inode.label));
   }
 
   removexattr(cr: Credentials | undefined, inode: Inode, name: Buffer): void {
-    checkXattrName('removexattr', name);
+    const host = this.hostXattr('removexattr', inode, name, Errno.EACCES);
     this.checkWritable('removexattr', inode.label);
-    if (inode.isSymlink) fail(Errno.ENODATA, 'removexattr', `${inode.label} ${printable(name)}`);
-    withCredentials(cr, () => removexattr(inode.fd, name, inode.label));
+    if (inode.hostKind === S_IFLNK) fail(Errno.ENODATA, 'removexattr', `${inode.label} ${printable(name)}`);
+    withCredentials(this.host(cr), () => removexattr(inode.fd, host, inode.label));
   }
 }
 

@@ -1,6 +1,6 @@
 // Open files and directory streams: the host fds behind a client's open
 // handle (a 9P fid after Tlopen, a FUSE fh).
-import { close, getdents, seekdir, type Dirent } from '../sys/index.js';
+import { DT_UNKNOWN, close, getdents, seekdir, type Dirent } from '../sys/index.js';
 import type { Inode } from './inode-table.js';
 
 export class OpenFile {
@@ -43,7 +43,11 @@ export class DirStream {
   private pos = 0n;
   private closed = false;
 
-  constructor(readonly inode: Inode, readonly fd: number) {}
+  constructor(
+    readonly inode: Inode,
+    readonly fd: number,
+    private readonly opts: { hide?: (name: Buffer) => boolean; unknownTypes?: boolean } = {},
+  ) {}
 
   /**
    * Calls `emit` for entries starting at `offset` until it returns false
@@ -58,7 +62,7 @@ export class DirStream {
     }
     for (;;) {
       if (this.pending.length === 0) {
-        this.pending = getdents(this.fd, this.buf, this.inode.label);
+        this.pending = this.fetch();
         if (this.pending.length === 0) return;
       }
       while (this.pending.length > 0) {
@@ -67,6 +71,20 @@ export class DirStream {
         this.pending.shift();
         this.pos = d.off;
       }
+    }
+  }
+
+  /** One batch from the host, minus names the security model keeps for itself. */
+  private fetch(): Dirent[] {
+    for (;;) {
+      const batch = getdents(this.fd, this.buf, this.inode.label);
+      if (batch.length === 0) return batch;
+      const { hide, unknownTypes } = this.opts;
+      const kept = hide ? batch.filter((d) => !hide(d.name)) : batch;
+      if (unknownTypes) for (const d of kept) d.type = DT_UNKNOWN;
+      if (kept.length > 0) return kept;
+      // A hidden entry's cookie still moves the position on.
+      this.pos = batch[batch.length - 1]!.off;
     }
   }
 

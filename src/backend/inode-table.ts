@@ -7,6 +7,13 @@ import type { InoMap } from './ino-map.js';
 export class Inode {
   /** references held by fids, FUSE lookups and internal users */
   refs = 0;
+  /**
+   * The guest's file type (S_IFMT). Equal to hostKind except in the mapped
+   * models, where symlinks, devices, FIFOs and sockets are regular host files.
+   */
+  kind: number;
+  /** (parent, name) it was last reached by, kept only when the model needs it */
+  loc: { parent: Inode; name: Buffer } | undefined;
 
   constructor(
     /** stable small id; the export root is 1 (FUSE_ROOT_ID) */
@@ -16,10 +23,12 @@ export class Inode {
     readonly dev: bigint,
     readonly ino: bigint,
     /** S_IFMT bits of the host inode */
-    readonly kind: number,
+    readonly hostKind: number,
     /** the inode number guests see (qid path, st_ino) */
     readonly guestIno: bigint,
-  ) {}
+  ) {
+    this.kind = hostKind;
+  }
 
   get isDir(): boolean {
     return this.kind === 0o040000;
@@ -56,11 +65,12 @@ export class InodeTable {
     let inode = this.byKey.get(key);
     if (inode) {
       close(fd);
-    } else {
-      inode = new Inode(this.nextId++, fd, st.dev, st.ino, st.mode & S_IFMT, this.inoMap.guestIno(st.dev, st.ino));
-      this.byKey.set(key, inode);
-      this.byId.set(inode.id, inode);
+      inode.refs++;
+      return inode;
     }
+    inode = new Inode(this.nextId++, fd, st.dev, st.ino, st.mode & S_IFMT, this.inoMap.guestIno(st.dev, st.ino));
+    this.byKey.set(key, inode);
+    this.byId.set(inode.id, inode);
     inode.refs++;
     return inode;
   }
@@ -75,6 +85,11 @@ export class InodeTable {
       throw e;
     }
     return { inode: this.intern(fd, st), stat: st };
+  }
+
+  /** The live entry for a host (dev, ino), if any. */
+  find(dev: bigint, ino: bigint): Inode | undefined {
+    return this.byKey.get(`${dev}:${ino}`);
   }
 
   get(id: number): Inode | undefined {
@@ -94,5 +109,8 @@ export class InodeTable {
     this.byId.delete(inode.id);
     this.byKey.delete(`${inode.dev}:${inode.ino}`);
     close(inode.fd);
+    const parent = inode.loc?.parent;
+    inode.loc = undefined;
+    if (parent) this.unref(parent);
   }
 }

@@ -27,9 +27,11 @@ afterEach(() => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-function run(args: string[]): { status: number | null; stderr: string; stdout: string } {
+/** Runs the CLI; `error` is the last stderr line (log lines may come before it). */
+function run(args: string[]): { status: number | null; stderr: string; stdout: string; error: string } {
   const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 20_000 });
-  return { status: r.status, stderr: r.stderr, stdout: r.stdout };
+  const lines = r.stderr.trim().split('\n');
+  return { status: r.status, stderr: r.stderr, stdout: r.stdout, error: lines[lines.length - 1] ?? '' };
 }
 
 function start(args: string[], extra: { stdio?: unknown[] } = {}): ChildProcess {
@@ -60,7 +62,7 @@ test('--help explains every serve flag', () => {
 test('a missing export is one clear line and exit status 1', () => {
   const r = run(['serve', '--shared-dir', path.join(tmp, 'nope'), '--9p-socket', path.join(tmp, 's.sock')]);
   expect(r.status).toBe(1);
-  expect(r.stderr.trim()).toBe(`duofs: export ${path.join(tmp, 'nope')} does not exist`);
+  expect(r.error).toBe(`duofs: export ${path.join(tmp, 'nope')} does not exist`);
 });
 
 test('an export that is a file is refused', () => {
@@ -82,7 +84,7 @@ test('a TCP address in use is one clear line', async () => {
   try {
     const r = run(['serve', '--shared-dir', exportDir, '--9p-tcp', `127.0.0.1:${port}`]);
     expect(r.status).toBe(1);
-    expect(r.stderr.trim()).toBe(`duofs: 127.0.0.1:${port}: address in use`);
+    expect(r.error).toBe(`duofs: 127.0.0.1:${port}: address in use`);
   } finally {
     blocker.close();
   }
@@ -96,7 +98,7 @@ test('a live unix socket is not stolen; a stale one is replaced; SIGTERM removes
 
   const b = run(['serve', '--shared-dir', exportDir, '--9p-socket', sock]);
   expect(b.status).toBe(1);
-  expect(b.stderr.trim()).toBe(`duofs: ${sock}: address in use (another server is listening there)`);
+  expect(b.error).toBe(`duofs: ${sock}: address in use (another server is listening there)`);
 
   // The first server still works, and a client's in-flight session ends cleanly on SIGTERM.
   const { c, root: rootFid } = await P9Client.session(sock);

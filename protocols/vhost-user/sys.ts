@@ -1,0 +1,270 @@
+// Unix sockets with fd passing, and eventfds, through koffi: Node's net
+// cannot carry SCM_RIGHTS. All sockets here are non-blocking and driven by
+// koffi.node.poll on the main thread. Errors become SysError; EAGAIN is
+// reported as a value, not thrown.
+import koffi from 'koffi';
+import { SysError } from '../../src/sys/errno.js';
+
+const lib = koffi.load('libc.so.6');
+
+const c = {
+  socket: lib.func('int socket(int domain, int type, int protocol)'),
+  bind: lib.func('int bind(int fd, const void *addr, uint32_t len)'),
+  listen: lib.func('int listen(int fd, int backlog)'),
+  accept4: lib.func('int accept4(int fd, void *addr, void *len, int flags)'),
+  connect: lib.func('int connect(int fd, const void *addr, uint32_t len)'),
+  recvmsg: lib.func('int64_t recvmsg(int fd, void *msg, int flags)'),
+  sendmsg: lib.func('int64_t sendmsg(int fd, const void *msg, int flags)'),
+  getsockopt: lib.func('int getsockopt(int fd, int level, int name, _Out_ void *val, _Inout_ uint32_t *len)'),
+  eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
+  read: lib.func('int64_t read(int fd, _Out_ void *buf, size_t n)'),
+  write: lib.func('int64_t write(int fd, const void *buf, size_t n)'),
+  close: lib.func('int close(int fd)'),
+  fcntl: lib.func('fcntl', 'int', ['int', 'int', 'long']),
+  umask: lib.func('uint32_t umask(uint32_t mask)'),
+  memfd_create: lib.func('int memfd_create(const char *name, unsigned int flags)'),
+  ftruncate: lib.func('int ftruncate(int fd, int64_t length)'),
+};
+
+export const AF_UNIX = 1;
+const SOCK_STREAM = 1;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+const SOL_SOCKET = 1;
+const SCM_RIGHTS = 1;
+const SO_PEERCRED = 17;
+const SO_ACCEPTCONN = 30;
+const SO_DOMAIN = 39;
+const MSG_NOSIGNAL = 0x4000;
+const MSG_CTRUNC = 0x8;
+const MSG_CMSG_CLOEXEC = 0x40000000;
+const EFD_CLOEXEC = 0o2000000;
+const EFD_NONBLOCK = 0o4000;
+const F_GETFL = 3;
+const F_SETFL = 4;
+const O_NONBLOCK = 0o4000;
+export const EAGAIN = 11;
+export const EINTR = 4;
+
+function check(r: number | bigint, op: string, obj?: string): number {
+  const n = Number(r);
+  if (n < 0) throw new SysError(koffi.errno(), op, obj);
+  return n;
+}
+
+function sockaddrUn(path: string): Buffer {
+  const p = Buffer.from(path);
+  if (p.length > 107) throw new SysError(36 /* ENAMETOOLONG */, 'socket path', path);
+  const a = Buffer.alloc(2 + p.length + 1);
+  a.writeUInt16LE(AF_UNIX, 0);
+  p.copy(a, 2);
+  return a;
+}
+
+/** A non-blocking unix stream socket listening at `path` (the caller handles stale files and modes). */
+export function listenUnixSocket(path: string, backlog = 4): number {
+  const fd = check(c.socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), 'socket');
+  try {
+    const a = sockaddrUn(path);
+    check(c.bind(fd, a, a.length), 'bind', path);
+    check(c.listen(fd, backlog), 'listen', path);
+    return fd;
+  } catch (e) {
+    c.close(fd);
+    throw e;
+  }
+}
+
+/** A non-blocking unix stream socket connected to `path`. */
+export function connectUnixSocket(path: string): number {
+  const fd = check(c.socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0), 'socket');
+  try {
+    const a = sockaddrUn(path);
+    check(c.connect(fd, a, a.length), 'connect', path);
+    setNonBlocking(fd);
+    return fd;
+  } catch (e) {
+    c.close(fd);
+    throw e;
+  }
+}
+
+/** Accepts one connection (non-blocking, close-on-exec), or -1 when none is pending. */
+export function acceptConnection(listenFd: number): number {
+  const fd = Number(c.accept4(listenFd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC));
+  if (fd >= 0) return fd;
+  const e = koffi.errno();
+  if (e === EAGAIN || e === EINTR) return -1;
+  throw new SysError(e, 'accept4');
+}
+
+function sockoptInt(fd: number, name: number): number {
+  const v = Buffer.alloc(4);
+  const len = [4];
+  check(c.getsockopt(fd, SOL_SOCKET, name, v, len), 'getsockopt', `fd ${fd}`);
+  return v.readInt32LE(0);
+}
+
+/** True when `fd` is a listening AF_UNIX stream socket (for an inherited --fd). */
+export function isListeningUnixSocket(fd: number): boolean {
+  try {
+    return sockoptInt(fd, SO_DOMAIN) === AF_UNIX && sockoptInt(fd, SO_ACCEPTCONN) === 1;
+  } catch {
+    return false;
+  }
+}
+
+export interface PeerCred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+export function peerCredentials(fd: number): PeerCred | undefined {
+  const v = Buffer.alloc(12);
+  const len = [12];
+  if (Number(c.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, v, len)) < 0) return undefined;
+  return { pid: v.readInt32LE(0), uid: v.readUInt32LE(4), gid: v.readUInt32LE(8) };
+}
+
+export function setNonBlocking(fd: number): void {
+  const fl = check(c.fcntl(fd, F_GETFL, 0), 'fcntl', `fd ${fd}`);
+  check(c.fcntl(fd, F_SETFL, fl | O_NONBLOCK), 'fcntl', `fd ${fd}`);
+}
+
+export function closeFd(fd: number): void {
+  if (fd >= 0) c.close(fd);
+}
+
+export function setUmask(mask: number): number {
+  return c.umask(mask) as number;
+}
+
+// ------------------------------------------------------------ messages with fds
+
+/** Most fds one message may carry (the vhost-user limit is 8). */
+export const MAX_FDS = 16;
+const CMSG_HDR = 16; // cmsg_len (size_t), cmsg_level, cmsg_type
+const CONTROL_LEN = CMSG_HDR + 4 * MAX_FDS;
+
+/**
+ * Reusable msghdr/iovec/control storage for recvmsg/sendmsg. Pointers inside
+ * the msghdr are the addresses of Buffers this object keeps referenced.
+ */
+export class MsgIo {
+  private readonly msghdr = Buffer.alloc(56);
+  private readonly iov = Buffer.alloc(16);
+  private readonly control = Buffer.alloc(CONTROL_LEN);
+  private readonly controlAddr = koffi.address(this.control);
+
+  constructor() {
+    this.msghdr.writeBigUInt64LE(koffi.address(this.iov), 16); // msg_iov
+    this.msghdr.writeBigUInt64LE(1n, 24); // msg_iovlen
+  }
+
+  /**
+   * Receives into buf[off, off+len); fds that arrived are appended to `fds`.
+   * Returns bytes read, 0 at end of stream, -1 when nothing is ready.
+   * Throws on errors, and when fds were truncated (more than MAX_FDS).
+   */
+  recv(fd: number, buf: Buffer, off: number, len: number, fds: number[]): number {
+    this.iov.writeBigUInt64LE(koffi.address(buf) + BigInt(off), 0);
+    this.iov.writeBigUInt64LE(BigInt(len), 8);
+    this.msghdr.writeBigUInt64LE(this.controlAddr, 32);
+    this.msghdr.writeBigUInt64LE(BigInt(CONTROL_LEN), 40);
+    this.msghdr.writeInt32LE(0, 48);
+    const n = Number(c.recvmsg(fd, this.msghdr, MSG_CMSG_CLOEXEC));
+    if (n < 0) {
+      const e = koffi.errno();
+      if (e === EAGAIN || e === EINTR) return -1;
+      throw new SysError(e, 'recvmsg');
+    }
+    const controlLen = Number(this.msghdr.readBigUInt64LE(40));
+    this.collectFds(controlLen, fds);
+    if (this.msghdr.readInt32LE(48) & MSG_CTRUNC) throw new SysError(7 /* E2BIG */, 'recvmsg', 'too many fds in one message');
+    return n;
+  }
+
+  private collectFds(controlLen: number, fds: number[]): void {
+    let at = 0;
+    while (at + CMSG_HDR <= controlLen) {
+      const clen = Number(this.control.readBigUInt64LE(at));
+      if (clen < CMSG_HDR || at + clen > controlLen) break;
+      if (this.control.readInt32LE(at + 8) === SOL_SOCKET && this.control.readInt32LE(at + 12) === SCM_RIGHTS) {
+        for (let p = at + CMSG_HDR; p + 4 <= at + clen; p += 4) fds.push(this.control.readInt32LE(p));
+      }
+      at += (clen + 7) & ~7;
+    }
+  }
+
+  /** Sends buf (with `fds` attached); returns bytes sent, -1 when the socket buffer is full. */
+  send(fd: number, buf: Buffer, fds: readonly number[] = []): number {
+    if (fds.length > MAX_FDS) throw new SysError(7, 'sendmsg', 'too many fds');
+    this.iov.writeBigUInt64LE(koffi.address(buf), 0);
+    this.iov.writeBigUInt64LE(BigInt(buf.length), 8);
+    if (fds.length) {
+      const clen = CMSG_HDR + 4 * fds.length;
+      this.control.writeBigUInt64LE(BigInt(clen), 0);
+      this.control.writeInt32LE(SOL_SOCKET, 8);
+      this.control.writeInt32LE(SCM_RIGHTS, 12);
+      fds.forEach((f, i) => this.control.writeInt32LE(f, CMSG_HDR + 4 * i));
+      this.msghdr.writeBigUInt64LE(this.controlAddr, 32);
+      this.msghdr.writeBigUInt64LE(BigInt((clen + 7) & ~7), 40);
+    } else {
+      this.msghdr.writeBigUInt64LE(0n, 32);
+      this.msghdr.writeBigUInt64LE(0n, 40);
+    }
+    const n = Number(c.sendmsg(fd, this.msghdr, MSG_NOSIGNAL));
+    if (n < 0) {
+      const e = koffi.errno();
+      if (e === EAGAIN || e === EINTR) return -1;
+      throw new SysError(e, 'sendmsg');
+    }
+    return n;
+  }
+}
+
+// ------------------------------------------------------------ eventfds
+
+export function createEventFd(nonBlocking = true): number {
+  return check(c.eventfd(0, EFD_CLOEXEC | (nonBlocking ? EFD_NONBLOCK : 0)), 'eventfd');
+}
+
+const one = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
+const sink = Buffer.alloc(8);
+
+/** Adds 1 to an eventfd (a kick or an interrupt). Errors are returned, not thrown: a dead peer is not our crash. */
+export function signalEventFd(fd: number): number {
+  return Number(c.write(fd, one, 8)) === 8 ? 0 : koffi.errno();
+}
+
+/** Reads (and resets) an eventfd's counter; 0 when it was not signalled (EAGAIN). */
+export function drainEventFd(fd: number): number {
+  const n = Number(c.read(fd, sink, 8));
+  return n === 8 ? Number(sink.readBigUInt64LE(0)) : 0;
+}
+
+// ------------------------------------------------------------ memfds (the test frontend's guest RAM)
+
+const MFD_CLOEXEC = 1;
+const MFD_ALLOW_SEALING = 2;
+const F_ADD_SEALS = 1033;
+const F_SEAL_SHRINK = 2;
+const F_SEAL_GROW = 4;
+
+/** A memfd of `size` bytes sealed against resizing, like QEMU's memory-backend-memfd. */
+export function createMemfd(name: string, size: number, seal = true): number {
+  const fd = check(c.memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING), 'memfd_create');
+  try {
+    check(c.ftruncate(fd, size), 'ftruncate');
+    if (seal) check(c.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 'fcntl', 'F_ADD_SEALS');
+    return fd;
+  } catch (e) {
+    c.close(fd);
+    throw e;
+  }
+}
+
+export function truncateFd(fd: number, size: number): void {
+  check(c.ftruncate(fd, size), 'ftruncate');
+}

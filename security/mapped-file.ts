@@ -1,0 +1,188 @@
+// mapped-file: the guest's owner, mode and rdev of <dir>/<name> in the text
+// file <dir>/.virtfs_metadata/<name> (the root's: <root>/.virtfs_metadata_root),
+// kept in step through link, rename and unlink as QEMU does.
+import {
+  AT_REMOVEDIR, Errno, O_CREAT, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_RDONLY, O_TRUNC, O_WRONLY, S_IFMT,
+  S_IFREG, close, fstat, isSysError, linkat, mkdirat, openat, pread, pwrite, renameat2, unlinkat, ftruncate,
+} from '../src/sys/index.js';
+import type { Inode } from '../src/backend/inode-table.js';
+import type { Logger } from '../src/log.js';
+import {
+  METADATA_DIR, METADATA_DIR_MODE, METADATA_FILE_MODE, METADATA_MAX_BYTES, METADATA_ROOT, formatMetadata, isMetadataName,
+  parseMetadata, type GuestMeta,
+} from './formats/mapped-file.js';
+import type { Location, SecurityModel } from './model.js';
+import { BadMetadataLog } from './bad-metadata.js';
+import { typeAgrees } from './mapped-xattr.js';
+
+const ignore = (errno: number, fn: () => void): void => {
+  try {
+    fn();
+  } catch (e) {
+    if (!isSysError(e, errno)) throw e;
+  }
+};
+
+export class MappedFileModel implements SecurityModel {
+  readonly name = 'mapped-file' as const;
+  readonly callerCredentials = false;
+  readonly tracksLocation = true;
+  readonly mapsFileTypes = true;
+  private readonly bad: BadMetadataLog;
+  /** set by the backend once the export root is open */
+  root: Inode | undefined;
+
+  constructor(log: Logger) {
+    this.bad = new BadMetadataLog(log, 'mapped-file');
+  }
+
+  /** (directory fd, file name) of the metadata for `inode`, or undefined if unknown. */
+  private where(inode: Inode, loc: Location | undefined): { dirFd: number; name: Buffer; ownsDir: boolean } | undefined {
+    if (inode === this.root) return { dirFd: inode.fd, name: METADATA_ROOT, ownsDir: false };
+    if (!loc) return undefined;
+    let dirFd: number;
+    try {
+      dirFd = openat(loc.parent.fd, METADATA_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW);
+    } catch (e) {
+      if (isSysError(e, Errno.ENOENT)) return undefined;
+      if (isSysError(e, Errno.ELOOP) || isSysError(e, Errno.ENOTDIR)) {
+        this.bad.report(inode, `${METADATA_DIR} in ${loc.parent.label} is not a directory`);
+        return undefined;
+      }
+      throw e;
+    }
+    return { dirFd, name: loc.name, ownsDir: true };
+  }
+
+  readMeta(inode: Inode, loc: Location | undefined): GuestMeta {
+    const w = this.where(inode, loc);
+    if (!w) return {};
+    try {
+      let fd: number;
+      try {
+        fd = openat(w.dirFd, w.name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK);
+      } catch (e) {
+        if (isSysError(e, Errno.ENOENT)) return {};
+        if (isSysError(e, Errno.ELOOP)) {
+          this.bad.report(inode, 'its metadata entry is a symlink', w.name.toString());
+          return {};
+        }
+        throw e;
+      }
+      try {
+        if ((fstat(fd).mode & S_IFMT) !== S_IFREG) {
+          this.bad.report(inode, 'its metadata entry is not a regular file', w.name.toString());
+          return {};
+        }
+        const buf = Buffer.alloc(METADATA_MAX_BYTES + 1);
+        const n = pread(fd, buf, 0);
+        const { meta, problems } = parseMetadata(buf.subarray(0, n));
+        if (problems.length) this.bad.report(inode, problems.join('; '), w.name.toString());
+        if (meta.mode !== undefined && !typeAgrees(inode.hostKind, meta.mode)) {
+          this.bad.report(inode, `mode 0${meta.mode.toString(8)} disagrees with the host file type`, w.name.toString());
+          delete meta.mode;
+        }
+        return meta;
+      } finally {
+        close(fd);
+      }
+    } finally {
+      if (w.ownsDir) close(w.dirFd);
+    }
+  }
+
+  writeMeta(inode: Inode, loc: Location | undefined, meta: GuestMeta): void {
+    if (inode !== this.root && !loc) return; // an unnamed (O_TMPFILE) inode has no metadata file
+    if (inode !== this.root) ignore(Errno.EEXIST, () => mkdirat(loc!.parent.fd, METADATA_DIR, METADATA_DIR_MODE));
+    const merged = { ...this.readMeta(inode, loc), ...meta };
+    const w = this.where(inode, loc);
+    if (!w) return;
+    try {
+      const fd = openat(w.dirFd, w.name, O_WRONLY | O_CREAT | O_NOFOLLOW, METADATA_FILE_MODE);
+      try {
+        const text = formatMetadata(merged);
+        ftruncate(fd, 0);
+        pwrite(fd, text, 0);
+      } finally {
+        close(fd);
+      }
+    } finally {
+      if (w.ownsDir) close(w.dirFd);
+    }
+  }
+
+  isReservedName(name: Buffer): boolean {
+    return isMetadataName(name);
+  }
+
+  hostXattrName(name: Buffer): Buffer {
+    return name;
+  }
+
+  guestXattrName(name: Buffer): Buffer {
+    return name;
+  }
+
+  private metaDir(parent: Inode, create: boolean): number | undefined {
+    if (create) ignore(Errno.EEXIST, () => mkdirat(parent.fd, METADATA_DIR, METADATA_DIR_MODE));
+    try {
+      return openat(parent.fd, METADATA_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW);
+    } catch (e) {
+      if (isSysError(e, Errno.ENOENT) || isSysError(e, Errno.ELOOP) || isSysError(e, Errno.ENOTDIR)) return undefined;
+      throw e;
+    }
+  }
+
+  linked(from: Location, to: Location): void {
+    const src = this.metaDir(from.parent, false);
+    if (src === undefined) return;
+    try {
+      const dst = this.metaDir(to.parent, true);
+      if (dst === undefined) return;
+      try {
+        ignore(Errno.ENOENT, () => linkat(src, from.name, dst, to.name));
+      } finally {
+        close(dst);
+      }
+    } finally {
+      close(src);
+    }
+  }
+
+  renamed(from: Location, to: Location, exchange: boolean): void {
+    const dst = this.metaDir(to.parent, true);
+    if (dst === undefined) return;
+    try {
+      const src = this.metaDir(from.parent, true);
+      if (src === undefined) return;
+      try {
+        try {
+          renameat2(src, from.name, dst, to.name, exchange ? 2 : 0);
+        } catch (e) {
+          if (!isSysError(e, Errno.ENOENT)) throw e;
+          // No metadata moved along: what described the replaced file is stale.
+          if (!exchange) ignore(Errno.ENOENT, () => unlinkat(dst, to.name, 0));
+        }
+      } finally {
+        close(src);
+      }
+    } finally {
+      close(dst);
+    }
+  }
+
+  /** Before rmdir: the directory's own metadata folder must go first. */
+  beforeRemoveDir(dir: Inode): void {
+    ignore(Errno.ENOENT, () => unlinkat(dir.fd, METADATA_DIR, AT_REMOVEDIR));
+  }
+
+  removed(loc: Location): void {
+    const md = this.metaDir(loc.parent, false);
+    if (md === undefined) return;
+    try {
+      ignore(Errno.ENOENT, () => unlinkat(md, loc.name, 0));
+    } finally {
+      close(md);
+    }
+  }
+}
