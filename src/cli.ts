@@ -20,11 +20,12 @@ function parseOctalMode(flag: string, v: string | undefined, model: SecurityMode
 async function serve(argv: {
   sharedDir: string; '9pSocket'?: string; '9pTcp'?: string; '9pFd'?: number; '9pMaxMsize': number;
   readonly: boolean; logLevel: string; fuseMount?: string; cache: CacheMode; writeback: boolean; xattr: boolean;
-  announceSubmounts: boolean; securityModel: SecurityModelName; fmode?: string; dmode?: string;
+  announceSubmounts: boolean; securityModel: SecurityModelName; virtiofsSocket?: string; virtiofsFd?: number;
+  tag: string; numRequestQueues: number; fmode?: string; dmode?: string;
 }): Promise<void> {
   const log = createLogger(argv.logLevel as LevelWithSilent);
-  if (!argv['9pSocket'] && !argv['9pTcp'] && argv['9pFd'] === undefined && !argv.fuseMount) {
-    throw new StartupError('nothing to serve on: give --9p-socket, --9p-tcp, --9p-fd or --fuse-mount');
+  if (!argv['9pSocket'] && !argv['9pTcp'] && argv['9pFd'] === undefined && !argv.fuseMount && !argv.virtiofsSocket && argv.virtiofsFd === undefined) {
+    throw new StartupError('nothing to serve on: give --virtiofs-socket, --9p-socket, --9p-tcp, --9p-fd or --fuse-mount');
   }
   const d = await startDuofs({
     sharedDir: argv.sharedDir,
@@ -37,6 +38,10 @@ async function serve(argv: {
     fmode: parseOctalMode('--fmode', argv.fmode, argv.securityModel),
     dmode: parseOctalMode('--dmode', argv.dmode, argv.securityModel),
     fuseMount: argv.fuseMount,
+    virtiofsSocket: argv.virtiofsSocket,
+    virtiofsFd: argv.virtiofsFd,
+    tag: argv.tag,
+    numRequestQueues: argv.numRequestQueues,
     fuse: { cache: argv.cache, writeback: argv.writeback, xattr: argv.xattr, announceSubmounts: argv.announceSubmounts },
     log,
   });
@@ -63,6 +68,10 @@ export async function main(args: string[]): Promise<void> {
       'serve an export',
       (y) => y
         .option('shared-dir', { type: 'string', demandOption: true, describe: 'the host directory to export (the export root)' })
+        .option('virtiofs-socket', { type: 'string', describe: 'serve virtio-fs as a vhost-user-fs device on this unix socket (QEMU: -chardev socket,id=c,path=PATH[,reconnect=1] -device vhost-user-fs-pci,chardev=c,tag=TAG); duofs keeps serving when the guest goes away and accepts the next connection' })
+        .option('virtiofs-fd', { type: 'number', describe: 'virtio-fs on an inherited, already listening unix socket fd (socket activation, libvirt)' })
+        .option('tag', { type: 'string', default: 'duofs', describe: 'virtio-fs mount tag in the device config space (guests: mount -t virtiofs TAG DIR); at most 36 bytes' })
+        .option('num-request-queues', { type: 'number', default: 1, describe: 'virtio-fs request queues (queue 0 is the hiprio queue)' })
         .option('9p-socket', { type: 'string', describe: 'serve 9P2000.L on a unix socket at this path (guests: trans=unix, or QEMU -chardev socket for a virtio-serial relay); created 0600, a stale socket is replaced' })
         .option('9p-tcp', { type: 'string', describe: 'serve 9P2000.L over TCP at HOST:PORT; a bare PORT listens on 127.0.0.1 only (guests: trans=tcp,port=PORT)' })
         .option('9p-fd', { type: 'number', describe: 'serve 9P2000.L on an inherited, already connected stream fd (one client; guests: trans=fd)' })

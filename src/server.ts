@@ -14,6 +14,8 @@ import type { SessionContext } from '../protocols/9p/session.js';
 import { FuseSession } from '../protocols/fuse/session.js';
 import { DevFuseMount } from '../protocols/fuse/dev-fuse.js';
 import { defaultFuseOptions, type FuseOptions } from '../protocols/fuse/options.js';
+import { VirtioFsDevice } from '../protocols/fuse/virtio-fs-device.js';
+import { listenVhostUser, type VhostUserServer } from '../protocols/vhost-user/index.js';
 
 export type { SecurityModelName as SecurityModel } from '../security/model.js';
 import type { SecurityModelName as SecurityModel } from '../security/model.js';
@@ -125,6 +127,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
 
   const fuseOptions: FuseOptions = { ...defaultFuseOptions, ...opts.fuse };
   const fuseMounts: DevFuseMount[] = [];
+  const vhostServers: VhostUserServer[] = [];
   let ninepTcpAddress: HostPort | undefined;
   try {
     if (opts.ninepSocket) {
@@ -142,6 +145,21 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
       accept(`fd:${opts.ninepFd}`)(new Socket({ fd: opts.ninepFd, readable: true, writable: true }));
       log.info({ fd: opts.ninepFd, export: opts.sharedDir }, 'serving 9P2000.L on an inherited fd');
     }
+    if (opts.virtiofsSocket !== undefined || opts.virtiofsFd !== undefined) {
+      const where = opts.virtiofsSocket ?? `fd ${opts.virtiofsFd}`;
+      const device = new VirtioFsDevice({ backend, log, options: fuseOptions }, {
+        tag: opts.tag ?? 'duofs',
+        numRequestQueues: opts.numRequestQueues ?? 1,
+      }, `virtiofs:${where}`);
+      const vhost = listenVhostUser({
+        device,
+        logger: log,
+        ...(opts.virtiofsSocket !== undefined ? { socketPath: opts.virtiofsSocket } : { listenFd: opts.virtiofsFd! }),
+      });
+      vhostServers.push(vhost);
+      if (opts.virtiofsSocket) socketPaths.push(opts.virtiofsSocket);
+      log.info({ socket: where, tag: opts.tag ?? 'duofs', export: opts.sharedDir }, 'serving virtio-fs (vhost-user-fs)');
+    }
     if (opts.fuseMount) {
       const mp = checkMountpoint(opts.fuseMount, opts.sharedDir);
       const session = new FuseSession({ backend, log, options: fuseOptions }, `fuse:${mp}`);
@@ -150,6 +168,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
   } catch (e) {
     for (const s of servers) s.close();
     for (const m of fuseMounts) m.close();
+    for (const v of vhostServers) v.close();
     throw e;
   }
 
@@ -161,6 +180,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
       const stopped = Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
       await Promise.all([...connections].map((c) => c.shutdown()));
       await stopped;
+      for (const v of vhostServers) v.close();
       for (const m of fuseMounts) m.close();
       for (const p of socketPaths) {
         try {

@@ -123,10 +123,15 @@ export class FuseSession {
     else out.send(errno, []);
   }
 
+  /** Answers every waiting SETLKW with EINTR (the queue is stopping). */
+  cancelWaits(): void {
+    for (const w of [...this.waiting.values()]) w.cancel();
+    this.waiting.clear();
+  }
+
   /** Drops every reference and handle the session holds (guest gone, DESTROY). */
   close(): void {
-    for (const w of this.waiting.values()) w.cancel();
-    this.waiting.clear();
+    this.cancelWaits();
     const { backend } = this.ctx;
     for (const f of this.handles.values()) {
       if (f instanceof OpenFile) backend.closeFile(f);

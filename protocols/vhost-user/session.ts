@@ -7,6 +7,7 @@
 // (the protocol's error form), and otherwise ends the connection: vhost-user
 // has no other way to say no. Either way a log line names the peer and the
 // fault, and the server goes on accepting connections.
+import { readlinkSync } from 'node:fs';
 import koffi, { type node as KoffiNode } from 'koffi';
 import type { Logger } from '../../src/log.js';
 import { GuestMemory, GuestMemoryError, type RegionSpec } from '../virtqueue/guest-memory.js';
@@ -19,7 +20,7 @@ import {
   MAX_TABLE_REGIONS, MEMORY_REGION_SIZE, ProtocolFeature, Req, requestName, u64Payload, VirtioFeature,
   VRING_F_LOG, VRING_INDEX_MASK, VRING_NOFD_MASK, vringStatePayload, type Message,
 } from './protocol.js';
-import { closeFd, drainEventFd, signalEventFd } from './sys.js';
+import { closeFd, drainEventFd, setNonBlocking, signalEventFd } from './sys.js';
 
 export interface SessionOptions {
   device: VhostUserDevice;
@@ -48,6 +49,8 @@ class QueueSlot {
   callFd = -1;
   errFd = -1;
   kickPoll: KoffiNode.PollHandle | null = null;
+  /** An interrupt was due while there was no call fd: sent when one arrives. */
+  missedInterrupt = false;
   enabled = false;
   /** Started by SET_VRING_KICK, stopped by GET_VRING_BASE. */
   started = false;
@@ -259,17 +262,18 @@ export class Session {
     const n = m.payload.readUInt32LE(0);
     if (n > MAX_TABLE_REGIONS) throw new Fault(`${n} regions, at most ${MAX_TABLE_REGIONS}`);
     expectSize(m, 8 + n * MEMORY_REGION_SIZE);
+    const specs = Array.from({ length: n }, (_, i) => readRegion(m.payload, 8 + i * MEMORY_REGION_SIZE));
     const fds = takeFds(m, n);
-    const entries = fds.map((fd, i) => ({ spec: readRegion(m.payload, 8 + i * MEMORY_REGION_SIZE), fd }));
-    this.memory.replaceAll(entries);
+    this.memory.replaceAll(specs.map((spec, i) => ({ spec, fd: fds[i]! })));
     this.afterMemoryChange();
     return undefined;
   }
 
   private addMemReg(m: Message): undefined {
     expectSize(m, 8 + MEMORY_REGION_SIZE);
+    const spec = readRegion(m.payload, 8);
     const [fd] = takeFds(m, 1);
-    const r = this.memory.add(readRegion(m.payload, 8), fd!);
+    const r = this.memory.add(spec, fd!);
     if (!r.sealedAgainstShrink) this.log.debug({ peer: this.peer, gpa: r.guestAddr }, 'vhost-user: memory region fd is not sealed against shrinking');
     return undefined;
   }
@@ -388,7 +392,7 @@ export class Session {
     if (v & ~(VRING_INDEX_MASK | VRING_NOFD_MASK)) throw new Fault(`payload 0x${v.toString(16)} has unknown bits`);
     const s = this.slot(Number(v & VRING_INDEX_MASK));
     const noFd = (v & VRING_NOFD_MASK) !== 0n;
-    const fd = noFd ? (expectNoFds(m), -1) : takeFds(m, 1)[0]!;
+    const fd = noFd ? (expectNoFds(m), -1) : takeEventFd(m);
     switch (m.request) {
       case Req.SET_VRING_KICK:
         if (fd < 0) throw new Fault(`queue ${s.index}: polling mode (no kick fd) is not supported`);
@@ -398,6 +402,8 @@ export class Session {
       case Req.SET_VRING_CALL:
         closeFd(s.callFd);
         s.callFd = fd;
+        // QEMU sets the call fd after the kick fd; entries used in between must still be signalled.
+        if (fd >= 0 && s.missedInterrupt) this.interrupt(s);
         return undefined;
       default:
         closeFd(s.errFd);
@@ -478,6 +484,7 @@ export class Session {
   }
 
   private interrupt(s: QueueSlot): void {
+    s.missedInterrupt = s.callFd < 0;
     if (s.callFd >= 0) signalEventFd(s.callFd);
   }
 
@@ -519,7 +526,7 @@ export class Session {
       this.dropQueue(s);
       closeFd(s.callFd);
       closeFd(s.errFd);
-      Object.assign(s, { size: 0, base: 0, addr: null, callFd: -1, errFd: -1, enabled: false, started: false });
+      Object.assign(s, { size: 0, base: 0, addr: null, callFd: -1, errFd: -1, enabled: false, started: false, missedInterrupt: false });
     }
     this.ackedFeatures = 0n;
     this.status = 0;
@@ -574,6 +581,27 @@ function expectNoFds(m: Message): void {
 function takeFds(m: Message, n: number): number[] {
   if (m.fds.length !== n) throw new Fault(`${m.fds.length} fds, expected ${n}`);
   return m.fds.splice(0);
+}
+
+/**
+ * The one fd of a KICK/CALL/ERR message, which must be an eventfd: anything
+ * else could block the main thread (a full pipe) or spin it (a pipe at EOF).
+ * Made non-blocking (QEMU's already are) so a full counter cannot block us.
+ */
+function takeEventFd(m: Message): number {
+  const [fd] = takeFds(m, 1);
+  let target = '';
+  try {
+    target = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    // reported below
+  }
+  if (target !== 'anon_inode:[eventfd]') {
+    closeFd(fd!);
+    throw new Fault(`fd is not an eventfd (${target || 'unknown'})`);
+  }
+  setNonBlocking(fd!);
+  return fd!;
 }
 
 function safe(v: bigint, what: string): number {
