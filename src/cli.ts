@@ -21,11 +21,11 @@ async function serve(argv: {
   sharedDir: string; '9pSocket'?: string; '9pTcp'?: string; '9pFd'?: number; '9pMaxMsize': number;
   readonly: boolean; logLevel: string; fuseMount?: string; cache: CacheMode; writeback: boolean; xattr: boolean;
   announceSubmounts: boolean; securityModel: SecurityModelName; virtiofsSocket?: string; virtiofsFd?: number;
-  tag: string; numRequestQueues: number; fmode?: string; dmode?: string;
+  tag: string; numRequestQueues: number; '9pVhostSocket'?: string; '9pTag': string; fmode?: string; dmode?: string;
 }): Promise<void> {
   const log = createLogger(argv.logLevel as LevelWithSilent);
-  if (!argv['9pSocket'] && !argv['9pTcp'] && argv['9pFd'] === undefined && !argv.fuseMount && !argv.virtiofsSocket && argv.virtiofsFd === undefined) {
-    throw new StartupError('nothing to serve on: give --virtiofs-socket, --9p-socket, --9p-tcp, --9p-fd or --fuse-mount');
+  if (!argv['9pSocket'] && !argv['9pTcp'] && argv['9pFd'] === undefined && !argv.fuseMount && !argv.virtiofsSocket && argv.virtiofsFd === undefined && !argv['9pVhostSocket']) {
+    throw new StartupError('nothing to serve on: give --virtiofs-socket, --9p-vhost-socket, --9p-socket, --9p-tcp, --9p-fd or --fuse-mount');
   }
   const d = await startDuofs({
     sharedDir: argv.sharedDir,
@@ -42,6 +42,8 @@ async function serve(argv: {
     virtiofsFd: argv.virtiofsFd,
     tag: argv.tag,
     numRequestQueues: argv.numRequestQueues,
+    ninepVhostSocket: argv['9pVhostSocket'],
+    ninepTag: argv['9pTag'],
     fuse: { cache: argv.cache, writeback: argv.writeback, xattr: argv.xattr, announceSubmounts: argv.announceSubmounts },
     log,
   });
@@ -72,6 +74,8 @@ export async function main(args: string[]): Promise<void> {
         .option('virtiofs-fd', { type: 'number', describe: 'virtio-fs on an inherited, already listening unix socket fd (socket activation, libvirt)' })
         .option('tag', { type: 'string', default: 'duofs', describe: 'virtio-fs mount tag in the device config space (guests: mount -t virtiofs TAG DIR); at most 36 bytes' })
         .option('num-request-queues', { type: 'number', default: 1, describe: 'virtio-fs request queues (queue 0 is the hiprio queue)' })
+        .option('9p-vhost-socket', { type: 'string', describe: 'serve 9P2000.L as a virtio-9p device over vhost-user on this unix socket (QEMU: -chardev socket,id=c,path=PATH -device vhost-user-test-device-pci,chardev=c,virtio-id=9,num_vqs=1,vq_size=1024,config_size=N; guests: mount -t 9p -o trans=virtio TAG DIR)' })
+        .option('9p-tag', { type: 'string', default: 'duofs9p', describe: 'virtio-9p mount tag (config space)' })
         .option('9p-socket', { type: 'string', describe: 'serve 9P2000.L on a unix socket at this path (guests: trans=unix, or QEMU -chardev socket for a virtio-serial relay); created 0600, a stale socket is replaced' })
         .option('9p-tcp', { type: 'string', describe: 'serve 9P2000.L over TCP at HOST:PORT; a bare PORT listens on 127.0.0.1 only (guests: trans=tcp,port=PORT)' })
         .option('9p-fd', { type: 'number', describe: 'serve 9P2000.L on an inherited, already connected stream fd (one client; guests: trans=fd)' })

@@ -16,6 +16,7 @@ import { DevFuseMount } from '../protocols/fuse/dev-fuse.js';
 import { defaultFuseOptions, type FuseOptions } from '../protocols/fuse/options.js';
 import { VirtioFsDevice } from '../protocols/fuse/virtio-fs-device.js';
 import { listenVhostUser, type VhostUserServer } from '../protocols/vhost-user/index.js';
+import { Virtio9pDevice } from '../protocols/9p/virtio-9p-device.js';
 
 export type { SecurityModelName as SecurityModel } from '../security/model.js';
 import type { SecurityModelName as SecurityModel } from '../security/model.js';
@@ -159,6 +160,13 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
       vhostServers.push(vhost);
       if (opts.virtiofsSocket) socketPaths.push(opts.virtiofsSocket);
       log.info({ socket: where, tag: opts.tag ?? 'duofs', export: opts.sharedDir }, 'serving virtio-fs (vhost-user-fs)');
+    }
+    if (opts.ninepVhostSocket) {
+      const tag = opts.ninepTag ?? 'duofs9p';
+      const device = new Virtio9pDevice(ctx, tag, `virtio-9p:${opts.ninepVhostSocket}`);
+      vhostServers.push(listenVhostUser({ device, logger: log, socketPath: opts.ninepVhostSocket }));
+      socketPaths.push(opts.ninepVhostSocket);
+      log.info({ socket: opts.ninepVhostSocket, tag, export: opts.sharedDir }, 'serving virtio-9p (vhost-user)');
     }
     if (opts.fuseMount) {
       const mp = checkMountpoint(opts.fuseMount, opts.sharedDir);

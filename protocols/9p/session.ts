@@ -39,7 +39,17 @@ export interface SessionContext {
 /** Bytes of pending Txattrcreate values one session may hold. */
 const MAX_PENDING_XATTR_BYTES = 8 * 1024 * 1024;
 
-type Handler = (r: Reader, tag: number) => Buffer | Promise<Buffer>;
+/** A handler's result when the transport has already sent the reply itself. */
+const SENT = Symbol('reply already sent');
+
+type Handler = (r: Reader, tag: number) => Buffer | Promise<Buffer> | typeof SENT;
+
+/**
+ * Zero-copy Rread: the transport reads up to `count` bytes of `fd` at
+ * `offset` straight into its reply buffers (guest memory on virtio) and
+ * sends the Rread. It throws SysError, before sending anything, on failure.
+ */
+export type DirectRead = (tag: number, fd: number, offset: number | bigint, count: number, what: string) => void;
 
 /** Linux errno from whatever a handler threw; unknown errors become EIO. */
 function errnoOf(e: unknown): number {
@@ -60,6 +70,7 @@ export class Session {
     /** who is on the other end, for log lines */
     readonly peer: string,
     private readonly send: (frame: Buffer) => void,
+    private readonly directRead?: DirectRead,
   ) {
     this.handlers = new Map<number, Handler>([
       [T.auth, this.auth], [T.attach, this.attach], [T.walk, this.walk], [T.lopen, this.lopen],
@@ -95,7 +106,7 @@ export class Session {
         this.ctx.log.trace({ peer: this.peer, op: type, tag, errno, us: Number(process.hrtime.bigint() - started) / 1000 }, '9p request');
       }
     };
-    let result: Buffer | Promise<Buffer>;
+    let result: Buffer | Promise<Buffer> | typeof SENT;
     try {
       if (type === T.version) {
         result = this.version(new Reader(frame), tag);
@@ -111,7 +122,9 @@ export class Session {
       trace(errnoOf(e));
       return;
     }
-    if (result instanceof Promise) {
+    if (result === SENT) {
+      trace(0);
+    } else if (result instanceof Promise) {
       const done = result.then(
         (reply) => { this.reply(reply); trace(0); },
         (e) => { this.fail(type, tag, e); trace(errnoOf(e)); },
@@ -447,10 +460,14 @@ export class Session {
 
   // ---- data ------------------------------------------------------------------
 
-  private read(r: Reader, tag: number): Buffer {
+  private read(r: Reader, tag: number): Buffer | typeof SENT {
     const f = this.fid(r.u32());
     const offset = r.offset();
     const count = Math.min(r.u32(), this.msize - IOHDRSZ);
+    if (f.file && this.directRead) {
+      this.directRead(tag, f.file.fd, offset, count, f.inode.label);
+      return SENT;
+    }
     const w = new Writer(IOHDRSZ + count);
     const countAt = w.length;
     w.u32(0);
