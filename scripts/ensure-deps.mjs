@@ -14,13 +14,16 @@ export function ensureDeps() {
   const stamp = join(root, 'node_modules', '.duofs-lock-hash');
   const want = createHash('sha256').update(readFileSync(lock)).digest('hex');
   if (existsSync(stamp) && readFileSync(stamp, 'utf8') === want) return;
-  console.error('duofs: installing npm packages (npm ci)...');
-  const r = spawnSync('npm', ['ci', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
+  // `npm install` rather than `npm ci`: npm 11 writes lock files without
+  // other platforms' optional packages and then `npm ci` refuses them.
+  console.error('duofs: installing npm packages (npm install)...');
+  const r = spawnSync('npm', ['install', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
   if (r.status !== 0) {
-    console.error('duofs: npm ci failed; check access to the npm registry');
+    console.error('duofs: npm install failed; check access to the npm registry');
     process.exit(r.status ?? 1);
   }
-  writeFileSync(stamp, want);
+  // npm may have normalised the lock file; record what is there now.
+  writeFileSync(stamp, createHash('sha256').update(readFileSync(lock)).digest('hex'));
 }
 
 /** Compiles TypeScript to dist/ when any source is newer than the last build. */
