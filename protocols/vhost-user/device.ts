@@ -26,9 +26,11 @@ export interface VhostUserDevice {
   /** The frontend is gone or asked for RESET_DEVICE: drop all per-guest state. */
   reset(): void;
   /**
-   * Optional: queue `queue` is stopping (GET_VRING_BASE). Finish or give up
-   * its outstanding chains soon (e.g. cancel blocked lock waits); the backend
-   * waits a bounded time for them before answering the frontend.
+   * Optional: queue `queue` is stopping (GET_VRING_BASE: VM stopped, guest
+   * rebooting, QEMU tearing the device down). Finish or give up its
+   * outstanding chains soon (e.g. cancel blocked lock waits); the backend
+   * waits a bounded time for them before answering the frontend. A reboot
+   * does not reset the device: expect a new FUSE_INIT / Tversion instead.
    */
   onQueueStop?(queue: number): void;
   /** Optional: the features the driver accepted (SET_FEATURES), transport bits included. */

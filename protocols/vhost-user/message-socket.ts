@@ -38,11 +38,19 @@ export class MessageSocket {
 
   start(): void {
     if (this.closed || this.poll) return;
-    this.poll = koffi.node.poll(this.fd, { readable: true }, (status: unknown) => {
-      // koffi calls back with (status, events); a negative status is a poll error.
-      if (typeof status === 'number' && status < 0) this.close({ kind: 'error', message: `poll error ${status}` });
-      else this.readable();
-    });
+    this.poll = koffi.node.poll(this.fd, { readable: true }, (status: unknown) => this.onPoll(status));
+  }
+
+  // koffi calls back with (status, events). libuv reports POLLERR (e.g. a
+  // peer that reset the connection) as a negative status and stops polling:
+  // read once to learn what happened, then give up on the socket.
+  private onPoll(status: unknown): void {
+    if (typeof status === 'number' && status < 0) {
+      if (!this.busy) this.readable();
+      this.close({ kind: 'error', message: `socket error (poll status ${status})` });
+      return;
+    }
+    this.readable();
   }
 
   /** Writes one framed message; false (and the stream closed) if it could not be sent whole. */
@@ -96,7 +104,7 @@ export class MessageSocket {
   private resume(): void {
     this.busy = false;
     if (this.closed || !this.poll) return;
-    this.poll.start({ readable: true }, () => this.readable());
+    this.poll.start({ readable: true }, (status: unknown) => this.onPoll(status));
     this.readable();
   }
 

@@ -145,9 +145,8 @@ export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
   private onSessionEnd(info: ConnectionInfo, log: Logger, reason: CloseReason): void {
     this.session = null;
     this.current = null;
-    const fields = { reason: reason.kind === 'eof' ? 'closed by the frontend' : reason.message };
-    if (reason.kind === 'error') log.warn(fields, 'vhost-user: frontend connection ended; device reset');
-    else log.info(fields, 'vhost-user: frontend disconnected; device reset');
+    if (reason.kind === 'error') log.warn({ fault: reason.message }, 'vhost-user: frontend connection ended; device reset');
+    else log.info({ reason: reason.kind === 'eof' ? 'closed by the frontend' : reason.message }, 'vhost-user: frontend disconnected; device reset');
     this.emit('disconnect', info, reason);
     // Not from inside the session's own teardown stack: accept on the next turn.
     if (!this.closed) setImmediate(() => this.acceptNext());

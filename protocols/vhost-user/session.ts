@@ -11,7 +11,7 @@ import { readlinkSync } from 'node:fs';
 import koffi, { type node as KoffiNode } from 'koffi';
 import type { Logger } from '../../src/log.js';
 import { GuestMemory, GuestMemoryError, type RegionSpec } from '../virtqueue/guest-memory.js';
-import { SplitQueue, MAX_QUEUE_SIZE, ringBytes, RING_ALIGN, type QueueRings } from '../virtqueue/split-queue.js';
+import { SplitQueue, ringBytes, RING_ALIGN, type QueueRings } from '../virtqueue/split-queue.js';
 import type { DescriptorChain } from '../virtqueue/chain.js';
 import type { VhostUserDevice } from './device.js';
 import { MessageSocket, type CloseReason } from './message-socket.js';
@@ -265,6 +265,7 @@ export class Session {
     const specs = Array.from({ length: n }, (_, i) => readRegion(m.payload, 8 + i * MEMORY_REGION_SIZE));
     const fds = takeFds(m, n);
     this.memory.replaceAll(specs.map((spec, i) => ({ spec, fd: fds[i]! })));
+    for (const r of this.memory.list()) this.noteUnsealed(r.sealedAgainstShrink, r.guestAddr);
     this.afterMemoryChange();
     return undefined;
   }
@@ -274,8 +275,12 @@ export class Session {
     const spec = readRegion(m.payload, 8);
     const [fd] = takeFds(m, 1);
     const r = this.memory.add(spec, fd!);
-    if (!r.sealedAgainstShrink) this.log.debug({ peer: this.peer, gpa: r.guestAddr }, 'vhost-user: memory region fd is not sealed against shrinking');
+    this.noteUnsealed(r.sealedAgainstShrink, r.guestAddr);
     return undefined;
+  }
+
+  private noteUnsealed(sealed: boolean, gpa: number): void {
+    if (!sealed) this.log.debug({ peer: this.peer, gpa }, 'vhost-user: memory region fd is not sealed against shrinking (a SIGBUS risk if the frontend shrinks it)');
   }
 
   private remMemReg(m: Message): undefined {
@@ -367,12 +372,12 @@ export class Session {
     this.stopKick(s);
     const q = s.queue;
     if (q) {
+      try {
+        this.device.onQueueStop?.(s.index);
+      } catch (e) {
+        this.log.error({ peer: this.peer, queue: s.index, err: e }, 'vhost-user: device onQueueStop failed');
+      }
       if (q.inflight > 0) {
-        try {
-          this.device.onQueueStop?.(s.index);
-        } catch (e) {
-          this.log.error({ peer: this.peer, queue: s.index, err: e }, 'vhost-user: device onQueueStop failed');
-        }
         if (!(await q.whenIdle(this.o.drainTimeoutMs))) {
           const n = q.abandonInflight();
           this.log.warn({ peer: this.peer, queue: s.index, abandoned: n }, 'vhost-user: queue stopped with requests still outstanding; their replies will be dropped');
