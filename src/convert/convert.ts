@@ -369,7 +369,7 @@ class Planner {
   }
 
   private fromXattr(a: Action, fd: number | undefined): boolean {
-    if (fd === undefined) return this.hostSpecial(a, false);
+    if (fd === undefined) return this.hostSpecial();
     const raw = {
       uid: readXattr(fd, XATTR_UID, a.path), gid: readXattr(fd, XATTR_GID, a.path),
       mode: readXattr(fd, XATTR_MODE, a.path), rdev: readXattr(fd, XATTR_RDEV, a.path),
@@ -452,7 +452,7 @@ class Planner {
       a.meta = parsed.meta;
       a.removeMdFile = true;
     }
-    if (fd === undefined) return text === undefined ? this.hostSpecial(a, false) : false;
+    if (fd === undefined) return text === undefined ? this.hostSpecial() : false;
     if (this.hasModelXattrs(a, fd)) return false;
     const acc = readXattr(fd, ACL_ACCESS_GUEST, a.path);
     const def = readXattr(fd, ACL_DEFAULT_GUEST, a.path);
@@ -472,7 +472,7 @@ class Planner {
   }
 
   /** A host symlink/device/fifo/socket in a mapped export: nothing to carry. */
-  private hostSpecial(a: Action, _import: boolean): boolean {
+  private hostSpecial(): boolean {
     this.unchanged++;
     return false;
   }
@@ -508,10 +508,8 @@ class Planner {
 // ---- applying ---------------------------------------------------------------------------------
 
 class Applier {
-  private cacheKey = '';
-  private cacheFd = -1;
   private readonly standIns = new Map<string, { dir: Buffer[]; name: Buffer }>();
-  private readonly mdFirst = new Map<string, { dir: Buffer[]; name: Buffer | undefined }>();
+  private readonly mdFirst = new Map<string, { dir: Buffer[]; name: Buffer }>();
   private tmpSerial = 0;
   converted = 0;
   replaced = 0;
@@ -524,26 +522,44 @@ class Applier {
 
   constructor(private readonly rootFd: number, private readonly o: ConvertOptions, private readonly problems: Problem[], private readonly dryRun: boolean) {}
 
-  /** An fd on the directory at `dir` (cached; walked with O_NOFOLLOW). */
-  private dirFd(dir: Buffer[]): number {
-    const key = dir.map((d) => d.toString('hex')).join('/');
-    if (key === this.cacheKey && this.cacheFd >= 0) return this.cacheFd;
-    this.closeCache();
+  /** Runs fn with an fd on the directory at `dir`, walked from the root with O_NOFOLLOW at every step. */
+  private inDir<T>(dir: Buffer[], fn: (fd: number) => T): T {
     let fd = this.rootFd;
-    for (const part of dir) {
-      const next = openat(fd, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    try {
+      for (const part of dir) {
+        const next = openat(fd, part, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+        if (fd !== this.rootFd) close(fd);
+        fd = next;
+      }
+      return fn(fd);
+    } finally {
       if (fd !== this.rootFd) close(fd);
-      fd = next;
     }
-    this.cacheKey = key;
-    this.cacheFd = fd;
-    return fd;
   }
 
-  closeCache(): void {
-    if (this.cacheFd >= 0 && this.cacheFd !== this.rootFd) close(this.cacheFd);
-    this.cacheFd = -1;
-    this.cacheKey = '';
+  /** Runs fn with the .virtfs_metadata directory of `dirFd` (created 0700, owned like its directory, when asked). */
+  private inMdDir<T>(dirFd: number, create: boolean, fn: (fd: number) => T): T {
+    if (create) {
+      try {
+        mkdirat(dirFd, METADATA_DIR, METADATA_DIR_MODE);
+        const fd = openat(dirFd, METADATA_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+        try {
+          const dst = fstat(dirFd, 'directory');
+          fchownFd(fd, dst.uid, dst.gid, '.virtfs_metadata');
+          fchmodPathFd(fd, METADATA_DIR_MODE, '.virtfs_metadata');
+        } finally {
+          close(fd);
+        }
+      } catch (e) {
+        if (!isSysError(e, Errno.EEXIST)) throw e;
+      }
+    }
+    const md = openat(dirFd, METADATA_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    try {
+      return fn(md);
+    } finally {
+      close(md);
+    }
   }
 
   private tmpName(): Buffer {
@@ -570,13 +586,11 @@ class Applier {
         this.problems.push({ path: s.path, problem: `not converted: ${(e as Error).message}` });
       }
     }
-    this.closeCache();
   }
 
   private cleanupMd(s: CleanupMdDir): void {
     try {
-      const fd = this.dirFd(s.dir);
-      unlinkat(fd, METADATA_DIR, AT_REMOVEDIR);
+      this.inDir(s.dir, (fd) => unlinkat(fd, METADATA_DIR, AT_REMOVEDIR));
     } catch (e) {
       if (isSysError(e, Errno.ENOTEMPTY) || isSysError(e, Errno.EEXIST)) {
         this.problems.push({ path: s.path, problem: 'kept: it still holds metadata that was not converted (see the other problems) or files for names that do not exist' });
@@ -587,65 +601,41 @@ class Applier {
   }
 
   private apply(a: Action): void {
-    const dirFd = this.dirFd(a.dir);
     // The entry must still be what was planned (offline, but cheap to check).
-    const st = a.name ? fstatat(dirFd, a.name) : fstat(dirFd, a.path);
-    if (st.ino !== a.ino || st.dev !== a.dev) throw new SysError(Errno.ESTALE, 'convert', `${a.path} changed during the conversion`);
-
-    if (a.replace && a.name) this.replaceSpecial(dirFd, a);
-
-    if (this.o.to === 'mapped-xattr') this.writeXattrs(dirFd, a);
-    else this.writeMdFile(dirFd, a);
+    this.inDir(a.dir, (dirFd) => {
+      const st = a.name ? fstatat(dirFd, a.name) : fstat(dirFd, a.path);
+      if (st.ino !== a.ino || st.dev !== a.dev) throw new SysError(Errno.ESTALE, 'convert', `${a.path} changed during the conversion`);
+    });
+    if (a.replace && a.name) this.replaceSpecial(a);
+    if (this.o.to === 'mapped-xattr') this.writeXattrs(a);
+    else this.writeMdFile(a);
 
     // Source metadata goes only after the target is in place.
-    if (a.removeXattrs.length || a.removeRealAcls.length || a.setMode !== undefined) {
-      const fd = a.name ? openPath(dirFd, a.name) : openPath(dirFd, '.');
-      try {
-        for (const n of [...a.removeXattrs, ...a.removeRealAcls]) {
-          try {
-            removexattr(fd, n, a.path);
-          } catch (e) {
-            if (!isSysError(e, Errno.ENODATA)) throw e;
+    this.inDir(a.dir, (dirFd) => {
+      if (a.removeXattrs.length || a.removeRealAcls.length || (a.setMode !== undefined && !a.replace)) {
+        const fd = a.name ? openPath(dirFd, a.name) : openPath(dirFd, '.');
+        try {
+          for (const n of [...a.removeXattrs, ...a.removeRealAcls]) {
+            try {
+              removexattr(fd, n, a.path);
+            } catch (e) {
+              if (!isSysError(e, Errno.ENODATA)) throw e;
+            }
           }
+          if (a.setMode !== undefined && !a.replace) fchmodPathFd(fd, a.setMode, a.path);
+        } finally {
+          close(fd);
         }
-        if (a.setMode !== undefined && !a.replace) fchmodPathFd(fd, a.setMode, a.path);
-      } finally {
-        close(fd);
       }
-    }
-    if (a.removeMdFile) {
-      try {
-        if (a.name) unlinkat(this.mdDir(dirFd, false)!, a.name, 0);
-        else unlinkat(dirFd, METADATA_ROOT, 0);
-      } catch (e) {
-        if (!isSysError(e, Errno.ENOENT)) throw e;
+      if (a.removeMdFile) {
+        try {
+          if (a.name) this.inMdDir(dirFd, false, (md) => unlinkat(md, a.name!, 0));
+          else unlinkat(dirFd, METADATA_ROOT, 0);
+        } catch (e) {
+          if (!isSysError(e, Errno.ENOENT)) throw e;
+        }
       }
-    }
-  }
-
-  private mdDirFd = -1;
-  private mdDirOf = -1;
-
-  /** The open .virtfs_metadata of `dirFd` (created 0700 when asked). */
-  private mdDir(dirFd: number, create: boolean): number | undefined {
-    if (this.mdDirOf === dirFd && this.mdDirFd >= 0) return this.mdDirFd;
-    if (this.mdDirFd >= 0) close(this.mdDirFd);
-    this.mdDirFd = -1;
-    if (create) {
-      try {
-        mkdirat(dirFd, METADATA_DIR, METADATA_DIR_MODE);
-        const fd = openat(dirFd, METADATA_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-        const dst = fstat(dirFd, 'dir');
-        fchownFd(fd, dst.uid, dst.gid, '.virtfs_metadata');
-        fchmodPathFd(fd, METADATA_DIR_MODE, '.virtfs_metadata');
-        close(fd);
-      } catch (e) {
-        if (!isSysError(e, Errno.EEXIST)) throw e;
-      }
-    }
-    this.mdDirFd = openat(dirFd, METADATA_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-    this.mdDirOf = dirFd;
-    return this.mdDirFd;
+    });
   }
 
   /** Writes `content` as `name` in `dir` through a temporary file and a rename. */
@@ -666,105 +656,97 @@ class Applier {
     renameat2(dir, tmp, dir, name, 0);
   }
 
-  private writeMdFile(dirFd: number, a: Action): void {
+  private writeMdFile(a: Action): void {
     if (!isEmptyMeta(a.meta)) {
-      const holder = a.name ? this.mdDir(dirFd, true)! : dirFd;
-      const name = a.name ?? METADATA_ROOT;
       const key = `${a.dev}:${a.ino}`;
-      const first = a.nlink > 1 && a.hostType !== S_IFDIR ? this.mdFirst.get(key) : undefined;
+      const linkable = a.nlink > 1 && a.hostType !== S_IFDIR && a.name !== undefined;
+      const first = linkable ? this.mdFirst.get(key) : undefined;
       let linked = false;
-      if (first && first.name) {
+      if (first) {
         // QEMU keeps the metadata files of hard links hard-linked too (local_link).
-        const firstDir = this.dirFd(first.dir);
-        const firstMd = openat(firstDir, METADATA_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-        const dirAgain = this.dirFd(a.dir);
-        const holderAgain = a.name ? this.mdDir(dirAgain, true)! : dirAgain;
-        const tmp = this.tmpName();
         try {
-          linkat(firstMd, first.name, holderAgain, tmp);
-          renameat2(holderAgain, tmp, holderAgain, name, 0);
+          this.inDir(first.dir, (fdir) => this.inMdDir(fdir, false, (fmd) => this.inDir(a.dir, (d) => this.inMdDir(d, true, (md) => {
+            const tmp = this.tmpName();
+            linkat(fmd, first.name, md, tmp);
+            renameat2(md, tmp, md, a.name!, 0);
+          }))));
           linked = true;
         } catch {
           // fall back to a separate file with the same content
-        } finally {
-          close(firstMd);
         }
       }
       if (!linked) {
-        const h = this.dirFd(a.dir) === dirFd ? holder : (a.name ? this.mdDir(this.dirFd(a.dir), true)! : this.dirFd(a.dir));
-        this.writeFileAtomic(h, name, formatMetadata(a.meta), METADATA_FILE_MODE, a.parentUid, a.parentGid);
-        if (a.nlink > 1 && a.hostType !== S_IFDIR && !this.mdFirst.has(key)) this.mdFirst.set(key, { dir: a.dir, name: a.name });
+        this.inDir(a.dir, (d) => {
+          if (a.name) this.inMdDir(d, true, (md) => this.writeFileAtomic(md, a.name!, formatMetadata(a.meta), METADATA_FILE_MODE, a.parentUid, a.parentGid));
+          else this.writeFileAtomic(d, METADATA_ROOT, formatMetadata(a.meta), METADATA_FILE_MODE, a.parentUid, a.parentGid);
+        });
+        if (linkable && !this.mdFirst.has(key)) this.mdFirst.set(key, { dir: a.dir, name: a.name! });
       }
     }
-    const d = this.dirFd(a.dir);
     if (a.acls.access || a.acls.default) {
-      const fd = a.name ? openPath(d, a.name) : openPath(d, '.');
+      this.inDir(a.dir, (d) => {
+        const fd = a.name ? openPath(d, a.name) : openPath(d, '.');
+        try {
+          if (a.acls.access) setxattr(fd, ACL_ACCESS_GUEST, a.acls.access, 0, a.path);
+          if (a.acls.default) setxattr(fd, ACL_DEFAULT_GUEST, a.acls.default, 0, a.path);
+        } finally {
+          close(fd);
+        }
+      });
+    }
+  }
+
+  private writeXattrs(a: Action): void {
+    this.inDir(a.dir, (dirFd) => {
+      const fd = a.name ? openPath(dirFd, a.name) : openPath(dirFd, '.');
       try {
-        if (a.acls.access) setxattr(fd, ACL_ACCESS_GUEST, a.acls.access, 0, a.path);
-        if (a.acls.default) setxattr(fd, ACL_DEFAULT_GUEST, a.acls.default, 0, a.path);
+        const m = a.meta;
+        if (m.uid !== undefined) setxattr(fd, XATTR_UID, encodeU32(m.uid), 0, a.path);
+        if (m.gid !== undefined) setxattr(fd, XATTR_GID, encodeU32(m.gid), 0, a.path);
+        if (m.mode !== undefined) setxattr(fd, XATTR_MODE, encodeU32(m.mode), 0, a.path);
+        if (m.rdev !== undefined) setxattr(fd, XATTR_RDEV, encodeRdev(m.rdev), 0, a.path);
+        if (a.acls.access) setxattr(fd, ACL_ACCESS_HOST, a.acls.access, 0, a.path);
+        if (a.acls.default) setxattr(fd, ACL_DEFAULT_HOST, a.acls.default, 0, a.path);
       } finally {
         close(fd);
       }
-    }
-  }
-
-  private writeXattrs(dirFd: number, a: Action): void {
-    const fd = a.name ? openPath(dirFd, a.name) : openPath(dirFd, '.');
-    try {
-      const m = a.meta;
-      if (m.uid !== undefined) setxattr(fd, XATTR_UID, encodeU32(m.uid), 0, a.path);
-      if (m.gid !== undefined) setxattr(fd, XATTR_GID, encodeU32(m.gid), 0, a.path);
-      if (m.mode !== undefined) setxattr(fd, XATTR_MODE, encodeU32(m.mode), 0, a.path);
-      if (m.rdev !== undefined) setxattr(fd, XATTR_RDEV, encodeRdev(m.rdev), 0, a.path);
-      if (a.acls.access) setxattr(fd, ACL_ACCESS_HOST, a.acls.access, 0, a.path);
-      if (a.acls.default) setxattr(fd, ACL_DEFAULT_HOST, a.acls.default, 0, a.path);
-    } finally {
-      close(fd);
-    }
+    });
   }
 
   /** Import: a host symlink/device/fifo/socket becomes a regular stand-in, as QEMU's mapped models store them. */
-  private replaceSpecial(dirFd: number, a: Action): void {
+  private replaceSpecial(a: Action): void {
     const name = a.name!;
     const r = a.replace!;
     const key = `${a.dev}:${a.ino}`;
-    const tmp = this.tmpName();
     const first = a.nlink > 1 ? this.standIns.get(key) : undefined;
     if (first) {
       // Another name of the same special: link to its stand-in, keeping the link count.
-      const firstDir = this.dirFd(first.dir);
-      const p = openPath(firstDir, first.name);
-      const d = this.dirFd(a.dir);
-      try {
-        linkat(firstDir, first.name, d, tmp);
-      } finally {
-        close(p);
-      }
-      renameat2(d, tmp, d, name, 0);
+      this.inDir(first.dir, (fdir) => this.inDir(a.dir, (d) => {
+        const tmp = this.tmpName();
+        linkat(fdir, first.name, d, tmp);
+        renameat2(d, tmp, d, name, 0);
+      }));
       return;
     }
     const mode = this.o.fmode ?? 0o600;
-    const fd = openat(dirFd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode);
-    try {
-      let off = 0;
-      while (off < r.content.length) off += pwrite(fd, r.content.subarray(off), off, a.path);
-      fchownFd(fd, a.hostUid, a.hostGid, a.path);
-      fchmodPathFd(fd, mode, a.path);
-    } catch (e) {
+    this.inDir(a.dir, (dirFd) => {
+      const tmp = this.tmpName();
+      const fd = openat(dirFd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode);
+      try {
+        let off = 0;
+        while (off < r.content.length) off += pwrite(fd, r.content.subarray(off), off, a.path);
+        fchownFd(fd, a.hostUid, a.hostGid, a.path);
+        fchmodPathFd(fd, mode, a.path);
+      } catch (e) {
+        close(fd);
+        unlinkat(dirFd, tmp, 0);
+        throw e;
+      }
       close(fd);
-      unlinkat(dirFd, tmp, 0);
-      throw e;
-    }
-    close(fd);
-    utimensat(dirFd, tmp, r.atime, r.mtime);
-    renameat2(dirFd, tmp, dirFd, name, 0);
+      utimensat(dirFd, tmp, r.atime, r.mtime);
+      renameat2(dirFd, tmp, dirFd, name, 0);
+    });
     if (a.nlink > 1) this.standIns.set(key, { dir: a.dir, name });
-  }
-
-  finish(): void {
-    if (this.mdDirFd >= 0) close(this.mdDirFd);
-    this.mdDirFd = -1;
-    this.closeCache();
   }
 }
 
@@ -820,11 +802,7 @@ export async function convertExport(o: ConvertOptions): Promise<ConvertSummary> 
       throw new ConvertError(`${f.path}: ${f.problem}${planner.fatal.length > 1 ? ` (and ${planner.fatal.length - 1} more)` : ''}; nothing was changed`, planner.fatal);
     }
     const applier = new Applier(rootFd, o, planner.problems, dryRun);
-    try {
-      applier.run(planner.steps, maxPaths);
-    } finally {
-      applier.finish();
-    }
+    applier.run(planner.steps, maxPaths);
     return {
       dir: o.dir, from: o.from, to: o.to, dryRun,
       entries: planner.entries,

@@ -1,0 +1,460 @@
+// virtiofsd's command line (the Rust virtiofsd, 1.14: src/main.rs `Opt` and
+// `parse_compat`), turned into duofs serve options, so libvirt and scripts can
+// run duofs where they ran virtiofsd.
+//
+// Rules:
+// * every virtiofsd option is recognised; one duofs cannot honour is refused
+//   by name (CompatError, exit status 1), never silently ignored;
+// * options accepted without effect are listed in NO_EFFECT (and in the
+//   README beside this file) with the reason;
+// * `--opt=value` and `--opt value` both work; options taking a value
+//   optionally (`--posix-acl[=MODE]`) or by `=` only (`--inode-file-handles=`)
+//   behave as in virtiofsd (clap's require_equals); a repeated option keeps
+//   its last value (clap's args_override_self), list options accumulate;
+// * the legacy `-o source=...,cache=...,xattr` form is read with QEMU's
+//   comma escaping (`,,` is a literal comma: libvirt escapes the source path
+//   that way), plus `posix_lock`/`flock`, which virtiofsd itself refuses but
+//   duofs honours (it always takes real host locks).
+import type { LevelWithSilent } from 'pino';
+import type { SecurityModel, ServeOptions } from '../../src/server.js';
+import type { CacheMode, FuseOptions } from '../../protocols/fuse/options.js';
+import { IdMap, IdMapError, parseIdRule, type IdRule } from '../../security/id-map.js';
+import { CompatError } from '../errors.js';
+import { parseQemuOpts } from '../qemu/opts.js';
+
+/** virtiofsd's MAX_TAG_LEN (the virtio-fs config space tag field). */
+export const MAX_TAG_LEN = 36;
+
+export interface VirtiofsdServeOptions extends Omit<Partial<ServeOptions>, 'translateUid' | 'translateGid' | 'fuse'> {
+  fuse?: Partial<FuseOptions>;
+  /** --translate-uid rules; IdRule is IdTranslation plus the one-way 'guest'/'host' kinds */
+  translateUid?: IdRule[];
+  translateGid?: IdRule[];
+}
+
+export interface VirtiofsdArgs {
+  options: VirtiofsdServeOptions;
+  /** --print-capabilities: print the vhost-user JSON and exit 0 */
+  printCapabilities: boolean;
+  help: boolean;
+  version: boolean;
+  /** --rlimit-nofile N (0 = leave the limit alone) */
+  rlimitNofile: number | undefined;
+  /** --socket-group NAME: the group that may connect to --socket-path (not served yet by duofs) */
+  socketGroup: string | undefined;
+  /** one line each, for a debug log: accepted options that have no effect in duofs, deprecations */
+  notes: string[];
+}
+
+/** Accepted options that change nothing in duofs, and why (the documented table). */
+export const NO_EFFECT: Readonly<Record<string, string>> = {
+  '--thread-pool-size': 'duofs runs metadata operations on one thread and moves bulk data with its own worker threads; there is no pool to size',
+  '--sandbox': 'duofs confines every path operation to the export by construction (one name per openat with O_NOFOLLOW, RESOLVE_BENEATH); it does not chroot or enter namespaces, so namespace, chroot and none behave alike',
+  '--seccomp': 'duofs installs no seccomp filter (Node.js needs a wide syscall set); none, kill, log and trap behave alike',
+  '--inode-file-handles': 'never, prefer and fallback are accepted: duofs decides per inode whether it keeps an O_PATH fd or a file handle (mandatory is refused: duofs cannot promise it)',
+  '--no-killpriv-v2': 'the default: duofs does not offer FUSE_HANDLE_KILLPRIV_V2',
+  '--preserve-noatime': 'duofs always passes O_NOATIME through (virtiofsd strips it unless this is given)',
+  '-f': 'virtiofsd itself ignores it (always in the foreground); so does duofs',
+  '-o readdirplus': 'the default: duofs always offers READDIRPLUS',
+  '-o no_posix_lock': 'duofs always takes real host (OFD) locks for guest POSIX locks; a single guest sees the same lock semantics, and other guests and host processes see its locks too',
+  '-o no_flock': 'duofs always takes real host locks for guest flock(); see -o no_posix_lock',
+  '-o posix_lock': 'duofs always takes real host (OFD) locks for guest POSIX locks (virtiofsd refuses this option)',
+  '-o flock': 'duofs always takes real host locks for guest flock() (virtiofsd refuses this option)',
+  '-o no_writeback': 'the default (no writeback cache)',
+  '-o no_allow_direct_io': 'the default',
+  '-o no_posix_acl': 'the default',
+  '-o no_security_label': 'the default',
+  '-o no_killpriv_v2': 'the default',
+};
+
+/** Options duofs refuses, and why (the documented table). */
+export const REFUSED: Readonly<Record<string, string>> = {
+  '--xattrmap': 'duofs has no xattr name mapping; for guest ownership kept in xattrs use --security-model mapped-xattr',
+  '--posix-acl': 'POSIX ACLs over virtio-fs are not implemented in duofs yet (--posix-acl=never is accepted)',
+  '--security-label': 'SELinux security labels on create are not implemented in duofs (--security-label=never is accepted)',
+  '--uid-map': 'duofs does not run in a user namespace; use --translate-uid, or --security-model mapped-xattr to run unprivileged',
+  '--gid-map': 'duofs does not run in a user namespace; use --translate-gid, or --security-model mapped-xattr to run unprivileged',
+  '--modcaps': 'duofs does not manage its capability set',
+  '--syslog': 'duofs logs JSON lines to stderr only',
+  '--killpriv-v2': 'duofs does not offer FUSE_HANDLE_KILLPRIV_V2',
+  '--no-readdirplus': 'READDIRPLUS cannot be switched off in duofs',
+  '--allow-mmap': 'not implemented: with --cache=never|metadata duofs opens files for direct I/O without FUSE_DIRECT_IO_ALLOW_MMAP',
+  '--allow-direct-io': 'not implemented: duofs does not honour guest O_DIRECT',
+  '--migration-mode': 'duofs does not support live migration (it does not advertise migrate-precopy)',
+  '--migration-on-error': 'duofs does not support live migration',
+  '--migration-verify-handles': 'duofs does not support live migration',
+  '--migration-confirm-paths': 'duofs does not support live migration',
+  '--inode-file-handles=mandatory': 'duofs cannot promise never to hold O_PATH fds',
+  '--socket-group': 'duofs cannot serve virtio-fs on a listening socket it creates yet; pass --fd (as libvirt does)',
+  '-o xattrmap': 'see --xattrmap',
+  '-o modcaps': 'see --modcaps',
+  '-o no_readdirplus': 'see --no-readdirplus',
+  '-o allow_direct_io': 'see --allow-direct-io',
+  '-o posix_acl': 'see --posix-acl',
+  '-o security_label': 'see --security-label',
+  '-o killpriv_v2': 'see --killpriv-v2',
+};
+
+type Kind = 'flag' | 'value' | 'optional' | 'equals';
+
+/** Every long option virtiofsd 1.14 has, by how it takes its value; plus duofs's own. */
+const LONG: Record<string, Kind> = {
+  'shared-dir': 'value', tag: 'value', socket: 'value', 'socket-path': 'value', 'socket-group': 'value', fd: 'value',
+  'thread-pool-size': 'value', xattr: 'flag', 'posix-acl': 'optional', xattrmap: 'value', sandbox: 'value', readonly: 'flag',
+  seccomp: 'value', 'announce-submounts': 'flag', 'no-announce-submounts': 'flag', 'inode-file-handles': 'equals',
+  cache: 'value', 'allow-mmap': 'flag', 'no-readdirplus': 'flag', writeback: 'flag', 'allow-direct-io': 'flag',
+  'print-capabilities': 'flag', modcaps: 'value', 'log-level': 'value', syslog: 'flag', 'rlimit-nofile': 'value',
+  'no-killpriv-v2': 'flag', 'killpriv-v2': 'flag', 'security-label': 'optional', 'uid-map': 'value', 'gid-map': 'value',
+  'translate-uid': 'value', 'translate-gid': 'value', 'preserve-noatime': 'flag', 'migration-mode': 'value',
+  'migration-on-error': 'value', 'migration-verify-handles': 'flag', 'migration-confirm-paths': 'flag',
+  help: 'flag', version: 'flag',
+  // duofs extensions (documented in the README beside this file)
+  'security-model': 'value', fmode: 'value', dmode: 'value',
+};
+
+const SHORT: Record<string, Kind> = { o: 'value', d: 'flag', f: 'flag', h: 'flag', V: 'flag' };
+
+const LOG_LEVELS: Record<string, LevelWithSilent> = {
+  error: 'error', warn: 'warn', info: 'info', debug: 'debug', trace: 'trace', off: 'silent',
+};
+const CACHE: Record<string, CacheMode> = { auto: 'auto', always: 'always', never: 'never', metadata: 'metadata' };
+const MODELS: readonly SecurityModel[] = ['passthrough', 'mapped-xattr', 'mapped-file', 'none'];
+
+interface Raw {
+  name: string; // '--shared-dir' or '-o'
+  value: string | undefined;
+}
+
+/** Splits argv into options and values, clap-style. */
+function tokenize(argv: readonly string[]): Raw[] {
+  const out: Raw[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') {
+      if (i + 1 < argv.length) throw new CompatError(`unexpected argument ${JSON.stringify(argv[i + 1])}: virtiofsd takes no positional arguments`);
+      break;
+    }
+    if (a.startsWith('--')) {
+      const eq = a.indexOf('=');
+      const key = eq < 0 ? a.slice(2) : a.slice(2, eq);
+      const inline = eq < 0 ? undefined : a.slice(eq + 1);
+      const kind = LONG[key];
+      if (!kind) throw new CompatError(`--${key}: not a virtiofsd option (see --help)`, `--${key}`);
+      const name = `--${key}`;
+      switch (kind) {
+        case 'flag':
+          if (inline !== undefined) throw new CompatError(`${name} takes no value (got ${JSON.stringify(inline)})`, name);
+          out.push({ name, value: undefined });
+          break;
+        case 'optional':
+        case 'equals':
+          if (kind === 'equals' && inline === undefined) throw new CompatError(`${name} needs a value given with '=' (${name}=VALUE)`, name);
+          out.push({ name, value: inline });
+          break;
+        case 'value':
+          if (inline !== undefined) out.push({ name, value: inline });
+          else {
+            const v = argv[i + 1];
+            if (v === undefined) throw new CompatError(`${name} needs a value`, name);
+            out.push({ name, value: v });
+            i++;
+          }
+          break;
+      }
+    } else if (a.startsWith('-') && a.length > 1) {
+      const letter = a[1]!;
+      const kind = SHORT[letter];
+      if (!kind) throw new CompatError(`${a}: not a virtiofsd option (see --help)`, a);
+      if (kind === 'value') {
+        let v: string | undefined = a.slice(2);
+        if (v.startsWith('=')) v = v.slice(1);
+        if (v === '') {
+          v = argv[i + 1];
+          if (v === undefined) throw new CompatError(`-${letter} needs a value`, `-${letter}`);
+          i++;
+        }
+        out.push({ name: `-${letter}`, value: v });
+      } else {
+        // Combined short flags (-df) as clap allows.
+        for (const ch of a.slice(1)) {
+          if (SHORT[ch] !== 'flag') throw new CompatError(`${a}: not a virtiofsd option (see --help)`, a);
+          out.push({ name: `-${ch}`, value: undefined });
+        }
+      }
+    } else {
+      throw new CompatError(`unexpected argument ${JSON.stringify(a)}: virtiofsd takes no positional arguments`);
+    }
+  }
+  return out;
+}
+
+function refuse(key: string): never {
+  const why = REFUSED[key];
+  throw new CompatError(`${key}: not supported by duofs: ${why ?? 'no equivalent'}`, key);
+}
+
+function uint(name: string, v: string, max = Number.MAX_SAFE_INTEGER): number {
+  if (!/^\d+$/.test(v)) throw new CompatError(`${name}=${v}: expected a non-negative integer`, name);
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n > max) throw new CompatError(`${name}=${v}: out of range`, name);
+  return n;
+}
+
+function octalMode(name: string, v: string): number {
+  if (!/^0?[0-7]{1,4}$/.test(v)) throw new CompatError(`${name}=${v}: expected an octal mode such as 0600`, name);
+  return parseInt(v, 8) & 0o777;
+}
+
+/**
+ * Parses virtiofsd's argv (without the program name). Throws CompatError
+ * with a one-line message naming the option on anything duofs refuses.
+ */
+export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
+  const opts: VirtiofsdServeOptions = {};
+  const fuse: Partial<FuseOptions> = { announceSubmounts: true }; // virtiofsd 1.14's default
+  const notes: string[] = [];
+  const uidRules: IdRule[] = [];
+  const gidRules: IdRule[] = [];
+  let printCapabilities = false;
+  let help = false;
+  let version = false;
+  let rlimitNofile: number | undefined;
+  let socketGroup: string | undefined;
+  let socketPath: string | undefined;
+  let socketOld: string | undefined;
+  let fd: number | undefined;
+  let sharedDir: string | undefined;
+  let sawCompat = false;
+  let fmode: number | undefined;
+  let dmode: number | undefined;
+  let model: SecurityModel | undefined;
+
+  const noEffect = (key: string, detail?: string): void => {
+    notes.push(`${detail ?? key}: accepted, no effect in duofs: ${NO_EFFECT[key] ?? ''}`);
+  };
+
+  const compat = (spec: string): void => {
+    sawCompat = true;
+    for (const o of parseQemuOpts(spec)) {
+      if (!o.flag) {
+        // `key=value` tuples
+        switch (o.name) {
+          case 'source':
+            if (o.value === '') throw new CompatError('-o source= is empty', '-o source');
+            sharedDir = o.value;
+            break;
+          case 'cache': {
+            const m = o.value === 'none' ? 'never' : CACHE[o.value];
+            if (!m || o.value === 'never') throw new CompatError(`-o cache=${o.value}: invalid (auto, always, none, metadata)`, '-o cache');
+            fuse.cache = m;
+            break;
+          }
+          case 'loglevel': {
+            const l = ({ debug: 'debug', info: 'info', warn: 'warn', err: 'error' } as const)[o.value as 'debug'];
+            if (!l) throw new CompatError(`-o loglevel=${o.value}: invalid (debug, info, warn, err)`, '-o loglevel');
+            opts.logLevel = l;
+            break;
+          }
+          case 'sandbox':
+            if (o.value !== 'namespace' && o.value !== 'chroot') throw new CompatError(`-o sandbox=${o.value}: invalid (namespace, chroot)`, '-o sandbox');
+            noEffect('--sandbox', `-o sandbox=${o.value}`);
+            break;
+          case 'xattrmap': case 'modcaps':
+            refuse(`-o ${o.name}`);
+            break;
+          default:
+            throw new CompatError(`-o ${o.name}=${o.value}: not a virtiofsd -o option`, `-o ${o.name}`);
+        }
+        continue;
+      }
+      // Single words. parseQemuOpts turned `noX` into X=off; undo that.
+      const word = o.value === 'off' ? `no${o.name}` : o.name;
+      switch (word) {
+        case 'xattr': fuse.xattr = true; break;
+        case 'no_xattr': fuse.xattr = false; break;
+        case 'writeback': fuse.writeback = true; break;
+        case 'announce_submounts': fuse.announceSubmounts = true; break;
+        case 'readdirplus': case 'no_posix_lock': case 'no_flock': case 'posix_lock': case 'flock':
+        case 'no_writeback': case 'no_allow_direct_io': case 'no_posix_acl': case 'no_security_label': case 'no_killpriv_v2':
+          noEffect(`-o ${word}`);
+          if (word === 'no_writeback') fuse.writeback = false;
+          break;
+        case 'no_readdirplus': case 'allow_direct_io': case 'posix_acl': case 'security_label': case 'killpriv_v2':
+          refuse(`-o ${word}`);
+          break;
+        default:
+          throw new CompatError(`-o ${word}: not a virtiofsd -o option`, `-o ${word}`);
+      }
+    }
+  };
+
+  for (const { name, value } of tokenize(argv)) {
+    const v = value ?? '';
+    switch (name) {
+      case '--shared-dir':
+        if (v === '') throw new CompatError('--shared-dir is empty', name);
+        sharedDir = v;
+        break;
+      case '--tag':
+        if (v === '' || Buffer.byteLength(v) > MAX_TAG_LEN) throw new CompatError(`--tag ${JSON.stringify(v)}: must be 1 to ${MAX_TAG_LEN} bytes`, name);
+        opts.tag = v;
+        break;
+      case '--socket':
+        socketOld = v;
+        notes.push('--socket is deprecated in virtiofsd; use --socket-path');
+        break;
+      case '--socket-path':
+        socketPath = v;
+        break;
+      case '--socket-group':
+        socketGroup = v;
+        break;
+      case '--fd':
+        fd = uint(name, v, 0x7fffffff);
+        break;
+      case '--thread-pool-size':
+        uint(name, v);
+        noEffect(name, `${name}=${v}`);
+        break;
+      case '--xattr':
+        fuse.xattr = true;
+        break;
+      case '--posix-acl':
+      case '--security-label': {
+        const mode = value ?? 'always';
+        if (!['never', 'auto', 'always'].includes(mode)) throw new CompatError(`${name}=${mode}: invalid (never, auto, always)`, name);
+        if (mode !== 'never') refuse(name);
+        break;
+      }
+      case '--sandbox':
+        if (!['namespace', 'chroot', 'none'].includes(v)) throw new CompatError(`--sandbox ${v}: invalid (namespace, chroot, none)`, name);
+        noEffect(name, `--sandbox=${v}`);
+        break;
+      case '--seccomp':
+        if (!['none', 'kill', 'log', 'trap'].includes(v)) throw new CompatError(`--seccomp ${v}: invalid (none, kill, log, trap)`, name);
+        noEffect(name, `--seccomp=${v}`);
+        break;
+      case '--readonly':
+        opts.readonly = true;
+        break;
+      case '--announce-submounts':
+        fuse.announceSubmounts = true;
+        break;
+      case '--no-announce-submounts':
+        fuse.announceSubmounts = false;
+        break;
+      case '--inode-file-handles':
+        if (v === 'mandatory') refuse('--inode-file-handles=mandatory');
+        if (!['never', 'prefer', 'fallback'].includes(v)) throw new CompatError(`--inode-file-handles=${v}: invalid (never, prefer, mandatory)`, name);
+        noEffect(name, `--inode-file-handles=${v}`);
+        break;
+      case '--cache': {
+        const m = CACHE[v];
+        if (!m) throw new CompatError(`--cache ${v}: invalid (auto, always, never, metadata)`, name);
+        fuse.cache = m;
+        break;
+      }
+      case '--writeback':
+        fuse.writeback = true;
+        break;
+      case '--print-capabilities':
+        printCapabilities = true;
+        break;
+      case '--log-level': {
+        const l = LOG_LEVELS[v];
+        if (!l) throw new CompatError(`--log-level ${v}: invalid (error, warn, info, debug, trace, off)`, name);
+        opts.logLevel = l;
+        break;
+      }
+      case '--rlimit-nofile':
+        rlimitNofile = uint(name, v);
+        break;
+      case '-o':
+        compat(v);
+        break;
+      case '-d':
+        opts.logLevel = 'debug';
+        break;
+      case '-f':
+        noEffect('-f');
+        break;
+      case '--no-killpriv-v2':
+        noEffect(name);
+        break;
+      case '--translate-uid':
+      case '--translate-gid':
+        try {
+          (name === '--translate-uid' ? uidRules : gidRules).push(parseIdRule(v));
+        } catch (e) {
+          if (e instanceof IdMapError) throw new CompatError(`${name} ${e.message}`, name);
+          throw e;
+        }
+        break;
+      case '--preserve-noatime':
+        noEffect(name);
+        break;
+      case '--security-model':
+        if (!MODELS.includes(v as SecurityModel)) throw new CompatError(`--security-model ${v}: invalid (${MODELS.join(', ')})`, name);
+        model = v as SecurityModel;
+        break;
+      case '--fmode':
+        fmode = octalMode(name, v);
+        break;
+      case '--dmode':
+        dmode = octalMode(name, v);
+        break;
+      case '-h':
+      case '--help':
+        help = true;
+        break;
+      case '-V':
+      case '--version':
+        version = true;
+        break;
+      default:
+        // Everything left is in REFUSED (the tokenizer knows no other names).
+        refuse(name);
+    }
+  }
+
+  const result: VirtiofsdArgs = { options: opts, printCapabilities, help, version, rlimitNofile, socketGroup, notes };
+  if (help || version || printCapabilities) return result;
+
+  // Cross-option rules, as virtiofsd's clap definitions state them.
+  if (fd !== undefined && (socketPath !== undefined || socketOld !== undefined)) {
+    throw new CompatError('--fd cannot be used with --socket-path (or --socket)', '--fd');
+  }
+  if (socketGroup !== undefined) {
+    if (fd !== undefined) throw new CompatError('--socket-group cannot be used with --fd', '--socket-group');
+    refuse('--socket-group');
+  }
+  if (fd === undefined && socketPath === undefined && socketOld === undefined) {
+    throw new CompatError('give --socket-path PATH or --fd N (the vhost-user listening socket)', '--socket-path');
+  }
+  if (sharedDir === undefined) {
+    throw new CompatError(sawCompat ? 'missing "--shared-dir" or "-o source" option' : '--shared-dir is required', '--shared-dir');
+  }
+  if ((fmode !== undefined || dmode !== undefined) && model !== 'mapped-xattr' && model !== 'mapped-file') {
+    throw new CompatError('--fmode/--dmode are only valid with --security-model mapped-xattr or mapped-file', fmode !== undefined ? '--fmode' : '--dmode');
+  }
+  for (const [rules, flag] of [[uidRules, '--translate-uid'], [gidRules, '--translate-gid']] as const) {
+    try {
+      new IdMap(rules);
+    } catch (e) {
+      if (e instanceof IdMapError) throw new CompatError(`${flag}: ${e.message}`, flag);
+      throw e;
+    }
+  }
+
+  opts.sharedDir = sharedDir;
+  if (fd !== undefined) opts.virtiofsFd = fd;
+  else opts.virtiofsSocket = socketPath ?? socketOld;
+  opts.securityModel = model ?? 'passthrough';
+  if (fmode !== undefined) opts.fmode = fmode;
+  if (dmode !== undefined) opts.dmode = dmode;
+  if (uidRules.length) opts.translateUid = uidRules;
+  if (gidRules.length) opts.translateGid = gidRules;
+  opts.numRequestQueues = 1; // virtiofsd serves one request queue; so does duofs
+  opts.fuse = fuse;
+  return result;
+}

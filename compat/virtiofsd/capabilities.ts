@@ -1,0 +1,25 @@
+// What `duofs-virtiofsd --print-capabilities` prints: the vhost-user backend
+// capabilities JSON (QEMU docs/interop/vhost-user.json, "VhostUserBackendCapabilitiesFs"),
+// in the layout virtiofsd prints it.
+//
+// virtiofsd 1.14 prints the features migrate-precopy,
+// posix-acl-negotiation-mode, security-label-negotiation-mode and
+// separate-options. duofs lists none of them, on purpose:
+//
+// * migrate-precopy: duofs cannot migrate a device's state; advertising it
+//   would let libvirt start a migration that must fail.
+// * posix-acl-negotiation-mode, security-label-negotiation-mode: duofs
+//   refuses --posix-acl and --security-label other than =never.
+// * separate-options: duofs does accept --shared-dir, --cache and the other
+//   separate options, but libvirt (10.x to at least 12.8) reacts to this
+//   feature by switching from `-o source=...,cache=...,xattr,flock,posix_lock`
+//   to the separate options AND refusing every <lock posix=... flock=.../>
+//   element ("locking options are not supported by this virtiofsd"). duofs
+//   does support host locks, so it keeps libvirt on the `-o` form, which
+//   carries them. libvirt 9.x always uses the `-o` form.
+
+export const CAPABILITY_FEATURES: readonly string[] = [];
+
+export function capabilitiesJson(): string {
+  return JSON.stringify({ type: 'fs', features: CAPABILITY_FEATURES }, null, 2) + '\n';
+}

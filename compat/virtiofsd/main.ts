@@ -1,0 +1,132 @@
+// duofs-virtiofsd: duofs started with virtiofsd's command line, so libvirt's
+// <binary path='.../duofs-virtiofsd'/> (or any script written for virtiofsd)
+// runs duofs. Exit status: 0 after --help, --version and
+// --print-capabilities; 1 with one line on stderr for any option duofs
+// refuses or cannot start with.
+//
+// DUOFS_VIRTIOFSD_DRY_RUN=1 in the environment makes it print the serve
+// options it would start with (JSON on stdout) and exit 0 without serving:
+// a way to check what a given argv (e.g. libvirt's) means to duofs.
+import { fstatSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startDuofs, type ServeOptions } from '../../src/server.js';
+import { createLogger } from '../../src/log.js';
+import { StartupError } from '../../src/listeners.js';
+import { SysError } from '../../src/sys/index.js';
+import { c, errno } from '../../src/sys/libc.js';
+import { asIdTranslations, formatIdRule } from '../../security/id-map.js';
+import { CompatError } from '../errors.js';
+import { parseVirtiofsdArgs, type VirtiofsdArgs } from './args.js';
+import { capabilitiesJson } from './capabilities.js';
+import { helpText } from './help.js';
+
+const NAME = 'duofs-virtiofsd';
+
+function packageVersion(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'duofs') return pkg.version ?? 'unknown';
+    } catch {
+      // keep looking upwards
+    }
+    dir = dirname(dir);
+  }
+  return 'unknown';
+}
+
+/** setrlimit(RLIMIT_NOFILE, {n, n}) as virtiofsd's --rlimit-nofile does; 0 leaves it alone. */
+function setNofile(n: number): void {
+  if (n === 0) return;
+  const want = Buffer.alloc(16);
+  want.writeBigUInt64LE(BigInt(n), 0);
+  want.writeBigUInt64LE(BigInt(n), 8);
+  if (c.prlimit(0, 7 /* RLIMIT_NOFILE */, want, null) < 0) {
+    throw new StartupError(`--rlimit-nofile=${n}: cannot set the open-file limit (${new SysError(errno(), 'prlimit').code})`);
+  }
+}
+
+/** The ServeOptions startDuofs gets from a parse (translation rules narrowed to IdTranslation). */
+export function toServeOptions(a: VirtiofsdArgs): ServeOptions {
+  const { translateUid, translateGid, ...rest } = a.options;
+  const out: ServeOptions = { ...rest, sharedDir: rest.sharedDir! };
+  for (const [rules, key, flag] of [[translateUid, 'translateUid', '--translate-uid'], [translateGid, 'translateGid', '--translate-gid']] as const) {
+    if (!rules) continue;
+    const t = asIdTranslations(rules);
+    if (!t) {
+      const oneWay = rules.find((r) => r.kind === 'guest' || r.kind === 'host')!;
+      throw new CompatError(`${flag} ${formatIdRule(oneWay)}: one-way 'guest:'/'host:' rules are not supported by this duofs server yet (use map:, squash-guest:, squash-host: or forbid-guest:)`, flag);
+    }
+    out[key] = t;
+  }
+  return out;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  if (argv.length === 0) {
+    process.stderr.write(helpText(NAME));
+    return 2; // clap's arg_required_else_help
+  }
+  const args = parseVirtiofsdArgs(argv);
+  if (args.help) {
+    process.stdout.write(helpText(NAME));
+    return 0;
+  }
+  if (args.version) {
+    process.stdout.write(`${NAME} ${packageVersion()} (virtiofsd-compatible command line)\n`);
+    return 0;
+  }
+  if (args.printCapabilities) {
+    process.stdout.write(capabilitiesJson());
+    return 0;
+  }
+  const serve = toServeOptions(args);
+  if (process.env['DUOFS_VIRTIOFSD_DRY_RUN'] === '1') {
+    process.stdout.write(JSON.stringify({ options: serve, rlimitNofile: args.rlimitNofile ?? null, notes: args.notes }, null, 2) + '\n');
+    return 0;
+  }
+  if (serve.virtiofsFd !== undefined) {
+    let isSocket = false;
+    try {
+      isSocket = fstatSync(serve.virtiofsFd).isSocket();
+    } catch {
+      throw new StartupError(`--fd=${serve.virtiofsFd}: no such open file descriptor (it must be an inherited listening unix socket)`);
+    }
+    if (!isSocket) throw new StartupError(`--fd=${serve.virtiofsFd}: not a socket (it must be an inherited listening unix socket)`);
+  }
+  if (args.rlimitNofile !== undefined) setNofile(args.rlimitNofile);
+
+  const log = createLogger(serve.logLevel ?? 'info');
+  for (const note of args.notes) log.debug({ compat: 'virtiofsd' }, note);
+  const d = await startDuofs({ ...serve, log });
+  log.info({ export: serve.sharedDir, fd: serve.virtiofsFd, socket: serve.virtiofsSocket }, `${NAME} started`);
+
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) process.exit(1);
+      stopping = true;
+      log.info({ signal }, 'shutting down');
+      void d.close().then(resolve);
+    };
+    for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, () => stop(s));
+  });
+  return 0;
+}
+
+/** Runs main() and exits: one line on stderr for errors an operator can fix. */
+export function run(argv: string[]): void {
+  main(argv).then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      if (e instanceof CompatError || e instanceof StartupError || e instanceof SysError) {
+        process.stderr.write(`${NAME}: ${e.message}\n`);
+      } else {
+        process.stderr.write(`${NAME}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+      }
+      process.exit(1);
+    },
+  );
+}

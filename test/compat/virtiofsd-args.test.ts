@@ -1,0 +1,174 @@
+// virtiofsd's command line as duofs-virtiofsd reads it.
+import { parseVirtiofsdArgs, NO_EFFECT, REFUSED } from '../../compat/virtiofsd/args.js';
+import { capabilitiesJson, CAPABILITY_FEATURES } from '../../compat/virtiofsd/capabilities.js';
+import { CompatError } from '../../compat/errors.js';
+
+const base = ['--socket-path', '/run/vfs.sock', '--shared-dir', '/srv/x'];
+
+function refused(argv: string[]): CompatError {
+  try {
+    parseVirtiofsdArgs(argv);
+  } catch (e) {
+    expect(e).toBeInstanceOf(CompatError);
+    expect((e as Error).message).not.toContain('\n');
+    return e as CompatError;
+  }
+  throw new Error(`accepted: ${argv.join(' ')}`);
+}
+
+test('the plain form: socket, export, defaults as virtiofsd 1.14 has them', () => {
+  const r = parseVirtiofsdArgs(base);
+  expect(r.options).toEqual({
+    sharedDir: '/srv/x', virtiofsSocket: '/run/vfs.sock', securityModel: 'passthrough', numRequestQueues: 1,
+    fuse: { announceSubmounts: true },
+  });
+  expect(r.printCapabilities).toBe(false);
+});
+
+test('--opt=value and --opt value are the same', () => {
+  const a = parseVirtiofsdArgs(['--socket-path=/s', '--shared-dir=/d', '--cache=never', '--log-level=debug', '--tag=t']);
+  const b = parseVirtiofsdArgs(['--socket-path', '/s', '--shared-dir', '/d', '--cache', 'never', '--log-level', 'debug', '--tag', 't']);
+  expect(a.options).toEqual(b.options);
+  expect(a.options).toMatchObject({ sharedDir: '/d', tag: 't', logLevel: 'debug', fuse: { cache: 'never' } });
+});
+
+test('a repeated option keeps its last value (clap args_override_self)', () => {
+  expect(parseVirtiofsdArgs([...base, '--cache', 'never', '--cache', 'always']).options.fuse?.cache).toBe('always');
+});
+
+test('FUSE switches', () => {
+  const r = parseVirtiofsdArgs([...base, '--xattr', '--writeback', '--readonly', '--no-announce-submounts', '--log-level', 'off']);
+  expect(r.options).toMatchObject({ readonly: true, logLevel: 'silent', fuse: { xattr: true, writeback: true, announceSubmounts: false } });
+  expect(parseVirtiofsdArgs([...base, '--no-announce-submounts', '--announce-submounts']).options.fuse?.announceSubmounts).toBe(true);
+});
+
+test('--fd instead of a socket path; they conflict', () => {
+  expect(parseVirtiofsdArgs(['--fd=7', '--shared-dir', '/d']).options).toMatchObject({ virtiofsFd: 7, sharedDir: '/d' });
+  expect(parseVirtiofsdArgs(['--fd=7', '--shared-dir', '/d']).options.virtiofsSocket).toBeUndefined();
+  expect(refused(['--fd=7', '--socket-path', '/s', '--shared-dir', '/d']).message).toMatch(/--fd cannot be used with --socket-path/);
+  expect(refused(['--fd=x', '--shared-dir', '/d']).option).toBe('--fd');
+});
+
+test('the deprecated --socket still works', () => {
+  const r = parseVirtiofsdArgs(['--socket', '/s', '--shared-dir', '/d']);
+  expect(r.options.virtiofsSocket).toBe('/s');
+  expect(r.notes.join()).toMatch(/deprecated/);
+});
+
+test('required options', () => {
+  expect(refused(['--shared-dir', '/d']).message).toMatch(/--socket-path PATH or --fd N/);
+  expect(refused(['--socket-path', '/s']).message).toMatch(/--shared-dir is required/);
+  expect(refused(['--fd=3', '-o', 'cache=always']).message).toBe('missing "--shared-dir" or "-o source" option');
+});
+
+test('--tag is 1 to 36 bytes', () => {
+  expect(parseVirtiofsdArgs([...base, '--tag', 'x'.repeat(36)]).options.tag).toHaveLength(36);
+  expect(refused([...base, '--tag', 'x'.repeat(37)]).option).toBe('--tag');
+  expect(refused([...base, '--tag=']).option).toBe('--tag');
+});
+
+test('legacy -o: source with escaped commas, cache=none is never, xattr, locks', () => {
+  const r = parseVirtiofsdArgs(['--fd=3', '-o', 'source=/srv/a,,b,cache=none,xattr,flock,posix_lock,sandbox=chroot', '-o', 'loglevel=warn']);
+  expect(r.options).toMatchObject({ sharedDir: '/srv/a,b', logLevel: 'warn', fuse: { cache: 'never', xattr: true } });
+  expect(r.notes.some((n) => n.startsWith('-o flock'))).toBe(true);
+  expect(r.notes.some((n) => n.startsWith('-o posix_lock'))).toBe(true);
+  expect(parseVirtiofsdArgs(['--fd=3', '-osource=/d,no_xattr,no_flock,no_posix_lock']).options.fuse?.xattr).toBe(false);
+  expect(parseVirtiofsdArgs(['--fd=3', '-o=source=/d']).options.sharedDir).toBe('/d');
+  expect(refused(['--fd=3', '-o', 'source=/d,cache=never']).option).toBe('-o cache');
+  expect(refused(['--fd=3', '-o', 'source=/d,norace']).message).toMatch(/-o norace: not a virtiofsd -o option/);
+  expect(refused(['--fd=3', '-o', 'source=/d,vhost_user_socket=/s']).option).toBe('-o vhost_user_socket');
+  expect(refused(['--fd=3', '-o', 'source=/d,xattrmap=:x']).option).toBe('-o xattrmap');
+  expect(refused(['--fd=3', '-o', 'source=/d,no_readdirplus']).option).toBe('-o no_readdirplus');
+});
+
+test('-d is debug, -f is accepted and noted', () => {
+  const r = parseVirtiofsdArgs([...base, '-d', '-f']);
+  expect(r.options.logLevel).toBe('debug');
+  expect(r.notes.some((n) => n.startsWith('-f'))).toBe(true);
+  expect(parseVirtiofsdArgs([...base, '-df']).options.logLevel).toBe('debug');
+});
+
+test('options accepted without effect are noted, with a reason from the table', () => {
+  const r = parseVirtiofsdArgs([...base, '--thread-pool-size=64', '--sandbox', 'none', '--seccomp=kill', '--inode-file-handles=prefer',
+    '--no-killpriv-v2', '--preserve-noatime', '--posix-acl=never', '--security-label=never']);
+  expect(r.notes).toHaveLength(6);
+  for (const n of r.notes) expect(n).toMatch(/accepted, no effect in duofs: \S/);
+  expect(refused([...base, '--sandbox', 'jail']).option).toBe('--sandbox');
+  expect(refused([...base, '--thread-pool-size=-1']).option).toBe('--thread-pool-size');
+});
+
+test.each([
+  ['--xattrmap', ':map::user.virtiofs.:'], ['--uid-map', ':0:1000:1:'], ['--gid-map', ':0:1000:1:'], ['--modcaps', '+sys_admin'],
+  ['--syslog'], ['--killpriv-v2'], ['--no-readdirplus'], ['--allow-mmap'], ['--allow-direct-io'], ['--migration-mode', 'file-handles'],
+  ['--migration-on-error', 'abort'], ['--migration-verify-handles'], ['--migration-confirm-paths'], ['--posix-acl'],
+  ['--posix-acl=auto'], ['--security-label'], ['--security-label=always'], ['--inode-file-handles=mandatory'],
+])('%s is refused by name', (...opt) => {
+  const e = refused([...base, ...opt]);
+  expect(e.message).toMatch(/not supported by duofs: \S/);
+  expect(e.message.startsWith(opt[0]!.split('=')[0]!)).toBe(true);
+});
+
+test('--socket-group is refused (duofs does not create the socket yet), and conflicts with --fd', () => {
+  expect(refused([...base, '--socket-group', 'kvm']).option).toBe('--socket-group');
+  expect(refused(['--fd=3', '--shared-dir', '/d', '--socket-group', 'kvm']).message).toMatch(/cannot be used with --fd/);
+});
+
+test('unknown options, stray arguments and bad syntax are refused', () => {
+  expect(refused([...base, '--bogus']).message).toMatch(/--bogus: not a virtiofsd option/);
+  expect(refused([...base, 'extra']).message).toMatch(/positional/);
+  expect(refused([...base, '--xattr=yes']).message).toMatch(/takes no value/);
+  expect(refused([...base, '--inode-file-handles', 'never']).message).toMatch(/needs a value given with '='/);
+  expect(refused([...base, '--posix-acl', 'never']).message).toMatch(/positional/);
+  expect(refused([...base, '--cache']).message).toMatch(/needs a value/);
+  expect(refused([...base, '-x']).message).toMatch(/-x: not a virtiofsd option/);
+});
+
+test('--translate-uid/gid: rules accumulate, are checked, and overlapping ones refused', () => {
+  const r = parseVirtiofsdArgs([...base, '--translate-uid', 'map:0:100000:65536', '--translate-uid=forbid-guest:65536:1',
+    '--translate-gid', 'squash-guest:0:1000:65536']);
+  expect(r.options.translateUid).toEqual([
+    { kind: 'map', guest: 0, host: 100000, count: 65536 }, { kind: 'forbid-guest', guest: 65536, host: 0, count: 1 },
+  ]);
+  expect(r.options.translateGid).toEqual([{ kind: 'squash-guest', guest: 0, host: 1000, count: 65536 }]);
+  expect(refused([...base, '--translate-uid', 'map:0:1:10', '--translate-uid', 'map:5:100:1']).message).toMatch(/--translate-uid: .*intersects/);
+  expect(refused([...base, '--translate-gid', 'map:0:1']).option).toBe('--translate-gid');
+});
+
+test('--rlimit-nofile is carried', () => {
+  expect(parseVirtiofsdArgs([...base, '--rlimit-nofile=4096']).rlimitNofile).toBe(4096);
+});
+
+test('duofs extensions: --security-model, --fmode, --dmode', () => {
+  const r = parseVirtiofsdArgs([...base, '--security-model', 'mapped-xattr', '--fmode', '0640', '--dmode=750']);
+  expect(r.options).toMatchObject({ securityModel: 'mapped-xattr', fmode: 0o640, dmode: 0o750 });
+  expect(refused([...base, '--security-model', 'mapped']).option).toBe('--security-model');
+  expect(refused([...base, '--fmode', '0640']).message).toMatch(/only valid with --security-model mapped-xattr or mapped-file/);
+  expect(refused([...base, '--security-model=mapped-file', '--fmode', '0999']).option).toBe('--fmode');
+});
+
+test('--print-capabilities, --help and --version need nothing else', () => {
+  expect(parseVirtiofsdArgs(['--print-capabilities']).printCapabilities).toBe(true);
+  expect(parseVirtiofsdArgs(['-h']).help).toBe(true);
+  expect(parseVirtiofsdArgs(['-V']).version).toBe(true);
+  // ...but a bad option next to them is still refused, as clap refuses it.
+  expect(refused(['--print-capabilities', '--nope']).option).toBe('--nope');
+});
+
+test('the capabilities JSON has virtiofsd\'s shape and lists only what duofs supports', () => {
+  const j = JSON.parse(capabilitiesJson()) as { type: string; features: string[] };
+  expect(j.type).toBe('fs');
+  expect(Array.isArray(j.features)).toBe(true);
+  expect(j.features).toEqual([...CAPABILITY_FEATURES]);
+  // Listing these would make libvirt migrate, or refuse <lock>, or pass modes duofs refuses.
+  for (const f of ['migrate-precopy', 'separate-options', 'posix-acl-negotiation-mode', 'security-label-negotiation-mode']) {
+    expect(j.features).not.toContain(f);
+  }
+  expect(capabilitiesJson()).toBe('{\n  "type": "fs",\n  "features": []\n}\n');
+});
+
+test('every documented table entry has a reason', () => {
+  for (const [k, why] of [...Object.entries(NO_EFFECT), ...Object.entries(REFUSED)]) {
+    expect(k).toMatch(/^-/);
+    expect(why.length).toBeGreaterThan(10);
+  }
+});

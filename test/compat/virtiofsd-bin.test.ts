@@ -1,0 +1,160 @@
+// bin/duofs-virtiofsd.js as libvirt runs it. The argv below is exactly what
+// libvirt generates for
+//
+//   <filesystem type='mount' accessmode='passthrough'>
+//     <driver type='virtiofs' queue='1024'/>
+//     <binary path='/usr/local/bin/duofs-virtiofsd' xattr='on'>
+//       <cache mode='always'/>
+//       <lock posix='on' flock='on'/>
+//     </binary>
+//     <source dir='EXPORT'/>
+//     <target dir='mailstore'/>
+//   </filesystem>
+//
+// libvirt 9.x (src/qemu/qemu_virtiofs.c qemuVirtioFSBuildCommandLine; Debian
+// 12 ships 9.0.0) always builds it; libvirt 10.x-12.x builds it for a binary
+// whose --print-capabilities lacks "separate-options", which is duofs:
+//
+//   BINARY --fd=N -o source=EXPORT(commas doubled),cache=always,xattr,flock,posix_lock
+//
+// (plus --thread-pool-size=N with <thread_pool size=N/>, -d with
+// virtiofsd_debug=1 in qemu.conf; 10.x+ also --rlimit-nofile=N with
+// <openfiles max=N/>, --uid-map/--gid-map when unprivileged, --readonly with
+// <readonly/>). The queue size and the mount tag go to QEMU, not to the daemon.
+// N is the listening vhost-user socket libvirt created and passes down.
+//
+// The first tests check what the argv means to duofs (DUOFS_VIRTIOFSD_DRY_RUN=1);
+// the last one runs it for real on an inherited listening socket, as libvirt
+// does, and talks vhost-user and FUSE to it through the project's test
+// frontend (the guest-kernel mount is the lab's part).
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { closeFd, listenUnixSocket } from '../../protocols/vhost-user/sys.js';
+import { VhostUserFrontend } from '../vhost/driver.js';
+import { fuseInit, parseFuseInitReply, FUSE_OPCODE } from '../vhost/fuse-wire.js';
+import { sleep, within } from '../vhost/harness.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const bin = path.join(root, 'bin', 'duofs-virtiofsd.js');
+
+let tmp: string;
+beforeEach(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'duofs-vfsd-'));
+});
+afterEach(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function run(args: string[], env: Record<string, string> = {}): { status: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 20_000, env: { ...process.env, ...env } });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+test('libvirt\'s argv for a virtiofs <filesystem> with cache=always, xattr and both locks', () => {
+  const exportDir = path.join(tmp, 'mail,store'); // a comma, which libvirt doubles
+  fs.mkdirSync(exportDir);
+  const argv = ['--fd=23', '-o', `source=${exportDir.replaceAll(',', ',,')},cache=always,xattr,flock,posix_lock`];
+  const r = run(argv, { DUOFS_VIRTIOFSD_DRY_RUN: '1' });
+  expect(r.stderr).toBe('');
+  expect(r.status).toBe(0);
+  const out = JSON.parse(r.stdout) as { options: Record<string, unknown>; notes: string[] };
+  expect(out.options).toEqual({
+    sharedDir: exportDir,
+    virtiofsFd: 23,
+    securityModel: 'passthrough',
+    numRequestQueues: 1,
+    fuse: { announceSubmounts: true, cache: 'always', xattr: true },
+  });
+  expect(out.notes.map((n) => n.split(':')[0])).toEqual(['-o flock', '-o posix_lock']);
+});
+
+test('the same XML through libvirt 10+ with the optional extras', () => {
+  const argv = ['--fd=23', '-o', `source=${tmp},cache=always,xattr,flock,posix_lock`, '--thread-pool-size=16', '--rlimit-nofile=4096', '-d', '--readonly'];
+  const r = run(argv, { DUOFS_VIRTIOFSD_DRY_RUN: '1' });
+  expect(r.status).toBe(0);
+  const out = JSON.parse(r.stdout) as { options: Record<string, unknown>; rlimitNofile: number };
+  expect(out.options).toMatchObject({ sharedDir: tmp, virtiofsFd: 23, readonly: true, logLevel: 'debug' });
+  expect(out.rlimitNofile).toBe(4096);
+});
+
+test('the separate-options form libvirt uses for binaries that advertise it', () => {
+  const r = run(['--fd=23', '--shared-dir', tmp, '--cache', 'always', '--xattr'], { DUOFS_VIRTIOFSD_DRY_RUN: '1' });
+  expect(r.status).toBe(0);
+  expect(JSON.parse(r.stdout).options).toMatchObject({ sharedDir: tmp, virtiofsFd: 23, fuse: { cache: 'always', xattr: true } });
+});
+
+test('--print-capabilities prints virtiofsd\'s JSON shape and exits 0', () => {
+  const r = run(['--print-capabilities']);
+  expect(r.status).toBe(0);
+  expect(JSON.parse(r.stdout)).toEqual({ type: 'fs', features: [] });
+});
+
+test('an option duofs refuses: exit status 1, one line naming it', () => {
+  const r = run(['--fd=23', '--shared-dir', tmp, '--xattrmap', ':map::user.virtiofs.:']);
+  expect(r.status).toBe(1);
+  expect(r.stdout).toBe('');
+  expect(r.stderr.trimEnd().split('\n')).toHaveLength(1);
+  expect(r.stderr).toMatch(/^duofs-virtiofsd: --xattrmap: not supported by duofs/);
+});
+
+test('an --fd that is not an inherited socket is refused before serving', () => {
+  const r = run(['--fd=97', '--shared-dir', tmp]);
+  expect(r.status).toBe(1);
+  expect(r.stderr).toMatch(/--fd=97: no such open file descriptor/);
+});
+
+test('--help and --version exit 0; no arguments prints the usage and fails', () => {
+  const h = run(['--help']);
+  expect(h.status).toBe(0);
+  for (const o of ['--shared-dir', '--fd', '--print-capabilities', '--security-model', '-o <OPTS>']) expect(h.stdout).toContain(o);
+  const v = run(['--version']);
+  expect(v.status).toBe(0);
+  expect(v.stdout).toMatch(/^duofs-virtiofsd \d+\.\d+\.\d+/);
+  const none = run([]);
+  expect(none.status).toBe(2);
+  expect(none.stderr).toContain('Usage:');
+});
+
+test('the binary is executable (libvirt checks) and the vhost-user description names it', () => {
+  expect(fs.statSync(bin).mode & 0o111).toBe(0o111);
+  const desc = JSON.parse(fs.readFileSync(path.join(root, 'share/qemu/vhost-user/50-duofs-virtiofsd.json'), 'utf8')) as Record<string, unknown>;
+  expect(desc['type']).toBe('fs');
+  expect(typeof desc['description']).toBe('string');
+  expect(desc['binary']).toMatch(/\/duofs-virtiofsd$/);
+});
+
+test('serves virtio-fs on the inherited listening socket libvirt passes, with its -o options in force', async () => {
+  const exportDir = path.join(tmp, 'export');
+  fs.mkdirSync(exportDir);
+  const sock = path.join(tmp, 'vfs.sock');
+  const listenFd = listenUnixSocket(sock); // what libvirt's qemuVirtioFSOpenChardev makes
+  let child: ChildProcess | undefined;
+  let fe: VhostUserFrontend | undefined;
+  let stderr = '';
+  try {
+    child = spawn(process.execPath, [bin, '--fd=3', '-o', `source=${exportDir},cache=always,xattr,flock,posix_lock`],
+      { stdio: ['ignore', 'ignore', 'pipe', listenFd] });
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    closeFd(listenFd); // libvirt closes its copy too (VIR_COMMAND_PASS_FD_CLOSE_PARENT)
+    fe = await within(VhostUserFrontend.connect({ socketPath: sock, queueSize: 256 }), 10_000, `vhost-user handshake (stderr: ${stderr})`);
+    const init = parseFuseInitReply((await within(fe.request(1, { out: [fuseInit(1n)], in: [16, 64] }), 5000, 'FUSE_INIT')).data);
+    expect(init).toMatchObject({ error: 0, unique: 1n, major: 7 });
+    const hdr = Buffer.alloc(40 + 16);
+    hdr.writeUInt32LE(hdr.length, 0);
+    hdr.writeUInt32LE(FUSE_OPCODE.GETATTR, 4);
+    hdr.writeBigUInt64LE(2n, 8);
+    hdr.writeBigUInt64LE(1n, 16); // the root
+    const attr = (await within(fe.request(1, { out: [hdr], in: [16, 104] }), 5000, 'GETATTR')).data;
+    expect(attr.readInt32LE(4)).toBe(0);
+    expect(attr.readBigUInt64LE(16)).toBe(86400n); // cache=always: virtiofsd's long attribute timeout
+    expect(attr.readUInt32LE(92) & 0o170000).toBe(0o040000); // a directory
+  } finally {
+    fe?.close();
+    if (child && child.exitCode === null) {
+      child.kill('SIGTERM');
+      await Promise.race([new Promise((r) => child!.once('exit', r)), sleep(5000)]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  }
+});
