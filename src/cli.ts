@@ -8,6 +8,11 @@ import { StartupError } from './listeners.js';
 import { SysError } from './sys/index.js';
 import type { CacheMode } from '../protocols/fuse/options.js';
 import { SECURITY_MODELS, type SecurityModelName } from '../security/model.js';
+import { parseFsdev } from '../compat/qemu/fsdev.js';
+import { CompatError } from '../compat/errors.js';
+import { IdMapError, asIdTranslations, parseIdRules } from '../security/id-map.js';
+import { ConvertError, convertExport, formatSummary } from './convert/convert.js';
+import { ExportInUseError } from './convert/in-use.js';
 
 /** QEMU's fmode/dmode: octal, masked with 0777, only for the mapped models. */
 function parseOctalMode(flag: string, v: string | undefined, model: SecurityModelName): number | undefined {
@@ -18,32 +23,40 @@ function parseOctalMode(flag: string, v: string | undefined, model: SecurityMode
 }
 
 async function serve(argv: {
-  sharedDir: string; '9pSocket'?: string; '9pTcp'?: string; '9pFd'?: number; '9pMaxMsize': number;
+  sharedDir?: string; fsdev?: string; translateUid?: string[]; translateGid?: string[]; '9pSocket'?: string; '9pTcp'?: string; '9pFd'?: number; '9pMaxMsize': number;
   readonly: boolean; logLevel: string; fuseMount?: string; cache: CacheMode; writeback: boolean; xattr: boolean;
-  announceSubmounts: boolean; securityModel: SecurityModelName; virtiofsSocket?: string; virtiofsFd?: number;
-  tag: string; numRequestQueues: number; '9pVhostSocket'?: string; '9pTag': string; fmode?: string; dmode?: string;
+  announceSubmounts: boolean; securityModel?: SecurityModelName; virtiofsSocket?: string; virtiofsFd?: number;
+  tag: string; numRequestQueues: number; '9pVhostSocket'?: string; '9pTag'?: string; fmode?: string; dmode?: string;
 }): Promise<void> {
   const log = createLogger(argv.logLevel as LevelWithSilent);
   if (!argv['9pSocket'] && !argv['9pTcp'] && argv['9pFd'] === undefined && !argv.fuseMount && !argv.virtiofsSocket && argv.virtiofsFd === undefined && !argv['9pVhostSocket']) {
     throw new StartupError('nothing to serve on: give --virtiofs-socket, --9p-vhost-socket, --9p-socket, --9p-tcp, --9p-fd or --fuse-mount');
   }
+  // A QEMU -fsdev/-virtfs option string supplies what it names; explicit flags win.
+  const fsdev = argv.fsdev ? parseFsdev(argv.fsdev) : {};
+  const sharedDir = argv.sharedDir ?? fsdev.sharedDir;
+  if (!sharedDir) throw new StartupError('give the export: --shared-dir DIR or --fsdev "local,path=DIR,..."');
+  const model = argv.securityModel ?? fsdev.securityModel ?? 'passthrough';
   const d = await startDuofs({
-    sharedDir: argv.sharedDir,
+    ...fsdev,
+    sharedDir,
     ninepSocket: argv['9pSocket'],
     ninepTcp: argv['9pTcp'],
     ninepFd: argv['9pFd'],
     ninepMaxMsize: argv['9pMaxMsize'],
-    readonly: argv.readonly,
-    securityModel: argv.securityModel,
-    fmode: parseOctalMode('--fmode', argv.fmode, argv.securityModel),
-    dmode: parseOctalMode('--dmode', argv.dmode, argv.securityModel),
+    readonly: argv.readonly || fsdev.readonly === true,
+    securityModel: model,
+    fmode: parseOctalMode('--fmode', argv.fmode, model) ?? fsdev.fmode,
+    dmode: parseOctalMode('--dmode', argv.dmode, model) ?? fsdev.dmode,
+    translateUid: argv.translateUid ? asIdTranslations(parseIdRules(argv.translateUid)) : undefined,
+    translateGid: argv.translateGid ? asIdTranslations(parseIdRules(argv.translateGid)) : undefined,
     fuseMount: argv.fuseMount,
     virtiofsSocket: argv.virtiofsSocket,
     virtiofsFd: argv.virtiofsFd,
     tag: argv.tag,
     numRequestQueues: argv.numRequestQueues,
     ninepVhostSocket: argv['9pVhostSocket'],
-    ninepTag: argv['9pTag'],
+    ninepTag: argv['9pTag'] ?? fsdev.ninepTag ?? 'duofs9p',
     fuse: { cache: argv.cache, writeback: argv.writeback, xattr: argv.xattr, announceSubmounts: argv.announceSubmounts },
     log,
   });
@@ -69,18 +82,21 @@ export async function main(args: string[]): Promise<void> {
       'serve',
       'serve an export',
       (y) => y
-        .option('shared-dir', { type: 'string', demandOption: true, describe: 'the host directory to export (the export root)' })
+        .option('shared-dir', { type: 'string', describe: 'the host directory to export (the export root)' })
+        .option('fsdev', { type: 'string', describe: "take the export and its security model from a QEMU -fsdev/-virtfs option string as it appears in a VM definition, e.g. 'local,id=x,path=/srv/x,security_model=mapped-xattr,fmode=0644,dmode=0755,readonly=on'; options with no meaning here are refused by name" })
+        .option('translate-uid', { type: 'string', array: true, describe: 'virtiofsd-style uid translation rule (repeatable): map:GUEST:HOST:COUNT, squash-guest:GUEST:HOST:COUNT, squash-host:GUEST:HOST:COUNT, forbid-guest:GUEST:COUNT, guest:GUEST:HOST:COUNT, host:GUEST:HOST:COUNT' })
+        .option('translate-gid', { type: 'string', array: true, describe: 'the same for gids' })
         .option('virtiofs-socket', { type: 'string', describe: 'serve virtio-fs as a vhost-user-fs device on this unix socket (QEMU: -chardev socket,id=c,path=PATH[,reconnect=1] -device vhost-user-fs-pci,chardev=c,tag=TAG); duofs keeps serving when the guest goes away and accepts the next connection' })
         .option('virtiofs-fd', { type: 'number', describe: 'virtio-fs on an inherited, already listening unix socket fd (socket activation, libvirt)' })
         .option('tag', { type: 'string', default: 'duofs', describe: 'virtio-fs mount tag in the device config space (guests: mount -t virtiofs TAG DIR); at most 36 bytes' })
         .option('num-request-queues', { type: 'number', default: 1, describe: 'virtio-fs request queues (queue 0 is the hiprio queue)' })
         .option('9p-vhost-socket', { type: 'string', describe: 'serve 9P2000.L as a virtio-9p device over vhost-user on this unix socket (QEMU: -chardev socket,id=c,path=PATH -device vhost-user-test-device-pci,chardev=c,virtio-id=9,num_vqs=1,vq_size=1024,config_size=N; guests: mount -t 9p -o trans=virtio TAG DIR)' })
-        .option('9p-tag', { type: 'string', default: 'duofs9p', describe: 'virtio-9p mount tag (config space)' })
+        .option('9p-tag', { type: 'string', describe: 'virtio-9p mount tag (config space; default duofs9p, or the mount_tag of --fsdev)' })
         .option('9p-socket', { type: 'string', describe: 'serve 9P2000.L on a unix socket at this path (guests: trans=unix, or QEMU -chardev socket for a virtio-serial relay); created 0600, a stale socket is replaced' })
         .option('9p-tcp', { type: 'string', describe: 'serve 9P2000.L over TCP at HOST:PORT; a bare PORT listens on 127.0.0.1 only (guests: trans=tcp,port=PORT)' })
         .option('9p-fd', { type: 'number', describe: 'serve 9P2000.L on an inherited, already connected stream fd (one client; guests: trans=fd)' })
         .option('9p-max-msize', { type: 'number', default: DEFAULT_9P_MAX_MSIZE, describe: 'largest 9P msize offered; clients asking for more get this' })
-        .option('security-model', { choices: SECURITY_MODELS, default: 'passthrough' as SecurityModelName, describe: 'how guest owners, modes and file types map onto the host, as QEMU -fsdev local: passthrough (real owners; run as root), mapped-xattr (alias mapped; guest view in user.virtfs.* xattrs), mapped-file (in .virtfs_metadata files), none (like passthrough, ownership changes may fail silently)' })
+        .option('security-model', { choices: SECURITY_MODELS, describe: 'how guest owners, modes and file types map onto the host, as QEMU -fsdev local: passthrough (real owners; run as root), mapped-xattr (alias mapped; guest view in user.virtfs.* xattrs), mapped-file (in .virtfs_metadata files), none (like passthrough, ownership changes may fail silently)' })
         .option('fmode', { type: 'string', describe: 'mapped models: host mode of created files, octal (default 0600)' })
         .option('dmode', { type: 'string', describe: 'mapped models: host mode of created directories, octal (default 0700)' })
         .option('fuse-mount', { type: 'string', describe: 'also mount the export on the host through /dev/fuse at this directory (outside the export), to see it exactly as a virtio-fs guest does; unmounted on exit' })
@@ -94,7 +110,29 @@ export async function main(args: string[]): Promise<void> {
         .example('$0 serve --shared-dir /srv/share --9p-tcp 5640', 'serve on 127.0.0.1:5640 (mount -t 9p -o trans=tcp,port=5640)'),
       (argv) => serve(argv as never),
     )
-    .demandCommand(1, 'give a command: serve')
+    .command(
+      'convert <export>',
+      "rewrite an export's security-model metadata offline (refused while any server or process uses it)",
+      (y) => y
+        .positional('export', { type: 'string', demandOption: true, describe: 'the export root' })
+        .option('from', { choices: ['passthrough', 'mapped-xattr', 'mapped-file'] as const, demandOption: true, describe: 'the model the export is in now (passthrough: import a plain tree)' })
+        .option('to', { choices: ['mapped-xattr', 'mapped-file'] as const, demandOption: true, describe: 'the model to convert to' })
+        .option('dry-run', { type: 'boolean', default: false, describe: 'check and count everything, write nothing' })
+        .option('fmode', { type: 'string', describe: 'also set the host mode of every regular file (octal)' })
+        .option('dmode', { type: 'string', describe: 'also set the host mode of every directory (octal)' }),
+      async (argv) => {
+        const summary = await convertExport({
+          dir: argv.export as string,
+          from: argv.from,
+          to: argv.to,
+          dryRun: argv.dryRun,
+          fmode: parseOctalMode('--fmode', argv.fmode, argv.to),
+          dmode: parseOctalMode('--dmode', argv.dmode, argv.to),
+        });
+        console.log(formatSummary(summary));
+      },
+    )
+    .demandCommand(1, 'give a command: serve or convert')
     .strict()
     .help()
     .alias('h', 'help')
@@ -108,7 +146,8 @@ export async function main(args: string[]): Promise<void> {
 }
 
 main(hideBin(process.argv)).catch((e: unknown) => {
-  if (e instanceof StartupError || e instanceof SysError) console.error(`duofs: ${e.message}`);
+  if (e instanceof StartupError || e instanceof SysError || e instanceof CompatError || e instanceof IdMapError ||
+    e instanceof ConvertError || e instanceof ExportInUseError) console.error(`duofs: ${e.message}`);
   else console.error('duofs:', e);
   process.exit(1);
 });

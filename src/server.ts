@@ -6,6 +6,8 @@ import { relative, isAbsolute } from 'node:path';
 import type { LevelWithSilent } from 'pino';
 import { Backend } from './backend/backend.js';
 import { raiseNofileLimit } from './sys/index.js';
+import { acquireServeLock, ExportInUseError } from './convert/in-use.js';
+import { IdMap } from '../security/id-map.js';
 import { createLogger, type Logger } from './log.js';
 import { listenTcp, listenUnix, parseHostPort, StartupError, type HostPort } from './listeners.js';
 import { HostUsers } from '../security/host-users.js';
@@ -23,7 +25,7 @@ import type { SecurityModelName as SecurityModel } from '../security/model.js';
 
 /** One rule of virtiofsd's --translate-uid/--translate-gid (see security/id-map.ts). */
 export interface IdTranslation {
-  kind: 'map' | 'squash-guest' | 'squash-host' | 'forbid-guest';
+  kind: 'map' | 'squash-guest' | 'squash-host' | 'forbid-guest' | 'guest' | 'host';
   /** first guest id of the range (for squash-host: the single guest id) */
   guest: number;
   /** first host id of the range (for squash-guest: the single host id) */
@@ -91,6 +93,13 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
   }
   if (!st.isDirectory()) throw new StartupError(`export ${opts.sharedDir} is not a directory`);
 
+  let exportLock;
+  try {
+    exportLock = acquireServeLock(opts.sharedDir);
+  } catch (e) {
+    if (e instanceof ExportInUseError) throw new StartupError(e.message);
+    throw e;
+  }
   const nofile = raiseNofileLimit();
   const backend = new Backend({
     sharedDir: opts.sharedDir,
@@ -98,6 +107,8 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     securityModel: opts.securityModel ?? 'passthrough',
     fmode: opts.fmode,
     dmode: opts.dmode,
+    uidMap: opts.translateUid?.length ? new IdMap(opts.translateUid) : undefined,
+    gidMap: opts.translateGid?.length ? new IdMap(opts.translateGid) : undefined,
     log,
   });
   log.info({ export: opts.sharedDir, securityModel: backend.model.name, readonly: backend.readonly }, 'export opened');
@@ -177,6 +188,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     for (const s of servers) s.close();
     for (const m of fuseMounts) m.close();
     for (const v of vhostServers) v.close();
+    exportLock.release();
     throw e;
   }
 
@@ -197,6 +209,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
           // already gone
         }
       }
+      exportLock.release();
       log.info('duofs stopped');
     })();
     return closing;

@@ -23,6 +23,7 @@ import { createSecurityModel } from '../../security/create-model.js';
 import { applyMeta, type Location, type SecurityModel, type SecurityModelName } from '../../security/model.js';
 import { MappedFileModel } from '../../security/mapped-file.js';
 import type { GuestMeta } from '../../security/formats/mapped-file.js';
+import { ForbiddenIdError, type IdMap } from '../../security/id-map.js';
 import { InoMap } from './ino-map.js';
 import { Inode, InodeTable } from './inode-table.js';
 import { DirStream, OpenFile } from './files.js';
@@ -38,6 +39,9 @@ export interface BackendOptions {
   fmode?: number;
   /** host mode of directories created in the mapped models (QEMU dmode) */
   dmode?: number;
+  /** virtiofsd-style id translation between guest and host ids (host-truth models) */
+  uidMap?: IdMap;
+  gidMap?: IdMap;
   log?: Logger;
 }
 
@@ -71,12 +75,16 @@ export class Backend {
   readonly model: SecurityModel;
   private readonly fmode: number;
   private readonly dmode: number;
+  private readonly uidMap: IdMap | undefined;
+  private readonly gidMap: IdMap | undefined;
 
   constructor(opts: BackendOptions) {
     this.sharedDir = opts.sharedDir;
     this.readonly = opts.readonly ?? false;
     this.fmode = (opts.fmode ?? 0o600) & 0o777;
     this.dmode = (opts.dmode ?? 0o700) & 0o777;
+    this.uidMap = opts.uidMap;
+    this.gidMap = opts.gidMap;
     this.model = createSecurityModel(opts.securityModel ?? 'passthrough', opts.log ?? silentLogger());
     // Guests send modes with their own umask already applied.
     umask(0);
@@ -95,7 +103,31 @@ export class Backend {
 
   /** The credentials host calls run with: the caller's in passthrough, the daemon's otherwise. */
   private host(cr: Credentials | undefined): Credentials | undefined {
-    return this.model.callerCredentials ? cr : undefined;
+    return this.model.callerCredentials ? this.hostIds(cr) : undefined;
+  }
+
+  /** A guest uid/gid as the host's, through --translate-uid/--translate-gid (EPERM if forbidden). */
+  hostUid(id: number): number {
+    return this.translate(this.uidMap, id, 'uid');
+  }
+
+  hostGid(id: number): number {
+    return this.translate(this.gidMap, id, 'gid');
+  }
+
+  private translate(map: IdMap | undefined, id: number, what: string): number {
+    if (!map || id === 0xffffffff) return id;
+    try {
+      return map.toHost(id);
+    } catch (e) {
+      if (e instanceof ForbiddenIdError) fail(Errno.EPERM, 'id translation', `guest ${what} ${id} is forbidden`);
+      throw e;
+    }
+  }
+
+  private hostIds(cr: Credentials | undefined): Credentials | undefined {
+    if (!cr || (!this.uidMap && !this.gidMap)) return cr;
+    return { uid: this.hostUid(cr.uid), gid: this.hostGid(cr.gid), groups: cr.groups.map((g) => this.hostGid(g)) };
   }
 
   private checkName(op: string, name: Buffer, dotErrno?: number): void {
@@ -125,7 +157,10 @@ export class Backend {
 
   /** The guest's attributes: the host's, overlaid with the model's metadata. */
   private view(inode: Inode, st: Stat): Stat {
-    if (!this.model.mapsFileTypes) return st;
+    if (!this.model.mapsFileTypes) {
+      if (!this.uidMap && !this.gidMap) return st;
+      return { ...st, uid: this.uidMap?.toGuest(st.uid) ?? st.uid, gid: this.gidMap?.toGuest(st.gid) ?? st.gid };
+    }
     const v = applyMeta(st, this.meta(inode));
     inode.kind = v.mode & S_IFMT;
     return v;
@@ -190,7 +225,9 @@ export class Backend {
   }
 
   private setOwnerModeHost(inode: Inode, a: SetAttr): void {
-    if (a.uid !== undefined || a.gid !== undefined) fchownFd(inode.fd, a.uid ?? -1, a.gid ?? -1, inode.label);
+    if (a.uid !== undefined || a.gid !== undefined) {
+      fchownFd(inode.fd, a.uid === undefined ? -1 : this.hostUid(a.uid), a.gid === undefined ? -1 : this.hostGid(a.gid), inode.label);
+    }
     if (a.mode !== undefined) {
       if (inode.isSymlink) fail(Errno.EOPNOTSUPP, 'chmod', inode.label);
       fchmodPathFd(inode.fd, a.mode & 0o7777, inode.label);
@@ -315,7 +352,7 @@ export class Backend {
       // QEMU's none model: give the file the caller's ids where the host
       // allows it, and ignore a refusal.
       try {
-        fchownFd(e.inode.fd, cr.uid, cr.gid, e.inode.label);
+        fchownFd(e.inode.fd, this.hostUid(cr.uid), this.hostGid(cr.gid), e.inode.label);
         return { inode: e.inode, stat: this.getattr(e.inode) };
       } catch {
         // not permitted: the daemon keeps owning it
