@@ -250,6 +250,7 @@ export class Session {
       fail(Errno.ENOENT, 'Tattach', `aname ${JSON.stringify(aname)} is not this export`);
     }
     let cr: Credentials | undefined;
+    // Guest ids: the backend applies --translate-uid/--translate-gid to host calls.
     if (nUname !== NONUNAME) cr = this.ctx.users.byUid(nUname);
     else cr = this.ctx.users.byName(uname);
     if (!cr) fail(Errno.EACCES, 'Tattach', `unknown user ${JSON.stringify(uname)}`);

@@ -11,6 +11,7 @@ export class StreamConnection {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private closed = false;
+  private corked = false;
 
   constructor(private readonly socket: Socket, private readonly ctx: SessionContext, readonly peer: string) {
     this.session = new Session(ctx, peer, (frame) => {
@@ -27,6 +28,15 @@ export class StreamConnection {
   }
 
   private onData(b: Buffer): void {
+    // Replies to everything in this chunk leave in one writev, not one write each.
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(() => {
+        this.corked = false;
+        this.socket.uncork();
+      });
+    }
     this.chunks.push(b);
     this.buffered += b.length;
     while (!this.closed && this.buffered >= 4) {

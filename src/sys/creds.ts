@@ -10,11 +10,23 @@ export interface Credentials {
   groups: readonly number[];
 }
 
-let current: Credentials = { uid: 0, gid: 0, groups: [] };
-let groupsKey = '';
+// What the process starts with, so a request whose ids equal the daemon's
+// (every request of a root attach, typically) costs no syscall at all.
+let current: Credentials = { uid: c.geteuid(), gid: c.getegid(), groups: process.getgroups?.() ?? [] };
+let groupsKey = current.groups.join(',');
+const keys = new WeakMap<readonly number[], string>();
+
+function keyOf(groups: readonly number[]): string {
+  let k = keys.get(groups);
+  if (k === undefined) {
+    k = groups.join(',');
+    keys.set(groups, k);
+  }
+  return k;
+}
 
 function setGroups(groups: readonly number[]): void {
-  const key = groups.join(',');
+  const key = keyOf(groups);
   if (key === groupsKey) return;
   const b = Buffer.alloc(Math.max(4, groups.length * 4));
   groups.forEach((g, i) => b.writeUInt32LE(g >>> 0, i * 4));
@@ -25,6 +37,12 @@ function setGroups(groups: readonly number[]): void {
 /** Switches this thread's fs credentials; a no-op when they are unchanged. */
 export function switchCredentials(cr: Credentials): void {
   if (cr === current) return;
+  // Same ids under another object: nothing to tell the kernel (the common
+  // case: every request of a root attach).
+  if (cr.uid === current.uid && cr.gid === current.gid && keyOf(cr.groups) === groupsKey) {
+    current = cr;
+    return;
+  }
   // Order matters: groups and gid while fsuid may still be 0 (privileged).
   if (current.uid !== 0) c.setfsuid(0);
   setGroups(cr.groups);
