@@ -72,9 +72,10 @@ function buildCorpus(): void {
   fs.mkdirSync(m('dir'));
   fs.chownSync(m('dir'), 77, 88);
   fs.chmodSync(m('dir'), 0o1777);
-  execFileSync('mknod', [m('dir/cdev'), 'c', '4', '5']);
-  execFileSync('mknod', [m('dir/bdev'), 'b', '8', '1']);
-  execFileSync('mkfifo', [m('dir/fifo')]);
+  // Explicit modes: in-process servers in the same jest worker set umask 0.
+  execFileSync('mknod', ['-m', '644', m('dir/cdev'), 'c', '4', '5']);
+  execFileSync('mknod', ['-m', '644', m('dir/bdev'), 'b', '8', '1']);
+  execFileSync('mkfifo', ['-m', '644', m('dir/fifo')]);
   fs.symlinkSync('../plain', m('dir/link'));
   fs.linkSync(m('plain'), m('dir/hard'));
   execFileSync('setfattr', ['-n', 'user.note', '-v', 'hello', m('plain')]);
