@@ -6,6 +6,5 @@ export default {
   moduleNameMapper: { '^(\\.{1,2}/.*)\\.js$': '$1' },
   testMatch: ['<rootDir>/test/**/*.test.ts'],
   globalSetup: '<rootDir>/test/support/global-setup.mjs',
-  reporters: ['default', '<rootDir>/test/support/summary-reporter.cjs'],
   modulePathIgnorePatterns: ['<rootDir>/dist/', '<rootDir>/.lab/'],
 };
