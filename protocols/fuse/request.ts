@@ -14,6 +14,8 @@ export interface InHeader {
   gid: number;
   pid: number;
   totalExtlen: number;
+  /** FUSE_EXT_GROUPS: the caller's supplementary group the kernel found relevant (CREATE_SUPP_GROUP) */
+  suppGroups: number[];
 }
 
 export function parseInHeader(b: Buffer): InHeader {
@@ -27,6 +29,7 @@ export function parseInHeader(b: Buffer): InHeader {
     gid: b.readUInt32LE(28),
     pid: b.readUInt32LE(32),
     totalExtlen: b.readUInt16LE(36),
+    suppGroups: [],
   };
 }
 
@@ -120,4 +123,27 @@ export interface ReplyTo {
   sendRead(fd: number, offset: number | bigint, size: number): void;
   /** requests that get no reply (FORGET, BATCH_FORGET, INTERRUPT) */
   none(): void;
+}
+
+const FUSE_EXT_GROUPS = 32;
+
+/**
+ * Request extensions (fuse_ext_header records in the last totalExtlen * 8
+ * bytes). Only FUSE_EXT_GROUPS is used; malformed ones are ignored.
+ */
+export function parseExtensions(h: InHeader, body: RequestBody): void {
+  const extBytes = h.totalExtlen * 8;
+  if (extBytes === 0 || extBytes > body.length) return;
+  const ext = body.copy(body.length - extBytes, extBytes);
+  let at = 0;
+  while (at + 8 <= ext.length) {
+    const size = ext.readUInt32LE(at);
+    const type = ext.readUInt32LE(at + 4);
+    if (size < 8 || at + size > ext.length) return;
+    if (type === FUSE_EXT_GROUPS && size >= 12) {
+      const n = ext.readUInt32LE(at + 8);
+      for (let i = 0; i < n && at + 12 + i * 4 + 4 <= at + size; i++) h.suppGroups.push(ext.readUInt32LE(at + 12 + i * 4));
+    }
+    at += (size + 7) & ~7;
+  }
 }

@@ -17,7 +17,7 @@ import {
   INIT, OP, OPEN_OUT_SIZE,
 } from './constants.js';
 import { timeouts, type FuseOptions } from './options.js';
-import { Args, cstrings, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
+import { Args, cstrings, parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
 
 const fsyncAsync = promisify(fsyncCb);
 const fdatasyncAsync = promisify(fdatasyncCb);
@@ -81,6 +81,7 @@ export class FuseSession {
       return;
     }
     const body = new RequestBody(request.slices(IN_HEADER_SIZE, request.length - IN_HEADER_SIZE));
+    if (h.totalExtlen) parseExtensions(h, body);
     if (h.len !== request.length) {
       this.ctx.log.warn({ peer: this.peer, opcode: h.opcode, len: h.len, bytes: request.length }, 'fuse header length disagrees with the request');
       if (h.len > request.length) return this.replyError(h, out, new SysError(Errno.EINVAL, 'fuse request', `len ${h.len} > ${request.length} bytes`));
@@ -172,9 +173,13 @@ export class FuseSession {
     return fh;
   }
 
-  /** Creation runs as the caller so new files get the right owner. */
+  /**
+   * Creation runs as the caller so new files get the right owner; with
+   * CREATE_SUPP_GROUP the kernel adds the supplementary group that lets the
+   * caller create in a group-writable directory.
+   */
   private static creator(h: InHeader): Credentials {
-    return { uid: h.uid, gid: h.gid, groups: [h.gid] };
+    return { uid: h.uid, gid: h.gid, groups: h.suppGroups.length ? [h.gid, ...h.suppGroups] : [h.gid] };
   }
 
   /** Records the lookup reference an entry reply hands to the guest. */
@@ -275,7 +280,7 @@ export class FuseSession {
     let want = INIT.ASYNC_READ | INIT.POSIX_LOCKS | INIT.ATOMIC_O_TRUNC | INIT.EXPORT_SUPPORT | INIT.BIG_WRITES |
       INIT.FLOCK_LOCKS | INIT.AUTO_INVAL_DATA | INIT.DO_READDIRPLUS | INIT.READDIRPLUS_AUTO | INIT.ASYNC_DIO |
       INIT.PARALLEL_DIROPS | INIT.ABORT_ERROR | INIT.MAX_PAGES | INIT.CACHE_SYMLINKS | INIT.HANDLE_KILLPRIV_V2 |
-      INIT.INIT_EXT;
+      INIT.INIT_EXT | INIT.CREATE_SUPP_GROUP;
     if (options.writeback) want |= INIT.WRITEBACK_CACHE;
     if (options.announceSubmounts) want |= INIT.SUBMOUNTS;
     want &= offered;

@@ -42,6 +42,8 @@ export interface BackendOptions {
   /** virtiofsd-style id translation between guest and host ids (host-truth models) */
   uidMap?: IdMap;
   gidMap?: IdMap;
+  /** most O_PATH inode fds kept open before the least used become file handles; 0 = no limit */
+  inodeFdBudget?: number;
   log?: Logger;
 }
 
@@ -91,8 +93,9 @@ export class Backend {
     const fd = openat(AT_FDCWD, opts.sharedDir, O_PATH | O_DIRECTORY);
     const st = fstat(fd, opts.sharedDir);
     this.inoMap = new InoMap(st.dev);
-    this.inodes = new InodeTable(this.inoMap);
+    this.inodes = new InodeTable(this.inoMap, opts.inodeFdBudget ?? 0);
     this.root = this.inodes.intern(fd, st); // the root's reference is never dropped
+    this.inodes.pin(this.root);
     if (this.model instanceof MappedFileModel) this.model.root = this.root;
   }
 

@@ -8,7 +8,9 @@ export class OpenFile {
   /** in-flight asynchronous calls (fsync) that still use the fd */
   private busy = 0;
 
-  constructor(readonly inode: Inode, readonly fd: number, readonly flags: number) {}
+  constructor(readonly inode: Inode, readonly fd: number, readonly flags: number) {
+    inode.openCount++;
+  }
 
   /** Runs an asynchronous call with the fd kept open until it finishes. */
   async use<T>(fn: (fd: number) => Promise<T>): Promise<T> {
@@ -24,6 +26,7 @@ export class OpenFile {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.inode.openCount--;
     if (this.busy === 0) close(this.fd);
   }
 }
@@ -47,7 +50,9 @@ export class DirStream {
     readonly inode: Inode,
     readonly fd: number,
     private readonly opts: { hide?: (name: Buffer) => boolean; unknownTypes?: boolean } = {},
-  ) {}
+  ) {
+    inode.openCount++;
+  }
 
   /**
    * Calls `emit` for entries starting at `offset` until it returns false
@@ -91,6 +96,7 @@ export class DirStream {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.inode.openCount--;
     close(this.fd);
   }
 }

@@ -1,7 +1,17 @@
 // The inode table: one entry per live host inode, keyed by (st_dev, st_ino),
 // holding an O_PATH fd and a reference count. 9P fids and FUSE node ids both
 // point here; an entry (and its fd) goes away when the last reference does.
-import { close, fstat, type Stat, S_IFMT } from '../sys/index.js';
+//
+// A guest keeps every inode in its dentry cache referenced, so a busy guest
+// can hold more inodes than the process may have fds. Past a budget, the
+// least recently used entries trade their fd for a file handle
+// (name_to_handle_at) and reopen it on next use (open_by_handle_at), as
+// virtiofsd's --inode-file-handles does. That needs CAP_DAC_READ_SEARCH;
+// without it (an unprivileged daemon) entries keep their fds.
+import {
+  O_DIRECTORY, O_NOFOLLOW, O_PATH, O_RDONLY, S_IFDIR, close, fstat, nameToHandle, openByHandle, reopen as reopenFd,
+  type FileHandle, type Stat, S_IFMT,
+} from '../sys/index.js';
 import type { InoMap } from './ino-map.js';
 
 export class Inode {
@@ -14,20 +24,47 @@ export class Inode {
   kind: number;
   /** (parent, name) it was last reached by, kept only when the model needs it */
   loc: { parent: Inode; name: Buffer } | undefined;
+  /** -1 while evicted (then `handle` reopens it) */
+  private openFd: number;
+  /** set when the fd was traded for a handle; undefined = cannot be evicted */
+  handle: FileHandle | undefined;
+  /** the handle could not be taken (filesystem without handles): never evict */
+  pinned = false;
+  /** open files and directory streams on it: an unlinked file must keep its fd */
+  openCount = 0;
 
   constructor(
+    private readonly table: InodeTable,
     /** stable small id; the export root is 1 (FUSE_ROOT_ID) */
     readonly id: number,
-    /** O_PATH | O_NOFOLLOW fd on the host inode */
-    readonly fd: number,
+    fd: number,
     readonly dev: bigint,
     readonly ino: bigint,
+    readonly mntId: bigint,
     /** S_IFMT bits of the host inode */
     readonly hostKind: number,
     /** the inode number guests see (qid path, st_ino) */
     readonly guestIno: bigint,
   ) {
     this.kind = hostKind;
+    this.openFd = fd;
+  }
+
+  /** O_PATH | O_NOFOLLOW fd on the host inode (reopened from its handle if it was evicted). */
+  get fd(): number {
+    if (this.openFd < 0) this.openFd = this.table.reopen(this);
+    else this.table.touch(this);
+    return this.openFd;
+  }
+
+  /** @internal the fd without reopening (-1 when evicted) */
+  get rawFd(): number {
+    return this.openFd;
+  }
+
+  /** @internal */
+  dropFd(): void {
+    this.openFd = -1;
   }
 
   get isDir(): boolean {
@@ -47,12 +84,27 @@ export class Inode {
 export class InodeTable {
   private readonly byKey = new Map<string, Inode>();
   private readonly byId = new Map<number, Inode>();
+  /** inodes holding an fd, least recently used first */
+  private readonly lru = new Map<Inode, true>();
+  /** one fd per mount, for open_by_handle_at */
+  private readonly mountFds = new Map<bigint, number>();
   private nextId = 1;
+  private evictScheduled = false;
+  evictions = 0;
 
-  constructor(private readonly inoMap: InoMap) {}
+  constructor(
+    private readonly inoMap: InoMap,
+    /** most inode fds kept open; 0 = no limit (no handles) */
+    private readonly fdBudget = 0,
+  ) {}
 
   get size(): number {
     return this.byKey.size;
+  }
+
+  /** Inodes currently holding an fd. */
+  get openFds(): number {
+    return this.lru.size;
   }
 
   /**
@@ -68,10 +120,11 @@ export class InodeTable {
       inode.refs++;
       return inode;
     }
-    inode = new Inode(this.nextId++, fd, st.dev, st.ino, st.mode & S_IFMT, this.inoMap.guestIno(st.dev, st.ino));
+    inode = new Inode(this, this.nextId++, fd, st.dev, st.ino, st.mntId, st.mode & S_IFMT, this.inoMap.guestIno(st.dev, st.ino));
     this.byKey.set(key, inode);
     this.byId.set(inode.id, inode);
     inode.refs++;
+    this.remember(inode, fd);
     return inode;
   }
 
@@ -108,9 +161,81 @@ export class InodeTable {
     if (this.byId.get(inode.id) !== inode) return;
     this.byId.delete(inode.id);
     this.byKey.delete(`${inode.dev}:${inode.ino}`);
-    close(inode.fd);
+    this.lru.delete(inode);
+    if (inode.rawFd >= 0) close(inode.rawFd);
+    inode.dropFd();
     const parent = inode.loc?.parent;
     inode.loc = undefined;
     if (parent) this.unref(parent);
+  }
+
+  /** Keeps the root (and so every mount's anchor) from ever being evicted. */
+  pin(inode: Inode): void {
+    inode.pinned = true;
+    this.lru.delete(inode);
+  }
+
+  // ---- fd budget -----------------------------------------------------------
+
+  private remember(inode: Inode, fd: number): void {
+    if (this.fdBudget <= 0) return;
+    // open_by_handle_at wants a real (not O_PATH) fd on the same mount: the
+    // first directory seen on each mount (its root, when a lookup crosses in).
+    if (!this.mountFds.has(inode.mntId) && inode.hostKind === S_IFDIR) {
+      this.mountFds.set(inode.mntId, reopenFd(fd, O_RDONLY | O_DIRECTORY, inode.label));
+    }
+    if (!inode.pinned) this.lru.set(inode, true);
+    if (this.lru.size > this.fdBudget) this.scheduleEviction();
+  }
+
+  /** @internal an entry was used: it becomes the most recently used. */
+  touch(inode: Inode): void {
+    if (this.fdBudget <= 0 || inode.pinned) return;
+    this.lru.delete(inode);
+    this.lru.set(inode, true);
+  }
+
+  /** @internal reopens an evicted entry from its file handle. */
+  reopen(inode: Inode): number {
+    const mountFd = this.mountFds.get(inode.mntId);
+    if (!inode.handle || mountFd === undefined) throw new Error(`${inode.label} has neither fd nor handle`);
+    const fd = openByHandle(mountFd, inode.handle, O_PATH | O_NOFOLLOW, inode.label);
+    this.remember(inode, fd);
+    return fd;
+  }
+
+  /**
+   * Evictions run after the current request, never inside it, so no
+   * operation ever sees an fd it just read closed under it.
+   */
+  private scheduleEviction(): void {
+    if (this.evictScheduled) return;
+    this.evictScheduled = true;
+    setImmediate(() => {
+      this.evictScheduled = false;
+      this.evict();
+    });
+  }
+
+  private evict(): void {
+    // Go down to 90% of the budget so evictions come in batches.
+    const target = Math.floor(this.fdBudget * 0.9);
+    for (const inode of this.lru.keys()) {
+      if (this.lru.size <= target) break;
+      this.lru.delete(inode);
+      const fd = inode.rawFd;
+      if (fd < 0 || inode.openCount > 0 || !this.mountFds.has(inode.mntId)) continue;
+      if (!inode.handle) {
+        try {
+          inode.handle = nameToHandle(fd, inode.label);
+        } catch {
+          inode.pinned = true; // no handles on this filesystem: keep the fd
+          continue;
+        }
+      }
+      close(fd);
+      inode.dropFd();
+      this.evictions++;
+    }
   }
 }

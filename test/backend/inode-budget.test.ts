@@ -1,0 +1,59 @@
+// A guest can keep more inodes referenced than the process may have fds:
+// past the budget, idle inodes trade their O_PATH fd for a file handle and
+// reopen transparently.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Backend } from '../../src/backend/backend.js';
+
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+let dir: string;
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'duofs-budget-'));
+  for (let i = 0; i < 300; i++) fs.writeFileSync(path.join(dir, `f${i}`), `content ${i}`);
+});
+afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+test('inodes beyond the budget are evicted and reopened on use', async () => {
+  const b = new Backend({ sharedDir: dir, inodeFdBudget: 50 });
+  const entries = [];
+  for (let i = 0; i < 300; i++) entries.push(b.lookup(undefined, b.root, Buffer.from(`f${i}`)).inode);
+  await tick();
+  expect(b.inodes.openFds).toBeLessThanOrEqual(50);
+  expect(b.inodes.evictions).toBeGreaterThan(200);
+  // Every inode still answers, through its handle.
+  for (let i = 0; i < 300; i++) {
+    const st = b.getattr(entries[i]!);
+    expect(st.size).toBe(`content ${i}`.length);
+    expect(st.ino).toBe(BigInt(fs.statSync(path.join(dir, `f${i}`)).ino));
+  }
+  // Opening reads the right file.
+  const f = b.open(undefined, entries[123]!, 0);
+  const buf = Buffer.alloc(64);
+  expect(fs.readSync(f.fd, buf, 0, 64, 0)).toBe('content 123'.length);
+  b.closeFile(f);
+  for (const e of entries) b.release(e);
+  await tick();
+  expect(b.inodes.size).toBe(1); // only the root remains
+});
+
+test('an open file keeps its inode fd (an unlinked file stays reachable)', async () => {
+  const b = new Backend({ sharedDir: dir, inodeFdBudget: 10 });
+  const victim = b.lookup(undefined, b.root, Buffer.from('f0')).inode;
+  const file = b.open(undefined, victim, 2);
+  b.unlink(undefined, b.root, Buffer.from('f0'), 0);
+  const others = [];
+  for (let i = 1; i < 100; i++) others.push(b.lookup(undefined, b.root, Buffer.from(`f${i}`)).inode);
+  await tick();
+  expect(victim.rawFd).toBeGreaterThanOrEqual(0);
+  expect(b.getattr(victim).nlink).toBe(0);
+  b.closeFile(file);
+});
+
+test('no budget (unprivileged daemon): nothing is evicted', async () => {
+  const b = new Backend({ sharedDir: dir });
+  for (let i = 0; i < 300; i++) b.lookup(undefined, b.root, Buffer.from(`f${i}`));
+  await tick();
+  expect(b.inodes.evictions).toBe(0);
+});
