@@ -25,11 +25,11 @@ function parseOctalMode(flag: string, v: string | undefined, model: SecurityMode
 async function serve(argv: {
   sharedDir?: string; fsdev?: string; translateUid?: string[]; translateGid?: string[]; '9pSocket'?: string; '9pTcp'?: string; '9pFd'?: number; '9pMaxMsize': number;
   readonly: boolean; logLevel: string; fuseMount?: string; cache: CacheMode; writeback: boolean; xattr: boolean;
-  announceSubmounts: boolean; securityModel?: SecurityModelName; virtiofsSocket?: string; virtiofsFd?: number;
-  tag: string; numRequestQueues: number; '9pVhostSocket'?: string; '9pTag'?: string; fmode?: string; dmode?: string;
+  announceSubmounts: boolean; securityModel?: SecurityModelName; virtiofsSocket?: string[]; virtiofsFd?: number;
+  tag: string; numRequestQueues: number; '9pVhostSocket'?: string[]; '9pTag'?: string; fmode?: string; dmode?: string;
 }): Promise<void> {
   const log = createLogger(argv.logLevel as LevelWithSilent);
-  if (!argv['9pSocket'] && !argv['9pTcp'] && argv['9pFd'] === undefined && !argv.fuseMount && !argv.virtiofsSocket && argv.virtiofsFd === undefined && !argv['9pVhostSocket']) {
+  if (!argv['9pSocket'] && !argv['9pTcp'] && argv['9pFd'] === undefined && !argv.fuseMount && !argv.virtiofsSocket?.length && argv.virtiofsFd === undefined && !argv['9pVhostSocket']?.length) {
     throw new StartupError('nothing to serve on: give --virtiofs-socket, --9p-vhost-socket, --9p-socket, --9p-tcp, --9p-fd or --fuse-mount');
   }
   // A QEMU -fsdev/-virtfs option string supplies what it names; explicit flags win.
@@ -86,11 +86,11 @@ export async function main(args: string[]): Promise<void> {
         .option('fsdev', { type: 'string', describe: "take the export and its security model from a QEMU -fsdev/-virtfs option string as it appears in a VM definition, e.g. 'local,id=x,path=/srv/x,security_model=mapped-xattr,fmode=0644,dmode=0755,readonly=on'; options with no meaning here are refused by name" })
         .option('translate-uid', { type: 'string', array: true, describe: 'virtiofsd-style uid translation rule (repeatable): map:GUEST:HOST:COUNT, squash-guest:GUEST:HOST:COUNT, squash-host:GUEST:HOST:COUNT, forbid-guest:GUEST:COUNT, guest:GUEST:HOST:COUNT, host:GUEST:HOST:COUNT' })
         .option('translate-gid', { type: 'string', array: true, describe: 'the same for gids' })
-        .option('virtiofs-socket', { type: 'string', describe: 'serve virtio-fs as a vhost-user-fs device on this unix socket (QEMU: -chardev socket,id=c,path=PATH[,reconnect=1] -device vhost-user-fs-pci,chardev=c,tag=TAG); duofs keeps serving when the guest goes away and accepts the next connection' })
+        .option('virtiofs-socket', { type: 'string', array: true, describe: 'serve virtio-fs as a vhost-user-fs device on this unix socket (repeatable: one device per socket, one guest each, all on the same export) (QEMU: -chardev socket,id=c,path=PATH[,reconnect=1] -device vhost-user-fs-pci,chardev=c,tag=TAG); duofs keeps serving when the guest goes away and accepts the next connection' })
         .option('virtiofs-fd', { type: 'number', describe: 'virtio-fs on an inherited, already listening unix socket fd (socket activation, libvirt)' })
         .option('tag', { type: 'string', default: 'duofs', describe: 'virtio-fs mount tag in the device config space (guests: mount -t virtiofs TAG DIR); at most 36 bytes' })
         .option('num-request-queues', { type: 'number', default: 1, describe: 'virtio-fs request queues (queue 0 is the hiprio queue)' })
-        .option('9p-vhost-socket', { type: 'string', describe: 'serve 9P2000.L as a virtio-9p device over vhost-user on this unix socket (QEMU: -chardev socket,id=c,path=PATH -device vhost-user-test-device-pci,chardev=c,virtio-id=9,num_vqs=1,vq_size=1024,config_size=N; guests: mount -t 9p -o trans=virtio TAG DIR)' })
+        .option('9p-vhost-socket', { type: 'string', array: true, describe: 'serve 9P2000.L as a virtio-9p device over vhost-user on this unix socket (repeatable) (QEMU: -chardev socket,id=c,path=PATH -device vhost-user-test-device-pci,chardev=c,virtio-id=9,num_vqs=1,vq_size=1024,config_size=N; guests: mount -t 9p -o trans=virtio TAG DIR)' })
         .option('9p-tag', { type: 'string', describe: 'virtio-9p mount tag (config space; default duofs9p, or the mount_tag of --fsdev)' })
         .option('9p-socket', { type: 'string', describe: 'serve 9P2000.L on a unix socket at this path (guests: trans=unix, or QEMU -chardev socket for a virtio-serial relay); created 0600, a stale socket is replaced' })
         .option('9p-tcp', { type: 'string', describe: 'serve 9P2000.L over TCP at HOST:PORT; a bare PORT listens on 127.0.0.1 only (guests: trans=tcp,port=PORT)' })

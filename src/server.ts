@@ -43,8 +43,8 @@ export interface ServeOptions {
   dmode?: number;
   translateUid?: IdTranslation[];
   translateGid?: IdTranslation[];
-  /** virtio-fs: a vhost-user-fs device on this unix socket */
-  virtiofsSocket?: string;
+  /** virtio-fs: a vhost-user-fs device on this unix socket (several: one device, one guest, each) */
+  virtiofsSocket?: string | string[];
   /** virtio-fs: an inherited listening socket fd (libvirt, socket activation) */
   virtiofsFd?: number;
   /** virtio-fs mount tag advertised in the device's config space */
@@ -52,7 +52,7 @@ export interface ServeOptions {
   /** virtio-fs request queues (queue 0 is hiprio) */
   numRequestQueues?: number;
   /** virtio-9p: a vhost-user device for QEMU's vhost-user-test-device-pci */
-  ninepVhostSocket?: string;
+  ninepVhostSocket?: string | string[];
   ninepTag?: string;
   /** 9P over a unix socket at this path */
   ninepSocket?: string;
@@ -160,27 +160,28 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
       accept(`fd:${opts.ninepFd}`)(new Socket({ fd: opts.ninepFd, readable: true, writable: true }));
       log.info({ fd: opts.ninepFd, export: opts.sharedDir }, 'serving 9P2000.L on an inherited fd');
     }
-    if (opts.virtiofsSocket !== undefined || opts.virtiofsFd !== undefined) {
-      const where = opts.virtiofsSocket ?? `fd ${opts.virtiofsFd}`;
+    // One vhost-user device per socket: each serves one guest at a time, all on this backend.
+    const vfsTargets: ({ socketPath: string } | { listenFd: number })[] = [
+      ...list(opts.virtiofsSocket).map((socketPath) => ({ socketPath })),
+      ...(opts.virtiofsFd !== undefined ? [{ listenFd: opts.virtiofsFd }] : []),
+    ];
+    for (const target of vfsTargets) {
+      const where = 'socketPath' in target ? target.socketPath : `fd ${target.listenFd}`;
+      const tag = opts.tag ?? 'duofs';
       const device = new VirtioFsDevice({ backend, log, options: fuseOptions }, {
-        tag: opts.tag ?? 'duofs',
+        tag,
         numRequestQueues: opts.numRequestQueues ?? 1,
       }, `virtiofs:${where}`);
-      const vhost = listenVhostUser({
-        device,
-        logger: log,
-        ...(opts.virtiofsSocket !== undefined ? { socketPath: opts.virtiofsSocket } : { listenFd: opts.virtiofsFd! }),
-      });
-      vhostServers.push(vhost);
-      if (opts.virtiofsSocket) socketPaths.push(opts.virtiofsSocket);
-      log.info({ socket: where, tag: opts.tag ?? 'duofs', export: opts.sharedDir }, 'serving virtio-fs (vhost-user-fs)');
+      vhostServers.push(listenVhostUser({ device, logger: log, ...target }));
+      if ('socketPath' in target) socketPaths.push(target.socketPath);
+      log.info({ socket: where, tag, export: opts.sharedDir }, 'serving virtio-fs (vhost-user-fs)');
     }
-    if (opts.ninepVhostSocket) {
+    for (const socketPath of list(opts.ninepVhostSocket)) {
       const tag = opts.ninepTag ?? 'duofs9p';
-      const device = new Virtio9pDevice(ctx, tag, `virtio-9p:${opts.ninepVhostSocket}`);
-      vhostServers.push(listenVhostUser({ device, logger: log, socketPath: opts.ninepVhostSocket }));
-      socketPaths.push(opts.ninepVhostSocket);
-      log.info({ socket: opts.ninepVhostSocket, tag, export: opts.sharedDir }, 'serving virtio-9p (vhost-user)');
+      const device = new Virtio9pDevice(ctx, tag, `virtio-9p:${socketPath}`);
+      vhostServers.push(listenVhostUser({ device, logger: log, socketPath }));
+      socketPaths.push(socketPath);
+      log.info({ socket: socketPath, tag, export: opts.sharedDir }, 'serving virtio-9p (vhost-user)');
     }
     if (opts.fuseMount) {
       const mp = checkMountpoint(opts.fuseMount, opts.sharedDir);
@@ -236,3 +237,5 @@ function checkMountpoint(mountpoint: string, sharedDir: string): string {
   }
   return mp;
 }
+
+const list = (v: string | string[] | undefined): string[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
