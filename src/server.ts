@@ -109,7 +109,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     dmode: opts.dmode,
     // Root can reopen inodes from file handles, so keep at most half the fd
     // limit in inode fds; an unprivileged daemon cannot, and keeps them all.
-    inodeFdBudget: process.geteuid?.() === 0 ? Math.max(256, Math.floor(nofile / 2)) : 0,
+    inodeFdBudget: process.geteuid?.() === 0 ? Math.max(32, Math.floor(nofile / 2)) : 0,
     uidMap: opts.translateUid?.length ? new IdMap(opts.translateUid) : undefined,
     gidMap: opts.translateGid?.length ? new IdMap(opts.translateGid) : undefined,
     log,

@@ -51,6 +51,8 @@ export const FUSE_FSYNC_FDATASYNC = 1;
 export const FUSE_RELEASE_FLUSH = 1;
 export const FUSE_RELEASE_FLOCK_UNLOCK = 2;
 export const FUSE_WRITE_KILL_SUIDGID = 4;
+/** open_in.open_flags: kill suid/sgid on truncate (HANDLE_KILLPRIV_V2) */
+export const FUSE_OPEN_KILL_SUIDGID = 1;
 export const FUSE_SETXATTR_ACL_KILL_SGID = 1;
 
 /** fuse_attr flags */

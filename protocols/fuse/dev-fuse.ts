@@ -81,7 +81,7 @@ export class DevFuseMount {
           let at = OUT_HEADER_SIZE;
           for (const b of body) at += b.copy(out, at);
         }
-        this.write(out);
+        return this.write(out);
       },
       sendRead: (fd, offset, size) => {
         const dst = this.readBuf.subarray(OUT_HEADER_SIZE, OUT_HEADER_SIZE + size);
@@ -108,11 +108,13 @@ export class DevFuseMount {
     b.writeBigUInt64LE(unique, 8);
   }
 
-  private write(frame: Buffer): void {
-    if (this.closed) return;
+  /** Writes one reply; false when the kernel did not take it. */
+  private write(frame: Buffer): boolean {
+    if (this.closed) return false;
     const r = writeRaw(this.fd, frame);
-    // ENOENT: the request was interrupted and is gone; nothing to do.
+    // ENOENT: the request was interrupted and is gone.
     if (r < 0 && r !== -Errno.ENOENT) this.log.warn({ mountpoint: this.mountpoint, errno: -r }, 'writing a FUSE reply failed');
+    return r >= 0;
   }
 
   private onUnmounted(): void {

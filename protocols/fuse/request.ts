@@ -114,8 +114,13 @@ export function cstrings(b: Buffer, count: number): Buffer[] {
 
 /** Where a reply goes; one per request, implemented by each transport. */
 export interface ReplyTo {
-  /** error = 0 with body parts, or a positive errno with no body */
-  send(error: number, body: Buffer[]): void;
+  /**
+   * error = 0 with body parts, or a positive errno with no body. Returns
+   * false when the reply could not be delivered (no room in the guest's
+   * buffers, the request was interrupted): whatever it handed out
+   * (lookup references, open handles) must then be taken back.
+   */
+  send(error: number, body: Buffer[]): boolean;
   /**
    * READ: up to `size` bytes of `fd` at `offset` become the reply body,
    * read straight into the destination (guest memory on virtio-fs).

@@ -14,7 +14,7 @@ import type { Logger } from '../../src/log.js';
 import {
   ATTR_OUT_SIZE, DIRENT_SIZE, ENTRY_OUT_SIZE, FATTR, FOPEN, FUSE_ATTR_SUBMOUNT, FUSE_FSYNC_FDATASYNC,
   FUSE_GETATTR_FH, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_ROOT_ID, IN_HEADER_SIZE,
-  INIT, OP, OPEN_OUT_SIZE,
+  INIT, OP, OPEN_OUT_SIZE, FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID,
 } from './constants.js';
 import { timeouts, type FuseOptions } from './options.js';
 import { Args, cstrings, parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
@@ -105,15 +105,20 @@ export class FuseSession {
       us: Number(process.hrtime.bigint() - started) / 1000,
     }, 'fuse request');
     return {
-      send: (e, b) => { log(e); out.send(e, b); },
+      send: (e, b) => { log(e); return out.send(e, b); },
       sendRead: (fd, o, s) => { out.sendRead(fd, o, s); log(0); },
       none: () => { log(0); out.none(); },
     };
   }
 
   private replyError(h: InHeader, out: ReplyTo, e: unknown): void {
-    const errno = e instanceof SysError ? e.errno : Errno.EIO;
-    if (!(e instanceof SysError)) {
+    // A RangeError is a read past the end of the arguments: a request too short for its opcode.
+    // (Compared by name: Node's internal errors may come from another realm.)
+    const short = typeof e === 'object' && e !== null && (e as { name?: unknown }).name === 'RangeError';
+    const errno = e instanceof SysError ? e.errno : short ? Errno.EINVAL : Errno.EIO;
+    if (short) {
+      this.ctx.log.warn({ peer: this.peer, opcode: h.opcode }, 'bad fuse request: arguments shorter than the opcode needs');
+    } else if (!(e instanceof SysError)) {
       this.ctx.log.error({ peer: this.peer, opcode: h.opcode, err: e }, 'fuse request failed unexpectedly');
     } else if (errno === Errno.EPROTO || errno === Errno.EBADF || (errno === Errno.EINVAL && e.op.startsWith('fuse'))) {
       this.ctx.log.warn({ peer: this.peer, opcode: h.opcode, errno: errnoName(errno) }, `bad fuse request: ${e.message}`);
@@ -238,7 +243,16 @@ export class FuseSession {
 
   private replyEntry(out: ReplyTo, e: Entry): void {
     this.remember(e.inode);
-    out.send(0, [this.entryOut(e)]);
+    if (!out.send(0, [this.entryOut(e)])) this.forgetOne(BigInt(e.inode.id), 1n);
+  }
+
+  /** A reply carrying a new handle did not reach the client: close it again. */
+  private dropHandle(fh: bigint): void {
+    const h = this.handles.get(fh);
+    if (!h) return;
+    this.handles.delete(fh);
+    if (h instanceof OpenFile) this.ctx.backend.closeFile(h);
+    else this.ctx.backend.closeDir(h);
   }
 
   private openOut(fh: bigint, isDir: boolean): Buffer {
@@ -428,10 +442,10 @@ export class FuseSession {
     if (valid & FATTR.CTIME) s.ctime = true;
     const file = valid & FATTR.FH ? this.handles.get(fh) : undefined;
     const st = this.ctx.backend.setattr(undefined, inode, s, file instanceof OpenFile ? file : undefined);
-    // HANDLE_KILLPRIV_V2: a size change or KILL_SUIDGID by a non-root caller drops setuid/setgid.
-    if (valid & (FATTR.SIZE | FATTR.KILL_SUIDGID) && !(valid & FATTR.MODE) && st.mode & 0o6000 && h.uid !== 0) {
-      const cleared = this.ctx.backend.setattr(undefined, inode, { mode: st.mode & ~0o6000 & 0o7777 });
-      out.send(0, [this.attrOut(inode, cleared)]);
+    // HANDLE_KILLPRIV_V2: the kernel asks (FATTR_KILL_SUIDGID) when the
+    // caller lacks CAP_FSETID; this daemon has it, so it must do the killing.
+    if (valid & FATTR.KILL_SUIDGID && !(valid & FATTR.MODE)) {
+      out.send(0, [this.attrOut(inode, this.killSuidgid(inode) ?? st)]);
       return;
     }
     out.send(0, [this.attrOut(inode, st)]);
@@ -505,9 +519,13 @@ export class FuseSession {
 
   private open(h: InHeader, body: RequestBody, out: ReplyTo): void {
     const inode = this.inode(h.nodeid);
-    const flags = new Args(body.head(8)).u32();
+    const oa = new Args(body.head(8));
+    const flags = oa.u32();
+    const openFlags = oa.u32();
     const file = this.ctx.backend.open(undefined, inode, this.writebackFlags(flags));
-    out.send(0, [this.openOut(this.addHandle(file), false)]);
+    if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & 0o1000 /* O_TRUNC */) this.killSuidgid(inode);
+    const fh = this.addHandle(file);
+    if (!out.send(0, [this.openOut(fh, false)])) this.dropHandle(fh);
   }
 
   /**
@@ -527,11 +545,17 @@ export class FuseSession {
     const a = new Args(b);
     const flags = a.u32();
     const mode = a.u32();
+    a.u32(); // umask: already applied by the kernel (no DONT_MASK)
+    const openFlags = a.u32();
     const [name] = cstrings(b.subarray(16), 1);
     const { entry, file } = this.ctx.backend.create(FuseSession.creator(h), parent, name!, this.writebackFlags(flags), mode);
+    if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & 0o1000 /* O_TRUNC */) this.killSuidgid(entry.inode);
     const fh = this.addHandle(file);
     this.remember(entry.inode);
-    out.send(0, [this.entryOut(entry), this.openOut(fh, false)]);
+    if (!out.send(0, [this.entryOut(entry), this.openOut(fh, false)])) {
+      this.dropHandle(fh);
+      this.forgetOne(BigInt(entry.inode.id), 1n);
+    }
   }
 
   private tmpfile(h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -542,7 +566,10 @@ export class FuseSession {
     const { entry, file } = this.ctx.backend.tmpfile(FuseSession.creator(h), parent, this.writebackFlags(flags), mode);
     const fh = this.addHandle(file);
     this.remember(entry.inode);
-    out.send(0, [this.entryOut(entry), this.openOut(fh, false)]);
+    if (!out.send(0, [this.entryOut(entry), this.openOut(fh, false)])) {
+      this.dropHandle(fh);
+      this.forgetOne(BigInt(entry.inode.id), 1n);
+    }
   }
 
   private read(h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -570,15 +597,24 @@ export class FuseSession {
       at = typeof at === 'bigint' ? at + BigInt(n) : at + n;
       if (n < seg.length) break;
     }
-    if (writeFlags & 4 /* KILL_SUIDGID */ && h.uid !== 0) this.killSuidgid(file.inode);
+    if (writeFlags & FUSE_WRITE_KILL_SUIDGID) this.killSuidgid(file.inode);
     const b = Buffer.alloc(8);
     b.writeUInt32LE(done, 0);
     out.send(0, [b]);
   }
 
-  private killSuidgid(inode: Inode): void {
+  /**
+   * What the kernel does for a caller without CAP_FSETID: setuid goes;
+   * setgid goes only with group-execute (otherwise it marks mandatory
+   * locking). Returns the new attributes if anything changed.
+   */
+  private killSuidgid(inode: Inode): Stat | undefined {
     const st = this.ctx.backend.getattr(inode);
-    if (st.mode & 0o6000) this.ctx.backend.setattr(undefined, inode, { mode: st.mode & 0o1777 });
+    let mode = st.mode & 0o7777;
+    if (mode & 0o4000) mode &= ~0o4000;
+    if (mode & 0o2000 && mode & 0o010) mode &= ~0o2000;
+    if (mode === (st.mode & 0o7777)) return undefined;
+    return this.ctx.backend.setattr(undefined, inode, { mode });
   }
 
   private statfs(h: InHeader, _b: RequestBody, out: ReplyTo): void {
@@ -623,7 +659,7 @@ export class FuseSession {
     const file = this.file(a.u64(), 'FSYNC');
     const datasync = a.u32() & FUSE_FSYNC_FDATASYNC;
     return file.use((fd) => (datasync ? fdatasyncAsync(fd) : fsyncAsync(fd))).then(
-      () => out.send(0, []),
+      () => { out.send(0, []); },
       (e: NodeJS.ErrnoException) => { throw new SysError(Math.abs(e.errno ?? Errno.EIO), 'fsync', file.inode.label); },
     );
   }
@@ -677,7 +713,8 @@ export class FuseSession {
 
   private opendir(h: InHeader, _b: RequestBody, out: ReplyTo): void {
     const d = this.ctx.backend.opendir(undefined, this.inode(h.nodeid));
-    out.send(0, [this.openOut(this.addHandle(d), true)]);
+    const fh = this.addHandle(d);
+    if (!out.send(0, [this.openOut(fh, true)])) this.dropHandle(fh);
   }
 
   private releasedir(_h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -690,7 +727,7 @@ export class FuseSession {
 
   private fsyncdir(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
     const d = this.dir(new Args(body.head(16)).u64(), 'FSYNCDIR');
-    return fsyncAsync(d.fd).then(() => out.send(0, []), (e: NodeJS.ErrnoException) => {
+    return fsyncAsync(d.fd).then(() => { out.send(0, []); }, (e: NodeJS.ErrnoException) => {
       throw new SysError(Math.abs(e.errno ?? Errno.EIO), 'fsync', d.inode.label);
     });
   }
@@ -711,6 +748,7 @@ export class FuseSession {
     const { backend } = this.ctx;
     const buf = Buffer.alloc(size);
     let used = 0;
+    const handedOut: Inode[] = [];
     d.read(BigInt.asIntN(64, offset), (ent) => {
       const nameLen = ent.name.length;
       const recLen = (plus ? ENTRY_OUT_SIZE : 0) + DIRENT_SIZE + nameLen;
@@ -729,10 +767,15 @@ export class FuseSession {
           let e: Entry;
           try {
             e = backend.lookup(undefined, d.inode, ent.name);
-          } catch {
-            return true; // vanished between getdents and lookup: skip it
+          } catch (err) {
+            if (err instanceof SysError && err.errno === Errno.ENOENT) return true; // vanished since getdents
+            // Anything else (EMFILE, EACCES...): end this reply here so the
+            // entry comes again next time, never silently lose it.
+            if (used === 0) throw err;
+            return false;
           }
           this.remember(e.inode);
+          handedOut.push(e.inode);
           this.entryOut(e).copy(buf, at);
           ino = e.inode.guestIno;
         }
@@ -747,7 +790,9 @@ export class FuseSession {
       used += padded;
       return true;
     });
-    out.send(0, [buf.subarray(0, used)]);
+    if (!out.send(0, [buf.subarray(0, used)])) {
+      for (const inode of handedOut) this.forgetOne(BigInt(inode.id), 1n);
+    }
   }
 
   // ---- xattrs --------------------------------------------------------------------------------

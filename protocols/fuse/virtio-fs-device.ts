@@ -102,14 +102,15 @@ export class VirtioFsDevice implements VhostUserDevice {
       return h;
     };
     const put = (src: Buffer, at: number): number => scatter(chain.writable, src, at);
-    const fail = (errno: number): void => {
+    const fail = (errno: number): boolean => {
       if (chain.writableLength < OUT_HEADER_SIZE) {
         this.log.warn({ peer: this.peer, writable: chain.writableLength }, 'virtio-fs chain has no room for a reply header');
         chain.complete(0);
-        return;
+        return false;
       }
       put(out(OUT_HEADER_SIZE, errno), 0);
       chain.complete(OUT_HEADER_SIZE);
+      return errno !== Errno.EOVERFLOW;
     };
     return {
       send: (error, body) => {
@@ -123,11 +124,15 @@ export class VirtioFsDevice implements VhostUserDevice {
         let at = OUT_HEADER_SIZE;
         for (const b of body) at += put(b, at);
         chain.complete(len);
+        return true;
       },
       sendRead: (fd, offset, size) => {
         // Read straight into the guest's buffers after the reply header.
         let want = Math.min(size, chain.writableLength - OUT_HEADER_SIZE);
-        if (want < 0) return fail(Errno.EINVAL);
+        if (want < 0) {
+          fail(Errno.EINVAL);
+          return;
+        }
         let got = 0;
         let skip = OUT_HEADER_SIZE;
         let pos = offset;
@@ -147,7 +152,8 @@ export class VirtioFsDevice implements VhostUserDevice {
             if (n < dst.length) break; // end of file
           }
         } catch (e) {
-          return fail(e instanceof SysError ? e.errno : Errno.EIO);
+          fail(e instanceof SysError ? e.errno : Errno.EIO);
+          return;
         }
         put(out(OUT_HEADER_SIZE + got, 0), 0);
         chain.complete(OUT_HEADER_SIZE + got);
