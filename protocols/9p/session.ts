@@ -566,7 +566,7 @@ export class Session {
     const clientId = r.str();
     if (!f.file) fail(Errno.EBADF, 'Tlock', `${f.inode.label} is not an open file`);
     const owner = this.lockOwner(procId, clientId);
-    const ok = this.ctx.backend.locks.set(owner, f.file, { type: lockType(type), start, len: length });
+    const ok = this.ctx.backend.locks.set(owner, f.file, { type: lockType(type), start, len: length }, procId);
     return new Writer(9).u8(ok ? LOCK_STATUS.SUCCESS : LOCK_STATUS.BLOCKED).finish(T.lock + 1, tag);
   }
 
@@ -585,7 +585,7 @@ export class Session {
     return new Writer(40 + clientId.length)
       .u8(free ? LOCK_TYPE.UNLCK : l.type === F_WRLCK ? LOCK_TYPE.WRLCK : LOCK_TYPE.RDLCK)
       .u64(free ? start : l.start).u64(free ? length : l.len)
-      .u32(free ? procId : 0).str(free ? clientId : '')
+      .u32(free ? procId : l.pid).str(free ? clientId : '')
       .finish(T.getlock + 1, tag);
   }
 

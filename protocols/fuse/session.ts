@@ -861,21 +861,21 @@ export class FuseSession {
     return `fuse:${this.peer}:${lockOwner}`;
   }
 
-  private lkArgs(body: RequestBody): { file: OpenFile; owner: string; start: number; len: number; type: number; flock: boolean } {
+  private lkArgs(body: RequestBody): { file: OpenFile; owner: string; start: number; len: number; type: number; flock: boolean; pid: number } {
     const a = new Args(body.head(48));
     const file = this.file(a.u64(), 'LK');
     const owner = this.owner(a.u64());
     const start = a.u64();
     const end = a.u64();
     const type = a.u32();
-    a.u32(); // pid
+    const pid = a.u32();
     const lkFlags = a.u32();
     if (type !== F_RDLCK && type !== F_WRLCK && type !== F_UNLCK) fail(Errno.EINVAL, 'LK', `lock type ${type}`);
     if (end < start) fail(Errno.EINVAL, 'LK', `range ${start}..${end}`);
     const toEnd = end >= 0x7fffffffffffffffn;
     const s = start > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(start);
     const len = toEnd ? 0 : Number(end - start + 1n);
-    return { file, owner, start: s, len, type, flock: (lkFlags & FUSE_LK_FLOCK) !== 0 };
+    return { file, owner, start: s, len, type, flock: (lkFlags & FUSE_LK_FLOCK) !== 0, pid };
   }
 
   private getlk(_h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -891,7 +891,7 @@ export class FuseSession {
 
   private trySet(l: ReturnType<FuseSession['lkArgs']>): boolean {
     const { locks } = this.ctx.backend;
-    return l.flock ? locks.flock(l.owner, l.file, l.type) : locks.set(l.owner, l.file, { type: l.type, start: l.start, len: l.len });
+    return l.flock ? locks.flock(l.owner, l.file, l.type) : locks.set(l.owner, l.file, { type: l.type, start: l.start, len: l.len }, l.pid);
   }
 
   private setlk(_h: InHeader, body: RequestBody, out: ReplyTo): void {

@@ -344,9 +344,17 @@ export class Backend {
   // ---- creating --------------------------------------------------------------
 
   /** After a mapped-model creation: the guest's view goes into metadata. */
-  private recordNew(e: Entry, cr: Credentials | undefined, mode: number, rdev?: bigint): Entry {
+  private recordNew(e: Entry, parent: Inode, cr: Credentials | undefined, mode: number, rdev?: bigint): Entry {
     if (this.model.mapsFileTypes) {
       const meta: GuestMeta = { uid: cr?.uid ?? 0, gid: cr?.gid ?? 0, mode };
+      // A setgid directory gives its group (and, to directories, its setgid
+      // bit), as the kernel does on a real filesystem. 9P clients already
+      // send it so; FUSE clients leave it to the server.
+      const p = this.getattr(parent);
+      if (p.mode & 0o2000) {
+        meta.gid = p.gid;
+        if ((mode & S_IFMT) === S_IFDIR) meta.mode = mode | 0o2000;
+      }
       if (rdev !== undefined) meta.rdev = rdev;
       this.model.writeMeta(e.inode, e.inode.loc, meta);
       return { inode: e.inode, stat: this.getattr(e.inode) };
@@ -399,7 +407,7 @@ export class Backend {
       // name lookup that a concurrent rename could redirect.
       const pfd = openat(AT_FDCWD, procPath(fd), O_PATH);
       entry = this.intern(pfd, printable(name), { parent, name });
-      if (!existed) entry = this.recordNew(entry, cr, S_IFREG | (mode & 0o7777));
+      if (!existed) entry = this.recordNew(entry, parent, cr, S_IFREG | (mode & 0o7777));
     } catch (e) {
       close(fd);
       throw e;
@@ -419,7 +427,7 @@ export class Backend {
     let entry: Entry;
     try {
       entry = this.intern(openat(AT_FDCWD, procPath(fd), O_PATH), `tmpfile in ${parent.label}`, undefined);
-      entry = this.recordNew(entry, cr, S_IFREG | (mode & 0o7777));
+      entry = this.recordNew(entry, parent, cr, S_IFREG | (mode & 0o7777));
     } catch (e) {
       close(fd);
       throw e;
@@ -431,7 +439,7 @@ export class Backend {
     this.beginCreate('mkdir', parent, name);
     const hostMode = this.model.mapsFileTypes ? this.dmode : mode & 0o7777;
     withCredentials(this.host(cr), () => mkdirat(parent.fd, name, hostMode));
-    return this.recordNew(this.created(parent, name), cr, S_IFDIR | (mode & 0o7777));
+    return this.recordNew(this.created(parent, name), parent, cr, S_IFDIR | (mode & 0o7777));
   }
 
   /** mknod of a regular file, device, FIFO or socket (`mode` includes S_IFMT). */
@@ -443,10 +451,10 @@ export class Backend {
       // Mapped models: an empty regular host file; the type and device number live in metadata.
       close(openat(parent.fd, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, this.fmode));
       const isDev = type === S_IFCHR || type === S_IFBLK;
-      return this.recordNew(this.created(parent, name), cr, type | (mode & 0o7777), isDev ? rdev : 0n);
+      return this.recordNew(this.created(parent, name), parent, cr, type | (mode & 0o7777), isDev ? rdev : 0n);
     }
     withCredentials(this.host(cr), () => mknodat(parent.fd, name, type | (mode & 0o7777), rdev));
-    return this.recordNew(this.created(parent, name), cr, type | (mode & 0o7777));
+    return this.recordNew(this.created(parent, name), parent, cr, type | (mode & 0o7777));
   }
 
   symlink(cr: Credentials | undefined, parent: Inode, name: Buffer, target: Buffer): Entry {
@@ -464,10 +472,10 @@ export class Backend {
         throw e;
       }
       close(fd);
-      return this.recordNew(this.created(parent, name), cr, S_IFLNK | 0o777);
+      return this.recordNew(this.created(parent, name), parent, cr, S_IFLNK | 0o777);
     }
     withCredentials(this.host(cr), () => symlinkat(target, parent.fd, name));
-    return this.recordNew(this.created(parent, name), cr, S_IFLNK | 0o777);
+    return this.recordNew(this.created(parent, name), parent, cr, S_IFLNK | 0o777);
   }
 
   link(cr: Credentials | undefined, inode: Inode, newParent: Inode, name: Buffer): Entry {

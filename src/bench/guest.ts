@@ -13,7 +13,7 @@ import type * as GuestMod from '../../test/lab/guest.js';
 import type * as LabMod from '../../test/lab/lab.js';
 import type * as DaemonsMod from '../../test/lab/daemons.js';
 import { BenchError, MachineWatch, importLabModule, labDir, labRoot, machineBasics, repoRoot, requireLab } from './env.js';
-import { FioParseError, fioMetrics, parseFioOutput } from './fio.js';
+import { cellFromGuest, mountMessage, type GuestCell } from './cells.js';
 import { GUEST_JOBS, GUEST_SERVERS, fioArgs, type GuestJobDef, type ServerDef } from './jobs.js';
 import { RESULT_FORMAT, type BenchResult, type CellResult } from './model.js';
 import { LineSplitter, fmtDuration, type Progress } from './progress.js';
@@ -107,63 +107,6 @@ function jobEstimateSec(j: GuestJobDef, s: GuestSettings): number {
   if (j.kind === 'fio') return s.runtimeSec + 8;
   if (j.kind === 'meta') return 10 + s.files * 0.01;
   return 30;
-}
-
-/** What the host reads back for one cell (written by bench-run.py). */
-interface GuestCell {
-  id: string;
-  server: string;
-  job: string;
-  rep: number;
-  rc: number | null;
-  wallSecs: number;
-  direct: boolean;
-  error: string | null;
-  fioFile: string | null;
-  result: Record<string, unknown> | null;
-  notes: string[];
-}
-
-/** Turns one cell file (and fio's output beside it) into a CellResult. Exported for tests. */
-export function cellFromGuest(g: GuestCell, job: GuestJobDef | undefined, readSibling: (name: string) => string | undefined): CellResult & { fioVersion?: string } {
-  const cell: CellResult & { fioVersion?: string } = { server: g.server, job: g.job, rep: g.rep, ok: false, metrics: {}, wallSecs: g.wallSecs };
-  if (g.notes.length) cell.notes = [...g.notes];
-  if (g.error) {
-    cell.error = g.error;
-    return cell;
-  }
-  if (!job) {
-    cell.error = `unknown job ${g.job}`;
-    return cell;
-  }
-  try {
-    if (job.kind === 'fio') {
-      const text = g.fioFile ? readSibling(g.fioFile) : undefined;
-      if (text === undefined) throw new FioParseError('fio wrote no output file');
-      const fio = parseFioOutput(text);
-      if (fio.error) throw new FioParseError(`fio reported error ${fio.error}`);
-      const m = fioMetrics(fio);
-      cell.metrics = { mbps: m.mbps, iops: m.iops, ...(m.latUs !== undefined ? { latUs: m.latUs } : {}) };
-      cell.fioVersion = fio.fioVersion;
-      if (!g.direct && !(cell.notes ?? []).some((n) => n.startsWith('buffered'))) (cell.notes ??= []).push('buffered I/O (no O_DIRECT)');
-    } else if (job.kind === 'meta') {
-      const r = g.result as Record<string, { ops: number; secs: number }> | null;
-      if (!r) throw new Error('the metadata job left no result');
-      for (const k of ['create', 'stat', 'readdir', 'unlink']) {
-        const p = r[k];
-        if (!p || !(p.secs > 0)) throw new Error(`the metadata job has no ${k} phase`);
-        cell.metrics[k] = p.ops / p.secs;
-      }
-    } else {
-      const r = g.result as { secs: number; files: number; bytes: number } | null;
-      if (!r || !(r.secs > 0)) throw new Error('the untar job left no result');
-      cell.metrics = { files: r.files / r.secs, mbps: r.bytes / r.secs / 1e6, secs: r.secs };
-    }
-    cell.ok = true;
-  } catch (e) {
-    cell.error = (e as Error).message;
-  }
-  return cell;
 }
 
 interface DuofsHandle {
@@ -352,6 +295,8 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
         progress.line(`!! ${m[1]} could not be mounted`);
       } else if ((m = /^BENCH-PREPARE (\S+)/.exec(l))) {
         current = `preparing ${m[1]} (O_DIRECT probe, ${s.sizeMiB} MiB data file)`;
+      } else if ((m = /^BENCH-DEAD (\S+) (.*)$/.exec(l))) {
+        progress.line(`!! ${m[1]}: its remaining cells are skipped and its mount is forced off (${m[2]})`);
       } else if ((m = /^BENCH-LAYOUT (\S+) (.*)$/.exec(l))) {
         progress.line(`${m[1]}: data file laid out, ${m[2]}`);
       } else if ((m = /^BENCH-CELL (\d+) (\d+) (\S+) (\S+) (\d+) (begin|end|skip)(?: rc=(\S+) secs=([\d.]+))?/.exec(l))) {
@@ -380,7 +325,7 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
         timeoutMs: timeoutSec * 1000, allowMountFailure: true, memoryMiB: s.memMiB, cpus: s.cpus,
         keepWorkDir: s.keep, onConsole: (t) => splitter.push(t),
       });
-      for (const [name, text] of Object.entries(run.mountFailures)) mountErrors.set(name, `mount failed: ${text.replace(/\s+/g, ' ').slice(-300) || 'no message'}`);
+      for (const [name, text] of Object.entries(run.mountFailures)) mountErrors.set(name, `mount failed: ${mountMessage(text)}`);
       const sec = run.sections.find((x) => x.mount === 'bench-out');
       if (!sec) guestError = mountErrors.get('bench-out') ?? 'the guest never ran the bench script';
       else if (sec.rc !== 0) guestError = `the bench script exited with ${sec.rc}: ${lab.tail(sec.output, 6).replace(/\s+/g, ' ').slice(-500)}`;
@@ -422,6 +367,7 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
         if (c) {
           fioVersion ??= c.fioVersion;
           const { fioVersion: _v, ...rest } = c;
+          if (!rest.ok && mountErrors.has(srv.name)) rest.error = mountErrors.get(srv.name)!;
           out.push(rest);
         } else {
           out.push({ server: srv.name, job: j.name, rep, ok: false, metrics: {}, error: mountErrors.get(srv.name) ?? deadServers.get(srv.name) ?? `not run${guestError ? ` (${guestError.slice(0, 200)})` : ''}` });
@@ -456,7 +402,7 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
       qemu: stamp.qemuVersion.replace(/^QEMU emulator version /, ''),
       virtiofsd: stamp.virtiofsdVersion.replace(/^virtiofsd /, ''),
       'guest kernel': stamp.kernelVersion,
-      ...(fioVersion ? { fio: fioVersion } : {}),
+      ...(fioVersion ? { fio: fioVersion.replace(/^fio-/, '') } : {}),
       node: process.version,
     },
     settings: {
@@ -473,6 +419,7 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
 }
 
 let stopping = false;
+
 
 /** SIGTERM, and time to write a CPU profile, before the harness's SIGKILL. */
 async function stopGracefully(d: DaemonsMod.HostDaemon, lab: typeof LabMod): Promise<void> {

@@ -43,7 +43,8 @@ export function renderSvg(r: BenchResult, o: { title?: string } = {}): string {
   for (const row of rows) {
     const present = row.cells.filter((c) => c.spread || c.failed);
     if (present.length === 0) continue;
-    const best = Math.max(...present.map((c) => (c.spread ? (row.metric.higherIsBetter ? c.spread.max : c.spread.max) : 0)), 1e-12);
+    // The scale: the longest whisker of the row fills the bar area.
+    const best = Math.max(...present.map((c) => c.spread?.max ?? 0), 1e-12);
     const groupH = present.length * (barH + gap) - gap;
     const label = row.metric.label === row.metric.unit || row.metric.label === 'IOPS' || row.metric.label === 'MB/s' ? row.title : `${row.title}: ${row.metric.label}`;
     parts.push(`<text x="${labelW}" y="${n2(y + groupH / 2 - 2)}" text-anchor="end" class="lbl">${xmlEscape(label)}</text>`);
@@ -62,11 +63,12 @@ export function renderSvg(r: BenchResult, o: { title?: string } = {}): string {
         }
         const ratio = c.reference === '' ? (c.ratio === 1 ? 'reference' : '') : `${fmtRatio(c.ratio)} ${c.reference}`;
         const failed = c.failed ? `, ${c.failed} failed` : '';
-        const xText = barX + Math.max(w, ((s.max / best) * barMax)) + 6;
-        parts.push(`<text x="${n2(xText)}" y="${n2(y + barH - 2)}" class="val">${xmlEscape(`${c.server}  ${fmtValue(s.median)}`)}<tspan class="ratio">${xmlEscape(ratio ? `  ${ratio}` : '')}${xmlEscape(failed)}</tspan></text>`);
+        const xText = barX + (s.max / best) * barMax + 6;
+        // U+00A0: renderers drop ordinary spaces at the edge of a tspan.
+        parts.push(`<text x="${n2(xText)}" y="${n2(y + barH - 2)}" class="val">${xmlEscape(`${c.server}\u00a0\u00a0${fmtValue(s.median)}`)}<tspan class="ratio">${xmlEscape(ratio ? `\u00a0\u00b7\u00a0${ratio}` : '')}${xmlEscape(failed)}</tspan></text>`);
       } else {
         parts.push(`<rect x="${barX}" y="${n2(y)}" width="3" height="${barH}" fill="${color}"/>`);
-        parts.push(`<text x="${barX + 9}" y="${n2(y + barH - 2)}" class="fail">${xmlEscape(`${c.server}  failed${c.error ? `: ${c.error.slice(0, 90)}` : ''}`)}</text>`);
+        parts.push(`<text x="${barX + 9}" y="${n2(y + barH - 2)}" class="fail">${xmlEscape(`${c.server}\u00a0\u00a0failed${c.error ? `: ${c.error.slice(0, 90)}` : ''}`)}</text>`);
       }
       y += barH + gap;
     }
