@@ -187,6 +187,11 @@ export class FuseSession {
     return { uid: h.uid, gid: h.gid, groups: h.suppGroups.length ? [h.gid, ...h.suppGroups] : [h.gid] };
   }
 
+  /** The umask the kernel left to us (POSIX_ACL/DONT_MASK negotiated), else undefined. */
+  private umaskOf(umask: number): number | undefined {
+    return this.wantFlags & INIT.DONT_MASK ? umask & 0o777 : undefined;
+  }
+
   /** Records the lookup reference an entry reply hands to the guest. */
   private remember(inode: Inode): void {
     this.lookups.set(inode, (this.lookups.get(inode) ?? 0) + 1);
@@ -296,6 +301,9 @@ export class FuseSession {
       INIT.PARALLEL_DIROPS | INIT.ABORT_ERROR | INIT.MAX_PAGES | INIT.CACHE_SYMLINKS | INIT.HANDLE_KILLPRIV_V2 |
       INIT.INIT_EXT | INIT.CREATE_SUPP_GROUP;
     if (options.writeback) want |= INIT.WRITEBACK_CACHE;
+    // With xattrs on, guests get POSIX ACLs: the kernel then leaves umask and
+    // default-ACL inheritance to the server (DONT_MASK), as on a local fs.
+    if (options.xattr) want |= INIT.POSIX_ACL | INIT.DONT_MASK;
     if (options.announceSubmounts) want |= INIT.SUBMOUNTS;
     want &= offered;
     this.wantFlags = want;
@@ -467,16 +475,18 @@ export class FuseSession {
     const a = new Args(b);
     const mode = a.u32();
     const rdev = a.u32();
+    const umask = a.u32();
     const [name] = cstrings(b.subarray(16), 1);
-    this.replyEntry(out, this.ctx.backend.mknod(FuseSession.creator(h), parent, name!, mode, newDecodeDev(rdev)));
+    this.replyEntry(out, this.ctx.backend.mknod(FuseSession.creator(h), parent, name!, mode, newDecodeDev(rdev), this.umaskOf(umask)));
   }
 
   private mkdir(h: InHeader, body: RequestBody, out: ReplyTo): void {
     const parent = this.inode(h.nodeid);
     const b = body.head(body.length);
     const mode = b.readUInt32LE(0);
+    const umask = b.readUInt32LE(4);
     const [name] = cstrings(b.subarray(8), 1);
-    this.replyEntry(out, this.ctx.backend.mkdir(FuseSession.creator(h), parent, name!, mode));
+    this.replyEntry(out, this.ctx.backend.mkdir(FuseSession.creator(h), parent, name!, mode, this.umaskOf(umask)));
   }
 
   private unlink(h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -545,10 +555,10 @@ export class FuseSession {
     const a = new Args(b);
     const flags = a.u32();
     const mode = a.u32();
-    a.u32(); // umask: already applied by the kernel (no DONT_MASK)
+    const umask = a.u32();
     const openFlags = a.u32();
     const [name] = cstrings(b.subarray(16), 1);
-    const { entry, file } = this.ctx.backend.create(FuseSession.creator(h), parent, name!, this.writebackFlags(flags), mode);
+    const { entry, file } = this.ctx.backend.create(FuseSession.creator(h), parent, name!, this.writebackFlags(flags), mode, this.umaskOf(umask));
     if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & 0o1000 /* O_TRUNC */) this.killSuidgid(entry.inode);
     const fh = this.addHandle(file);
     this.remember(entry.inode);
@@ -563,7 +573,8 @@ export class FuseSession {
     const a = new Args(body.head(16));
     const flags = a.u32();
     const mode = a.u32();
-    const { entry, file } = this.ctx.backend.tmpfile(FuseSession.creator(h), parent, this.writebackFlags(flags), mode);
+    const umask = a.u32();
+    const { entry, file } = this.ctx.backend.tmpfile(FuseSession.creator(h), parent, this.writebackFlags(flags), mode, this.umaskOf(umask));
     const fh = this.addHandle(file);
     this.remember(entry.inode);
     if (!out.send(0, [this.entryOut(entry), this.openOut(fh, false)])) {

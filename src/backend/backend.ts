@@ -14,7 +14,7 @@ import {
   O_TMPFILE, O_TRUNC, O_WRONLY, RENAME_EXCHANGE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
   SysError, XATTR_SIZE_MAX, accessPathFd, close, fail, fchmodPathFd, fchownFd, fstat, fstatfs, ftruncate, getxattr,
   isSysError, linkFd, listxattr, mkdirat, mknodat, openPath, openat, pread, procPath, pwrite, readlinkFd, removexattr,
-  renameat2, reopen, setxattr, symlinkat, syncfs, truncatePathFd, umask, unlinkat, utimensFd, withCredentials,
+  renameat2, reopen, setxattr, symlinkat, syncfs, truncatePathFd, umask, umask as umaskSet, unlinkat, utimensFd, withCredentials,
   type Credentials, type Stat, type StatFs, type TimeArg,
 } from '../sys/index.js';
 import type { Logger } from '../log.js';
@@ -22,6 +22,8 @@ import { silentLogger } from '../log.js';
 import { createSecurityModel } from '../../security/create-model.js';
 import { applyMeta, type Location, type SecurityModel, type SecurityModelName } from '../../security/model.js';
 import { MappedFileModel } from '../../security/mapped-file.js';
+import { ACL_ACCESS_GUEST, ACL_DEFAULT_GUEST } from '../../security/formats/mapped-xattr.js';
+import { createMasq, formatAcl, parseAcl } from '../../security/acl.js';
 import type { GuestMeta } from '../../security/formats/mapped-file.js';
 import { ForbiddenIdError, type IdMap } from '../../security/id-map.js';
 import { InoMap } from './ino-map.js';
@@ -344,8 +346,12 @@ export class Backend {
   // ---- creating --------------------------------------------------------------
 
   /** After a mapped-model creation: the guest's view goes into metadata. */
-  private recordNew(e: Entry, parent: Inode, cr: Credentials | undefined, mode: number, rdev?: bigint): Entry {
+  private recordNew(e: Entry, parent: Inode, cr: Credentials | undefined, mode: number, rdev?: bigint, umask?: number): Entry {
     if (this.model.mapsFileTypes) {
+      // A FUSE client with POSIX ACLs leaves umask and default-ACL
+      // inheritance to the server; in the mapped models that is duofs.
+      let acls: { access?: Buffer; default?: Buffer } = {};
+      if (umask !== undefined) ({ mode, acls } = this.inheritMapped(parent, mode, umask));
       const meta: GuestMeta = { uid: cr?.uid ?? 0, gid: cr?.gid ?? 0, mode };
       // A setgid directory gives its group (and, to directories, its setgid
       // bit), as the kernel does on a real filesystem. 9P clients already
@@ -357,6 +363,8 @@ export class Backend {
       }
       if (rdev !== undefined) meta.rdev = rdev;
       this.model.writeMeta(e.inode, e.inode.loc, meta);
+      if (acls.access) setxattr(e.inode.fd, this.model.hostXattrName(ACL_ACCESS_GUEST)!, acls.access, 0, e.inode.label);
+      if (acls.default) setxattr(e.inode.fd, this.model.hostXattrName(ACL_DEFAULT_GUEST)!, acls.default, 0, e.inode.label);
       return { inode: e.inode, stat: this.getattr(e.inode) };
     }
     if (this.model.name === 'none' && cr) {
@@ -370,6 +378,38 @@ export class Backend {
       }
     }
     return e;
+  }
+
+  /** posix_acl_create for the mapped models: the parent's default ACL, else the umask. */
+  private inheritMapped(parent: Inode, mode: number, umask: number): { mode: number; acls: { access?: Buffer; default?: Buffer } } {
+    let def: Buffer | undefined;
+    try {
+      def = getxattr(parent.fd, this.model.hostXattrName(ACL_DEFAULT_GUEST)!, parent.label);
+    } catch {
+      def = undefined;
+    }
+    const entries = def ? parseAcl(def) : undefined;
+    if (!entries) return { mode: mode & ~(umask & 0o777), acls: {} };
+    const r = createMasq(entries, mode);
+    return {
+      mode: r.mode,
+      acls: { access: r.acl ? formatAcl(r.acl) : undefined, default: (mode & S_IFMT) === S_IFDIR ? def : undefined },
+    };
+  }
+
+  /**
+   * Runs a host creation with the client's umask in force when it left the
+   * umask to the server (host-truth models: the host kernel then applies a
+   * default ACL instead, as it would locally).
+   */
+  private creating<T>(cr: Credentials | undefined, umask: number | undefined, fn: () => T): T {
+    if (umask === undefined || this.model.mapsFileTypes) return withCredentials(this.host(cr), fn);
+    const old = umaskSet(umask & 0o777);
+    try {
+      return withCredentials(this.host(cr), fn);
+    } finally {
+      umaskSet(old);
+    }
   }
 
   private beginCreate(op: string, parent: Inode, name: Buffer): void {
@@ -386,7 +426,7 @@ export class Backend {
    * Creates and opens a regular file. The new inode carries one reference
    * (besides the open file's own).
    */
-  create(cr: Credentials | undefined, parent: Inode, name: Buffer, flags: number, mode: number): { entry: Entry; file: OpenFile } {
+  create(cr: Credentials | undefined, parent: Inode, name: Buffer, flags: number, mode: number, umask?: number): { entry: Entry; file: OpenFile } {
     this.beginCreate('create', parent, name);
     const f = createFlags(flags) & ~O_DIRECTORY;
     const hostMode = this.model.mapsFileTypes ? this.fmode : mode & 0o7777;
@@ -400,14 +440,14 @@ export class Backend {
         existed = false;
       }
     }
-    const fd = withCredentials(this.host(cr), () => openat(parent.fd, name, f, hostMode));
+    const fd = this.creating(cr, umask, () => openat(parent.fd, name, f, hostMode));
     let entry: Entry;
     try {
       // The inode's O_PATH handle comes from the open fd itself: no second
       // name lookup that a concurrent rename could redirect.
       const pfd = openat(AT_FDCWD, procPath(fd), O_PATH);
       entry = this.intern(pfd, printable(name), { parent, name });
-      if (!existed) entry = this.recordNew(entry, parent, cr, S_IFREG | (mode & 0o7777));
+      if (!existed) entry = this.recordNew(entry, parent, cr, S_IFREG | (mode & 0o7777), undefined, umask);
     } catch (e) {
       close(fd);
       throw e;
@@ -416,18 +456,18 @@ export class Backend {
   }
 
   /** An unnamed file in `parent` (O_TMPFILE), open and with one reference. */
-  tmpfile(cr: Credentials | undefined, parent: Inode, flags: number, mode: number): { entry: Entry; file: OpenFile } {
+  tmpfile(cr: Credentials | undefined, parent: Inode, flags: number, mode: number, umask?: number): { entry: Entry; file: OpenFile } {
     this.checkWritable('tmpfile', parent.label);
     if (!parent.isDir) fail(Errno.ENOTDIR, 'tmpfile', parent.label);
     if (this.model.tracksLocation) fail(Errno.EOPNOTSUPP, 'tmpfile', `${parent.label}: no metadata file for an unnamed file (mapped-file)`);
     const f = (openFlags(flags) & ~(O_CREAT | O_TRUNC | O_DIRECTORY)) | O_TMPFILE;
     if ((f & O_ACCMODE) === O_RDONLY) fail(Errno.EINVAL, 'tmpfile', `${parent.label}: O_TMPFILE needs write access`);
     const hostMode = this.model.mapsFileTypes ? this.fmode : mode & 0o7777;
-    const fd = withCredentials(this.host(cr), () => openat(parent.fd, '.', f, hostMode));
+    const fd = this.creating(cr, umask, () => openat(parent.fd, '.', f, hostMode));
     let entry: Entry;
     try {
       entry = this.intern(openat(AT_FDCWD, procPath(fd), O_PATH), `tmpfile in ${parent.label}`, undefined);
-      entry = this.recordNew(entry, parent, cr, S_IFREG | (mode & 0o7777));
+      entry = this.recordNew(entry, parent, cr, S_IFREG | (mode & 0o7777), undefined, umask);
     } catch (e) {
       close(fd);
       throw e;
@@ -435,15 +475,15 @@ export class Backend {
     return { entry, file: new OpenFile(this.ref(entry.inode), fd, f & ~O_TMPFILE) };
   }
 
-  mkdir(cr: Credentials | undefined, parent: Inode, name: Buffer, mode: number): Entry {
+  mkdir(cr: Credentials | undefined, parent: Inode, name: Buffer, mode: number, umask?: number): Entry {
     this.beginCreate('mkdir', parent, name);
     const hostMode = this.model.mapsFileTypes ? this.dmode : mode & 0o7777;
-    withCredentials(this.host(cr), () => mkdirat(parent.fd, name, hostMode));
-    return this.recordNew(this.created(parent, name), parent, cr, S_IFDIR | (mode & 0o7777));
+    this.creating(cr, umask, () => mkdirat(parent.fd, name, hostMode));
+    return this.recordNew(this.created(parent, name), parent, cr, S_IFDIR | (mode & 0o7777), undefined, umask);
   }
 
   /** mknod of a regular file, device, FIFO or socket (`mode` includes S_IFMT). */
-  mknod(cr: Credentials | undefined, parent: Inode, name: Buffer, mode: number, rdev: bigint): Entry {
+  mknod(cr: Credentials | undefined, parent: Inode, name: Buffer, mode: number, rdev: bigint, umask?: number): Entry {
     this.beginCreate('mknod', parent, name);
     const type = (mode & S_IFMT) || S_IFREG;
     if (![S_IFREG, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK].includes(type)) fail(Errno.EINVAL, 'mknod', printable(name));
@@ -451,9 +491,9 @@ export class Backend {
       // Mapped models: an empty regular host file; the type and device number live in metadata.
       close(openat(parent.fd, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, this.fmode));
       const isDev = type === S_IFCHR || type === S_IFBLK;
-      return this.recordNew(this.created(parent, name), parent, cr, type | (mode & 0o7777), isDev ? rdev : 0n);
+      return this.recordNew(this.created(parent, name), parent, cr, type | (mode & 0o7777), isDev ? rdev : 0n, umask);
     }
-    withCredentials(this.host(cr), () => mknodat(parent.fd, name, type | (mode & 0o7777), rdev));
+    this.creating(cr, umask, () => mknodat(parent.fd, name, type | (mode & 0o7777), rdev));
     return this.recordNew(this.created(parent, name), parent, cr, type | (mode & 0o7777));
   }
 
