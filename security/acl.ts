@@ -77,3 +77,25 @@ export function createMasq(def: AclEntry[], mode: number): { acl: AclEntry[] | u
   }
   return { acl: notEquiv ? acl : undefined, mode: (mode & ~0o777) | (m & 0o777) };
 }
+
+/**
+ * The permission bits an access ACL implies (posix_acl_equiv_mode): owner,
+ * group (the mask when there is one) and other. `equivalent` is true when
+ * the ACL says nothing beyond them, so it need not be stored.
+ */
+export function aclMode(entries: AclEntry[]): { perms: number; equivalent: boolean } {
+  let perms = 0;
+  let equivalent = true;
+  let group = 0;
+  let mask: number | undefined;
+  for (const e of entries) {
+    switch (e.tag) {
+      case ACL_USER_OBJ: perms |= (e.perm & 7) << 6; break;
+      case ACL_GROUP_OBJ: group = e.perm & 7; break;
+      case ACL_OTHER: perms |= e.perm & 7; break;
+      case ACL_MASK: mask = e.perm & 7; equivalent = false; break;
+      default: equivalent = false;
+    }
+  }
+  return { perms: perms | ((mask ?? group) << 3), equivalent };
+}

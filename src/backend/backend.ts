@@ -23,7 +23,7 @@ import { createSecurityModel } from '../../security/create-model.js';
 import { applyMeta, type Location, type SecurityModel, type SecurityModelName } from '../../security/model.js';
 import { MappedFileModel } from '../../security/mapped-file.js';
 import { ACL_ACCESS_GUEST, ACL_DEFAULT_GUEST } from '../../security/formats/mapped-xattr.js';
-import { createMasq, formatAcl, parseAcl } from '../../security/acl.js';
+import { aclMode, createMasq, formatAcl, parseAcl } from '../../security/acl.js';
 import type { GuestMeta } from '../../security/formats/mapped-file.js';
 import { ForbiddenIdError, type IdMap } from '../../security/id-map.js';
 import { InoMap } from './ino-map.js';
@@ -625,7 +625,31 @@ export class Backend {
     this.checkWritable('setxattr', inode.label);
     if (value.length > XATTR_SIZE_MAX) fail(Errno.E2BIG, 'setxattr', `${inode.label} ${printable(name)}`);
     if (inode.hostKind === S_IFLNK) fail(Errno.EPERM, 'setxattr', `${inode.label} ${printable(name)}`);
+    if (this.model.mapsFileTypes && name.equals(ACL_ACCESS_GUEST) && this.setAccessAclMapped(inode, host, value, flags)) return;
     withCredentials(this.host(cr), () => setxattr(inode.fd, host, value, flags, inode.label));
+  }
+
+  /**
+   * Mapped models: an access ACL also sets the guest's permission bits (the
+   * FUSE client leaves that to the server; a host kernel would do it), and
+   * one that says no more than the mode is not kept. True when handled.
+   */
+  private setAccessAclMapped(inode: Inode, host: Buffer, value: Buffer, flags: number): boolean {
+    const entries = parseAcl(value);
+    if (!entries) fail(Errno.EINVAL, 'setxattr', `${inode.label}: malformed POSIX ACL`);
+    const { perms, equivalent } = aclMode(entries);
+    const cur = this.getattr(inode);
+    this.model.writeMeta(inode, inode.loc, { mode: (cur.mode & ~0o777) | perms });
+    if (!equivalent) {
+      setxattr(inode.fd, host, value, flags, inode.label);
+    } else {
+      try {
+        removexattr(inode.fd, host, inode.label);
+      } catch (e) {
+        if (!isSysError(e, Errno.ENODATA)) throw e;
+      }
+    }
+    return true;
   }
 
   removexattr(cr: Credentials | undefined, inode: Inode, name: Buffer): void {
