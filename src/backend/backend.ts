@@ -640,7 +640,9 @@ export class Backend {
     const { perms, equivalent } = aclMode(entries);
     const cur = this.getattr(inode);
     this.model.writeMeta(inode, inode.loc, { mode: (cur.mode & ~0o777) | perms });
-    if (!equivalent) {
+    // mapped-file keeps ACLs on the host file itself: the host kernel drops
+    // an equivalent one and sets the host mode, exactly as under QEMU.
+    if (!equivalent || this.model.name === 'mapped-file') {
       setxattr(inode.fd, host, value, flags, inode.label);
     } else {
       try {
