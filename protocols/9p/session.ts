@@ -578,8 +578,10 @@ export class Session {
     const procId = r.u32();
     const clientId = r.str();
     if (!f.file) fail(Errno.EBADF, 'Tgetlock', `${f.inode.label} is not an open file`);
-    const t = lockType(type);
-    if (t === F_UNLCK) fail(Errno.EINVAL, 'Tgetlock', 'type UNLCK');
+    // The Linux client sends Tgetlock with type UNLCK once it has checked its
+    // own locks: treat any probe without a lock type as a write-lock probe.
+    const asked = lockType(type);
+    const t = asked === F_UNLCK ? F_WRLCK : asked;
     const l = this.ctx.backend.locks.get(this.lockOwner(procId, clientId), f.file, { type: t, start, len: length });
     const free = l.type === F_UNLCK;
     return new Writer(40 + clientId.length)
