@@ -26,11 +26,18 @@ export interface StartOptions {
   readyTimeoutMs?: number;
   env?: Record<string, string>;
   cwd?: string;
+  /**
+   * Run as this host user instead of root: `setpriv --reuid=UID --regid=GID
+   * --clear-groups` (pdeathsig still applies; setpriv sets it after the id
+   * change). The user needs no passwd entry. Omitted: root, as before.
+   */
+  user?: { uid: number; gid: number };
 }
 
 /** Starts a host process and waits until each `waitFor` path is a socket (or file). */
 export async function startHostDaemon(o: StartOptions): Promise<HostDaemon> {
-  const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', o.command, ...o.args], {
+  const ids = o.user ? [`--reuid=${o.user.uid}`, `--regid=${o.user.gid}`, '--clear-groups'] : [];
+  const child = spawn('setpriv', ['--pdeathsig', 'KILL', ...ids, '--', o.command, ...o.args], {
     cwd: o.cwd ?? repoRoot,
     env: { ...process.env, ...o.env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -83,8 +90,10 @@ export function ensureDuofsBuilt(): void {
  * (e.g. the --9p-socket path). Example:
  *   const d = await startDuofs(['serve', '--shared-dir', dir, '--9p-socket', sock, '--log-level', 'info'], [sock]);
  *   ...; await d.stop();
+ * `opts.user` runs it as an unprivileged host user (see StartOptions.user);
+ * the export and socket folders must then be that user's.
  */
-export async function startDuofs(args: string[], waitFor: string[], opts: { readyTimeoutMs?: number; env?: Record<string, string> } = {}): Promise<HostDaemon> {
+export async function startDuofs(args: string[], waitFor: string[], opts: { readyTimeoutMs?: number; env?: Record<string, string>; user?: { uid: number; gid: number } } = {}): Promise<HostDaemon> {
   ensureDuofsBuilt();
   return startHostDaemon({ name: 'duofs', command: process.execPath, args: [duofsBin, ...args], waitFor, ...opts });
 }
