@@ -13,6 +13,7 @@ import { CompatError } from '../compat/errors.js';
 import { IdMapError, asIdTranslations, parseIdRules } from '../security/id-map.js';
 import { ConvertError, convertExport, formatSummary } from './convert/convert.js';
 import { ExportInUseError } from './convert/in-use.js';
+import { benchOptions, runBench, type BenchArgs } from './bench/main.js';
 
 /** QEMU's fmode/dmode: octal, masked with 0777, only for the mapped models. */
 function parseOctalMode(flag: string, v: string | undefined, model: SecurityModelName): number | undefined {
@@ -132,7 +133,15 @@ export async function main(args: string[]): Promise<void> {
         console.log(formatSummary(summary));
       },
     )
-    .demandCommand(1, 'give a command: serve or convert')
+    .command(
+      'bench',
+      'compare protocol and server throughput on one tree (lab guests, or --host without a guest)',
+      (y) => benchOptions(y),
+      async (argv) => {
+        process.exitCode = await runBench(argv as BenchArgs);
+      },
+    )
+    .demandCommand(1, 'give a command: serve, convert or bench')
     .strict()
     .help()
     .alias('h', 'help')
