@@ -8,7 +8,8 @@
 // buffers, never through a JS buffer.
 import type { DescriptorChain, VhostUserDevice } from '../vhost-user/index.js';
 import { VIRTIO_ID_9P, gather, scatter } from '../vhost-user/index.js';
-import { Errno, SysError, pread } from '../../src/sys/index.js';
+import { Errno, SysError } from '../../src/sys/index.js';
+import { preadIntoSegments } from '../virtqueue/read-into.js';
 import { HEADER_SIZE, IOHDRSZ, RLERROR, T } from './constants.js';
 import { Session, type SessionContext } from './session.js';
 
@@ -92,25 +93,9 @@ export class Virtio9pDevice implements VhostUserDevice {
   private directRead(tag: number, fd: number, offset: number | bigint, count: number, what: string): void {
     const chain = this.pending.get(tag);
     if (!chain) throw new SysError(Errno.EPROTO, 'Tread', `no chain for tag ${tag}`);
-    let want = Math.min(count, chain.writableLength - IOHDRSZ);
+    const want = Math.min(count, chain.writableLength - IOHDRSZ);
     if (want < 0) throw new SysError(Errno.ENOBUFS, 'Tread', 'reply buffers smaller than an Rread header');
-    let got = 0;
-    let skip = IOHDRSZ;
-    let pos = offset;
-    for (const s of chain.writable) {
-      if (want === 0) break;
-      if (skip >= s.length) {
-        skip -= s.length;
-        continue;
-      }
-      const dst = s.subarray(skip, skip + Math.min(s.length - skip, want));
-      skip = 0;
-      const n = pread(fd, dst, pos, what);
-      got += n;
-      want -= n;
-      pos = typeof pos === 'bigint' ? pos + BigInt(n) : pos + n;
-      if (n < dst.length) break;
-    }
+    const got = preadIntoSegments(chain.writable, IOHDRSZ, fd, offset, want, what);
     const h = Buffer.alloc(IOHDRSZ);
     h.writeUInt32LE(IOHDRSZ + got, 0);
     h[4] = T.read + 1;

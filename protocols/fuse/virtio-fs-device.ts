@@ -9,7 +9,8 @@
 // the page cache and guest memory without a copy through JS.
 import type { DescriptorChain, VhostUserDevice } from '../vhost-user/index.js';
 import { VIRTIO_ID_FS, gather, scatter } from '../vhost-user/index.js';
-import { Errno, SysError, pread } from '../../src/sys/index.js';
+import { Errno, SysError } from '../../src/sys/index.js';
+import { preadIntoSegments } from '../virtqueue/read-into.js';
 import type { Logger } from '../../src/log.js';
 import { IN_HEADER_SIZE, OP, OUT_HEADER_SIZE } from './constants.js';
 import { RequestBody, type ReplyTo } from './request.js';
@@ -128,29 +129,14 @@ export class VirtioFsDevice implements VhostUserDevice {
       },
       sendRead: (fd, offset, size) => {
         // Read straight into the guest's buffers after the reply header.
-        let want = Math.min(size, chain.writableLength - OUT_HEADER_SIZE);
+        const want = Math.min(size, chain.writableLength - OUT_HEADER_SIZE);
         if (want < 0) {
           fail(Errno.EINVAL);
           return;
         }
-        let got = 0;
-        let skip = OUT_HEADER_SIZE;
-        let pos = offset;
+        let got: number;
         try {
-          for (const s of chain.writable) {
-            if (want === 0) break;
-            if (skip >= s.length) {
-              skip -= s.length;
-              continue;
-            }
-            const dst = s.subarray(skip, skip + Math.min(s.length - skip, want));
-            skip = 0;
-            const n = pread(fd, dst, pos);
-            got += n;
-            want -= n;
-            pos = typeof pos === 'bigint' ? pos + BigInt(n) : pos + n;
-            if (n < dst.length) break; // end of file
-          }
+          got = preadIntoSegments(chain.writable, OUT_HEADER_SIZE, fd, offset, want);
         } catch (e) {
           fail(e instanceof SysError ? e.errno : Errno.EIO);
           return;
