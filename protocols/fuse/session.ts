@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { DirStream, OpenFile, type Backend, type Entry, type Inode, type SetAttr } from '../../src/backend/backend.js';
 import {
   Errno, F_RDLCK, F_UNLCK, F_WRLCK, SysError, copyFileRange, errnoName, fail, fallocate,
-  lseek, major, minor, pwrite, type Credentials, type Stat, type TimeArg,
+  lseek, major, minor, type Credentials, type Stat, type TimeArg,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
 import {
@@ -18,6 +18,7 @@ import {
 } from './constants.js';
 import { timeouts, type FuseOptions } from './options.js';
 import { Args, cstrings, parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
+import { pwriteFromSegments } from '../virtqueue/read-into.js';
 
 const fsyncAsync = promisify(fsyncCb);
 const fdatasyncAsync = promisify(fdatasyncCb);
@@ -599,15 +600,7 @@ export class FuseSession {
     const size = a.u32();
     const writeFlags = a.u32();
     if (size > this.ctx.options.maxWrite) fail(Errno.EINVAL, 'WRITE', `size ${size} above max_write`);
-    const data = body.slices(40, size);
-    let done = 0;
-    let at = offset;
-    for (const seg of data) {
-      const n = pwrite(file.fd, seg, at, file.inode.label);
-      done += n;
-      at = typeof at === 'bigint' ? at + BigInt(n) : at + n;
-      if (n < seg.length) break;
-    }
+    const done = pwriteFromSegments(body.slices(40, size), file.fd, offset, file.inode.label);
     if (writeFlags & FUSE_WRITE_KILL_SUIDGID) this.killSuidgid(file.inode);
     const b = Buffer.alloc(8);
     b.writeUInt32LE(done, 0);

@@ -238,7 +238,8 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
           duofs.push(h);
           d.process.once('exit', (code, signal) => {
             if (stopping) return;
-            const why = `duofs (${srv.name}) exited during the run (${signal ?? `status ${code}`}); its output: ${lab.tail(d.output(), 8).replace(/\s+/g, ' ').slice(-600)}`;
+            const said = lab.tail(d.output(), 8).replace(/\s+/g, ' ').trim().slice(-600);
+            const why = `duofs (${srv.name}) exited during the run (${signal ?? `status ${code}`})${said ? `; its last output: ${said}` : ''}`;
             deadServers.set(srv.name, why);
             try {
               writeFileSync(join(benchOut, 'dead', srv.name), why);
@@ -296,7 +297,7 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
       } else if ((m = /^BENCH-PREPARE (\S+)/.exec(l))) {
         current = `preparing ${m[1]} (O_DIRECT probe, ${s.sizeMiB} MiB data file)`;
       } else if ((m = /^BENCH-DEAD (\S+) (.*)$/.exec(l))) {
-        progress.line(`!! ${m[1]}: its remaining cells are skipped and its mount is forced off (${m[2]})`);
+        progress.line(`!! ${m[1]} is given up: its remaining cells are skipped (${m[2]})`);
       } else if ((m = /^BENCH-LAYOUT (\S+) (.*)$/.exec(l))) {
         progress.line(`${m[1]}: data file laid out, ${m[2]}`);
       } else if ((m = /^BENCH-CELL (\d+) (\d+) (\S+) (\S+) (\d+) (begin|end|skip)(?: rc=(\S+) secs=([\d.]+))?/.exec(l))) {

@@ -339,6 +339,7 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
   const tree = s.sharedDir ? resolve(s.sharedDir) : join(base, 'export');
   const benchTree = s.sharedDir ? join(tree, '.duofs-bench') : tree;
   const procs: Proc[] = [];
+  let diod: DiodMod.DiodServer | undefined;
   const targets: Target[] = [];
   const cells: CellResult[] = [];
   const profiles: { server: string; file: string }[] = [];
@@ -374,7 +375,6 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
       procs.push(vfsd);
       versions.virtiofsd = stamp!.virtiofsdVersion.replace(/^virtiofsd /, '');
     }
-    let diod: DiodMod.DiodServer | undefined;
     if (servers.some((x) => x.name === 'diod')) {
       const { startDiod } = await import('../../test/support/diod.js') as typeof DiodMod;
       progress.status('starting diod');
@@ -448,6 +448,7 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
     progress.done();
     for (const t of targets) await t.close().catch(() => undefined);
     for (const p of procs) await p.stop(p === duofsProc ? 60_000 : 5000);
+    await diod?.stop(); // left running, it kept this process alive after the table was written
     rmSync(base, { recursive: true, force: true });
     if (s.sharedDir) spawnSync('rm', ['-rf', '--one-file-system', benchTree]);
   }

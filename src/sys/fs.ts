@@ -188,3 +188,13 @@ const AT_EACCESS = 0x200;
 export function accessPathFd(fd: number, mask: number, what = 'fd'): void {
   check(c.faccessat(AT_FDCWD, cstr(procPath(fd)), mask, AT_EACCESS), 'faccessat', what);
 }
+
+/** preadv on an iovec array already laid out in `iov` (16 bytes per entry). */
+export function preadv(fd: number, iov: Buffer, count: number, offset: number | bigint, what = 'fd'): number {
+  return check(Number(c.preadv(fd, iov, count, offset)), 'preadv', what);
+}
+
+/** pwritev on an iovec array already laid out in `iov` (16 bytes per entry). */
+export function pwritev(fd: number, iov: Buffer, count: number, offset: number | bigint, what = 'fd'): number {
+  return check(Number(c.pwritev(fd, iov, count, offset)), 'pwritev', what);
+}

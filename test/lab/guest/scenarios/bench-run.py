@@ -4,7 +4,8 @@
 #   python3 bench-run.py OUT            run the plan OUT/plan.json; OUT is a
 #                                       virtiofsd mount of a host folder, so the
 #                                       host reads the results as they appear
-#   python3 bench-run.py meta DIR N     the metadata job on DIR (prints JSON)
+#   python3 bench-run.py meta DIR N DROP RESULT   the metadata job on DIR (DROP: what to
+#                                       write to drop_caches, 0 = nothing), JSON into RESULT
 #
 # For each repetition, each job, each server (the order of servers rotates so
 # that nobody always runs first): drop the guest's caches, run the job with a
@@ -58,34 +59,27 @@ def run(argv, timeout, abort=None, **kw):
     return rc, now() - t0, (err or b'').decode('utf-8', 'replace')[-1500:]
 
 
-def mount_entry(path):
-    """(major:minor, fstype) of the file system mounted at path, from mountinfo (no syscall on the mount)."""
-    with open('/proc/self/mountinfo') as f:
-        for line in f:
-            a = line.split()
-            if len(a) > 4 and a[4] == path and ' - ' in line:
-                return a[2], line.split(' - ', 1)[1].split()[0]
-    return None, None
+def give_up_on(path):
+    """What can be done from inside the guest about a dead server: nothing to
+    its mount. umount -f waits for the server (and holds the superblock lock
+    while doing so, which then blocks drop_caches); umount -l tears a 9p
+    superblock down at once and blocks the same way in its final clunk; a
+    virtiofs connection cannot be aborted (fusectl does not list virtiofs).
+    So the mount stays, only the page cache is dropped from now on (evicting
+    the dead mount's dentries would wait on it), nothing calls sync, and at
+    the end the guest powers off directly instead of through init's sync."""
+    DROP['what'] = '1'
 
 
-def force_unmount(path):
-    """Cuts a dead server off as far as the guest allows: a 9p client is
-    disconnected by umount -f, then the mount is detached. (A virtiofs mount
-    cannot be aborted from inside the guest: fusectl does not list virtiofs
-    connections and umount -f waits. Requests to it stay blocked; the run
-    avoids sync and powers the guest off directly at the end.)"""
-    dev, fstype = mount_entry(path)
-    if dev is None:
-        return
-    if fstype != 'virtiofs':
-        run(['umount', '-f', path], 30)
-    run(['umount', '-l', path], 30)
+DROP = {'what': '3'}
 
 
 def drop_caches():
     # No sync first: writes are direct or write-through (buffered write jobs
-    # end with fsync), and a sync would hang on a dead server's mount.
-    run(['sh', '-c', 'echo 3 > /proc/sys/vm/drop_caches'], 60)
+    # end with fsync), and a sync would hang on a dead server's mount. Once a
+    # server has died, only the page cache is dropped: evicting the dead
+    # mount's dentries and inodes would wait on it (9p clunks, FUSE forgets).
+    run(['sh', '-c', 'echo %s > /proc/sys/vm/drop_caches' % DROP['what']], 60)
 
 
 def alive(path):
@@ -178,7 +172,7 @@ def main(out):
         if s['name'] not in buried and mounted(s['mount']):
             buried.add(s['name'])
             say('BENCH-DEAD %s %s' % (s['name'], why[:200]))
-            force_unmount(s['mount'])
+            give_up_on(s['mount'])
 
     def host_dead(s):
         p = os.path.join(out, 'dead', s)
@@ -240,6 +234,8 @@ def main(out):
                 cell = {'id': cid, 'server': name, 'job': job['name'], 'rep': rep, 'rc': None, 'wallSecs': 0,
                         'direct': direct_ok.get(name, False), 'error': None, 'fioFile': None, 'result': None,
                         'notes': [notes[name]] if name in notes else []}
+                if DROP['what'] != '3':
+                    cell['notes'].append('after a server died, only the page cache was dropped before this cell')
                 why = dead.get(name) or host_dead(name)
                 if why:
                     bury(s, why)
@@ -280,7 +276,7 @@ def main(out):
                 elif job['kind'] == 'meta':
                     mdir = os.path.join(wd, 'meta-%d' % rep)
                     res_file = os.path.join(cells_dir, cid + '.meta.json')
-                    rc, secs, err = run(['python3', '-u', sys.argv[0], 'meta', mdir, str(plan['files']), '1' if drop else '0', res_file], tmo, abort)
+                    rc, secs, err = run(['python3', '-u', sys.argv[0], 'meta', mdir, str(plan['files']), DROP['what'] if drop else '0', res_file], tmo, abort)
                     cell['rc'] = rc
                     if rc == 0:
                         with open(res_file) as f:
@@ -329,8 +325,9 @@ def main(out):
 
 if __name__ == '__main__':
     if len(sys.argv) >= 2 and sys.argv[1] == 'meta':
-        d, n, drop, out = sys.argv[2], int(sys.argv[3]), sys.argv[4] == '1', sys.argv[5]
-        r = meta(d, n, drop)
+        d, n, drop, out = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+        DROP['what'] = drop
+        r = meta(d, n, drop != '0')
         with open(out, 'w') as f:
             json.dump(r, f)
     elif len(sys.argv) == 2:
