@@ -66,7 +66,7 @@ export class RequestBody {
         continue;
       }
       const take = Math.min(s.length - skip, want);
-      out.push(s.subarray(skip, skip + take));
+      out.push(skip === 0 && take === s.length ? s : s.subarray(skip, skip + take));
       want -= take;
       skip = 0;
     }

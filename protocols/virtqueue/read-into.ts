@@ -9,6 +9,16 @@ import { hostAddressOf } from './guest-memory.js';
 /** Linux's IOV_MAX: the most entries one preadv/pwritev takes. */
 const IOV_MAX = 1024;
 const iovScratch = Buffer.alloc(IOV_MAX * 16);
+/** The same memory as u32 words: iovecs are written as (lo, hi) pairs, no BigInt per entry. */
+const iov32 = new Uint32Array(iovScratch.buffer, iovScratch.byteOffset, IOV_MAX * 4);
+const TWO32 = 2 ** 32;
+
+function setIov(k: number, addr: number, len: number): void {
+  iov32[k * 4] = addr >>> 0;
+  iov32[k * 4 + 1] = Math.floor(addr / TWO32);
+  iov32[k * 4 + 2] = len >>> 0;
+  iov32[k * 4 + 3] = 0;
+}
 
 type Offset = number | bigint;
 const advance = (pos: Offset, n: number): Offset => (typeof pos === 'bigint' ? pos + BigInt(n) : pos + n);
@@ -24,7 +34,7 @@ function window(segments: readonly Buffer[], skip: number, max: number): Buffer[
       continue;
     }
     const take = Math.min(s.length - skip, want);
-    out.push(s.subarray(skip, skip + take));
+    out.push(skip === 0 && take === s.length ? s : s.subarray(skip, skip + take));
     want -= take;
     skip = 0;
   }
@@ -69,8 +79,7 @@ function transfer(call: Vectored, isWrite: boolean, fd: number, r: { addr: numbe
     let want = 0;
     for (let j = i; j < r.addr.length && count < IOV_MAX; j++, count++) {
       const skip = j === i ? partial : 0;
-      iovScratch.writeBigUInt64LE(BigInt(r.addr[j]! + skip), count * 16);
-      iovScratch.writeBigUInt64LE(BigInt(r.len[j]! - skip), count * 16 + 8);
+      setIov(count, r.addr[j]! + skip, r.len[j]! - skip);
       want += r.len[j]! - skip;
     }
     const n = call(fd, iovScratch, count, pos, what);
