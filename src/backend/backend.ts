@@ -13,7 +13,7 @@ import {
   AT_FDCWD, AT_REMOVEDIR, Errno, O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_RDONLY,
   O_TMPFILE, O_TRUNC, O_WRONLY, RENAME_EXCHANGE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
   SysError, XATTR_SIZE_MAX, accessPathFd, close, fail, fchmodPathFd, fchownFd, fstat, fstatfs, ftruncate, getxattr,
-  isSysError, linkFd, listxattr, mkdirat, mknodat, openPath, openat, pread, procPath, pwrite, readlinkFd, removexattr,
+  fstatat, isSysError, linkFd, listxattr, mkdirat, mknodat, openPath, openat, pread, procPath, pwrite, readlinkFd, removexattr,
   renameat2, reopen, setxattr, symlinkat, syncfs, truncatePathFd, umask, umask as umaskSet, unlinkat, utimensFd, withCredentials,
   type Credentials, type Stat, type StatFs, type TimeArg,
 } from '../sys/index.js';
@@ -181,8 +181,29 @@ export class Backend {
       this.inodes.ref(parent);
       return { inode: parent, stat: this.getattr(parent) };
     }
+    const loc = isDotDot(name) ? undefined : { parent, name };
+    const known = this.knownEntry(cr, parent, name, loc);
+    if (known) return known;
     const fd = withCredentials(this.host(cr), () => openPath(parent.fd, name));
-    return this.intern(fd, printable(name), isDotDot(name) ? undefined : { parent, name });
+    return this.intern(fd, printable(name), loc);
+  }
+
+  /**
+   * A name whose inode the table holds open already (a guest revalidating a
+   * dentry whose timeout ran out: most LOOKUPs of a running guest) costs one
+   * statx instead of openat + statx + close. The statx decides only which
+   * inode the name meant at that moment, as the openat would have; the entry
+   * keeps its own fd. Inodes without an fd (traded for a file handle) take
+   * the full path: their host inode number may since have been reused.
+   */
+  private knownEntry(cr: Credentials | undefined, parent: Inode, name: Buffer, loc: Location | undefined): Entry | undefined {
+    const st = withCredentials(this.host(cr), () => fstatat(parent.fd, name, printable(name)));
+    const inode = this.inodes.find(st.dev, st.ino);
+    if (!inode || inode.rawFd < 0) return undefined;
+    this.inodes.ref(inode);
+    this.inodes.touch(inode);
+    if (loc && this.model.tracksLocation && inode !== this.root) this.setLocation(inode, loc);
+    return { inode, stat: this.view(inode, st) };
   }
 
   /** One more reference on an inode (a cloned fid, a FUSE lookup reply). */
