@@ -105,16 +105,7 @@ export function preadIntoSegments(
 ): number {
   const views = window(segments, skip, max);
   const ranges = hostRanges(views);
-  if (ranges) return transfer(preadv, false, fd, ranges, offset, what);
-  let got = 0;
-  let pos = offset;
-  for (const v of views) {
-    const n = pread(fd, v, pos, what);
-    got += n;
-    pos = advance(pos, n);
-    if (n < v.length) break;
-  }
-  return got;
+  return ranges ? transfer(preadv, false, fd, ranges, offset, what) : oneByOne(pread, views, fd, offset, what);
 }
 
 /**
@@ -123,11 +114,17 @@ export function preadIntoSegments(
  */
 export function pwriteFromSegments(views: readonly Buffer[], fd: number, offset: Offset, what?: string): number {
   const ranges = hostRanges(views);
-  if (ranges) return transfer(pwritev, true, fd, ranges, offset, what);
+  return ranges ? transfer(pwritev, true, fd, ranges, offset, what) : oneByOne(pwrite, views, fd, offset, what);
+}
+
+/** Plain buffers (the /dev/fuse path): a call per buffer, up to the first short one. */
+function oneByOne(
+  call: (fd: number, buf: Buffer, offset: Offset, what?: string) => number, views: readonly Buffer[], fd: number, offset: Offset, what?: string,
+): number {
   let done = 0;
   let pos = offset;
   for (const v of views) {
-    const n = pwrite(fd, v, pos, what);
+    const n = call(fd, v, pos, what);
     done += n;
     pos = advance(pos, n);
     if (n < v.length) break;
