@@ -9,7 +9,7 @@ import type { Backend, Inode, SetAttr } from '../../src/backend/backend.js';
 import { printable } from '../../src/backend/names.js';
 import {
   DT_DIR, DT_LNK, Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_SYNC, SysError, XATTR_CREATE, XATTR_REPLACE, XATTR_SIZE_MAX, errnoName,
-  O_ACCMODE, O_DIRECTORY, O_RDONLY, fail, makedev, pread, pwrite, type Credentials, type Stat, type TimeArg,
+  O_ACCMODE, O_DIRECTORY, O_RDONLY, fail, makedev, pread, type Credentials, type Stat, type TimeArg,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
 import type { HostUsers } from '../../security/host-users.js';
@@ -20,6 +20,7 @@ import {
 import { Fid } from './fid.js';
 import { qidOf } from './qid.js';
 import { ProtocolError, QID_SIZE, Reader, Writer, type Qid } from './wire.js';
+import { pwriteFromSegments } from '../virtqueue/read-into.js';
 
 const fsyncAsync = promisify(fsyncCb);
 const fdatasyncAsync = promisify(fdatasyncCb);
@@ -97,7 +98,11 @@ export class Session {
   }
 
   /** Handles one complete frame (size field already checked by the transport). */
-  handle(frame: Buffer): void {
+  /**
+   * Handles one frame. `payload`: a Twrite's data left in guest memory by
+   * the virtio transport (the frame then ends at the count field).
+   */
+  handle(frame: Buffer, payload?: readonly Buffer[]): void {
     const type = frame[4]!;
     const tag = frame.readUInt16LE(5);
     const started = process.hrtime.bigint();
@@ -115,7 +120,7 @@ export class Session {
       } else {
         const h = this.handlers.get(type);
         if (!h) throw new SysError(Errno.EOPNOTSUPP, 'unknown message type', String(type));
-        result = h.call(this, new Reader(frame), tag);
+        result = h.call(this, new Reader(frame, undefined, undefined, payload), tag);
       }
     } catch (e) {
       this.fail(type, tag, e);
@@ -496,18 +501,19 @@ export class Session {
     const f = this.fid(r.u32());
     const offset = r.offset();
     const count = r.u32();
-    const data = r.bytes(count);
+    const data = r.data(count);
     let n: number;
     if (f.xattrWrite) {
       const x = f.xattrWrite;
       if (typeof offset === 'bigint' || offset !== x.written || offset + count > x.value.length) {
         fail(Errno.EINVAL, 'Twrite', `xattr ${printable(x.name)} at ${offset}+${count} beyond its declared size ${x.value.length}`);
       }
-      data.copy(x.value, offset);
+      let at = offset;
+      for (const d of data) at += d.copy(x.value, at);
       x.written += count;
       n = count;
     } else if (f.file) {
-      n = pwrite(f.file.fd, data, offset, f.inode.label);
+      n = pwriteFromSegments(data, f.file.fd, offset, f.inode.label);
     } else {
       fail(Errno.EBADF, 'Twrite', `${f.inode.label} is not open for writing`);
     }

@@ -4,16 +4,19 @@
 // The config space is le16 tag length + tag (VIRTIO_9P_MOUNT_TAG).
 //
 // Requests are copied out of guest memory before parsing (the guest may
-// rewrite them under us). Rread data is read straight into the guest's
-// buffers, never through a JS buffer.
+// rewrite them under us), except Twrite data, which is written to the file
+// from guest memory; Rread data is read straight into the guest's buffers.
+// File data never passes through a JS buffer.
 import type { DescriptorChain, VhostUserDevice } from '../vhost-user/index.js';
 import { VIRTIO_ID_9P, gather, scatter } from '../vhost-user/index.js';
 import { Errno, SysError } from '../../src/sys/index.js';
-import { preadIntoSegments } from '../virtqueue/read-into.js';
+import { preadIntoSegments, viewsOf } from '../virtqueue/read-into.js';
 import { HEADER_SIZE, IOHDRSZ, RLERROR, T } from './constants.js';
 import { Session, type SessionContext } from './session.js';
 
 const VIRTIO_9P_MOUNT_TAG = 1n << 0n;
+/** Twrite up to its data: size[4] type[1] tag[2] fid[4] offset[8] count[4] */
+const TWRITE_FIXED = HEADER_SIZE + 4 + 8 + 4;
 /** Linux limits the mount tag to this many bytes. */
 const MAX_TAG = 255;
 
@@ -69,7 +72,12 @@ export class Virtio9pDevice implements VhostUserDevice {
       return this.replyError(chain, tag, Errno.EPROTO);
     }
     this.pending.set(tag, chain);
-    this.session.handle(gather(chain.readable, 0, size));
+    if (head[4] === T.write && size > TWRITE_FIXED) {
+      // Only the fixed part is copied; the data is written from guest memory.
+      this.session.handle(gather(chain.readable, 0, TWRITE_FIXED), viewsOf(chain.readable, TWRITE_FIXED, size - TWRITE_FIXED));
+    } else {
+      this.session.handle(gather(chain.readable, 0, size));
+    }
   }
 
   /** A reply from the session goes into the chain its request came in. */

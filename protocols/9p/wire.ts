@@ -3,6 +3,7 @@
 // fills a reply buffer. Both are little-endian, as 9P is.
 import { Errno, SysError } from '../../src/sys/index.js';
 import { HEADER_SIZE } from './constants.js';
+import { viewsOf } from '../virtqueue/read-into.js';
 
 /** A frame that does not parse: answered with Rlerror(EPROTO). */
 export class ProtocolError extends SysError {
@@ -20,7 +21,11 @@ export interface Qid {
 export class Reader {
   private off: number;
 
-  constructor(private readonly buf: Buffer, start = HEADER_SIZE, private readonly end = buf.length) {
+  /**
+   * `tail`: a Twrite's data left where the transport found it (guest
+   * memory), logically following the frame's bytes; see data().
+   */
+  constructor(private readonly buf: Buffer, start = HEADER_SIZE, private readonly end = buf.length, private readonly tail?: readonly Buffer[]) {
     this.off = start;
   }
 
@@ -73,6 +78,15 @@ export class Reader {
   bytes(n: number): Buffer {
     const at = this.need(n, 'data');
     return this.buf.subarray(at, at + n);
+  }
+
+  /** `n` bytes of file data as views: from the frame, or from the tail when the transport left them in place. */
+  data(n: number): readonly Buffer[] {
+    if (this.tail === undefined) return [this.bytes(n)];
+    let have = 0;
+    for (const t of this.tail) have += t.length;
+    if (this.off !== this.end || n > have) throw new ProtocolError('data runs past the end of the frame');
+    return n === have ? this.tail : viewsOf(this.tail, 0, n);
   }
 
   get remaining(): number {

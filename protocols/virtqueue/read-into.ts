@@ -23,8 +23,8 @@ function setIov(k: number, addr: number, len: number): void {
 type Offset = number | bigint;
 const advance = (pos: Offset, n: number): Offset => (typeof pos === 'bigint' ? pos + BigInt(n) : pos + n);
 
-/** Views of bytes [skip, skip+max) of `segments`. */
-function window(segments: readonly Buffer[], skip: number, max: number): Buffer[] {
+/** Views of bytes [skip, skip+max) of `segments` (no copy). */
+export function viewsOf(segments: readonly Buffer[], skip: number, max: number): Buffer[] {
   const out: Buffer[] = [];
   let want = max;
   for (const s of segments) {
@@ -103,7 +103,7 @@ function transfer(call: Vectored, isWrite: boolean, fd: number, r: { addr: numbe
 export function preadIntoSegments(
   segments: readonly Buffer[], skip: number, fd: number, offset: Offset, max: number, what?: string,
 ): number {
-  const views = window(segments, skip, max);
+  const views = viewsOf(segments, skip, max);
   const ranges = hostRanges(views);
   return ranges ? transfer(preadv, false, fd, ranges, offset, what) : oneByOne(pread, views, fd, offset, what);
 }
