@@ -5,6 +5,7 @@
 import { spawn, spawnSync, ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
+import { dirname } from 'node:path';
 
 const DIOD = '/usr/sbin/diod';
 
@@ -85,7 +86,8 @@ export async function startDiod(exportDir: string, o: DiodOptions = {}): Promise
     const listen = o.socketPath ?? `127.0.0.1:${port}`;
     const args = ['-f', '-n', '-N', '-L', 'stderr', '-e', exportDir, '-l', listen,
       ...(o.threads ? ['-w', String(o.threads)] : []), ...(o.args ?? [])];
-    const proc = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    // cwd beside the export (a temp folder): diod 1.0.24 sometimes dumps core when stopped, and a core must not land in the checkout.
+    const proc = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'], cwd: dirname(exportDir) });
     let log = '';
     proc.stderr!.on('data', (d: Buffer) => { log += d.toString(); if (log.length > 1 << 20) log = log.slice(-(1 << 19)); });
     const exited = new Promise<void>((r) => proc.once('exit', () => r()));
