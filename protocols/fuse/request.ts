@@ -4,6 +4,7 @@
 // as slices, so file data is never copied through JS on its way in.
 import { Errno, SysError } from '../../src/sys/index.js';
 import { IN_HEADER_SIZE } from './constants.js';
+import { viewsOf } from '../virtqueue/read-into.js';
 
 export interface InHeader {
   len: number;
@@ -56,21 +57,7 @@ export class RequestBody {
   /** Bytes [from, from+len) as views on the underlying buffers (no copy). */
   slices(from: number, len: number): Buffer[] {
     if (from + len > this.length) throw new SysError(Errno.EINVAL, 'fuse request', `data ${from}+${len} beyond ${this.length} bytes`);
-    const out: Buffer[] = [];
-    let skip = from;
-    let want = len;
-    for (const s of this.segments) {
-      if (want === 0) break;
-      if (skip >= s.length) {
-        skip -= s.length;
-        continue;
-      }
-      const take = Math.min(s.length - skip, want);
-      out.push(skip === 0 && take === s.length ? s : s.subarray(skip, skip + take));
-      want -= take;
-      skip = 0;
-    }
-    return out;
+    return viewsOf(this.segments, from, len);
   }
 
   copy(from: number, len: number): Buffer {

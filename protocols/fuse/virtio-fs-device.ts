@@ -10,7 +10,7 @@
 import type { DescriptorChain, VhostUserDevice } from '../vhost-user/index.js';
 import { VIRTIO_ID_FS, gather, scatter } from '../vhost-user/index.js';
 import { Errno, SysError } from '../../src/sys/index.js';
-import { preadIntoSegments } from '../virtqueue/read-into.js';
+import { preadIntoSegments, viewsOf } from '../virtqueue/read-into.js';
 import type { Logger } from '../../src/log.js';
 import { IN_HEADER_SIZE, OP, OUT_HEADER_SIZE } from './constants.js';
 import { RequestBody, type ReplyTo } from './request.js';
@@ -77,7 +77,7 @@ export class VirtioFsDevice implements VhostUserDevice {
     if (opcode === OP.WRITE && chain.readableLength >= IN_HEADER_SIZE + WRITE_IN_SIZE) {
       // Copy the header and write_in; the payload stays in guest memory.
       const fixed = gather(chain.readable, 0, IN_HEADER_SIZE + WRITE_IN_SIZE);
-      const payload = new RequestBody(chain.readable).slices(fixed.length, chain.readableLength - fixed.length);
+      const payload = viewsOf(chain.readable, fixed.length, chain.readableLength - fixed.length);
       body = new RequestBody([fixed, ...payload]);
     } else {
       if (chain.readableLength > MAX_COPIED_REQUEST) {
