@@ -197,7 +197,7 @@ export class Backend {
    * the full path: their host inode number may since have been reused.
    */
   private knownEntry(cr: Credentials | undefined, parent: Inode, name: Buffer, loc: Location | undefined): Entry | undefined {
-    const st = withCredentials(this.host(cr), () => fstatat(parent.fd, name, printable(name)));
+    const st = withCredentials(this.host(cr), () => fstatat(parent.fd, name));
     const inode = this.inodes.find(st.dev, st.ino);
     if (!inode || inode.rawFd < 0) return undefined;
     this.inodes.ref(inode);
