@@ -631,7 +631,7 @@ export class Session {
     if (size > BigInt(XATTR_SIZE_MAX)) fail(Errno.E2BIG, 'Txattrcreate', `${printable(name)} size ${size}`);
     if (flags & ~(XATTR_CREATE | XATTR_REPLACE)) fail(Errno.EINVAL, 'Txattrcreate', `flags ${flags}`);
     if (name.length === 0 || name.length > 255 || name.includes(0)) fail(Errno.EINVAL, 'Txattrcreate', printable(name));
-    this.ctx.backend.checkWritable('setxattr', f.inode.label);
+    this.ctx.backend.checkSetxattr(f.cr, f.inode, name);
     if (this.pendingXattrBytes() + Number(size) > MAX_PENDING_XATTR_BYTES) {
       fail(Errno.ENOSPC, 'Txattrcreate', `${printable(name)}: too many unfinished xattr writes on this session`);
     }

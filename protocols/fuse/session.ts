@@ -812,7 +812,7 @@ export class FuseSession {
     const [name] = cstrings(b.subarray(fixed), 1);
     const valueAt = fixed + name!.length + 1;
     if (valueAt + size > b.length) fail(Errno.EINVAL, 'SETXATTR', `value size ${size} beyond the request`);
-    this.ctx.backend.setxattr(undefined, inode, name!, b.subarray(valueAt, valueAt + size), flags);
+    this.ctx.backend.setxattr(undefined, inode, name!, b.subarray(valueAt, valueAt + size), flags, FuseSession.creator(h));
     out.send(0, []);
   }
 
@@ -822,14 +822,14 @@ export class FuseSession {
     const b = body.head(body.length);
     const size = b.readUInt32LE(0);
     const [name] = cstrings(b.subarray(8), 1);
-    this.sizedReply(out, this.ctx.backend.getxattr(undefined, inode, name!), size);
+    this.sizedReply(out, this.ctx.backend.getxattr(undefined, inode, name!, FuseSession.creator(h)), size);
   }
 
   private listxattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
     this.xattrEnabled('LISTXATTR');
     const inode = this.inode(h.nodeid);
     const size = new Args(body.head(8)).u32();
-    const names = this.ctx.backend.listxattr(undefined, inode);
+    const names = this.ctx.backend.listxattr(undefined, inode, FuseSession.creator(h));
     this.sizedReply(out, Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])])), size);
   }
 
@@ -849,7 +849,7 @@ export class FuseSession {
   private removexattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
     this.xattrEnabled('REMOVEXATTR');
     const [name] = cstrings(body.head(body.length), 1);
-    this.ctx.backend.removexattr(undefined, this.inode(h.nodeid), name!);
+    this.ctx.backend.removexattr(undefined, this.inode(h.nodeid), name!, FuseSession.creator(h));
     out.send(0, []);
   }
 

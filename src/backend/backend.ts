@@ -32,6 +32,7 @@ import { DirStream, OpenFile } from './files.js';
 import { LockTable } from './locks.js';
 import { checkEntryName, checkLookupName, isDot, isDotDot, printable } from './names.js';
 import { createFlags, openFlags } from './open-flags.js';
+import { listedUnprivileged, unprivilegedRefusal, type XattrAccess } from './xattr-privilege.js';
 
 export interface BackendOptions {
   sharedDir: string;
@@ -641,6 +642,29 @@ export class Backend {
 
   // ---- xattrs --------------------------------------------------------------
 
+  /**
+   * Whether `caller` holds the privilege the kernel asks of it for privileged
+   * xattr namespaces: undefined is the daemon itself; a guest caller counts
+   * as root when its uid is 0 on the host (passthrough, after --translate-uid)
+   * or in the guest's view (mapped models, where the daemon owns the files).
+   */
+  private privileged(caller: Credentials | undefined): boolean {
+    if (!caller) return true;
+    if (this.model.mapsFileTypes) return caller.uid === 0;
+    try {
+      return this.hostUid(caller.uid) === 0;
+    } catch {
+      return false; // a forbidden id is nobody's root
+    }
+  }
+
+  /** Refuses `access` to a privileged namespace for an unprivileged caller. */
+  private checkXattrPrivilege(op: string, caller: Credentials | undefined, inode: Inode, name: Buffer, access: XattrAccess): void {
+    if (this.privileged(caller)) return;
+    const errno = unprivilegedRefusal(name, access);
+    if (errno !== undefined) fail(errno, op, `${inode.label} ${printable(name)}: the caller (uid ${caller!.uid}) lacks the privilege`);
+  }
+
   private hostXattr(op: string, inode: Inode, name: Buffer, refusal: number): Buffer {
     checkXattrName(op, name);
     const host = this.model.hostXattrName(name);
@@ -648,26 +672,40 @@ export class Backend {
     return host;
   }
 
-  getxattr(cr: Credentials | undefined, inode: Inode, name: Buffer): Buffer {
+  // Each xattr call runs host calls as `cr` and judges privileged namespaces
+  // by `caller` (the requester; FUSE runs xattr calls as the daemon, as
+  // virtiofsd does, and names its caller separately).
+
+  getxattr(cr: Credentials | undefined, inode: Inode, name: Buffer, caller = cr): Buffer {
     const host = this.hostXattr('getxattr', inode, name, Errno.ENODATA);
+    this.checkXattrPrivilege('getxattr', caller, inode, name, 'read');
     if (inode.hostKind === S_IFLNK) fail(Errno.ENODATA, 'getxattr', `${inode.label} ${printable(name)}`);
     return withCredentials(this.host(cr), () => getxattr(inode.fd, host, inode.label));
   }
 
-  listxattr(cr: Credentials | undefined, inode: Inode): Buffer[] {
+  listxattr(cr: Credentials | undefined, inode: Inode, caller = cr): Buffer[] {
     if (inode.hostKind === S_IFLNK) return [];
     const names = withCredentials(this.host(cr), () => listxattr(inode.fd, inode.label));
+    const everything = this.privileged(caller);
     const out: Buffer[] = [];
     for (const n of names) {
       const g = this.model.guestXattrName(n);
-      if (g) out.push(g);
+      if (g && (everything || listedUnprivileged(g))) out.push(g);
     }
     return out;
   }
 
-  setxattr(cr: Credentials | undefined, inode: Inode, name: Buffer, value: Buffer, flags: number): void {
+  /** Whether `caller` may write `name` at all (9P checks at Txattrcreate, before the value arrives). */
+  checkSetxattr(caller: Credentials | undefined, inode: Inode, name: Buffer): void {
+    this.hostXattr('setxattr', inode, name, Errno.EACCES);
+    this.checkWritable('setxattr', inode.label);
+    this.checkXattrPrivilege('setxattr', caller, inode, name, 'write');
+  }
+
+  setxattr(cr: Credentials | undefined, inode: Inode, name: Buffer, value: Buffer, flags: number, caller = cr): void {
     const host = this.hostXattr('setxattr', inode, name, Errno.EACCES);
     this.checkWritable('setxattr', inode.label);
+    this.checkXattrPrivilege('setxattr', caller, inode, name, 'write');
     if (value.length > XATTR_SIZE_MAX) fail(Errno.E2BIG, 'setxattr', `${inode.label} ${printable(name)}`);
     if (inode.hostKind === S_IFLNK) fail(Errno.EPERM, 'setxattr', `${inode.label} ${printable(name)}`);
     if (this.model.mapsFileTypes && name.equals(ACL_ACCESS_GUEST) && this.setAccessAclMapped(inode, host, value, flags)) return;
@@ -699,9 +737,10 @@ export class Backend {
     return true;
   }
 
-  removexattr(cr: Credentials | undefined, inode: Inode, name: Buffer): void {
+  removexattr(cr: Credentials | undefined, inode: Inode, name: Buffer, caller = cr): void {
     const host = this.hostXattr('removexattr', inode, name, Errno.EACCES);
     this.checkWritable('removexattr', inode.label);
+    this.checkXattrPrivilege('removexattr', caller, inode, name, 'write');
     if (inode.hostKind === S_IFLNK) fail(Errno.ENODATA, 'removexattr', `${inode.label} ${printable(name)}`);
     withCredentials(this.host(cr), () => removexattr(inode.fd, host, inode.label));
   }
