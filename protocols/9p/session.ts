@@ -513,7 +513,7 @@ export class Session {
       x.written += count;
       n = count;
     } else if (f.file) {
-      n = pwriteFromSegments(data, f.file.fd, offset, f.inode.label);
+      n = pwriteFromSegments(data, f.file.fd, offset, f.inode.label, { partial: true }); // 9P clients retry a short count
     } else {
       fail(Errno.EBADF, 'Twrite', `${f.inode.label} is not open for writing`);
     }

@@ -600,7 +600,10 @@ export class FuseSession {
     const size = a.u32();
     const writeFlags = a.u32();
     if (size > this.ctx.options.maxWrite) fail(Errno.EINVAL, 'WRITE', `size ${size} above max_write`);
-    const done = pwriteFromSegments(body.slices(40, size), file.fd, offset, file.inode.label);
+    // With the writeback cache a short success would lose the rest (see WriteOptions).
+    const done = pwriteFromSegments(body.slices(40, size), file.fd, offset, file.inode.label, {
+      partial: !(this.wantFlags & INIT.WRITEBACK_CACHE),
+    });
     if (writeFlags & FUSE_WRITE_KILL_SUIDGID) this.killSuidgid(file.inode);
     const b = Buffer.alloc(8);
     b.writeUInt32LE(done, 0);
