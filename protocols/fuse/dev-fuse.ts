@@ -9,6 +9,7 @@ import {
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
 import { OUT_HEADER_SIZE } from './constants.js';
+import { encodeOutHeader } from './wire.js';
 import { RequestBody, type ReplyTo } from './request.js';
 import type { FuseSession } from './session.js';
 
@@ -76,7 +77,7 @@ export class DevFuseMount {
       send: (error, body) => {
         const len = OUT_HEADER_SIZE + (error ? 0 : body.reduce((a, b) => a + b.length, 0));
         const out = Buffer.allocUnsafe(len);
-        this.header(out, len, error, unique);
+        encodeOutHeader(out, len, error, unique);
         if (!error) {
           let at = OUT_HEADER_SIZE;
           for (const b of body) at += b.copy(out, at);
@@ -91,21 +92,15 @@ export class DevFuseMount {
         } catch (e) {
           const errno = e instanceof SysError ? e.errno : Errno.EIO;
           const out = Buffer.alloc(OUT_HEADER_SIZE);
-          this.header(out, OUT_HEADER_SIZE, errno, unique);
+          encodeOutHeader(out, OUT_HEADER_SIZE, errno, unique);
           this.write(out);
           return;
         }
-        this.header(this.readBuf, OUT_HEADER_SIZE + n, 0, unique);
+        encodeOutHeader(this.readBuf, OUT_HEADER_SIZE + n, 0, unique);
         this.write(this.readBuf.subarray(0, OUT_HEADER_SIZE + n));
       },
       none: () => {},
     };
-  }
-
-  private header(b: Buffer, len: number, error: number, unique: bigint): void {
-    b.writeUInt32LE(len, 0);
-    b.writeInt32LE(-error, 4);
-    b.writeBigUInt64LE(unique, 8);
   }
 
   /** Writes one reply; false when the kernel did not take it. */

@@ -12,13 +12,14 @@ import {
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
 import {
-  ATTR_OUT_SIZE, DIRENT_SIZE, ENTRY_OUT_SIZE, FATTR, FOPEN, FUSE_ATTR_SUBMOUNT, FUSE_FSYNC_FDATASYNC,
+  DIRENT_SIZE, ENTRY_OUT_SIZE, FATTR, FOPEN, FUSE_ATTR_SUBMOUNT, FUSE_FSYNC_FDATASYNC,
   FUSE_GETATTR_FH, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_ROOT_ID, IN_HEADER_SIZE,
-  INIT, OP, OPEN_OUT_SIZE, FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID,
+  INIT, OP, FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID,
 } from './constants.js';
 import { timeouts, type FuseOptions } from './options.js';
 import { Args, cstrings, parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
 import { pwriteFromSegments } from '../virtqueue/read-into.js';
+import { attrOut, entryOut, openOut, statfsOut, type FuseAttr } from './wire.js';
 
 const fsyncAsync = promisify(fsyncCb);
 const fdatasyncAsync = promisify(fdatasyncCb);
@@ -198,25 +199,15 @@ export class FuseSession {
     this.lookups.set(inode, (this.lookups.get(inode) ?? 0) + 1);
   }
 
-  private encodeAttr(b: Buffer, at: number, inode: Inode, st: Stat): void {
+  /** The guest's fuse_attr of an inode. */
+  private fuseAttr(inode: Inode, st: Stat): FuseAttr {
     const { backend, options } = this.ctx;
-    b.writeBigUInt64LE(inode.guestIno, at);
-    b.writeBigUInt64LE(BigInt(st.size), at + 8);
-    b.writeBigUInt64LE(BigInt(st.blocks), at + 16);
-    b.writeBigInt64LE(BigInt(st.atime.sec), at + 24);
-    b.writeBigInt64LE(BigInt(st.mtime.sec), at + 32);
-    b.writeBigInt64LE(BigInt(st.ctime.sec), at + 40);
-    b.writeUInt32LE(st.atime.nsec, at + 48);
-    b.writeUInt32LE(st.mtime.nsec, at + 52);
-    b.writeUInt32LE(st.ctime.nsec, at + 56);
-    b.writeUInt32LE(st.mode, at + 60);
-    b.writeUInt32LE(st.nlink, at + 64);
-    b.writeUInt32LE(st.uid, at + 68);
-    b.writeUInt32LE(st.gid, at + 72);
-    b.writeUInt32LE(Number(newEncodeDev(st.rdev)), at + 76);
-    b.writeUInt32LE(st.blksize, at + 80);
     const submount = options.announceSubmounts && inode.isDir && inode.dev !== backend.root.dev && this.isMountRoot(inode);
-    b.writeUInt32LE(submount ? FUSE_ATTR_SUBMOUNT : 0, at + 84);
+    return {
+      ino: inode.guestIno, size: st.size, blocks: st.blocks, atime: st.atime, mtime: st.mtime, ctime: st.ctime,
+      mode: st.mode, nlink: st.nlink, uid: st.uid, gid: st.gid, rdev: Number(newEncodeDev(st.rdev)), blksize: st.blksize,
+      flags: submount ? FUSE_ATTR_SUBMOUNT : 0,
+    };
   }
 
   private isMountRoot(inode: Inode): boolean {
@@ -229,22 +220,12 @@ export class FuseSession {
     }
   }
 
-  private entryOut(e: Entry): Buffer {
-    const t = timeouts(this.ctx.options.cache);
-    const b = Buffer.alloc(ENTRY_OUT_SIZE);
-    b.writeBigUInt64LE(BigInt(e.inode.id), 0);
-    b.writeBigUInt64LE(0n, 8); // generation: inode ids are never reused while referenced
-    b.writeBigUInt64LE(BigInt(t.entry), 16);
-    b.writeBigUInt64LE(BigInt(t.attr), 24);
-    this.encodeAttr(b, 40, e.inode, e.stat);
-    return b;
+  private entryOut(e: Entry, into?: Buffer, at?: number): Buffer {
+    return entryOut(BigInt(e.inode.id), timeouts(this.ctx.options.cache), this.fuseAttr(e.inode, e.stat), into, at);
   }
 
   private attrOut(inode: Inode, st: Stat): Buffer {
-    const b = Buffer.alloc(ATTR_OUT_SIZE);
-    b.writeBigUInt64LE(BigInt(timeouts(this.ctx.options.cache).attr), 0);
-    this.encodeAttr(b, 16, inode, st);
-    return b;
+    return attrOut(timeouts(this.ctx.options.cache).attr, this.fuseAttr(inode, st));
   }
 
   private replyEntry(out: ReplyTo, e: Entry): void {
@@ -262,14 +243,11 @@ export class FuseSession {
   }
 
   private openOut(fh: bigint, isDir: boolean): Buffer {
-    const b = Buffer.alloc(OPEN_OUT_SIZE);
-    b.writeBigUInt64LE(fh, 0);
     let flags = 0;
     const mode = this.ctx.options.cache;
     if (!isDir && (mode === 'never' || mode === 'metadata')) flags |= FOPEN.DIRECT_IO;
     if (mode === 'always') flags |= isDir ? FOPEN.CACHE_DIR : FOPEN.KEEP_CACHE;
-    b.writeUInt32LE(flags, 8);
-    return b;
+    return openOut(fh, flags);
   }
 
   private xattrEnabled(op: string): void {
@@ -626,16 +604,7 @@ export class FuseSession {
 
   private statfs(h: InHeader, _b: RequestBody, out: ReplyTo): void {
     const s = this.ctx.backend.statfs(this.inode(h.nodeid === 0n ? BigInt(FUSE_ROOT_ID) : h.nodeid));
-    const b = Buffer.alloc(80);
-    b.writeBigUInt64LE(s.blocks, 0);
-    b.writeBigUInt64LE(s.bfree, 8);
-    b.writeBigUInt64LE(s.bavail, 16);
-    b.writeBigUInt64LE(s.files, 24);
-    b.writeBigUInt64LE(s.ffree, 32);
-    b.writeUInt32LE(s.bsize, 40);
-    b.writeUInt32LE(s.namelen, 44);
-    b.writeUInt32LE(s.frsize, 48);
-    out.send(0, [b]);
+    out.send(0, [statfsOut(s)]);
   }
 
   private release(_h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -783,7 +752,7 @@ export class FuseSession {
           }
           this.remember(e.inode);
           handedOut.push(e.inode);
-          this.entryOut(e).copy(buf, at);
+          this.entryOut(e, buf, at);
           ino = e.inode.guestIno;
         }
         at += ENTRY_OUT_SIZE;

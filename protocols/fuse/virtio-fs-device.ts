@@ -13,6 +13,7 @@ import { Errno, SysError } from '../../src/sys/index.js';
 import { preadIntoSegments, viewsOf } from '../virtqueue/read-into.js';
 import type { Logger } from '../../src/log.js';
 import { IN_HEADER_SIZE, OP, OUT_HEADER_SIZE } from './constants.js';
+import { outHeader } from './wire.js';
 import { RequestBody, type ReplyTo } from './request.js';
 import { FuseSession, type FuseSessionContext } from './session.js';
 
@@ -95,13 +96,7 @@ export class VirtioFsDevice implements VhostUserDevice {
 
   private replyTo(chain: DescriptorChain, header?: Buffer): ReplyTo {
     const unique = header ? header.readBigUInt64LE(8) : 0n;
-    const out = (len: number, error: number): Buffer => {
-      const h = Buffer.alloc(OUT_HEADER_SIZE);
-      h.writeUInt32LE(len, 0);
-      h.writeInt32LE(-error, 4);
-      h.writeBigUInt64LE(unique, 8);
-      return h;
-    };
+    const out = (len: number, error: number): Buffer => outHeader(len, error, unique);
     const put = (src: Buffer, at: number): number => scatter(chain.writable, src, at);
     const fail = (errno: number): boolean => {
       if (chain.writableLength < OUT_HEADER_SIZE) {
