@@ -23,15 +23,8 @@ import { Virtio9pDevice } from '../protocols/9p/virtio-9p-device.js';
 export type { SecurityModelName as SecurityModel } from '../security/model.js';
 import type { SecurityModelName as SecurityModel } from '../security/model.js';
 
-/** One rule of virtiofsd's --translate-uid/--translate-gid (see security/id-map.ts). */
-export interface IdTranslation {
-  kind: 'map' | 'squash-guest' | 'squash-host' | 'forbid-guest' | 'guest' | 'host';
-  /** first guest id of the range (for squash-host: the single guest id) */
-  guest: number;
-  /** first host id of the range (for squash-guest: the single host id) */
-  host: number;
-  count: number;
-}
+export type { IdTranslation } from '../security/id-map.js';
+import type { IdTranslation } from '../security/id-map.js';
 
 export interface ServeOptions {
   sharedDir: string;
