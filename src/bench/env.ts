@@ -45,12 +45,6 @@ export function requireLab(tools: { path: string; what: string }[] = []): LabSta
   return stamp;
 }
 
-/** The compiled test helpers (dist/test/...) the host mode drives servers with. */
-export function requireBuiltTests(): void {
-  const driver = join(repoRoot, 'dist', 'test', 'vhost', 'driver.js');
-  if (!existsSync(driver)) throw new BenchError(`the compiled test helpers are missing (${driver}): run \`npm run build\` (or \`npm run bench\`, which builds)`);
-}
-
 let hooked = false;
 /**
  * Imports a module of the lab harness (test/lab/*.ts) from its TypeScript
