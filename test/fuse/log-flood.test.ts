@@ -1,17 +1,19 @@
 // The log is not a denial-of-service channel on virtio-fs either: a guest
-// that floods its device with bad FUSE requests and broken chains gets a
-// bounded number of log lines per kind, the rest are counted and the counts
-// add up when the guest goes, the device keeps answering, a 9P client's
-// first bad request is still logged (per peer), and the guest's next boot
-// on the same device gets no fresh allowance.
+// that floods its device with bad FUSE requests, broken chains and refused
+// vhost-user messages gets a bounded number of log lines per kind, the rest
+// are counted and the counts add up when the guest goes, the device keeps
+// answering, a 9P client's first bad request is still logged (per peer),
+// and the guest's next boot on the same device gets no fresh allowance.
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
 import { FuseFixture, type LogLine } from './fixture.js';
 import { OP, ROOT, S_IFMT, inHeader } from './client.js';
 import { T, HEADER_SIZE } from '../p9/proto.js';
 import { DEFAULT_LOG_LIMITS } from '../../src/log-limit.js';
+import { Req } from '../../protocols/vhost-user/protocol.js';
 
 const BAD_READS = 2000;
 const SHORT_CHAINS = 2000;
+const REFUSED = 1000;
 const BATCH = 64;
 let fx: FuseFixture;
 
@@ -26,9 +28,9 @@ afterAll(async () => {
 const isVirtiofs = (l: LogLine): boolean => typeof l.peer === 'string' && l.peer.startsWith('virtiofs:');
 const isSummary = (l: LogLine): boolean => /suppressed \(rate limit\)/.test(l.msg);
 
-/** Lines of a message pattern from the virtio-fs device: those written for events, and the suppressed total reported. */
-function tally(re: RegExp): { written: number; suppressed: number } {
-  const mine = fx.lines.filter((l) => isVirtiofs(l) && re.test(l.msg));
+/** Lines of a message pattern (by default from the virtio-fs device): those written for events, and the suppressed total reported. */
+function tally(re: RegExp, from: (l: LogLine) => boolean = isVirtiofs): { written: number; suppressed: number } {
+  const mine = fx.lines.filter((l) => from(l) && re.test(l.msg));
   return {
     written: mine.filter((l) => !isSummary(l)).length,
     suppressed: mine.reduce((n, l) => n + (typeof l.suppressed === 'number' ? l.suppressed : 0), 0),
@@ -60,6 +62,13 @@ test('a flood of bad FUSE requests and chains gets bounded, counted log lines, p
     await Promise.all(done);
   }
 
+  // vhost-user messages the device refuses (a nonzero REPLY_ACK each).
+  for (let i = 0; i < REFUSED; i++) expect(await g.fe.send(Req.SET_FEATURES, Buffer.alloc(4))).not.toBe(0n);
+  const anyPeer = (): boolean => true;
+  const refused = tally(/request refused/, anyPeer);
+  expect(refused.written).toBeGreaterThan(0);
+  expect(refused.written).toBeLessThanOrEqual(DEFAULT_LOG_LIMITS.burst + 1);
+
   const bad = tally(/bad fuse request/);
   const short = tally(/chain shorter than a FUSE header/);
   expect(bad.written).toBeGreaterThan(0);
@@ -89,6 +98,8 @@ test('a flood of bad FUSE requests and chains gets bounded, counted log lines, p
   const shortAfter = tally(/chain shorter than a FUSE header/);
   expect(badAfter.written + badAfter.suppressed).toBe(BAD_READS);
   expect(shortAfter.written + shortAfter.suppressed).toBe(SHORT_CHAINS);
+  const refusedAfter = tally(/request refused/, anyPeer);
+  expect(refusedAfter.written + refusedAfter.suppressed).toBe(REFUSED);
   const total = fx.lines.filter(isVirtiofs).length;
   expect(total).toBeLessThan(4 * DEFAULT_LOG_LIMITS.burst);
 
