@@ -13,6 +13,7 @@ export class StreamConnection {
   private buffered = 0;
   private closed = false;
   private corked = false;
+  private awaitingDrain = false;
 
   /** lines about the connection itself: limited per origin, not per connection (reconnecting buys nothing) */
   private readonly origin: PeerLog;
@@ -26,10 +27,17 @@ export class StreamConnection {
   ) {
     this.session = new Session(ctx, peer, (frame) => {
       // Stop reading while the client is not reading its replies, so a
-      // client cannot make the server buffer without bound.
-      if (!this.socket.write(frame)) {
+      // client cannot make the server buffer without bound. One drain
+      // listener per episode, not one per reply: a batch of replies past
+      // the high-water mark would otherwise pile up listeners (and Node
+      // would print a MaxListenersExceededWarning on stderr per batch).
+      if (!this.socket.write(frame) && !this.awaitingDrain) {
+        this.awaitingDrain = true;
         this.socket.pause();
-        this.socket.once('drain', () => { if (!this.closed) this.socket.resume(); });
+        this.socket.once('drain', () => {
+          this.awaitingDrain = false;
+          if (!this.closed) this.socket.resume();
+        });
       }
     });
     this.origin = origin ?? this.session.logs;

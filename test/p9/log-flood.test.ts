@@ -7,6 +7,7 @@ import { afterAll, beforeAll, expect, test } from '@jest/globals';
 import { pino } from 'pino';
 import { startDuofs, type Duofs } from '../../src/server.js';
 import { P9Client, P9Error } from './client.js';
+import { ensureBuilt, startCli } from './harness.js';
 import { T, HEADER_SIZE } from './proto.js';
 import { makeTree, type TempTree } from '../support/tree.js';
 import { DEFAULT_LOG_LIMITS } from '../../src/log-limit.js';
@@ -57,6 +58,25 @@ const waitFor = async (what: string, ok: () => boolean, ms = 5000): Promise<void
     await new Promise((r) => setTimeout(r, 10));
   }
 };
+
+test('a burst of requests in one write leaves no pile of drain listeners (Node would warn on stderr per burst)', async () => {
+  ensureBuilt();
+  const srv = await startCli(tree.dir, { logLevel: 'warn' });
+  try {
+    const { c } = await P9Client.session(srv.address, { aname: tree.dir });
+    // 3000 frames in one write: the server answers them in one corked batch,
+    // far past the socket's high-water mark, and must wait for one drain, not 3000.
+    c.sock.cork();
+    const replies = Array.from({ length: 3000 }, (_, i) => c.rawRequest(badWalk(1 + i, 3_000_000 + i)).catch((e: Error) => e));
+    c.sock.uncork();
+    expect((await Promise.all(replies)).every((e) => e instanceof P9Error && e.code === 'EBADF')).toBe(true);
+    await c.close();
+  } finally {
+    await srv.close();
+  }
+  expect(srv.log()).not.toMatch(/MaxListenersExceeded/);
+  expect(srv.log()).toMatch(/bad 9p request/);
+}, 60_000);
 
 test('a flood of bad 9P requests gets a bounded number of log lines, counted, per peer', async () => {
   const { c, root } = await P9Client.session(address, { aname: tree.dir });
