@@ -12,6 +12,7 @@ import {
   O_ACCMODE, O_DIRECTORY, O_RDONLY, fail, makedev, pread, type Credentials, type Stat, type TimeArg,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
+import { PeerLog, type LogLimits } from '../../src/log-limit.js';
 import type { HostUsers } from '../../security/host-users.js';
 import {
   AT_REMOVEDIR, ATTR, DOTL_SYNC, GETATTR, HEADER_SIZE, IOHDRSZ, LOCK_STATUS, LOCK_TYPE, MAX_WALK_NAMES, MIN_MSIZE,
@@ -35,6 +36,8 @@ export interface SessionContext {
   exportPath: string;
   /** most fids one session may hold, so one client cannot take every fd */
   maxFids: number;
+  /** per-peer rate limit of the log lines a client can cause (false: none); default DEFAULT_LOG_LIMITS */
+  logLimits?: LogLimits | false;
 }
 
 /** Bytes of pending Txattrcreate values one session may hold. */
@@ -65,6 +68,8 @@ export class Session {
   private readonly inflight = new Map<number, Promise<void>>();
   private readonly handlers: Map<number, Handler>;
   private closed = false;
+  /** the log lines this client causes, rate-limited per kind */
+  readonly logs: PeerLog;
 
   constructor(
     private readonly ctx: SessionContext,
@@ -72,7 +77,10 @@ export class Session {
     readonly peer: string,
     private readonly send: (frame: Buffer) => void,
     private readonly directRead?: DirectRead,
+    /** shared with the transport (a virtio-9p device keeps one across resets); default: the session's own */
+    logs?: PeerLog,
   ) {
+    this.logs = logs ?? new PeerLog(ctx.log, peer, ctx.logLimits);
     this.handlers = new Map<number, Handler>([
       [T.auth, this.auth], [T.attach, this.attach], [T.walk, this.walk], [T.lopen, this.lopen],
       [T.lcreate, this.lcreate], [T.getattr, this.getattr], [T.setattr, this.setattr], [T.readdir, this.readdir],
@@ -148,20 +156,21 @@ export class Session {
   private fail(type: number, tag: number, e: unknown): void {
     const errno = errnoOf(e);
     if (!(e instanceof SysError)) {
-      this.ctx.log.error({ peer: this.peer, type, tag, err: e }, '9p request failed unexpectedly');
+      this.logs.error('9p.unexpected', { peer: this.peer, type, tag, err: e }, '9p request failed unexpectedly');
     } else if (e instanceof ProtocolError || errno === Errno.EPROTO || errno === Errno.EBADF || errno === Errno.EOPNOTSUPP) {
-      this.ctx.log.warn({ peer: this.peer, type, tag, errno: errnoName(errno) }, `bad 9p request: ${e.message}`);
-    } else {
-      this.ctx.log.debug({ peer: this.peer, type, tag, errno: errnoName(errno) }, e.message);
+      if (this.logs.wants('warn')) this.logs.warn('9p.bad-request', { peer: this.peer, type, tag, errno: errnoName(errno) }, `bad 9p request: ${e.message}`);
+    } else if (this.logs.wants('debug')) {
+      this.logs.debug('9p.failed', { peer: this.peer, type, tag, errno: errnoName(errno) }, e.message);
     }
     this.reply(new Writer(11).u32(errno).finish(RLERROR, tag));
   }
 
-  /** Ends the session: every fid is clunked, open files closed. */
+  /** Ends the session: every fid is clunked, open files closed, suppressed log counts reported. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.clunkAll();
+    this.logs.flush();
   }
 
   /** Waits for requests still running (used on shutdown). */
@@ -228,11 +237,11 @@ export class Session {
     this.clunkAll();
     if (version !== VERSION_9P2000_L) {
       this.msize = 0;
-      this.ctx.log.info({ peer: this.peer, version }, 'client asked for an unsupported 9P version');
+      this.logs.info('9p.version', { peer: this.peer, version }, 'client asked for an unsupported 9P version');
       return new Writer(32).u32(Math.min(msize, this.ctx.maxMsize)).str('unknown').finish(T.version + 1, tag);
     }
     this.msize = Math.min(msize, this.ctx.maxMsize);
-    this.ctx.log.debug({ peer: this.peer, msize: this.msize }, '9p session started');
+    if (this.logs.wants('debug')) this.logs.debug('9p.version', { peer: this.peer, msize: this.msize }, '9p session started');
     return new Writer(32).u32(this.msize).str(VERSION_9P2000_L).finish(T.version + 1, tag);
   }
 
@@ -262,7 +271,7 @@ export class Session {
     const { backend } = this.ctx;
     const root = backend.ref(backend.root);
     this.fids.set(fidNo, new Fid(root, cr, undefined, undefined));
-    this.ctx.log.debug({ peer: this.peer, uid: cr.uid, fid: fidNo }, '9p attach');
+    if (this.logs.wants('debug')) this.logs.debug('9p.attach', { peer: this.peer, uid: cr.uid, fid: fidNo }, '9p attach');
     return new Writer(32).qid(this.qid(root)).finish(T.attach + 1, tag);
   }
 

@@ -108,7 +108,7 @@ export class DevFuseMount {
     if (this.closed) return false;
     const r = writeRaw(this.fd, frame);
     // ENOENT: the request was interrupted and is gone.
-    if (r < 0 && r !== -Errno.ENOENT) this.log.warn({ mountpoint: this.mountpoint, errno: -r }, 'writing a FUSE reply failed');
+    if (r < 0 && r !== -Errno.ENOENT) this.session.logs.warn('dev-fuse.write', { mountpoint: this.mountpoint, errno: -r }, 'writing a FUSE reply failed');
     return r >= 0;
   }
 

@@ -11,6 +11,7 @@ import {
   lseek, major, minor, type Credentials, type Stat, type TimeArg,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
+import { PeerLog, type LogLimits } from '../../src/log-limit.js';
 import {
   DIRENT_SIZE, ENTRY_OUT_SIZE, FATTR, FOPEN, FUSE_ATTR_SUBMOUNT, FUSE_FSYNC_FDATASYNC,
   FUSE_GETATTR_FH, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_ROOT_ID, IN_HEADER_SIZE,
@@ -28,6 +29,8 @@ export interface FuseSessionContext {
   backend: Backend;
   log: Logger;
   options: FuseOptions;
+  /** per-peer rate limit of the log lines a guest can cause (false: none); default DEFAULT_LOG_LIMITS */
+  logLimits?: LogLimits | false;
 }
 
 type Handler = (h: InHeader, body: RequestBody, out: ReplyTo) => void | Promise<void>;
@@ -49,8 +52,16 @@ export class FuseSession {
   private nextFh = 1n;
   private readonly waiting = new Map<bigint, WaitingLock>();
   private readonly handlers: Map<number, Handler>;
+  /** the log lines this guest causes, rate-limited per kind */
+  readonly logs: PeerLog;
 
-  constructor(private readonly ctx: FuseSessionContext, readonly peer: string) {
+  constructor(
+    private readonly ctx: FuseSessionContext,
+    readonly peer: string,
+    /** shared with the transport (a virtio-fs device keeps one across resets); default: the session's own */
+    logs?: PeerLog,
+  ) {
+    this.logs = logs ?? new PeerLog(ctx.log, peer, ctx.logLimits);
     const h: [number, Handler][] = [
       [OP.INIT, this.init], [OP.DESTROY, this.destroy], [OP.LOOKUP, this.lookup], [OP.FORGET, this.forget],
       [OP.BATCH_FORGET, this.batchForget], [OP.GETATTR, this.getattr], [OP.SETATTR, this.setattr],
@@ -78,14 +89,14 @@ export class FuseSession {
     try {
       h = parseInHeader(request.head(IN_HEADER_SIZE));
     } catch {
-      this.ctx.log.warn({ peer: this.peer, bytes: request.length }, 'fuse request shorter than its header');
+      this.logs.warn('fuse.bad-request', { peer: this.peer, bytes: request.length }, 'fuse request shorter than its header');
       out.send(Errno.EINVAL, []);
       return;
     }
     const body = new RequestBody(request.slices(IN_HEADER_SIZE, request.length - IN_HEADER_SIZE));
     if (h.totalExtlen) parseExtensions(h, body);
     if (h.len !== request.length) {
-      this.ctx.log.warn({ peer: this.peer, opcode: h.opcode, len: h.len, bytes: request.length }, 'fuse header length disagrees with the request');
+      this.logs.warn('fuse.bad-request', { peer: this.peer, opcode: h.opcode, len: h.len, bytes: request.length }, 'fuse header length disagrees with the request');
       if (h.len > request.length) return this.replyError(h, out, new SysError(Errno.EINVAL, 'fuse request', `len ${h.len} > ${request.length} bytes`));
     }
     const started = process.hrtime.bigint();
@@ -119,13 +130,13 @@ export class FuseSession {
     const short = typeof e === 'object' && e !== null && (e as { name?: unknown }).name === 'RangeError';
     const errno = e instanceof SysError ? e.errno : short ? Errno.EINVAL : Errno.EIO;
     if (short) {
-      this.ctx.log.warn({ peer: this.peer, opcode: h.opcode }, 'bad fuse request: arguments shorter than the opcode needs');
+      this.logs.warn('fuse.bad-request', { peer: this.peer, opcode: h.opcode }, 'bad fuse request: arguments shorter than the opcode needs');
     } else if (!(e instanceof SysError)) {
-      this.ctx.log.error({ peer: this.peer, opcode: h.opcode, err: e }, 'fuse request failed unexpectedly');
+      this.logs.error('fuse.unexpected', { peer: this.peer, opcode: h.opcode, err: e }, 'fuse request failed unexpectedly');
     } else if (errno === Errno.EPROTO || errno === Errno.EBADF || (errno === Errno.EINVAL && e.op.startsWith('fuse'))) {
-      this.ctx.log.warn({ peer: this.peer, opcode: h.opcode, errno: errnoName(errno) }, `bad fuse request: ${e.message}`);
-    } else {
-      this.ctx.log.debug({ peer: this.peer, opcode: h.opcode, errno: errnoName(errno) }, e.message);
+      if (this.logs.wants('warn')) this.logs.warn('fuse.bad-request', { peer: this.peer, opcode: h.opcode, errno: errnoName(errno) }, `bad fuse request: ${e.message}`);
+    } else if (this.logs.wants('debug')) {
+      this.logs.debug('fuse.failed', { peer: this.peer, opcode: h.opcode, errno: errnoName(errno) }, e.message);
     }
     if (h.opcode === OP.FORGET || h.opcode === OP.BATCH_FORGET) out.none();
     else out.send(errno, []);
@@ -137,7 +148,7 @@ export class FuseSession {
     this.waiting.clear();
   }
 
-  /** Drops every reference and handle the session holds (guest gone, DESTROY). */
+  /** Drops every reference and handle the session holds (guest gone, DESTROY); reports suppressed log counts. */
   close(): void {
     this.cancelWaits();
     const { backend } = this.ctx;
@@ -149,6 +160,7 @@ export class FuseSession {
     for (const [inode, n] of this.lookups) backend.release(inode, n);
     this.lookups.clear();
     this.initialized = false;
+    this.logs.flush();
   }
 
   // ---- helpers ---------------------------------------------------------------
@@ -265,7 +277,7 @@ export class FuseSession {
     const flags2 = body.length >= 20 ? BigInt(a.u32()) : 0n;
     const offered = flags & INIT.INIT_EXT ? flags | (flags2 << 32n) : flags;
     if (major !== FUSE_KERNEL_VERSION) {
-      this.ctx.log.error({ peer: this.peer, major, minor }, 'fuse: unsupported kernel protocol major version');
+      this.logs.error('fuse.init', { peer: this.peer, major, minor }, 'fuse: unsupported kernel protocol major version');
       // Reply with our major only; the kernel then retries or gives up.
       const b = Buffer.alloc(8);
       b.writeUInt32LE(FUSE_KERNEL_VERSION, 0);
@@ -301,7 +313,7 @@ export class FuseSession {
     b.writeUInt16LE(Math.min(maxPages, 0xffff), 28);
     b.writeUInt16LE(0, 30);
     b.writeUInt32LE(Number((want >> 32n) & 0xffffffffn), 32);
-    this.ctx.log.info({ peer: this.peer, minor, flags: `0x${want.toString(16)}` }, 'fuse session initialized');
+    this.logs.info('fuse.init', { peer: this.peer, minor, flags: `0x${want.toString(16)}` }, 'fuse session initialized');
     // Older kernels (minor < 23) expect a 24-byte reply.
     out.send(0, [minor < 23 ? b.subarray(0, 24) : b]);
   }
@@ -323,7 +335,7 @@ export class FuseSession {
     const inode = nodeid <= BigInt(Number.MAX_SAFE_INTEGER) ? this.ctx.backend.inodes.get(Number(nodeid)) : undefined;
     const held = inode ? this.lookups.get(inode) : undefined;
     if (!inode || held === undefined) {
-      this.ctx.log.debug({ peer: this.peer, nodeid: nodeid.toString() }, 'fuse: FORGET of a node id this session does not hold');
+      if (this.logs.wants('debug')) this.logs.debug('fuse.forget', { peer: this.peer, nodeid: nodeid.toString() }, 'fuse: FORGET of a node id this session does not hold');
       return;
     }
     // Never more than this session looked up: other users keep theirs.
@@ -342,7 +354,7 @@ export class FuseSession {
     const a = new Args(body.head(8));
     const count = a.u32();
     if (8 + count * 16 > body.length) {
-      this.ctx.log.warn({ peer: this.peer, count, bytes: body.length }, 'fuse: BATCH_FORGET count exceeds the request');
+      this.logs.warn('fuse.bad-request', { peer: this.peer, count, bytes: body.length }, 'fuse: BATCH_FORGET count exceeds the request');
     }
     const n = Math.min(count, Math.floor((body.length - 8) / 16));
     const items = new Args(body.head(8 + n * 16)).skip(8);
