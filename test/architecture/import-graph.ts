@@ -30,7 +30,7 @@ const BINDINGS = new Set([
 export function layerOf(rel: string): Layer | undefined {
   if (rel.startsWith('test/') || rel.startsWith('scripts/') || rel.startsWith('node_modules/')) return undefined;
   if (rel.startsWith('src/sys/')) return 'sys';
-  if (rel === 'src/log.ts') return 'log';
+  if (rel === 'src/log.ts' || rel === 'src/log-limit.ts') return 'log';
   if (rel.startsWith('security/')) return 'security';
   if (rel.startsWith('src/backend/')) return 'backend';
   if (rel.startsWith('protocols/virtqueue/') || rel.startsWith('protocols/vhost-user/') || rel === 'src/listeners.ts') return 'transport';
