@@ -3,8 +3,6 @@
 // Transport-neutral: a transport hands in complete frames and gets reply
 // frames through `send`. Requests are answered in arrival order except the
 // few that wait on the host (fsync), which never hold up the others.
-import { fsync as fsyncCb, fdatasync as fdatasyncCb } from 'node:fs';
-import { promisify } from 'node:util';
 import type { Backend, Inode, SetAttr } from '../../src/backend/backend.js';
 import { printable } from '../../src/backend/names.js';
 import {
@@ -23,8 +21,6 @@ import { qidOf } from './qid.js';
 import { ProtocolError, QID_SIZE, Reader, Writer, type Qid } from './wire.js';
 import { pwriteFromSegments } from '../virtqueue/read-into.js';
 
-const fsyncAsync = promisify(fsyncCb);
-const fdatasyncAsync = promisify(fdatasyncCb);
 
 export interface SessionContext {
   backend: Backend;
@@ -560,13 +556,9 @@ export class Session {
     const datasync = r.u32();
     const file = f.file;
     const reply = new Writer(8).finish(T.fsync + 1, tag);
-    if (f.dir) {
-      const { backend } = this.ctx;
-      const d = backend.open(f.cr, f.inode, 0);
-      return d.use((fd) => fsyncAsync(fd)).then(() => reply, rethrowAsSys('fsync', f.inode.label)).finally(() => backend.closeFile(d));
-    }
+    if (f.dir) return this.ctx.backend.fsyncInode(f.cr, f.inode).then(() => reply);
     if (!file) fail(Errno.EBADF, 'Tfsync', `${f.inode.label} is not open`);
-    return file.use((fd) => (datasync ? fdatasyncAsync(fd) : fsyncAsync(fd))).then(() => reply, rethrowAsSys('fsync', f.inode.label));
+    return this.ctx.backend.fsync(file, datasync !== 0).then(() => reply);
   }
 
   // ---- locks -------------------------------------------------------------------
@@ -770,11 +762,4 @@ function checkTime(t: { sec: number; nsec: number }): TimeArg {
 
 function dtypeToQidType(dt: number): number {
   return dt === DT_DIR ? QTDIR : dt === DT_LNK ? QTSYMLINK : QTFILE;
-}
-
-function rethrowAsSys(op: string, what: string): (e: unknown) => never {
-  return (e) => {
-    const n = (e as NodeJS.ErrnoException).errno;
-    throw new SysError(typeof n === 'number' ? Math.abs(n) : Errno.EIO, op, what);
-  };
 }

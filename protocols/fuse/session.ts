@@ -3,12 +3,10 @@
 // is 1); every entry reply adds one lookup reference that FORGET gives back.
 // Each session counts its own lookups, so a guest can never forget
 // references that 9P fids or other sessions hold.
-import { fsync as fsyncCb, fdatasync as fdatasyncCb } from 'node:fs';
-import { promisify } from 'node:util';
 import { DirStream, OpenFile, type Backend, type Entry, type Inode, type SetAttr } from '../../src/backend/backend.js';
 import {
-  Errno, F_RDLCK, F_UNLCK, F_WRLCK, SysError, copyFileRange, errnoName, fail, fallocate,
-  lseek, major, minor, type Credentials, type Stat, type TimeArg,
+  Errno, F_RDLCK, F_UNLCK, F_WRLCK, SysError, errnoName, fail, major, minor,
+  type Credentials, type Stat, type TimeArg,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
 import { PeerLog, type LogLimits } from '../../src/log-limit.js';
@@ -22,8 +20,6 @@ import { Args, cstrings, parseExtensions, parseInHeader, RequestBody, type InHea
 import { pwriteFromSegments } from '../virtqueue/read-into.js';
 import { attrOut, entryOut, openOut, statfsOut, type FuseAttr } from './wire.js';
 
-const fsyncAsync = promisify(fsyncCb);
-const fdatasyncAsync = promisify(fdatasyncCb);
 
 export interface FuseSessionContext {
   backend: Backend;
@@ -646,10 +642,7 @@ export class FuseSession {
     const a = new Args(body.head(16));
     const file = this.file(a.u64(), 'FSYNC');
     const datasync = a.u32() & FUSE_FSYNC_FDATASYNC;
-    return file.use((fd) => (datasync ? fdatasyncAsync(fd) : fsyncAsync(fd))).then(
-      () => { out.send(0, []); },
-      (e: NodeJS.ErrnoException) => { throw new SysError(Math.abs(e.errno ?? Errno.EIO), 'fsync', file.inode.label); },
-    );
+    return this.ctx.backend.fsync(file, datasync !== 0).then(() => { out.send(0, []); });
   }
 
   private fallocate(_h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -658,8 +651,7 @@ export class FuseSession {
     const offset = a.offset();
     const length = a.offset();
     const mode = a.u32();
-    this.ctx.backend.checkWritable('fallocate', file.inode.label);
-    fallocate(file.fd, mode, Number(offset), Number(length), file.inode.label);
+    this.ctx.backend.fallocate(file, mode, Number(offset), Number(length));
     out.send(0, []);
   }
 
@@ -669,7 +661,7 @@ export class FuseSession {
     const offset = a.offset();
     const whence = a.u32();
     if (whence !== 3 && whence !== 4) fail(Errno.EINVAL, 'LSEEK', `whence ${whence} (only SEEK_DATA/SEEK_HOLE reach the server)`);
-    const r = lseek(file.fd, Number(offset), whence, file.inode.label);
+    const r = this.ctx.backend.lseek(file, Number(offset), whence);
     const b = Buffer.alloc(8);
     b.writeBigUInt64LE(BigInt(r), 0);
     out.send(0, [b]);
@@ -685,8 +677,7 @@ export class FuseSession {
     const len = a.u64();
     const flags = a.u64();
     if (flags !== 0n) fail(Errno.EINVAL, 'COPY_FILE_RANGE', `flags ${flags}`);
-    this.ctx.backend.checkWritable('copy_file_range', fout.inode.label);
-    const n = copyFileRange(fin.fd, Number(offIn), fout.fd, Number(offOut), Number(len > 0x7ffff000n ? 0x7ffff000n : len));
+    const n = this.ctx.backend.copyFileRange(fin, Number(offIn), fout, Number(offOut), len);
     const b = Buffer.alloc(8);
     b.writeUInt32LE(n, 0);
     out.send(0, [b]);
@@ -715,9 +706,7 @@ export class FuseSession {
 
   private fsyncdir(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
     const d = this.dir(new Args(body.head(16)).u64(), 'FSYNCDIR');
-    return fsyncAsync(d.fd).then(() => { out.send(0, []); }, (e: NodeJS.ErrnoException) => {
-      throw new SysError(Math.abs(e.errno ?? Errno.EIO), 'fsync', d.inode.label);
-    });
+    return this.ctx.backend.fsyncInode(undefined, d.inode).then(() => { out.send(0, []); });
   }
 
   private readdir(_h: InHeader, body: RequestBody, out: ReplyTo): void {

@@ -12,11 +12,13 @@
 import {
   AT_FDCWD, AT_REMOVEDIR, Errno, O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_RDONLY,
   O_TMPFILE, O_TRUNC, O_WRONLY, RENAME_EXCHANGE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
-  SysError, XATTR_SIZE_MAX, accessPathFd, close, fail, fchmodPathFd, fchownFd, fstat, fstatfs, ftruncate, getxattr,
+  SysError, XATTR_SIZE_MAX, accessPathFd, close, copyFileRange, fail, fallocate, lseek, fchmodPathFd, fchownFd, fstat, fstatfs, ftruncate, getxattr,
   fstatat, isSysError, linkFd, listxattr, mkdirat, mknodat, openPath, openat, pread, procPath, pwrite, readlinkFd, removexattr,
   renameat2, reopen, setxattr, symlinkat, syncfs, truncatePathFd, umask, umask as umaskSet, unlinkat, utimensFd, withCredentials,
   type Credentials, type Stat, type StatFs, type TimeArg,
 } from '../sys/index.js';
+import { fdatasync as fdatasyncCb, fsync as fsyncCb } from 'node:fs';
+import { promisify } from 'node:util';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { createSecurityModel } from '../../security/create-model.js';
@@ -32,6 +34,9 @@ import { DirStream, OpenFile } from './files.js';
 import { LockTable } from './locks.js';
 import { checkEntryName, checkLookupName, isDot, isDotDot, printable } from './names.js';
 import { createFlags, openFlags } from './open-flags.js';
+
+const fsyncAsync = promisify(fsyncCb);
+const fdatasyncAsync = promisify(fdatasyncCb);
 import { listedUnprivileged, unprivilegedRefusal, type XattrAccess } from './xattr-privilege.js';
 
 export interface BackendOptions {
@@ -640,6 +645,52 @@ export class Backend {
     }
   }
 
+  // ---- the data path beyond read and write --------------------------------------
+
+  /**
+   * fsync(2), or fdatasync(2), of an open handle, off the event loop (libuv's
+   * pool): a slow disk never holds up other requests, and the fd stays open
+   * until the call ends even if the handle is released meanwhile.
+   */
+  fsync(file: OpenFile, datasync: boolean): Promise<void> {
+    const op = datasync ? 'fdatasync' : 'fsync';
+    return file.use((fd) => (datasync ? fdatasyncAsync(fd) : fsyncAsync(fd))).then(
+      () => undefined,
+      (e: unknown) => { throw asSysError(e, op, file.inode.label); },
+    );
+  }
+
+  /**
+   * fsync(2) of an inode through an fd of its own, opened read-only for the
+   * call: directories (9P Tfsync on a directory fid, FUSE FSYNCDIR — a
+   * directory stream's fd may be closed by RELEASEDIR while the call runs).
+   */
+  async fsyncInode(cr: Credentials | undefined, inode: Inode): Promise<void> {
+    const h = this.open(cr, inode, O_RDONLY);
+    try {
+      await this.fsync(h, false);
+    } finally {
+      this.closeFile(h);
+    }
+  }
+
+  fallocate(file: OpenFile, mode: number, offset: number, length: number): void {
+    this.checkWritable('fallocate', file.inode.label);
+    fallocate(file.fd, mode, offset, length, file.inode.label);
+  }
+
+  /** lseek(2) on an open file; SEEK_DATA/SEEK_HOLE are what clients send through. */
+  lseek(file: OpenFile, offset: number, whence: number): number {
+    return lseek(file.fd, offset, whence, file.inode.label);
+  }
+
+  /** copy_file_range(2) between two open files; at most 2^31 - 4096 bytes a call, as the kernel does. */
+  copyFileRange(from: OpenFile, fromOffset: number, to: OpenFile, toOffset: number, length: number | bigint): number {
+    this.checkWritable('copy_file_range', to.inode.label);
+    const len = BigInt(length) > 0x7ffff000n ? 0x7ffff000 : Number(length);
+    return copyFileRange(from.fd, fromOffset, to.fd, toOffset, len);
+  }
+
   // ---- xattrs --------------------------------------------------------------
 
   /**
@@ -749,6 +800,13 @@ export class Backend {
 function checkXattrName(op: string, name: Buffer): void {
   if (name.length === 0 || name.length > 255) fail(name.length ? Errno.ERANGE : Errno.EINVAL, op, printable(name));
   if (name.includes(0)) fail(Errno.EINVAL, op, printable(name));
+}
+
+/** A node:fs callback error (fsync on libuv's pool) as the SysError the protocols map. */
+function asSysError(e: unknown, op: string, what: string): SysError {
+  if (e instanceof SysError) return e;
+  const n = (e as NodeJS.ErrnoException).errno;
+  return new SysError(typeof n === 'number' ? Math.abs(n) : Errno.EIO, op, what);
 }
 
 export { SysError, Inode, OpenFile, DirStream };
