@@ -7,7 +7,7 @@ import type { Backend, Inode, SetAttr } from '../../src/backend/backend.js';
 import { printable } from '../../src/backend/names.js';
 import {
   DT_DIR, DT_LNK, Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_SYNC, SysError, XATTR_CREATE, XATTR_REPLACE, XATTR_SIZE_MAX, errnoName,
-  O_ACCMODE, O_DIRECTORY, O_RDONLY, fail, makedev, pread, type Credentials, type Stat, type TimeArg,
+  O_ACCMODE, O_DIRECTORY, O_RDONLY, fail, makedev, type Credentials, type Stat, type TimeArg,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
 import { PeerLog, type LogLimits } from '../../src/log-limit.js';
@@ -19,7 +19,6 @@ import {
 import { Fid } from './fid.js';
 import { qidOf } from './qid.js';
 import { ProtocolError, QID_SIZE, Reader, Writer, type Qid } from './wire.js';
-import { pwriteFromSegments } from '../virtqueue/read-into.js';
 
 
 export interface SessionContext {
@@ -49,7 +48,11 @@ type Handler = (r: Reader, tag: number) => Buffer | Promise<Buffer> | typeof SEN
  * `offset` straight into its reply buffers (guest memory on virtio) and
  * sends the Rread. It throws SysError, before sending anything, on failure.
  */
-export type DirectRead = (tag: number, fd: number, offset: number | bigint, count: number, what: string) => void;
+/**
+ * An Rread the transport builds in place: `fill` reads up to `max` bytes into
+ * the transport's segments from `skip` on (guest memory on virtio-9p).
+ */
+export type DirectRead = (tag: number, count: number, fill: (dst: readonly Buffer[], skip: number, max: number) => number) => void;
 
 /** Linux errno from whatever a handler threw; unknown errors become EIO. */
 function errnoOf(e: unknown): number {
@@ -476,7 +479,8 @@ export class Session {
     const offset = r.offset();
     const count = Math.min(r.u32(), this.msize - IOHDRSZ);
     if (f.file && this.directRead) {
-      this.directRead(tag, f.file.fd, offset, count, f.inode.label);
+      const file = f.file;
+      this.directRead(tag, count, (dst, skip, max) => this.ctx.backend.read(file, offset, dst, skip, max));
       return SENT;
     }
     const w = new Writer(IOHDRSZ + count);
@@ -490,7 +494,7 @@ export class Session {
       n = data.length;
     } else if (f.file) {
       const dst = w.reserve(count);
-      n = pread(f.file.fd, dst, offset, f.inode.label);
+      n = this.ctx.backend.read(f.file, offset, [dst], 0, count);
       w.unreserve(count - n);
     } else if (f.dir) {
       fail(Errno.EISDIR, 'Tread', f.inode.label);
@@ -518,7 +522,7 @@ export class Session {
       x.written += count;
       n = count;
     } else if (f.file) {
-      n = pwriteFromSegments(data, f.file.fd, offset, f.inode.label, { partial: true }); // 9P clients retry a short count
+      n = this.ctx.backend.write(f.file, offset, data, { partial: true }); // 9P clients retry a short count
     } else {
       fail(Errno.EBADF, 'Twrite', `${f.inode.label} is not open for writing`);
     }

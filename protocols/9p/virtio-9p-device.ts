@@ -10,7 +10,7 @@
 import type { DescriptorChain, VhostUserDevice } from '../vhost-user/index.js';
 import { VIRTIO_ID_9P, gather, scatter } from '../vhost-user/index.js';
 import { Errno, SysError } from '../../src/sys/index.js';
-import { preadIntoSegments, viewsOf } from '../virtqueue/read-into.js';
+import { viewsOf } from '../../src/sys/vectored.js';
 import { HEADER_SIZE, IOHDRSZ, RLERROR, T } from './constants.js';
 import { Session, type SessionContext } from './session.js';
 import { PeerLog } from '../../src/log-limit.js';
@@ -41,8 +41,8 @@ export class Virtio9pDevice implements VhostUserDevice {
   }
 
   private newSession(): Session {
-    return new Session(this.ctx, `${this.peer}#${++this.generation}`, (frame) => this.deliver(frame), (tag, fd, off, count, what) =>
-      this.directRead(tag, fd, off, count, what), this.logs);
+    return new Session(this.ctx, `${this.peer}#${++this.generation}`, (frame) => this.deliver(frame), (tag, count, fill) =>
+      this.directRead(tag, count, fill), this.logs);
   }
 
   config(): Buffer {
@@ -102,12 +102,12 @@ export class Virtio9pDevice implements VhostUserDevice {
     chain.complete(frame.length);
   }
 
-  private directRead(tag: number, fd: number, offset: number | bigint, count: number, what: string): void {
+  private directRead(tag: number, count: number, fill: (dst: readonly Buffer[], skip: number, max: number) => number): void {
     const chain = this.pending.get(tag);
     if (!chain) throw new SysError(Errno.EPROTO, 'Tread', `no chain for tag ${tag}`);
     const want = Math.min(count, chain.writableLength - IOHDRSZ);
     if (want < 0) throw new SysError(Errno.ENOBUFS, 'Tread', 'reply buffers smaller than an Rread header');
-    const got = preadIntoSegments(chain.writable, IOHDRSZ, fd, offset, want, what);
+    const got = fill(chain.writable, IOHDRSZ, want);
     const h = Buffer.alloc(IOHDRSZ);
     h.writeUInt32LE(IOHDRSZ + got, 0);
     h[4] = T.read + 1;

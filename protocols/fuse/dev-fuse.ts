@@ -5,7 +5,7 @@
 import koffi from 'koffi';
 import {
   AT_FDCWD, Errno, MNT_DETACH, MS_NODEV, MS_NOSUID, O_CLOEXEC, O_NONBLOCK, O_RDWR, SysError, close, mount, openat,
-  pread, readRaw, umount2, writeRaw,
+  readRaw, umount2, writeRaw,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
 import { OUT_HEADER_SIZE } from './constants.js';
@@ -84,11 +84,11 @@ export class DevFuseMount {
         }
         return this.write(out);
       },
-      sendRead: (fd, offset, size) => {
+      sendRead: (size, fill) => {
         const dst = this.readBuf.subarray(OUT_HEADER_SIZE, OUT_HEADER_SIZE + size);
         let n: number;
         try {
-          n = pread(fd, dst, offset);
+          n = fill([dst], 0, size);
         } catch (e) {
           const errno = e instanceof SysError ? e.errno : Errno.EIO;
           const out = Buffer.alloc(OUT_HEADER_SIZE);

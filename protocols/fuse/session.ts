@@ -17,7 +17,6 @@ import {
 } from './constants.js';
 import { timeouts, type FuseOptions } from './options.js';
 import { Args, cstrings, parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
-import { pwriteFromSegments } from '../virtqueue/read-into.js';
 import { attrOut, entryOut, openOut, statfsOut, type FuseAttr } from './wire.js';
 
 
@@ -115,7 +114,7 @@ export class FuseSession {
     }, 'fuse request');
     return {
       send: (e, b) => { log(e); return out.send(e, b); },
-      sendRead: (fd, o, s) => { out.sendRead(fd, o, s); log(0); },
+      sendRead: (s, fill) => { out.sendRead(s, fill); log(0); },
       none: () => { log(0); out.none(); },
     };
   }
@@ -440,7 +439,7 @@ export class FuseSession {
     // HANDLE_KILLPRIV_V2: the kernel asks (FATTR_KILL_SUIDGID) when the
     // caller lacks CAP_FSETID; this daemon has it, so it must do the killing.
     if (valid & FATTR.KILL_SUIDGID && !(valid & FATTR.MODE)) {
-      out.send(0, [this.attrOut(inode, this.killSuidgid(inode) ?? st)]);
+      out.send(0, [this.attrOut(inode, this.ctx.backend.killSuidgid(inode) ?? st)]);
       return;
     }
     out.send(0, [this.attrOut(inode, st)]);
@@ -520,7 +519,7 @@ export class FuseSession {
     const flags = oa.u32();
     const openFlags = oa.u32();
     const file = this.ctx.backend.open(undefined, inode, this.writebackFlags(flags));
-    if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & 0o1000 /* O_TRUNC */) this.killSuidgid(inode);
+    if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & 0o1000 /* O_TRUNC */) this.ctx.backend.killSuidgid(inode);
     const fh = this.addHandle(file);
     if (!out.send(0, [this.openOut(fh, false)])) this.dropHandle(fh);
   }
@@ -546,7 +545,7 @@ export class FuseSession {
     const openFlags = a.u32();
     const [name] = cstrings(b.subarray(16), 1);
     const { entry, file } = this.ctx.backend.create(FuseSession.creator(h), parent, name!, this.writebackFlags(flags), mode, this.umaskOf(umask));
-    if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & 0o1000 /* O_TRUNC */) this.killSuidgid(entry.inode);
+    if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & 0o1000 /* O_TRUNC */) this.ctx.backend.killSuidgid(entry.inode);
     const fh = this.addHandle(file);
     this.remember(entry.inode);
     if (!out.send(0, [this.entryOut(entry), this.openOut(fh, false)])) {
@@ -576,7 +575,7 @@ export class FuseSession {
     const offset = a.offset();
     const size = a.u32();
     if (size > this.ctx.options.maxWrite) fail(Errno.EINVAL, 'READ', `size ${size} above max ${this.ctx.options.maxWrite}`);
-    out.sendRead(file.fd, offset, size);
+    out.sendRead(size, (dst, skip, max) => this.ctx.backend.read(file, offset, dst, skip, max));
   }
 
   private write(h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -586,28 +585,14 @@ export class FuseSession {
     const size = a.u32();
     const writeFlags = a.u32();
     if (size > this.ctx.options.maxWrite) fail(Errno.EINVAL, 'WRITE', `size ${size} above max_write`);
-    // With the writeback cache a short success would lose the rest (see WriteOptions).
-    const done = pwriteFromSegments(body.slices(40, size), file.fd, offset, file.inode.label, {
+    const done = this.ctx.backend.write(file, offset, body.slices(40, size), {
+      // With the writeback cache a short success would lose the rest (see WriteOptions).
       partial: !(this.wantFlags & INIT.WRITEBACK_CACHE),
+      killSuidgid: (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0,
     });
-    if (writeFlags & FUSE_WRITE_KILL_SUIDGID) this.killSuidgid(file.inode);
     const b = Buffer.alloc(8);
     b.writeUInt32LE(done, 0);
     out.send(0, [b]);
-  }
-
-  /**
-   * What the kernel does for a caller without CAP_FSETID: setuid goes;
-   * setgid goes only with group-execute (otherwise it marks mandatory
-   * locking). Returns the new attributes if anything changed.
-   */
-  private killSuidgid(inode: Inode): Stat | undefined {
-    const st = this.ctx.backend.getattr(inode);
-    let mode = st.mode & 0o7777;
-    if (mode & 0o4000) mode &= ~0o4000;
-    if (mode & 0o2000 && mode & 0o010) mode &= ~0o2000;
-    if (mode === (st.mode & 0o7777)) return undefined;
-    return this.ctx.backend.setattr(undefined, inode, { mode });
   }
 
   private statfs(h: InHeader, _b: RequestBody, out: ReplyTo): void {

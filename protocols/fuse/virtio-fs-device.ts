@@ -10,7 +10,7 @@
 import type { DescriptorChain, VhostUserDevice } from '../vhost-user/index.js';
 import { VIRTIO_ID_FS, gather, scatter } from '../vhost-user/index.js';
 import { Errno, SysError } from '../../src/sys/index.js';
-import { preadIntoSegments, viewsOf } from '../virtqueue/read-into.js';
+import { viewsOf } from '../../src/sys/vectored.js';
 import { IN_HEADER_SIZE, OP, OUT_HEADER_SIZE } from './constants.js';
 import { outHeader } from './wire.js';
 import { RequestBody, type ReplyTo } from './request.js';
@@ -121,7 +121,7 @@ export class VirtioFsDevice implements VhostUserDevice {
         chain.complete(len);
         return true;
       },
-      sendRead: (fd, offset, size) => {
+      sendRead: (size, fill) => {
         // Read straight into the guest's buffers after the reply header.
         const want = Math.min(size, chain.writableLength - OUT_HEADER_SIZE);
         if (want < 0) {
@@ -130,7 +130,7 @@ export class VirtioFsDevice implements VhostUserDevice {
         }
         let got: number;
         try {
-          got = preadIntoSegments(chain.writable, OUT_HEADER_SIZE, fd, offset, want);
+          got = fill(chain.writable, OUT_HEADER_SIZE, want);
         } catch (e) {
           fail(e instanceof SysError ? e.errno : Errno.EIO);
           return;

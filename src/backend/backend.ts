@@ -34,6 +34,7 @@ import { DirStream, OpenFile } from './files.js';
 import { LockTable } from './locks.js';
 import { checkEntryName, checkLookupName, isDot, isDotDot, printable } from './names.js';
 import { createFlags, openFlags } from './open-flags.js';
+import { preadIntoSegments, pwriteFromSegments, type WriteOptions } from '../sys/vectored.js';
 
 const fsyncAsync = promisify(fsyncCb);
 const fdatasyncAsync = promisify(fdatasyncCb);
@@ -645,7 +646,44 @@ export class Backend {
     }
   }
 
-  // ---- the data path beyond read and write --------------------------------------
+  // ---- the data path -------------------------------------------------------------
+
+  /**
+   * Reads up to `max` bytes of `file` at `offset` into `dst` — segments the
+   * transport provides (guest memory, or a plain buffer) — starting `skip`
+   * bytes in. Returns the bytes read (fewer at end of file).
+   */
+  read(file: OpenFile, offset: number | bigint, dst: readonly Buffer[], skip: number, max: number): number {
+    return preadIntoSegments(dst, skip, file.fd, offset, max, file.inode.label);
+  }
+
+  /**
+   * Writes all of `src` (a request's payload, left where the transport
+   * received it) to `file` at `offset`; see WriteOptions for a failure part
+   * way. `killSuidgid`: the caller lacks CAP_FSETID (FUSE's WRITE_KILL_SUIDGID).
+   */
+  write(file: OpenFile, offset: number | bigint, src: readonly Buffer[], o: WriteOptions & { killSuidgid?: boolean }): number {
+    const n = pwriteFromSegments(src, file.fd, offset, file.inode.label, o);
+    if (o.killSuidgid) this.killSuidgid(file.inode);
+    return n;
+  }
+
+  /**
+   * What the kernel does on write or truncate by a caller without
+   * CAP_FSETID: setuid goes; setgid goes only with group-execute (without
+   * it, it marks mandatory locking). Returns the new attributes if anything
+   * changed.
+   */
+  killSuidgid(inode: Inode): Stat | undefined {
+    const st = this.getattr(inode);
+    let mode = st.mode & 0o7777;
+    if (mode & 0o4000) mode &= ~0o4000;
+    if (mode & 0o2000 && mode & 0o010) mode &= ~0o2000;
+    if (mode === (st.mode & 0o7777)) return undefined;
+    return this.setattr(undefined, inode, { mode });
+  }
+
+  // ---- more of the data path ---------------------------------------------------
 
   /**
    * fsync(2), or fdatasync(2), of an open handle, off the event loop (libuv's

@@ -7,7 +7,7 @@ import { mkdtempSync, openSync, closeSync, readFileSync, rmSync, statSync, write
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GuestMemory, hostAddressOf, type MappedRegion } from '../../protocols/virtqueue/guest-memory.js';
-import { preadIntoSegments, pwriteFromSegments } from '../../protocols/virtqueue/read-into.js';
+import { preadIntoSegments, pwriteFromSegments } from '../../src/sys/vectored.js';
 import { closeFd, createMemfd } from '../../protocols/vhost-user/sys.js';
 
 const PAGE = 4096;

@@ -1,10 +1,11 @@
-// File data between files and a chain's segments (guest memory) with no
+// File data between files and memory segments (guest memory views) with no
 // intermediate buffer: one preadv/pwritev over all segments, the way
 // virtiofsd does it. A guest kernel hands over 1 MiB as 256 page-sized
 // descriptors; a syscall per page cost more than the copy it saves.
-// Shared by the virtio-fs READ/WRITE and the virtio-9p Rread paths.
-import { Errno, SysError, pread, preadv, pwrite, pwritev } from '../../src/sys/index.js';
-import { hostAddressOf } from './guest-memory.js';
+// The backend's data path (read into a sink, write from a source) runs on it.
+import { Errno, SysError } from './errno.js';
+import { pread, preadv, pwrite, pwritev } from './fs.js';
+import { hostAddressOf } from './memory.js';
 
 /** Linux's IOV_MAX: the most entries one preadv/pwritev takes. */
 const IOV_MAX = 1024;
