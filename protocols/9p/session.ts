@@ -536,17 +536,16 @@ export class Session {
     if (!f.dir) fail(f.inode.isDir ? Errno.EBADF : Errno.ENOTDIR, 'Treaddir', `${f.inode.label} is not an open directory`);
     const { backend } = this.ctx;
     const atRoot = f.inode === backend.root;
-    const dev = f.inode.dev;
-    const inoMap = backend.inoMap;
     const w = new Writer(IOHDRSZ + Math.min(count, 64 * 1024));
     w.u32(0);
     let used = 0;
-    f.dir.read(offset, (d) => {
+    const dir = f.dir;
+    dir.read(offset, (d) => {
       const size = QID_SIZE + 8 + 1 + 2 + d.name.length;
       if (used + size > count) return false;
       used += size;
       const dotdotAtRoot = atRoot && d.name.length === 2 && d.name[0] === 0x2e && d.name[1] === 0x2e;
-      const path = dotdotAtRoot ? backend.root.guestIno : inoMap.guestIno(dev, d.ino);
+      const path = dotdotAtRoot ? backend.root.guestIno : backend.entryIno(dir, d.ino);
       w.u8(dtypeToQidType(d.type)).u32(0).u64(path).u64(d.off).u8(d.type).str(d.name);
       return true;
     });

@@ -161,7 +161,7 @@ export class FuseSession {
   // ---- helpers ---------------------------------------------------------------
 
   private inode(nodeid: bigint): Inode {
-    const inode = nodeid <= BigInt(Number.MAX_SAFE_INTEGER) ? this.ctx.backend.inodes.get(Number(nodeid)) : undefined;
+    const inode = this.ctx.backend.inodeById(nodeid);
     // Only node ids this session was given (or the root) are valid here.
     if (!inode || (inode.id !== FUSE_ROOT_ID && !this.lookups.has(inode))) {
       fail(Errno.ESTALE, 'fuse', `node id ${nodeid} was never looked up`);
@@ -327,7 +327,7 @@ export class FuseSession {
   }
 
   private forgetOne(nodeid: bigint, n: bigint): void {
-    const inode = nodeid <= BigInt(Number.MAX_SAFE_INTEGER) ? this.ctx.backend.inodes.get(Number(nodeid)) : undefined;
+    const inode = this.ctx.backend.inodeById(nodeid);
     const held = inode ? this.lookups.get(inode) : undefined;
     if (!inode || held === undefined) {
       if (this.logs.wants('debug')) this.logs.debug('fuse.forget', { peer: this.peer, nodeid: nodeid.toString() }, 'fuse: FORGET of a node id this session does not hold');
@@ -716,7 +716,7 @@ export class FuseSession {
       const recLen = (plus ? ENTRY_OUT_SIZE : 0) + DIRENT_SIZE + nameLen;
       const padded = (recLen + 7) & ~7;
       if (used + padded > size) return false;
-      let ino = backend.inoMap.guestIno(d.inode.dev, ent.ino);
+      let ino = backend.entryIno(d, ent.ino);
       const isDot = nameLen === 1 && ent.name[0] === 0x2e;
       const isDotDot = nameLen === 2 && ent.name[0] === 0x2e && ent.name[1] === 0x2e;
       let at = used;

@@ -213,6 +213,16 @@ export class Backend {
     return { inode, stat: this.view(inode, st) };
   }
 
+  /** The live inode with this id (a FUSE node id), or undefined. */
+  inodeById(id: number | bigint): Inode | undefined {
+    return id <= BigInt(Number.MAX_SAFE_INTEGER) && id >= 0 ? this.inodes.get(Number(id)) : undefined;
+  }
+
+  /** The guest inode number of a directory entry of `dir` (host inode numbers remapped across filesystems). */
+  entryIno(dir: DirStream, hostIno: bigint): bigint {
+    return this.inoMap.guestIno(dir.inode.dev, hostIno);
+  }
+
   /** One more reference on an inode (a cloned fid, a FUSE lookup reply). */
   ref(inode: Inode): Inode {
     this.inodes.ref(inode);
