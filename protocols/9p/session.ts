@@ -35,7 +35,17 @@ export interface SessionContext {
   exportPath: string;
   /** most fids one session may hold, so one client cannot take every fd */
   maxFids: number;
+  /** who decides permissions in passthrough (default 'host'); see NinepPermissions */
+  permissions?: NinepPermissions;
 }
+
+/**
+ * 'guest': the client's kernel has checked permissions (QEMU's 9p): requests
+ * run with the server's own privileges, new objects get the ids the request
+ * names. 'host': requests run as the attached uid with the host's groups of
+ * that uid, and the host kernel checks (diod's).
+ */
+export type NinepPermissions = 'guest' | 'host';
 
 /** Bytes of pending Txattrcreate values one session may hold. */
 const MAX_PENDING_XATTR_BYTES = 8 * 1024 * 1024;
@@ -215,7 +225,7 @@ export class Session {
 
   /** Credentials for a create: the fid's user, with the gid the client chose. */
   private static createCr(f: Fid, gid: number): Credentials {
-    return gid === f.cr.gid || gid === NOFID ? f.cr : { uid: f.cr.uid, gid, groups: f.cr.groups };
+    return gid === f.cr.gid || gid === NOFID ? f.cr : { ...f.cr, gid };
   }
 
   // ---- session -------------------------------------------------------------
@@ -259,6 +269,8 @@ export class Session {
     if (nUname !== NONUNAME) cr = this.ctx.users.byUid(nUname);
     else cr = this.ctx.users.byName(uname);
     if (!cr) fail(Errno.EACCES, 'Tattach', `unknown user ${JSON.stringify(uname)}`);
+    // The client's kernel checks permissions: the host calls run as the server (QEMU's 9p).
+    if (this.ctx.permissions === 'guest') cr = { ...cr, clientChecked: true };
     const { backend } = this.ctx;
     const root = backend.ref(backend.root);
     this.fids.set(fidNo, new Fid(root, cr, undefined, undefined));
