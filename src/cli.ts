@@ -9,6 +9,9 @@ import { StartupError } from './listeners.js';
 import { SysError } from './sys/index.js';
 import type { CacheMode } from '../protocols/fuse/options.js';
 import { SECURITY_MODELS, type SecurityModelName } from '../security/model.js';
+import type { NinepPermissions } from '../protocols/9p/session.js';
+
+const NINEP_PERMISSIONS: readonly NinepPermissions[] = ['guest', 'host'];
 import { parseFsdev } from '../compat/qemu/fsdev.js';
 import { CompatError } from '../compat/errors.js';
 import { IdMapError, asIdTranslations, parseIdRules } from '../security/id-map.js';
@@ -36,6 +39,7 @@ async function serve(argv: {
   readonly: boolean; logLevel: string; logBurst: number; logRate: number; fuseMount?: string; cache: CacheMode; writeback: boolean; xattr: boolean;
   announceSubmounts: boolean; securityModel?: SecurityModelName; virtiofsSocket?: string[]; virtiofsFd?: number;
   tag: string; numRequestQueues: number; '9pVhostSocket'?: string[]; '9pTag'?: string; fmode?: string; dmode?: string;
+  '9pPermissions'?: NinepPermissions;
 }): Promise<void> {
   const log = createLogger(argv.logLevel as LevelWithSilent);
   const logLimits = parseLogLimits(argv.logBurst, argv.logRate);
@@ -54,6 +58,7 @@ async function serve(argv: {
     ninepTcp: argv['9pTcp'],
     ninepFd: argv['9pFd'],
     ninepMaxMsize: argv['9pMaxMsize'],
+    ninepPermissions: argv['9pPermissions'],
     readonly: argv.readonly || fsdev.readonly === true,
     securityModel: model,
     fmode: parseOctalMode('--fmode', argv.fmode, model) ?? fsdev.fmode,
@@ -107,6 +112,7 @@ export async function main(args: string[]): Promise<void> {
         .option('9p-tcp', { type: 'string', describe: 'serve 9P2000.L over TCP at HOST:PORT; a bare PORT listens on 127.0.0.1 only (guests: trans=tcp,port=PORT)' })
         .option('9p-fd', { type: 'number', describe: 'serve 9P2000.L on an inherited, already connected stream fd (one client; guests: trans=fd)' })
         .option('9p-max-msize', { type: 'number', default: DEFAULT_9P_MAX_MSIZE, describe: 'largest 9P msize offered; clients asking for more get this' })
+        .option('9p-permissions', { choices: NINEP_PERMISSIONS, describe: 'passthrough: who decides 9P permissions. guest = the client kernel (as QEMU\'s 9p: duofs acts as itself and gives new files the ids the request names; a guest\'s own supplementary groups work; any client that reaches the transport is trusted fully); host = the host kernel, as the attached uid with the host\'s groups of that uid (as diod). Default: guest on --9p-vhost-socket, host on --9p-socket/--9p-tcp/--9p-fd; see docs/operator-guide.md' })
         .option('security-model', { choices: SECURITY_MODELS, describe: 'how guest owners, modes and file types map onto the host, as QEMU -fsdev local: passthrough (real owners; run as root), mapped-xattr (alias mapped; guest view in user.virtfs.* xattrs), mapped-file (in .virtfs_metadata files), none (like passthrough, ownership changes may fail silently)' })
         .option('fmode', { type: 'string', describe: 'mapped models: host mode of created files, octal (default 0600)' })
         .option('dmode', { type: 'string', describe: 'mapped models: host mode of created directories, octal (default 0700)' })

@@ -13,7 +13,7 @@ import { DEFAULT_LOG_LIMITS, PeerLog, type LogLimits } from './log-limit.js';
 import { listenTcp, listenUnix, parseHostPort, StartupError, type HostPort } from './listeners.js';
 import { HostUsers } from '../security/host-users.js';
 import { StreamConnection } from '../protocols/9p/stream.js';
-import type { SessionContext } from '../protocols/9p/session.js';
+import type { NinepPermissions, SessionContext } from '../protocols/9p/session.js';
 import { FuseSession } from '../protocols/fuse/session.js';
 import { DevFuseMount } from '../protocols/fuse/dev-fuse.js';
 import { defaultFuseOptions, type FuseOptions } from '../protocols/fuse/options.js';
@@ -56,6 +56,13 @@ export interface ServeOptions {
   ninepFd?: number;
   /** the largest msize offered to 9P clients */
   ninepMaxMsize?: number;
+  /**
+   * passthrough: who decides a 9P request's permissions (docs/operator-guide.md).
+   * 'guest': the client's kernel, as QEMU's 9p (default for the virtio-9p device);
+   * 'host': the host kernel, as the attached uid with its host groups, as diod
+   * (default for the stream transports). Given, it applies to every 9P transport.
+   */
+  ninepPermissions?: NinepPermissions;
   /** attach a FUSE session to the host at this directory (/dev/fuse) */
   fuseMount?: string;
   /** FUSE (virtio-fs and /dev/fuse) session options */
@@ -125,6 +132,20 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     logLimits,
   };
   log.debug({ nofile, maxFidsPerSession: ctx.maxFids }, 'limits');
+  // Each 9P transport defaults to the server it replaces: the stream sockets
+  // to diod (the host checks, as the attached uid with its host groups: any
+  // process that can reach the socket speaks raw 9P), the virtio-9p device
+  // to QEMU's 9p (the guest kernel checks: a guest moved from QEMU relies on
+  // groups only it knows). See docs/operator-guide.md.
+  const streamCtx: SessionContext = { ...ctx, permissions: opts.ninepPermissions ?? 'host' };
+  const deviceCtx: SessionContext = { ...ctx, permissions: opts.ninepPermissions ?? 'guest' };
+  if (backend.model.callerCredentials) {
+    const on = (c: SessionContext, any: boolean) => (any ? c.permissions : undefined);
+    log.info({
+      streams: on(streamCtx, !!(opts.ninepSocket || opts.ninepTcp || opts.ninepFd !== undefined)),
+      virtio9p: on(deviceCtx, list(opts.ninepVhostSocket).length > 0),
+    }, '9p permissions: guest = the client kernel decides (QEMU), host = the host decides as the attached uid (diod)');
+  }
   const servers: Server[] = [];
   const socketPaths: string[] = [];
   const connections = new Set<StreamConnection>();
@@ -152,7 +173,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
   const accept = (label: string) => (sock: Socket): void => {
     const peer = sock.remoteAddress ? `tcp:${sock.remoteAddress}:${sock.remotePort}` : `${label}#${++serial}`;
     const origin = originLog(sock.remoteAddress ? `tcp:${sock.remoteAddress}` : label);
-    const conn = new StreamConnection(sock, ctx, peer, origin);
+    const conn = new StreamConnection(sock, streamCtx, peer, origin);
     connections.add(conn);
     origin.info('9p.stream', { peer }, '9p client connected');
     sock.once('close', () => {
@@ -199,7 +220,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     }
     for (const socketPath of list(opts.ninepVhostSocket)) {
       const tag = opts.ninepTag ?? 'duofs9p';
-      const device = new Virtio9pDevice(ctx, tag, `virtio-9p:${socketPath}`);
+      const device = new Virtio9pDevice(deviceCtx, tag, `virtio-9p:${socketPath}`);
       vhostServers.push(listenVhostUser({ device, logger: log, logLimits, socketPath }));
       socketPaths.push(socketPath);
       log.info({ socket: socketPath, tag, export: opts.sharedDir }, 'serving virtio-9p (vhost-user)');

@@ -33,7 +33,17 @@ export interface SessionContext {
   maxFids: number;
   /** per-peer rate limit of the log lines a client can cause (false: none); default DEFAULT_LOG_LIMITS */
   logLimits?: LogLimits | false;
+  /** who decides permissions in passthrough (default 'host'); see NinepPermissions */
+  permissions?: NinepPermissions;
 }
+
+/**
+ * 'guest': the client's kernel has checked permissions (QEMU's 9p): requests
+ * run with the server's own privileges, new objects get the ids the request
+ * names. 'host': requests run as the attached uid with the host's groups of
+ * that uid, and the host kernel checks (diod's).
+ */
+export type NinepPermissions = 'guest' | 'host';
 
 /** Bytes of pending Txattrcreate values one session may hold. */
 const MAX_PENDING_XATTR_BYTES = 8 * 1024 * 1024;
@@ -223,7 +233,7 @@ export class Session {
 
   /** Credentials for a create: the fid's user, with the gid the client chose. */
   private static createCr(f: Fid, gid: number): Credentials {
-    return gid === f.cr.gid || gid === NOFID ? f.cr : { uid: f.cr.uid, gid, groups: f.cr.groups };
+    return gid === f.cr.gid || gid === NOFID ? f.cr : { ...f.cr, gid };
   }
 
   // ---- session -------------------------------------------------------------
@@ -267,6 +277,8 @@ export class Session {
     if (nUname !== NONUNAME) cr = this.ctx.users.byUid(nUname);
     else cr = this.ctx.users.byName(uname);
     if (!cr) fail(Errno.EACCES, 'Tattach', `unknown user ${JSON.stringify(uname)}`);
+    // The client's kernel checks permissions: the host calls run as the server (QEMU's 9p).
+    if (this.ctx.permissions === 'guest') cr = { ...cr, clientChecked: true };
     const { backend } = this.ctx;
     const root = backend.ref(backend.root);
     this.fids.set(fidNo, new Fid(root, cr, undefined, undefined));
@@ -576,7 +588,8 @@ export class Session {
     const clientId = r.str();
     if (!f.file) fail(Errno.EBADF, 'Tlock', `${f.inode.label} is not an open file`);
     const owner = this.lockOwner(procId, clientId);
-    const ok = this.ctx.backend.locks.set(owner, f.file, { type: lockType(type), start, len: length }, procId);
+    // flock() arrives as a whole-file lock: it also takes the host flock(2) (see src/backend/locks.ts).
+    const ok = this.ctx.backend.locks.set(owner, f.file, { type: lockType(type), start, len: length }, procId, { flockWholeFile: true });
     return new Writer(9).u8(ok ? LOCK_STATUS.SUCCESS : LOCK_STATUS.BLOCKED).finish(T.lock + 1, tag);
   }
 
@@ -592,7 +605,7 @@ export class Session {
     // own locks: treat any probe without a lock type as a write-lock probe.
     const asked = lockType(type);
     const t = asked === F_UNLCK ? F_WRLCK : asked;
-    const l = this.ctx.backend.locks.get(this.lockOwner(procId, clientId), f.file, { type: t, start, len: length });
+    const l = this.ctx.backend.locks.get(this.lockOwner(procId, clientId), f.file, { type: t, start, len: length }, { flockWholeFile: true });
     const free = l.type === F_UNLCK;
     return new Writer(40 + clientId.length)
       .u8(free ? LOCK_TYPE.UNLCK : l.type === F_WRLCK ? LOCK_TYPE.WRLCK : LOCK_TYPE.RDLCK)

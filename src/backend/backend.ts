@@ -113,9 +113,24 @@ export class Backend {
     if (this.readonly) fail(Errno.EROFS, op, `${what} (read-only export)`);
   }
 
-  /** The credentials host calls run with: the caller's in passthrough, the daemon's otherwise. */
+  /**
+   * The credentials host calls run with: the caller's in passthrough, the
+   * daemon's otherwise, and the daemon's for a caller whose own kernel has
+   * checked permissions (clientChecked; forbidden ids are still refused).
+   */
   private host(cr: Credentials | undefined): Credentials | undefined {
-    return this.model.callerCredentials ? this.hostIds(cr) : undefined;
+    if (!this.model.callerCredentials) return undefined;
+    if (cr?.clientChecked) {
+      this.hostUid(cr.uid);
+      this.hostGid(cr.gid);
+      return undefined;
+    }
+    return this.hostIds(cr);
+  }
+
+  /** passthrough for a clientChecked caller: the daemon creates, then gives the new object the caller's ids (QEMU's 9p). */
+  private ownsNew(cr: Credentials | undefined): boolean {
+    return cr?.clientChecked === true && this.model.callerCredentials;
   }
 
   /** A guest uid/gid as the host's, through --translate-uid/--translate-gid (EPERM if forbidden). */
@@ -384,7 +399,8 @@ export class Backend {
   // ---- creating --------------------------------------------------------------
 
   /** After a mapped-model creation: the guest's view goes into metadata. */
-  private recordNew(e: Entry, parent: Inode, cr: Credentials | undefined, mode: number, rdev?: bigint, umask?: number): Entry {
+  private recordNew(e: Entry, parent: Inode, cr: Credentials | undefined, mode: number, rdev?: bigint, umask?: number, name?: Buffer): Entry {
+    if (cr && this.ownsNew(cr)) return this.giveToCaller(e, parent, cr, mode, name);
     if (this.model.mapsFileTypes) {
       // A FUSE client with POSIX ACLs leaves umask and default-ACL
       // inheritance to the server; in the mapped models that is duofs.
@@ -416,6 +432,38 @@ export class Backend {
       }
     }
     return e;
+  }
+
+  /**
+   * What QEMU's passthrough does after creating as root: chown the new
+   * object to the ids the request names, then set the mode it names (chown
+   * clears setuid/setgid, mkdir(2) drops setgid; symlinks have no mode of
+   * their own). Calls that would change nothing are skipped. If that fails,
+   * the object is removed again and the error is the request's.
+   */
+  private giveToCaller(e: Entry, parent: Inode, cr: Credentials, mode: number, name: Buffer | undefined): Entry {
+    const { inode } = e;
+    try {
+      const uid = this.hostUid(cr.uid);
+      const gid = this.hostGid(cr.gid);
+      let st = fstat(inode.fd, inode.label);
+      if (st.uid !== uid || st.gid !== gid) {
+        fchownFd(inode.fd, uid, gid, inode.label);
+        st = fstat(inode.fd, inode.label);
+      }
+      if ((mode & S_IFMT) !== S_IFLNK && (st.mode & 0o7777) !== (mode & 0o7777)) fchmodPathFd(inode.fd, mode & 0o7777, inode.label);
+    } catch (err) {
+      if (name) {
+        try {
+          unlinkat(parent.fd, name, (mode & S_IFMT) === S_IFDIR ? AT_REMOVEDIR : 0);
+        } catch {
+          // gone already, or replaced: leave it
+        }
+      }
+      this.release(inode);
+      throw err;
+    }
+    return { inode, stat: this.getattr(inode) };
   }
 
   /** posix_acl_create for the mapped models: the parent's default ACL, else the umask. */
@@ -491,7 +539,7 @@ export class Backend {
       // name lookup that a concurrent rename could redirect.
       const pfd = openat(AT_FDCWD, procPath(fd), O_PATH);
       entry = this.intern(pfd, printable(name), { parent, name });
-      entry = this.recordNew(entry, parent, cr, S_IFREG | (mode & 0o7777), undefined, umask);
+      entry = this.recordNew(entry, parent, cr, S_IFREG | (mode & 0o7777), undefined, umask, name);
     } catch (e) {
       close(fd);
       throw e;
@@ -541,7 +589,7 @@ export class Backend {
     this.beginCreate('mkdir', parent, name);
     const hostMode = this.model.mapsFileTypes ? this.dmode : mode & 0o7777;
     this.creating(cr, umask, () => mkdirat(parent.fd, name, hostMode));
-    return this.recordNew(this.created(parent, name), parent, cr, S_IFDIR | (mode & 0o7777), undefined, umask);
+    return this.recordNew(this.created(parent, name), parent, cr, S_IFDIR | (mode & 0o7777), undefined, umask, name);
   }
 
   /** mknod of a regular file, device, FIFO or socket (`mode` includes S_IFMT). */
@@ -556,7 +604,7 @@ export class Backend {
       return this.recordNew(this.created(parent, name), parent, cr, type | (mode & 0o7777), isDev ? rdev : 0n, umask);
     }
     this.creating(cr, umask, () => mknodat(parent.fd, name, type | (mode & 0o7777), rdev));
-    return this.recordNew(this.created(parent, name), parent, cr, type | (mode & 0o7777));
+    return this.recordNew(this.created(parent, name), parent, cr, type | (mode & 0o7777), undefined, undefined, name);
   }
 
   symlink(cr: Credentials | undefined, parent: Inode, name: Buffer, target: Buffer): Entry {
@@ -577,7 +625,7 @@ export class Backend {
       return this.recordNew(this.created(parent, name), parent, cr, S_IFLNK | 0o777);
     }
     withCredentials(this.host(cr), () => symlinkat(target, parent.fd, name));
-    return this.recordNew(this.created(parent, name), parent, cr, S_IFLNK | 0o777);
+    return this.recordNew(this.created(parent, name), parent, cr, S_IFLNK | 0o777, undefined, undefined, name);
   }
 
   link(cr: Credentials | undefined, inode: Inode, newParent: Inode, name: Buffer): Entry {

@@ -2,7 +2,20 @@
 // 9P client_id+proc_id, FUSE lock_owner) gets its own open file description
 // per inode, so locks of one owner merge as POSIX says while different
 // owners, guests, protocols and host processes exclude each other.
-import { close, F_UNLCK, O_RDONLY, O_RDWR, flockNb, ofdGetLock, ofdSetLock, reopen, type LockRange } from '../sys/index.js';
+//
+// flock(): FUSE says which requests are flock() (FUSE_LK_FLOCK) and those
+// become host flock(2) locks. The guest's 9p client cannot say so: v9fs
+// turns flock() into a POSIX lock over the whole file before it sends
+// Tlock, and nothing on the wire tells the two apart. So an owner that asks
+// for it (`flockWholeFile`, the 9P server does) also holds a host flock(2)
+// on its open file description while it holds a lock over the whole file:
+// shared while any part of that lock is a read lock, exclusive otherwise.
+// Its flock() then excludes a virtio-fs guest's flock() and a host
+// process's flock(2), as well as every POSIX lock. The cost is the one NFS
+// clients have (they send flock() as a whole-file byte-range lock too): a
+// 9P guest's whole-file fcntl() lock also excludes flock() users elsewhere
+// (inside that guest its flock() and fcntl() locks conflict already).
+import { close, F_RDLCK, F_UNLCK, F_WRLCK, O_RDONLY, O_RDWR, flockNb, ofdGetLock, ofdSetLock, reopen, type LockRange } from '../sys/index.js';
 import type { OpenFile } from './files.js';
 
 interface OwnerFd {
@@ -12,6 +25,14 @@ interface OwnerFd {
 }
 
 export type LockRequest = Omit<LockRange, 'pid'>;
+
+export interface LockOptions {
+  /**
+   * This owner's lock over the whole file is also its flock(2) on the file
+   * (the 9P server: the guest's 9p client sends flock() as such a lock).
+   */
+  flockWholeFile?: boolean;
+}
 
 /**
  * A lock one of our owners holds, remembered so F_GETLK can name the
@@ -28,13 +49,50 @@ interface Held {
 
 const endOf = (l: LockRequest): number => (l.len === 0 ? Infinity : l.start + l.len - 1);
 
+/** An inode's held locks after `owner` sets `l`: POSIX merge/split within one owner. */
+function merge(list: readonly Held[], owner: string, l: LockRequest, pid: number): Held[] {
+  const start = l.start;
+  const end = endOf(l);
+  const out: Held[] = [];
+  for (const h of list) {
+    if (h.owner !== owner || h.end < start || h.start > end) {
+      out.push(h);
+      continue;
+    }
+    if (h.start < start) out.push({ ...h, end: start - 1 });
+    if (h.end > end) out.push({ ...h, start: end + 1 });
+  }
+  if (l.type !== F_UNLCK) out.push({ owner, start, end, type: l.type, pid });
+  return out;
+}
+
+/** F_RDLCK or F_WRLCK when `owner`'s locks cover the whole file (read if any part is), else F_UNLCK. */
+function wholeFileType(list: readonly Held[], owner: string): number {
+  const mine = list.filter((h) => h.owner === owner).sort((a, b) => a.start - b.start);
+  let next = 0;
+  let type = F_WRLCK;
+  for (const h of mine) {
+    if (h.start > next) return F_UNLCK;
+    next = Math.max(next, h.end + 1);
+    if (h.type === F_RDLCK) type = F_RDLCK;
+    if (next === Infinity) return type;
+  }
+  return F_UNLCK;
+}
+
 export class LockTable {
   private readonly owners = new Map<string, OwnerFd>();
   private readonly byFile = new Map<OpenFile, Set<string>>();
   private readonly held = new Map<number, Held[]>();
+  /** the flock(2) type each owner fd holds because of a whole-file lock (flockWholeFile) */
+  private readonly flocks = new Map<string, number>();
+
+  private static key(owner: string, file: OpenFile): string {
+    return `${owner}\u0000${file.inode.id}`;
+  }
 
   private ownerFd(owner: string, file: OpenFile): number {
-    const key = `${owner}\u0000${file.inode.id}`;
+    const key = LockTable.key(owner, file);
     let o = this.owners.get(key);
     if (!o) {
       let fd: number;
@@ -56,27 +114,36 @@ export class LockTable {
   }
 
   /** Try to take (or release, type F_UNLCK) a lock; false = conflict. `pid` is the guest's, for F_GETLK. */
-  set(owner: string, file: OpenFile, l: LockRequest, pid = 0): boolean {
-    const ok = ofdSetLock(this.ownerFd(owner, file), l, file.inode.label);
-    if (ok) this.remember(owner, file.inode.id, l, pid);
-    return ok;
+  set(owner: string, file: OpenFile, l: LockRequest, pid = 0, o: LockOptions = {}): boolean {
+    const fd = this.ownerFd(owner, file);
+    const { label, id } = file.inode;
+    const after = merge(this.held.get(id) ?? [], owner, l, pid);
+    if (!o.flockWholeFile) {
+      if (!ofdSetLock(fd, l, label)) return false;
+      this.store(id, after);
+      return true;
+    }
+    const key = LockTable.key(owner, file);
+    const had = this.flocks.get(key) ?? F_UNLCK;
+    const want = wholeFileType(after, owner);
+    if (want !== had && !flockNb(fd, want, label)) {
+      // flock(2) converts a lock by dropping the old one first: take it back.
+      if (had !== F_UNLCK && !flockNb(fd, had, label)) this.flocks.delete(key);
+      return false;
+    }
+    if (!ofdSetLock(fd, l, label)) {
+      // Back to the flock it had: an unlock or a downgrade, which cannot conflict.
+      if (want !== had) flockNb(fd, had, label);
+      return false;
+    }
+    if (want === F_UNLCK) this.flocks.delete(key);
+    else this.flocks.set(key, want);
+    this.store(id, after);
+    return true;
   }
 
-  /** Mirrors POSIX merge/split for one owner's ranges on one inode. */
-  private remember(owner: string, inodeId: number, l: LockRequest, pid: number): void {
-    const start = l.start;
-    const end = endOf(l);
-    const out: Held[] = [];
-    for (const h of this.held.get(inodeId) ?? []) {
-      if (h.owner !== owner || h.end < start || h.start > end) {
-        out.push(h);
-        continue;
-      }
-      if (h.start < start) out.push({ ...h, end: start - 1 });
-      if (h.end > end) out.push({ ...h, start: end + 1 });
-    }
-    if (l.type !== F_UNLCK) out.push({ owner, start, end, type: l.type, pid });
-    if (out.length) this.held.set(inodeId, out);
+  private store(inodeId: number, list: Held[]): void {
+    if (list.length) this.held.set(inodeId, list);
     else this.held.delete(inodeId);
   }
 
@@ -92,15 +159,40 @@ export class LockTable {
   }
 
   /** The conflicting lock, or one with type F_UNLCK when `l` could be taken. */
-  get(owner: string, file: OpenFile, l: LockRequest): LockRange {
+  get(owner: string, file: OpenFile, l: LockRequest, o: LockOptions = {}): LockRange {
     const r = ofdGetLock(this.ownerFd(owner, file), l, file.inode.label);
-    if (r.type === F_UNLCK) return { ...l, type: F_UNLCK, pid: 0 };
+    if (r.type === F_UNLCK) {
+      const f = o.flockWholeFile && l.start === 0 && l.len === 0 ? this.flockHolder(owner, file, l.type) : F_UNLCK;
+      return f === F_UNLCK ? { ...l, type: F_UNLCK, pid: 0 } : { type: f, start: 0, len: 0, pid: 0 };
+    }
     // A host process's classic lock comes with its pid; an OFD lock (ours,
     // or another OFD user's) with -1: name the holder when it is one of ours.
     if (r.pid > 0) return r;
     const end = r.len === 0 ? Infinity : r.start + r.len - 1;
     const h = this.held.get(file.inode.id)?.find((x) => x.owner !== owner && x.start <= end && x.end >= r.start);
     return { ...r, pid: h?.pid ?? 0 };
+  }
+
+  /**
+   * The type of a flock(2) held elsewhere that a whole-file lock of `type`
+   * would meet (F_UNLCK: none), probed by trying it on a fresh open file
+   * description. Not while this owner holds a flock itself: the probe would
+   * meet its own.
+   */
+  private flockHolder(owner: string, file: OpenFile, type: number): number {
+    if (this.flocks.has(LockTable.key(owner, file))) return F_UNLCK;
+    let fd: number;
+    try {
+      fd = reopen(file.inode.fd, O_RDONLY, file.inode.label);
+    } catch {
+      return F_UNLCK;
+    }
+    try {
+      if (flockNb(fd, type, file.inode.label)) return F_UNLCK;
+      return type === F_WRLCK && flockNb(fd, F_RDLCK, file.inode.label) ? F_RDLCK : F_WRLCK;
+    } finally {
+      close(fd); // drops the probe's lock
+    }
   }
 
   /**
@@ -115,6 +207,7 @@ export class LockTable {
       const o = this.owners.get(key);
       if (!o) continue;
       this.owners.delete(key);
+      this.flocks.delete(key);
       close(o.fd);
       const sep = key.lastIndexOf('\u0000');
       this.forget(key.slice(0, sep), Number(key.slice(sep + 1)));

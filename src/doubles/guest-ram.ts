@@ -49,6 +49,7 @@ export class GuestRam {
 
   /** A Buffer view of guest memory [gpa, gpa+len) (must be inside one region). */
   view(gpa: number, len: number): Buffer {
+    if (this.closed) throw new Error('guest RAM is unmapped (the frontend closed)');
     const r = this.regionOf(gpa, len);
     return r.bytes.subarray(gpa - r.gpa, gpa - r.gpa + len);
   }
@@ -129,7 +130,11 @@ export class GuestRam {
     this.free = merged;
   }
 
+  private closed = false;
+
   close(): void {
+    if (this.closed) return;
+    this.closed = true;
     munmap(this.base, this.total);
     closeFd(this.fd);
   }

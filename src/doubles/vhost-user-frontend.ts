@@ -409,6 +409,8 @@ export class VhostUserFrontend {
   }
 
   queue(i: number): DriverQueue {
+    // After close() guest RAM is unmapped: a view into it would crash the process.
+    if (this.released) throw new Error('test frontend: closed (guest RAM is unmapped)');
     const q = this.queues[i];
     if (!q) throw new Error(`test frontend: queue ${i} is not set up`);
     return q;

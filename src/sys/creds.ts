@@ -8,6 +8,12 @@ export interface Credentials {
   uid: number;
   gid: number;
   groups: readonly number[];
+  /**
+   * The client's kernel has checked this caller's permissions already (9P
+   * with --9p-permissions guest, as under QEMU): the backend runs the host
+   * calls with the daemon's own credentials, not these.
+   */
+  clientChecked?: boolean;
 }
 
 // What the process starts with, so a request whose ids equal the daemon's

@@ -59,6 +59,13 @@ test('--help explains every serve flag', () => {
   }
 });
 
+test('--9p-permissions takes guest or host and refuses anything else by name', () => {
+  expect(run(['serve', '--help']).stdout).toMatch(/--9p-permissions[\s\S]*"guest", "host"/);
+  const r = run(['serve', '--shared-dir', '/tmp', '--9p-tcp', '0', '--9p-permissions', 'root']);
+  expect(r.status).toBe(2);
+  expect(r.stderr).toMatch(/9p-permissions.*Given: "root", Choices: "guest", "host"/);
+});
+
 test('a missing export is one clear line and exit status 1', () => {
   const r = run(['serve', '--shared-dir', path.join(tmp, 'nope'), '--9p-socket', path.join(tmp, 's.sock')]);
   expect(r.status).toBe(1);

@@ -3,7 +3,8 @@
 // by) a 9P client and a host process holding an fcntl lock. A SETLKW
 // blocked on a conflict stalls nothing else, completes when the lock goes,
 // and INTERRUPT on the hiprio queue answers it EINTR. flock() locks
-// (FUSE_LK_FLOCK) exclude each other and host flock(1).
+// (FUSE_LK_FLOCK) exclude each other and host flock(1), and a 9P client's
+// flock() (a whole-file Tlock).
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -12,6 +13,7 @@ import {
 } from './client.js';
 import { sleep, useFuse } from './fixture.js';
 import { LOCK_STATUS, LOCK_TYPE, O } from '../p9/proto.js';
+import type { P9Client } from '../p9/client.js';
 
 const ctx = useFuse({ ninep: true, numRequestQueues: 2 });
 const O_RDWR = 2;
@@ -78,12 +80,19 @@ except OSError:
 }
 
 /** A 9P session with `name` open read-write; lock() takes a lock through it. */
-async function ninepOpen(name: string): Promise<{ lock: (type: number, start?: number, length?: number) => Promise<number> }> {
+async function ninepOpen(name: string): Promise<{
+  lock: (type: number, start?: number, length?: number) => Promise<number>;
+  getlock: (type: number, start?: number, length?: number) => ReturnType<P9Client['getlock']>;
+}> {
   const { c, root } = await ctx.fx.ninep();
   const fid = c.newFid();
   await c.walkPath(root, fid, name);
   await c.lopen(fid, O.RDWR);
-  return { lock: (type, start = 0, length = 0) => c.lock(fid, { type, start, length, procId: 77, clientId: 'p9-test' }) };
+  const l = (type: number, start: number, length: number) => ({ type, start, length, procId: 77, clientId: 'p9-test' });
+  return {
+    lock: (type, start = 0, length = 0) => c.lock(fid, l(type, start, length)),
+    getlock: (type, start = 0, length = 0) => c.getlock(fid, l(type, start, length)),
+  };
 }
 
 async function stop(ch: ChildProcess): Promise<void> {
@@ -284,5 +293,69 @@ describe('flock (FUSE_LK_FLOCK)', () => {
     expect(((await settled(w.reply, 2000)) as Reply).error).toBe(0);
     expect(hostCanLock(fx.p('flock2'), 'flock')).toBe(false);
     await c.release(f.fh, { releaseFlags: FUSE_RELEASE_FLOCK_UNLOCK, lockOwner: 1n });
+  });
+});
+
+// The guest's 9p client sends flock(2) as a whole-file POSIX lock (v9fs
+// converts FL_FLOCK into FL_POSIX [0, OFFSET_MAX] before Tlock; no mount
+// option changes that): a 9P whole-file lock must exclude flock() holders
+// elsewhere (FUSE_LK_FLOCK, host flock(2)) as well as POSIX lock holders.
+describe('flock through 9P and through virtio-fs exclude each other', () => {
+  test("a 9P client's flock (a whole-file Tlock) excludes FUSE flock and host flock(2), and the reverse", async () => {
+    const { c, fx } = ctx;
+    const f = await openFile('xflock1');
+    const p9 = await ninepOpen('xflock1');
+    expect(await p9.lock(LOCK_TYPE.WRLCK)).toBe(LOCK_STATUS.SUCCESS);
+    expect(await errnoOf(c.setlk(f.nodeid, f.fh, 1n, { type: F_RDLCK }, FUSE_LK_FLOCK))).toBe('EAGAIN');
+    expect(hostCanLock(fx.p('xflock1'), 'flock')).toBe(false);
+    expect(await p9.lock(LOCK_TYPE.UNLCK)).toBe(LOCK_STATUS.SUCCESS);
+    expect(hostCanLock(fx.p('xflock1'), 'flock')).toBe(true);
+
+    await c.setlk(f.nodeid, f.fh, 1n, { type: F_WRLCK }, FUSE_LK_FLOCK);
+    expect(await p9.lock(LOCK_TYPE.WRLCK)).toBe(LOCK_STATUS.BLOCKED);
+    expect(await p9.lock(LOCK_TYPE.RDLCK)).toBe(LOCK_STATUS.BLOCKED);
+    // The refused Tlock left no POSIX lock behind.
+    expect(hostCanLock(fx.p('xflock1'), 'posix')).toBe(true);
+    // A byte-range lock is no flock: flock and POSIX locks stay independent.
+    expect(await p9.lock(LOCK_TYPE.WRLCK, 0, 100)).toBe(LOCK_STATUS.SUCCESS);
+    expect(await p9.lock(LOCK_TYPE.UNLCK)).toBe(LOCK_STATUS.SUCCESS);
+    await c.release(f.fh, { releaseFlags: FUSE_RELEASE_FLOCK_UNLOCK, lockOwner: 1n });
+    expect(await p9.lock(LOCK_TYPE.WRLCK)).toBe(LOCK_STATUS.SUCCESS);
+    expect(await p9.lock(LOCK_TYPE.UNLCK)).toBe(LOCK_STATUS.SUCCESS);
+  });
+
+  test('shared flocks: 9P read locks on the whole file and FUSE LOCK_SH coexist; an exclusive one waits for all', async () => {
+    const { c, fx } = ctx;
+    const f = await openFile('xflock2');
+    const p9 = await ninepOpen('xflock2');
+    expect(await p9.lock(LOCK_TYPE.RDLCK)).toBe(LOCK_STATUS.SUCCESS);
+    await c.setlk(f.nodeid, f.fh, 1n, { type: F_RDLCK }, FUSE_LK_FLOCK);
+    expect(await errnoOf(c.setlk(f.nodeid, f.fh, 2n, { type: F_WRLCK }, FUSE_LK_FLOCK))).toBe('EAGAIN');
+    // 9P upgrading its shared flock is refused while FUSE shares it, and keeps the shared one.
+    expect(await p9.lock(LOCK_TYPE.WRLCK)).toBe(LOCK_STATUS.BLOCKED);
+    expect(await errnoOf(c.setlk(f.nodeid, f.fh, 2n, { type: F_WRLCK }))).toBe('EAGAIN');
+    await c.release(f.fh, { releaseFlags: FUSE_RELEASE_FLOCK_UNLOCK, lockOwner: 1n });
+    expect(hostCanLock(fx.p('xflock2'), 'flock')).toBe(false); // 9P's shared one
+    expect(await p9.lock(LOCK_TYPE.WRLCK)).toBe(LOCK_STATUS.SUCCESS);
+    expect(hostCanLock(fx.p('xflock2'), 'flock')).toBe(false);
+    // Unlocking part of the file ends the whole-file lock, and with it the flock.
+    expect(await p9.lock(LOCK_TYPE.UNLCK, 100, 0)).toBe(LOCK_STATUS.SUCCESS);
+    expect(hostCanLock(fx.p('xflock2'), 'flock')).toBe(true);
+    expect(await p9.lock(LOCK_TYPE.UNLCK)).toBe(LOCK_STATUS.SUCCESS);
+  });
+
+  test('a host flock(2) holder blocks a 9P flock, which Tgetlock reports, until it lets go', async () => {
+    const { fx } = ctx;
+    fs.writeFileSync(fx.p('xflock3'), 'x');
+    const p9 = await ninepOpen('xflock3');
+    const holder = await hostHolder(fx.p('xflock3'), 'flock');
+    expect(await p9.lock(LOCK_TYPE.WRLCK)).toBe(LOCK_STATUS.BLOCKED);
+    expect(await p9.getlock(LOCK_TYPE.WRLCK)).toMatchObject({ type: LOCK_TYPE.WRLCK, start: 0n, length: 0n });
+    expect(await p9.getlock(LOCK_TYPE.WRLCK, 0, 10)).toMatchObject({ type: LOCK_TYPE.UNLCK });
+    await stop(holder);
+    expect(await p9.getlock(LOCK_TYPE.WRLCK)).toMatchObject({ type: LOCK_TYPE.UNLCK });
+    expect(await p9.lock(LOCK_TYPE.WRLCK)).toBe(LOCK_STATUS.SUCCESS);
+    expect(hostCanLock(fx.p('xflock3'), 'flock')).toBe(false);
+    expect(hostCanLock(fx.p('xflock3'), 'posix')).toBe(false);
   });
 });

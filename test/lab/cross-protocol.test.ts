@@ -1,8 +1,8 @@
 // One duofs process serves one export over virtio-fs and virtio-9p at once
 // (issue 5); one guest mounts both and runs the cross-protocol scenario
 // (test/lab/guest/scenarios/xproto-coherence.py): data written and fsynced
-// through one mount is read through the other, POSIX locks taken through one
-// exclude the other, rename and unlink through one leave handles open
+// through one mount is read through the other, POSIX locks and flock()s
+// taken through one exclude the other, rename and unlink through one leave handles open
 // through the other working, and both show the same inode numbers.
 //   duofs serve --shared-dir T --virtiofs-socket S1 --tag xf --9p-vhost-socket S2 --9p-tag x9 --xattr
 // The scenario's header explains which guest caches each check relies on.
@@ -44,6 +44,13 @@ const EXPECTED: Record<string, string> = {
   'lock.vfs_holds_9p.setlkw': 'granted_after_release,waited',
   'lock.range_9p_0_100_vfs_100_200': 'ok',
   'lock.range_9p_0_100_vfs_99_1': 'EAGAIN',
+  // flock(): the guest's 9p client sends it as a whole-file POSIX lock, virtio-fs as a FUSE flock
+  'flock.9p_holds_vfs.trylock': 'EAGAIN',
+  'flock.9p_holds_vfs.shared': 'EAGAIN',
+  'flock.9p_holds_vfs.blocking': 'granted_after_release,waited',
+  'flock.vfs_holds_9p.trylock': 'EAGAIN',
+  'flock.vfs_holds_9p.shared': 'EAGAIN',
+  'flock.vfs_holds_9p.blocking': 'granted_after_release,waited',
   // rename / unlink through one mount while a handle is open through the other
   'rename.9p_renames_vfs_fd_read': 'before',
   'rename.9p_renames_vfs_fd_write': 'ok',

@@ -119,6 +119,21 @@ test('a reply that does not fit the writable buffers becomes an Rlerror that doe
   await rpc(T.clunk, (w) => w.u32(2));
 });
 
+test('by default the device leaves permissions to the guest kernel, as QEMU\'s 9p: a guest-only group works', async () => {
+  // grp is writable only by gid 4242, a group uid 1000 has only inside the guest
+  fs.mkdirSync(path.join(dir, 'grp'));
+  fs.chownSync(path.join(dir, 'grp'), 0, 4242);
+  fs.chmodSync(path.join(dir, 'grp'), 0o770);
+  await rpc(T.attach, (w) => w.u32(10).u32(NOFID).str('').str(dir).u32(1000));
+  await rpc(T.walk, (w) => w.u32(10).u32(11).u16(1).str('grp'));
+  await rpc(T.lcreate, (w) => w.u32(11).str('mine').u32(0o2 /* O_RDWR */).u32(0o640).u32(1000));
+  const st = fs.statSync(path.join(dir, 'grp', 'mine'));
+  expect(`${st.uid}:${st.gid}:${(st.mode & 0o7777).toString(8)}`).toBe('1000:1000:640');
+  await rpc(T.clunk, (w) => w.u32(11));
+  await rpc(T.clunk, (w) => w.u32(10));
+});
+
+// Last: it ends with the guest leaving (the device is reset).
 test('a flood of broken chains and bad requests gets bounded, counted log lines; the device keeps serving', async () => {
   const before = warnings.length;
   /** events of a kind so far: lines written for them plus the suppressed counts reported */

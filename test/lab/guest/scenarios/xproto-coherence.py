@@ -176,10 +176,11 @@ def getlk(fd, typ=fcntl.F_WRLCK):
     return '%s,start=%d,len=%d' % ({fcntl.F_WRLCK: 'wr', fcntl.F_RDLCK: 'rd', fcntl.F_UNLCK: 'un'}.get(t, t), start, length)
 
 
-def holder_child(path, start, length):
-    """Forks a process that write-locks [start, start+length) through `path`, says 'L' (or
-    'E<errno>') on its pipe, and keeps the lock until the parent sends a byte on `go`; it
-    then holds it HOLD_S more seconds, says 'R' and unlocks. Returns (pid, rd, go)."""
+def holder_child(path, start, length, kind='posix'):
+    """Forks a process that write-locks [start, start+length) through `path` (kind 'flock':
+    flock(LOCK_EX) instead), says 'L' (or 'E<errno>') on its pipe, and keeps the lock until
+    the parent sends a byte on `go`; it then holds it HOLD_S more seconds, says 'R' and
+    unlocks. Returns (pid, rd, go)."""
     rd, wr = os.pipe()
     go_rd, go = os.pipe()
     pid = os.fork()
@@ -189,7 +190,10 @@ def holder_child(path, start, length):
             os.close(go)
             fd = os.open(path, os.O_RDWR)
             try:
-                lockop(fd, fcntl.F_SETLK, fcntl.F_WRLCK, start, length)
+                if kind == 'flock':
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                else:
+                    lockop(fd, fcntl.F_SETLK, fcntl.F_WRLCK, start, length)
                 os.write(wr, b'L')
             except OSError as e:
                 os.write(wr, ('E' + ename(e)).encode())
@@ -197,7 +201,10 @@ def holder_child(path, start, length):
             os.read(go_rd, 1)
             time.sleep(HOLD_S)
             os.write(wr, b'R')  # releasing now
-            lockop(fd, fcntl.F_SETLK, fcntl.F_UNLCK, start, length)
+            if kind == 'flock':
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            else:
+                lockop(fd, fcntl.F_SETLK, fcntl.F_UNLCK, start, length)
             os.close(fd)
         finally:
             os._exit(0)
@@ -238,6 +245,35 @@ def contend(name, holder_path, contender_path):
         os.close(rd)
 
 
+def flock_contend(name, holder_path, contender_path):
+    """A process holds flock(LOCK_EX) through one mount; another tries flock() through the other.
+    The 9p client sends flock() as a whole-file POSIX lock, virtio-fs as a FUSE flock: the
+    server must make them meet."""
+    pid, rd, go = holder_child(holder_path, 0, 0, 'flock')
+    got = os.read(rd, 1)
+    if got != b'L':
+        emit(name + '.holder', 'could_not_lock:' + (got + os.read(rd, 64)).decode())
+        os.waitpid(pid, 0)
+        return
+    fd = os.open(contender_path, os.O_RDWR)
+    try:
+        r(name + '.trylock', lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB))
+        r(name + '.shared', lambda: fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB))
+        os.write(go, b'g')  # the holder lets go HOLD_S seconds from now
+        t0 = time.monotonic()
+        v = res(lambda: fcntl.flock(fd, fcntl.LOCK_EX))
+        waited = time.monotonic() - t0
+        released = v == 'ok' and bool(select.select([rd], [], [], 0)[0]) and os.read(rd, 1) == b'R'
+        emit(name + '.blocking', '%s,%s' % ('granted_after_release' if v == 'ok' and released else v,
+                                            'waited' if waited >= 1.0 else 'did_not_wait'))
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+        os.close(go)
+        os.waitpid(pid, 0)
+        os.close(rd)
+
+
 def locks():
     write_sync(f('lk'), b'x' * 4096)
     for name, path in (('vfs', f('lk')), ('9p', p('lk'))):
@@ -246,6 +282,8 @@ def locks():
         os.close(fd)
     contend('lock.9p_holds_vfs', p('lk'), f('lk'))
     contend('lock.vfs_holds_9p', f('lk'), p('lk'))
+    flock_contend('flock.9p_holds_vfs', p('lk'), f('lk'))
+    flock_contend('flock.vfs_holds_9p', f('lk'), p('lk'))
 
     # byte ranges mean the same on both sides
     pid, rd, go = holder_child(p('lk'), 0, 100)
