@@ -29,6 +29,7 @@ import { ForbiddenIdError, type IdMap } from '../../security/id-map.js';
 import { InoMap } from './ino-map.js';
 import { Inode, InodeTable } from './inode-table.js';
 import { DirStream, OpenFile } from './files.js';
+import { FdAccount, FdBudget, type FdBudgetLimits } from './fd-budget.js';
 import { LockTable } from './locks.js';
 import { checkEntryName, checkLookupName, isDot, isDotDot, printable } from './names.js';
 import { createFlags, openFlags } from './open-flags.js';
@@ -46,6 +47,8 @@ export interface BackendOptions {
   gidMap?: IdMap;
   /** most O_PATH inode fds kept open before the least used become file handles; 0 = no limit */
   inodeFdBudget?: number;
+  /** how RLIMIT_NOFILE is shared between sessions (see fd-budget.ts); default: no limit */
+  fdLimits?: FdBudgetLimits;
   log?: Logger;
 }
 
@@ -73,6 +76,8 @@ export class Backend {
   /** host (dev, ino) -> guest inode numbers, shared by both protocols */
   readonly inoMap: InoMap;
   readonly locks = new LockTable();
+  /** the open-fd budgets of the sessions on this backend */
+  readonly fds: FdBudget;
   readonly root: Inode;
   readonly readonly: boolean;
   readonly sharedDir: string;
@@ -96,6 +101,9 @@ export class Backend {
     const st = fstat(fd, opts.sharedDir);
     this.inoMap = new InoMap(st.dev);
     this.inodes = new InodeTable(this.inoMap, opts.inodeFdBudget ?? 0);
+    const n = Number.MAX_SAFE_INTEGER;
+    this.fds = new FdBudget(opts.fdLimits ?? { limit: n, reserve: 0, inodeShare: 0, perSession: n, floor: 0 },
+      opts.log ?? silentLogger(), () => this.inodes.fdsHeld);
     this.root = this.inodes.intern(fd, st); // the root's reference is never dropped
     this.inodes.pin(this.root);
     if (this.model instanceof MappedFileModel) this.model.root = this.root;
@@ -688,4 +696,5 @@ function checkXattrName(op: string, name: Buffer): void {
   if (name.includes(0)) fail(Errno.EINVAL, op, printable(name));
 }
 
-export { SysError, Inode, OpenFile, DirStream };
+export { SysError, Inode, OpenFile, DirStream, FdAccount, FdBudget };
+export type { FdBudgetLimits };

@@ -91,6 +91,8 @@ export class InodeTable {
   private nextId = 1;
   private evictScheduled = false;
   evictions = 0;
+  /** O_PATH fds the table holds (every entry not traded for a handle) */
+  fdsHeld = 0;
 
   constructor(
     private readonly inoMap: InoMap,
@@ -124,6 +126,7 @@ export class InodeTable {
     this.byKey.set(key, inode);
     this.byId.set(inode.id, inode);
     inode.refs++;
+    this.fdsHeld++;
     this.remember(inode, fd);
     return inode;
   }
@@ -162,7 +165,10 @@ export class InodeTable {
     this.byId.delete(inode.id);
     this.byKey.delete(`${inode.dev}:${inode.ino}`);
     this.lru.delete(inode);
-    if (inode.rawFd >= 0) close(inode.rawFd);
+    if (inode.rawFd >= 0) {
+      this.fdsHeld--;
+      close(inode.rawFd);
+    }
     inode.dropFd();
     const parent = inode.loc?.parent;
     inode.loc = undefined;
@@ -200,6 +206,7 @@ export class InodeTable {
     const mountFd = this.mountFds.get(inode.mntId);
     if (!inode.handle || mountFd === undefined) throw new Error(`${inode.label} has neither fd nor handle`);
     const fd = openByHandle(mountFd, inode.handle, O_PATH | O_NOFOLLOW, inode.label);
+    this.fdsHeld++;
     this.remember(inode, fd);
     return fd;
   }
@@ -235,6 +242,7 @@ export class InodeTable {
       }
       close(fd);
       inode.dropFd();
+      this.fdsHeld--;
       this.evictions++;
     }
   }
