@@ -5,7 +5,7 @@
 // few that wait on the host (fsync), which never hold up the others.
 import { fsync as fsyncCb, fdatasync as fdatasyncCb } from 'node:fs';
 import { promisify } from 'node:util';
-import type { Backend, Inode, SetAttr } from '../../src/backend/backend.js';
+import type { Backend, FdAccount, Inode, SetAttr } from '../../src/backend/backend.js';
 import { printable } from '../../src/backend/names.js';
 import {
   DT_DIR, DT_LNK, Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_SYNC, SysError, XATTR_CREATE, XATTR_REPLACE, XATTR_SIZE_MAX, errnoName,
@@ -33,7 +33,11 @@ export interface SessionContext {
   maxMsize: number;
   /** attach names accepted besides the empty one (the export path) */
   exportPath: string;
-  /** most fids one session may hold, so one client cannot take every fd */
+  /**
+   * Most fids one session may hold. A fid costs memory, not an fd of its own
+   * (walk-only fids share the inode table's fds; open ones are charged to the
+   * session's fd budget, backend.fds), so this bounds memory only.
+   */
   maxFids: number;
 }
 
@@ -65,6 +69,8 @@ export class Session {
   private readonly inflight = new Map<number, Promise<void>>();
   private readonly handlers: Map<number, Handler>;
   private closed = false;
+  /** this session's share of the open-fd pool */
+  private readonly fds: FdAccount;
 
   constructor(
     private readonly ctx: SessionContext,
@@ -73,6 +79,7 @@ export class Session {
     private readonly send: (frame: Buffer) => void,
     private readonly directRead?: DirectRead,
   ) {
+    this.fds = ctx.backend.fds.account(peer);
     this.handlers = new Map<number, Handler>([
       [T.auth, this.auth], [T.attach, this.attach], [T.walk, this.walk], [T.lopen, this.lopen],
       [T.lcreate, this.lcreate], [T.getattr, this.getattr], [T.setattr, this.setattr], [T.readdir, this.readdir],
@@ -162,6 +169,7 @@ export class Session {
     if (this.closed) return;
     this.closed = true;
     this.clunkAll();
+    this.fds.close();
   }
 
   /** Waits for requests still running (used on shutdown). */
@@ -185,7 +193,7 @@ export class Session {
   private checkNewFid(n: number): void {
     if (n === NOFID) fail(Errno.EBADF, 'fid', 'NOFID cannot be bound');
     if (this.fids.has(n)) fail(Errno.EBADF, 'fid', `${n} is already in use`);
-    if (this.fids.size >= this.ctx.maxFids) fail(Errno.EMFILE, 'fid', `session holds ${this.fids.size} fids (the limit)`);
+    if (this.fids.size >= this.ctx.maxFids) fail(Errno.EMFILE, 'fid', `${n}: ${this.peer} holds ${this.fids.size} fids (the per-session limit)`);
   }
 
   /** A fid that names a directory and has not been opened (create/mkdir parent). */
@@ -337,8 +345,8 @@ export class Session {
     const { backend } = this.ctx;
     if (f.inode.isDir && (flags & O_ACCMODE) !== O_RDONLY) fail(Errno.EISDIR, 'Tlopen', f.inode.label);
     if (!f.inode.isDir && flags & O_DIRECTORY) fail(Errno.ENOTDIR, 'Tlopen', f.inode.label);
-    if (f.inode.isDir) f.dir = backend.opendir(f.cr, f.inode);
-    else f.file = backend.open(f.cr, f.inode, flags);
+    if (f.inode.isDir) f.dir = this.fds.open('Tlopen', f.inode.label, () => backend.opendir(f.cr, f.inode));
+    else f.file = this.fds.open('Tlopen', f.inode.label, () => backend.open(f.cr, f.inode, flags));
     return new Writer(32).qid(this.qid(f.inode)).u32(this.iounit()).finish(T.lopen + 1, tag);
   }
 
@@ -354,7 +362,8 @@ export class Session {
     const gid = r.u32();
     if (f.isOpen) fail(Errno.EBADF, 'Tlcreate', `${f.inode.label} is open`);
     const { backend } = this.ctx;
-    const { entry, file } = backend.create(Session.createCr(f, gid), f.inode, name, flags, mode);
+    const { entry, file } = this.fds.openWith('Tlcreate', printable(name),
+      () => backend.create(Session.createCr(f, gid), f.inode, name, flags, mode), (c) => c.file);
     // The fid now stands for the new, open file.
     if (f.parent) backend.release(f.parent);
     f.parent = f.inode;
@@ -553,7 +562,7 @@ export class Session {
     const reply = new Writer(8).finish(T.fsync + 1, tag);
     if (f.dir) {
       const { backend } = this.ctx;
-      const d = backend.open(f.cr, f.inode, 0);
+      const d = this.fds.open('Tfsync', f.inode.label, () => backend.open(f.cr, f.inode, 0));
       return d.use((fd) => fsyncAsync(fd)).then(() => reply, rethrowAsSys('fsync', f.inode.label)).finally(() => backend.closeFile(d));
     }
     if (!file) fail(Errno.EBADF, 'Tfsync', `${f.inode.label} is not open`);

@@ -5,7 +5,7 @@
 // references that 9P fids or other sessions hold.
 import { fsync as fsyncCb, fdatasync as fdatasyncCb } from 'node:fs';
 import { promisify } from 'node:util';
-import { DirStream, OpenFile, type Backend, type Entry, type Inode, type SetAttr } from '../../src/backend/backend.js';
+import { DirStream, OpenFile, type Backend, type Entry, type FdAccount, type Inode, type SetAttr } from '../../src/backend/backend.js';
 import {
   Errno, F_RDLCK, F_UNLCK, F_WRLCK, SysError, copyFileRange, errnoName, fail, fallocate,
   lseek, major, minor, type Credentials, type Stat, type TimeArg,
@@ -16,6 +16,7 @@ import {
   FUSE_GETATTR_FH, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_ROOT_ID, IN_HEADER_SIZE,
   INIT, OP, OPEN_OUT_SIZE, FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID,
 } from './constants.js';
+import { printable } from '../../src/backend/names.js';
 import { timeouts, type FuseOptions } from './options.js';
 import { Args, cstrings, parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
 import { pwriteFromSegments } from '../virtqueue/read-into.js';
@@ -48,8 +49,11 @@ export class FuseSession {
   private nextFh = 1n;
   private readonly waiting = new Map<bigint, WaitingLock>();
   private readonly handlers: Map<number, Handler>;
+  /** this session's share of the open-fd pool */
+  private fds: FdAccount;
 
   constructor(private readonly ctx: FuseSessionContext, readonly peer: string) {
+    this.fds = ctx.backend.fds.account(peer);
     const h: [number, Handler][] = [
       [OP.INIT, this.init], [OP.DESTROY, this.destroy], [OP.LOOKUP, this.lookup], [OP.FORGET, this.forget],
       [OP.BATCH_FORGET, this.batchForget], [OP.GETATTR, this.getattr], [OP.SETATTR, this.setattr],
@@ -148,6 +152,7 @@ export class FuseSession {
     for (const [inode, n] of this.lookups) backend.release(inode, n);
     this.lookups.clear();
     this.initialized = false;
+    this.fds.close(); // a new INIT (after DESTROY) opens a fresh one
   }
 
   // ---- helpers ---------------------------------------------------------------
@@ -296,6 +301,7 @@ export class FuseSession {
       return;
     }
     if (this.initialized) this.close();
+    if (this.fds.isClosed) this.fds = this.ctx.backend.fds.account(this.peer);
     const { options } = this.ctx;
     let want = INIT.ASYNC_READ | INIT.POSIX_LOCKS | INIT.ATOMIC_O_TRUNC | INIT.EXPORT_SUPPORT | INIT.BIG_WRITES |
       INIT.FLOCK_LOCKS | INIT.AUTO_INVAL_DATA | INIT.DO_READDIRPLUS | INIT.READDIRPLUS_AUTO | INIT.ASYNC_DIO |
@@ -533,7 +539,7 @@ export class FuseSession {
     const oa = new Args(body.head(8));
     const flags = oa.u32();
     const openFlags = oa.u32();
-    const file = this.ctx.backend.open(undefined, inode, this.writebackFlags(flags));
+    const file = this.fds.open('OPEN', inode.label, () => this.ctx.backend.open(undefined, inode, this.writebackFlags(flags)));
     if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & 0o1000 /* O_TRUNC */) this.killSuidgid(inode);
     const fh = this.addHandle(file);
     if (!out.send(0, [this.openOut(fh, false)])) this.dropHandle(fh);
@@ -559,7 +565,8 @@ export class FuseSession {
     const umask = a.u32();
     const openFlags = a.u32();
     const [name] = cstrings(b.subarray(16), 1);
-    const { entry, file } = this.ctx.backend.create(FuseSession.creator(h), parent, name!, this.writebackFlags(flags), mode, this.umaskOf(umask));
+    const { entry, file } = this.fds.openWith('CREATE', printable(name!),
+      () => this.ctx.backend.create(FuseSession.creator(h), parent, name!, this.writebackFlags(flags), mode, this.umaskOf(umask)), (c) => c.file);
     if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & 0o1000 /* O_TRUNC */) this.killSuidgid(entry.inode);
     const fh = this.addHandle(file);
     this.remember(entry.inode);
@@ -575,7 +582,8 @@ export class FuseSession {
     const flags = a.u32();
     const mode = a.u32();
     const umask = a.u32();
-    const { entry, file } = this.ctx.backend.tmpfile(FuseSession.creator(h), parent, this.writebackFlags(flags), mode, this.umaskOf(umask));
+    const { entry, file } = this.fds.openWith('TMPFILE', parent.label,
+      () => this.ctx.backend.tmpfile(FuseSession.creator(h), parent, this.writebackFlags(flags), mode, this.umaskOf(umask)), (c) => c.file);
     const fh = this.addHandle(file);
     this.remember(entry.inode);
     if (!out.send(0, [this.entryOut(entry), this.openOut(fh, false)])) {
@@ -716,7 +724,8 @@ export class FuseSession {
   // ---- directories --------------------------------------------------------------------
 
   private opendir(h: InHeader, _b: RequestBody, out: ReplyTo): void {
-    const d = this.ctx.backend.opendir(undefined, this.inode(h.nodeid));
+    const inode = this.inode(h.nodeid);
+    const d = this.fds.open('OPENDIR', inode.label, () => this.ctx.backend.opendir(undefined, inode));
     const fh = this.addHandle(d);
     if (!out.send(0, [this.openOut(fh, true)])) this.dropHandle(fh);
   }
