@@ -117,11 +117,13 @@ describe('fd budgets: one session cannot take the fds the others need', () => {
     const hog = await session9p(d.tcp);
     let opened = 0;
     let refusal = '';
+    const open: number[] = [];
     for (let i = 0; i < 400 && !refusal; i++) {
       const fid = hog.c.newFid();
       await hog.c.walk(hog.root, fid, ['many', `f${i}`]);
       try {
         await hog.c.lopen(fid, O.RDONLY);
+        open.push(fid);
         opened++;
       } catch (e) {
         refusal = errnoOfP9(e);
@@ -143,6 +145,9 @@ describe('fd budgets: one session cannot take the fds the others need', () => {
       await hog.c.walk(hog.root, fid, ['shared']);
       expect(errnoOfP9(await hog.c.lopen(fid, O.RDONLY).then(() => 'opened', (e: unknown) => e))).toBe('EMFILE');
     }
+    // Closing one makes room for one, for the hog too.
+    await hog.c.clunk(open.pop()!);
+    expect(await readVia(hog.c, hog.root, ['shared'])).toBe('hello');
     const lines = budgetLines(d.log());
     expect(lines).toHaveLength(1);
     expect(lines[0]).toContain(`tcp:127.0.0.1:${hog.c.sock.localPort}`);
@@ -216,5 +221,28 @@ describe('fd budgets: one session cannot take the fds the others need', () => {
     expect(new Set(results.slice(49))).toEqual(new Set(['EMFILE']));
     const other = await session9p(d.tcp);
     expect(await readVia(other.c, other.root, ['shared'])).toBe('hello');
+  });
+
+  test('--rlimit-nofile and --session-max-open set the budget; a session that goes away gives its fds back', async () => {
+    const d = await startChild(populate(40), ['--rlimit-nofile', '200', '--session-max-open', '10']);
+    const openAll = async (s: { c: P9Client; root: number }): Promise<{ opened: number; refusal: string }> => {
+      let opened = 0;
+      for (let i = 0; i < 40; i++) {
+        const fid = s.c.newFid();
+        await s.c.walk(s.root, fid, ['many', `f${i}`]);
+        const r = await s.c.lopen(fid, O.RDONLY).then(() => '', (e: unknown) => errnoOfP9(e));
+        if (r) return { opened, refusal: r };
+        opened++;
+      }
+      return { opened, refusal: '' };
+    };
+    const first = await session9p(d.tcp);
+    expect(await openAll(first)).toEqual({ opened: 10, refusal: 'EMFILE' });
+    await first.c.close();
+    await new Promise((r) => setTimeout(r, 100));
+    const second = await session9p(d.tcp);
+    expect(await openAll(second)).toEqual({ opened: 10, refusal: 'EMFILE' });
+    const split = d.log().split('\n').find((l) => l.includes('file descriptor budget'));
+    expect(JSON.parse(split!)).toMatchObject({ nofile: 200, openPerSession: 10 });
   });
 });
