@@ -41,7 +41,7 @@ export interface SessionContext {
   maxFids: number;
 }
 
-/** Bytes of pending Txattrcreate values one session may hold. */
+/** Bytes of xattr values (Txattrwalk results, pending Txattrcreate values) one session's fids may hold. */
 const MAX_PENDING_XATTR_BYTES = 8 * 1024 * 1024;
 
 /** A handler's result when the transport has already sent the reply itself. */
@@ -71,6 +71,8 @@ export class Session {
   private closed = false;
   /** this session's share of the open-fd pool */
   private readonly fds: FdAccount;
+  /** bytes of xattr values its fids hold (kept as a sum: fids are many) */
+  private xattrBytes = 0;
 
   constructor(
     private readonly ctx: SessionContext,
@@ -210,6 +212,7 @@ export class Session {
     if (f.dir) backend.closeDir(f.dir);
     f.file = undefined;
     f.dir = undefined;
+    this.xattrBytes -= (f.xattrRead?.length ?? 0) + (f.xattrWrite?.value.length ?? 0);
     f.xattrRead = undefined;
     f.xattrWrite = undefined;
     if (f.parent) backend.release(f.parent);
@@ -625,8 +628,12 @@ export class Session {
     } else {
       data = backend.getxattr(f.cr, f.inode, name);
     }
+    if (this.xattrBytes + data.length > MAX_PENDING_XATTR_BYTES) {
+      fail(Errno.ENOMEM, 'Txattrwalk', `${printable(name)}: ${this.peer}'s fids hold ${this.xattrBytes} bytes of xattr values (the limit)`);
+    }
     const x = new Fid(backend.ref(f.inode), f.cr, undefined, undefined);
     x.xattrRead = data;
+    this.xattrBytes += data.length;
     this.fids.set(newNo, x);
     return new Writer(16).u64(data.length).finish(T.xattrwalk + 1, tag);
   }
@@ -641,17 +648,12 @@ export class Session {
     if (flags & ~(XATTR_CREATE | XATTR_REPLACE)) fail(Errno.EINVAL, 'Txattrcreate', `flags ${flags}`);
     if (name.length === 0 || name.length > 255 || name.includes(0)) fail(Errno.EINVAL, 'Txattrcreate', printable(name));
     this.ctx.backend.checkWritable('setxattr', f.inode.label);
-    if (this.pendingXattrBytes() + Number(size) > MAX_PENDING_XATTR_BYTES) {
+    if (this.xattrBytes + Number(size) > MAX_PENDING_XATTR_BYTES) {
       fail(Errno.ENOSPC, 'Txattrcreate', `${printable(name)}: too many unfinished xattr writes on this session`);
     }
     f.xattrWrite = { name: Buffer.from(name), value: Buffer.alloc(Number(size)), written: 0, flags };
+    this.xattrBytes += Number(size);
     return new Writer(8).finish(T.xattrcreate + 1, tag);
-  }
-
-  private pendingXattrBytes(): number {
-    let n = 0;
-    for (const f of this.fids.values()) n += f.xattrWrite?.value.length ?? 0;
-    return n;
   }
 
   /** Applies a Txattrcreate at clunk, as QEMU does: size 0 removes. */
