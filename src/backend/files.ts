@@ -29,7 +29,7 @@ export class OpenFile {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.inode.openCount--;
+    this.inode.handleClosed();
     if (this.busy === 0) this.closeFd();
   }
 
@@ -110,7 +110,7 @@ export class DirStream {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.inode.openCount--;
+    this.inode.handleClosed();
     try {
       close(this.fd);
     } finally {

@@ -33,6 +33,11 @@ export class Inode {
   /** open files and directory streams on it: an unlinked file must keep its fd */
   openCount = 0;
 
+  /** @internal an OpenFile or DirStream on it closed */
+  handleClosed(): void {
+    if (--this.openCount === 0) this.table.closedHandle(this);
+  }
+
   constructor(
     private readonly table: InodeTable,
     /** stable small id; the export root is 1 (FUSE_ROOT_ID) */
@@ -191,7 +196,9 @@ export class InodeTable {
       this.mountFds.set(inode.mntId, reopenFd(fd, O_RDONLY | O_DIRECTORY, inode.label));
     }
     if (!inode.pinned) this.lru.set(inode, true);
-    if (this.lru.size > this.fdBudget) this.scheduleEviction();
+    // The budget counts every fd the table holds, those of open inodes
+    // (which cannot be evicted) included, so they leave room for others.
+    if (this.fdsHeld > this.fdBudget) this.scheduleEviction();
   }
 
   /** @internal an entry was used: it becomes the most recently used. */
@@ -199,6 +206,13 @@ export class InodeTable {
     if (this.fdBudget <= 0 || inode.pinned) return;
     this.lru.delete(inode);
     this.lru.set(inode, true);
+  }
+
+  /** @internal the last open file or directory stream on `inode` closed: it may be evicted again. */
+  closedHandle(inode: Inode): void {
+    if (this.fdBudget <= 0 || inode.pinned || inode.rawFd < 0 || this.byId.get(inode.id) !== inode) return;
+    this.lru.set(inode, true);
+    if (this.fdsHeld > this.fdBudget) this.scheduleEviction();
   }
 
   /** @internal reopens an evicted entry from its file handle. */
@@ -228,7 +242,8 @@ export class InodeTable {
     // Go down to 90% of the budget so evictions come in batches.
     const target = Math.floor(this.fdBudget * 0.9);
     for (const inode of this.lru.keys()) {
-      if (this.lru.size <= target) break;
+      if (this.fdsHeld <= target) break;
+      // An open inode leaves the list until its last handle closes (closedHandle).
       this.lru.delete(inode);
       const fd = inode.rawFd;
       if (fd < 0 || inode.openCount > 0 || !this.mountFds.has(inode.mntId)) continue;

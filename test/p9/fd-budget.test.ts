@@ -245,4 +245,29 @@ describe('fd budgets: one session cannot take the fds the others need', () => {
     const split = d.log().split('\n').find((l) => l.includes('file descriptor budget'));
     expect(JSON.parse(split!)).toMatchObject({ nofile: 200, openPerSession: 10 });
   });
+
+  test('two hogs at their budgets plus thousands of walk-only fids leave the reserve untouched', async () => {
+    const d = await startChild(populate(1500));
+    const hogs = [await session9p(d.tcp), await session9p(d.tcp)];
+    let next = 0;
+    for (const h of hogs) {
+      for (;;) {
+        const fid = h.c.newFid();
+        await h.c.walk(h.root, fid, ['many', `f${next++}`]);
+        if (await h.c.lopen(fid, O.RDONLY).then(() => false, () => true)) break;
+      }
+    }
+    // Every open file pins its inode's fd too; walk-only fids fill the rest of the inode table.
+    const walker = await session9p(d.tcp);
+    for (let i = next; i < 1500; i += 100) {
+      await Promise.all(Array.from({ length: Math.min(100, 1500 - i) }, (_, k) => walker.c.walk(walker.root, walker.c.newFid(), ['many', `f${i + k}`])));
+    }
+    await new Promise((r) => setTimeout(r, 50)); // evictions run after the request
+    // The reserve (64 of 256 here) is for sockets, eventfds and the server itself.
+    expect(d.fds()).toBeLessThanOrEqual(NOFILE - 48);
+    const fresh = await session9p(d.tcp);
+    expect(await readVia(fresh.c, fresh.root, ['many', 'f1499'])).toBe('file 1499');
+    const g = await guest(d.vfs);
+    expect(await readViaFuse(g, 'shared')).toBe('hello');
+  });
 });
