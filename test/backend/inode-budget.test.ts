@@ -57,3 +57,26 @@ test('no budget (unprivileged daemon): nothing is evicted', async () => {
   await tick();
   expect(b.inodes.evictions).toBe(0);
 });
+
+test('open inodes count against the budget: the others make room, and closed ones can be evicted again', async () => {
+  const b = new Backend({ sharedDir: dir, inodeFdBudget: 50 });
+  const opened = [];
+  for (let i = 0; i < 30; i++) {
+    const e = b.lookup(undefined, b.root, Buffer.from(`f${i}`)).inode;
+    opened.push(b.open(undefined, e, 0));
+    b.release(e);
+  }
+  const walked = [];
+  for (let i = 30; i < 200; i++) walked.push(b.lookup(undefined, b.root, Buffer.from(`f${i}`)).inode);
+  await tick();
+  // 30 open inodes keep their fds; the walked ones share what is left.
+  expect(b.inodes.fdsHeld).toBeLessThanOrEqual(50);
+  for (const f of opened) b.closeFile(f);
+  for (let i = 200; i < 300; i++) walked.push(b.lookup(undefined, b.root, Buffer.from(`f${i}`)).inode);
+  await tick();
+  expect(b.inodes.fdsHeld).toBeLessThanOrEqual(50);
+  for (const e of walked) expect(b.getattr(e).size).toBeGreaterThan(0);
+  for (const e of walked) b.release(e);
+  await tick();
+  expect(b.inodes.fdsHeld).toBe(1); // the root
+});
