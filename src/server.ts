@@ -131,6 +131,8 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     // share of the fd limit in inode fds; an unprivileged daemon cannot, and
     // keeps them all (the sessions' pool shrinks as the table grows past it).
     inodeFdBudget: process.geteuid?.() === 0 ? fdLimits.inodeShare : 0,
+    // Whatever happens, the inode table leaves the reserve alone.
+    inodeFdCap: Math.max(1, fdLimits.limit - fdLimits.reserve),
     fdLimits,
     uidMap: opts.translateUid?.length ? new IdMap(opts.translateUid) : undefined,
     gidMap: opts.translateGid?.length ? new IdMap(opts.translateGid) : undefined,

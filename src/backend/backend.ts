@@ -47,6 +47,8 @@ export interface BackendOptions {
   gidMap?: IdMap;
   /** most O_PATH inode fds kept open before the least used become file handles; 0 = no limit */
   inodeFdBudget?: number;
+  /** most fds the inode table may hold at all, whatever it can evict (ENFILE past it); 0 = no cap */
+  inodeFdCap?: number;
   /** how RLIMIT_NOFILE is shared between sessions (see fd-budget.ts); default: no limit */
   fdLimits?: FdBudgetLimits;
   log?: Logger;
@@ -100,12 +102,19 @@ export class Backend {
     const fd = openat(AT_FDCWD, opts.sharedDir, O_PATH | O_DIRECTORY);
     const st = fstat(fd, opts.sharedDir);
     this.inoMap = new InoMap(st.dev);
-    this.inodes = new InodeTable(this.inoMap, opts.inodeFdBudget ?? 0);
+    const log = opts.log ?? silentLogger();
+    this.inodes = new InodeTable(this.inoMap, opts.inodeFdBudget ?? 0, opts.inodeFdCap ?? 0, (held) =>
+      log.warn({ held, cap: opts.inodeFdCap }, `inode table full: ${held} inodes hold fds and cannot trade them for file handles; new lookups get ENFILE`));
     const n = Number.MAX_SAFE_INTEGER;
     this.fds = new FdBudget(opts.fdLimits ?? { limit: n, reserve: 0, inodeShare: 0, perSession: n, floor: 0 },
-      opts.log ?? silentLogger(), () => this.inodes.fdsHeld);
+      log, () => this.inodes.fdsHeld);
     this.root = this.inodes.intern(fd, st); // the root's reference is never dropped
     this.inodes.pin(this.root);
+    const noHandles = this.inodes.probeHandles(this.root);
+    if (noHandles) {
+      log.info({ errno: noHandles.code },
+        `inode fds cannot be traded for file handles here (${noHandles.message}): every live inode keeps its O_PATH fd`);
+    }
     if (this.model instanceof MappedFileModel) this.model.root = this.root;
   }
 

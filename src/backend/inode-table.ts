@@ -9,7 +9,7 @@
 // virtiofsd's --inode-file-handles does. That needs CAP_DAC_READ_SEARCH;
 // without it (an unprivileged daemon) entries keep their fds.
 import {
-  O_DIRECTORY, O_NOFOLLOW, O_PATH, O_RDONLY, S_IFDIR, close, fstat, nameToHandle, openByHandle, reopen as reopenFd,
+  Errno, O_DIRECTORY, O_NOFOLLOW, O_PATH, O_RDONLY, S_IFDIR, SysError, close, fstat, nameToHandle, openByHandle, reopen as reopenFd,
   type FileHandle, type Stat, S_IFMT,
 } from '../sys/index.js';
 import type { InoMap } from './ino-map.js';
@@ -102,8 +102,14 @@ export class InodeTable {
   constructor(
     private readonly inoMap: InoMap,
     /** most inode fds kept open; 0 = no limit (no handles) */
-    private readonly fdBudget = 0,
+    private fdBudget = 0,
+    /** most fds the table may hold at all (new inodes past it: ENFILE); 0 = no cap */
+    private readonly fdCap = 0,
+    /** told once each time the table becomes full */
+    private readonly onFull?: (held: number) => void,
   ) {}
+
+  private full = false;
 
   get size(): number {
     return this.byKey.size;
@@ -127,6 +133,15 @@ export class InodeTable {
       inode.refs++;
       return inode;
     }
+    if (this.fdCap > 0 && this.fdsHeld >= this.fdCap) {
+      // Only without file handles (or within one large request) does it get
+      // here: the rest of the fd limit is the server's reserve.
+      close(fd);
+      if (!this.full) this.onFull?.(this.fdsHeld);
+      this.full = true;
+      throw new SysError(Errno.ENFILE, 'lookup', `inode table full (${this.fdsHeld} inodes hold fds)`);
+    }
+    if (this.full && this.fdsHeld < this.fdCap * 0.9) this.full = false;
     inode = new Inode(this, this.nextId++, fd, st.dev, st.ino, st.mntId, st.mode & S_IFMT, this.inoMap.guestIno(st.dev, st.ino));
     this.byKey.set(key, inode);
     this.byId.set(inode.id, inode);
@@ -178,6 +193,29 @@ export class InodeTable {
     const parent = inode.loc?.parent;
     inode.loc = undefined;
     if (parent) this.unref(parent);
+  }
+
+  /**
+   * Checks that an evicted entry could be reopened: open_by_handle_at needs
+   * CAP_DAC_READ_SEARCH (or, since Linux 6.10, CAP_SYS_ADMIN over the
+   * filesystem's user namespace), which a uid 0 in a user namespace may
+   * lack. If it cannot, the budget is switched off (entries keep their fds)
+   * and the error is returned.
+   */
+  probeHandles(root: Inode): SysError | undefined {
+    const mountFd = this.mountFds.get(root.mntId);
+    if (this.fdBudget <= 0 || mountFd === undefined) return undefined;
+    try {
+      close(openByHandle(mountFd, nameToHandle(root.rawFd, root.label), O_PATH | O_NOFOLLOW, root.label));
+      return undefined;
+    } catch (e) {
+      if (!(e instanceof SysError)) throw e;
+      this.fdBudget = 0;
+      this.lru.clear();
+      for (const fd of this.mountFds.values()) close(fd);
+      this.mountFds.clear();
+      return e;
+    }
   }
 
   /** Keeps the root (and so every mount's anchor) from ever being evicted. */

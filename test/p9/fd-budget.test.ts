@@ -37,7 +37,7 @@ afterEach(async () => {
 });
 
 /** `duofs serve` under `ulimit -n NOFILE`, 9P on TCP and virtio-fs on a socket; `setup` fills the export first. */
-async function startChild(setup: (dir: string) => void, extra: string[] = []): Promise<Child> {
+async function startChild(setup: (dir: string) => void, extra: string[] = [], wrap = ''): Promise<Child> {
   const base = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'duofs-fd-budget-')));
   const dir = path.join(base, 'export');
   fs.mkdirSync(dir);
@@ -46,7 +46,7 @@ async function startChild(setup: (dir: string) => void, extra: string[] = []): P
   const port = await freePort();
   const args = [path.join(repoRoot, 'bin/duofs.js'), 'serve', '--shared-dir', dir, '--9p-tcp', `127.0.0.1:${port}`,
     '--virtiofs-socket', vfs, '--log-level', 'info', ...extra];
-  const proc = spawn('/bin/bash', ['-c', `ulimit -n ${NOFILE} && exec "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn('/bin/bash', ['-c', `ulimit -n ${NOFILE} && exec ${wrap} "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
   proc.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
@@ -269,5 +269,32 @@ describe('fd budgets: one session cannot take the fds the others need', () => {
     expect(await readVia(fresh.c, fresh.root, ['many', 'f1499'])).toBe('file 1499');
     const g = await guest(d.vfs);
     expect(await readViaFuse(g, 'shared')).toBe('hello');
+  });
+
+  test('a root daemon that may not reopen file handles keeps its inode fds: old fids never fail with EPERM, the reserve stays', async () => {
+    // Without CAP_DAC_READ_SEARCH, open_by_handle_at is EPERM: evicting would break every evicted inode.
+    const d = await startChild(populate(400), [], 'setpriv --bounding-set -dac_read_search');
+    const { c, root } = await session9p(d.tcp);
+    const many = c.newFid();
+    await c.walk(root, many, ['many']);
+    const fids: number[] = [];
+    let refusal = '';
+    for (let i = 0; i < 400 && !refusal; i++) {
+      const fid = c.newFid();
+      await c.walk(many, fid, [`f${i}`]).then(() => fids.push(fid), (e: unknown) => { refusal = errnoOfP9(e); });
+    }
+    // It runs out (no handles to trade fds for), with ENFILE from the table, before the reserve.
+    expect(refusal).toBe('ENFILE');
+    expect(fids.length).toBeGreaterThan(100);
+    // The table stops at limit - reserve; Node's own fds (about 20) come out of the reserve.
+    expect(d.fds()).toBeLessThanOrEqual(NOFILE - 32);
+    for (const [i, fid] of fids.entries()) expect((await c.getattr(fid)).size).toBe(BigInt(`file ${i}`.length));
+    // A new connection is still accepted and served (inodes already known).
+    const fresh = await session9p(d.tcp);
+    const f0 = fresh.c.newFid();
+    await fresh.c.walk(fresh.root, f0, ['many', 'f0']);
+    expect((await fresh.c.getattr(f0)).size).toBe(BigInt('file 0'.length));
+    expect(d.log()).toContain('cannot be traded for file handles');
+    expect(d.log().split('\n').filter((l) => l.includes('inode table full') && l.includes('"level":40'))).toHaveLength(1);
   });
 });
