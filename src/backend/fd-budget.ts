@@ -17,8 +17,9 @@
 //                that opened them.
 // A session may hold at most `perSession` of the pool; besides, every live
 // session below `floor` open fds can always get up to `floor`, and `floor`
-// more are kept for each of the next NEWCOMERS sessions, so one session at
-// its cap never leaves another with nothing. A refused open is EMFILE on
+// more are kept for each of the next NEWCOMERS sessions (floors together
+// keep at most half the pool), so one session at its cap never leaves
+// another with nothing. A refused open is EMFILE on
 // that session only, with one warn line per episode (not per refusal).
 import { Errno, SysError } from '../sys/index.js';
 import type { Logger } from '../log.js';
@@ -99,8 +100,11 @@ export class FdBudget {
       // Its floor is counted in owedToSessions already: only the pool itself stops it.
       if (this.used >= pool) return 'pool';
       this.owedToSessions--;
-    } else if (this.used + 1 + this.owedToSessions + NEWCOMERS * floor > pool) {
-      return 'pool';
+    } else {
+      // Floors are kept for at most half the pool, so that many idle
+      // connections cannot hold everyone else at their floor.
+      const kept = Math.min(this.owedToSessions + NEWCOMERS * floor, Math.floor(pool / 2));
+      if (this.used + 1 + kept > pool) return 'pool';
     }
     this.used++;
     return 'ok';

@@ -51,6 +51,14 @@ test('many sessions cannot drain the pool below the floor of a session that hold
   expect(b.inUse).toBeLessThanOrEqual(800); // never past the pool
 });
 
+test('idle sessions keep at most half the pool for their floors', () => {
+  const { log } = logged();
+  const b = new FdBudget({ limit: 1000, reserve: 100, inodeShare: 100, perSession: 800, floor: 10 }, log);
+  for (let i = 0; i < 200; i++) b.account(`idle${i}`); // 2000 fds of floors: more than the pool
+  expect(fill(b.account('busy')).n).toBe(400);
+  expect(fill(b.account('late')).n).toBe(10); // still its floor
+});
+
 test('the pool shrinks when the inode table holds more than its share (no file handles)', () => {
   const { log } = logged();
   let inodeFds = 0;
