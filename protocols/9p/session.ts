@@ -73,6 +73,8 @@ export class Session {
   private readonly fds: FdAccount;
   /** bytes of xattr values its fids hold (kept as a sum: fids are many) */
   private xattrBytes = 0;
+  /** refusing new fids (for one log line per episode) */
+  private atFidLimit = false;
 
   constructor(
     private readonly ctx: SessionContext,
@@ -195,7 +197,13 @@ export class Session {
   private checkNewFid(n: number): void {
     if (n === NOFID) fail(Errno.EBADF, 'fid', 'NOFID cannot be bound');
     if (this.fids.has(n)) fail(Errno.EBADF, 'fid', `${n} is already in use`);
-    if (this.fids.size >= this.ctx.maxFids) fail(Errno.EMFILE, 'fid', `${n}: ${this.peer} holds ${this.fids.size} fids (the per-session limit)`);
+    if (this.fids.size >= this.ctx.maxFids) {
+      // One line per episode: it ends when the client has clunked a quarter of them.
+      if (!this.atFidLimit) this.ctx.log.warn({ peer: this.peer, fids: this.fids.size }, `${this.peer} holds ${this.fids.size} fids, its limit (--9p-max-fids): new fids get EMFILE`);
+      this.atFidLimit = true;
+      fail(Errno.EMFILE, 'fid', `${n}: ${this.peer} holds ${this.fids.size} fids (the per-session limit)`);
+    }
+    if (this.atFidLimit && this.fids.size <= this.ctx.maxFids * 0.75) this.atFidLimit = false;
   }
 
   /** A fid that names a directory and has not been opened (create/mkdir parent). */

@@ -219,6 +219,7 @@ describe('fd budgets: one session cannot take the fds the others need', () => {
     // The attach fid counts: 49 more fit.
     expect(results.filter((r) => r === 'ok')).toHaveLength(49);
     expect(new Set(results.slice(49))).toEqual(new Set(['EMFILE']));
+    expect(d.log().split('\n').filter((l) => l.includes('--9p-max-fids') && l.includes('"level":40'))).toHaveLength(1);
     const other = await session9p(d.tcp);
     expect(await readVia(other.c, other.root, ['shared'])).toBe('hello');
   });
