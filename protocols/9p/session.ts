@@ -114,6 +114,7 @@ export class Session {
    * the virtio transport (the frame then ends at the count field).
    */
   handle(frame: Buffer, payload?: readonly Buffer[]): void {
+    this.ctx.backend.beginRequest();
     const type = frame[4]!;
     const tag = frame.readUInt16LE(5);
     const started = process.hrtime.bigint();

@@ -77,6 +77,7 @@ export class FuseSession {
    * call on `out` (send, sendRead or none).
    */
   handle(request: RequestBody, out: ReplyTo): void {
+    this.ctx.backend.beginRequest();
     let h: InHeader;
     try {
       h = parseInHeader(request.head(IN_HEADER_SIZE));

@@ -118,6 +118,11 @@ export class Backend {
     if (this.model instanceof MappedFileModel) this.model.root = this.root;
   }
 
+  /** A protocol starts handling one request (see InodeTable.beginRequest). */
+  beginRequest(): void {
+    this.inodes.beginRequest();
+  }
+
   /** Refuses a change to a read-only export with EROFS. */
   checkWritable(op: string, what: string): void {
     if (this.readonly) fail(Errno.EROFS, op, `${what} (read-only export)`);

@@ -32,6 +32,8 @@ export class Inode {
   pinned = false;
   /** open files and directory streams on it: an unlinked file must keep its fd */
   openCount = 0;
+  /** the request that last used it (see InodeTable.beginRequest) */
+  usedIn = 0;
 
   /** @internal an OpenFile or DirStream on it closed */
   handleClosed(): void {
@@ -110,6 +112,18 @@ export class InodeTable {
   ) {}
 
   private full = false;
+  /** the request being handled; entries it used are never evicted under it */
+  private request = 0;
+
+  /**
+   * A new request begins (the protocols call this). Evictions normally run
+   * after the current batch of requests; only at the hard cap do they run at
+   * once, and then never on an entry the current request has used, so no
+   * operation sees an fd it just read closed under it.
+   */
+  beginRequest(): void {
+    this.request++;
+  }
 
   get size(): number {
     return this.byKey.size;
@@ -133,6 +147,7 @@ export class InodeTable {
       inode.refs++;
       return inode;
     }
+    if (this.fdCap > 0 && this.fdsHeld >= this.fdCap && this.fdBudget > 0) this.evict(true);
     if (this.fdCap > 0 && this.fdsHeld >= this.fdCap) {
       // Only without file handles (or within one large request) does it get
       // here: the rest of the fd limit is the server's reserve.
@@ -233,6 +248,7 @@ export class InodeTable {
     if (!this.mountFds.has(inode.mntId) && inode.hostKind === S_IFDIR) {
       this.mountFds.set(inode.mntId, reopenFd(fd, O_RDONLY | O_DIRECTORY, inode.label));
     }
+    inode.usedIn = this.request;
     if (!inode.pinned) this.lru.set(inode, true);
     // The budget counts every fd the table holds, those of open inodes
     // (which cannot be evicted) included, so they leave room for others.
@@ -242,6 +258,7 @@ export class InodeTable {
   /** @internal an entry was used: it becomes the most recently used. */
   touch(inode: Inode): void {
     if (this.fdBudget <= 0 || inode.pinned) return;
+    inode.usedIn = this.request;
     this.lru.delete(inode);
     this.lru.set(inode, true);
   }
@@ -276,11 +293,14 @@ export class InodeTable {
     });
   }
 
-  private evict(): void {
+  /** `now`: at the hard cap, inside a request: stop at the entries it has used. */
+  private evict(now = false): void {
     // Go down to 90% of the budget so evictions come in batches.
     const target = Math.floor(this.fdBudget * 0.9);
     for (const inode of this.lru.keys()) {
       if (this.fdsHeld <= target) break;
+      // Least recently used first: from here on, the current request used them all.
+      if (now && inode.usedIn === this.request) break;
       // An open inode leaves the list until its last handle closes (closedHandle).
       this.lru.delete(inode);
       const fd = inode.rawFd;
