@@ -305,4 +305,18 @@ describe('fd budgets: one session cannot take the fds the others need', () => {
     expect(d.log()).toContain('cannot be traded for file handles');
     expect(d.log().split('\n').filter((l) => l.includes('inode table full') && l.includes('"level":40'))).toHaveLength(1);
   });
+
+  test('9P connections are bounded (reserve/2): the ones past it are closed at once, one log line, and room comes back', async () => {
+    const d = await startChild(populate(1));
+    // ulimit -n 256: a reserve of 64, so 32 connections.
+    const conns = await Promise.all(Array.from({ length: 40 }, () => P9Client.connect(d.tcp)));
+    for (const c of conns) cleanups.push(() => c.close());
+    const served = await Promise.all(conns.map((c) => c.version(8192).then(() => true, () => false)));
+    expect(served.filter(Boolean)).toHaveLength(32);
+    expect(d.log().split('\n').filter((l) => l.includes('too many connections'))).toHaveLength(1);
+    await Promise.all(conns.filter((_, i) => served[i]).slice(0, 5).map((c) => c.close()));
+    await new Promise((r) => setTimeout(r, 100));
+    const fresh = await session9p(d.tcp);
+    expect(await readVia(fresh.c, fresh.root, ['shared'])).toBe('hello');
+  });
 });
