@@ -4,7 +4,7 @@ import { hideBin } from 'yargs/helpers';
 import type { LevelWithSilent } from 'pino';
 import { createLogger, LOG_LEVELS } from './log.js';
 import { DEFAULT_LOG_LIMITS, type LogLimits } from './log-limit.js';
-import { startDuofs, DEFAULT_9P_MAX_MSIZE } from './server.js';
+import { startDuofs, DEFAULT_9P_MAX_FIDS, DEFAULT_9P_MAX_MSIZE } from './server.js';
 import { StartupError } from './listeners.js';
 import { SysError } from './sys/index.js';
 import type { CacheMode } from '../protocols/fuse/options.js';
@@ -34,12 +34,18 @@ function parseLogLimits(burst: number, perMinute: number): LogLimits | false {
   return burst === 0 ? false : { burst, perSecond: perMinute / 60 };
 }
 
+function positive(flag: string, v: number): number {
+  if (!Number.isSafeInteger(v) || v < 1) throw new StartupError(`${flag} ${v}: expected a positive whole number`);
+  return v;
+}
+
 async function serve(argv: {
   sharedDir?: string; fsdev?: string; translateUid?: string[]; translateGid?: string[]; '9pSocket'?: string; '9pTcp'?: string; '9pFd'?: number; '9pMaxMsize': number;
   readonly: boolean; logLevel: string; logBurst: number; logRate: number; fuseMount?: string; cache: CacheMode; writeback: boolean; xattr: boolean;
   announceSubmounts: boolean; securityModel?: SecurityModelName; virtiofsSocket?: string[]; virtiofsFd?: number;
   tag: string; numRequestQueues: number; '9pVhostSocket'?: string[]; '9pTag'?: string; fmode?: string; dmode?: string;
   '9pPermissions'?: NinepPermissions;
+  '9pMaxFids': number; rlimitNofile?: number; sessionMaxOpen?: number;
 }): Promise<void> {
   const log = createLogger(argv.logLevel as LevelWithSilent);
   const logLimits = parseLogLimits(argv.logBurst, argv.logRate);
@@ -59,6 +65,9 @@ async function serve(argv: {
     ninepFd: argv['9pFd'],
     ninepMaxMsize: argv['9pMaxMsize'],
     ninepPermissions: argv['9pPermissions'],
+    ninepMaxFids: positive('--9p-max-fids', argv['9pMaxFids']),
+    rlimitNofile: argv.rlimitNofile === undefined ? undefined : positive('--rlimit-nofile', argv.rlimitNofile),
+    sessionMaxOpen: argv.sessionMaxOpen === undefined ? undefined : positive('--session-max-open', argv.sessionMaxOpen),
     readonly: argv.readonly || fsdev.readonly === true,
     securityModel: model,
     fmode: parseOctalMode('--fmode', argv.fmode, model) ?? fsdev.fmode,
@@ -113,6 +122,9 @@ export async function main(args: string[]): Promise<void> {
         .option('9p-fd', { type: 'number', describe: 'serve 9P2000.L on an inherited, already connected stream fd (one client; guests: trans=fd)' })
         .option('9p-max-msize', { type: 'number', default: DEFAULT_9P_MAX_MSIZE, describe: 'largest 9P msize offered; clients asking for more get this' })
         .option('9p-permissions', { choices: NINEP_PERMISSIONS, describe: 'passthrough: who decides 9P permissions. guest = the client kernel (as QEMU\'s 9p: duofs acts as itself and gives new files the ids the request names; a guest\'s own supplementary groups work; any client that reaches the transport is trusted fully); host = the host kernel, as the attached uid with the host\'s groups of that uid (as diod). Default: guest on --9p-vhost-socket, host on --9p-socket/--9p-tcp/--9p-fd; see docs/operator-guide.md' })
+        .option('9p-max-fids', { type: 'number', default: DEFAULT_9P_MAX_FIDS, describe: 'most fids one 9P session may hold; a walk-only fid costs memory, not an fd (past the limit: EMFILE)' })
+        .option('rlimit-nofile', { type: 'number', describe: 'set the open-file limit (soft and hard) to N first, as virtiofsd; default: raise the soft limit to the hard one. Sessions share it as docs/operator-guide.md describes' })
+        .option('session-max-open', { type: 'number', describe: 'most files and directories one session (a 9P connection, a virtio-fs or virtio-9p guest, the FUSE mount) may hold open; past it, and when the shared pool runs out, its opens get EMFILE (default: half the pool)' })
         .option('security-model', { choices: SECURITY_MODELS, describe: 'how guest owners, modes and file types map onto the host, as QEMU -fsdev local: passthrough (real owners; run as root), mapped-xattr (alias mapped; guest view in user.virtfs.* xattrs), mapped-file (in .virtfs_metadata files), none (like passthrough, ownership changes may fail silently)' })
         .option('fmode', { type: 'string', describe: 'mapped models: host mode of created files, octal (default 0600)' })
         .option('dmode', { type: 'string', describe: 'mapped models: host mode of created directories, octal (default 0700)' })

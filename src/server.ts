@@ -5,7 +5,8 @@ import { realpathSync, statSync, unlinkSync } from 'node:fs';
 import { relative, isAbsolute } from 'node:path';
 import type { LevelWithSilent } from 'pino';
 import { Backend } from './backend/backend.js';
-import { raiseNofileLimit } from './sys/index.js';
+import { SysError, raiseNofileLimit, setNofileLimit } from './sys/index.js';
+import { defaultFdLimits } from './backend/fd-budget.js';
 import { acquireServeLock, ExportInUseError } from './convert/in-use.js';
 import { IdMap } from '../security/id-map.js';
 import { createLogger, type Logger } from './log.js';
@@ -63,6 +64,12 @@ export interface ServeOptions {
    * (default for the stream transports). Given, it applies to every 9P transport.
    */
   ninepPermissions?: NinepPermissions;
+  /** most fids one 9P session may hold (memory; fids hold no fd of their own) */
+  ninepMaxFids?: number;
+  /** set RLIMIT_NOFILE (soft and hard) to this first, as virtiofsd's --rlimit-nofile; default: raise soft to hard */
+  rlimitNofile?: number;
+  /** most files and directories one session may hold open (default: half the pool, see fd-budget.ts) */
+  sessionMaxOpen?: number;
   /** attach a FUSE session to the host at this directory (/dev/fuse) */
   fuseMount?: string;
   /** FUSE (virtio-fs and /dev/fuse) session options */
@@ -85,6 +92,8 @@ export interface Duofs {
 }
 
 export const DEFAULT_9P_MAX_MSIZE = 4 * 1024 * 1024;
+/** Fids per 9P session: a walk-only fid costs memory only (see docs/operator-guide.md). */
+export const DEFAULT_9P_MAX_FIDS = 65536;
 
 /** Stream-client origins (remote addresses) whose connection lines are limited together; the oldest goes first. */
 const MAX_ORIGINS = 1024;
@@ -107,16 +116,31 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     if (e instanceof ExportInUseError) throw new StartupError(e.message);
     throw e;
   }
-  const nofile = raiseNofileLimit();
+  let nofile: number;
+  if (opts.rlimitNofile !== undefined) {
+    try {
+      nofile = setNofileLimit(opts.rlimitNofile);
+    } catch (e) {
+      exportLock.release();
+      throw new StartupError(`--rlimit-nofile ${opts.rlimitNofile}: cannot set the open-file limit (${e instanceof SysError ? e.code : String(e)})`);
+    }
+  } else {
+    nofile = raiseNofileLimit();
+  }
+  const fdLimits = defaultFdLimits(nofile, opts.sessionMaxOpen);
   const backend = new Backend({
     sharedDir: opts.sharedDir,
     readonly: opts.readonly ?? false,
     securityModel: opts.securityModel ?? 'passthrough',
     fmode: opts.fmode,
     dmode: opts.dmode,
-    // Root can reopen inodes from file handles, so keep at most half the fd
-    // limit in inode fds; an unprivileged daemon cannot, and keeps them all.
-    inodeFdBudget: process.geteuid?.() === 0 ? Math.max(32, Math.floor(nofile / 2)) : 0,
+    // Root can reopen inodes from file handles, so keep at most the inode
+    // share of the fd limit in inode fds; an unprivileged daemon cannot, and
+    // keeps them all (the sessions' pool shrinks as the table grows past it).
+    inodeFdBudget: process.geteuid?.() === 0 ? fdLimits.inodeShare : 0,
+    // Whatever happens, the inode table leaves the reserve alone.
+    inodeFdCap: Math.max(1, fdLimits.limit - fdLimits.reserve),
+    fdLimits,
     uidMap: opts.translateUid?.length ? new IdMap(opts.translateUid) : undefined,
     gidMap: opts.translateGid?.length ? new IdMap(opts.translateGid) : undefined,
     log,
@@ -128,10 +152,14 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     log,
     maxMsize: opts.ninepMaxMsize ?? DEFAULT_9P_MAX_MSIZE,
     exportPath: opts.sharedDir,
-    maxFids: Math.max(1024, Math.floor(nofile / 2)),
+    maxFids: opts.ninepMaxFids ?? DEFAULT_9P_MAX_FIDS,
     logLimits,
   };
-  log.debug({ nofile, maxFidsPerSession: ctx.maxFids }, 'limits');
+  const pool = backend.fds.pool;
+  log.info({ nofile, reserve: fdLimits.reserve, inodeFds: fdLimits.inodeShare, pool, openPerSession: fdLimits.perSession,
+    floorPerSession: fdLimits.floor, fidsPer9pSession: ctx.maxFids }, 'file descriptor budget');
+  // Accepted sockets are fds too: they come out of the reserve, so bound them.
+  const maxConnections = Math.max(8, Math.floor(fdLimits.reserve / 2));
   // Each 9P transport defaults to the server it replaces: the stream sockets
   // to diod (the host checks, as the attached uid with its host groups: any
   // process that can reach the socket speaks raw 9P), the virtio-9p device
@@ -229,6 +257,14 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
       const mp = checkMountpoint(opts.fuseMount, opts.sharedDir);
       const session = new FuseSession({ backend, log, options: fuseOptions, logLimits }, `fuse:${mp}`);
       fuseMounts.push(DevFuseMount.attach(mp, session, log, fuseOptions.maxWrite));
+    }
+    for (const s of servers) {
+      s.maxConnections = maxConnections;
+      let dropped = 0;
+      s.on('drop', () => {
+        // One line for the first, then one per 1000: a flood must not flood the log.
+        if (dropped++ % 1000 === 0) log.warn({ maxConnections, dropped }, '9P connection refused: too many connections (each needs an fd from the reserve)');
+      });
     }
   } catch (e) {
     for (const s of servers) s.close();

@@ -3,7 +3,7 @@
 // Transport-neutral: a transport hands in complete frames and gets reply
 // frames through `send`. Requests are answered in arrival order except the
 // few that wait on the host (fsync), which never hold up the others.
-import type { Backend, Inode, SetAttr } from '../../src/backend/backend.js';
+import type { Backend, FdAccount, Inode, SetAttr } from '../../src/backend/backend.js';
 import { printable } from '../../src/backend/names.js';
 import {
   DT_DIR, DT_LNK, Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_SYNC, SysError, XATTR_CREATE, XATTR_REPLACE, XATTR_SIZE_MAX, errnoName,
@@ -29,7 +29,11 @@ export interface SessionContext {
   maxMsize: number;
   /** attach names accepted besides the empty one (the export path) */
   exportPath: string;
-  /** most fids one session may hold, so one client cannot take every fd */
+  /**
+   * Most fids one session may hold. A fid costs memory, not an fd of its own
+   * (walk-only fids share the inode table's fds; open ones are charged to the
+   * session's fd budget, backend.fds), so this bounds memory only.
+   */
   maxFids: number;
   /** per-peer rate limit of the log lines a client can cause (false: none); default DEFAULT_LOG_LIMITS */
   logLimits?: LogLimits | false;
@@ -45,7 +49,7 @@ export interface SessionContext {
  */
 export type NinepPermissions = 'guest' | 'host';
 
-/** Bytes of pending Txattrcreate values one session may hold. */
+/** Bytes of xattr values (Txattrwalk results, pending Txattrcreate values) one session's fids may hold. */
 const MAX_PENDING_XATTR_BYTES = 8 * 1024 * 1024;
 
 /** A handler's result when the transport has already sent the reply itself. */
@@ -79,6 +83,12 @@ export class Session {
   private closed = false;
   /** the log lines this client causes, rate-limited per kind */
   readonly logs: PeerLog;
+  /** this session's share of the open-fd pool */
+  private readonly fds: FdAccount;
+  /** bytes of xattr values its fids hold (kept as a sum: fids are many) */
+  private xattrBytes = 0;
+  /** refusing new fids (for one log line per episode) */
+  private atFidLimit = false;
 
   constructor(
     private readonly ctx: SessionContext,
@@ -90,6 +100,7 @@ export class Session {
     logs?: PeerLog,
   ) {
     this.logs = logs ?? new PeerLog(ctx.log, peer, ctx.logLimits);
+    this.fds = ctx.backend.fds.account(peer);
     this.handlers = new Map<number, Handler>([
       [T.auth, this.auth], [T.attach, this.attach], [T.walk, this.walk], [T.lopen, this.lopen],
       [T.lcreate, this.lcreate], [T.getattr, this.getattr], [T.setattr, this.setattr], [T.readdir, this.readdir],
@@ -120,6 +131,7 @@ export class Session {
    * the virtio transport (the frame then ends at the count field).
    */
   handle(frame: Buffer, payload?: readonly Buffer[]): void {
+    this.ctx.backend.beginRequest();
     const type = frame[4]!;
     const tag = frame.readUInt16LE(5);
     const started = process.hrtime.bigint();
@@ -180,6 +192,7 @@ export class Session {
     this.closed = true;
     this.clunkAll();
     this.logs.flush();
+    this.fds.close();
   }
 
   /** Waits for requests still running (used on shutdown). */
@@ -203,7 +216,13 @@ export class Session {
   private checkNewFid(n: number): void {
     if (n === NOFID) fail(Errno.EBADF, 'fid', 'NOFID cannot be bound');
     if (this.fids.has(n)) fail(Errno.EBADF, 'fid', `${n} is already in use`);
-    if (this.fids.size >= this.ctx.maxFids) fail(Errno.EMFILE, 'fid', `session holds ${this.fids.size} fids (the limit)`);
+    if (this.fids.size >= this.ctx.maxFids) {
+      // One line per episode: it ends when the client has clunked a quarter of them.
+      if (!this.atFidLimit) this.ctx.log.warn({ peer: this.peer, fids: this.fids.size }, `${this.peer} holds ${this.fids.size} fids, its limit (--9p-max-fids): new fids get EMFILE`);
+      this.atFidLimit = true;
+      fail(Errno.EMFILE, 'fid', `${n}: ${this.peer} holds ${this.fids.size} fids (the per-session limit)`);
+    }
+    if (this.atFidLimit && this.fids.size <= this.ctx.maxFids * 0.75) this.atFidLimit = false;
   }
 
   /** A fid that names a directory and has not been opened (create/mkdir parent). */
@@ -220,6 +239,7 @@ export class Session {
     if (f.dir) backend.closeDir(f.dir);
     f.file = undefined;
     f.dir = undefined;
+    this.xattrBytes -= (f.xattrRead?.length ?? 0) + (f.xattrWrite?.value.length ?? 0);
     f.xattrRead = undefined;
     f.xattrWrite = undefined;
     if (f.parent) backend.release(f.parent);
@@ -357,8 +377,8 @@ export class Session {
     const { backend } = this.ctx;
     if (f.inode.isDir && (flags & O_ACCMODE) !== O_RDONLY) fail(Errno.EISDIR, 'Tlopen', f.inode.label);
     if (!f.inode.isDir && flags & O_DIRECTORY) fail(Errno.ENOTDIR, 'Tlopen', f.inode.label);
-    if (f.inode.isDir) f.dir = backend.opendir(f.cr, f.inode);
-    else f.file = backend.open(f.cr, f.inode, flags);
+    if (f.inode.isDir) f.dir = this.fds.open('Tlopen', f.inode.label, () => backend.opendir(f.cr, f.inode));
+    else f.file = this.fds.open('Tlopen', f.inode.label, () => backend.open(f.cr, f.inode, flags));
     return new Writer(32).qid(this.qid(f.inode)).u32(this.iounit()).finish(T.lopen + 1, tag);
   }
 
@@ -374,7 +394,8 @@ export class Session {
     const gid = r.u32();
     if (f.isOpen) fail(Errno.EBADF, 'Tlcreate', `${f.inode.label} is open`);
     const { backend } = this.ctx;
-    const { entry, file } = backend.create(Session.createCr(f, gid), f.inode, name, flags, mode);
+    const { entry, file } = this.fds.openWith('Tlcreate', printable(name),
+      () => backend.create(Session.createCr(f, gid), f.inode, name, flags, mode), (c) => c.file);
     // The fid now stands for the new, open file.
     if (f.parent) backend.release(f.parent);
     f.parent = f.inode;
@@ -571,7 +592,12 @@ export class Session {
     const datasync = r.u32();
     const file = f.file;
     const reply = new Writer(8).finish(T.fsync + 1, tag);
-    if (f.dir) return this.ctx.backend.fsyncInode(f.cr, f.inode).then(() => reply);
+    if (f.dir) {
+      // A directory fid is not open as a file: an fd for the call, charged to this session.
+      const { backend } = this.ctx;
+      const d = this.fds.open('Tfsync', f.inode.label, () => backend.open(f.cr, f.inode, O_RDONLY));
+      return backend.fsync(d, false).then(() => reply).finally(() => backend.closeFile(d));
+    }
     if (!file) fail(Errno.EBADF, 'Tfsync', `${f.inode.label} is not open`);
     return this.ctx.backend.fsync(file, datasync !== 0).then(() => reply);
   }
@@ -633,8 +659,12 @@ export class Session {
     } else {
       data = backend.getxattr(f.cr, f.inode, name);
     }
+    if (this.xattrBytes + data.length > MAX_PENDING_XATTR_BYTES) {
+      fail(Errno.ENOMEM, 'Txattrwalk', `${printable(name)}: ${this.peer}'s fids hold ${this.xattrBytes} bytes of xattr values (the limit)`);
+    }
     const x = new Fid(backend.ref(f.inode), f.cr, undefined, undefined);
     x.xattrRead = data;
+    this.xattrBytes += data.length;
     this.fids.set(newNo, x);
     return new Writer(16).u64(data.length).finish(T.xattrwalk + 1, tag);
   }
@@ -649,17 +679,12 @@ export class Session {
     if (flags & ~(XATTR_CREATE | XATTR_REPLACE)) fail(Errno.EINVAL, 'Txattrcreate', `flags ${flags}`);
     if (name.length === 0 || name.length > 255 || name.includes(0)) fail(Errno.EINVAL, 'Txattrcreate', printable(name));
     this.ctx.backend.checkSetxattr(f.cr, f.inode, name);
-    if (this.pendingXattrBytes() + Number(size) > MAX_PENDING_XATTR_BYTES) {
+    if (this.xattrBytes + Number(size) > MAX_PENDING_XATTR_BYTES) {
       fail(Errno.ENOSPC, 'Txattrcreate', `${printable(name)}: too many unfinished xattr writes on this session`);
     }
     f.xattrWrite = { name: Buffer.from(name), value: Buffer.alloc(Number(size)), written: 0, flags };
+    this.xattrBytes += Number(size);
     return new Writer(8).finish(T.xattrcreate + 1, tag);
-  }
-
-  private pendingXattrBytes(): number {
-    let n = 0;
-    for (const f of this.fids.values()) n += f.xattrWrite?.value.length ?? 0;
-    return n;
   }
 
   /** Applies a Txattrcreate at clunk, as QEMU does: size 0 removes. */

@@ -3,7 +3,7 @@
 // is 1); every entry reply adds one lookup reference that FORGET gives back.
 // Each session counts its own lookups, so a guest can never forget
 // references that 9P fids or other sessions hold.
-import { DirStream, OpenFile, type Backend, type Entry, type Inode, type SetAttr } from '../../src/backend/backend.js';
+import { DirStream, OpenFile, type Backend, type Entry, type FdAccount, type Inode, type SetAttr } from '../../src/backend/backend.js';
 import {
   Errno, F_RDLCK, F_UNLCK, F_WRLCK, SysError, errnoName, fail, major, minor,
   type Credentials, type Stat, type TimeArg,
@@ -15,6 +15,7 @@ import {
   FUSE_GETATTR_FH, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_ROOT_ID, IN_HEADER_SIZE,
   INIT, OP, FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID,
 } from './constants.js';
+import { printable } from '../../src/backend/names.js';
 import { timeouts, type FuseOptions } from './options.js';
 import { Args, cstrings, parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
 import { attrOut, entryOut, openOut, statfsOut, type FuseAttr } from './wire.js';
@@ -49,6 +50,8 @@ export class FuseSession {
   private readonly handlers: Map<number, Handler>;
   /** the log lines this guest causes, rate-limited per kind */
   readonly logs: PeerLog;
+  /** this session's share of the open-fd pool */
+  private fds: FdAccount;
 
   constructor(
     private readonly ctx: FuseSessionContext,
@@ -57,6 +60,7 @@ export class FuseSession {
     logs?: PeerLog,
   ) {
     this.logs = logs ?? new PeerLog(ctx.log, peer, ctx.logLimits);
+    this.fds = ctx.backend.fds.account(peer);
     const h: [number, Handler][] = [
       [OP.INIT, this.init], [OP.DESTROY, this.destroy], [OP.LOOKUP, this.lookup], [OP.FORGET, this.forget],
       [OP.BATCH_FORGET, this.batchForget], [OP.GETATTR, this.getattr], [OP.SETATTR, this.setattr],
@@ -80,6 +84,7 @@ export class FuseSession {
    * call on `out` (send, sendRead or none).
    */
   handle(request: RequestBody, out: ReplyTo): void {
+    this.ctx.backend.beginRequest();
     let h: InHeader;
     try {
       h = parseInHeader(request.head(IN_HEADER_SIZE));
@@ -156,6 +161,7 @@ export class FuseSession {
     this.lookups.clear();
     this.initialized = false;
     this.logs.flush();
+    this.fds.close(); // a new INIT (after DESTROY) opens a fresh one
   }
 
   // ---- helpers ---------------------------------------------------------------
@@ -281,6 +287,7 @@ export class FuseSession {
       return;
     }
     if (this.initialized) this.close();
+    if (this.fds.isClosed) this.fds = this.ctx.backend.fds.account(this.peer);
     const { options } = this.ctx;
     let want = INIT.ASYNC_READ | INIT.POSIX_LOCKS | INIT.ATOMIC_O_TRUNC | INIT.EXPORT_SUPPORT | INIT.BIG_WRITES |
       INIT.FLOCK_LOCKS | INIT.AUTO_INVAL_DATA | INIT.DO_READDIRPLUS | INIT.READDIRPLUS_AUTO | INIT.ASYNC_DIO |
@@ -518,7 +525,7 @@ export class FuseSession {
     const oa = new Args(body.head(8));
     const flags = oa.u32();
     const openFlags = oa.u32();
-    const file = this.ctx.backend.open(undefined, inode, this.writebackFlags(flags));
+    const file = this.fds.open('OPEN', inode.label, () => this.ctx.backend.open(undefined, inode, this.writebackFlags(flags)));
     if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & 0o1000 /* O_TRUNC */) this.ctx.backend.killSuidgid(inode);
     const fh = this.addHandle(file);
     if (!out.send(0, [this.openOut(fh, false)])) this.dropHandle(fh);
@@ -544,7 +551,8 @@ export class FuseSession {
     const umask = a.u32();
     const openFlags = a.u32();
     const [name] = cstrings(b.subarray(16), 1);
-    const { entry, file } = this.ctx.backend.create(FuseSession.creator(h), parent, name!, this.writebackFlags(flags), mode, this.umaskOf(umask));
+    const { entry, file } = this.fds.openWith('CREATE', printable(name!),
+      () => this.ctx.backend.create(FuseSession.creator(h), parent, name!, this.writebackFlags(flags), mode, this.umaskOf(umask)), (c) => c.file);
     if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & 0o1000 /* O_TRUNC */) this.ctx.backend.killSuidgid(entry.inode);
     const fh = this.addHandle(file);
     this.remember(entry.inode);
@@ -560,7 +568,8 @@ export class FuseSession {
     const flags = a.u32();
     const mode = a.u32();
     const umask = a.u32();
-    const { entry, file } = this.ctx.backend.tmpfile(FuseSession.creator(h), parent, this.writebackFlags(flags), mode, this.umaskOf(umask));
+    const { entry, file } = this.fds.openWith('TMPFILE', parent.label,
+      () => this.ctx.backend.tmpfile(FuseSession.creator(h), parent, this.writebackFlags(flags), mode, this.umaskOf(umask)), (c) => c.file);
     const fh = this.addHandle(file);
     this.remember(entry.inode);
     if (!out.send(0, [this.entryOut(entry), this.openOut(fh, false)])) {
@@ -676,7 +685,8 @@ export class FuseSession {
   // ---- directories --------------------------------------------------------------------
 
   private opendir(h: InHeader, _b: RequestBody, out: ReplyTo): void {
-    const d = this.ctx.backend.opendir(undefined, this.inode(h.nodeid));
+    const inode = this.inode(h.nodeid);
+    const d = this.fds.open('OPENDIR', inode.label, () => this.ctx.backend.opendir(undefined, inode));
     const fh = this.addHandle(d);
     if (!out.send(0, [this.openOut(fh, true)])) this.dropHandle(fh);
   }
@@ -691,7 +701,10 @@ export class FuseSession {
 
   private fsyncdir(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
     const d = this.dir(new Args(body.head(16)).u64(), 'FSYNCDIR');
-    return this.ctx.backend.fsyncInode(undefined, d.inode).then(() => { out.send(0, []); });
+    // Through an fd of its own (RELEASEDIR may close the stream's while the call runs), charged to this session.
+    const { backend } = this.ctx;
+    const f = this.fds.open('FSYNCDIR', d.inode.label, () => backend.open(undefined, d.inode, 0 /* O_RDONLY */));
+    return backend.fsync(f, false).then(() => { out.send(0, []); }).finally(() => backend.closeFile(f));
   }
 
   private readdir(_h: InHeader, body: RequestBody, out: ReplyTo): void {

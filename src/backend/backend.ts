@@ -31,6 +31,7 @@ import { ForbiddenIdError, type IdMap } from '../../security/id-map.js';
 import { InoMap } from './ino-map.js';
 import { Inode, InodeTable } from './inode-table.js';
 import { DirStream, OpenFile } from './files.js';
+import { FdAccount, FdBudget, type FdBudgetLimits } from './fd-budget.js';
 import { LockTable } from './locks.js';
 import { checkEntryName, checkLookupName, isDot, isDotDot, printable } from './names.js';
 import { createFlags, openFlags } from './open-flags.js';
@@ -53,6 +54,10 @@ export interface BackendOptions {
   gidMap?: IdMap;
   /** most O_PATH inode fds kept open before the least used become file handles; 0 = no limit */
   inodeFdBudget?: number;
+  /** most fds the inode table may hold at all, whatever it can evict (ENFILE past it); 0 = no cap */
+  inodeFdCap?: number;
+  /** how RLIMIT_NOFILE is shared between sessions (see fd-budget.ts); default: no limit */
+  fdLimits?: FdBudgetLimits;
   log?: Logger;
 }
 
@@ -80,6 +85,8 @@ export class Backend {
   /** host (dev, ino) -> guest inode numbers, shared by both protocols */
   readonly inoMap: InoMap;
   readonly locks = new LockTable();
+  /** the open-fd budgets of the sessions on this backend */
+  readonly fds: FdBudget;
   readonly root: Inode;
   readonly readonly: boolean;
   readonly sharedDir: string;
@@ -102,10 +109,25 @@ export class Backend {
     const fd = openat(AT_FDCWD, opts.sharedDir, O_PATH | O_DIRECTORY);
     const st = fstat(fd, opts.sharedDir);
     this.inoMap = new InoMap(st.dev);
-    this.inodes = new InodeTable(this.inoMap, opts.inodeFdBudget ?? 0);
+    const log = opts.log ?? silentLogger();
+    this.inodes = new InodeTable(this.inoMap, opts.inodeFdBudget ?? 0, opts.inodeFdCap ?? 0, (held) =>
+      log.warn({ held, cap: opts.inodeFdCap }, `inode table full: ${held} inodes hold fds and cannot trade them for file handles; new lookups get ENFILE`));
+    const n = Number.MAX_SAFE_INTEGER;
+    this.fds = new FdBudget(opts.fdLimits ?? { limit: n, reserve: 0, inodeShare: 0, perSession: n, floor: 0 },
+      log, () => this.inodes.fdsHeld);
     this.root = this.inodes.intern(fd, st); // the root's reference is never dropped
     this.inodes.pin(this.root);
+    const noHandles = this.inodes.probeHandles(this.root);
+    if (noHandles) {
+      log.info({ errno: noHandles.code },
+        `inode fds cannot be traded for file handles here (${noHandles.message}): every live inode keeps its O_PATH fd`);
+    }
     if (this.model instanceof MappedFileModel) this.model.root = this.root;
+  }
+
+  /** A protocol starts handling one request (see InodeTable.beginRequest). */
+  beginRequest(): void {
+    this.inodes.beginRequest();
   }
 
   /** Refuses a change to a read-only export with EROFS. */
@@ -756,20 +778,6 @@ export class Backend {
     );
   }
 
-  /**
-   * fsync(2) of an inode through an fd of its own, opened read-only for the
-   * call: directories (9P Tfsync on a directory fid, FUSE FSYNCDIR — a
-   * directory stream's fd may be closed by RELEASEDIR while the call runs).
-   */
-  async fsyncInode(cr: Credentials | undefined, inode: Inode): Promise<void> {
-    const h = this.open(cr, inode, O_RDONLY);
-    try {
-      await this.fsync(h, false);
-    } finally {
-      this.closeFile(h);
-    }
-  }
-
   fallocate(file: OpenFile, mode: number, offset: number, length: number): void {
     this.checkWritable('fallocate', file.inode.label);
     fallocate(file.fd, mode, offset, length, file.inode.label);
@@ -905,4 +913,5 @@ function asSysError(e: unknown, op: string, what: string): SysError {
   return new SysError(typeof n === 'number' ? Math.abs(n) : Errno.EIO, op, what);
 }
 
-export { SysError, Inode, OpenFile, DirStream };
+export { SysError, Inode, OpenFile, DirStream, FdAccount, FdBudget };
+export type { FdBudgetLimits };

@@ -2,11 +2,14 @@
 // handle (a 9P fid after Tlopen, a FUSE fh).
 import { DT_UNKNOWN, close, getdents, seekdir, type Dirent } from '../sys/index.js';
 import type { Inode } from './inode-table.js';
+import type { FdAccount } from './fd-budget.js';
 
 export class OpenFile {
   private closed = false;
   /** in-flight asynchronous calls (fsync) that still use the fd */
   private busy = 0;
+  /** the session whose fd budget this fd is charged to */
+  account: FdAccount | undefined;
 
   constructor(readonly inode: Inode, readonly fd: number, readonly flags: number) {
     inode.openCount++;
@@ -19,15 +22,24 @@ export class OpenFile {
       return await fn(this.fd);
     } finally {
       this.busy--;
-      if (this.closed && this.busy === 0) close(this.fd);
+      if (this.closed && this.busy === 0) this.closeFd();
     }
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.inode.openCount--;
-    if (this.busy === 0) close(this.fd);
+    this.inode.handleClosed();
+    if (this.busy === 0) this.closeFd();
+  }
+
+  private closeFd(): void {
+    try {
+      close(this.fd);
+    } finally {
+      this.account?.give();
+      this.account = undefined;
+    }
   }
 }
 
@@ -45,6 +57,8 @@ export class DirStream {
   /** cookie of the position the next pending entry (or host read) starts at */
   private pos = 0n;
   private closed = false;
+  /** the session whose fd budget this fd is charged to */
+  account: FdAccount | undefined;
 
   constructor(
     readonly inode: Inode,
@@ -96,7 +110,12 @@ export class DirStream {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.inode.openCount--;
-    close(this.fd);
+    this.inode.handleClosed();
+    try {
+      close(this.fd);
+    } finally {
+      this.account?.give();
+      this.account = undefined;
+    }
   }
 }

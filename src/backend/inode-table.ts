@@ -9,7 +9,7 @@
 // virtiofsd's --inode-file-handles does. That needs CAP_DAC_READ_SEARCH;
 // without it (an unprivileged daemon) entries keep their fds.
 import {
-  O_DIRECTORY, O_NOFOLLOW, O_PATH, O_RDONLY, S_IFDIR, close, fstat, nameToHandle, openByHandle, reopen as reopenFd,
+  Errno, O_DIRECTORY, O_NOFOLLOW, O_PATH, O_RDONLY, S_IFDIR, SysError, close, fstat, nameToHandle, openByHandle, reopen as reopenFd,
   type FileHandle, type Stat, S_IFMT,
 } from '../sys/index.js';
 import type { InoMap } from './ino-map.js';
@@ -32,6 +32,13 @@ export class Inode {
   pinned = false;
   /** open files and directory streams on it: an unlinked file must keep its fd */
   openCount = 0;
+  /** the request that last used it (see InodeTable.beginRequest) */
+  usedIn = 0;
+
+  /** @internal an OpenFile or DirStream on it closed */
+  handleClosed(): void {
+    if (--this.openCount === 0) this.table.closedHandle(this);
+  }
 
   constructor(
     private readonly table: InodeTable,
@@ -91,12 +98,32 @@ export class InodeTable {
   private nextId = 1;
   private evictScheduled = false;
   evictions = 0;
+  /** O_PATH fds the table holds (every entry not traded for a handle) */
+  fdsHeld = 0;
 
   constructor(
     private readonly inoMap: InoMap,
     /** most inode fds kept open; 0 = no limit (no handles) */
-    private readonly fdBudget = 0,
+    private fdBudget = 0,
+    /** most fds the table may hold at all (new inodes past it: ENFILE); 0 = no cap */
+    private readonly fdCap = 0,
+    /** told once each time the table becomes full */
+    private readonly onFull?: (held: number) => void,
   ) {}
+
+  private full = false;
+  /** the request being handled; entries it used are never evicted under it */
+  private request = 0;
+
+  /**
+   * A new request begins (the protocols call this). Evictions normally run
+   * after the current batch of requests; only at the hard cap do they run at
+   * once, and then never on an entry the current request has used, so no
+   * operation sees an fd it just read closed under it.
+   */
+  beginRequest(): void {
+    this.request++;
+  }
 
   get size(): number {
     return this.byKey.size;
@@ -120,10 +147,21 @@ export class InodeTable {
       inode.refs++;
       return inode;
     }
+    if (this.fdCap > 0 && this.fdsHeld >= this.fdCap && this.fdBudget > 0) this.evict(true);
+    if (this.fdCap > 0 && this.fdsHeld >= this.fdCap) {
+      // Only without file handles (or within one large request) does it get
+      // here: the rest of the fd limit is the server's reserve.
+      close(fd);
+      if (!this.full) this.onFull?.(this.fdsHeld);
+      this.full = true;
+      throw new SysError(Errno.ENFILE, 'lookup', `inode table full (${this.fdsHeld} inodes hold fds)`);
+    }
+    if (this.full && this.fdsHeld < this.fdCap * 0.9) this.full = false;
     inode = new Inode(this, this.nextId++, fd, st.dev, st.ino, st.mntId, st.mode & S_IFMT, this.inoMap.guestIno(st.dev, st.ino));
     this.byKey.set(key, inode);
     this.byId.set(inode.id, inode);
     inode.refs++;
+    this.fdsHeld++;
     this.remember(inode, fd);
     return inode;
   }
@@ -162,11 +200,37 @@ export class InodeTable {
     this.byId.delete(inode.id);
     this.byKey.delete(`${inode.dev}:${inode.ino}`);
     this.lru.delete(inode);
-    if (inode.rawFd >= 0) close(inode.rawFd);
+    if (inode.rawFd >= 0) {
+      this.fdsHeld--;
+      close(inode.rawFd);
+    }
     inode.dropFd();
     const parent = inode.loc?.parent;
     inode.loc = undefined;
     if (parent) this.unref(parent);
+  }
+
+  /**
+   * Checks that an evicted entry could be reopened: open_by_handle_at needs
+   * CAP_DAC_READ_SEARCH (or, since Linux 6.10, CAP_SYS_ADMIN over the
+   * filesystem's user namespace), which a uid 0 in a user namespace may
+   * lack. If it cannot, the budget is switched off (entries keep their fds)
+   * and the error is returned.
+   */
+  probeHandles(root: Inode): SysError | undefined {
+    const mountFd = this.mountFds.get(root.mntId);
+    if (this.fdBudget <= 0 || mountFd === undefined) return undefined;
+    try {
+      close(openByHandle(mountFd, nameToHandle(root.rawFd, root.label), O_PATH | O_NOFOLLOW, root.label));
+      return undefined;
+    } catch (e) {
+      if (!(e instanceof SysError)) throw e;
+      this.fdBudget = 0;
+      this.lru.clear();
+      for (const fd of this.mountFds.values()) close(fd);
+      this.mountFds.clear();
+      return e;
+    }
   }
 
   /** Keeps the root (and so every mount's anchor) from ever being evicted. */
@@ -184,15 +248,26 @@ export class InodeTable {
     if (!this.mountFds.has(inode.mntId) && inode.hostKind === S_IFDIR) {
       this.mountFds.set(inode.mntId, reopenFd(fd, O_RDONLY | O_DIRECTORY, inode.label));
     }
+    inode.usedIn = this.request;
     if (!inode.pinned) this.lru.set(inode, true);
-    if (this.lru.size > this.fdBudget) this.scheduleEviction();
+    // The budget counts every fd the table holds, those of open inodes
+    // (which cannot be evicted) included, so they leave room for others.
+    if (this.fdsHeld > this.fdBudget) this.scheduleEviction();
   }
 
   /** @internal an entry was used: it becomes the most recently used. */
   touch(inode: Inode): void {
     if (this.fdBudget <= 0 || inode.pinned) return;
+    inode.usedIn = this.request;
     this.lru.delete(inode);
     this.lru.set(inode, true);
+  }
+
+  /** @internal the last open file or directory stream on `inode` closed: it may be evicted again. */
+  closedHandle(inode: Inode): void {
+    if (this.fdBudget <= 0 || inode.pinned || inode.rawFd < 0 || this.byId.get(inode.id) !== inode) return;
+    this.lru.set(inode, true);
+    if (this.fdsHeld > this.fdBudget) this.scheduleEviction();
   }
 
   /** @internal reopens an evicted entry from its file handle. */
@@ -200,6 +275,7 @@ export class InodeTable {
     const mountFd = this.mountFds.get(inode.mntId);
     if (!inode.handle || mountFd === undefined) throw new Error(`${inode.label} has neither fd nor handle`);
     const fd = openByHandle(mountFd, inode.handle, O_PATH | O_NOFOLLOW, inode.label);
+    this.fdsHeld++;
     this.remember(inode, fd);
     return fd;
   }
@@ -217,11 +293,15 @@ export class InodeTable {
     });
   }
 
-  private evict(): void {
+  /** `now`: at the hard cap, inside a request: stop at the entries it has used. */
+  private evict(now = false): void {
     // Go down to 90% of the budget so evictions come in batches.
     const target = Math.floor(this.fdBudget * 0.9);
     for (const inode of this.lru.keys()) {
-      if (this.lru.size <= target) break;
+      if (this.fdsHeld <= target) break;
+      // Least recently used first: from here on, the current request used them all.
+      if (now && inode.usedIn === this.request) break;
+      // An open inode leaves the list until its last handle closes (closedHandle).
       this.lru.delete(inode);
       const fd = inode.rawFd;
       if (fd < 0 || inode.openCount > 0 || !this.mountFds.has(inode.mntId)) continue;
@@ -235,6 +315,7 @@ export class InodeTable {
       }
       close(fd);
       inode.dropFd();
+      this.fdsHeld--;
       this.evictions++;
     }
   }

@@ -16,3 +16,12 @@ export function raiseNofileLimit(): number {
   if (c.prlimit(0, RLIMIT_NOFILE, want, cur) < 0) return Number(cur.readBigUInt64LE(0));
   return hard > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(hard);
 }
+
+/** Sets both open-file limits to `n` (virtiofsd's --rlimit-nofile); raising the hard limit needs CAP_SYS_RESOURCE. */
+export function setNofileLimit(n: number): number {
+  const want = Buffer.alloc(16);
+  want.writeBigUInt64LE(BigInt(n), 0);
+  want.writeBigUInt64LE(BigInt(n), 8);
+  if (c.prlimit(0, RLIMIT_NOFILE, want, null) < 0) throw new SysError(errno(), 'prlimit(RLIMIT_NOFILE)', String(n));
+  return n;
+}

@@ -57,3 +57,56 @@ test('no budget (unprivileged daemon): nothing is evicted', async () => {
   await tick();
   expect(b.inodes.evictions).toBe(0);
 });
+
+test('open inodes count against the budget: the others make room, and closed ones can be evicted again', async () => {
+  const b = new Backend({ sharedDir: dir, inodeFdBudget: 50 });
+  const opened = [];
+  for (let i = 0; i < 30; i++) {
+    const e = b.lookup(undefined, b.root, Buffer.from(`f${i}`)).inode;
+    opened.push(b.open(undefined, e, 0));
+    b.release(e);
+  }
+  const walked = [];
+  for (let i = 30; i < 200; i++) walked.push(b.lookup(undefined, b.root, Buffer.from(`f${i}`)).inode);
+  await tick();
+  // 30 open inodes keep their fds; the walked ones share what is left.
+  expect(b.inodes.fdsHeld).toBeLessThanOrEqual(50);
+  for (const f of opened) b.closeFile(f);
+  for (let i = 200; i < 300; i++) walked.push(b.lookup(undefined, b.root, Buffer.from(`f${i}`)).inode);
+  await tick();
+  expect(b.inodes.fdsHeld).toBeLessThanOrEqual(50);
+  for (const e of walked) expect(b.getattr(e).size).toBeGreaterThan(0);
+  for (const e of walked) b.release(e);
+  await tick();
+  expect(b.inodes.fdsHeld).toBe(1); // the root
+});
+
+test('a burst of requests past the hard cap evicts at once, never what the current request uses', () => {
+  const b = new Backend({ sharedDir: dir, inodeFdBudget: 50, inodeFdCap: 80 });
+  const entries = [];
+  let most = 0;
+  // 150 requests in one go: the deferred eviction never gets to run.
+  for (let i = 0; i < 150; i++) {
+    b.beginRequest();
+    entries.push(b.lookup(undefined, b.root, Buffer.from(`f${i}`)).inode);
+    most = Math.max(most, b.inodes.fdsHeld);
+  }
+  expect(most).toBeLessThanOrEqual(80);
+  for (let i = 0; i < 150; i++) expect(b.getattr(entries[i]!).size).toBe(`content ${i}`.length);
+  // One request that alone wants more than the cap: ENFILE past it, the table stays within it.
+  b.beginRequest();
+  let refused = '';
+  const mine = [];
+  for (let i = 150; i < 300 && !refused; i++) {
+    try {
+      mine.push(b.lookup(undefined, b.root, Buffer.from(`f${i}`)).inode);
+    } catch (e) {
+      refused = (e as Error).message;
+    }
+  }
+  expect(refused).toMatch(/ENFILE/);
+  expect(mine.length).toBeGreaterThan(70); // the older requests' entries made room
+  expect(b.inodes.fdsHeld).toBeLessThanOrEqual(80);
+  for (const e of mine) expect(e.rawFd).toBeGreaterThanOrEqual(0); // none evicted under the request
+  for (const e of [...entries, ...mine]) b.release(e);
+});

@@ -78,6 +78,26 @@ describe('Txattrwalk', () => {
     await c.clunk(v);
     expect(hostGetxattr(p, 'user.ro')?.toString()).toBe('keep');
   });
+  test('the values a session\'s unclunked xattr fids hold are bounded (8 MiB): past it ENOMEM, clunking makes room', async () => {
+    const value = Buffer.alloc(4000, 0x61);
+    const { c, f } = await fileWithXattrs({ 'user.big': value.toString() });
+    const results: (number | string)[] = [];
+    for (let i = 0; i < 2200; i += 100) {
+      results.push(...await Promise.all(Array.from({ length: 100 }, async () => {
+        const x = c.newFid();
+        return c.xattrwalk(f, x, 'user.big').then(() => x, (e: unknown) => (e as Error).message);
+      })));
+    }
+    const held = results.filter((r): r is number => typeof r === 'number');
+    expect(held).toHaveLength(Math.floor((8 * 1024 * 1024) / 4000));
+    expect(new Set(results.filter((r) => typeof r === 'string'))).toEqual(new Set(['Txattrwalk: ENOMEM (12)']));
+    await c.clunk(held.pop()!);
+    const again = c.newFid();
+    expect(await c.xattrwalk(f, again, 'user.big')).toBe(4000n);
+    const other = await fileWithXattrs({ 'user.big': value.toString() });
+    expect(await other.c.xattrwalk(other.f, other.c.newFid(), 'user.big')).toBe(4000n);
+    for (const x of [...held, again]) await c.clunk(x);
+  });
 });
 
 describe('Txattrcreate', () => {
