@@ -98,7 +98,7 @@ export class MappedFileModel implements SecurityModel {
     const w = this.where(inode, loc);
     if (!w) return;
     try {
-      const fd = openat(w.dirFd, w.name, O_WRONLY | O_CREAT | O_NOFOLLOW, METADATA_FILE_MODE);
+      const fd = openat(w.dirFd, w.name, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK, METADATA_FILE_MODE);
       try {
         const text = formatMetadata(merged);
         ftruncate(fd, 0);

@@ -445,35 +445,59 @@ export class Backend {
 
   /**
    * Creates and opens a regular file. The new inode carries one reference
-   * (besides the open file's own).
+   * (besides the open file's own). Without O_EXCL an existing name is opened
+   * instead, through open(): the host openat(O_CREAT) of an existing FIFO
+   * would park the server in the kernel, and of a device node would open the
+   * host's device.
    */
   create(cr: Credentials | undefined, parent: Inode, name: Buffer, flags: number, mode: number, umask?: number): { entry: Entry; file: OpenFile } {
     this.beginCreate('create', parent, name);
-    const f = createFlags(flags) & ~O_DIRECTORY;
-    const hostMode = this.model.mapsFileTypes ? this.fmode : mode & 0o7777;
-    // In the mapped models an existing file keeps its metadata (O_CREAT without O_EXCL).
-    let existed = false;
-    if (this.model.mapsFileTypes && !(f & O_EXCL)) {
-      try {
-        close(openPath(parent.fd, name));
-        existed = true;
-      } catch {
-        existed = false;
-      }
+    const f = (createFlags(flags) & ~O_DIRECTORY) | O_EXCL;
+    const exclusive = (flags & O_EXCL) !== 0;
+    if (!exclusive) {
+      const existing = this.openExisting(cr, parent, name, flags);
+      if (existing) return existing;
     }
-    const fd = this.creating(cr, umask, () => openat(parent.fd, name, f, hostMode));
+    const hostMode = this.model.mapsFileTypes ? this.fmode : mode & 0o7777;
+    let fd: number;
+    try {
+      fd = this.creating(cr, umask, () => openat(parent.fd, name, f, hostMode));
+    } catch (e) {
+      // The name appeared since the lookup: open what is there now.
+      const existing = !exclusive && isSysError(e, Errno.EEXIST) ? this.openExisting(cr, parent, name, flags) : undefined;
+      if (existing) return existing;
+      throw e;
+    }
     let entry: Entry;
     try {
       // The inode's O_PATH handle comes from the open fd itself: no second
       // name lookup that a concurrent rename could redirect.
       const pfd = openat(AT_FDCWD, procPath(fd), O_PATH);
       entry = this.intern(pfd, printable(name), { parent, name });
-      if (!existed) entry = this.recordNew(entry, parent, cr, S_IFREG | (mode & 0o7777), undefined, umask);
+      entry = this.recordNew(entry, parent, cr, S_IFREG | (mode & 0o7777), undefined, umask);
     } catch (e) {
       close(fd);
       throw e;
     }
     return { entry, file: new OpenFile(this.ref(entry.inode), fd, f & ~(O_CREAT | O_TRUNC | O_EXCL)) };
+  }
+
+  /** create() of a name that exists: open(2)'s O_CREAT without O_EXCL. Undefined if the name is absent. */
+  private openExisting(cr: Credentials | undefined, parent: Inode, name: Buffer, flags: number): { entry: Entry; file: OpenFile } | undefined {
+    let entry: Entry;
+    try {
+      entry = this.lookup(cr, parent, name);
+    } catch (e) {
+      if (isSysError(e, Errno.ENOENT)) return undefined;
+      throw e;
+    }
+    try {
+      if (entry.inode.isDir) fail(Errno.EISDIR, 'create', `${printable(name)} is a directory`);
+      return { entry, file: this.open(cr, entry.inode, flags & ~(O_CREAT | O_EXCL | O_DIRECTORY)) };
+    } catch (e) {
+      this.release(entry.inode);
+      throw e;
+    }
   }
 
   /** An unnamed file in `parent` (O_TMPFILE), open and with one reference. */

@@ -5,6 +5,8 @@
 import { describe, expect, test } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { unblockFifoAfter } from '../p9/host.js';
 import { IN_HEADER, OUT_HEADER, ROOT, S_IFREG, SEEK_DATA, SEEK_HOLE, errnoOf } from './client.js';
 import { lstat, useFuse } from './fixture.js';
 
@@ -89,6 +91,39 @@ describe('OPEN, CREATE, TMPFILE, RELEASE', () => {
     expect(fs.readFileSync(fx.p('was-tmp'), 'utf8')).toBe('anonymous');
     await c.release(t.open.fh);
     expect(await errnoOf(c.tmpfile(ROOT, O_RDONLY))).toBe('EINVAL'); // O_TMPFILE needs write access
+  });
+
+  // CREATE without O_EXCL on an existing name opens it, as carefully as OPEN:
+  // a FIFO must not park the server in the kernel, a device is refused.
+  test('CREATE on an existing FIFO does not stall the server; on a device node it is refused', async () => {
+    const { c, fx } = ctx;
+    const fifo = 'cr-fifo';
+    await c.mknod(ROOT, fifo, 0o010666);
+    const unblock = unblockFifoAfter(fx.p(fifo), 3000);
+    try {
+      const t0 = Date.now();
+      const r = await c.create(ROOT, fifo, O_WRONLY | O_CREAT, 0o644).then(() => 'opened', (e: Error) => e.message);
+      expect(Date.now() - t0).toBeLessThan(1000);
+      expect(r).toBeDefined();
+      await c.getattr(ROOT);
+    } finally {
+      unblock.stop();
+    }
+    expect(fs.lstatSync(fx.p(fifo)).isFIFO()).toBe(true);
+    expect(spawnSync('mknod', ['-m', '0666', fx.p('cr-dev'), 'c', '1', '5']).status).toBe(0);
+    expect(await errnoOf(c.create(ROOT, 'cr-dev', O_RDWR | O_CREAT, 0o644))).toBe('EACCES');
+  });
+
+  test('CREATE without O_EXCL on an existing file opens it and keeps its content; O_TRUNC empties it', async () => {
+    const { c, fx } = ctx;
+    fs.writeFileSync(fx.p('cr-old'), 'old content');
+    const r = await c.create(ROOT, 'cr-old', O_RDWR | O_CREAT, 0o600);
+    expect((await c.read(r.open.fh, 0n, 100)).toString()).toBe('old content');
+    await c.release(r.open.fh);
+    const t = await c.create(ROOT, 'cr-old', O_WRONLY | O_CREAT | O_TRUNC, 0o600);
+    await c.release(t.open.fh);
+    expect(fs.readFileSync(fx.p('cr-old')).length).toBe(0);
+    expect(await errnoOf(c.create(ROOT, 'cr-old', O_RDWR | O_CREAT | O_EXCL, 0o600))).toBe('EEXIST');
   });
 });
 

@@ -153,9 +153,10 @@ describe('special files', () => {
       const a = await ctx.session();
       const b = await ctx.session();
       const f = await walkTo(a.c, a.root, `scratch/${name}`);
+      // The server runs in this process: a stall shows as time passed since the request went out.
+      const t0 = Date.now();
       const opening = a.c.lopen(f, O.RDONLY).then(() => 'opened', (e: Error) => e.message);
       await new Promise((r) => setTimeout(r, 100));
-      const t0 = Date.now();
       await b.c.getattr(b.root);
       const stalled = Date.now() - t0;
       expect(stalled).toBeLessThan(1000);
@@ -163,6 +164,62 @@ describe('special files', () => {
     } finally {
       unblock.stop();
     }
+  });
+
+  // Tlcreate without O_EXCL on a name that exists opens it: the create path
+  // must be as careful as Tlopen (a FIFO never blocks, a device is refused).
+  test.each([['O_WRONLY', O.WRONLY], ['O_WRONLY|O_APPEND', O.WRONLY | O.APPEND], ['O_RDONLY', O.RDONLY]])(
+    'Tlcreate %s on an existing FIFO made by Tmknod does not stall the server', async (_label, flags) => {
+      const name = uniq('lcfifo');
+      const host = ctx.tree.p('scratch', name);
+      const a = await ctx.session();
+      const b = await ctx.session();
+      const d = await walkTo(a.c, a.root, 'scratch');
+      await a.c.mknod(d, name, 0o010666, 0, 0, 0);
+      // A server stuck in the kernel's FIFO open answers nobody until this
+      // host process opens the other end, 3 s from now.
+      const unblock = unblockFifoAfter(host, 3000);
+      try {
+        // The server runs in this process: a stall shows as time passed since the request went out.
+        const t0 = Date.now();
+        const creating = a.c.lcreate(d, name, flags | O.CREAT, 0o644, 0).then(() => 'opened', (e: Error) => e.message);
+        await new Promise((r) => setTimeout(r, 100));
+        await b.c.getattr(b.root);
+        expect(Date.now() - t0).toBeLessThan(1000);
+        await creating;
+        // ...and a brand-new connection is served too.
+        const fresh = await ctx.session();
+        await fresh.c.getattr(fresh.root);
+      } finally {
+        unblock.stop();
+      }
+      expect(fs.lstatSync(host).isFIFO()).toBe(true);
+    });
+
+  test('Tlcreate on an existing device node never opens the host device', async () => {
+    const name = uniq('lcdev');
+    const host = ctx.tree.p('scratch', name);
+    expect(spawnSync('mknod', ['-m', '0666', host, 'c', '1', '5']).status).toBe(0); // /dev/zero's numbers
+    const { c, root } = await ctx.session();
+    const d = await walkTo(c, root, 'scratch');
+    await expect(c.lcreate(d, name, O.RDWR | O.CREAT, 0o644, 0)).rejects.toMatchObject({ code: 'EACCES' });
+    expect(fs.lstatSync(host).isCharacterDevice()).toBe(true);
+  });
+
+  test('Tlcreate without O_EXCL on an existing file opens it (O_TRUNC truncates), and on a directory is EISDIR', async () => {
+    const { c, root } = await ctx.session();
+    const name = uniq('lcold');
+    fs.writeFileSync(ctx.tree.p('scratch', name), 'old content');
+    const d = await walkTo(c, root, 'scratch');
+    await c.lcreate(d, name, O.RDWR | O.CREAT, 0o600, 0);
+    expect((await c.read(d, 0, 100)).toString()).toBe('old content');
+    const d2 = await walkTo(c, root, 'scratch');
+    await c.lcreate(d2, name, O.WRONLY | O.CREAT | O.TRUNC, 0o600, 0);
+    expect(fs.readFileSync(ctx.tree.p('scratch', name)).length).toBe(0);
+    const d3 = await walkTo(c, root, 'scratch');
+    await expect(c.lcreate(d3, '.', O.RDONLY | O.CREAT, 0o600, 0)).rejects.toBeDefined();
+    fs.mkdirSync(ctx.tree.p('scratch', `${name}.d`));
+    await expect(c.lcreate(d3, `${name}.d`, O.RDONLY | O.CREAT, 0o600, 0)).rejects.toMatchObject({ code: 'EISDIR' });
   });
 });
 
