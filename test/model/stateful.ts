@@ -8,11 +8,13 @@
 // (bounded) and by `npm run soak`.
 import fs from 'node:fs';
 import path from 'node:path';
-import { fc } from '@fast-check/jest';
-import { FuseFixture, type Guest } from '../fuse/fixture.js';
-import { FATTR, ROOT, type FuseClient } from '../fuse/client.js';
+import fc from 'fast-check';
+import os from 'node:os';
+import { startDuofs, type Duofs } from '../../src/server.js';
+import { VhostUserFrontend } from '../vhost/driver.js';
+import { FATTR, FuseClient, ROOT } from '../fuse/client.js';
 import { O, SETATTR, type Name } from '../p9/proto.js';
-import type { P9Client } from '../p9/client.js';
+import { P9Client } from '../p9/client.js';
 
 export type Proto = '9p' | 'fuse';
 const NAMES = ['a', 'b', 'c', 'd'] as const;
@@ -257,18 +259,34 @@ const stepArb: fc.Arbitrary<Step> = fc.oneof(
 
 export const commandsArb = (maxCommands: number) => fc.commands([stepArb.map((s) => new StepCommand(s))], { maxCommands });
 
-/** One server (9P and virtio-fs on one backend), a FUSE guest and a 9P client; each run gets its own directory. */
+/**
+ * One server (9P and virtio-fs on one backend, in this process), a FUSE
+ * guest on a test frontend and a 9P client; each run gets its own directory.
+ * (Not test/fuse/fixture.ts: that one wires jest hooks, and npm run soak runs outside jest.)
+ */
 export class ModelServer {
-  fx!: FuseFixture;
-  guest!: Guest;
+  base!: string;
+  dir!: string;
+  duofs!: Duofs;
+  fe!: VhostUserFrontend;
+  fuse!: FuseClient;
   p9!: P9Client;
   p9root!: number;
   private runs = 0;
 
   async start(): Promise<this> {
-    this.fx = await new FuseFixture().start({ ninep: true, fuse: { cache: 'never', xattr: true } });
-    this.guest = await this.fx.guest();
-    const s = await this.fx.ninep();
+    // Not tmpfs: user.* xattrs need a real filesystem (/tmp is ext4 here).
+    this.base = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'duofs-model-')));
+    this.dir = path.join(this.base, 'export');
+    fs.mkdirSync(this.dir);
+    this.duofs = await startDuofs({
+      sharedDir: this.dir, virtiofsSocket: path.join(this.base, 'vfs.sock'), ninepSocket: path.join(this.base, '9p.sock'),
+      tag: 'model', fuse: { cache: 'never', xattr: true }, logLevel: 'silent',
+    });
+    this.fe = await VhostUserFrontend.connect({ socketPath: path.join(this.base, 'vfs.sock') });
+    this.fuse = new FuseClient(this.fe);
+    await this.fuse.doInit();
+    const s = await P9Client.session({ path: path.join(this.base, '9p.sock') }, { aname: this.dir });
     this.p9 = s.c;
     this.p9root = s.root;
     return this;
@@ -276,11 +294,12 @@ export class ModelServer {
 
   async fresh(): Promise<{ model: Model; real: Real }> {
     const runName = `run-${++this.runs}`;
-    fs.mkdirSync(this.fx.p(runName));
+    const dir = path.join(this.dir, runName);
+    fs.mkdirSync(dir);
     const p9dir = this.p9.newFid();
     await this.p9.walk(this.p9root, p9dir, [runName]);
-    const e = await this.guest.c.lookup(ROOT, runName);
-    return { model: { names: new Map() }, real: { dir: this.fx.p(runName), runName, p9: this.p9, p9dir, fuse: this.guest.c, fuseDir: e.nodeid } };
+    const e = await this.fuse.lookup(ROOT, runName);
+    return { model: { names: new Map() }, real: { dir, runName, p9: this.p9, p9dir, fuse: this.fuse, fuseDir: e.nodeid } };
   }
 
   async cleanup(real: Real): Promise<void> {
@@ -289,7 +308,10 @@ export class ModelServer {
   }
 
   async close(): Promise<void> {
-    await this.fx.close();
+    await this.p9?.close();
+    this.fe?.close();
+    await this.duofs?.close();
+    fs.rmSync(this.base, { recursive: true, force: true });
   }
 }
 

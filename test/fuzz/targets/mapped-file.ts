@@ -2,11 +2,12 @@
 // in .virtfs_metadata files and user.virtfs.* attributes. Byte 0 of an input
 // picks the parser, the rest is the stored bytes. Properties: never throws;
 // what a parse keeps survives format -> parse unchanged.
-import { formatMetadata, parseMetadata } from '../../../security/formats/mapped-file.js';
+import { formatMetadata, parseMetadata, type GuestMeta } from '../../../security/formats/mapped-file.js';
 import { decodeRdev, decodeU32, encodeRdev, encodeU32 } from '../../../security/formats/mapped-xattr.js';
 import { Finding, type FuzzTarget } from '../engine.js';
 
-const same = (a: unknown, b: unknown): boolean => JSON.stringify(a, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v)) === JSON.stringify(b, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v));
+/** Field by field (key order is how the input happened to list them, not part of the meaning). */
+const same = (a: GuestMeta, b: GuestMeta): boolean => (['uid', 'gid', 'mode', 'rdev'] as const).every((k) => a[k] === b[k]);
 
 export const mappedFileTarget: FuzzTarget = {
   name: 'mapped-file',
