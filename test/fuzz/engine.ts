@@ -223,7 +223,8 @@ export async function fuzz(target: FuzzTarget, o: FuzzOptions): Promise<FuzzResu
   const r = prng(o.seed ?? Date.now());
   const corpusDir = o.corpusDir ?? path.join(corpusRoot, target.name);
   const fromDir = loadCorpus(corpusDir);
-  const corpus: Buffer[] = [...fromDir, ...target.seeds()];
+  // Seeds first: they are a hand-written sequence (create, then use) that later inputs may disturb.
+  const corpus: Buffer[] = [...target.seeds(), ...fromDir];
   const known = new Set(corpus.map(inputName));
   const dict = target.dictionary ?? [];
   const findings: FoundInput[] = [];

@@ -63,7 +63,7 @@ export function throwBugs(b: BugLog): void {
 
 const PY_LATE_UNBLOCK = `
 import os, sys, time, stat
-pid, root = sys.argv[1], sys.argv[2]
+pid, root, marker = sys.argv[1], sys.argv[2], sys.argv[3]
 since = None
 while True:
     try:
@@ -73,6 +73,8 @@ while True:
     if 'fifo' in w or 'wait_for_partner' in w or 'pipe' in w:
         since = since or time.time()
         if time.time() - since > 1.3:
+            with open(marker, 'a') as m:
+                m.write(w + '\\n')
             for d, subdirs, files in os.walk(root):
                 for n in files:
                     p = os.path.join(d, n)
@@ -90,11 +92,21 @@ while True:
 `;
 
 /**
- * Lets a FIFO open that wedged this process's main thread complete, but only
- * after it has blocked for 1.3 s, so the target's 1 s check always sees it
- * (a FIFO open on the event loop is a finding: no other client is served).
+ * Lets a FIFO open that wedged this process's main thread complete, after
+ * it has slept in the kernel's FIFO open for 1.3 s, and says so: blocked()
+ * is true once that happened (a FIFO open on the event loop is a finding:
+ * no other client is served meanwhile). Deterministic, unlike a timer,
+ * which a loaded machine can make late.
  */
-export function lateFifoUnblocker(root: string): { stop(): void } {
-  const p = spawn('python3', ['-c', PY_LATE_UNBLOCK, String(process.pid), root], { stdio: 'ignore' });
-  return { stop: () => { p.kill('SIGKILL'); } };
+export function lateFifoUnblocker(root: string): { stop(): void; blocked(): boolean } {
+  const marker = path.join(os.tmpdir(), `duofs-fifo-blocked-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  const p = spawn('python3', ['-c', PY_LATE_UNBLOCK, String(process.pid), root, marker], { stdio: 'ignore' });
+  return {
+    stop: () => { p.kill('SIGKILL'); fs.rmSync(marker, { force: true }); },
+    blocked: () => {
+      if (!fs.existsSync(marker)) return false;
+      fs.rmSync(marker, { force: true });
+      return true;
+    },
+  };
 }

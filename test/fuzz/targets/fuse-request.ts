@@ -138,7 +138,8 @@ export function fuseRequestTarget(): FuzzTarget {
         const t0 = Date.now();
         session.handle(body, to);
         const blocked = Date.now() - t0;
-        if (blocked >= 1000) throw new Finding('hang', `${what}: the event loop was blocked for ${blocked} ms in one request`);
+        if (unblocker.blocked()) throw new Finding('hang', `${what}: a FIFO open blocked the event loop (${blocked} ms; the host had to open the FIFO's other end)`);
+        if (blocked >= 5000) throw new Finding('hang', `${what}: the event loop was blocked for ${blocked} ms in one request`);
         try {
           await withinMs(done, opcode === OP.SETLKW ? 300 : 10_000, what);
         } catch (e) {

@@ -58,6 +58,8 @@ export function p9Seeds(): Buffer[] {
     seed(T.version, (w) => w.u32(8192).str('9P2000.L')),
     seed(T.attach, (w) => w.u32(10).u32(NOFID).str('').str('').u32(NOBODY)),
     seed(T.auth, (w) => w.u32(10).str('').str('').u32(0)),
+    // Last, as it turns fid 2 into an open file: create-without-EXCL of the FIFO made above (issue 17 defect 1).
+    seed(T.lcreate, (w) => w.u32(2).str('fifo').u32(1).u32(0o644).u32(0)),
   ];
 }
 
@@ -96,7 +98,8 @@ export function p9FrameTarget(): FuzzTarget {
         const t0 = Date.now();
         session.handle(frame(type, tag, b));
         const blocked = Date.now() - t0;
-        if (blocked >= 1000) throw new Finding('hang', `${what}: the event loop was blocked for ${blocked} ms in one request`);
+        if (unblocker.blocked()) throw new Finding('hang', `${what}: a FIFO open blocked the event loop (${blocked} ms; the host had to open the FIFO's other end)`);
+        if (blocked >= 5000) throw new Finding('hang', `${what}: the event loop was blocked for ${blocked} ms in one request`);
         const reply = await withinMs(got, 10_000, what).finally(() => waiting.delete(tag));
         if (fault) throw new Finding('bad-reply', fault);
         const rtype = reply[4]!;
