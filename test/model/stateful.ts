@@ -55,14 +55,19 @@ async function p9File<T>(r: Real, name: Name, flags: number | null, f: (fid: num
   }
 }
 
+/** Looks `name` up, runs f, and forgets the node again as a kernel evicting it would (the soak counts fds). */
 async function fuseFile<T>(r: Real, name: Name, flags: number | null, f: (node: bigint, fh: bigint) => Promise<T>): Promise<T> {
   const e = await r.fuse.lookup(r.fuseDir, name);
-  if (flags === null) return f(e.nodeid, 0n);
-  const { fh } = await r.fuse.open(e.nodeid, flags);
   try {
-    return await f(e.nodeid, fh);
+    if (flags === null) return await f(e.nodeid, 0n);
+    const { fh } = await r.fuse.open(e.nodeid, flags);
+    try {
+      return await f(e.nodeid, fh);
+    } finally {
+      await r.fuse.release(fh).catch(() => {});
+    }
   } finally {
-    await r.fuse.release(fh).catch(() => {});
+    await r.fuse.forget(e.nodeid, 1n);
   }
 }
 
@@ -89,7 +94,7 @@ async function runReal(r: Real, s: Step): Promise<{ ok: unknown } | { err: strin
     case 'create':
       return outcome(nine
         ? (async () => { const f = r.p9.newFid(); await r.p9.walk(r.p9dir, f, []); try { await r.p9.lcreate(f, s.name, O.RDWR | O.CREAT | O.EXCL, 0o644, 0); } finally { await r.p9.clunk(f).catch(() => {}); } })()
-        : (async () => { const c = await r.fuse.create(r.fuseDir, s.name, O.RDWR | O.CREAT | O.EXCL, 0o644, { umask: 0 }); await r.fuse.release(c.open.fh); })());
+        : (async () => { const c = await r.fuse.create(r.fuseDir, s.name, O.RDWR | O.CREAT | O.EXCL, 0o644, { umask: 0 }); await r.fuse.release(c.open.fh); await r.fuse.forget(c.entry.nodeid, 1n); })());
     case 'write':
       return outcome(nine
         ? p9File(r, s.name, O.RDWR, (fid) => r.p9.write(fid, s.offset, s.data))
@@ -107,7 +112,7 @@ async function runReal(r: Real, s: Step): Promise<{ ok: unknown } | { err: strin
     case 'link':
       return outcome(nine
         ? p9File(r, s.from, null, (fid) => r.p9.link(r.p9dir, fid, s.to))
-        : fuseFile(r, s.from, null, (node) => v(r.fuse.link(node, r.fuseDir, s.to))));
+        : fuseFile(r, s.from, null, async (node) => { const e = await r.fuse.link(node, r.fuseDir, s.to); await r.fuse.forget(e.nodeid, 1n); }));
     case 'unlink':
       return outcome(nine ? r.p9.unlinkat(r.p9dir, s.name, 0) : r.fuse.unlink(r.fuseDir, s.name));
     case 'truncate':
@@ -304,6 +309,7 @@ export class ModelServer {
 
   async cleanup(real: Real): Promise<void> {
     await this.p9.clunk(real.p9dir).catch(() => {});
+    await this.fuse.forget(real.fuseDir, 1n);
     fs.rmSync(real.dir, { recursive: true, force: true });
   }
 

@@ -2,19 +2,22 @@
 //
 // Runs, in rounds until N minutes (default 10) have passed: a batch of the
 // stateful model test (random operation sequences through 9P and virtio-fs
-// at once, test/model/stateful.ts) and a few seconds of every fuzz target.
-// After each round it samples the server process (this one: the servers run
-// in process) — open fds (/proc/self/fd), RSS after a GC, and the latency of
-// a 9P Tgetattr and a FUSE GETATTR (median of 50) on the model server — and
-// fails when, against the first round, fds grew by more than 32, RSS by more
+// at once, test/model/stateful.ts) on one long-lived server in this
+// process, and a few seconds of every fuzz target (npm run fuzz, in child
+// processes, so their scratch servers do not count). After each round it
+// samples the model server — this process's open fds (/proc/self/fd), the
+// backend's inode table, RSS after a GC, and the latency of a 9P Tgetattr
+// plus a FUSE GETATTR (median of 50) — and fails when, against the first
+// round, fds grew by more than 32, live inodes by more than 16, RSS by more
 // than half plus 64 MiB, or the median latency by more than 5x plus 2 ms.
 // Exit status 1 on growth, a model failure or a fuzz finding.
 import fs from 'node:fs';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { ModelServer, runStateful } from '../model/stateful.js';
-import { fuzz } from '../fuzz/engine.js';
-import { allTargets } from '../fuzz/targets/index.js';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ROOT } from '../fuse/client.js';
 
 const arg = (n: string): string | undefined => { const i = process.argv.indexOf(`--${n}`); return i >= 0 ? process.argv[i + 1] : undefined; };
@@ -24,7 +27,8 @@ const fuzzSeconds = Number(arg('fuzz-seconds') ?? 3);
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
 
-interface Sample { round: number; fds: number; rssMiB: number; p50us: number }
+interface Sample { round: number; fds: number; inodes: number; rssMiB: number; p50us: number }
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 async function latency(srv: ModelServer): Promise<number> {
   const t: number[] = [];
@@ -40,7 +44,7 @@ async function latency(srv: ModelServer): Promise<number> {
 
 async function sample(round: number, srv: ModelServer): Promise<Sample> {
   gc();
-  return { round, fds: fs.readdirSync('/proc/self/fd').length, rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20), p50us: Math.round(await latency(srv)) };
+  return { round, fds: fs.readdirSync('/proc/self/fd').length, inodes: srv.duofs.backend.inodes.size, rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20), p50us: Math.round(await latency(srv)) };
 }
 
 async function main(): Promise<void> {
@@ -59,14 +63,13 @@ async function main(): Promise<void> {
         problems.push(`model: ${(e as Error).message.split('\n').slice(0, 8).join('\n')}`);
         break;
       }
-      for (const t of allTargets()) {
-        const r = await fuzz(t, { ms: fuzzSeconds * 1000, coverage: false });
-        execs.set(t.name, (execs.get(t.name) ?? 0) + r.execs);
-        for (const f of r.findings) problems.push(`fuzz ${t.name}: ${f.kind}: ${f.message.split('\n')[0]} (input ${f.input.slice(0, 120)})`);
-      }
+      const fz = spawnSync(process.execPath, ['--import', path.join(root, 'test/lab/ts-hooks.mjs'), path.join(root, 'test/fuzz/run.ts'), '--seconds', String(fuzzSeconds), '--no-coverage'],
+        { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+      for (const m of fz.stdout.matchAll(/^(\S+)\s+(\d+) execs/gm)) execs.set(m[1]!, (execs.get(m[1]!) ?? 0) + Number(m[2]));
+      if (fz.status !== 0) problems.push(`fuzz:\n${fz.stdout}`);
       const s = await sample(round, srv);
       samples.push(s);
-      console.log(`round ${round}: ${modelRuns} model runs, fds ${s.fds}, rss ${s.rssMiB} MiB, getattr p50 ${s.p50us} µs`);
+      console.log(`round ${round}: ${modelRuns} model runs, fds ${s.fds}, inodes ${s.inodes}, rss ${s.rssMiB} MiB, getattr p50 ${s.p50us} µs`);
       if (problems.length) break;
     }
   } finally {
@@ -76,6 +79,7 @@ async function main(): Promise<void> {
   const last = samples[samples.length - 1];
   if (first && last && samples.length > 1) {
     if (last.fds > first.fds + 32) problems.push(`fds grew from ${first.fds} to ${last.fds}`);
+    if (last.inodes > first.inodes + 16) problems.push(`live inodes grew from ${first.inodes} to ${last.inodes}`);
     if (last.rssMiB > first.rssMiB * 1.5 + 64) problems.push(`RSS grew from ${first.rssMiB} to ${last.rssMiB} MiB`);
     if (last.p50us > first.p50us * 5 + 2000) problems.push(`getattr latency grew from ${first.p50us} to ${last.p50us} µs`);
   }
