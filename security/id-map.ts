@@ -20,10 +20,18 @@
 // Guest -> host applies to the ids a guest acts with and asks for: request
 // credentials, the owner of files it creates, chown targets. Host -> guest
 // applies to the ids the guest is shown: getattr/stat owners.
-import type { IdTranslation } from '../src/server.js';
+/** One rule of virtiofsd's --translate-uid/--translate-gid, as ServeOptions carries it. */
+export interface IdTranslation {
+  kind: 'map' | 'squash-guest' | 'squash-host' | 'forbid-guest' | 'guest' | 'host';
+  /** first guest id of the range (for squash-host: the single guest id) */
+  guest: number;
+  /** first host id of the range (for squash-guest: the single host id) */
+  host: number;
+  count: number;
+}
 
 /**
- * One parsed rule. `IdTranslation` (src/server.ts) lacks the one-way 1:1
+ * One parsed rule. `IdTranslation` lacks the one-way 1:1
  * kinds 'guest' and 'host'; this type adds them so every virtiofsd rule can
  * be carried.
  */

@@ -3,6 +3,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import type { LevelWithSilent } from 'pino';
 import { createLogger, LOG_LEVELS } from './log.js';
+import { DEFAULT_LOG_LIMITS, type LogLimits } from './log-limit.js';
 import { startDuofs, DEFAULT_9P_MAX_MSIZE } from './server.js';
 import { StartupError } from './listeners.js';
 import { SysError } from './sys/index.js';
@@ -23,13 +24,21 @@ function parseOctalMode(flag: string, v: string | undefined, model: SecurityMode
   return parseInt(v, 8) & 0o777;
 }
 
+/** --log-burst N --log-rate PER_MINUTE; a burst of 0 turns the limit off. */
+function parseLogLimits(burst: number, perMinute: number): LogLimits | false {
+  if (!Number.isInteger(burst) || burst < 0) throw new StartupError(`--log-burst ${burst}: expected a whole number of lines (0: no limit)`);
+  if (!Number.isFinite(perMinute) || perMinute < 0) throw new StartupError(`--log-rate ${perMinute}: expected lines per minute, 0 or more`);
+  return burst === 0 ? false : { burst, perSecond: perMinute / 60 };
+}
+
 async function serve(argv: {
   sharedDir?: string; fsdev?: string; translateUid?: string[]; translateGid?: string[]; '9pSocket'?: string; '9pTcp'?: string; '9pFd'?: number; '9pMaxMsize': number;
-  readonly: boolean; logLevel: string; fuseMount?: string; cache: CacheMode; writeback: boolean; xattr: boolean;
+  readonly: boolean; logLevel: string; logBurst: number; logRate: number; fuseMount?: string; cache: CacheMode; writeback: boolean; xattr: boolean;
   announceSubmounts: boolean; securityModel?: SecurityModelName; virtiofsSocket?: string[]; virtiofsFd?: number;
   tag: string; numRequestQueues: number; '9pVhostSocket'?: string[]; '9pTag'?: string; fmode?: string; dmode?: string;
 }): Promise<void> {
   const log = createLogger(argv.logLevel as LevelWithSilent);
+  const logLimits = parseLogLimits(argv.logBurst, argv.logRate);
   if (!argv['9pSocket'] && !argv['9pTcp'] && argv['9pFd'] === undefined && !argv.fuseMount && !argv.virtiofsSocket?.length && argv.virtiofsFd === undefined && !argv['9pVhostSocket']?.length) {
     throw new StartupError('nothing to serve on: give --virtiofs-socket, --9p-vhost-socket, --9p-socket, --9p-tcp, --9p-fd or --fuse-mount');
   }
@@ -60,6 +69,7 @@ async function serve(argv: {
     ninepTag: argv['9pTag'] ?? fsdev.ninepTag ?? 'duofs9p',
     fuse: { cache: argv.cache, writeback: argv.writeback, xattr: argv.xattr, announceSubmounts: argv.announceSubmounts },
     log,
+    logLimits,
   });
   let stopping = false;
   const stop = (signal: string): void => {
@@ -107,6 +117,8 @@ export async function main(args: string[]): Promise<void> {
         .option('announce-submounts', { type: 'boolean', default: false, describe: 'FUSE: give each host filesystem mounted inside the export its own st_dev and announce it as a submount' })
         .option('readonly', { type: 'boolean', default: false, describe: 'refuse every change to the export with EROFS' })
         .option('log-level', { choices: LOG_LEVELS, default: 'info', describe: 'log verbosity; JSON lines on stderr (trace logs every request)' })
+        .option('log-burst', { type: 'number', default: DEFAULT_LOG_LIMITS.burst, describe: 'lines of one kind (bad requests, broken chains, ...) one peer (9P connection, vhost-user socket, FUSE mount) may cause at once; after that they are counted ("suppressed": N); 0: no limit. Trace lines are never limited' })
+        .option('log-rate', { type: 'number', default: DEFAULT_LOG_LIMITS.perSecond * 60, describe: 'lines of one kind per peer per minute once the burst is spent' })
         .example('$0 serve --shared-dir /srv/share --9p-socket /run/duofs/share.sock', 'serve /srv/share over a unix socket')
         .example('$0 serve --shared-dir /srv/share --9p-tcp 5640', 'serve on 127.0.0.1:5640 (mount -t 9p -o trans=tcp,port=5640)'),
       (argv) => serve(argv as never),

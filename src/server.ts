@@ -9,6 +9,7 @@ import { raiseNofileLimit } from './sys/index.js';
 import { acquireServeLock, ExportInUseError } from './convert/in-use.js';
 import { IdMap } from '../security/id-map.js';
 import { createLogger, type Logger } from './log.js';
+import { DEFAULT_LOG_LIMITS, PeerLog, type LogLimits } from './log-limit.js';
 import { listenTcp, listenUnix, parseHostPort, StartupError, type HostPort } from './listeners.js';
 import { HostUsers } from '../security/host-users.js';
 import { StreamConnection } from '../protocols/9p/stream.js';
@@ -23,15 +24,8 @@ import { Virtio9pDevice } from '../protocols/9p/virtio-9p-device.js';
 export type { SecurityModelName as SecurityModel } from '../security/model.js';
 import type { SecurityModelName as SecurityModel } from '../security/model.js';
 
-/** One rule of virtiofsd's --translate-uid/--translate-gid (see security/id-map.ts). */
-export interface IdTranslation {
-  kind: 'map' | 'squash-guest' | 'squash-host' | 'forbid-guest' | 'guest' | 'host';
-  /** first guest id of the range (for squash-host: the single guest id) */
-  guest: number;
-  /** first host id of the range (for squash-guest: the single host id) */
-  host: number;
-  count: number;
-}
+export type { IdTranslation } from '../security/id-map.js';
+import type { IdTranslation } from '../security/id-map.js';
 
 export interface ServeOptions {
   sharedDir: string;
@@ -69,6 +63,8 @@ export interface ServeOptions {
   readonly?: boolean;
   logLevel?: LevelWithSilent;
   log?: Logger;
+  /** rate limit of the log lines each peer can cause, per kind (false: none); default DEFAULT_LOG_LIMITS */
+  logLimits?: LogLimits | false;
 }
 
 export interface Duofs {
@@ -83,8 +79,12 @@ export interface Duofs {
 
 export const DEFAULT_9P_MAX_MSIZE = 4 * 1024 * 1024;
 
+/** Stream-client origins (remote addresses) whose connection lines are limited together; the oldest goes first. */
+const MAX_ORIGINS = 1024;
+
 export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
   const log = opts.log ?? createLogger(opts.logLevel ?? 'info');
+  const logLimits = opts.logLimits ?? DEFAULT_LOG_LIMITS;
   let st;
   try {
     st = statSync(opts.sharedDir);
@@ -122,6 +122,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     maxMsize: opts.ninepMaxMsize ?? DEFAULT_9P_MAX_MSIZE,
     exportPath: opts.sharedDir,
     maxFids: Math.max(1024, Math.floor(nofile / 2)),
+    logLimits,
   };
   log.debug({ nofile, maxFidsPerSession: ctx.maxFids }, 'limits');
   const servers: Server[] = [];
@@ -129,14 +130,34 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
   const connections = new Set<StreamConnection>();
   let serial = 0;
 
+  // Each connection has its own allowance for the lines its requests cause;
+  // the lines about connections themselves (connected, disconnected, lost
+  // framing) are limited per origin, so reconnecting buys no fresh allowance.
+  const origins = new Map<string, PeerLog>();
+  const originLog = (origin: string): PeerLog => {
+    let l = origins.get(origin);
+    if (l) {
+      origins.delete(origin); // most recently used last
+    } else {
+      if (origins.size >= MAX_ORIGINS) {
+        const [oldest, old] = origins.entries().next().value as [string, PeerLog];
+        old.flush();
+        origins.delete(oldest);
+      }
+      l = new PeerLog(log, origin, logLimits);
+    }
+    origins.set(origin, l);
+    return l;
+  };
   const accept = (label: string) => (sock: Socket): void => {
     const peer = sock.remoteAddress ? `tcp:${sock.remoteAddress}:${sock.remotePort}` : `${label}#${++serial}`;
-    const conn = new StreamConnection(sock, ctx, peer);
+    const origin = originLog(sock.remoteAddress ? `tcp:${sock.remoteAddress}` : label);
+    const conn = new StreamConnection(sock, ctx, peer, origin);
     connections.add(conn);
-    log.info({ peer }, '9p client connected');
+    origin.info('9p.stream', { peer }, '9p client connected');
     sock.once('close', () => {
       connections.delete(conn);
-      log.info({ peer }, '9p client disconnected');
+      origin.info('9p.stream', { peer }, '9p client disconnected');
     });
   };
 
@@ -168,24 +189,24 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     for (const target of vfsTargets) {
       const where = 'socketPath' in target ? target.socketPath : `fd ${target.listenFd}`;
       const tag = opts.tag ?? 'duofs';
-      const device = new VirtioFsDevice({ backend, log, options: fuseOptions }, {
+      const device = new VirtioFsDevice({ backend, log, options: fuseOptions, logLimits }, {
         tag,
         numRequestQueues: opts.numRequestQueues ?? 1,
       }, `virtiofs:${where}`);
-      vhostServers.push(listenVhostUser({ device, logger: log, ...target }));
+      vhostServers.push(listenVhostUser({ device, logger: log, logLimits, ...target }));
       if ('socketPath' in target) socketPaths.push(target.socketPath);
       log.info({ socket: where, tag, export: opts.sharedDir }, 'serving virtio-fs (vhost-user-fs)');
     }
     for (const socketPath of list(opts.ninepVhostSocket)) {
       const tag = opts.ninepTag ?? 'duofs9p';
       const device = new Virtio9pDevice(ctx, tag, `virtio-9p:${socketPath}`);
-      vhostServers.push(listenVhostUser({ device, logger: log, socketPath }));
+      vhostServers.push(listenVhostUser({ device, logger: log, logLimits, socketPath }));
       socketPaths.push(socketPath);
       log.info({ socket: socketPath, tag, export: opts.sharedDir }, 'serving virtio-9p (vhost-user)');
     }
     if (opts.fuseMount) {
       const mp = checkMountpoint(opts.fuseMount, opts.sharedDir);
-      const session = new FuseSession({ backend, log, options: fuseOptions }, `fuse:${mp}`);
+      const session = new FuseSession({ backend, log, options: fuseOptions, logLimits }, `fuse:${mp}`);
       fuseMounts.push(DevFuseMount.attach(mp, session, log, fuseOptions.maxWrite));
     }
   } catch (e) {
@@ -206,6 +227,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
       await stopped;
       for (const v of vhostServers) v.close();
       for (const m of fuseMounts) m.close();
+      for (const o of origins.values()) o.flush();
       for (const p of socketPaths) {
         try {
           unlinkSync(p);

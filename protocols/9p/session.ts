@@ -3,15 +3,14 @@
 // Transport-neutral: a transport hands in complete frames and gets reply
 // frames through `send`. Requests are answered in arrival order except the
 // few that wait on the host (fsync), which never hold up the others.
-import { fsync as fsyncCb, fdatasync as fdatasyncCb } from 'node:fs';
-import { promisify } from 'node:util';
 import type { Backend, Inode, SetAttr } from '../../src/backend/backend.js';
 import { printable } from '../../src/backend/names.js';
 import {
   DT_DIR, DT_LNK, Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_SYNC, SysError, XATTR_CREATE, XATTR_REPLACE, XATTR_SIZE_MAX, errnoName,
-  O_ACCMODE, O_DIRECTORY, O_RDONLY, fail, makedev, pread, type Credentials, type Stat, type TimeArg,
+  O_ACCMODE, O_DIRECTORY, O_RDONLY, fail, makedev, type Credentials, type Stat, type TimeArg,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
+import { PeerLog, type LogLimits } from '../../src/log-limit.js';
 import type { HostUsers } from '../../security/host-users.js';
 import {
   AT_REMOVEDIR, ATTR, DOTL_SYNC, GETATTR, HEADER_SIZE, IOHDRSZ, LOCK_STATUS, LOCK_TYPE, MAX_WALK_NAMES, MIN_MSIZE,
@@ -20,10 +19,7 @@ import {
 import { Fid } from './fid.js';
 import { qidOf } from './qid.js';
 import { ProtocolError, QID_SIZE, Reader, Writer, type Qid } from './wire.js';
-import { pwriteFromSegments } from '../virtqueue/read-into.js';
 
-const fsyncAsync = promisify(fsyncCb);
-const fdatasyncAsync = promisify(fdatasyncCb);
 
 export interface SessionContext {
   backend: Backend;
@@ -35,6 +31,8 @@ export interface SessionContext {
   exportPath: string;
   /** most fids one session may hold, so one client cannot take every fd */
   maxFids: number;
+  /** per-peer rate limit of the log lines a client can cause (false: none); default DEFAULT_LOG_LIMITS */
+  logLimits?: LogLimits | false;
 }
 
 /** Bytes of pending Txattrcreate values one session may hold. */
@@ -50,7 +48,11 @@ type Handler = (r: Reader, tag: number) => Buffer | Promise<Buffer> | typeof SEN
  * `offset` straight into its reply buffers (guest memory on virtio) and
  * sends the Rread. It throws SysError, before sending anything, on failure.
  */
-export type DirectRead = (tag: number, fd: number, offset: number | bigint, count: number, what: string) => void;
+/**
+ * An Rread the transport builds in place: `fill` reads up to `max` bytes into
+ * the transport's segments from `skip` on (guest memory on virtio-9p).
+ */
+export type DirectRead = (tag: number, count: number, fill: (dst: readonly Buffer[], skip: number, max: number) => number) => void;
 
 /** Linux errno from whatever a handler threw; unknown errors become EIO. */
 function errnoOf(e: unknown): number {
@@ -65,6 +67,8 @@ export class Session {
   private readonly inflight = new Map<number, Promise<void>>();
   private readonly handlers: Map<number, Handler>;
   private closed = false;
+  /** the log lines this client causes, rate-limited per kind */
+  readonly logs: PeerLog;
 
   constructor(
     private readonly ctx: SessionContext,
@@ -72,7 +76,10 @@ export class Session {
     readonly peer: string,
     private readonly send: (frame: Buffer) => void,
     private readonly directRead?: DirectRead,
+    /** shared with the transport (a virtio-9p device keeps one across resets); default: the session's own */
+    logs?: PeerLog,
   ) {
+    this.logs = logs ?? new PeerLog(ctx.log, peer, ctx.logLimits);
     this.handlers = new Map<number, Handler>([
       [T.auth, this.auth], [T.attach, this.attach], [T.walk, this.walk], [T.lopen, this.lopen],
       [T.lcreate, this.lcreate], [T.getattr, this.getattr], [T.setattr, this.setattr], [T.readdir, this.readdir],
@@ -148,20 +155,21 @@ export class Session {
   private fail(type: number, tag: number, e: unknown): void {
     const errno = errnoOf(e);
     if (!(e instanceof SysError)) {
-      this.ctx.log.error({ peer: this.peer, type, tag, err: e }, '9p request failed unexpectedly');
+      this.logs.error('9p.unexpected', { peer: this.peer, type, tag, err: e }, '9p request failed unexpectedly');
     } else if (e instanceof ProtocolError || errno === Errno.EPROTO || errno === Errno.EBADF || errno === Errno.EOPNOTSUPP) {
-      this.ctx.log.warn({ peer: this.peer, type, tag, errno: errnoName(errno) }, `bad 9p request: ${e.message}`);
-    } else {
-      this.ctx.log.debug({ peer: this.peer, type, tag, errno: errnoName(errno) }, e.message);
+      if (this.logs.wants('warn')) this.logs.warn('9p.bad-request', { peer: this.peer, type, tag, errno: errnoName(errno) }, `bad 9p request: ${e.message}`);
+    } else if (this.logs.wants('debug')) {
+      this.logs.debug('9p.failed', { peer: this.peer, type, tag, errno: errnoName(errno) }, e.message);
     }
     this.reply(new Writer(11).u32(errno).finish(RLERROR, tag));
   }
 
-  /** Ends the session: every fid is clunked, open files closed. */
+  /** Ends the session: every fid is clunked, open files closed, suppressed log counts reported. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.clunkAll();
+    this.logs.flush();
   }
 
   /** Waits for requests still running (used on shutdown). */
@@ -228,11 +236,11 @@ export class Session {
     this.clunkAll();
     if (version !== VERSION_9P2000_L) {
       this.msize = 0;
-      this.ctx.log.info({ peer: this.peer, version }, 'client asked for an unsupported 9P version');
+      this.logs.info('9p.version', { peer: this.peer, version }, 'client asked for an unsupported 9P version');
       return new Writer(32).u32(Math.min(msize, this.ctx.maxMsize)).str('unknown').finish(T.version + 1, tag);
     }
     this.msize = Math.min(msize, this.ctx.maxMsize);
-    this.ctx.log.debug({ peer: this.peer, msize: this.msize }, '9p session started');
+    if (this.logs.wants('debug')) this.logs.debug('9p.version', { peer: this.peer, msize: this.msize }, '9p session started');
     return new Writer(32).u32(this.msize).str(VERSION_9P2000_L).finish(T.version + 1, tag);
   }
 
@@ -262,7 +270,7 @@ export class Session {
     const { backend } = this.ctx;
     const root = backend.ref(backend.root);
     this.fids.set(fidNo, new Fid(root, cr, undefined, undefined));
-    this.ctx.log.debug({ peer: this.peer, uid: cr.uid, fid: fidNo }, '9p attach');
+    if (this.logs.wants('debug')) this.logs.debug('9p.attach', { peer: this.peer, uid: cr.uid, fid: fidNo }, '9p attach');
     return new Writer(32).qid(this.qid(root)).finish(T.attach + 1, tag);
   }
 
@@ -471,7 +479,8 @@ export class Session {
     const offset = r.offset();
     const count = Math.min(r.u32(), this.msize - IOHDRSZ);
     if (f.file && this.directRead) {
-      this.directRead(tag, f.file.fd, offset, count, f.inode.label);
+      const file = f.file;
+      this.directRead(tag, count, (dst, skip, max) => this.ctx.backend.read(file, offset, dst, skip, max));
       return SENT;
     }
     const w = new Writer(IOHDRSZ + count);
@@ -485,7 +494,7 @@ export class Session {
       n = data.length;
     } else if (f.file) {
       const dst = w.reserve(count);
-      n = pread(f.file.fd, dst, offset, f.inode.label);
+      n = this.ctx.backend.read(f.file, offset, [dst], 0, count);
       w.unreserve(count - n);
     } else if (f.dir) {
       fail(Errno.EISDIR, 'Tread', f.inode.label);
@@ -513,7 +522,7 @@ export class Session {
       x.written += count;
       n = count;
     } else if (f.file) {
-      n = pwriteFromSegments(data, f.file.fd, offset, f.inode.label);
+      n = this.ctx.backend.write(f.file, offset, data, { partial: true }); // 9P clients retry a short count
     } else {
       fail(Errno.EBADF, 'Twrite', `${f.inode.label} is not open for writing`);
     }
@@ -527,17 +536,16 @@ export class Session {
     if (!f.dir) fail(f.inode.isDir ? Errno.EBADF : Errno.ENOTDIR, 'Treaddir', `${f.inode.label} is not an open directory`);
     const { backend } = this.ctx;
     const atRoot = f.inode === backend.root;
-    const dev = f.inode.dev;
-    const inoMap = backend.inoMap;
     const w = new Writer(IOHDRSZ + Math.min(count, 64 * 1024));
     w.u32(0);
     let used = 0;
-    f.dir.read(offset, (d) => {
+    const dir = f.dir;
+    dir.read(offset, (d) => {
       const size = QID_SIZE + 8 + 1 + 2 + d.name.length;
       if (used + size > count) return false;
       used += size;
       const dotdotAtRoot = atRoot && d.name.length === 2 && d.name[0] === 0x2e && d.name[1] === 0x2e;
-      const path = dotdotAtRoot ? backend.root.guestIno : inoMap.guestIno(dev, d.ino);
+      const path = dotdotAtRoot ? backend.root.guestIno : backend.entryIno(dir, d.ino);
       w.u8(dtypeToQidType(d.type)).u32(0).u64(path).u64(d.off).u8(d.type).str(d.name);
       return true;
     });
@@ -551,13 +559,9 @@ export class Session {
     const datasync = r.u32();
     const file = f.file;
     const reply = new Writer(8).finish(T.fsync + 1, tag);
-    if (f.dir) {
-      const { backend } = this.ctx;
-      const d = backend.open(f.cr, f.inode, 0);
-      return d.use((fd) => fsyncAsync(fd)).then(() => reply, rethrowAsSys('fsync', f.inode.label)).finally(() => backend.closeFile(d));
-    }
+    if (f.dir) return this.ctx.backend.fsyncInode(f.cr, f.inode).then(() => reply);
     if (!file) fail(Errno.EBADF, 'Tfsync', `${f.inode.label} is not open`);
-    return file.use((fd) => (datasync ? fdatasyncAsync(fd) : fsyncAsync(fd))).then(() => reply, rethrowAsSys('fsync', f.inode.label));
+    return this.ctx.backend.fsync(file, datasync !== 0).then(() => reply);
   }
 
   // ---- locks -------------------------------------------------------------------
@@ -631,7 +635,7 @@ export class Session {
     if (size > BigInt(XATTR_SIZE_MAX)) fail(Errno.E2BIG, 'Txattrcreate', `${printable(name)} size ${size}`);
     if (flags & ~(XATTR_CREATE | XATTR_REPLACE)) fail(Errno.EINVAL, 'Txattrcreate', `flags ${flags}`);
     if (name.length === 0 || name.length > 255 || name.includes(0)) fail(Errno.EINVAL, 'Txattrcreate', printable(name));
-    this.ctx.backend.checkWritable('setxattr', f.inode.label);
+    this.ctx.backend.checkSetxattr(f.cr, f.inode, name);
     if (this.pendingXattrBytes() + Number(size) > MAX_PENDING_XATTR_BYTES) {
       fail(Errno.ENOSPC, 'Txattrcreate', `${printable(name)}: too many unfinished xattr writes on this session`);
     }
@@ -761,11 +765,4 @@ function checkTime(t: { sec: number; nsec: number }): TimeArg {
 
 function dtypeToQidType(dt: number): number {
   return dt === DT_DIR ? QTDIR : dt === DT_LNK ? QTSYMLINK : QTFILE;
-}
-
-function rethrowAsSys(op: string, what: string): (e: unknown) => never {
-  return (e) => {
-    const n = (e as NodeJS.ErrnoException).errno;
-    throw new SysError(typeof n === 'number' ? Math.abs(n) : Errno.EIO, op, what);
-  };
 }

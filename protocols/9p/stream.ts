@@ -5,6 +5,7 @@
 import type { Socket } from 'node:net';
 import { HEADER_SIZE } from './constants.js';
 import { Session, type SessionContext } from './session.js';
+import type { PeerLog } from '../../src/log-limit.js';
 
 export class StreamConnection {
   readonly session: Session;
@@ -12,18 +13,36 @@ export class StreamConnection {
   private buffered = 0;
   private closed = false;
   private corked = false;
+  private awaitingDrain = false;
 
-  constructor(private readonly socket: Socket, private readonly ctx: SessionContext, readonly peer: string) {
+  /** lines about the connection itself: limited per origin, not per connection (reconnecting buys nothing) */
+  private readonly origin: PeerLog;
+
+  constructor(
+    private readonly socket: Socket,
+    ctx: SessionContext,
+    readonly peer: string,
+    /** the origin's log (the remote address, the listener); default: the session's own */
+    origin?: PeerLog,
+  ) {
     this.session = new Session(ctx, peer, (frame) => {
       // Stop reading while the client is not reading its replies, so a
-      // client cannot make the server buffer without bound.
-      if (!this.socket.write(frame)) {
+      // client cannot make the server buffer without bound. One drain
+      // listener per episode, not one per reply: a batch of replies past
+      // the high-water mark would otherwise pile up listeners (and Node
+      // would print a MaxListenersExceededWarning on stderr per batch).
+      if (!this.socket.write(frame) && !this.awaitingDrain) {
+        this.awaitingDrain = true;
         this.socket.pause();
-        this.socket.once('drain', () => { if (!this.closed) this.socket.resume(); });
+        this.socket.once('drain', () => {
+          this.awaitingDrain = false;
+          if (!this.closed) this.socket.resume();
+        });
       }
     });
+    this.origin = origin ?? this.session.logs;
     socket.on('data', (b: Buffer) => this.onData(b));
-    socket.on('error', (e) => ctx.log.debug({ peer, err: e.message }, '9p connection error'));
+    socket.on('error', (e) => this.origin.debug('9p.stream', { peer, err: e.message }, '9p connection error'));
     socket.on('close', () => this.teardown());
   }
 
@@ -43,7 +62,7 @@ export class StreamConnection {
       const head = this.chunks[0]!.length >= 4 ? this.chunks[0]! : this.flatten();
       const size = head.readUInt32LE(0);
       if (size < HEADER_SIZE || size > this.session.maxFrame) {
-        this.ctx.log.warn({ peer: this.peer, size, max: this.session.maxFrame }, '9p frame size out of range; closing the connection');
+        this.origin.warn('9p.frame', { peer: this.peer, size, max: this.session.maxFrame }, '9p frame size out of range; closing the connection');
         this.destroy();
         return;
       }

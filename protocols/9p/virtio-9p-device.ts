@@ -10,9 +10,10 @@
 import type { DescriptorChain, VhostUserDevice } from '../vhost-user/index.js';
 import { VIRTIO_ID_9P, gather, scatter } from '../vhost-user/index.js';
 import { Errno, SysError } from '../../src/sys/index.js';
-import { preadIntoSegments, viewsOf } from '../virtqueue/read-into.js';
+import { viewsOf } from '../../src/sys/vectored.js';
 import { HEADER_SIZE, IOHDRSZ, RLERROR, T } from './constants.js';
 import { Session, type SessionContext } from './session.js';
+import { PeerLog } from '../../src/log-limit.js';
 
 const VIRTIO_9P_MOUNT_TAG = 1n << 0n;
 /** Twrite up to its data: size[4] type[1] tag[2] fid[4] offset[8] count[4] */
@@ -28,17 +29,20 @@ export class Virtio9pDevice implements VhostUserDevice {
   /** chains waiting for their reply, by 9P tag */
   private readonly pending = new Map<number, DescriptorChain>();
   private generation = 0;
+  /** One allowance for the device, whichever guest session: a reset buys no fresh one. */
+  private readonly logs: PeerLog;
 
   constructor(private readonly ctx: SessionContext, private readonly tag: string, private readonly peer: string) {
     if (Buffer.byteLength(tag) === 0 || Buffer.byteLength(tag) > MAX_TAG) {
       throw new SysError(Errno.EINVAL, 'virtio-9p tag', `${JSON.stringify(tag)} must be 1..${MAX_TAG} bytes`);
     }
+    this.logs = new PeerLog(ctx.log, peer, ctx.logLimits);
     this.session = this.newSession();
   }
 
   private newSession(): Session {
-    return new Session(this.ctx, `${this.peer}#${++this.generation}`, (frame) => this.deliver(frame), (tag, fd, off, count, what) =>
-      this.directRead(tag, fd, off, count, what));
+    return new Session(this.ctx, `${this.peer}#${++this.generation}`, (frame) => this.deliver(frame), (tag, count, fill) =>
+      this.directRead(tag, count, fill), this.logs);
   }
 
   config(): Buffer {
@@ -64,11 +68,11 @@ export class Virtio9pDevice implements VhostUserDevice {
     const tag = head.readUInt16LE(5);
     // The size field must agree with the descriptors and the negotiated msize.
     if (size < HEADER_SIZE || size > chain.readableLength || size > max) {
-      this.ctx.log.warn({ peer: this.peer, size, readable: chain.readableLength, max }, 'virtio-9p frame size disagrees with its descriptors');
+      this.logs.warn('virtio-9p.chain', { peer: this.peer, size, readable: chain.readableLength, max }, 'virtio-9p frame size disagrees with its descriptors');
       return this.replyError(chain, tag, Errno.EPROTO);
     }
     if (this.pending.has(tag)) {
-      this.ctx.log.warn({ peer: this.peer, tag }, 'virtio-9p: tag already in flight');
+      this.logs.warn('virtio-9p.chain', { peer: this.peer, tag }, 'virtio-9p: tag already in flight');
       return this.replyError(chain, tag, Errno.EPROTO);
     }
     this.pending.set(tag, chain);
@@ -85,25 +89,25 @@ export class Virtio9pDevice implements VhostUserDevice {
     const tag = frame.readUInt16LE(5);
     const chain = this.pending.get(tag);
     if (!chain) {
-      this.ctx.log.warn({ peer: this.peer, tag }, 'virtio-9p: reply for a tag with no chain');
+      this.logs.warn('virtio-9p.reply', { peer: this.peer, tag }, 'virtio-9p: reply for a tag with no chain');
       return;
     }
     this.pending.delete(tag);
     if (frame.length > chain.writableLength) {
       // The reply would not fit: answer with an Rlerror that does, if possible.
-      this.ctx.log.warn({ peer: this.peer, tag, need: frame.length, writable: chain.writableLength }, 'virtio-9p reply does not fit the guest buffers');
+      this.logs.warn('virtio-9p.reply', { peer: this.peer, tag, need: frame.length, writable: chain.writableLength }, 'virtio-9p reply does not fit the guest buffers');
       return this.replyError(chain, tag, Errno.ENOBUFS);
     }
     scatter(chain.writable, frame);
     chain.complete(frame.length);
   }
 
-  private directRead(tag: number, fd: number, offset: number | bigint, count: number, what: string): void {
+  private directRead(tag: number, count: number, fill: (dst: readonly Buffer[], skip: number, max: number) => number): void {
     const chain = this.pending.get(tag);
     if (!chain) throw new SysError(Errno.EPROTO, 'Tread', `no chain for tag ${tag}`);
     const want = Math.min(count, chain.writableLength - IOHDRSZ);
     if (want < 0) throw new SysError(Errno.ENOBUFS, 'Tread', 'reply buffers smaller than an Rread header');
-    const got = preadIntoSegments(chain.writable, IOHDRSZ, fd, offset, want, what);
+    const got = fill(chain.writable, IOHDRSZ, want);
     const h = Buffer.alloc(IOHDRSZ);
     h.writeUInt32LE(IOHDRSZ + got, 0);
     h[4] = T.read + 1;
@@ -126,7 +130,7 @@ export class Virtio9pDevice implements VhostUserDevice {
   }
 
   private broken(chain: DescriptorChain, why: string): void {
-    this.ctx.log.warn({ peer: this.peer, why }, 'virtio-9p chain cannot carry a 9P exchange; returned empty');
+    this.logs.warn('virtio-9p.chain', { peer: this.peer, why }, 'virtio-9p chain cannot carry a 9P exchange; returned empty');
     chain.complete(0);
   }
 }

@@ -3,7 +3,7 @@
 // fills a reply buffer. Both are little-endian, as 9P is.
 import { Errno, SysError } from '../../src/sys/index.js';
 import { HEADER_SIZE } from './constants.js';
-import { viewsOf } from '../virtqueue/read-into.js';
+import { viewsOf } from '../../src/sys/vectored.js';
 
 /** A frame that does not parse: answered with Rlerror(EPROTO). */
 export class ProtocolError extends SysError {

@@ -5,10 +5,11 @@
 import koffi from 'koffi';
 import {
   AT_FDCWD, Errno, MNT_DETACH, MS_NODEV, MS_NOSUID, O_CLOEXEC, O_NONBLOCK, O_RDWR, SysError, close, mount, openat,
-  pread, readRaw, umount2, writeRaw,
+  readRaw, umount2, writeRaw,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
 import { OUT_HEADER_SIZE } from './constants.js';
+import { encodeOutHeader } from './wire.js';
 import { RequestBody, type ReplyTo } from './request.js';
 import type { FuseSession } from './session.js';
 
@@ -76,36 +77,30 @@ export class DevFuseMount {
       send: (error, body) => {
         const len = OUT_HEADER_SIZE + (error ? 0 : body.reduce((a, b) => a + b.length, 0));
         const out = Buffer.allocUnsafe(len);
-        this.header(out, len, error, unique);
+        encodeOutHeader(out, len, error, unique);
         if (!error) {
           let at = OUT_HEADER_SIZE;
           for (const b of body) at += b.copy(out, at);
         }
         return this.write(out);
       },
-      sendRead: (fd, offset, size) => {
+      sendRead: (size, fill) => {
         const dst = this.readBuf.subarray(OUT_HEADER_SIZE, OUT_HEADER_SIZE + size);
         let n: number;
         try {
-          n = pread(fd, dst, offset);
+          n = fill([dst], 0, size);
         } catch (e) {
           const errno = e instanceof SysError ? e.errno : Errno.EIO;
           const out = Buffer.alloc(OUT_HEADER_SIZE);
-          this.header(out, OUT_HEADER_SIZE, errno, unique);
+          encodeOutHeader(out, OUT_HEADER_SIZE, errno, unique);
           this.write(out);
           return;
         }
-        this.header(this.readBuf, OUT_HEADER_SIZE + n, 0, unique);
+        encodeOutHeader(this.readBuf, OUT_HEADER_SIZE + n, 0, unique);
         this.write(this.readBuf.subarray(0, OUT_HEADER_SIZE + n));
       },
       none: () => {},
     };
-  }
-
-  private header(b: Buffer, len: number, error: number, unique: bigint): void {
-    b.writeUInt32LE(len, 0);
-    b.writeInt32LE(-error, 4);
-    b.writeBigUInt64LE(unique, 8);
   }
 
   /** Writes one reply; false when the kernel did not take it. */
@@ -113,7 +108,7 @@ export class DevFuseMount {
     if (this.closed) return false;
     const r = writeRaw(this.fd, frame);
     // ENOENT: the request was interrupted and is gone.
-    if (r < 0 && r !== -Errno.ENOENT) this.log.warn({ mountpoint: this.mountpoint, errno: -r }, 'writing a FUSE reply failed');
+    if (r < 0 && r !== -Errno.ENOENT) this.session.logs.warn('dev-fuse.write', { mountpoint: this.mountpoint, errno: -r }, 'writing a FUSE reply failed');
     return r >= 0;
   }
 

@@ -4,7 +4,7 @@
 // as slices, so file data is never copied through JS on its way in.
 import { Errno, SysError } from '../../src/sys/index.js';
 import { IN_HEADER_SIZE } from './constants.js';
-import { viewsOf } from '../virtqueue/read-into.js';
+import { viewsOf } from '../../src/sys/vectored.js';
 
 export interface InHeader {
   len: number;
@@ -99,6 +99,9 @@ export function cstrings(b: Buffer, count: number): Buffer[] {
   return out;
 }
 
+/** Fills `dst` from `skip` on with at most `max` bytes; returns how many. */
+export type ReadFill = (dst: readonly Buffer[], skip: number, max: number) => number;
+
 /** Where a reply goes; one per request, implemented by each transport. */
 export interface ReplyTo {
   /**
@@ -109,10 +112,13 @@ export interface ReplyTo {
    */
   send(error: number, body: Buffer[]): boolean;
   /**
-   * READ: up to `size` bytes of `fd` at `offset` become the reply body,
-   * read straight into the destination (guest memory on virtio-fs).
+   * READ: a reply body of up to `size` bytes that `fill` produces straight
+   * into the destination (guest memory on virtio-fs): it gets the
+   * transport's segments, where the body starts in them and how much room
+   * there is, and returns the bytes it put there. A SysError it throws
+   * becomes the error reply.
    */
-  sendRead(fd: number, offset: number | bigint, size: number): void;
+  sendRead(size: number, fill: ReadFill): void;
   /** requests that get no reply (FORGET, BATCH_FORGET, INTERRUPT) */
   none(): void;
 }

@@ -3,30 +3,29 @@
 // is 1); every entry reply adds one lookup reference that FORGET gives back.
 // Each session counts its own lookups, so a guest can never forget
 // references that 9P fids or other sessions hold.
-import { fsync as fsyncCb, fdatasync as fdatasyncCb } from 'node:fs';
-import { promisify } from 'node:util';
 import { DirStream, OpenFile, type Backend, type Entry, type Inode, type SetAttr } from '../../src/backend/backend.js';
 import {
-  Errno, F_RDLCK, F_UNLCK, F_WRLCK, SysError, copyFileRange, errnoName, fail, fallocate,
-  lseek, major, minor, type Credentials, type Stat, type TimeArg,
+  Errno, F_RDLCK, F_UNLCK, F_WRLCK, SysError, errnoName, fail, major, minor,
+  type Credentials, type Stat, type TimeArg,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
+import { PeerLog, type LogLimits } from '../../src/log-limit.js';
 import {
-  ATTR_OUT_SIZE, DIRENT_SIZE, ENTRY_OUT_SIZE, FATTR, FOPEN, FUSE_ATTR_SUBMOUNT, FUSE_FSYNC_FDATASYNC,
+  DIRENT_SIZE, ENTRY_OUT_SIZE, FATTR, FOPEN, FUSE_ATTR_SUBMOUNT, FUSE_FSYNC_FDATASYNC,
   FUSE_GETATTR_FH, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_ROOT_ID, IN_HEADER_SIZE,
-  INIT, OP, OPEN_OUT_SIZE, FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID,
+  INIT, OP, FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID,
 } from './constants.js';
 import { timeouts, type FuseOptions } from './options.js';
 import { Args, cstrings, parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
-import { pwriteFromSegments } from '../virtqueue/read-into.js';
+import { attrOut, entryOut, openOut, statfsOut, type FuseAttr } from './wire.js';
 
-const fsyncAsync = promisify(fsyncCb);
-const fdatasyncAsync = promisify(fdatasyncCb);
 
 export interface FuseSessionContext {
   backend: Backend;
   log: Logger;
   options: FuseOptions;
+  /** per-peer rate limit of the log lines a guest can cause (false: none); default DEFAULT_LOG_LIMITS */
+  logLimits?: LogLimits | false;
 }
 
 type Handler = (h: InHeader, body: RequestBody, out: ReplyTo) => void | Promise<void>;
@@ -48,8 +47,16 @@ export class FuseSession {
   private nextFh = 1n;
   private readonly waiting = new Map<bigint, WaitingLock>();
   private readonly handlers: Map<number, Handler>;
+  /** the log lines this guest causes, rate-limited per kind */
+  readonly logs: PeerLog;
 
-  constructor(private readonly ctx: FuseSessionContext, readonly peer: string) {
+  constructor(
+    private readonly ctx: FuseSessionContext,
+    readonly peer: string,
+    /** shared with the transport (a virtio-fs device keeps one across resets); default: the session's own */
+    logs?: PeerLog,
+  ) {
+    this.logs = logs ?? new PeerLog(ctx.log, peer, ctx.logLimits);
     const h: [number, Handler][] = [
       [OP.INIT, this.init], [OP.DESTROY, this.destroy], [OP.LOOKUP, this.lookup], [OP.FORGET, this.forget],
       [OP.BATCH_FORGET, this.batchForget], [OP.GETATTR, this.getattr], [OP.SETATTR, this.setattr],
@@ -77,14 +84,14 @@ export class FuseSession {
     try {
       h = parseInHeader(request.head(IN_HEADER_SIZE));
     } catch {
-      this.ctx.log.warn({ peer: this.peer, bytes: request.length }, 'fuse request shorter than its header');
+      this.logs.warn('fuse.bad-request', { peer: this.peer, bytes: request.length }, 'fuse request shorter than its header');
       out.send(Errno.EINVAL, []);
       return;
     }
     const body = new RequestBody(request.slices(IN_HEADER_SIZE, request.length - IN_HEADER_SIZE));
     if (h.totalExtlen) parseExtensions(h, body);
     if (h.len !== request.length) {
-      this.ctx.log.warn({ peer: this.peer, opcode: h.opcode, len: h.len, bytes: request.length }, 'fuse header length disagrees with the request');
+      this.logs.warn('fuse.bad-request', { peer: this.peer, opcode: h.opcode, len: h.len, bytes: request.length }, 'fuse header length disagrees with the request');
       if (h.len > request.length) return this.replyError(h, out, new SysError(Errno.EINVAL, 'fuse request', `len ${h.len} > ${request.length} bytes`));
     }
     const started = process.hrtime.bigint();
@@ -107,7 +114,7 @@ export class FuseSession {
     }, 'fuse request');
     return {
       send: (e, b) => { log(e); return out.send(e, b); },
-      sendRead: (fd, o, s) => { out.sendRead(fd, o, s); log(0); },
+      sendRead: (s, fill) => { out.sendRead(s, fill); log(0); },
       none: () => { log(0); out.none(); },
     };
   }
@@ -118,13 +125,13 @@ export class FuseSession {
     const short = typeof e === 'object' && e !== null && (e as { name?: unknown }).name === 'RangeError';
     const errno = e instanceof SysError ? e.errno : short ? Errno.EINVAL : Errno.EIO;
     if (short) {
-      this.ctx.log.warn({ peer: this.peer, opcode: h.opcode }, 'bad fuse request: arguments shorter than the opcode needs');
+      this.logs.warn('fuse.bad-request', { peer: this.peer, opcode: h.opcode }, 'bad fuse request: arguments shorter than the opcode needs');
     } else if (!(e instanceof SysError)) {
-      this.ctx.log.error({ peer: this.peer, opcode: h.opcode, err: e }, 'fuse request failed unexpectedly');
+      this.logs.error('fuse.unexpected', { peer: this.peer, opcode: h.opcode, err: e }, 'fuse request failed unexpectedly');
     } else if (errno === Errno.EPROTO || errno === Errno.EBADF || (errno === Errno.EINVAL && e.op.startsWith('fuse'))) {
-      this.ctx.log.warn({ peer: this.peer, opcode: h.opcode, errno: errnoName(errno) }, `bad fuse request: ${e.message}`);
-    } else {
-      this.ctx.log.debug({ peer: this.peer, opcode: h.opcode, errno: errnoName(errno) }, e.message);
+      if (this.logs.wants('warn')) this.logs.warn('fuse.bad-request', { peer: this.peer, opcode: h.opcode, errno: errnoName(errno) }, `bad fuse request: ${e.message}`);
+    } else if (this.logs.wants('debug')) {
+      this.logs.debug('fuse.failed', { peer: this.peer, opcode: h.opcode, errno: errnoName(errno) }, e.message);
     }
     if (h.opcode === OP.FORGET || h.opcode === OP.BATCH_FORGET) out.none();
     else out.send(errno, []);
@@ -136,7 +143,7 @@ export class FuseSession {
     this.waiting.clear();
   }
 
-  /** Drops every reference and handle the session holds (guest gone, DESTROY). */
+  /** Drops every reference and handle the session holds (guest gone, DESTROY); reports suppressed log counts. */
   close(): void {
     this.cancelWaits();
     const { backend } = this.ctx;
@@ -148,12 +155,13 @@ export class FuseSession {
     for (const [inode, n] of this.lookups) backend.release(inode, n);
     this.lookups.clear();
     this.initialized = false;
+    this.logs.flush();
   }
 
   // ---- helpers ---------------------------------------------------------------
 
   private inode(nodeid: bigint): Inode {
-    const inode = nodeid <= BigInt(Number.MAX_SAFE_INTEGER) ? this.ctx.backend.inodes.get(Number(nodeid)) : undefined;
+    const inode = this.ctx.backend.inodeById(nodeid);
     // Only node ids this session was given (or the root) are valid here.
     if (!inode || (inode.id !== FUSE_ROOT_ID && !this.lookups.has(inode))) {
       fail(Errno.ESTALE, 'fuse', `node id ${nodeid} was never looked up`);
@@ -198,25 +206,15 @@ export class FuseSession {
     this.lookups.set(inode, (this.lookups.get(inode) ?? 0) + 1);
   }
 
-  private encodeAttr(b: Buffer, at: number, inode: Inode, st: Stat): void {
+  /** The guest's fuse_attr of an inode. */
+  private fuseAttr(inode: Inode, st: Stat): FuseAttr {
     const { backend, options } = this.ctx;
-    b.writeBigUInt64LE(inode.guestIno, at);
-    b.writeBigUInt64LE(BigInt(st.size), at + 8);
-    b.writeBigUInt64LE(BigInt(st.blocks), at + 16);
-    b.writeBigInt64LE(BigInt(st.atime.sec), at + 24);
-    b.writeBigInt64LE(BigInt(st.mtime.sec), at + 32);
-    b.writeBigInt64LE(BigInt(st.ctime.sec), at + 40);
-    b.writeUInt32LE(st.atime.nsec, at + 48);
-    b.writeUInt32LE(st.mtime.nsec, at + 52);
-    b.writeUInt32LE(st.ctime.nsec, at + 56);
-    b.writeUInt32LE(st.mode, at + 60);
-    b.writeUInt32LE(st.nlink, at + 64);
-    b.writeUInt32LE(st.uid, at + 68);
-    b.writeUInt32LE(st.gid, at + 72);
-    b.writeUInt32LE(Number(newEncodeDev(st.rdev)), at + 76);
-    b.writeUInt32LE(st.blksize, at + 80);
     const submount = options.announceSubmounts && inode.isDir && inode.dev !== backend.root.dev && this.isMountRoot(inode);
-    b.writeUInt32LE(submount ? FUSE_ATTR_SUBMOUNT : 0, at + 84);
+    return {
+      ino: inode.guestIno, size: st.size, blocks: st.blocks, atime: st.atime, mtime: st.mtime, ctime: st.ctime,
+      mode: st.mode, nlink: st.nlink, uid: st.uid, gid: st.gid, rdev: Number(newEncodeDev(st.rdev)), blksize: st.blksize,
+      flags: submount ? FUSE_ATTR_SUBMOUNT : 0,
+    };
   }
 
   private isMountRoot(inode: Inode): boolean {
@@ -229,22 +227,12 @@ export class FuseSession {
     }
   }
 
-  private entryOut(e: Entry): Buffer {
-    const t = timeouts(this.ctx.options.cache);
-    const b = Buffer.alloc(ENTRY_OUT_SIZE);
-    b.writeBigUInt64LE(BigInt(e.inode.id), 0);
-    b.writeBigUInt64LE(0n, 8); // generation: inode ids are never reused while referenced
-    b.writeBigUInt64LE(BigInt(t.entry), 16);
-    b.writeBigUInt64LE(BigInt(t.attr), 24);
-    this.encodeAttr(b, 40, e.inode, e.stat);
-    return b;
+  private entryOut(e: Entry, into?: Buffer, at?: number): Buffer {
+    return entryOut(BigInt(e.inode.id), timeouts(this.ctx.options.cache), this.fuseAttr(e.inode, e.stat), into, at);
   }
 
   private attrOut(inode: Inode, st: Stat): Buffer {
-    const b = Buffer.alloc(ATTR_OUT_SIZE);
-    b.writeBigUInt64LE(BigInt(timeouts(this.ctx.options.cache).attr), 0);
-    this.encodeAttr(b, 16, inode, st);
-    return b;
+    return attrOut(timeouts(this.ctx.options.cache).attr, this.fuseAttr(inode, st));
   }
 
   private replyEntry(out: ReplyTo, e: Entry): void {
@@ -262,14 +250,11 @@ export class FuseSession {
   }
 
   private openOut(fh: bigint, isDir: boolean): Buffer {
-    const b = Buffer.alloc(OPEN_OUT_SIZE);
-    b.writeBigUInt64LE(fh, 0);
     let flags = 0;
     const mode = this.ctx.options.cache;
     if (!isDir && (mode === 'never' || mode === 'metadata')) flags |= FOPEN.DIRECT_IO;
     if (mode === 'always') flags |= isDir ? FOPEN.CACHE_DIR : FOPEN.KEEP_CACHE;
-    b.writeUInt32LE(flags, 8);
-    return b;
+    return openOut(fh, flags);
   }
 
   private xattrEnabled(op: string): void {
@@ -287,7 +272,7 @@ export class FuseSession {
     const flags2 = body.length >= 20 ? BigInt(a.u32()) : 0n;
     const offered = flags & INIT.INIT_EXT ? flags | (flags2 << 32n) : flags;
     if (major !== FUSE_KERNEL_VERSION) {
-      this.ctx.log.error({ peer: this.peer, major, minor }, 'fuse: unsupported kernel protocol major version');
+      this.logs.error('fuse.init', { peer: this.peer, major, minor }, 'fuse: unsupported kernel protocol major version');
       // Reply with our major only; the kernel then retries or gives up.
       const b = Buffer.alloc(8);
       b.writeUInt32LE(FUSE_KERNEL_VERSION, 0);
@@ -323,7 +308,7 @@ export class FuseSession {
     b.writeUInt16LE(Math.min(maxPages, 0xffff), 28);
     b.writeUInt16LE(0, 30);
     b.writeUInt32LE(Number((want >> 32n) & 0xffffffffn), 32);
-    this.ctx.log.info({ peer: this.peer, minor, flags: `0x${want.toString(16)}` }, 'fuse session initialized');
+    this.logs.info('fuse.init', { peer: this.peer, minor, flags: `0x${want.toString(16)}` }, 'fuse session initialized');
     // Older kernels (minor < 23) expect a 24-byte reply.
     out.send(0, [minor < 23 ? b.subarray(0, 24) : b]);
   }
@@ -342,10 +327,10 @@ export class FuseSession {
   }
 
   private forgetOne(nodeid: bigint, n: bigint): void {
-    const inode = nodeid <= BigInt(Number.MAX_SAFE_INTEGER) ? this.ctx.backend.inodes.get(Number(nodeid)) : undefined;
+    const inode = this.ctx.backend.inodeById(nodeid);
     const held = inode ? this.lookups.get(inode) : undefined;
     if (!inode || held === undefined) {
-      this.ctx.log.debug({ peer: this.peer, nodeid: nodeid.toString() }, 'fuse: FORGET of a node id this session does not hold');
+      if (this.logs.wants('debug')) this.logs.debug('fuse.forget', { peer: this.peer, nodeid: nodeid.toString() }, 'fuse: FORGET of a node id this session does not hold');
       return;
     }
     // Never more than this session looked up: other users keep theirs.
@@ -364,7 +349,7 @@ export class FuseSession {
     const a = new Args(body.head(8));
     const count = a.u32();
     if (8 + count * 16 > body.length) {
-      this.ctx.log.warn({ peer: this.peer, count, bytes: body.length }, 'fuse: BATCH_FORGET count exceeds the request');
+      this.logs.warn('fuse.bad-request', { peer: this.peer, count, bytes: body.length }, 'fuse: BATCH_FORGET count exceeds the request');
     }
     const n = Math.min(count, Math.floor((body.length - 8) / 16));
     const items = new Args(body.head(8 + n * 16)).skip(8);
@@ -454,7 +439,7 @@ export class FuseSession {
     // HANDLE_KILLPRIV_V2: the kernel asks (FATTR_KILL_SUIDGID) when the
     // caller lacks CAP_FSETID; this daemon has it, so it must do the killing.
     if (valid & FATTR.KILL_SUIDGID && !(valid & FATTR.MODE)) {
-      out.send(0, [this.attrOut(inode, this.killSuidgid(inode) ?? st)]);
+      out.send(0, [this.attrOut(inode, this.ctx.backend.killSuidgid(inode) ?? st)]);
       return;
     }
     out.send(0, [this.attrOut(inode, st)]);
@@ -534,7 +519,7 @@ export class FuseSession {
     const flags = oa.u32();
     const openFlags = oa.u32();
     const file = this.ctx.backend.open(undefined, inode, this.writebackFlags(flags));
-    if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & 0o1000 /* O_TRUNC */) this.killSuidgid(inode);
+    if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & 0o1000 /* O_TRUNC */) this.ctx.backend.killSuidgid(inode);
     const fh = this.addHandle(file);
     if (!out.send(0, [this.openOut(fh, false)])) this.dropHandle(fh);
   }
@@ -560,7 +545,7 @@ export class FuseSession {
     const openFlags = a.u32();
     const [name] = cstrings(b.subarray(16), 1);
     const { entry, file } = this.ctx.backend.create(FuseSession.creator(h), parent, name!, this.writebackFlags(flags), mode, this.umaskOf(umask));
-    if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & 0o1000 /* O_TRUNC */) this.killSuidgid(entry.inode);
+    if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & 0o1000 /* O_TRUNC */) this.ctx.backend.killSuidgid(entry.inode);
     const fh = this.addHandle(file);
     this.remember(entry.inode);
     if (!out.send(0, [this.entryOut(entry), this.openOut(fh, false)])) {
@@ -590,7 +575,7 @@ export class FuseSession {
     const offset = a.offset();
     const size = a.u32();
     if (size > this.ctx.options.maxWrite) fail(Errno.EINVAL, 'READ', `size ${size} above max ${this.ctx.options.maxWrite}`);
-    out.sendRead(file.fd, offset, size);
+    out.sendRead(size, (dst, skip, max) => this.ctx.backend.read(file, offset, dst, skip, max));
   }
 
   private write(h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -600,39 +585,19 @@ export class FuseSession {
     const size = a.u32();
     const writeFlags = a.u32();
     if (size > this.ctx.options.maxWrite) fail(Errno.EINVAL, 'WRITE', `size ${size} above max_write`);
-    const done = pwriteFromSegments(body.slices(40, size), file.fd, offset, file.inode.label);
-    if (writeFlags & FUSE_WRITE_KILL_SUIDGID) this.killSuidgid(file.inode);
+    const done = this.ctx.backend.write(file, offset, body.slices(40, size), {
+      // With the writeback cache a short success would lose the rest (see WriteOptions).
+      partial: !(this.wantFlags & INIT.WRITEBACK_CACHE),
+      killSuidgid: (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0,
+    });
     const b = Buffer.alloc(8);
     b.writeUInt32LE(done, 0);
     out.send(0, [b]);
   }
 
-  /**
-   * What the kernel does for a caller without CAP_FSETID: setuid goes;
-   * setgid goes only with group-execute (otherwise it marks mandatory
-   * locking). Returns the new attributes if anything changed.
-   */
-  private killSuidgid(inode: Inode): Stat | undefined {
-    const st = this.ctx.backend.getattr(inode);
-    let mode = st.mode & 0o7777;
-    if (mode & 0o4000) mode &= ~0o4000;
-    if (mode & 0o2000 && mode & 0o010) mode &= ~0o2000;
-    if (mode === (st.mode & 0o7777)) return undefined;
-    return this.ctx.backend.setattr(undefined, inode, { mode });
-  }
-
   private statfs(h: InHeader, _b: RequestBody, out: ReplyTo): void {
     const s = this.ctx.backend.statfs(this.inode(h.nodeid === 0n ? BigInt(FUSE_ROOT_ID) : h.nodeid));
-    const b = Buffer.alloc(80);
-    b.writeBigUInt64LE(s.blocks, 0);
-    b.writeBigUInt64LE(s.bfree, 8);
-    b.writeBigUInt64LE(s.bavail, 16);
-    b.writeBigUInt64LE(s.files, 24);
-    b.writeBigUInt64LE(s.ffree, 32);
-    b.writeUInt32LE(s.bsize, 40);
-    b.writeUInt32LE(s.namelen, 44);
-    b.writeUInt32LE(s.frsize, 48);
-    out.send(0, [b]);
+    out.send(0, [statfsOut(s)]);
   }
 
   private release(_h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -662,10 +627,7 @@ export class FuseSession {
     const a = new Args(body.head(16));
     const file = this.file(a.u64(), 'FSYNC');
     const datasync = a.u32() & FUSE_FSYNC_FDATASYNC;
-    return file.use((fd) => (datasync ? fdatasyncAsync(fd) : fsyncAsync(fd))).then(
-      () => { out.send(0, []); },
-      (e: NodeJS.ErrnoException) => { throw new SysError(Math.abs(e.errno ?? Errno.EIO), 'fsync', file.inode.label); },
-    );
+    return this.ctx.backend.fsync(file, datasync !== 0).then(() => { out.send(0, []); });
   }
 
   private fallocate(_h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -674,8 +636,7 @@ export class FuseSession {
     const offset = a.offset();
     const length = a.offset();
     const mode = a.u32();
-    this.ctx.backend.checkWritable('fallocate', file.inode.label);
-    fallocate(file.fd, mode, Number(offset), Number(length), file.inode.label);
+    this.ctx.backend.fallocate(file, mode, Number(offset), Number(length));
     out.send(0, []);
   }
 
@@ -685,7 +646,7 @@ export class FuseSession {
     const offset = a.offset();
     const whence = a.u32();
     if (whence !== 3 && whence !== 4) fail(Errno.EINVAL, 'LSEEK', `whence ${whence} (only SEEK_DATA/SEEK_HOLE reach the server)`);
-    const r = lseek(file.fd, Number(offset), whence, file.inode.label);
+    const r = this.ctx.backend.lseek(file, Number(offset), whence);
     const b = Buffer.alloc(8);
     b.writeBigUInt64LE(BigInt(r), 0);
     out.send(0, [b]);
@@ -701,8 +662,7 @@ export class FuseSession {
     const len = a.u64();
     const flags = a.u64();
     if (flags !== 0n) fail(Errno.EINVAL, 'COPY_FILE_RANGE', `flags ${flags}`);
-    this.ctx.backend.checkWritable('copy_file_range', fout.inode.label);
-    const n = copyFileRange(fin.fd, Number(offIn), fout.fd, Number(offOut), Number(len > 0x7ffff000n ? 0x7ffff000n : len));
+    const n = this.ctx.backend.copyFileRange(fin, Number(offIn), fout, Number(offOut), len);
     const b = Buffer.alloc(8);
     b.writeUInt32LE(n, 0);
     out.send(0, [b]);
@@ -731,9 +691,7 @@ export class FuseSession {
 
   private fsyncdir(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
     const d = this.dir(new Args(body.head(16)).u64(), 'FSYNCDIR');
-    return fsyncAsync(d.fd).then(() => { out.send(0, []); }, (e: NodeJS.ErrnoException) => {
-      throw new SysError(Math.abs(e.errno ?? Errno.EIO), 'fsync', d.inode.label);
-    });
+    return this.ctx.backend.fsyncInode(undefined, d.inode).then(() => { out.send(0, []); });
   }
 
   private readdir(_h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -758,7 +716,7 @@ export class FuseSession {
       const recLen = (plus ? ENTRY_OUT_SIZE : 0) + DIRENT_SIZE + nameLen;
       const padded = (recLen + 7) & ~7;
       if (used + padded > size) return false;
-      let ino = backend.inoMap.guestIno(d.inode.dev, ent.ino);
+      let ino = backend.entryIno(d, ent.ino);
       const isDot = nameLen === 1 && ent.name[0] === 0x2e;
       const isDotDot = nameLen === 2 && ent.name[0] === 0x2e && ent.name[1] === 0x2e;
       let at = used;
@@ -780,7 +738,7 @@ export class FuseSession {
           }
           this.remember(e.inode);
           handedOut.push(e.inode);
-          this.entryOut(e).copy(buf, at);
+          this.entryOut(e, buf, at);
           ino = e.inode.guestIno;
         }
         at += ENTRY_OUT_SIZE;
@@ -812,7 +770,7 @@ export class FuseSession {
     const [name] = cstrings(b.subarray(fixed), 1);
     const valueAt = fixed + name!.length + 1;
     if (valueAt + size > b.length) fail(Errno.EINVAL, 'SETXATTR', `value size ${size} beyond the request`);
-    this.ctx.backend.setxattr(undefined, inode, name!, b.subarray(valueAt, valueAt + size), flags);
+    this.ctx.backend.setxattr(undefined, inode, name!, b.subarray(valueAt, valueAt + size), flags, FuseSession.creator(h));
     out.send(0, []);
   }
 
@@ -822,14 +780,14 @@ export class FuseSession {
     const b = body.head(body.length);
     const size = b.readUInt32LE(0);
     const [name] = cstrings(b.subarray(8), 1);
-    this.sizedReply(out, this.ctx.backend.getxattr(undefined, inode, name!), size);
+    this.sizedReply(out, this.ctx.backend.getxattr(undefined, inode, name!, FuseSession.creator(h)), size);
   }
 
   private listxattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
     this.xattrEnabled('LISTXATTR');
     const inode = this.inode(h.nodeid);
     const size = new Args(body.head(8)).u32();
-    const names = this.ctx.backend.listxattr(undefined, inode);
+    const names = this.ctx.backend.listxattr(undefined, inode, FuseSession.creator(h));
     this.sizedReply(out, Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])])), size);
   }
 
@@ -849,7 +807,7 @@ export class FuseSession {
   private removexattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
     this.xattrEnabled('REMOVEXATTR');
     const [name] = cstrings(body.head(body.length), 1);
-    this.ctx.backend.removexattr(undefined, this.inode(h.nodeid), name!);
+    this.ctx.backend.removexattr(undefined, this.inode(h.nodeid), name!, FuseSession.creator(h));
     out.send(0, []);
   }
 

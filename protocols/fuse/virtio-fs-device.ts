@@ -10,11 +10,12 @@
 import type { DescriptorChain, VhostUserDevice } from '../vhost-user/index.js';
 import { VIRTIO_ID_FS, gather, scatter } from '../vhost-user/index.js';
 import { Errno, SysError } from '../../src/sys/index.js';
-import { preadIntoSegments, viewsOf } from '../virtqueue/read-into.js';
-import type { Logger } from '../../src/log.js';
+import { viewsOf } from '../../src/sys/vectored.js';
 import { IN_HEADER_SIZE, OP, OUT_HEADER_SIZE } from './constants.js';
+import { outHeader } from './wire.js';
 import { RequestBody, type ReplyTo } from './request.js';
 import { FuseSession, type FuseSessionContext } from './session.js';
+import { PeerLog } from '../../src/log-limit.js';
 
 /** virtio_fs_config: tag[36] then le32 num_request_queues. */
 const TAG_SIZE = 36;
@@ -33,19 +34,18 @@ export class VirtioFsDevice implements VhostUserDevice {
   readonly deviceFeatures = 0n;
   private session: FuseSession;
   private generation = 0;
+  /** One allowance for the device, whichever guest session: a reset buys no fresh one. */
+  private readonly log: PeerLog;
 
   constructor(private readonly ctx: FuseSessionContext, private readonly opts: VirtioFsOptions, private readonly peer: string) {
     if (Buffer.byteLength(opts.tag) > TAG_SIZE) throw new SysError(Errno.EINVAL, 'virtio-fs tag', `${opts.tag} is longer than ${TAG_SIZE} bytes`);
     this.numQueues = 1 + opts.numRequestQueues;
+    this.log = new PeerLog(ctx.log, peer, ctx.logLimits);
     this.session = this.newSession();
   }
 
   private newSession(): FuseSession {
-    return new FuseSession(this.ctx, `${this.peer}#${++this.generation}`);
-  }
-
-  private get log(): Logger {
-    return this.ctx.log;
+    return new FuseSession(this.ctx, `${this.peer}#${++this.generation}`, this.log);
   }
 
   config(): Buffer {
@@ -67,7 +67,7 @@ export class VirtioFsDevice implements VhostUserDevice {
 
   onRequest(queue: number, chain: DescriptorChain): void {
     if (chain.readableLength < IN_HEADER_SIZE) {
-      this.log.warn({ peer: this.peer, queue, bytes: chain.readableLength }, 'virtio-fs chain shorter than a FUSE header');
+      this.log.warn('virtio-fs.chain', { peer: this.peer, queue, bytes: chain.readableLength }, 'virtio-fs chain shorter than a FUSE header');
       this.replyTo(chain).send(Errno.EINVAL, []);
       return;
     }
@@ -81,31 +81,25 @@ export class VirtioFsDevice implements VhostUserDevice {
       body = new RequestBody([fixed, ...payload]);
     } else {
       if (chain.readableLength > MAX_COPIED_REQUEST) {
-        this.log.warn({ peer: this.peer, queue, opcode, bytes: chain.readableLength }, 'virtio-fs request too large');
+        this.log.warn('virtio-fs.chain', { peer: this.peer, queue, opcode, bytes: chain.readableLength }, 'virtio-fs request too large');
         this.replyTo(chain, header).send(Errno.EINVAL, []);
         return;
       }
       body = RequestBody.of(gather(chain.readable));
     }
-    if (queue === 0 && opcode !== OP.FORGET && opcode !== OP.BATCH_FORGET && opcode !== OP.INTERRUPT) {
-      this.log.debug({ peer: this.peer, opcode }, 'virtio-fs: a regular request on the hiprio queue');
+    if (queue === 0 && opcode !== OP.FORGET && opcode !== OP.BATCH_FORGET && opcode !== OP.INTERRUPT && this.log.wants('debug')) {
+      this.log.debug('virtio-fs.chain', { peer: this.peer, opcode }, 'virtio-fs: a regular request on the hiprio queue');
     }
     this.session.handle(body, this.replyTo(chain, header));
   }
 
   private replyTo(chain: DescriptorChain, header?: Buffer): ReplyTo {
     const unique = header ? header.readBigUInt64LE(8) : 0n;
-    const out = (len: number, error: number): Buffer => {
-      const h = Buffer.alloc(OUT_HEADER_SIZE);
-      h.writeUInt32LE(len, 0);
-      h.writeInt32LE(-error, 4);
-      h.writeBigUInt64LE(unique, 8);
-      return h;
-    };
+    const out = (len: number, error: number): Buffer => outHeader(len, error, unique);
     const put = (src: Buffer, at: number): number => scatter(chain.writable, src, at);
     const fail = (errno: number): boolean => {
       if (chain.writableLength < OUT_HEADER_SIZE) {
-        this.log.warn({ peer: this.peer, writable: chain.writableLength }, 'virtio-fs chain has no room for a reply header');
+        this.log.warn('virtio-fs.reply', { peer: this.peer, writable: chain.writableLength }, 'virtio-fs chain has no room for a reply header');
         chain.complete(0);
         return false;
       }
@@ -118,7 +112,7 @@ export class VirtioFsDevice implements VhostUserDevice {
         if (error) return fail(error);
         const len = OUT_HEADER_SIZE + body.reduce((a, b) => a + b.length, 0);
         if (len > chain.writableLength) {
-          this.log.warn({ peer: this.peer, need: len, writable: chain.writableLength }, 'virtio-fs reply does not fit the guest buffers');
+          this.log.warn('virtio-fs.reply', { peer: this.peer, need: len, writable: chain.writableLength }, 'virtio-fs reply does not fit the guest buffers');
           return fail(Errno.EOVERFLOW);
         }
         put(out(len, 0), 0);
@@ -127,7 +121,7 @@ export class VirtioFsDevice implements VhostUserDevice {
         chain.complete(len);
         return true;
       },
-      sendRead: (fd, offset, size) => {
+      sendRead: (size, fill) => {
         // Read straight into the guest's buffers after the reply header.
         const want = Math.min(size, chain.writableLength - OUT_HEADER_SIZE);
         if (want < 0) {
@@ -136,7 +130,7 @@ export class VirtioFsDevice implements VhostUserDevice {
         }
         let got: number;
         try {
-          got = preadIntoSegments(chain.writable, OUT_HEADER_SIZE, fd, offset, want);
+          got = fill(chain.writable, OUT_HEADER_SIZE, want);
         } catch (e) {
           fail(e instanceof SysError ? e.errno : Errno.EIO);
           return;

@@ -7,6 +7,7 @@ import { EventEmitter } from 'node:events';
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import koffi, { type node as KoffiNode } from 'koffi';
 import type { Logger } from '../../src/log.js';
+import { PeerLog, type LogLimits } from '../../src/log-limit.js';
 import { StartupError } from '../../src/listeners.js';
 import type { VhostUserDevice } from './device.js';
 import type { CloseReason } from './message-socket.js';
@@ -32,6 +33,8 @@ export interface VhostUserServerOptions {
   offerBackendChannel?: boolean;
   /** GET_MAX_MEM_SLOTS answer (default 509, as rust-vmm). */
   maxMemSlots?: number;
+  /** rate limit of the log lines the frontends of this socket can cause (false: none); default DEFAULT_LOG_LIMITS */
+  logLimits?: LogLimits | false;
 }
 
 export interface ConnectionInfo {
@@ -51,6 +54,8 @@ export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
   private current: ConnectionInfo | null = null;
   private serial = 0;
   private closed = false;
+  /** One allowance for everything that connects here: reconnecting buys no fresh one. */
+  private readonly logs: PeerLog;
 
   private constructor(
     private readonly listenFd: number,
@@ -58,6 +63,7 @@ export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
     private readonly o: VhostUserServerOptions,
   ) {
     super();
+    this.logs = new PeerLog(o.logger, `vhost-user:${socketPath ?? `fd ${listenFd}`}`, o.logLimits);
   }
 
   /** Starts listening; throws StartupError for problems an operator can fix. */
@@ -126,27 +132,28 @@ export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
       serial: ++this.serial,
       peer: cred ? `#${this.serial} pid ${cred.pid} uid ${cred.uid}` : `#${this.serial}`,
     };
-    const log = this.o.logger.child({ peer: info.peer });
-    log.info('vhost-user: frontend connected');
+    this.logs.info('vhost-user.connection', { peer: info.peer }, 'vhost-user: frontend connected');
     this.current = info;
     this.session = new Session(fd, {
       device: this.o.device,
-      log,
+      log: this.logs,
       peer: info.peer,
       maxQueueSize: Math.min(this.o.maxQueueSize ?? MAX_QUEUE_SIZE, MAX_QUEUE_SIZE),
       drainTimeoutMs: this.o.drainTimeoutMs ?? 3000,
       offerBackendChannel: this.o.offerBackendChannel ?? false,
       maxMemSlots: this.o.maxMemSlots ?? 509,
-    }, (reason) => this.onSessionEnd(info, log, reason));
+    }, (reason) => this.onSessionEnd(info, reason));
     this.emit('connect', info);
     this.session.start();
   }
 
-  private onSessionEnd(info: ConnectionInfo, log: Logger, reason: CloseReason): void {
+  private onSessionEnd(info: ConnectionInfo, reason: CloseReason): void {
     this.session = null;
     this.current = null;
-    if (reason.kind === 'error') log.warn({ fault: reason.message }, 'vhost-user: frontend connection ended; device reset');
-    else log.info({ reason: reason.kind === 'eof' ? 'closed by the frontend' : reason.message }, 'vhost-user: frontend disconnected; device reset');
+    const peer = info.peer;
+    if (reason.kind === 'error') this.logs.warn('vhost-user.connection', { peer, fault: reason.message }, 'vhost-user: frontend connection ended; device reset');
+    else this.logs.info('vhost-user.connection', { peer, reason: reason.kind === 'eof' ? 'closed by the frontend' : reason.message }, 'vhost-user: frontend disconnected; device reset');
+    this.logs.flush();
     this.emit('disconnect', info, reason);
     // Not from inside the session's own teardown stack: accept on the next turn.
     if (!this.closed) setImmediate(() => this.acceptNext());

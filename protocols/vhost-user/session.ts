@@ -9,7 +9,7 @@
 // fault, and the server goes on accepting connections.
 import { readlinkSync } from 'node:fs';
 import koffi, { type node as KoffiNode } from 'koffi';
-import type { Logger } from '../../src/log.js';
+import type { PeerLog } from '../../src/log-limit.js';
 import { GuestMemory, GuestMemoryError, type RegionSpec } from '../virtqueue/guest-memory.js';
 import { SplitQueue, ringBytes, RING_ALIGN, type QueueRings } from '../virtqueue/split-queue.js';
 import type { DescriptorChain } from '../virtqueue/chain.js';
@@ -24,7 +24,8 @@ import { closeFd, drainEventFd, setNonBlocking, signalEventFd } from './sys.js';
 
 export interface SessionOptions {
   device: VhostUserDevice;
-  log: Logger;
+  /** the server's rate-limited log, shared by its connections */
+  log: PeerLog;
   /** Names the frontend in log lines (connection number, pid, uid). */
   peer: string;
   /** Largest queue size accepted in SET_VRING_NUM. */
@@ -61,7 +62,7 @@ class QueueSlot {
 export class Session {
   readonly memory: GuestMemory;
   private readonly device: VhostUserDevice;
-  private readonly log: Logger;
+  private readonly log: PeerLog;
   private readonly socket: MessageSocket;
   private readonly slots: QueueSlot[];
   private readonly dispatchers: ((chain: DescriptorChain) => void)[];
@@ -106,7 +107,7 @@ export class Session {
       this.drop(`${name} with bad flags 0x${m.flags.toString(16)} (version must be 1, no REPLY bit)`);
       return;
     }
-    if (this.log.isLevelEnabled('trace')) this.log.trace({ req: name, size: m.size, fds: m.fds.length, flags: m.flags }, 'vhost-user message');
+    if (this.log.log.isLevelEnabled('trace')) this.log.log.trace({ peer: this.peer, req: name, size: m.size, fds: m.fds.length, flags: m.flags }, 'vhost-user message');
     try {
       const r = this.handle(m);
       if (r instanceof Promise) {
@@ -131,14 +132,14 @@ export class Session {
   private refuse(m: Message, e: unknown): void {
     this.closeFds(m);
     if (!(e instanceof Fault) && !(e instanceof GuestMemoryError)) {
-      this.log.error({ peer: this.peer, req: requestName(m.request), err: e }, 'vhost-user: handler failed');
+      this.log.error('vhost-user.unexpected', { peer: this.peer, req: requestName(m.request), err: e }, 'vhost-user: handler failed');
     }
     const fault = `${requestName(m.request)}: ${(e as Error).message}`;
     if (m.request === Req.GET_CONFIG) {
-      this.log.warn({ peer: this.peer, fault }, 'vhost-user: request refused (empty GET_CONFIG reply)');
+      this.log.warn('vhost-user.refused', { peer: this.peer, fault }, 'vhost-user: request refused (empty GET_CONFIG reply)');
       this.reply(m, Buffer.alloc(0));
     } else if (this.wantsAck(m) && !hasOwnReply(m.request)) {
-      this.log.warn({ peer: this.peer, fault }, 'vhost-user: request refused (nonzero REPLY_ACK)');
+      this.log.warn('vhost-user.refused', { peer: this.peer, fault }, 'vhost-user: request refused (nonzero REPLY_ACK)');
       this.reply(m, u64Payload(1));
     } else {
       this.drop(fault);
@@ -154,7 +155,7 @@ export class Session {
   }
 
   private drop(fault: string): void {
-    this.log.warn({ peer: this.peer, fault }, 'vhost-user: dropping the connection');
+    this.log.warn('vhost-user.dropped', { peer: this.peer, fault }, 'vhost-user: dropping the connection');
     this.socket.close({ kind: 'error', message: fault });
   }
 
@@ -280,7 +281,7 @@ export class Session {
   }
 
   private noteUnsealed(sealed: boolean, gpa: number): void {
-    if (!sealed) this.log.debug({ peer: this.peer, gpa }, 'vhost-user: memory region fd is not sealed against shrinking (a SIGBUS risk if the frontend shrinks it)');
+    if (!sealed && this.log.wants('debug')) this.log.debug('vhost-user.memory', { peer: this.peer, gpa }, 'vhost-user: memory region fd is not sealed against shrinking (a SIGBUS risk if the frontend shrinks it)');
   }
 
   private remMemReg(m: Message): undefined {
@@ -375,12 +376,12 @@ export class Session {
       try {
         this.device.onQueueStop?.(s.index);
       } catch (e) {
-        this.log.error({ peer: this.peer, queue: s.index, err: e }, 'vhost-user: device onQueueStop failed');
+        this.log.error('vhost-user.unexpected', { peer: this.peer, queue: s.index, err: e }, 'vhost-user: device onQueueStop failed');
       }
       if (q.inflight > 0) {
         if (!(await q.whenIdle(this.o.drainTimeoutMs))) {
           const n = q.abandonInflight();
-          this.log.warn({ peer: this.peer, queue: s.index, abandoned: n }, 'vhost-user: queue stopped with requests still outstanding; their replies will be dropped');
+          this.log.warn('vhost-user.queue', { peer: this.peer, queue: s.index, abandoned: n }, 'vhost-user: queue stopped with requests still outstanding; their replies will be dropped');
         }
       }
       s.base = q.lastAvail;
@@ -443,7 +444,7 @@ export class Session {
     const kickFd = s.kickFd;
     s.kickPoll = koffi.node.poll(kickFd, { readable: true }, (status: unknown) => {
       if (typeof status === 'number' && status < 0) {
-        this.log.warn({ peer: this.peer, queue: s.index, status }, 'vhost-user: kick fd poll failed; queue stopped');
+        this.log.warn('vhost-user.queue', { peer: this.peer, queue: s.index, status }, 'vhost-user: kick fd poll failed; queue stopped');
         this.stopKick(s);
         return;
       }
@@ -483,7 +484,7 @@ export class Session {
     try {
       this.device.onRequest(q, chain);
     } catch (e) {
-      this.log.error({ peer: this.peer, queue: q, err: e }, 'vhost-user: device failed on a request; completing it empty');
+      this.log.error('vhost-user.unexpected', { peer: this.peer, queue: q, err: e }, 'vhost-user: device failed on a request; completing it empty');
       if (!chain.completed) chain.complete(0);
     }
   }
@@ -494,7 +495,7 @@ export class Session {
   }
 
   private queueFault(s: QueueSlot, fault: string): void {
-    this.log.warn({ peer: this.peer, queue: s.index, fault }, 'virtqueue broken by the guest; ignored until the frontend resets it');
+    this.log.warn('vhost-user.queue', { peer: this.peer, queue: s.index, fault }, 'virtqueue broken by the guest; ignored until the frontend resets it');
     if (s.errFd >= 0) signalEventFd(s.errFd);
   }
 
@@ -542,7 +543,7 @@ export class Session {
     try {
       this.device.reset();
     } catch (e) {
-      this.log.error({ peer: this.peer, err: e, why }, 'vhost-user: device reset failed');
+      this.log.error('vhost-user.unexpected', { peer: this.peer, err: e, why }, 'vhost-user: device reset failed');
     }
   }
 

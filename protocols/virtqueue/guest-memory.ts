@@ -7,6 +7,7 @@
 // Lifetime: a region removed (or replaced) while a descriptor chain or a ring
 // still points into it is only unmapped once the last pin is released, so a
 // device finishing a request late writes into live memory, never into a hole.
+import { registerWindow } from '../../src/sys/memory.js';
 import { closeFd, fileSeals, fstatFd, F_SEAL_SHRINK, mmapShared, munmap, viewOf } from './sys.js';
 
 /** One region as vhost-user describes it (all numbers are byte addresses/sizes). */
@@ -31,18 +32,9 @@ const S_IFREG = 0o100000;
 const S_IFCHR = 0o020000;
 const S_IFBLK = 0o060000;
 
-/** Host address of each window, so callers can build iovecs for preadv/pwritev. */
-const windowBase = new WeakMap<ArrayBuffer, number>();
-
-/**
- * The host virtual address of the first byte of `buf`, a view returned by
- * GuestMemory (for zero-copy syscalls from worker threads); undefined for
- * any other Buffer.
- */
-export function hostAddressOf(buf: Buffer): number | undefined {
-  const base = windowBase.get(buf.buffer as ArrayBuffer);
-  return base === undefined ? undefined : base + buf.byteOffset;
-}
+// Each window's host address is registered in sys (registerWindow), so the
+// data path builds iovecs for preadv/pwritev straight from the views.
+export { hostAddressOf } from '../../src/sys/memory.js';
 
 export class MappedRegion implements RegionSpec {
   readonly guestAddr: number;
@@ -81,7 +73,7 @@ export class MappedRegion implements RegionSpec {
     try {
       for (let off = 0; off < spec.size; off += CHUNK) {
         const ab = viewOf(this.hostBase + BigInt(off), Math.min(CHUNK, spec.size - off));
-        windowBase.set(ab, Number(this.hostBase) + off);
+        registerWindow(ab, Number(this.hostBase) + off);
         this.windows.push(ab);
       }
     } catch (e) {
@@ -109,7 +101,7 @@ export class MappedRegion implements RegionSpec {
   /** A single view of [off, off+len) with its own ArrayBuffer (for rings: never split). */
   dedicatedView(off: number, len: number): Buffer {
     const ab = viewOf(this.hostBase + BigInt(off), len);
-    windowBase.set(ab, Number(this.hostBase) + off);
+    registerWindow(ab, Number(this.hostBase) + off);
     return Buffer.from(ab);
   }
 

@@ -12,11 +12,13 @@
 import {
   AT_FDCWD, AT_REMOVEDIR, Errno, O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_RDONLY,
   O_TMPFILE, O_TRUNC, O_WRONLY, RENAME_EXCHANGE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
-  SysError, XATTR_SIZE_MAX, accessPathFd, close, fail, fchmodPathFd, fchownFd, fstat, fstatfs, ftruncate, getxattr,
+  SysError, XATTR_SIZE_MAX, accessPathFd, close, copyFileRange, fail, fallocate, lseek, fchmodPathFd, fchownFd, fstat, fstatfs, ftruncate, getxattr,
   fstatat, isSysError, linkFd, listxattr, mkdirat, mknodat, openPath, openat, pread, procPath, pwrite, readlinkFd, removexattr,
   renameat2, reopen, setxattr, symlinkat, syncfs, truncatePathFd, umask, umask as umaskSet, unlinkat, utimensFd, withCredentials,
   type Credentials, type Stat, type StatFs, type TimeArg,
 } from '../sys/index.js';
+import { fdatasync as fdatasyncCb, fsync as fsyncCb } from 'node:fs';
+import { promisify } from 'node:util';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { createSecurityModel } from '../../security/create-model.js';
@@ -32,6 +34,11 @@ import { DirStream, OpenFile } from './files.js';
 import { LockTable } from './locks.js';
 import { checkEntryName, checkLookupName, isDot, isDotDot, printable } from './names.js';
 import { createFlags, openFlags } from './open-flags.js';
+import { preadIntoSegments, pwriteFromSegments, type WriteOptions } from '../sys/vectored.js';
+
+const fsyncAsync = promisify(fsyncCb);
+const fdatasyncAsync = promisify(fdatasyncCb);
+import { listedUnprivileged, unprivilegedRefusal, type XattrAccess } from './xattr-privilege.js';
 
 export interface BackendOptions {
   sharedDir: string;
@@ -204,6 +211,16 @@ export class Backend {
     this.inodes.touch(inode);
     if (loc && this.model.tracksLocation && inode !== this.root) this.setLocation(inode, loc);
     return { inode, stat: this.view(inode, st) };
+  }
+
+  /** The live inode with this id (a FUSE node id), or undefined. */
+  inodeById(id: number | bigint): Inode | undefined {
+    return id <= BigInt(Number.MAX_SAFE_INTEGER) && id >= 0 ? this.inodes.get(Number(id)) : undefined;
+  }
+
+  /** The guest inode number of a directory entry of `dir` (host inode numbers remapped across filesystems). */
+  entryIno(dir: DirStream, hostIno: bigint): bigint {
+    return this.inoMap.guestIno(dir.inode.dev, hostIno);
   }
 
   /** One more reference on an inode (a cloned fid, a FUSE lookup reply). */
@@ -639,7 +656,113 @@ export class Backend {
     }
   }
 
+  // ---- the data path -------------------------------------------------------------
+
+  /**
+   * Reads up to `max` bytes of `file` at `offset` into `dst` — segments the
+   * transport provides (guest memory, or a plain buffer) — starting `skip`
+   * bytes in. Returns the bytes read (fewer at end of file).
+   */
+  read(file: OpenFile, offset: number | bigint, dst: readonly Buffer[], skip: number, max: number): number {
+    return preadIntoSegments(dst, skip, file.fd, offset, max, file.inode.label);
+  }
+
+  /**
+   * Writes all of `src` (a request's payload, left where the transport
+   * received it) to `file` at `offset`; see WriteOptions for a failure part
+   * way. `killSuidgid`: the caller lacks CAP_FSETID (FUSE's WRITE_KILL_SUIDGID).
+   */
+  write(file: OpenFile, offset: number | bigint, src: readonly Buffer[], o: WriteOptions & { killSuidgid?: boolean }): number {
+    const n = pwriteFromSegments(src, file.fd, offset, file.inode.label, o);
+    if (o.killSuidgid) this.killSuidgid(file.inode);
+    return n;
+  }
+
+  /**
+   * What the kernel does on write or truncate by a caller without
+   * CAP_FSETID: setuid goes; setgid goes only with group-execute (without
+   * it, it marks mandatory locking). Returns the new attributes if anything
+   * changed.
+   */
+  killSuidgid(inode: Inode): Stat | undefined {
+    const st = this.getattr(inode);
+    let mode = st.mode & 0o7777;
+    if (mode & 0o4000) mode &= ~0o4000;
+    if (mode & 0o2000 && mode & 0o010) mode &= ~0o2000;
+    if (mode === (st.mode & 0o7777)) return undefined;
+    return this.setattr(undefined, inode, { mode });
+  }
+
+  // ---- more of the data path ---------------------------------------------------
+
+  /**
+   * fsync(2), or fdatasync(2), of an open handle, off the event loop (libuv's
+   * pool): a slow disk never holds up other requests, and the fd stays open
+   * until the call ends even if the handle is released meanwhile.
+   */
+  fsync(file: OpenFile, datasync: boolean): Promise<void> {
+    const op = datasync ? 'fdatasync' : 'fsync';
+    return file.use((fd) => (datasync ? fdatasyncAsync(fd) : fsyncAsync(fd))).then(
+      () => undefined,
+      (e: unknown) => { throw asSysError(e, op, file.inode.label); },
+    );
+  }
+
+  /**
+   * fsync(2) of an inode through an fd of its own, opened read-only for the
+   * call: directories (9P Tfsync on a directory fid, FUSE FSYNCDIR — a
+   * directory stream's fd may be closed by RELEASEDIR while the call runs).
+   */
+  async fsyncInode(cr: Credentials | undefined, inode: Inode): Promise<void> {
+    const h = this.open(cr, inode, O_RDONLY);
+    try {
+      await this.fsync(h, false);
+    } finally {
+      this.closeFile(h);
+    }
+  }
+
+  fallocate(file: OpenFile, mode: number, offset: number, length: number): void {
+    this.checkWritable('fallocate', file.inode.label);
+    fallocate(file.fd, mode, offset, length, file.inode.label);
+  }
+
+  /** lseek(2) on an open file; SEEK_DATA/SEEK_HOLE are what clients send through. */
+  lseek(file: OpenFile, offset: number, whence: number): number {
+    return lseek(file.fd, offset, whence, file.inode.label);
+  }
+
+  /** copy_file_range(2) between two open files; at most 2^31 - 4096 bytes a call, as the kernel does. */
+  copyFileRange(from: OpenFile, fromOffset: number, to: OpenFile, toOffset: number, length: number | bigint): number {
+    this.checkWritable('copy_file_range', to.inode.label);
+    const len = BigInt(length) > 0x7ffff000n ? 0x7ffff000 : Number(length);
+    return copyFileRange(from.fd, fromOffset, to.fd, toOffset, len);
+  }
+
   // ---- xattrs --------------------------------------------------------------
+
+  /**
+   * Whether `caller` holds the privilege the kernel asks of it for privileged
+   * xattr namespaces: undefined is the daemon itself; a guest caller counts
+   * as root when its uid is 0 on the host (passthrough, after --translate-uid)
+   * or in the guest's view (mapped models, where the daemon owns the files).
+   */
+  private privileged(caller: Credentials | undefined): boolean {
+    if (!caller) return true;
+    if (this.model.mapsFileTypes) return caller.uid === 0;
+    try {
+      return this.hostUid(caller.uid) === 0;
+    } catch {
+      return false; // a forbidden id is nobody's root
+    }
+  }
+
+  /** Refuses `access` to a privileged namespace for an unprivileged caller. */
+  private checkXattrPrivilege(op: string, caller: Credentials | undefined, inode: Inode, name: Buffer, access: XattrAccess): void {
+    if (this.privileged(caller)) return;
+    const errno = unprivilegedRefusal(name, access);
+    if (errno !== undefined) fail(errno, op, `${inode.label} ${printable(name)}: the caller (uid ${caller!.uid}) lacks the privilege`);
+  }
 
   private hostXattr(op: string, inode: Inode, name: Buffer, refusal: number): Buffer {
     checkXattrName(op, name);
@@ -648,26 +771,40 @@ export class Backend {
     return host;
   }
 
-  getxattr(cr: Credentials | undefined, inode: Inode, name: Buffer): Buffer {
+  // Each xattr call runs host calls as `cr` and judges privileged namespaces
+  // by `caller` (the requester; FUSE runs xattr calls as the daemon, as
+  // virtiofsd does, and names its caller separately).
+
+  getxattr(cr: Credentials | undefined, inode: Inode, name: Buffer, caller = cr): Buffer {
     const host = this.hostXattr('getxattr', inode, name, Errno.ENODATA);
+    this.checkXattrPrivilege('getxattr', caller, inode, name, 'read');
     if (inode.hostKind === S_IFLNK) fail(Errno.ENODATA, 'getxattr', `${inode.label} ${printable(name)}`);
     return withCredentials(this.host(cr), () => getxattr(inode.fd, host, inode.label));
   }
 
-  listxattr(cr: Credentials | undefined, inode: Inode): Buffer[] {
+  listxattr(cr: Credentials | undefined, inode: Inode, caller = cr): Buffer[] {
     if (inode.hostKind === S_IFLNK) return [];
     const names = withCredentials(this.host(cr), () => listxattr(inode.fd, inode.label));
+    const everything = this.privileged(caller);
     const out: Buffer[] = [];
     for (const n of names) {
       const g = this.model.guestXattrName(n);
-      if (g) out.push(g);
+      if (g && (everything || listedUnprivileged(g))) out.push(g);
     }
     return out;
   }
 
-  setxattr(cr: Credentials | undefined, inode: Inode, name: Buffer, value: Buffer, flags: number): void {
+  /** Whether `caller` may write `name` at all (9P checks at Txattrcreate, before the value arrives). */
+  checkSetxattr(caller: Credentials | undefined, inode: Inode, name: Buffer): void {
+    this.hostXattr('setxattr', inode, name, Errno.EACCES);
+    this.checkWritable('setxattr', inode.label);
+    this.checkXattrPrivilege('setxattr', caller, inode, name, 'write');
+  }
+
+  setxattr(cr: Credentials | undefined, inode: Inode, name: Buffer, value: Buffer, flags: number, caller = cr): void {
     const host = this.hostXattr('setxattr', inode, name, Errno.EACCES);
     this.checkWritable('setxattr', inode.label);
+    this.checkXattrPrivilege('setxattr', caller, inode, name, 'write');
     if (value.length > XATTR_SIZE_MAX) fail(Errno.E2BIG, 'setxattr', `${inode.label} ${printable(name)}`);
     if (inode.hostKind === S_IFLNK) fail(Errno.EPERM, 'setxattr', `${inode.label} ${printable(name)}`);
     if (this.model.mapsFileTypes && name.equals(ACL_ACCESS_GUEST) && this.setAccessAclMapped(inode, host, value, flags)) return;
@@ -699,9 +836,10 @@ export class Backend {
     return true;
   }
 
-  removexattr(cr: Credentials | undefined, inode: Inode, name: Buffer): void {
+  removexattr(cr: Credentials | undefined, inode: Inode, name: Buffer, caller = cr): void {
     const host = this.hostXattr('removexattr', inode, name, Errno.EACCES);
     this.checkWritable('removexattr', inode.label);
+    this.checkXattrPrivilege('removexattr', caller, inode, name, 'write');
     if (inode.hostKind === S_IFLNK) fail(Errno.ENODATA, 'removexattr', `${inode.label} ${printable(name)}`);
     withCredentials(this.host(cr), () => removexattr(inode.fd, host, inode.label));
   }
@@ -710,6 +848,13 @@ export class Backend {
 function checkXattrName(op: string, name: Buffer): void {
   if (name.length === 0 || name.length > 255) fail(name.length ? Errno.ERANGE : Errno.EINVAL, op, printable(name));
   if (name.includes(0)) fail(Errno.EINVAL, op, printable(name));
+}
+
+/** A node:fs callback error (fsync on libuv's pool) as the SysError the protocols map. */
+function asSysError(e: unknown, op: string, what: string): SysError {
+  if (e instanceof SysError) return e;
+  const n = (e as NodeJS.ErrnoException).errno;
+  return new SysError(typeof n === 'number' ? Math.abs(n) : Errno.EIO, op, what);
 }
 
 export { SysError, Inode, OpenFile, DirStream };

@@ -10,7 +10,8 @@ import { register } from 'node:module';
 const here = dirname(fileURLToPath(import.meta.url));
 /** The repository root, whether this file runs from src/bench or dist/src/bench. */
 export const repoRoot = basename(resolve(here, '../..')) === 'dist' ? resolve(here, '../../..') : resolve(here, '../..');
-export const labDir = join(repoRoot, '.lab');
+/** The lab (a checkout's .lab): DUOFS_LAB_DIR points an installed duofs at one. */
+export const labDir = process.env.DUOFS_LAB_DIR ? resolve(process.env.DUOFS_LAB_DIR) : join(repoRoot, '.lab');
 export const labRoot = join(labDir, 'root');
 
 /** A problem the operator can fix; the message says how. Exit status 2. */
@@ -43,12 +44,6 @@ export function requireLab(tools: { path: string; what: string }[] = []): LabSta
     }
   }
   return stamp;
-}
-
-/** The compiled test helpers (dist/test/...) the host mode drives servers with. */
-export function requireBuiltTests(): void {
-  const driver = join(repoRoot, 'dist', 'test', 'vhost', 'driver.js');
-  if (!existsSync(driver)) throw new BenchError(`the compiled test helpers are missing (${driver}): run \`npm run build\` (or \`npm run bench\`, which builds)`);
 }
 
 let hooked = false;

@@ -1,7 +1,7 @@
 // The host-side benchmark: no guest. The vhost-user test frontend
-// (test/vhost/driver.ts, playing the VMM) and the FUSE client on top of it
-// (test/fuse/client.ts) push FUSE requests at duofs and at the Rust
-// virtiofsd from the lab root; the 9P client (test/p9/client.ts) pushes 9P
+// (src/doubles/vhost-user-frontend.ts, playing the VMM) and the FUSE client on top of it
+// (src/doubles/fuse-client.ts) push FUSE requests at duofs and at the Rust
+// virtiofsd from the lab root; the 9P client (src/doubles/p9-client.ts) pushes 9P
 // requests at duofs and diod over unix sockets. Every load runs for a fixed
 // time with N requests in flight; loads and servers are interleaved so that
 // each pair sees the same machine. Besides ops/s and MB/s, the server
@@ -14,11 +14,12 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join, resolve } from 'node:path';
-import type * as DriverMod from '../../test/vhost/driver.js';
-import type * as FuseClientMod from '../../test/fuse/client.js';
-import type * as P9ClientMod from '../../test/p9/client.js';
-import type * as DiodMod from '../../test/support/diod.js';
-import { BenchError, MachineWatch, cpuSeconds, labRoot, machineBasics, repoRoot, requireBuiltTests, requireLab } from './env.js';
+import { VhostUserFrontend } from '../doubles/vhost-user-frontend.js';
+import { FuseClient, ROOT, IN_HEADER, OUT_HEADER } from '../doubles/fuse-client.js';
+import { P9Client } from '../doubles/p9-client.js';
+import { IOHDRSZ } from '../doubles/p9-proto.js';
+import { startDiod, type DiodServer } from './diod.js';
+import { BenchError, MachineWatch, cpuSeconds, labRoot, machineBasics, repoRoot, requireLab } from './env.js';
 import { HOST_LOADS, HOST_SERVERS, type ServerDef } from './jobs.js';
 import { RESULT_FORMAT, type BenchResult, type CellResult } from './model.js';
 import { fmtDuration, type Progress } from './progress.js';
@@ -67,8 +68,6 @@ const offset1m = (w: number, i: number): number => ((i * 7 + w * 3) % (FILE_SIZE
 // ------------------------------------------------------------------ FUSE targets
 
 async function fuseTarget(server: string, socketPath: string, pid: () => number | undefined, dir: string): Promise<Target> {
-  const { VhostUserFrontend } = await import('../../test/vhost/driver.js') as typeof DriverMod;
-  const { FuseClient, ROOT, IN_HEADER, OUT_HEADER } = await import('../../test/fuse/client.js') as typeof FuseClientMod;
   const fe = await VhostUserFrontend.connect({ socketPath, queueSize: 256, regions: [{ gpa: 0x100000, size: 96 * MIB }] });
   const c = new FuseClient(fe, 1);
   c.timeoutMs = 60_000;
@@ -149,8 +148,6 @@ async function fuseTarget(server: string, socketPath: string, pid: () => number 
 // ------------------------------------------------------------------ 9P targets
 
 async function ninepTarget(server: string, socketPath: string, pid: () => number | undefined, exportDir: string): Promise<Target> {
-  const { P9Client } = await import('../../test/p9/client.js') as typeof P9ClientMod;
-  const { IOHDRSZ } = await import('../../test/p9/proto.js');
   const { c, root } = await P9Client.session({ path: socketPath }, { aname: exportDir, msize: MIB + 4096, timeoutMs: 60_000 });
   const walkOpen = async (names: string[], flags: number | undefined) => {
     const f = c.newFid();
@@ -326,7 +323,6 @@ async function measure(t: Target, load: string, seconds: number, concurrency: nu
 }
 
 export async function runHostBench(s: HostSettings, progress: Progress): Promise<{ result: BenchResult; profiles: { server: string; file: string }[] }> {
-  requireBuiltTests();
   const servers: ServerDef[] = s.servers.map((n) => HOST_SERVERS.find((x) => x.name === n)!);
   const loads = HOST_LOADS.filter((l) => s.jobs.includes(l.name));
   const stamp = servers.some((x) => x.name === 'virtiofsd') ? requireLab([{ path: 'usr/libexec/virtiofsd', what: 'virtiofsd' }]) : undefined;
@@ -339,7 +335,7 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
   const tree = s.sharedDir ? resolve(s.sharedDir) : join(base, 'export');
   const benchTree = s.sharedDir ? join(tree, '.duofs-bench') : tree;
   const procs: Proc[] = [];
-  let diod: DiodMod.DiodServer | undefined;
+  let diod: DiodServer | undefined;
   const targets: Target[] = [];
   const cells: CellResult[] = [];
   const profiles: { server: string; file: string }[] = [];
@@ -376,7 +372,6 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
       versions.virtiofsd = stamp!.virtiofsdVersion.replace(/^virtiofsd /, '');
     }
     if (servers.some((x) => x.name === 'diod')) {
-      const { startDiod } = await import('../../test/support/diod.js') as typeof DiodMod;
       progress.status('starting diod');
       try {
         diod = await startDiod(benchTree, { socketPath: sock('diod') });

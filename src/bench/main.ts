@@ -11,7 +11,7 @@
 // Exit status: 0 every cell produced figures, 1 some cells failed (the table
 // is still written), 2 the run could not start (the message says why and
 // what fixes it).
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { BenchError, labDir } from './env.js';
@@ -69,7 +69,7 @@ export function benchOptions<T>(y: Argv<T>) {
     .option('xattr', { type: 'boolean', default: false, describe: 'virtio-fs servers with extended attributes (duofs --xattr, virtiofsd --xattr); off for both by default' })
     .option('concurrency', { type: 'number', default: 8, describe: 'host: requests in flight per load' })
     .option('cpu-prof', { type: 'boolean', default: false, describe: 'run duofs under node --cpu-prof; profiles (.cpuprofile, open in Chrome DevTools) go to OUT/profiles and a summary of the hot spots is printed' })
-    .option('out', { type: 'string', describe: 'folder for bench.json, bench.md, bench.txt, bench.svg (default .lab/results/bench-<mode>-<time>)' })
+    .option('out', { type: 'string', describe: 'folder for bench.json, bench.md, bench.txt, bench.svg (default .lab/results/bench-<mode>-<time>; an installed duofs without a lab: the working directory)' })
     .option('timeout', { type: 'number', describe: 'guest: wall-clock limit in seconds (default: three times the estimate, at least 15 minutes)' })
     .option('mem', { type: 'number', default: 1024, describe: 'guest memory, MiB' })
     .option('cpus', { type: 'number', default: 1, describe: 'guest vCPUs (1 is fastest on a 2-core host under TCG)' })
@@ -156,7 +156,9 @@ export async function runBench(argv: BenchArgs): Promise<number> {
     if (servers.length === 0 || jobs.length === 0) throw new BenchError('nothing to run: give at least one server and one job');
     const repeat = argv.repeat ?? 3;
     if (!Number.isInteger(repeat) || repeat < 1) throw new BenchError('--repeat: a whole number of at least 1');
-    const outDir = resolve(argv.out ?? join(labDir, 'results', `bench-${host ? 'host' : 'guest'}-${stamp()}`));
+    // An installed duofs has no lab of its own: results go to the working directory.
+    const resultsDir = existsSync(labDir) ? join(labDir, 'results') : process.cwd();
+    const outDir = resolve(argv.out ?? join(resultsDir, `bench-${host ? 'host' : 'guest'}-${stamp()}`));
     const command = `duofs bench ${process.argv.slice(process.argv.indexOf('bench') + 1).join(' ')}`.trim();
     let sizeMiB: number;
     try {

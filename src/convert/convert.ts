@@ -38,7 +38,7 @@
 // `.virtfs_metadata` in a tree becoming mapped-file) stop the conversion
 // before anything is written. A dry run does the same walk and checks and
 // reports the same summary, writing nothing.
-import type { SecurityModel } from '../server.js';
+import type { SecurityModelName as SecurityModel } from '../../security/model.js';
 import {
   AT_FDCWD, AT_REMOVEDIR, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_RDONLY, O_WRONLY,
   S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,

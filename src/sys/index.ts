@@ -10,3 +10,5 @@ export * from './creds.js';
 export * from './handles.js';
 export * from './rlimit.js';
 export * from './mount.js';
+export * from './memory.js';
+export * from './vectored.js';

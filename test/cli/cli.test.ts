@@ -162,3 +162,35 @@ test('serves one client on an inherited connected fd (trans=fd)', async () => {
   child.kill('SIGTERM');
   await exited(child);
 });
+
+test('--log-burst and --log-rate bound the lines a client can cause; --log-burst 0 lifts the limit', async () => {
+  const badWalk = (tag: number): Buffer => {
+    const b = Buffer.alloc(17);
+    b.writeUInt32LE(17, 0);
+    b[4] = 110; // Twalk
+    b.writeUInt16LE(tag, 5);
+    b.writeUInt32LE(5000 + tag, 7); // a fid never bound: EBADF
+    b.writeUInt32LE(9000 + tag, 11);
+    return b;
+  };
+  const flood = async (limitArgs: string[]): Promise<string[]> => {
+    const sock = path.join(tmp, `flood-${limitArgs.join('')}.sock`);
+    const d = start(['serve', '--shared-dir', exportDir, '--9p-socket', sock, '--log-level', 'warn', ...limitArgs]);
+    let err = '';
+    d.stderr!.on('data', (x: Buffer) => { err += x.toString(); });
+    await waitFor(() => fs.existsSync(sock));
+    const { c } = await P9Client.session(sock);
+    for (let t = 1; t <= 50; t++) await expect(c.rawRequest(badWalk(t))).rejects.toThrow(/EBADF/);
+    await c.close();
+    d.kill('SIGTERM');
+    expect(await exited(d)).toBe(0);
+    return err.trim().split('\n').filter((l) => /bad 9p request/.test(l));
+  };
+  const limited = await flood(['--log-burst', '3', '--log-rate', '0']);
+  expect(limited).toHaveLength(4); // three lines, then the summary at the end of the session
+  expect(JSON.parse(limited[3]!)).toMatchObject({ suppressed: 47, kind: '9p.bad-request' });
+  expect(await flood(['--log-burst', '0'])).toHaveLength(50);
+  const r = run(['serve', '--shared-dir', exportDir, '--9p-tcp', '0', '--log-burst', '-1']);
+  expect(r.status).toBe(1);
+  expect(r.error).toMatch(/--log-burst -1: expected a whole number/);
+}, 30_000);

@@ -111,6 +111,27 @@ describe('with --xattr', () => {
     expect(await errnoOf(c.call(OP.SETXATTR, [args, cstr('user.liar'), Buffer.from('short')], { nodeid: n, in: [16] }))).toBe('EINVAL');
     expect(hostGet(fx.p('x7'), 'user.liar')).toBeUndefined();
   });
+
+  // A guest kernel never sends these for an unprivileged caller; a raw
+  // client may, and the server (CAP_SYS_ADMIN, CAP_SETFCAP) must refuse as
+  // the kernel would refuse that caller.
+  test('an unprivileged caller cannot set or remove trusted.*, security.* or security.capability; trusted.* is hidden from it', async () => {
+    const { c, fx } = ctx;
+    const n = await file('xpriv');
+    fs.chmodSync(fx.p('xpriv'), 0o777);
+    execFileSync('setfattr', ['-n', 'trusted.keep', '-v', 'k', fx.p('xpriv')]);
+    const nobody = { uid: 65534, gid: 65534 };
+    for (const name of ['trusted.evil', 'security.evil', 'security.capability']) {
+      expect(await errnoOf(c.setxattr(n, name, Buffer.from('01000002ffffffff00000000ffffffff00000000', 'hex'), 0, nobody))).toBe('EPERM');
+      expect(hostGet(fx.p('xpriv'), name)).toBeUndefined();
+    }
+    expect(await errnoOf(c.call(OP.REMOVEXATTR, [cstr('trusted.keep')], { nodeid: n, ...nobody }))).toBe('EPERM');
+    expect(await errnoOf(c.getxattr(n, 'trusted.keep', 100, nobody))).toBe('ENODATA');
+    const list = (await c.listxattr(n, 4096, nobody)) as Buffer;
+    expect(list.toString('latin1').split('\0')).not.toContain('trusted.keep');
+    // root keeps them
+    expect(((await c.getxattr(n, 'trusted.keep', 100)) as Buffer).toString()).toBe('k');
+  });
 });
 
 describe('without --xattr', () => {

@@ -164,3 +164,59 @@ describe('Txattrcreate', () => {
     expect(await c.xattrwalk(d, v, 'user.dir')).toBe(1n);
   });
 });
+
+// The server holds CAP_SYS_ADMIN and CAP_SETFCAP; an unprivileged caller
+// must get what the kernel gives such a caller, whatever the file's mode.
+describe('privileged namespaces', () => {
+  const CAP_ALL = Buffer.from('01000002ffffffff00000000ffffffff00000000', 'hex'); // vfs_cap_data v2 (20 bytes): effective, every capability permitted
+
+  async function asNobody(p: string) {
+    const { c, root } = await ctx.session({ uid: 65534 });
+    const f = await walkTo(c, root, p.slice(ctx.tree.dir.length + 1));
+    return { c, f };
+  }
+
+  test('uid 65534 cannot set or remove trusted.*, security.* or security.capability on a root-owned world-writable file', async () => {
+    const name = uniq('xpriv');
+    const p = ctx.tree.p('scratch', name);
+    fs.writeFileSync(p, 'x');
+    fs.chmodSync(p, 0o777);
+    hostSetxattr(p, 'trusted.keep', Buffer.from('k'));
+    hostSetxattr(p, 'security.keep', Buffer.from('s'));
+    const { c, f } = await asNobody(p);
+    for (const [n, v] of [['trusted.evil', Buffer.from('x')], ['security.evil', Buffer.from('x')], ['security.capability', CAP_ALL]] as const) {
+      await expect(setXattr(c, f, n, v, 0)).rejects.toMatchObject({ code: 'EPERM' });
+    }
+    await expect(setXattr(c, f, 'trusted.keep', Buffer.alloc(0), 0)).rejects.toMatchObject({ code: 'EPERM' }); // size 0 removes
+    await expect(setXattr(c, f, 'security.keep', Buffer.alloc(0), 0)).rejects.toMatchObject({ code: 'EPERM' });
+    const names = hostListxattr(p);
+    expect(names).not.toEqual(expect.arrayContaining(['trusted.evil']));
+    expect(names.filter((n) => n === 'security.evil' || n === 'security.capability')).toEqual([]);
+    expect(hostGetxattr(p, 'trusted.keep')?.toString()).toBe('k');
+    expect(hostGetxattr(p, 'security.keep')?.toString()).toBe('s');
+    // user.* follows the file's permissions, as for any caller.
+    await setXattr(c, f, 'user.ok', Buffer.from('u'), 0);
+    expect(hostGetxattr(p, 'user.ok')?.toString()).toBe('u');
+  });
+
+  test('uid 65534 does not see trusted.* (hidden from the list, ENODATA), but reads security.*', async () => {
+    const { p } = await fileWithXattrs({ 'trusted.t': 'tt', 'security.s': 'ss', 'user.u': 'uu' });
+    const { c, f } = await asNobody(p);
+    const l = c.newFid();
+    const size = await c.xattrwalk(f, l, '');
+    const names = (await c.read(l, 0, Number(size))).toString('latin1').split('\0').slice(0, -1).sort();
+    expect(names).toEqual(['security.s', 'user.u']);
+    await expect(c.xattrwalk(f, c.newFid(), 'trusted.t')).rejects.toMatchObject({ code: 'ENODATA' });
+    const s = c.newFid();
+    const n = await c.xattrwalk(f, s, 'security.s');
+    expect((await c.read(s, 0, Number(n))).toString()).toBe('ss');
+  });
+
+  test('root (uid 0) still sets trusted.* and security.capability', async () => {
+    const { c, f, p } = await fileWithXattrs({});
+    await setXattr(c, f, 'trusted.root', Buffer.from('r'), 0);
+    await setXattr(c, f, 'security.capability', CAP_ALL, 0);
+    expect(hostGetxattr(p, 'trusted.root')?.toString()).toBe('r');
+    expect(hostGetxattr(p, 'security.capability')?.equals(CAP_ALL)).toBe(true);
+  });
+});

@@ -1,12 +1,13 @@
 // File data between files and guest-memory segments with preadv/pwritev:
 // scattered pages, neighbours merged, more pieces than IOV_MAX, short reads
 // at end of file, and plain buffers (the /dev/fuse path) on the fallback.
-import { afterAll, afterEach, beforeAll, expect, test } from '@jest/globals';
-import { mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from '@jest/globals';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, openSync, closeSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GuestMemory, hostAddressOf, type MappedRegion } from '../../protocols/virtqueue/guest-memory.js';
-import { preadIntoSegments, pwriteFromSegments } from '../../protocols/virtqueue/read-into.js';
+import { preadIntoSegments, pwriteFromSegments } from '../../src/sys/vectored.js';
 import { closeFd, createMemfd } from '../../protocols/vhost-user/sys.js';
 
 const PAGE = 4096;
@@ -65,7 +66,7 @@ test('a 1 MiB write from 256 scattered guest pages lands in order, at the offset
   writeFileSync(f, Buffer.alloc(10));
   const fd = openSync(f, 'r+');
   try {
-    expect(pwriteFromSegments(views, fd, 10)).toBe(data.length);
+    expect(pwriteFromSegments(views, fd, 10, undefined, { partial: false })).toBe(data.length);
   } finally {
     closeSync(fd);
   }
@@ -86,7 +87,7 @@ test('contiguous pages and more pieces than IOV_MAX (1024) are written whole', (
   const f = join(dir, 'w2');
   const fd = openSync(f, 'w+');
   try {
-    expect(pwriteFromSegments(views, fd, 0n)).toBe(data.length);
+    expect(pwriteFromSegments(views, fd, 0n, undefined, { partial: false })).toBe(data.length);
   } finally {
     closeSync(fd);
   }
@@ -121,7 +122,7 @@ test('plain buffers (the /dev/fuse path) go through pread/pwrite one by one with
   const parts = [pattern(3000, 4), pattern(5000, 5)];
   const fd = openSync(f, 'w+');
   try {
-    expect(pwriteFromSegments(parts, fd, 0)).toBe(8000);
+    expect(pwriteFromSegments(parts, fd, 0, undefined, { partial: false })).toBe(8000);
     const into = [Buffer.alloc(100), Buffer.alloc(10_000)];
     expect(preadIntoSegments(into, 50, fd, 0, 9000)).toBe(8000);
     expect(collect(into, 50, 8000).equals(Buffer.concat(parts))).toBe(true);
@@ -136,8 +137,45 @@ test('an error names the call and the object', () => {
   writeFileSync(f, 'x');
   const fd = openSync(f, 'r');
   try {
-    expect(() => pwriteFromSegments(views, fd, 0, 'file ro')).toThrow(/pwritev.*file ro.*EBADF|EBADF.*pwritev/);
+    expect(() => pwriteFromSegments(views, fd, 0, 'file ro', { partial: true })).toThrow(/pwritev.*file ro.*EBADF|EBADF.*pwritev/);
   } finally {
     closeSync(fd);
   }
+});
+
+// A filesystem that fills up part way through a write: the first call is
+// short, the retry fails with ENOSPC. With { partial: false } (a client that
+// caches writes) the error is the answer; with { partial: true }, the count.
+describe('a write that meets a full disk', () => {
+  let full: string;
+  beforeAll(() => {
+    full = mkdtempSync(join(tmpdir(), 'duofs-vio-full-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', full]);
+  });
+  afterAll(() => {
+    spawnSync('umount', ['-l', full]);
+    rmSync(full, { recursive: true, force: true });
+  });
+
+  test.each([['guest pages', () => scatteredPages(40)], ['plain buffers', () => [Buffer.alloc(100609)]]])('%s', (_label, make) => {
+    const views = make();
+    const size = views.reduce((n, v) => n + v.length, 0);
+    expect(size).toBeGreaterThan(65536);
+    for (const partial of [false, true]) {
+      const f = join(full, `f-${partial}`);
+      const fd = openSync(f, 'w+');
+      try {
+        if (!partial) expect(() => pwriteFromSegments(views, fd, 0, 'full file', { partial })).toThrow(/ENOSPC/);
+        else {
+          const n = pwriteFromSegments(views, fd, 0, 'full file', { partial });
+          expect(n).toBeGreaterThan(0);
+          expect(n).toBeLessThan(size);
+          expect(statSync(f).size).toBe(n);
+        }
+      } finally {
+        closeSync(fd);
+        rmSync(f);
+      }
+    }
+  });
 });

@@ -14,6 +14,7 @@ import { Errno } from '../../src/sys/index.js';
 import { NOFID, NONUNAME, NOTAG, RLERROR, T } from '../../protocols/9p/constants.js';
 import { Writer } from '../../protocols/9p/wire.js';
 import { VhostUserFrontend, type Completion } from './driver.js';
+import { DEFAULT_LOG_LIMITS } from '../../src/log-limit.js';
 
 const MSIZE = 512 * 1024;
 let base: string;
@@ -116,4 +117,42 @@ test('a reply that does not fit the writable buffers becomes an Rlerror that doe
   expect(warnings.some((l) => /does not fit/.test(l.msg))).toBe(true);
   // and the device still serves
   await rpc(T.clunk, (w) => w.u32(2));
+});
+
+test('a flood of broken chains and bad requests gets bounded, counted log lines; the device keeps serving', async () => {
+  const before = warnings.length;
+  /** events of a kind so far: lines written for them plus the suppressed counts reported */
+  const events = (re: RegExp): number => warnings.filter((l) => re.test(l.msg))
+    .reduce((n, l) => n + (typeof l.suppressed === 'number' ? l.suppressed : 0) + (/suppressed/.test(l.msg) ? 0 : 1), 0);
+  const chainEvents = events(/frame size disagrees/);
+  const requestEvents = events(/bad 9p request/);
+  const N = 1500;
+  for (let i = 0; i < N; i += 25) {
+    const batch: Promise<Completion>[] = [];
+    for (let j = 0; j < 25; j++) {
+      const frame = new Writer().u32(2).u64(0).u32(10).bytes(Buffer.alloc(10)).finish(T.write, nextTag++);
+      frame.writeUInt32LE(frame.length + 4096, 0); // claims more than the chain carries
+      batch.push(send(frame));
+      batch.push(send(new Writer().u32(900_000 + i + j).u32(900_001).u16(0).finish(T.walk, nextTag++))); // no such fid: EBADF
+    }
+    for (const c of await Promise.all(batch)) expect([Errno.EPROTO, Errno.EBADF]).toContain(errnoOf(c));
+  }
+  const flood = warnings.slice(before);
+  const chains = flood.filter((l) => /frame size disagrees/.test(l.msg));
+  const requests = flood.filter((l) => /bad 9p request/.test(l.msg));
+  expect(chains.length).toBeGreaterThan(0);
+  expect(chains.length).toBeLessThanOrEqual(DEFAULT_LOG_LIMITS.burst);
+  expect(requests.length).toBeGreaterThan(0);
+  expect(requests.length).toBeLessThanOrEqual(DEFAULT_LOG_LIMITS.burst);
+  await rpc(T.walk, (w) => w.u32(1).u32(3).u16(0));
+  await rpc(T.clunk, (w) => w.u32(3));
+  // The guest goes: the device is reset, and the counts come out complete.
+  fe.close();
+  const until = Date.now() + 5000;
+  while (events(/frame size disagrees/) < chainEvents + N) {
+    if (Date.now() > until) throw new Error('no complete count after the device reset');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  expect(events(/frame size disagrees/)).toBe(chainEvents + N);
+  expect(events(/bad 9p request/)).toBe(requestEvents + N);
 });

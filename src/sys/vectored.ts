@@ -1,10 +1,11 @@
-// File data between files and a chain's segments (guest memory) with no
+// File data between files and memory segments (guest memory views) with no
 // intermediate buffer: one preadv/pwritev over all segments, the way
 // virtiofsd does it. A guest kernel hands over 1 MiB as 256 page-sized
 // descriptors; a syscall per page cost more than the copy it saves.
-// Shared by the virtio-fs READ/WRITE and the virtio-9p Rread paths.
-import { pread, preadv, pwrite, pwritev } from '../../src/sys/index.js';
-import { hostAddressOf } from './guest-memory.js';
+// The backend's data path (read into a sink, write from a source) runs on it.
+import { Errno, SysError } from './errno.js';
+import { pread, preadv, pwrite, pwritev } from './fs.js';
+import { hostAddressOf } from './memory.js';
 
 /** Linux's IOV_MAX: the most entries one preadv/pwritev takes. */
 const IOV_MAX = 1024;
@@ -66,10 +67,12 @@ type Vectored = (fd: number, iov: Buffer, count: number, offset: Offset, what?: 
 
 /**
  * Moves the ranges with as few vectored calls as IOV_MAX allows. A short
- * transfer ends a read (end of file); a write goes on with the rest, so a
- * short write that is not an error is retried as write(2) callers must.
+ * transfer ends a read (end of file); a write goes on with the rest, as
+ * write(2) callers must, until it is done or a call fails.
  */
-function transfer(call: Vectored, isWrite: boolean, fd: number, r: { addr: number[]; len: number[] }, offset: Offset, what?: string): number {
+function transfer(
+  call: Vectored, isWrite: boolean, fd: number, r: { addr: number[]; len: number[] }, offset: Offset, what?: string, progress = { done: 0 },
+): number {
   let done = 0;
   let pos = offset;
   let i = 0;
@@ -82,10 +85,11 @@ function transfer(call: Vectored, isWrite: boolean, fd: number, r: { addr: numbe
       setIov(count, r.addr[j]! + skip, r.len[j]! - skip);
       want += r.len[j]! - skip;
     }
-    const n = call(fd, iovScratch, count, pos, what);
+    const n = isWrite ? wrote(call(fd, iovScratch, count, pos, what), done, what) : call(fd, iovScratch, count, pos, what);
     done += n;
+    progress.done = done;
     pos = advance(pos, n);
-    if (n < want && (!isWrite || n === 0)) break;
+    if (n < want && !isWrite) break;
     // step over what was moved
     let left = n + partial;
     partial = 0;
@@ -93,6 +97,12 @@ function transfer(call: Vectored, isWrite: boolean, fd: number, r: { addr: numbe
     partial = left;
   }
   return done;
+}
+
+/** A write call that moved nothing would loop for ever: report it as the disk being full. */
+function wrote(n: number, done: number, what?: string): number {
+  if (n === 0) throw new SysError(Errno.ENOSPC, 'pwritev', `${what ?? 'file'}: no progress after ${done} bytes`);
+  return n;
 }
 
 /**
@@ -108,16 +118,45 @@ export function preadIntoSegments(
   return ranges ? transfer(preadv, false, fd, ranges, offset, what) : oneByOne(pread, views, fd, offset, what);
 }
 
-/**
- * Writes `views` (request payload, guest memory or plain buffers) to `fd`
- * at `offset`. Returns the bytes written. Throws SysError.
- */
-export function pwriteFromSegments(views: readonly Buffer[], fd: number, offset: Offset, what?: string): number {
-  const ranges = hostRanges(views);
-  return ranges ? transfer(pwritev, true, fd, ranges, offset, what) : oneByOne(pwrite, views, fd, offset, what);
+/** How a write that fails part way is answered. */
+export interface WriteOptions {
+  /**
+   * true: the bytes written before the failure are the answer (write(2)'s
+   * short count; the client retries the rest and meets the error itself).
+   * false: the error is the answer. A client that caches writes (FUSE
+   * --writeback) must get the error: it counts a short success as the
+   * whole page written, and the rest would be lost though fsync succeeds.
+   */
+  partial: boolean;
 }
 
-/** Plain buffers (the /dev/fuse path): a call per buffer, up to the first short one. */
+/**
+ * Writes all of `views` (request payload, guest memory or plain buffers) to
+ * `fd` at `offset`, retrying short writes. Returns the bytes written. Throws
+ * SysError when a call fails before anything was written, or at all unless
+ * `o.partial`.
+ */
+export function pwriteFromSegments(views: readonly Buffer[], fd: number, offset: Offset, what: string | undefined, o: WriteOptions): number {
+  const ranges = hostRanges(views);
+  const progress = { done: 0 };
+  try {
+    if (ranges) return transfer(pwritev, true, fd, ranges, offset, what, progress);
+    // Plain buffers (the /dev/fuse path): a call per buffer, each retried until written.
+    for (const v of views) {
+      for (let at = 0; at < v.length; ) {
+        const n = wrote(pwrite(fd, at === 0 ? v : v.subarray(at), advance(offset, progress.done), what), progress.done, what);
+        at += n;
+        progress.done += n;
+      }
+    }
+    return progress.done;
+  } catch (e) {
+    if (!o.partial || progress.done === 0) throw e;
+    return progress.done;
+  }
+}
+
+/** Plain buffers (the /dev/fuse path): a pread per buffer, up to the first short one (end of file). */
 function oneByOne(
   call: (fd: number, buf: Buffer, offset: Offset, what?: string) => number, views: readonly Buffer[], fd: number, offset: Offset, what?: string,
 ): number {

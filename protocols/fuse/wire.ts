@@ -1,0 +1,168 @@
+// The FUSE wire format (linux/fuse.h): a bounds-checked reader for request
+// arguments that names the field that ran short, and encoders for the reply
+// structures. Every transport and the session use these; nothing else in
+// protocols/fuse writes a reply structure at a literal offset.
+import { Errno, SysError, type StatFs } from '../../src/sys/index.js';
+import { ATTR_OUT_SIZE, ATTR_SIZE, ENTRY_OUT_SIZE, OPEN_OUT_SIZE, OUT_HEADER_SIZE } from './constants.js';
+
+/** Largest file offset (off_t). */
+const OFF_MAX = 0x7fffffffffffffffn;
+
+/**
+ * Little-endian reader over one request's argument block. A field that
+ * does not fit is EINVAL naming the operation and the field, never a
+ * RangeError from Buffer.
+ */
+export class ArgReader {
+  private off = 0;
+
+  constructor(private readonly b: Buffer, private readonly op: string) {}
+
+  get offsetInBlock(): number {
+    return this.off;
+  }
+
+  get remaining(): number {
+    return this.b.length - this.off;
+  }
+
+  private need(n: number, field: string): number {
+    const at = this.off;
+    if (at + n > this.b.length) {
+      throw new SysError(Errno.EINVAL, `FUSE ${this.op}`, `${field}: needs ${n} bytes at ${at}, the arguments have ${this.b.length}`);
+    }
+    this.off = at + n;
+    return at;
+  }
+
+  u16(field: string): number { return this.b.readUInt16LE(this.need(2, field)); }
+  u32(field: string): number { return this.b.readUInt32LE(this.need(4, field)); }
+  i32(field: string): number { return this.b.readInt32LE(this.need(4, field)); }
+  u64(field: string): bigint { return this.b.readBigUInt64LE(this.need(8, field)); }
+  skip(n: number, field = 'padding'): this { this.need(n, field); return this; }
+
+  /** A file offset: a number when exact, a bigint past 2^53, EINVAL past off_t. */
+  offset(field: string): number | bigint {
+    const v = this.u64(field);
+    if (v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
+    if (v > OFF_MAX) throw new SysError(Errno.EINVAL, `FUSE ${this.op}`, `${field} ${v} beyond off_t`);
+    return v;
+  }
+
+  /** A NUL-terminated name at the current position (without its NUL, a view). */
+  name(field: string): Buffer {
+    const end = this.b.indexOf(0, this.off);
+    if (end < 0) throw new SysError(Errno.EINVAL, `FUSE ${this.op}`, `${field} is not NUL-terminated`);
+    const v = this.b.subarray(this.off, end);
+    this.off = end + 1;
+    return v;
+  }
+
+  /** `n` bytes at the current position (a view). */
+  bytes(n: number, field: string): Buffer {
+    const at = this.need(n, field);
+    return this.b.subarray(at, at + n);
+  }
+}
+
+/** struct fuse_attr, as the session fills it. */
+export interface FuseAttr {
+  ino: bigint;
+  size: number | bigint;
+  blocks: number | bigint;
+  atime: { sec: number | bigint; nsec: number };
+  mtime: { sec: number | bigint; nsec: number };
+  ctime: { sec: number | bigint; nsec: number };
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  /** new_encode_dev() form */
+  rdev: number;
+  blksize: number;
+  /** FUSE_ATTR_* */
+  flags: number;
+}
+
+/** Writes struct fuse_attr (88 bytes) at `at`. */
+export function encodeAttr(b: Buffer, at: number, a: FuseAttr): void {
+  b.writeBigUInt64LE(a.ino, at);
+  b.writeBigUInt64LE(BigInt(a.size), at + 8);
+  b.writeBigUInt64LE(BigInt(a.blocks), at + 16);
+  b.writeBigInt64LE(BigInt(a.atime.sec), at + 24);
+  b.writeBigInt64LE(BigInt(a.mtime.sec), at + 32);
+  b.writeBigInt64LE(BigInt(a.ctime.sec), at + 40);
+  b.writeUInt32LE(a.atime.nsec, at + 48);
+  b.writeUInt32LE(a.mtime.nsec, at + 52);
+  b.writeUInt32LE(a.ctime.nsec, at + 56);
+  b.writeUInt32LE(a.mode >>> 0, at + 60);
+  b.writeUInt32LE(a.nlink >>> 0, at + 64);
+  b.writeUInt32LE(a.uid >>> 0, at + 68);
+  b.writeUInt32LE(a.gid >>> 0, at + 72);
+  b.writeUInt32LE(a.rdev >>> 0, at + 76);
+  b.writeUInt32LE(a.blksize >>> 0, at + 80);
+  b.writeUInt32LE(a.flags >>> 0, at + 84);
+}
+
+/** Timeouts of an entry or attribute reply, in whole seconds (nsec parts are 0). */
+export interface Validity {
+  entry: number;
+  attr: number;
+}
+
+/** struct fuse_entry_out. Generation 0: node ids are never reused while referenced. */
+export function entryOut(nodeid: bigint, valid: Validity, a: FuseAttr, into?: Buffer, at = 0): Buffer {
+  const b = into ?? Buffer.alloc(ENTRY_OUT_SIZE);
+  b.writeBigUInt64LE(nodeid, at);
+  b.writeBigUInt64LE(0n, at + 8);
+  b.writeBigUInt64LE(BigInt(valid.entry), at + 16);
+  b.writeBigUInt64LE(BigInt(valid.attr), at + 24);
+  b.writeUInt32LE(0, at + 32);
+  b.writeUInt32LE(0, at + 36);
+  encodeAttr(b, at + 40, a);
+  return b;
+}
+
+/** struct fuse_attr_out. */
+export function attrOut(attrValid: number, a: FuseAttr): Buffer {
+  const b = Buffer.alloc(ATTR_OUT_SIZE);
+  b.writeBigUInt64LE(BigInt(attrValid), 0);
+  encodeAttr(b, 16, a);
+  return b;
+}
+
+/** struct fuse_open_out. */
+export function openOut(fh: bigint, openFlags: number): Buffer {
+  const b = Buffer.alloc(OPEN_OUT_SIZE);
+  b.writeBigUInt64LE(fh, 0);
+  b.writeUInt32LE(openFlags >>> 0, 8);
+  return b;
+}
+
+/** struct fuse_statfs_out (struct fuse_kstatfs, 80 bytes). */
+export function statfsOut(s: StatFs): Buffer {
+  const b = Buffer.alloc(80);
+  b.writeBigUInt64LE(s.blocks, 0);
+  b.writeBigUInt64LE(s.bfree, 8);
+  b.writeBigUInt64LE(s.bavail, 16);
+  b.writeBigUInt64LE(s.files, 24);
+  b.writeBigUInt64LE(s.ffree, 32);
+  b.writeUInt32LE(s.bsize, 40);
+  b.writeUInt32LE(s.namelen, 44);
+  b.writeUInt32LE(s.frsize, 48);
+  return b;
+}
+
+/** struct fuse_out_header at the start of `b`: total length, -errno (0 = success), unique. */
+export function encodeOutHeader(b: Buffer, len: number, errno: number, unique: bigint): Buffer {
+  b.writeUInt32LE(len >>> 0, 0);
+  b.writeInt32LE(-errno, 4);
+  b.writeBigUInt64LE(unique, 8);
+  return b;
+}
+
+/** A fresh out header. */
+export const outHeader = (len: number, errno: number, unique: bigint): Buffer =>
+  encodeOutHeader(Buffer.alloc(OUT_HEADER_SIZE), len, errno, unique);
+
+export { ATTR_SIZE };
