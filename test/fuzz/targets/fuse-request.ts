@@ -8,7 +8,7 @@
 // READ reply beyond max_write, a change outside the export, or a good
 // LOOKUP/GETATTR failing afterwards.
 import { Backend } from '../../../src/backend/backend.js';
-import { pread } from '../../../src/sys/index.js';
+import { SysError } from '../../../src/sys/index.js';
 import { FuseSession } from '../../../protocols/fuse/session.js';
 import { RequestBody, type ReplyTo } from '../../../protocols/fuse/request.js';
 import { defaultFuseOptions } from '../../../protocols/fuse/options.js';
@@ -127,11 +127,18 @@ export function fuseRequestTarget(): FuzzTarget {
             out.error = error;
             return true;
           },
-          sendRead: (fd, offset, size) => {
+          sendRead: (size, fill) => {
             once('sendRead');
             if (size > options.maxWrite) { violation ??= `${what}: READ of ${size} bytes, above max_write`; return; }
-            try { pread(fd, readBuf.subarray(0, size), offset); } catch { /* the transport answers its errno */ }
-            out.error = 0;
+            // As /dev/fuse does: fill one buffer; a SysError becomes the error reply.
+            try {
+              const n = fill([readBuf.subarray(0, size)], 0, size);
+              if (!(n >= 0 && n <= size)) violation ??= `${what}: READ filled ${n} of at most ${size} bytes`;
+              out.error = 0;
+            } catch (e) {
+              if (!(e instanceof SysError)) violation ??= `${what}: READ fill threw ${(e as Error).message}`;
+              out.error = e instanceof SysError ? e.errno : 5;
+            }
           },
           none: () => { once('none'); },
         };
