@@ -1,0 +1,92 @@
+// Fault injection: the server runs out of file descriptors. duofs runs as
+// a child process (the CLI); once it is serving, prlimit lowers its
+// RLIMIT_NOFILE to a few dozen above what it holds. A 9P client then
+// creates and writes files, holding every fid, until the server refuses:
+// the refusal must reach the client as EMFILE (not EIO, not a dropped
+// connection), every acknowledged write must be on disk, and once the fids
+// are clunked both protocols serve again (a new 9P session and a new
+// virtio-fs guest create and write a file).
+import { afterAll, beforeAll, expect, jest, test } from '@jest/globals';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ensureBuilt, startCli, type CliServer } from '../p9/harness.js';
+import { P9Client } from '../p9/client.js';
+import { O } from '../p9/proto.js';
+import { VhostUserFrontend } from '../vhost/driver.js';
+import { FuseClient, ROOT } from '../fuse/client.js';
+
+jest.setTimeout(120_000);
+let base: string;
+let exp: string;
+let srv: CliServer;
+
+beforeAll(async () => {
+  ensureBuilt();
+  base = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'duofs-emfile-')));
+  exp = path.join(base, 'export');
+  fs.mkdirSync(exp);
+  srv = await startCli(exp, { socketPath: path.join(base, '9p.sock'), extraArgs: ['--virtiofs-socket', path.join(base, 'vfs.sock')] });
+});
+
+afterAll(async () => {
+  await srv?.close();
+  fs.rmSync(base, { recursive: true, force: true });
+});
+
+test('out of fds: the client gets EMFILE, acknowledged writes are kept, and both protocols serve once fids are clunked', async () => {
+  // A virtio-fs guest connected before the squeeze (its memory and eventfds are fds too).
+  const early = await VhostUserFrontend.connect({ socketPath: path.join(base, 'vfs.sock') });
+  const earlyFuse = new FuseClient(early);
+  await earlyFuse.doInit();
+  const pid = srv.proc.pid!;
+  const held = fs.readdirSync(`/proc/${pid}/fd`).length;
+  const limit = held + 40;
+  execFileSync('prlimit', ['--pid', String(pid), `--nofile=${limit}:${limit}`]);
+  const { c, root } = await P9Client.session({ path: path.join(base, '9p.sock') }, { aname: exp });
+  const acked = new Map<string, string>();
+  const fids: number[] = [];
+  let error = '';
+  for (let i = 0; i < 200 && !error; i++) {
+    const f = c.newFid();
+    try {
+      await c.walk(root, f, []);
+      fids.push(f);
+      await c.lcreate(f, `f${i}`, O.RDWR | O.CREAT | O.EXCL, 0o644, 0);
+      const data = `data ${i}\n`;
+      expect(await c.write(f, 0, Buffer.from(data))).toBe(data.length);
+      acked.set(`f${i}`, data);
+    } catch (e) {
+      error = (e as { code?: string }).code ?? String(e);
+    }
+  }
+  expect(error).toBe('EMFILE');
+  expect(acked.size).toBeGreaterThan(5);
+  for (const [n, data] of acked) expect(fs.readFileSync(path.join(exp, n), 'utf8')).toBe(data);
+  // The FUSE guest's CREATE gets the errno too.
+  const fuseErr = await earlyFuse.create(ROOT, 'squeezed', O.RDWR | O.CREAT | O.EXCL, 0o644, { umask: 0 }).then(() => 'created', (e: { code?: string }) => e.code);
+  expect(fuseErr).toBe('EMFILE');
+  early.close();
+  for (const f of fids) await c.clunk(f).catch(() => {});
+
+  // Serving again: a new 9P session and a new virtio-fs guest.
+  const s2 = await P9Client.session({ path: path.join(base, '9p.sock') }, { aname: exp });
+  const g = s2.c.newFid();
+  await s2.c.walk(s2.root, g, []);
+  await s2.c.lcreate(g, 'after9p', O.RDWR | O.CREAT | O.EXCL, 0o644, 0);
+  expect(await s2.c.write(g, 0, Buffer.from('ok'))).toBe(2);
+  await s2.c.close();
+  const fe = await VhostUserFrontend.connect({ socketPath: path.join(base, 'vfs.sock') });
+  try {
+    const fuse = new FuseClient(fe);
+    await fuse.doInit();
+    const { open } = await fuse.create(ROOT, 'afterfuse', O.RDWR | O.CREAT | O.EXCL, 0o644, { umask: 0 });
+    expect(await fuse.write(open.fh, 0n, Buffer.from('ok'))).toBe(2);
+  } finally {
+    fe.close();
+  }
+  expect(fs.readFileSync(path.join(exp, 'afterfuse'), 'utf8')).toBe('ok');
+  await c.close();
+  expect(srv.log()).not.toMatch(/unexpectedly/);
+});
