@@ -7,12 +7,13 @@
 // reference runs keep that file honest about what a 9p client cannot do.
 // One guest at a time; DUOFS_LAB_PJD=duofs-9p-passthrough,... narrows it. The whole suite: `npm run pjdfstest` (docs/lab.md).
 // Needs root and `npm run lab:setup`; DUOFS_SKIP_LAB=1 skips.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { labAvailable, labDir } from './lab.js';
+import { guestScriptsDir, labAvailable, labDir } from './lab.js';
 import { spawnSync } from 'node:child_process';
 import {
-  buildPjdfstest, compareRun, configName, expectedFailures, expectedFile, loadKnownFailures, parsePjdOutput, pjdTestFiles, runPjdfstest,
+  buildPjdfstest, compareRun, configName, expectedFailures, expectedFile, loadKnownFailures, parsePjdOutput, pjdTestFiles, runPjdfstest, stagePjdfstest,
   type KnownFailure, type PjdConfig, type PjdRun,
 } from './pjdfstest.js';
 
@@ -45,6 +46,32 @@ describe('pjdfstest harness (host only)', () => {
     expect(r.stderr).toMatch(/usage: pjdfstest/);
     expect(spawnSync('file', [bin], { encoding: 'utf8' }).stdout).toMatch(/statically linked|static-pie/);
   });
+
+  test('the scenario runs a .t and reports it; it refuses to run when namegen would give every file one name', () => {
+    if (process.getuid?.() !== 0) throw new Error('pjdfstest needs root (as the lab does)');
+    const tmp = mkdtempSync(join(tmpdir(), 'duofs-pjd-'));
+    try {
+      const base = join(tmp, 'stage');
+      stagePjdfstest(base);
+      const mnt = join(tmp, 'mnt');
+      mkdirSync(mnt);
+      const scenario = join(guestScriptsDir, 'scenarios', 'pjdfstest.pl');
+      const run = () => spawnSync('perl', [scenario, mnt, 'symlink/00.t'], { encoding: 'utf8', env: { ...process.env, PJD_BASE: base } });
+      const ok = run();
+      expect(ok.status).toBe(0);
+      expect(parsePjdOutput(ok.stdout).get('symlink/00.t')).toMatchObject({ planned: 14, run: 14, passed: 14, failed: [] });
+      expect(ok.stdout).toMatch(/^PJD-TOTAL files=1 planned=14 passed=14 /m);
+      // The lab root has no openssl: without the shim (or with a broken one), refuse.
+      writeFileSync(join(base, 'bin', 'openssl'), '#!/bin/sh\nexit 127\n', { mode: 0o755 });
+      rmSync(join(mnt, 'pjdfstest'), { recursive: true });
+      const broken = run();
+      expect(broken.status).toBe(2);
+      expect(broken.stdout).toMatch(/PJD-ERROR namegen/);
+      expect(broken.stdout).not.toMatch(/PJD-FILE/);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  }, 60_000);
 
   const output = [
     'PJD-PLAN files=2',

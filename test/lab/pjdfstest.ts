@@ -42,10 +42,12 @@ export function buildPjdfstest(): string {
   return bin;
 }
 
-/** Copies the binary, tests/ and the `openssl md5` shim into <workDir>/guest/pjdfstest (the guest's /duofs-lab/run/pjdfstest). */
-export function stagePjdfstest(workDir: string): void {
+/**
+ * Copies the binary, tests/ and the `openssl md5` shim into `dst` (for a
+ * guest: <workDir>/guest/pjdfstest, its /duofs-lab/run/pjdfstest).
+ */
+export function stagePjdfstest(dst: string): void {
   const bin = buildPjdfstest();
-  const dst = join(workDir, 'guest', 'pjdfstest');
   mkdirSync(join(dst, 'bin'), { recursive: true });
   cpSync(bin, join(dst, 'pjdfstest'));
   chmodSync(join(dst, 'pjdfstest'), 0o755);
@@ -208,7 +210,7 @@ export async function runPjdfstest(c: PjdConfig, o: RunOptions): Promise<PjdRun>
   const workDir = makeWorkDir(`pjd-${config}`);
   let served: Served | undefined;
   try {
-    stagePjdfstest(workDir);
+    stagePjdfstest(join(workDir, 'guest', 'pjdfstest'));
     const tree = freshTree(workDir, 'export');
     served = await serve(c, workDir, tree);
     let partial = '';

@@ -2,8 +2,8 @@
 # Usage: perl pjdfstest.pl MOUNTDIR [SELECTION...]
 #   SELECTION: a directory or a .t file relative to tests/ (default: all).
 # test/lab/pjdfstest.ts stages the binary, tests/ and an `openssl` shim in
-# /duofs-lab/run/pjdfstest (the lab root has no openssl; misc.sh's namegen
-# uses `openssl md5`). Each .t runs with its working directory on the mount,
+# /duofs-lab/run/pjdfstest (PJD_BASE overrides it; the lab root has no
+# openssl, and misc.sh's namegen uses `openssl md5`). Each .t runs with its working directory on the mount,
 # parsed by TAP::Parser, and prints one line the host parses:
 #   PJD-FILE <file> planned=<n> run=<n> passed=<n> exit=<n> secs=<s> failed=<list|->
 # plus up to 20 PJD-NOTOK lines (what the failing checks tried), and after
@@ -18,11 +18,21 @@ use TAP::Parser;
 
 my ($mnt, @sel) = @ARGV;
 die "usage: pjdfstest.pl MOUNTDIR [SELECTION...]\n" unless defined $mnt;
-my $base = '/duofs-lab/run/pjdfstest';
+my $base = $ENV{PJD_BASE} || '/duofs-lab/run/pjdfstest';
 my $tests = "$base/tests";
 my $limit = $ENV{PJD_FILE_TIMEOUT} || 1800;
 $ENV{PATH} = "$base/bin:$ENV{PATH}";
 -x "$base/pjdfstest" or die "no $base/pjdfstest\n";
+
+# tests/misc.sh's namegen: `dd if=/dev/urandom ... | openssl md5 | awk '{print $NF}'`.
+# Without a working openssl every name is "pjdfstest_": n0, n1 and n2 collide
+# and e.g. chown/00.t fails 114 of 1280 checks (each `symlink n0 n1` EEXIST,
+# the lstat and unlink after it), on any server. Refuse to run like that.
+my @names = map { my $n = `dd if=/dev/urandom bs=1k count=1 2>/dev/null | openssl md5 | awk '{print \$NF}'`; chomp $n; $n } 1 .. 2;
+unless ($names[0] =~ /^[0-9a-f]{32}$/ && $names[0] ne $names[1]) {
+  print "PJD-ERROR namegen (openssl md5) gives '$names[0]' and '$names[1]': every test's names would collide\n";
+  exit 2;
+}
 
 my $work = "$mnt/pjdfstest";
 mkdir $work, 0755 or die "mkdir $work: $!\n";
