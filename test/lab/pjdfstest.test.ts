@@ -4,8 +4,10 @@
 // beside them as the reference for what a 9p client can do. Each run's
 // failing checks must be exactly the known ones of
 // test/lab/pjdfstest-expected.json (so the pass count is exact); the
-// reference runs keep that file honest about what a 9p client cannot do.
-// One guest at a time; DUOFS_LAB_PJD=duofs-9p-passthrough,... narrows it. The whole suite: `npm run pjdfstest` (docs/lab.md).
+// reference run keeps that file honest about what a 9p client cannot do
+// (QEMU's 9p has no entry: it must pass every check of the subset).
+// One guest at a time; DUOFS_LAB_PJD=duofs-9p-passthrough,... narrows it.
+// The whole suite: `npm run pjdfstest` (docs/lab.md).
 // Needs root and `npm run lab:setup`; DUOFS_SKIP_LAB=1 skips.
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
