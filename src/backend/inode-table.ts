@@ -142,6 +142,14 @@ export class InodeTable {
   intern(fd: number, st: Stat): Inode {
     const key = `${st.dev}:${st.ino}`;
     let inode = this.byKey.get(key);
+    if (inode && inode.rawFd < 0 && !this.sameObject(inode, fd)) {
+      // An entry traded its fd for a handle, its host file was deleted, and
+      // the host gave the number to this new file. The old entry stays with
+      // those who hold it (its handle is stale: ESTALE), out of the table.
+      this.byKey.delete(key);
+      this.lru.delete(inode);
+      inode = undefined;
+    }
     if (inode) {
       close(fd);
       inode.refs++;
@@ -178,6 +186,21 @@ export class InodeTable {
     return { inode: this.intern(fd, st), stat: st };
   }
 
+  /**
+   * Whether an evicted entry's handle names the object behind `fd`. Only an
+   * fd can pin a host inode number; a handle carries the generation, so a
+   * file that reuses the number has another handle.
+   */
+  private sameObject(inode: Inode, fd: number): boolean {
+    if (!inode.handle) return true;
+    try {
+      const h = nameToHandle(fd, inode.label);
+      return h.mountId === inode.handle.mountId && h.raw.equals(inode.handle.raw);
+    } catch {
+      return false;
+    }
+  }
+
   /** The live entry for a host (dev, ino), if any. */
   find(dev: bigint, ino: bigint): Inode | undefined {
     return this.byKey.get(`${dev}:${ino}`);
@@ -198,7 +221,8 @@ export class InodeTable {
     inode.refs = 0;
     if (this.byId.get(inode.id) !== inode) return;
     this.byId.delete(inode.id);
-    this.byKey.delete(`${inode.dev}:${inode.ino}`);
+    const key = `${inode.dev}:${inode.ino}`;
+    if (this.byKey.get(key) === inode) this.byKey.delete(key); // else a new file has the number now
     this.lru.delete(inode);
     if (inode.rawFd >= 0) {
       this.fdsHeld--;

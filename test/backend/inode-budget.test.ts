@@ -110,3 +110,29 @@ test('a burst of requests past the hard cap evicts at once, never what the curre
   for (const e of mine) expect(e.rawFd).toBeGreaterThanOrEqual(0); // none evicted under the request
   for (const e of [...entries, ...mine]) b.release(e);
 });
+
+test('a new file that reuses an evicted, deleted inode\'s host number is a new inode, not the stale entry', async () => {
+  // The guest still holds f0 (a lookup reference) after its fd was traded for a
+  // handle; f0 is unlinked, so nothing keeps the host inode and its number is
+  // free. New files may get that number (ext4 and tmpfs reuse them): each must
+  // come back as itself, never as f0's entry (whose handle is stale).
+  const b = new Backend({ sharedDir: dir, inodeFdBudget: 10 });
+  const victim = b.lookup(undefined, b.root, Buffer.from('f0')).inode;
+  for (let i = 1; i < 100; i++) b.lookup(undefined, b.root, Buffer.from(`f${i}`));
+  await tick();
+  expect(victim.rawFd).toBe(-1); // evicted
+  const freed = victim.ino;
+  b.unlink(undefined, b.root, Buffer.from('f0'), 0);
+  let reused = 0;
+  for (let k = 0; k < 20; k++) {
+    const e = b.mkdir(undefined, b.root, Buffer.from(`d${k}`), 0o755);
+    if (e.stat.ino === freed) reused++;
+    expect(e.inode.id).not.toBe(victim.id); // not the deleted f0's entry
+    expect(e.inode.isDir).toBe(true);
+    expect(b.getattr(e.inode).ino).toBe(BigInt(fs.statSync(path.join(dir, `d${k}`)).ino));
+    expect(b.lookup(undefined, b.root, Buffer.from(`d${k}`)).inode.id).toBe(e.inode.id);
+  }
+  if (reused === 0) throw new Error(`the host did not reuse inode ${freed} in 20 tries: this test proves nothing here`);
+  // The guest's old reference still names the deleted file.
+  expect(() => b.getattr(victim)).toThrow(/ESTALE/);
+});
