@@ -2,7 +2,7 @@
 //
 // * json (the default when stderr is not a terminal): pino's JSON lines on
 //   stderr, for log collectors;
-// * text: virtiofsd's env_logger lines, `[2026-12-02T18:18:16Z INFO virtiofsd] msg`,
+// * text: virtiofsd's env_logger lines, `[2026-12-02T18:18:16Z INFO  virtiofsd] msg`,
 //   then the event's fields as ` key=value`, for libvirt's per-domain log
 //   (/var/log/libvirt/qemu/DOMAIN-fs0-virtiofsd.log), where operators expect
 //   virtiofsd's lines;
@@ -56,7 +56,7 @@ function fields(e: Event): string {
 export function textLine(json: string, target = 'duofs'): string {
   const e = JSON.parse(json) as Event;
   const t = new Date(e.time).toISOString().replace(/\.\d{3}Z$/, 'Z');
-  return `[${t} ${NAMES[e.level] ?? 'INFO'} ${target}] ${e.msg ?? ''}${fields(e)}\n`;
+  return `[${t} ${(NAMES[e.level] ?? 'INFO').padEnd(5)} ${target}] ${e.msg ?? ''}${fields(e)}\n`;
 }
 
 /** One event as an RFC 3164 syslog datagram (local socket: no host name). */

@@ -107,6 +107,11 @@ export class XattrMap {
     return new XattrMap(rules);
   }
 
+  /** The rules (map expanded) in virtiofsd's syntax, e.g. for a dry run's JSON. */
+  toJSON(): string {
+    return this.rules.map((r) => `:${r.type}:${r.client && r.server ? 'all' : r.client ? 'client' : 'server'}:${r.key.toString('latin1')}:${r.prepend.toString('latin1')}:`).join(' ');
+  }
+
   /** True when some client or some server name can fall through every rule. */
   get unterminated(): boolean {
     const catchAll = (side: 'client' | 'server'): boolean =>

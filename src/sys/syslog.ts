@@ -5,7 +5,7 @@ import koffi from 'koffi';
 import { SysError } from './errno.js';
 
 const lib = koffi.load('libc.so.6');
-const GroupStruct = koffi.struct('duofs_group', { gr_name: 'char *', gr_passwd: 'char *', gr_gid: 'uint32_t', gr_mem: 'void *' });
+const GroupStruct = koffi.struct({ gr_name: 'char *', gr_passwd: 'char *', gr_gid: 'uint32_t', gr_mem: 'void *' });
 const c = {
   socket: lib.func('int socket(int domain, int type, int protocol)'),
   connect: lib.func('int connect(int fd, const void *addr, uint32_t len)'),

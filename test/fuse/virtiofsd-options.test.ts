@@ -132,6 +132,25 @@ describe('--posix-acl', () => {
   });
 });
 
+describe('one-way --translate-uid/--translate-gid kinds', () => {
+  test('guest:1000:2000:1 maps what the guest creates to host 2000, and shows host ids unmapped', async () => {
+    fx = await new FuseFixture().start({ numRequestQueues: 1, serve: {
+      translateUid: [{ kind: 'guest', guest: 1000, host: 2000, count: 1 }],
+      translateGid: [{ kind: 'host', host: 3000, guest: 100, count: 1 }],
+    } });
+    const g = await fx.guest();
+    fs.chmodSync(fx.dir, 0o777);
+    const e = await g.c.mkdir(ROOT, 'd', 0o755, { uid: 1000, gid: 1000 });
+    const st = fs.statSync(fx.p('d'));
+    expect(st.uid).toBe(2000);
+    expect(e.attr.uid).toBe(2000); // no host -> guest rule for 2000: shown as is
+    fs.writeFileSync(fx.p('h'), 'x');
+    fs.chownSync(fx.p('h'), 4000, 3000);
+    const h = await g.c.lookup(ROOT, 'h');
+    expect([h.attr.uid, h.attr.gid]).toEqual([4000, 100]); // host:3000 -> guest 100
+  });
+});
+
 describe('--xattrmap', () => {
   test('example 1 (:map::user.virtiofs.:): every guest name lives under user.virtiofs. on the host; host-only names are hidden', async () => {
     const f = await serve({ xattr: true, xattrMap: XattrMap.parse(':map::user.virtiofs.:') });
