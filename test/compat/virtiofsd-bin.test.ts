@@ -36,6 +36,7 @@ import { closeFd, listenUnixSocket } from '../../protocols/vhost-user/sys.js';
 import { VhostUserFrontend } from '../vhost/driver.js';
 import { fuseInit, parseFuseInitReply, FUSE_OPCODE } from '../vhost/fuse-wire.js';
 import { sleep, within } from '../vhost/harness.js';
+import { CAPABILITY_FEATURES } from '../../compat/virtiofsd/capabilities.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = path.join(root, 'bin', 'duofs-virtiofsd.js');
@@ -150,10 +151,19 @@ test('--help and --version exit 0; no arguments prints the usage and fails', () 
 
 test('the binary is executable (libvirt checks) and the vhost-user description names it', () => {
   expect(fs.statSync(bin).mode & 0o111).toBe(0o111);
-  const desc = JSON.parse(fs.readFileSync(path.join(root, 'share/qemu/vhost-user/50-duofs-virtiofsd.json'), 'utf8')) as Record<string, unknown>;
+  const dir = path.join(root, 'share/qemu/vhost-user');
+  const files = fs.readdirSync(dir);
+  expect(files).toEqual(['60-duofs-virtiofsd.json']);
+  // libvirt takes the first fs description by file name: ours must sort after
+  // the distribution's 50-virtiofsd.json, so installing duofs never takes
+  // over domains that name no <binary> (an operator prefers it by copying it
+  // to /etc/qemu/vhost-user/ under a lower number).
+  expect(['50-virtiofsd.json', files[0]!].sort()[0]).toBe('50-virtiofsd.json');
+  const desc = JSON.parse(fs.readFileSync(path.join(dir, files[0]!), 'utf8')) as Record<string, unknown>;
   expect(desc['type']).toBe('fs');
   expect(typeof desc['description']).toBe('string');
   expect(desc['binary']).toMatch(/\/duofs-virtiofsd$/);
+  expect(desc['features']).toEqual([...CAPABILITY_FEATURES]); // what --print-capabilities says
 });
 
 /** Starts the daemon for real, waits until its stderr matches `until`, stops it; returns what it logged. */
