@@ -9,9 +9,8 @@
 // DUOFS_VIRTIOFSD_DRY_RUN=1 in the environment makes it print the serve
 // options it would start with (JSON on stdout) and exit 0 without serving:
 // a way to check what a given argv (e.g. libvirt's) means to duofs.
-import { chmodSync, chownSync, fstatSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { chmodSync, chownSync, fstatSync } from 'node:fs';
+import { packageVersion } from '../../src/version.js';
 import { startDuofs, type ServeOptions } from '../../src/server.js';
 import { createLogger } from '../../src/log.js';
 import { StartupError } from '../../src/listeners.js';
@@ -24,20 +23,6 @@ import { capabilitiesJson } from './capabilities.js';
 import { helpText } from './help.js';
 
 const NAME = 'duofs-virtiofsd';
-
-function packageVersion(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'duofs') return pkg.version ?? 'unknown';
-    } catch {
-      // keep looking upwards
-    }
-    dir = dirname(dir);
-  }
-  return 'unknown';
-}
 
 /** setrlimit(RLIMIT_NOFILE, {n, n}) as virtiofsd's --rlimit-nofile does; 0 leaves it alone. */
 function setNofile(n: number): void {

@@ -59,6 +59,35 @@ test('--help explains every serve flag', () => {
   }
 });
 
+test('--version prints the version and exits 0; usage errors exit 2', () => {
+  const v = run(['--version']);
+  expect(v.status).toBe(0);
+  const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string };
+  expect(v.stdout.trim()).toBe(`duofs ${pkg.version}`);
+  expect(run([]).status).toBe(2);
+  expect(run(['serve', '--bogus']).status).toBe(2);
+  expect(run(['serve', '--shared-dir', exportDir, '--9p-tcp', '0', '--log-format', 'xml']).status).toBe(2);
+  const bad = run(['serve', '--fsdev', `local,path=${exportDir},security_model=none,nope=1`, '--9p-tcp', '0']);
+  expect([bad.status, bad.error]).toEqual([2, expect.stringMatching(/^duofs: .*nope/)]);
+  expect(run(['serve', '--shared-dir', exportDir, '--9p-tcp', '0', '--translate-uid', 'map:1']).status).toBe(2);
+});
+
+test('--log-format text gives virtiofsd-style lines, json (the default off a terminal) pino\'s', async () => {
+  const lines = async (extra: string[]): Promise<string[]> => {
+    const d = start(['serve', '--shared-dir', exportDir, '--9p-socket', path.join(tmp, `s${extra.length}.sock`), ...extra]);
+    let err = '';
+    d.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+    await waitFor(() => /serving 9P2000.L/.test(err));
+    d.kill('SIGTERM');
+    await exited(d); // (may beat the signal handlers: the status is not this test's subject)
+    return err.trim().split('\n').filter((l) => !/shutting down|closing/.test(l));
+  };
+  const text = await lines(['--log-format', 'text']);
+  for (const l of text) expect(l).toMatch(/^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (INFO |WARN |DEBUG|ERROR) duofs\] /);
+  expect(text.join('\n')).toMatch(/INFO  duofs\] serving 9P2000.L on a unix socket .*export=/);
+  for (const l of await lines([])) expect(JSON.parse(l)).toMatchObject({ level: expect.any(Number), msg: expect.any(String) });
+});
+
 test('a missing export is one clear line and exit status 1', () => {
   const r = run(['serve', '--shared-dir', path.join(tmp, 'nope'), '--9p-socket', path.join(tmp, 's.sock')]);
   expect(r.status).toBe(1);
