@@ -10,7 +10,7 @@ import { StartupError } from './listeners.js';
 import { SysError } from './sys/index.js';
 import type { CacheMode } from '../protocols/fuse/options.js';
 import { SECURITY_MODELS, type SecurityModelName } from '../security/model.js';
-import { parseFsdev } from '../compat/qemu/fsdev.js';
+import { parseFsdevSpec } from '../compat/qemu/fsdev.js';
 import { CompatError } from '../compat/errors.js';
 import { IdMapError, asIdTranslations, parseIdRules } from '../security/id-map.js';
 import { ConvertError, convertExport, formatSummary } from './convert/convert.js';
@@ -44,7 +44,9 @@ async function serve(argv: {
     throw new StartupError('nothing to serve on: give --virtiofs-socket, --9p-vhost-socket, --9p-socket, --9p-tcp, --9p-fd or --fuse-mount');
   }
   // A QEMU -fsdev/-virtfs option string supplies what it names; explicit flags win.
-  const fsdev = argv.fsdev ? parseFsdev(argv.fsdev) : {};
+  const spec = argv.fsdev ? parseFsdevSpec(argv.fsdev) : undefined;
+  const fsdev = spec?.options ?? {};
+  for (const note of spec?.notes ?? []) log.info({ fsdev: argv.fsdev }, note); // each option once: accepted, and how duofs differs
   const sharedDir = argv.sharedDir ?? fsdev.sharedDir;
   if (!sharedDir) throw new StartupError('give the export: --shared-dir DIR or --fsdev "local,path=DIR,..."');
   const model = argv.securityModel ?? fsdev.securityModel ?? 'passthrough';

@@ -88,6 +88,17 @@ test('--log-format text gives virtiofsd-style lines, json (the default off a ter
   for (const l of await lines([])) expect(JSON.parse(l)).toMatchObject({ level: expect.any(Number), msg: expect.any(String) });
 });
 
+test('--fsdev with max_xattr (QEMU 11.1) serves, and says once at info how duofs treats it', async () => {
+  const d = start(['serve', '--fsdev', `local,id=x,path=${exportDir},security_model=mapped-xattr,max_xattr=1024`, '--9p-socket', path.join(tmp, 'f.sock')]);
+  let err = '';
+  d.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+  await waitFor(() => /serving 9P2000.L/.test(err));
+  d.kill('SIGTERM');
+  await exited(d);
+  const notes = err.trim().split('\n').map((l) => JSON.parse(l) as { level: number; msg: string }).filter((l) => /max_xattr/.test(l.msg));
+  expect(notes).toEqual([expect.objectContaining({ level: 30, msg: expect.stringMatching(/^max_xattr=1024: accepted; /) })]);
+});
+
 test('a missing export is one clear line and exit status 1', () => {
   const r = run(['serve', '--shared-dir', path.join(tmp, 'nope'), '--9p-socket', path.join(tmp, 's.sock')]);
   expect(r.status).toBe(1);
