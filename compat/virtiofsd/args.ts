@@ -60,13 +60,15 @@ export const NO_EFFECT: Readonly<Record<string, string>> = {
   '--sandbox': 'duofs confines every path operation to the export by construction (one name per openat with O_NOFOLLOW, RESOLVE_BENEATH); it does not chroot or enter namespaces, so namespace, chroot and none behave alike',
   '--seccomp': 'duofs installs no seccomp filter (Node.js needs a wide syscall set); none, kill, log and trap behave alike',
   '--inode-file-handles': 'never, prefer and fallback are accepted: duofs decides per inode whether it keeps an O_PATH fd or a file handle (mandatory is refused: duofs cannot promise it)',
-  '--no-killpriv-v2': 'the default: duofs does not offer FUSE_HANDLE_KILLPRIV_V2',
+  '--no-killpriv-v2': 'duofs always offers FUSE_HANDLE_KILLPRIV_V2 and clears setuid/setgid bits itself on write, truncate and chown, as the host kernel would (virtiofsd\'s default is off)',
+  '--killpriv-v2': 'duofs always offers FUSE_HANDLE_KILLPRIV_V2 (what this option asks virtiofsd for)',
+  '-o killpriv_v2': 'see --killpriv-v2',
   '--preserve-noatime': 'duofs always passes O_NOATIME through (virtiofsd strips it unless this is given)',
   '-f': 'virtiofsd itself ignores it (always in the foreground); so does duofs',
   '--security-label=never': 'the default',
   '-o no_security_label': 'the default',
   '-o no_allow_direct_io': 'the default',
-  '-o no_killpriv_v2': 'the default',
+  '-o no_killpriv_v2': 'see --no-killpriv-v2',
 };
 
 /** Options duofs refuses, and why (the documented table). */
@@ -75,7 +77,6 @@ export const REFUSED: Readonly<Record<string, string>> = {
   '--uid-map': 'duofs does not run in a user namespace; use --translate-uid, or --security-model mapped-xattr to run unprivileged',
   '--gid-map': 'duofs does not run in a user namespace; use --translate-gid, or --security-model mapped-xattr to run unprivileged',
   '--modcaps': 'duofs does not manage its capability set',
-  '--killpriv-v2': 'duofs does not offer FUSE_HANDLE_KILLPRIV_V2',
   '--allow-direct-io': 'duofs drops guest O_DIRECT on the host fd: its data path reads into and writes from guest memory at any alignment, which O_DIRECT would refuse with EINVAL',
   '--migration-mode': 'duofs does not support live migration (it does not advertise migrate-precopy)',
   '--migration-on-error': 'duofs does not support live migration',
@@ -85,7 +86,6 @@ export const REFUSED: Readonly<Record<string, string>> = {
   '-o modcaps': 'see --modcaps',
   '-o allow_direct_io': 'see --allow-direct-io',
   '-o security_label': 'see --security-label',
-  '-o killpriv_v2': 'see --killpriv-v2',
 };
 
 type Kind = 'flag' | 'value' | 'optional' | 'equals';
@@ -297,10 +297,10 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
         case 'no_flock': fuse.flockLocks = false; break;
         case 'posix_acl': posixAcl = 'always'; break;
         case 'no_posix_acl': posixAcl = 'never'; break;
-        case 'no_allow_direct_io': case 'no_security_label': case 'no_killpriv_v2':
+        case 'no_allow_direct_io': case 'no_security_label': case 'no_killpriv_v2': case 'killpriv_v2':
           noEffect(`-o ${word}`);
           break;
-        case 'allow_direct_io': case 'security_label': case 'killpriv_v2':
+        case 'allow_direct_io': case 'security_label':
           refuse(`-o ${word}`);
           break;
         default:
@@ -419,6 +419,7 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
         noEffect('-f');
         break;
       case '--no-killpriv-v2':
+      case '--killpriv-v2':
         noEffect(name);
         break;
       case '--translate-uid':

@@ -39,10 +39,11 @@ Options (virtiofsd's):
 
 Accepted without effect (see compat/virtiofsd/README.md for why):
   --thread-pool-size, --sandbox, --seccomp, --inode-file-handles=never|prefer|fallback,
-  --no-killpriv-v2, --preserve-noatime, -f, --security-label=never
+  --killpriv-v2, --no-killpriv-v2 (duofs always offers it), --preserve-noatime, -f,
+  --security-label=never
 
 Refused (duofs has no equivalent):
-  --security-label[=auto|always], --uid-map, --gid-map, --modcaps, --killpriv-v2,
+  --security-label[=auto|always], --uid-map, --gid-map, --modcaps,
   --allow-direct-io, --migration-*, --inode-file-handles=mandatory
 
 duofs extensions:

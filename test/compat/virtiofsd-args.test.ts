@@ -80,6 +80,9 @@ test('legacy -o: source with escaped commas, cache=none is never, xattr, locks',
   expect(refused(['--fd=3', '-o', 'source=/d,xattrmap=:x']).message).toMatch(/^invalid value ":x" for -o xattrmap: rule 1: incomplete rule/);
   expect(refused(['--fd=3', '-o', 'source=/d,security_label']).option).toBe('-o security_label');
   expect(refused(['--fd=3', '-o', 'source=/d,allow_direct_io']).option).toBe('-o allow_direct_io');
+  expect(refused(['--fd=3', '-o', 'source=/d,modcaps=+sys_admin']).option).toBe('-o modcaps');
+  const quiet = parseVirtiofsdArgs(['--fd=3', '-o', 'source=/d,no_allow_direct_io,no_security_label,no_killpriv_v2,killpriv_v2']);
+  expect(quiet.notes.map((n) => n.split(':')[0])).toEqual(['-o no_allow_direct_io', '-o no_security_label', '-o no_killpriv_v2', '-o killpriv_v2']);
 });
 
 test('legacy -o forms of the implemented options: posix_acl, xattrmap=, no_readdirplus, readdirplus', () => {
@@ -101,8 +104,8 @@ test('-d is debug, -f is accepted and noted', () => {
 
 test('options accepted without effect are noted, with a reason from the table', () => {
   const r = parseVirtiofsdArgs([...base, '--thread-pool-size=64', '--sandbox', 'none', '--seccomp=kill', '--inode-file-handles=prefer',
-    '--no-killpriv-v2', '--preserve-noatime', '--security-label=never', '--thread-pool-size=8']);
-  expect(r.notes).toHaveLength(7); // once each, though --thread-pool-size came twice: with its last value
+    '--no-killpriv-v2', '--killpriv-v2', '--preserve-noatime', '--security-label=never', '--thread-pool-size=8']);
+  expect(r.notes).toHaveLength(8); // once each, though --thread-pool-size came twice: with its last value
   expect(r.notes[0]).toMatch(/^--thread-pool-size=8: /);
   for (const n of r.notes) expect(n).toMatch(/accepted, no effect in duofs: \S/);
   expect(refused([...base, '--sandbox', 'jail']).option).toBe('--sandbox');
@@ -111,7 +114,7 @@ test('options accepted without effect are noted, with a reason from the table', 
 
 test.each([
   ['--uid-map', ':0:1000:1:'], ['--gid-map', ':0:1000:1:'], ['--modcaps', '+sys_admin'],
-  ['--killpriv-v2'], ['--allow-direct-io'], ['--migration-mode', 'file-handles'],
+  ['--allow-direct-io'], ['--migration-mode', 'file-handles'],
   ['--migration-on-error', 'abort'], ['--migration-verify-handles'], ['--migration-confirm-paths'],
   ['--security-label'], ['--security-label=always'], ['--security-label=auto'], ['--inode-file-handles=mandatory'],
 ])('%s is refused by name', (...opt) => {
