@@ -215,12 +215,11 @@ export function parseIdRules(texts: readonly string[]): IdRule[] {
   return rules;
 }
 
-/** Rules that fit src/server.ts's IdTranslation (everything but the one-way 'guest'/'host' kinds). */
-export function asIdTranslations(rules: readonly IdRule[]): IdTranslation[] | undefined {
-  const out: IdTranslation[] = [];
-  for (const r of rules) {
-    if (r.kind === 'guest' || r.kind === 'host') return undefined;
-    out.push({ kind: r.kind, guest: r.guest, host: r.host, count: r.count });
-  }
-  return out;
+/**
+ * Rules as src/server.ts's IdTranslation carries them. Every kind fits now
+ * (the one-way 'guest'/'host' ones included: IdMap applies them); this
+ * used to return undefined for those, which `duofs serve` took as "no rules".
+ */
+export function asIdTranslations(rules: readonly IdRule[]): IdTranslation[] {
+  return rules.map((r) => ({ kind: r.kind, guest: r.guest, host: r.host, count: r.count }));
 }

@@ -2,7 +2,8 @@
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import type { LevelWithSilent } from 'pino';
-import { createLogger, LOG_LEVELS } from './log.js';
+import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat } from './log.js';
+import { packageVersion } from './version.js';
 import { DEFAULT_LOG_LIMITS, type LogLimits } from './log-limit.js';
 import { startDuofs, DEFAULT_9P_MAX_FIDS, DEFAULT_9P_MAX_MSIZE } from './server.js';
 import { StartupError } from './listeners.js';
@@ -12,7 +13,7 @@ import { SECURITY_MODELS, type SecurityModelName } from '../security/model.js';
 import type { NinepPermissions } from '../protocols/9p/session.js';
 
 const NINEP_PERMISSIONS: readonly NinepPermissions[] = ['guest', 'host'];
-import { parseFsdev } from '../compat/qemu/fsdev.js';
+import { parseFsdevSpec } from '../compat/qemu/fsdev.js';
 import { CompatError } from '../compat/errors.js';
 import { IdMapError, asIdTranslations, parseIdRules } from '../security/id-map.js';
 import { ConvertError, convertExport, formatSummary } from './convert/convert.js';
@@ -41,19 +42,21 @@ function positive(flag: string, v: number): number {
 
 async function serve(argv: {
   sharedDir?: string; fsdev?: string; translateUid?: string[]; translateGid?: string[]; '9pSocket'?: string; '9pTcp'?: string; '9pFd'?: number; '9pMaxMsize': number;
-  readonly: boolean; logLevel: string; logBurst: number; logRate: number; fuseMount?: string; cache: CacheMode; writeback: boolean; xattr: boolean;
+  readonly: boolean; logLevel: string; logFormat?: LogFormat; syslog: boolean; logBurst: number; logRate: number; fuseMount?: string; cache: CacheMode; writeback: boolean; xattr: boolean;
   announceSubmounts: boolean; securityModel?: SecurityModelName; virtiofsSocket?: string[]; virtiofsFd?: number;
   tag: string; numRequestQueues: number; '9pVhostSocket'?: string[]; '9pTag'?: string; fmode?: string; dmode?: string;
   '9pPermissions'?: NinepPermissions;
   '9pMaxFids': number; rlimitNofile?: number; sessionMaxOpen?: number;
 }): Promise<void> {
-  const log = createLogger(argv.logLevel as LevelWithSilent);
+  const log = createLogger(argv.logLevel as LevelWithSilent, { format: argv.logFormat, syslog: argv.syslog });
   const logLimits = parseLogLimits(argv.logBurst, argv.logRate);
   if (!argv['9pSocket'] && !argv['9pTcp'] && argv['9pFd'] === undefined && !argv.fuseMount && !argv.virtiofsSocket?.length && argv.virtiofsFd === undefined && !argv['9pVhostSocket']?.length) {
     throw new StartupError('nothing to serve on: give --virtiofs-socket, --9p-vhost-socket, --9p-socket, --9p-tcp, --9p-fd or --fuse-mount');
   }
   // A QEMU -fsdev/-virtfs option string supplies what it names; explicit flags win.
-  const fsdev = argv.fsdev ? parseFsdev(argv.fsdev) : {};
+  const spec = argv.fsdev ? parseFsdevSpec(argv.fsdev) : undefined;
+  const fsdev = spec?.options ?? {};
+  for (const note of spec?.notes ?? []) log.info({ fsdev: argv.fsdev }, note); // each option once: accepted, and how duofs differs
   const sharedDir = argv.sharedDir ?? fsdev.sharedDir;
   if (!sharedDir) throw new StartupError('give the export: --shared-dir DIR or --fsdev "local,path=DIR,..."');
   const model = argv.securityModel ?? fsdev.securityModel ?? 'passthrough';
@@ -134,7 +137,9 @@ export async function main(args: string[]): Promise<void> {
         .option('xattr', { type: 'boolean', default: false, describe: 'FUSE: pass extended attributes through (9P always does)' })
         .option('announce-submounts', { type: 'boolean', default: false, describe: 'FUSE: give each host filesystem mounted inside the export its own st_dev and announce it as a submount' })
         .option('readonly', { type: 'boolean', default: false, describe: 'refuse every change to the export with EROFS' })
-        .option('log-level', { choices: LOG_LEVELS, default: 'info', describe: 'log verbosity; JSON lines on stderr (trace logs every request)' })
+        .option('log-level', { choices: LOG_LEVELS, default: 'info', describe: 'log verbosity (trace logs every request)' })
+        .option('log-format', { choices: LOG_FORMATS, describe: "json: pino's JSON lines (the default when stderr is not a terminal); text: virtiofsd's '[time LEVEL duofs] message key=value' lines" })
+        .option('syslog', { type: 'boolean', default: false, describe: 'log to syslog (/dev/log: journald or rsyslog) instead of stderr; falls back to stderr, saying so, when /dev/log cannot be reached' })
         .option('log-burst', { type: 'number', default: DEFAULT_LOG_LIMITS.burst, describe: 'lines of one kind (bad requests, broken chains, ...) one peer (9P connection, vhost-user socket, FUSE mount) may cause at once; after that they are counted ("suppressed": N); 0: no limit. Trace lines are never limited' })
         .option('log-rate', { type: 'number', default: DEFAULT_LOG_LIMITS.perSecond * 60, describe: 'lines of one kind per peer per minute once the burst is spent' })
         .example('$0 serve --shared-dir /srv/share --9p-socket /run/duofs/share.sock', 'serve /srv/share over a unix socket')
@@ -175,7 +180,7 @@ export async function main(args: string[]): Promise<void> {
     .strict()
     .help()
     .alias('h', 'help')
-    .version(false)
+    .version('version', 'print the version and exit', `duofs ${packageVersion()}`)
     .fail((msg, err, y) => {
       if (err) throw err;
       console.error(`${y.help()}\n\n${msg}`);
@@ -185,8 +190,14 @@ export async function main(args: string[]): Promise<void> {
 }
 
 main(hideBin(process.argv)).catch((e: unknown) => {
-  if (e instanceof StartupError || e instanceof SysError || e instanceof CompatError || e instanceof IdMapError ||
-    e instanceof ConvertError || e instanceof ExportInUseError) console.error(`duofs: ${e.message}`);
+  // A command line duofs cannot take (a refused --fsdev option, a bad
+  // --translate-uid rule) is a usage error, exit 2 like yargs' own; a
+  // failure to start or to convert is 1.
+  if (e instanceof CompatError || e instanceof IdMapError) {
+    console.error(`duofs: ${e.message}`);
+    process.exit(2);
+  }
+  if (e instanceof StartupError || e instanceof SysError || e instanceof ConvertError || e instanceof ExportInUseError) console.error(`duofs: ${e.message}`);
   else console.error('duofs:', e);
   process.exit(1);
 });

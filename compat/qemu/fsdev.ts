@@ -9,11 +9,16 @@
 //   decimal), masked with 0777, and only valid for the mapped models;
 // * readonly is a QEMU boolean (readonly, readonly=on|off|yes|no|true|false);
 // * multidevs=remap|forbid|warn, writeout=immediate;
+// * max_xattr=N (QEMU 11.1: a cap on one 9P session's open xattr fids,
+//   QEMU_OPT_NUMBER up to 2^32-1): accepted, noted; duofs bounds the same
+//   thing its own way (see MAX_XATTR_NOTE);
 // * -virtfs needs mount_tag, which becomes the 9P mount tag.
 //
-// Anything else QEMU knows (throttling.*, socket, sock_fd, other drivers) has
-// no meaning for duofs and is refused by name; unknown names are refused the
-// way QEMU refuses them.
+// That is every option QEMU 11.1's `-fsdev local` takes (its help: fsdriver,
+// id, path, security_model, writeout, readonly, fmode, dmode, multidevs,
+// max_xattr, throttling.*; socket and sock_fd of the removed proxy driver).
+// throttling.*, socket and sock_fd have no meaning for duofs and are refused
+// by name; unknown names are refused the way QEMU refuses them.
 import type { SecurityModel, ServeOptions } from '../../src/server.js';
 import { CompatError } from '../errors.js';
 import { parseQemuBool, parseQemuNumber, parseQemuOpts } from './opts.js';
@@ -41,6 +46,9 @@ const MODELS: Record<string, SecurityModel> = {
   'mapped-file': 'mapped-file',
   none: 'none',
 };
+
+/** Why max_xattr is accepted but does not change duofs's limits. */
+export const MAX_XATTR_NOTE = 'accepted; duofs does not count a 9P session\'s open xattr fids: every fid counts against the session\'s fid limit, and pending Txattrcreate values against an 8 MiB budget, which bound the memory a guest can pin through xattr fids as max_xattr does in QEMU';
 
 /** QEMU drivers duofs refuses by name, with the reason. */
 const OTHER_DRIVERS: Record<string, string> = {
@@ -96,7 +104,7 @@ export function parseFsdevSpec(spec: string): FsdevParse {
       throw new CompatError(`${name}: duofs has no I/O throttling; remove the throttling.* options (or throttle the guest's device in QEMU instead)`, name);
     }
     if (name in REFUSED) throw new CompatError(`${name}: not supported by duofs (${REFUSED[name]})`, name);
-    if (!['fsdriver', 'id', 'path', 'security_model', 'writeout', 'readonly', 'multidevs', 'fmode', 'dmode', 'mount_tag'].includes(name)) {
+    if (!['fsdriver', 'id', 'path', 'security_model', 'writeout', 'readonly', 'multidevs', 'fmode', 'dmode', 'mount_tag', 'max_xattr'].includes(name)) {
       throw new CompatError(`${name}: not a -fsdev/-virtfs option QEMU knows (Invalid parameter '${name}')`, name);
     }
   }
@@ -149,6 +157,13 @@ export function parseFsdevSpec(spec: string): FsdevParse {
     if (wo !== 'immediate') throw new CompatError(`writeout=${wo}: the only value is immediate`, 'writeout');
     writeoutImmediate = true;
     notes.push('writeout=immediate: duofs does not start writeback after each write (it has no effect on data integrity in QEMU either: it is not a sync)');
+  }
+
+  const mx = get('max_xattr');
+  if (mx !== undefined) {
+    const n = parseQemuNumber('max_xattr', mx);
+    if (n > 0xffffffff) throw new CompatError(`max_xattr value '${mx}' too large (QEMU takes at most 4294967295)`, 'max_xattr');
+    notes.push(`max_xattr=${n}: ${MAX_XATTR_NOTE}`);
   }
 
   const md = get('multidevs');

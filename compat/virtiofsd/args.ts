@@ -4,7 +4,8 @@
 //
 // Rules:
 // * every virtiofsd option is recognised; one duofs cannot honour is refused
-//   by name (CompatError, exit status 1), never silently ignored;
+//   by name (CompatError, exit status 2 like clap's usage errors), never
+//   silently ignored;
 // * options accepted without effect are listed in NO_EFFECT (and in the
 //   README beside this file) with the reason;
 // * `--opt=value` and `--opt value` both work; options taking a value
@@ -14,12 +15,15 @@
 // * the legacy `-o source=...,cache=...,xattr` form is read with QEMU's
 //   comma escaping (`,,` is a literal comma: libvirt escapes the source path
 //   that way), plus `posix_lock`/`flock`, which virtiofsd itself refuses but
-//   duofs honours (it always takes real host locks).
+//   duofs honours (it takes real host locks unless told `no_posix_lock` /
+//   `no_flock`).
 import type { LevelWithSilent } from 'pino';
 import type { SecurityModel, ServeOptions } from '../../src/server.js';
 import type { CacheMode, FuseOptions } from '../../protocols/fuse/options.js';
 import { IdMap, IdMapError, parseIdRule, type IdRule } from '../../security/id-map.js';
 import { CompatError } from '../errors.js';
+import { StartupError } from '../../src/listeners.js';
+import { XattrMap, XattrMapError } from '../../protocols/fuse/xattr-map.js';
 import { parseQemuOpts } from '../qemu/opts.js';
 
 /** virtiofsd's MAX_TAG_LEN (the virtio-fs config space tag field). */
@@ -40,9 +44,13 @@ export interface VirtiofsdArgs {
   version: boolean;
   /** --rlimit-nofile N (0 = leave the limit alone) */
   rlimitNofile: number | undefined;
-  /** --socket-group NAME: the group that may connect to --socket-path (not served yet by duofs) */
+  /** --socket-group NAME: the group given read-write access to the --socket-path socket */
   socketGroup: string | undefined;
-  /** one line each, for a debug log: accepted options that have no effect in duofs, deprecations */
+  /** --syslog: log to syslog (/dev/log) instead of stderr */
+  syslog: boolean;
+  /** --log-format json|text (duofs extension; default text, as virtiofsd's lines) */
+  logFormat: 'json' | 'text';
+  /** one line each, logged once at info: accepted options that have no effect in duofs, deprecations */
   notes: string[];
 }
 
@@ -52,47 +60,32 @@ export const NO_EFFECT: Readonly<Record<string, string>> = {
   '--sandbox': 'duofs confines every path operation to the export by construction (one name per openat with O_NOFOLLOW, RESOLVE_BENEATH); it does not chroot or enter namespaces, so namespace, chroot and none behave alike',
   '--seccomp': 'duofs installs no seccomp filter (Node.js needs a wide syscall set); none, kill, log and trap behave alike',
   '--inode-file-handles': 'never, prefer and fallback are accepted: duofs decides per inode whether it keeps an O_PATH fd or a file handle (mandatory is refused: duofs cannot promise it)',
-  '--no-killpriv-v2': 'the default: duofs does not offer FUSE_HANDLE_KILLPRIV_V2',
+  '--no-killpriv-v2': 'duofs always offers FUSE_HANDLE_KILLPRIV_V2 and clears setuid/setgid bits itself on write, truncate and chown, as the host kernel would (virtiofsd\'s default is off)',
+  '--killpriv-v2': 'duofs always offers FUSE_HANDLE_KILLPRIV_V2 (what this option asks virtiofsd for)',
+  '-o killpriv_v2': 'see --killpriv-v2',
   '--preserve-noatime': 'duofs always passes O_NOATIME through (virtiofsd strips it unless this is given)',
   '-f': 'virtiofsd itself ignores it (always in the foreground); so does duofs',
-  '-o readdirplus': 'the default: duofs always offers READDIRPLUS',
-  '-o no_posix_lock': 'duofs always takes real host (OFD) locks for guest POSIX locks; a single guest sees the same lock semantics, and other guests and host processes see its locks too',
-  '-o no_flock': 'duofs always takes real host locks for guest flock(); see -o no_posix_lock',
-  '-o posix_lock': 'duofs always takes real host (OFD) locks for guest POSIX locks (virtiofsd refuses this option)',
-  '-o flock': 'duofs always takes real host locks for guest flock() (virtiofsd refuses this option)',
-  '-o no_writeback': 'the default (no writeback cache)',
-  '-o no_allow_direct_io': 'the default',
-  '-o no_posix_acl': 'the default',
+  '--security-label=never': 'the default',
   '-o no_security_label': 'the default',
-  '-o no_killpriv_v2': 'the default',
+  '-o no_allow_direct_io': 'the default',
+  '-o no_killpriv_v2': 'see --no-killpriv-v2',
 };
 
 /** Options duofs refuses, and why (the documented table). */
 export const REFUSED: Readonly<Record<string, string>> = {
-  '--xattrmap': 'duofs has no xattr name mapping; for guest ownership kept in xattrs use --security-model mapped-xattr',
-  '--posix-acl': 'POSIX ACLs over virtio-fs are not implemented in duofs yet (--posix-acl=never is accepted)',
-  '--security-label': 'SELinux security labels on create are not implemented in duofs (--security-label=never is accepted)',
+  '--security-label': 'duofs does not read the security context (FUSE_SECURITY_CTX) of create requests, so it cannot label new files as the guest asks (--security-label=never is accepted)',
   '--uid-map': 'duofs does not run in a user namespace; use --translate-uid, or --security-model mapped-xattr to run unprivileged',
   '--gid-map': 'duofs does not run in a user namespace; use --translate-gid, or --security-model mapped-xattr to run unprivileged',
   '--modcaps': 'duofs does not manage its capability set',
-  '--syslog': 'duofs logs JSON lines to stderr only',
-  '--killpriv-v2': 'duofs does not offer FUSE_HANDLE_KILLPRIV_V2',
-  '--no-readdirplus': 'READDIRPLUS cannot be switched off in duofs',
-  '--allow-mmap': 'not implemented: with --cache=never|metadata duofs opens files for direct I/O without FUSE_DIRECT_IO_ALLOW_MMAP',
-  '--allow-direct-io': 'not implemented: duofs does not honour guest O_DIRECT',
+  '--allow-direct-io': 'duofs drops guest O_DIRECT on the host fd: its data path reads into and writes from guest memory at any alignment, which O_DIRECT would refuse with EINVAL',
   '--migration-mode': 'duofs does not support live migration (it does not advertise migrate-precopy)',
   '--migration-on-error': 'duofs does not support live migration',
   '--migration-verify-handles': 'duofs does not support live migration',
   '--migration-confirm-paths': 'duofs does not support live migration',
   '--inode-file-handles=mandatory': 'duofs cannot promise never to hold O_PATH fds',
-  '--socket-group': 'duofs cannot serve virtio-fs on a listening socket it creates yet; pass --fd (as libvirt does)',
-  '-o xattrmap': 'see --xattrmap',
   '-o modcaps': 'see --modcaps',
-  '-o no_readdirplus': 'see --no-readdirplus',
   '-o allow_direct_io': 'see --allow-direct-io',
-  '-o posix_acl': 'see --posix-acl',
   '-o security_label': 'see --security-label',
-  '-o killpriv_v2': 'see --killpriv-v2',
 };
 
 type Kind = 'flag' | 'value' | 'optional' | 'equals';
@@ -109,7 +102,7 @@ const LONG: Record<string, Kind> = {
   'migration-on-error': 'value', 'migration-verify-handles': 'flag', 'migration-confirm-paths': 'flag',
   help: 'flag', version: 'flag',
   // duofs extensions (documented in the README beside this file)
-  'security-model': 'value', fmode: 'value', dmode: 'value',
+  'security-model': 'value', fmode: 'value', dmode: 'value', 'log-format': 'value',
 };
 
 const SHORT: Record<string, Kind> = { o: 'value', d: 'flag', f: 'flag', h: 'flag', V: 'flag' };
@@ -228,9 +221,27 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
   let fmode: number | undefined;
   let dmode: number | undefined;
   let model: SecurityModel | undefined;
+  let syslog = false;
+  let logFormat: 'json' | 'text' = 'text';
+  let posixAcl: 'never' | 'auto' | 'always' | undefined;
+  let xattrmap: string | undefined;
 
+  const noted = new Map<string, number>(); // option -> its line in notes: one line per option, its last value
   const noEffect = (key: string, detail?: string): void => {
-    notes.push(`${detail ?? key}: accepted, no effect in duofs: ${NO_EFFECT[key] ?? ''}`);
+    const line = `${detail ?? key}: accepted, no effect in duofs: ${NO_EFFECT[key] ?? ''}`;
+    const at = noted.get(key);
+    if (at === undefined) noted.set(key, notes.push(line) - 1);
+    else notes[at] = line;
+  };
+  const setXattrmap = (name: string, v: string): void => {
+    try {
+      opts.fuse = fuse;
+      fuse.xattrMap = XattrMap.parse(v);
+      xattrmap = v;
+    } catch (e) {
+      if (e instanceof XattrMapError) throw new CompatError(`invalid value ${JSON.stringify(v)} for ${name}: ${e.message}`, name);
+      throw e;
+    }
   };
 
   const compat = (spec: string): void => {
@@ -259,7 +270,10 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
             if (o.value !== 'namespace' && o.value !== 'chroot') throw new CompatError(`-o sandbox=${o.value}: invalid (namespace, chroot)`, '-o sandbox');
             noEffect('--sandbox', `-o sandbox=${o.value}`);
             break;
-          case 'xattrmap': case 'modcaps':
+          case 'xattrmap':
+            setXattrmap('-o xattrmap', o.value);
+            break;
+          case 'modcaps':
             refuse(`-o ${o.name}`);
             break;
           default:
@@ -274,12 +288,19 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
         case 'no_xattr': fuse.xattr = false; break;
         case 'writeback': fuse.writeback = true; break;
         case 'announce_submounts': fuse.announceSubmounts = true; break;
-        case 'readdirplus': case 'no_posix_lock': case 'no_flock': case 'posix_lock': case 'flock':
-        case 'no_writeback': case 'no_allow_direct_io': case 'no_posix_acl': case 'no_security_label': case 'no_killpriv_v2':
+        case 'no_writeback': fuse.writeback = false; break;
+        case 'readdirplus': fuse.readdirplus = true; break;
+        case 'no_readdirplus': fuse.readdirplus = false; break;
+        case 'posix_lock': fuse.posixLocks = true; break; // virtiofsd refuses it; duofs takes host locks
+        case 'no_posix_lock': fuse.posixLocks = false; break;
+        case 'flock': fuse.flockLocks = true; break; // likewise
+        case 'no_flock': fuse.flockLocks = false; break;
+        case 'posix_acl': posixAcl = 'always'; break;
+        case 'no_posix_acl': posixAcl = 'never'; break;
+        case 'no_allow_direct_io': case 'no_security_label': case 'no_killpriv_v2': case 'killpriv_v2':
           noEffect(`-o ${word}`);
-          if (word === 'no_writeback') fuse.writeback = false;
           break;
-        case 'no_readdirplus': case 'allow_direct_io': case 'posix_acl': case 'security_label': case 'killpriv_v2':
+        case 'allow_direct_io': case 'security_label':
           refuse(`-o ${word}`);
           break;
         default:
@@ -307,6 +328,7 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
         socketPath = v;
         break;
       case '--socket-group':
+        if (v === '') throw new CompatError('--socket-group is empty', name);
         socketGroup = v;
         break;
       case '--fd':
@@ -322,10 +344,28 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
       case '--posix-acl':
       case '--security-label': {
         const mode = value ?? 'always';
-        if (!['never', 'auto', 'always'].includes(mode)) throw new CompatError(`${name}=${mode}: invalid (never, auto, always)`, name);
-        if (mode !== 'never') refuse(name);
+        if (mode !== 'never' && mode !== 'auto' && mode !== 'always') throw new CompatError(`${name}=${mode}: invalid (never, auto, always)`, name);
+        if (name === '--posix-acl') posixAcl = mode;
+        else if (mode !== 'never') refuse(name);
+        else noEffect('--security-label=never');
         break;
       }
+      case '--xattrmap':
+        setXattrmap(name, v);
+        break;
+      case '--allow-mmap':
+        fuse.allowMmap = true;
+        break;
+      case '--no-readdirplus':
+        fuse.readdirplus = false;
+        break;
+      case '--syslog':
+        syslog = true;
+        break;
+      case '--log-format':
+        if (v !== 'json' && v !== 'text') throw new CompatError(`--log-format ${v}: invalid (json, text)`, name);
+        logFormat = v;
+        break;
       case '--sandbox':
         if (!['namespace', 'chroot', 'none'].includes(v)) throw new CompatError(`--sandbox ${v}: invalid (namespace, chroot, none)`, name);
         noEffect(name, `--sandbox=${v}`);
@@ -379,6 +419,7 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
         noEffect('-f');
         break;
       case '--no-killpriv-v2':
+      case '--killpriv-v2':
         noEffect(name);
         break;
       case '--translate-uid':
@@ -417,17 +458,14 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
     }
   }
 
-  const result: VirtiofsdArgs = { options: opts, printCapabilities, help, version, rlimitNofile, socketGroup, notes };
+  const result: VirtiofsdArgs = { options: opts, printCapabilities, help, version, rlimitNofile, socketGroup, syslog, logFormat, notes };
   if (help || version || printCapabilities) return result;
 
   // Cross-option rules, as virtiofsd's clap definitions state them.
   if (fd !== undefined && (socketPath !== undefined || socketOld !== undefined)) {
     throw new CompatError('--fd cannot be used with --socket-path (or --socket)', '--fd');
   }
-  if (socketGroup !== undefined) {
-    if (fd !== undefined) throw new CompatError('--socket-group cannot be used with --fd', '--socket-group');
-    refuse('--socket-group');
-  }
+  if (socketGroup !== undefined && fd !== undefined) throw new CompatError('--socket-group cannot be used with --fd', '--socket-group');
   if (fd === undefined && socketPath === undefined && socketOld === undefined) {
     throw new CompatError('give --socket-path PATH or --fd N (the vhost-user listening socket)', '--socket-path');
   }
@@ -444,6 +482,22 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
       if (e instanceof IdMapError) throw new CompatError(`${flag}: ${e.message}`, flag);
       throw e;
     }
+  }
+
+  // virtiofsd: --xattrmap, --posix-acl and --security-label imply --xattr;
+  // translated ids would break ACLs (a run-time error there: exit 1).
+  if (posixAcl !== undefined) {
+    fuse.posixAcl = posixAcl;
+    if (posixAcl !== 'never') fuse.xattr = true;
+    if (posixAcl !== 'never' && (uidRules.length || gidRules.length)) {
+      throw new StartupError(`Cannot use --translate-uid or --translate-gid with --posix-acl=${posixAcl}, translating UIDs/GIDs would break posix ACLs`);
+    }
+  } else {
+    fuse.posixAcl = 'never'; // virtiofsd's default: no ACLs, system.posix_acl_* refused
+  }
+  if (xattrmap !== undefined) {
+    fuse.xattr = true;
+    if (fuse.xattrMap!.unterminated) notes.push(`--xattrmap ${JSON.stringify(xattrmap)}: no rule matches every name; duofs refuses unmatched guest names with EPERM and hides unmatched host names (virtiofsd would abort)`);
   }
 
   opts.sharedDir = sharedDir;

@@ -4,12 +4,14 @@
 //
 // virtiofsd 1.14 prints the features migrate-precopy,
 // posix-acl-negotiation-mode, security-label-negotiation-mode and
-// separate-options. duofs lists none of them, on purpose:
+// separate-options. duofs lists only what it honours:
 //
+// * posix-acl-negotiation-mode: listed; --posix-acl=never|auto|always work
+//   as in virtiofsd (protocols/fuse/session.ts INIT).
 // * migrate-precopy: duofs cannot migrate a device's state; advertising it
 //   would let libvirt start a migration that must fail.
-// * posix-acl-negotiation-mode, security-label-negotiation-mode: duofs
-//   refuses --posix-acl and --security-label other than =never.
+// * security-label-negotiation-mode: duofs refuses --security-label other
+//   than =never (it does not read FUSE_SECURITY_CTX contexts).
 // * separate-options: duofs does accept --shared-dir, --cache and the other
 //   separate options, but libvirt (10.x to at least 12.8) reacts to this
 //   feature by switching from `-o source=...,cache=...,xattr,flock,posix_lock`
@@ -18,7 +20,7 @@
 //   does support host locks, so it keeps libvirt on the `-o` form, which
 //   carries them. libvirt 9.x always uses the `-o` form.
 
-export const CAPABILITY_FEATURES: readonly string[] = [];
+export const CAPABILITY_FEATURES: readonly string[] = ['posix-acl-negotiation-mode'];
 
 export function capabilitiesJson(): string {
   return JSON.stringify({ type: 'fs', features: CAPABILITY_FEATURES }, null, 2) + '\n';

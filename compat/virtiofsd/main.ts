@@ -1,41 +1,28 @@
 // duofs-virtiofsd: duofs started with virtiofsd's command line, so libvirt's
 // <binary path='.../duofs-virtiofsd'/> (or any script written for virtiofsd)
-// runs duofs. Exit status: 0 after --help, --version and
-// --print-capabilities; 1 with one line on stderr for any option duofs
-// refuses or cannot start with.
+// runs duofs. Exit status as virtiofsd's: 0 after --help, --version and
+// --print-capabilities; 2 (clap's usage error) with one line on stderr for
+// a command line duofs refuses (an unknown or unsupported option, a bad
+// value, a conflict); 1 when it cannot start (no such directory, socket in
+// use, unknown --socket-group).
 //
 // DUOFS_VIRTIOFSD_DRY_RUN=1 in the environment makes it print the serve
 // options it would start with (JSON on stdout) and exit 0 without serving:
 // a way to check what a given argv (e.g. libvirt's) means to duofs.
-import { fstatSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { chmodSync, chownSync, fstatSync } from 'node:fs';
+import { packageVersion } from '../../src/version.js';
 import { startDuofs, type ServeOptions } from '../../src/server.js';
 import { createLogger } from '../../src/log.js';
 import { StartupError } from '../../src/listeners.js';
 import { SysError } from '../../src/sys/index.js';
 import { c, errno } from '../../src/sys/libc.js';
-import { asIdTranslations, formatIdRule } from '../../security/id-map.js';
+import { groupId } from '../../src/sys/syslog.js';
 import { CompatError } from '../errors.js';
 import { parseVirtiofsdArgs, type VirtiofsdArgs } from './args.js';
 import { capabilitiesJson } from './capabilities.js';
 import { helpText } from './help.js';
 
 const NAME = 'duofs-virtiofsd';
-
-function packageVersion(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    try {
-      const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'duofs') return pkg.version ?? 'unknown';
-    } catch {
-      // keep looking upwards
-    }
-    dir = dirname(dir);
-  }
-  return 'unknown';
-}
 
 /** setrlimit(RLIMIT_NOFILE, {n, n}) as virtiofsd's --rlimit-nofile does; 0 leaves it alone. */
 function setNofile(n: number): void {
@@ -48,20 +35,25 @@ function setNofile(n: number): void {
   }
 }
 
-/** The ServeOptions startDuofs gets from a parse (translation rules narrowed to IdTranslation). */
+/** The ServeOptions startDuofs gets from a parse (every virtiofsd rule kind, one-way ones included). */
 export function toServeOptions(a: VirtiofsdArgs): ServeOptions {
-  const { translateUid, translateGid, ...rest } = a.options;
-  const out: ServeOptions = { ...rest, sharedDir: rest.sharedDir! };
-  for (const [rules, key, flag] of [[translateUid, 'translateUid', '--translate-uid'], [translateGid, 'translateGid', '--translate-gid']] as const) {
-    if (!rules) continue;
-    const t = asIdTranslations(rules);
-    if (!t) {
-      const oneWay = rules.find((r) => r.kind === 'guest' || r.kind === 'host')!;
-      throw new CompatError(`${flag} ${formatIdRule(oneWay)}: one-way 'guest:'/'host:' rules are not supported by this duofs server yet (use map:, squash-guest:, squash-host: or forbid-guest:)`, flag);
-    }
-    out[key] = t;
+  return { ...a.options, sharedDir: a.options.sharedDir! };
+}
+
+/**
+ * --socket-group as virtiofsd: the socket's group becomes GROUP (getgrnam,
+ * so NSS groups count) and group members may connect (mode 0660; duofs
+ * creates it 0600, so the socket only ever widens).
+ */
+function applySocketGroup(path: string, group: string): void {
+  const gid = groupId(group);
+  if (gid === undefined) throw new StartupError(`--socket-group ${group}: no such group (getgrnam found none)`);
+  try {
+    chownSync(path, -1, gid);
+    chmodSync(path, 0o660);
+  } catch (e) {
+    throw new StartupError(`--socket-group ${group}: cannot give ${path} to group ${gid}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
   }
-  return out;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -84,7 +76,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   const serve = toServeOptions(args);
   if (process.env['DUOFS_VIRTIOFSD_DRY_RUN'] === '1') {
-    process.stdout.write(JSON.stringify({ options: serve, rlimitNofile: args.rlimitNofile ?? null, notes: args.notes }, null, 2) + '\n');
+    const { rlimitNofile, socketGroup, syslog, logFormat, notes } = args;
+    process.stdout.write(JSON.stringify({ options: serve, rlimitNofile: rlimitNofile ?? null, socketGroup: socketGroup ?? null, syslog, logFormat, notes }, null, 2) + '\n');
     return 0;
   }
   if (serve.virtiofsFd !== undefined) {
@@ -98,9 +91,17 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (args.rlimitNofile !== undefined) setNofile(args.rlimitNofile);
 
-  const log = createLogger(serve.logLevel ?? 'info');
-  for (const note of args.notes) log.debug({ compat: 'virtiofsd' }, note);
+  const log = createLogger(serve.logLevel ?? 'info', { format: args.logFormat, target: NAME, syslog: args.syslog });
+  for (const note of args.notes) log.info({ compat: 'virtiofsd' }, note);
   const d = await startDuofs({ ...serve, log });
+  if (args.socketGroup !== undefined && serve.virtiofsSocket !== undefined) {
+    try {
+      applySocketGroup(String(serve.virtiofsSocket), args.socketGroup);
+    } catch (e) {
+      await d.close();
+      throw e;
+    }
+  }
   log.info({ export: serve.sharedDir, fd: serve.virtiofsFd, socket: serve.virtiofsSocket }, `${NAME} started`);
 
   await new Promise<void>((resolve) => {
@@ -121,7 +122,11 @@ export function run(argv: string[]): void {
   main(argv).then(
     (code) => process.exit(code),
     (e: unknown) => {
-      if (e instanceof CompatError || e instanceof StartupError || e instanceof SysError) {
+      if (e instanceof CompatError) {
+        process.stderr.write(`${NAME}: ${e.message}\n`);
+        process.exit(2); // a command-line error, as clap's
+      }
+      if (e instanceof StartupError || e instanceof SysError) {
         process.stderr.write(`${NAME}: ${e.message}\n`);
       } else {
         process.stderr.write(`${NAME}: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);

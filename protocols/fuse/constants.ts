@@ -30,7 +30,7 @@ export const INIT = {
   NO_OPENDIR_SUPPORT: 1n << 24n, EXPLICIT_INVAL_DATA: 1n << 25n, MAP_ALIGNMENT: 1n << 26n,
   SUBMOUNTS: 1n << 27n, HANDLE_KILLPRIV_V2: 1n << 28n, SETXATTR_EXT: 1n << 29n,
   INIT_EXT: 1n << 30n, SECURITY_CTX: 1n << 32n, HAS_INODE_DAX: 1n << 33n,
-  CREATE_SUPP_GROUP: 1n << 34n,
+  CREATE_SUPP_GROUP: 1n << 34n, DIRECT_IO_ALLOW_MMAP: 1n << 36n,
 } as const;
 
 /** setattr valid bits */

@@ -1,6 +1,14 @@
 // FUSE session options as operators give them (virtiofsd's names).
+import type { XattrMap } from './xattr-map.js';
 
 export type CacheMode = 'auto' | 'always' | 'metadata' | 'never';
+
+/**
+ * virtiofsd's --posix-acl negotiation modes: never (no FUSE_POSIX_ACL, and
+ * system.posix_acl_* names refused with ENOTSUP), auto (on when the kernel
+ * offers it), always (INIT fails with EPROTO when the kernel does not).
+ */
+export type NegotiationMode = 'never' | 'auto' | 'always';
 
 export interface FuseOptions {
   cache: CacheMode;
@@ -12,6 +20,18 @@ export interface FuseOptions {
   announceSubmounts: boolean;
   /** largest WRITE/READ payload */
   maxWrite: number;
+  /** offer FUSE_POSIX_LOCKS and serve POSIX lock requests (off = ENOSYS: the guest kernel keeps its locks to itself) */
+  posixLocks: boolean;
+  /** offer FUSE_FLOCK_LOCKS and serve flock() requests (off = ENOSYS, as above) */
+  flockLocks: boolean;
+  /** offer READDIRPLUS (virtiofsd's --no-readdirplus turns it off) */
+  readdirplus: boolean;
+  /** FUSE_DIRECT_IO_ALLOW_MMAP: shared mmap of files opened for direct I/O (--cache=never|metadata) */
+  allowMmap: boolean;
+  /** POSIX ACLs; undefined = duofs's own default: offered with xattrs, nothing refused */
+  posixAcl?: NegotiationMode;
+  /** virtiofsd's --xattrmap rules, applied to every xattr name in both directions */
+  xattrMap?: XattrMap;
 }
 
 export const defaultFuseOptions: FuseOptions = {
@@ -20,6 +40,10 @@ export const defaultFuseOptions: FuseOptions = {
   xattr: false,
   announceSubmounts: false,
   maxWrite: 1024 * 1024,
+  posixLocks: true,
+  flockLocks: true,
+  readdirplus: true,
+  allowMmap: false,
 };
 
 /** Entry/attribute timeouts in seconds for a cache mode, as virtiofsd sets them. */

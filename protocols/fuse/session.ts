@@ -267,6 +267,29 @@ export class FuseSession {
     if (!this.ctx.options.xattr) fail(Errno.ENOSYS, op, 'extended attributes are off (--xattr)');
   }
 
+  /** ACL names are refused (and hidden) when --posix-acl was given and ACLs are not on, as virtiofsd does. */
+  private aclBlocked(name: Buffer): boolean {
+    if (this.ctx.options.posixAcl === undefined || this.wantFlags & INIT.POSIX_ACL) return false;
+    const s = name.toString('latin1');
+    return s === 'system.posix_acl_access' || s === 'system.posix_acl_default';
+  }
+
+  /** The host name of a guest's xattr name, through --xattrmap; refused names fail the request. */
+  private hostXattrName(op: string, name: Buffer): Buffer {
+    if (this.aclBlocked(name)) fail(Errno.EOPNOTSUPP, op, `${name.toString('latin1')}: POSIX ACLs are off (--posix-acl)`);
+    const map = this.ctx.options.xattrMap;
+    if (!map) return name;
+    const m = map.toHost(name);
+    if ('errno' in m) fail(m.errno === 'EPERM' ? Errno.EPERM : Errno.EOPNOTSUPP, op, `${name.toString('latin1')}: refused by --xattrmap`);
+    return m.name;
+  }
+
+  /** Lock requests of a kind that was not offered in INIT (-o no_posix_lock / no_flock) get ENOSYS. */
+  private locksEnabled(flock: boolean): void {
+    const o = this.ctx.options;
+    if (flock ? !o.flockLocks : !o.posixLocks) fail(Errno.ENOSYS, flock ? 'FLOCK' : 'LK', `${flock ? 'flock' : 'POSIX'} locks are off (-o ${flock ? 'no_flock' : 'no_posix_lock'})`);
+  }
+
   // ---- session ----------------------------------------------------------------
 
   private init(h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -289,14 +312,28 @@ export class FuseSession {
     if (this.initialized) this.close();
     if (this.fds.isClosed) this.fds = this.ctx.backend.fds.account(this.peer);
     const { options } = this.ctx;
-    let want = INIT.ASYNC_READ | INIT.POSIX_LOCKS | INIT.ATOMIC_O_TRUNC | INIT.EXPORT_SUPPORT | INIT.BIG_WRITES |
-      INIT.FLOCK_LOCKS | INIT.AUTO_INVAL_DATA | INIT.DO_READDIRPLUS | INIT.READDIRPLUS_AUTO | INIT.ASYNC_DIO |
+    let want = INIT.ASYNC_READ | INIT.ATOMIC_O_TRUNC | INIT.EXPORT_SUPPORT | INIT.BIG_WRITES |
+      INIT.AUTO_INVAL_DATA | INIT.ASYNC_DIO |
       INIT.PARALLEL_DIROPS | INIT.ABORT_ERROR | INIT.MAX_PAGES | INIT.CACHE_SYMLINKS | INIT.HANDLE_KILLPRIV_V2 |
       INIT.INIT_EXT | INIT.CREATE_SUPP_GROUP;
+    // Without POSIX_LOCKS / FLOCK_LOCKS the guest kernel keeps those locks
+    // local to the guest (virtiofsd's -o no_posix_lock / no_flock).
+    if (options.posixLocks) want |= INIT.POSIX_LOCKS;
+    if (options.flockLocks) want |= INIT.FLOCK_LOCKS;
+    if (options.readdirplus) want |= INIT.DO_READDIRPLUS | INIT.READDIRPLUS_AUTO;
+    if (options.allowMmap) want |= INIT.DIRECT_IO_ALLOW_MMAP;
     if (options.writeback) want |= INIT.WRITEBACK_CACHE;
-    // With xattrs on, guests get POSIX ACLs: the kernel then leaves umask and
-    // default-ACL inheritance to the server (DONT_MASK), as on a local fs.
-    if (options.xattr) want |= INIT.POSIX_ACL | INIT.DONT_MASK;
+    // With POSIX ACLs the kernel leaves umask and default-ACL inheritance to
+    // the server (DONT_MASK), as on a local fs. duofs's default: on with
+    // xattrs; virtiofsd's --posix-acl modes: never, auto, always.
+    const acl = INIT.POSIX_ACL | INIT.DONT_MASK;
+    const aclMode = options.posixAcl ?? (options.xattr ? 'auto' : 'never');
+    if (aclMode === 'always' && (offered & acl) !== acl) {
+      this.logs.error('fuse.init', { peer: this.peer, offered: `0x${offered.toString(16)}` }, 'fuse: --posix-acl=always, but the kernel does not offer POSIX_ACL and DONT_MASK');
+      out.send(Errno.EPROTO, []);
+      return;
+    }
+    if (aclMode !== 'never' && (offered & acl) === acl) want |= acl;
     if (options.announceSubmounts) want |= INIT.SUBMOUNTS;
     want &= offered;
     this.wantFlags = want;
@@ -783,7 +820,7 @@ export class FuseSession {
     const [name] = cstrings(b.subarray(fixed), 1);
     const valueAt = fixed + name!.length + 1;
     if (valueAt + size > b.length) fail(Errno.EINVAL, 'SETXATTR', `value size ${size} beyond the request`);
-    this.ctx.backend.setxattr(undefined, inode, name!, b.subarray(valueAt, valueAt + size), flags, FuseSession.creator(h));
+    this.ctx.backend.setxattr(undefined, inode, this.hostXattrName('SETXATTR', name!), b.subarray(valueAt, valueAt + size), flags, FuseSession.creator(h));
     out.send(0, []);
   }
 
@@ -793,14 +830,16 @@ export class FuseSession {
     const b = body.head(body.length);
     const size = b.readUInt32LE(0);
     const [name] = cstrings(b.subarray(8), 1);
-    this.sizedReply(out, this.ctx.backend.getxattr(undefined, inode, name!, FuseSession.creator(h)), size);
+    this.sizedReply(out, this.ctx.backend.getxattr(undefined, inode, this.hostXattrName('GETXATTR', name!), FuseSession.creator(h)), size);
   }
 
   private listxattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
     this.xattrEnabled('LISTXATTR');
     const inode = this.inode(h.nodeid);
     const size = new Args(body.head(8)).u32();
-    const names = this.ctx.backend.listxattr(undefined, inode, FuseSession.creator(h));
+    let names = this.ctx.backend.listxattr(undefined, inode, FuseSession.creator(h));
+    if (this.ctx.options.xattrMap) names = this.ctx.options.xattrMap.listToGuest(names);
+    names = names.filter((n) => !this.aclBlocked(n));
     this.sizedReply(out, Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])])), size);
   }
 
@@ -820,7 +859,7 @@ export class FuseSession {
   private removexattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
     this.xattrEnabled('REMOVEXATTR');
     const [name] = cstrings(body.head(body.length), 1);
-    this.ctx.backend.removexattr(undefined, this.inode(h.nodeid), name!, FuseSession.creator(h));
+    this.ctx.backend.removexattr(undefined, this.inode(h.nodeid), this.hostXattrName('REMOVEXATTR', name!), FuseSession.creator(h));
     out.send(0, []);
   }
 
@@ -845,6 +884,7 @@ export class FuseSession {
     const type = a.u32();
     const pid = a.u32();
     const lkFlags = a.u32();
+    this.locksEnabled((lkFlags & FUSE_LK_FLOCK) !== 0);
     if (type !== F_RDLCK && type !== F_WRLCK && type !== F_UNLCK) fail(Errno.EINVAL, 'LK', `lock type ${type}`);
     if (end < start) fail(Errno.EINVAL, 'LK', `range ${start}..${end}`);
     const toEnd = end >= 0x7fffffffffffffffn;

@@ -66,6 +66,46 @@ test('--9p-permissions takes guest or host and refuses anything else by name', (
   expect(r.stderr).toMatch(/9p-permissions.*Given: "root", Choices: "guest", "host"/);
 });
 
+test('--version prints the version and exits 0; usage errors exit 2', () => {
+  const v = run(['--version']);
+  expect(v.status).toBe(0);
+  const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string };
+  expect(v.stdout.trim()).toBe(`duofs ${pkg.version}`);
+  expect(run([]).status).toBe(2);
+  expect(run(['serve', '--bogus']).status).toBe(2);
+  expect(run(['serve', '--shared-dir', exportDir, '--9p-tcp', '0', '--log-format', 'xml']).status).toBe(2);
+  const bad = run(['serve', '--fsdev', `local,path=${exportDir},security_model=none,nope=1`, '--9p-tcp', '0']);
+  expect([bad.status, bad.error]).toEqual([2, expect.stringMatching(/^duofs: .*nope/)]);
+  expect(run(['serve', '--shared-dir', exportDir, '--9p-tcp', '0', '--translate-uid', 'map:1']).status).toBe(2);
+});
+
+test('--log-format text gives virtiofsd-style lines, json (the default off a terminal) pino\'s', async () => {
+  const lines = async (extra: string[]): Promise<string[]> => {
+    const d = start(['serve', '--shared-dir', exportDir, '--9p-socket', path.join(tmp, `s${extra.length}.sock`), ...extra]);
+    let err = '';
+    d.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+    await waitFor(() => /serving 9P2000.L/.test(err));
+    d.kill('SIGTERM');
+    await exited(d); // (may beat the signal handlers: the status is not this test's subject)
+    return err.trim().split('\n').filter((l) => !/shutting down|closing/.test(l));
+  };
+  const text = await lines(['--log-format', 'text']);
+  for (const l of text) expect(l).toMatch(/^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (INFO |WARN |DEBUG|ERROR) duofs\] /);
+  expect(text.join('\n')).toMatch(/INFO  duofs\] serving 9P2000.L on a unix socket .*export=/);
+  for (const l of await lines([])) expect(JSON.parse(l)).toMatchObject({ level: expect.any(Number), msg: expect.any(String) });
+});
+
+test('--fsdev with max_xattr (QEMU 11.1) serves, and says once at info how duofs treats it', async () => {
+  const d = start(['serve', '--fsdev', `local,id=x,path=${exportDir},security_model=mapped-xattr,max_xattr=1024`, '--9p-socket', path.join(tmp, 'f.sock')]);
+  let err = '';
+  d.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+  await waitFor(() => /serving 9P2000.L/.test(err));
+  d.kill('SIGTERM');
+  await exited(d);
+  const notes = err.trim().split('\n').map((l) => JSON.parse(l) as { level: number; msg: string }).filter((l) => /max_xattr/.test(l.msg));
+  expect(notes).toEqual([expect.objectContaining({ level: 30, msg: expect.stringMatching(/^max_xattr=1024: accepted; /) })]);
+});
+
 test('a missing export is one clear line and exit status 1', () => {
   const r = run(['serve', '--shared-dir', path.join(tmp, 'nope'), '--9p-socket', path.join(tmp, 's.sock')]);
   expect(r.status).toBe(1);

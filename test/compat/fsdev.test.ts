@@ -116,3 +116,24 @@ test('malformed strings are one clear line', () => {
   expect(refusal('').message).toMatch(/empty/);
   expect(refusal('local,=x,path=/a,security_model=none').message).toMatch(/without an option name/);
 });
+
+test('max_xattr (QEMU 11.1): a QEMU number up to 2^32-1, accepted with a note saying how duofs bounds xattr fids', () => {
+  const r = parseFsdevSpec('local,id=x,path=/srv/x,security_model=mapped-xattr,max_xattr=1024');
+  expect(r.options).toEqual({ sharedDir: '/srv/x', securityModel: 'mapped-xattr' });
+  expect(r.notes).toEqual([expect.stringMatching(/^max_xattr=1024: accepted; duofs does not count .*fid limit/)]);
+  expect(parseFsdevSpec('local,path=/a,security_model=none,max_xattr=0x10').notes[0]).toMatch(/^max_xattr=16:/);
+  expect(parseFsdevSpec('local,path=/a,security_model=none,max_xattr=4294967295').notes).toHaveLength(1);
+  expect(refusal('local,path=/a,security_model=none,max_xattr=4294967296').message).toMatch(/max_xattr value '4294967296' too large/);
+  expect(refusal('local,path=/a,security_model=none,max_xattr=abc').option).toBe('max_xattr');
+});
+
+test('every option QEMU 11.1 lists for -fsdev local is accepted or refused by name, never "unknown"', () => {
+  // qemu-system-x86_64 -fsdev help (11.1.3): the options of qemu_fsdev_opts
+  const known = ['id=f', 'writeout=immediate', 'readonly=on', 'multidevs=remap', 'max_xattr=8', 'mount_tag=t'];
+  expect(() => parseFsdevSpec(`local,path=/a,security_model=mapped,fmode=0600,dmode=0700,${known.join(',')}`)).not.toThrow();
+  const throttles = ['bps-total', 'bps-read', 'bps-write', 'iops-total', 'iops-read', 'iops-write', 'bps-total-max', 'bps-read-max',
+    'bps-write-max', 'iops-total-max', 'iops-read-max', 'iops-write-max', 'bps-total-max-length', 'bps-read-max-length',
+    'bps-write-max-length', 'iops-total-max-length', 'iops-read-max-length', 'iops-write-max-length', 'iops-size', 'group'];
+  for (const t of throttles) expect(refusal(`local,path=/a,security_model=none,throttling.${t}=1`).message).toMatch(/no I\/O throttling/);
+  for (const o of ['socket=/s', 'sock_fd=3']) expect(refusal(`local,path=/a,security_model=none,${o}`).message).toMatch(/proxy driver/);
+});

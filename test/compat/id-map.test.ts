@@ -105,9 +105,11 @@ test('many rules: lookups hit the right range', () => {
   }
 });
 
-test('asIdTranslations narrows to src/server.ts IdTranslation, or says it cannot', () => {
+test('asIdTranslations carries every rule kind to src/server.ts IdTranslation, the one-way ones included', () => {
   expect(asIdTranslations([parseIdRule('map:1:2:3'), parseIdRule('forbid-guest:0:1')])).toEqual([
     { kind: 'map', guest: 1, host: 2, count: 3 }, { kind: 'forbid-guest', guest: 0, host: 0, count: 1 },
   ]);
-  expect(asIdTranslations([parseIdRule('guest:1:2:3')])).toBeUndefined();
+  expect(asIdTranslations([parseIdRule('guest:1:2:3'), parseIdRule('host:7:8:9')])).toEqual([
+    { kind: 'guest', guest: 1, host: 2, count: 3 }, { kind: 'host', host: 7, guest: 8, count: 9 },
+  ]);
 });

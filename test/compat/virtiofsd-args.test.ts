@@ -20,8 +20,10 @@ test('the plain form: socket, export, defaults as virtiofsd 1.14 has them', () =
   const r = parseVirtiofsdArgs(base);
   expect(r.options).toEqual({
     sharedDir: '/srv/x', virtiofsSocket: '/run/vfs.sock', securityModel: 'passthrough', numRequestQueues: 1,
-    fuse: { announceSubmounts: true },
+    fuse: { announceSubmounts: true, posixAcl: 'never' },
   });
+  expect(r.syslog).toBe(false);
+  expect(r.logFormat).toBe('text');
   expect(r.printCapabilities).toBe(false);
 });
 
@@ -69,16 +71,28 @@ test('--tag is 1 to 36 bytes', () => {
 
 test('legacy -o: source with escaped commas, cache=none is never, xattr, locks', () => {
   const r = parseVirtiofsdArgs(['--fd=3', '-o', 'source=/srv/a,,b,cache=none,xattr,flock,posix_lock,sandbox=chroot', '-o', 'loglevel=warn']);
-  expect(r.options).toMatchObject({ sharedDir: '/srv/a,b', logLevel: 'warn', fuse: { cache: 'never', xattr: true } });
-  expect(r.notes.some((n) => n.startsWith('-o flock'))).toBe(true);
-  expect(r.notes.some((n) => n.startsWith('-o posix_lock'))).toBe(true);
-  expect(parseVirtiofsdArgs(['--fd=3', '-osource=/d,no_xattr,no_flock,no_posix_lock']).options.fuse?.xattr).toBe(false);
+  expect(r.options).toMatchObject({ sharedDir: '/srv/a,b', logLevel: 'warn', fuse: { cache: 'never', xattr: true, flockLocks: true, posixLocks: true } });
+  expect(parseVirtiofsdArgs(['--fd=3', '-osource=/d,no_xattr,no_flock,no_posix_lock']).options.fuse).toMatchObject({ xattr: false, flockLocks: false, posixLocks: false });
   expect(parseVirtiofsdArgs(['--fd=3', '-o=source=/d']).options.sharedDir).toBe('/d');
   expect(refused(['--fd=3', '-o', 'source=/d,cache=never']).option).toBe('-o cache');
   expect(refused(['--fd=3', '-o', 'source=/d,norace']).message).toMatch(/-o norace: not a virtiofsd -o option/);
   expect(refused(['--fd=3', '-o', 'source=/d,vhost_user_socket=/s']).option).toBe('-o vhost_user_socket');
-  expect(refused(['--fd=3', '-o', 'source=/d,xattrmap=:x']).option).toBe('-o xattrmap');
-  expect(refused(['--fd=3', '-o', 'source=/d,no_readdirplus']).option).toBe('-o no_readdirplus');
+  expect(refused(['--fd=3', '-o', 'source=/d,xattrmap=:x']).message).toMatch(/^invalid value ":x" for -o xattrmap: rule 1: incomplete rule/);
+  expect(refused(['--fd=3', '-o', 'source=/d,security_label']).option).toBe('-o security_label');
+  expect(refused(['--fd=3', '-o', 'source=/d,allow_direct_io']).option).toBe('-o allow_direct_io');
+  expect(refused(['--fd=3', '-o', 'source=/d,modcaps=+sys_admin']).option).toBe('-o modcaps');
+  const quiet = parseVirtiofsdArgs(['--fd=3', '-o', 'source=/d,no_allow_direct_io,no_security_label,no_killpriv_v2,killpriv_v2']);
+  expect(quiet.notes.map((n) => n.split(':')[0])).toEqual(['-o no_allow_direct_io', '-o no_security_label', '-o no_killpriv_v2', '-o killpriv_v2']);
+});
+
+test('legacy -o forms of the implemented options: posix_acl, xattrmap=, no_readdirplus, readdirplus', () => {
+  const r = parseVirtiofsdArgs(['--fd=3', '-o', 'source=/d,posix_acl,xattrmap=:ok:all:::,no_readdirplus']);
+  expect(r.options.fuse).toMatchObject({ posixAcl: 'always', xattr: true, readdirplus: false });
+  expect(r.options.fuse?.xattrMap?.toJSON()).toBe(':ok:all:::');
+  expect(parseVirtiofsdArgs(['--fd=3', '-o', 'source=/d,no_readdirplus,readdirplus']).options.fuse?.readdirplus).toBe(true);
+  expect(parseVirtiofsdArgs(['--fd=3', '-o', 'source=/d,posix_acl,no_posix_acl']).options.fuse).toMatchObject({ posixAcl: 'never' });
+  // QEMU-style escaping lets a rule carry a comma
+  expect(parseVirtiofsdArgs(['--fd=3', '-o', 'source=/d,xattrmap=:ok:all:a,,b::']).options.fuse?.xattrMap?.toJSON()).toBe(':ok:all:a,b::');
 });
 
 test('-d is debug, -f is accepted and noted', () => {
@@ -90,27 +104,56 @@ test('-d is debug, -f is accepted and noted', () => {
 
 test('options accepted without effect are noted, with a reason from the table', () => {
   const r = parseVirtiofsdArgs([...base, '--thread-pool-size=64', '--sandbox', 'none', '--seccomp=kill', '--inode-file-handles=prefer',
-    '--no-killpriv-v2', '--preserve-noatime', '--posix-acl=never', '--security-label=never']);
-  expect(r.notes).toHaveLength(6);
+    '--no-killpriv-v2', '--killpriv-v2', '--preserve-noatime', '--security-label=never', '--thread-pool-size=8']);
+  expect(r.notes).toHaveLength(8); // once each, though --thread-pool-size came twice: with its last value
+  expect(r.notes[0]).toMatch(/^--thread-pool-size=8: /);
   for (const n of r.notes) expect(n).toMatch(/accepted, no effect in duofs: \S/);
   expect(refused([...base, '--sandbox', 'jail']).option).toBe('--sandbox');
   expect(refused([...base, '--thread-pool-size=-1']).option).toBe('--thread-pool-size');
 });
 
 test.each([
-  ['--xattrmap', ':map::user.virtiofs.:'], ['--uid-map', ':0:1000:1:'], ['--gid-map', ':0:1000:1:'], ['--modcaps', '+sys_admin'],
-  ['--syslog'], ['--killpriv-v2'], ['--no-readdirplus'], ['--allow-mmap'], ['--allow-direct-io'], ['--migration-mode', 'file-handles'],
-  ['--migration-on-error', 'abort'], ['--migration-verify-handles'], ['--migration-confirm-paths'], ['--posix-acl'],
-  ['--posix-acl=auto'], ['--security-label'], ['--security-label=always'], ['--inode-file-handles=mandatory'],
+  ['--uid-map', ':0:1000:1:'], ['--gid-map', ':0:1000:1:'], ['--modcaps', '+sys_admin'],
+  ['--allow-direct-io'], ['--migration-mode', 'file-handles'],
+  ['--migration-on-error', 'abort'], ['--migration-verify-handles'], ['--migration-confirm-paths'],
+  ['--security-label'], ['--security-label=always'], ['--security-label=auto'], ['--inode-file-handles=mandatory'],
 ])('%s is refused by name', (...opt) => {
   const e = refused([...base, ...opt]);
   expect(e.message).toMatch(/not supported by duofs: \S/);
   expect(e.message.startsWith(opt[0]!.split('=')[0]!)).toBe(true);
 });
 
-test('--socket-group is refused (duofs does not create the socket yet), and conflicts with --fd', () => {
-  expect(refused([...base, '--socket-group', 'kvm']).option).toBe('--socket-group');
+test('--socket-group is carried for the socket duofs creates, and conflicts with --fd', () => {
+  expect(parseVirtiofsdArgs([...base, '--socket-group', 'kvm']).socketGroup).toBe('kvm');
   expect(refused(['--fd=3', '--shared-dir', '/d', '--socket-group', 'kvm']).message).toMatch(/cannot be used with --fd/);
+  expect(refused([...base, '--socket-group=']).option).toBe('--socket-group');
+});
+
+test('--syslog, --allow-mmap, --no-readdirplus, --log-format', () => {
+  const r = parseVirtiofsdArgs([...base, '--syslog', '--allow-mmap', '--no-readdirplus', '--log-format', 'json']);
+  expect(r).toMatchObject({ syslog: true, logFormat: 'json', options: { fuse: { allowMmap: true, readdirplus: false } } });
+  expect(refused([...base, '--log-format', 'xml']).option).toBe('--log-format');
+});
+
+test('--posix-acl modes: bare is always, implies --xattr unless never; conflicts with id translation', () => {
+  expect(parseVirtiofsdArgs([...base, '--posix-acl']).options.fuse).toMatchObject({ posixAcl: 'always', xattr: true });
+  expect(parseVirtiofsdArgs([...base, '--posix-acl=auto']).options.fuse).toMatchObject({ posixAcl: 'auto', xattr: true });
+  expect(parseVirtiofsdArgs([...base, '--posix-acl=never']).options.fuse).toEqual({ announceSubmounts: true, posixAcl: 'never' });
+  expect(refused([...base, '--posix-acl=sometimes']).option).toBe('--posix-acl');
+  // virtiofsd checks this at start-up (exit 1), not in clap
+  expect(() => parseVirtiofsdArgs([...base, '--posix-acl', '--translate-uid', 'map:0:1:1'])).toThrow(/Cannot use --translate-uid or --translate-gid with --posix-acl=always/);
+  expect(parseVirtiofsdArgs([...base, '--posix-acl=never', '--translate-uid', 'map:0:1:1']).options.translateUid).toHaveLength(1);
+});
+
+test('--xattrmap: virtiofsd\'s rules, parsed; implies --xattr; bad rules are usage errors naming the rule', () => {
+  const r = parseVirtiofsdArgs([...base, '--xattrmap', ':map::user.virtiofs.:']);
+  expect(r.options.fuse).toMatchObject({ xattr: true });
+  expect(r.options.fuse?.xattrMap?.toJSON()).toBe(':prefix:all::user.virtiofs.: :bad:all:::');
+  expect(r.notes).toEqual([]);
+  expect(refused([...base, '--xattrmap', '/prefix/helloworld///']).message).toMatch(/--xattrmap: rule 1: invalid scope "helloworld"/);
+  expect(refused([...base, '--xattrmap', ':map:a:b: :ok:all:::']).message).toMatch(/map rule must be the last/);
+  // no catch-all rule: accepted (as virtiofsd), with a note that says what duofs does instead of aborting
+  expect(parseVirtiofsdArgs([...base, '--xattrmap', ':prefix:client:trusted.:user.virtiofs.:']).notes.join()).toMatch(/no rule matches every name/);
 });
 
 test('unknown options, stray arguments and bad syntax are refused', () => {
@@ -132,6 +175,12 @@ test('--translate-uid/gid: rules accumulate, are checked, and overlapping ones r
   expect(r.options.translateGid).toEqual([{ kind: 'squash-guest', guest: 0, host: 1000, count: 65536 }]);
   expect(refused([...base, '--translate-uid', 'map:0:1:10', '--translate-uid', 'map:5:100:1']).message).toMatch(/--translate-uid: .*intersects/);
   expect(refused([...base, '--translate-gid', 'map:0:1']).option).toBe('--translate-gid');
+});
+
+test('--translate-uid/gid one-way guest: and host: kinds reach the server options', () => {
+  const r = parseVirtiofsdArgs([...base, '--translate-uid', 'guest:1000:2000:1', '--translate-gid', 'host:3000:100:1']);
+  expect(r.options.translateUid).toEqual([{ kind: 'guest', guest: 1000, host: 2000, count: 1 }]);
+  expect(r.options.translateGid).toEqual([{ kind: 'host', host: 3000, guest: 100, count: 1 }]);
 });
 
 test('--rlimit-nofile is carried', () => {
@@ -160,10 +209,10 @@ test('the capabilities JSON has virtiofsd\'s shape and lists only what duofs sup
   expect(Array.isArray(j.features)).toBe(true);
   expect(j.features).toEqual([...CAPABILITY_FEATURES]);
   // Listing these would make libvirt migrate, or refuse <lock>, or pass modes duofs refuses.
-  for (const f of ['migrate-precopy', 'separate-options', 'posix-acl-negotiation-mode', 'security-label-negotiation-mode']) {
+  for (const f of ['migrate-precopy', 'separate-options', 'security-label-negotiation-mode']) {
     expect(j.features).not.toContain(f);
   }
-  expect(capabilitiesJson()).toBe('{\n  "type": "fs",\n  "features": []\n}\n');
+  expect(capabilitiesJson()).toBe('{\n  "type": "fs",\n  "features": [\n    "posix-acl-negotiation-mode"\n  ]\n}\n');
 });
 
 test('every documented table entry has a reason', () => {

@@ -36,6 +36,7 @@ import { closeFd, listenUnixSocket } from '../../protocols/vhost-user/sys.js';
 import { VhostUserFrontend } from '../vhost/driver.js';
 import { fuseInit, parseFuseInitReply, FUSE_OPCODE } from '../vhost/fuse-wire.js';
 import { sleep, within } from '../vhost/harness.js';
+import { CAPABILITY_FEATURES } from '../../compat/virtiofsd/capabilities.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = path.join(root, 'bin', 'duofs-virtiofsd.js');
@@ -64,9 +65,31 @@ test('libvirt\'s argv for a virtiofs <filesystem> with cache=always, xattr and b
     virtiofsFd: 23,
     securityModel: 'passthrough',
     numRequestQueues: 1,
-    fuse: { announceSubmounts: true, cache: 'always', xattr: true },
+    fuse: { announceSubmounts: true, cache: 'always', xattr: true, flockLocks: true, posixLocks: true, posixAcl: 'never' },
   });
-  expect(out.notes.map((n) => n.split(':')[0])).toEqual(['-o flock', '-o posix_lock']);
+  expect(out.notes).toEqual([]);
+});
+
+test('libvirt\'s <lock posix=\'off\' flock=\'off\'/>: no_posix_lock,no_flock turn host locks off', () => {
+  const r = run(['--fd=23', '-o', `source=${tmp},cache=none,no_xattr,no_flock,no_posix_lock`], { DUOFS_VIRTIOFSD_DRY_RUN: '1' });
+  expect(r.status).toBe(0);
+  expect(JSON.parse(r.stdout).options.fuse).toMatchObject({ cache: 'never', xattr: false, flockLocks: false, posixLocks: false });
+});
+
+// Kata Containers' argv: the Go runtime (src/runtime/virtcontainers/virtiofsd.go,
+// Kata 3.x) passes --syslog --cache=MODE --shared-dir=DIR --fd=3 plus
+// virtio_fs_extra_args from configuration.toml (default --thread-pool-size=1
+// --announce-submounts); Kata 2.x (the C virtiofsd) passed the -o form.
+test.each([
+  ['Kata 3.x', ['--syslog', '--cache=auto', `--shared-dir=SHARED`, '--fd=3', '--thread-pool-size=1', '--announce-submounts']],
+  ['Kata 2.x', ['--fd=3', '-o', 'source=SHARED', '-o', 'cache=auto', '--syslog', '-o', 'no_posix_lock', '-f', '--thread-pool-size=1']],
+])('%s argv is accepted', (_name, argv) => {
+  const r = run(argv.map((a) => a.replace('SHARED', tmp)), { DUOFS_VIRTIOFSD_DRY_RUN: '1' });
+  expect(r.stderr).toBe('');
+  expect(r.status).toBe(0);
+  const out = JSON.parse(r.stdout) as { options: { sharedDir: string; virtiofsFd: number; fuse: { cache: string } }; syslog: boolean };
+  expect(out.options).toMatchObject({ sharedDir: tmp, virtiofsFd: 3, fuse: { cache: 'auto' } });
+  expect(out.syslog).toBe(true);
 });
 
 test('the same XML through libvirt 10+ with the optional extras', () => {
@@ -87,15 +110,25 @@ test('the separate-options form libvirt uses for binaries that advertise it', ()
 test('--print-capabilities prints virtiofsd\'s JSON shape and exits 0', () => {
   const r = run(['--print-capabilities']);
   expect(r.status).toBe(0);
-  expect(JSON.parse(r.stdout)).toEqual({ type: 'fs', features: [] });
+  expect(JSON.parse(r.stdout)).toEqual({ type: 'fs', features: ['posix-acl-negotiation-mode'] });
 });
 
-test('an option duofs refuses: exit status 1, one line naming it', () => {
-  const r = run(['--fd=23', '--shared-dir', tmp, '--xattrmap', ':map::user.virtiofs.:']);
-  expect(r.status).toBe(1);
+test('an option duofs refuses: exit status 2 (a usage error, as clap\'s), one line naming it', () => {
+  const r = run(['--fd=23', '--shared-dir', tmp, '--security-label']);
+  expect(r.status).toBe(2);
   expect(r.stdout).toBe('');
   expect(r.stderr.trimEnd().split('\n')).toHaveLength(1);
-  expect(r.stderr).toMatch(/^duofs-virtiofsd: --xattrmap: not supported by duofs/);
+  expect(r.stderr).toMatch(/^duofs-virtiofsd: --security-label: not supported by duofs: .*FUSE_SECURITY_CTX/);
+});
+
+test('usage errors exit 2 as virtiofsd\'s do: unknown option, bad value, missing --shared-dir, bad -o word', () => {
+  for (const argv of [['--bogus'], ['--fd=3', '--shared-dir', tmp, '--cache', 'bogus'], ['--socket-path', '/tmp/x.sock'],
+    ['--fd=3', '-o', `source=${tmp},nope`], ['--fd=3', '--shared-dir', tmp, '--xattrmap', 'bogus']]) {
+    const r = run(argv);
+    expect([argv.join(' '), r.status]).toEqual([argv.join(' '), 2]);
+  }
+  // a start-up failure is 1, as in virtiofsd
+  expect(run(['--shared-dir', tmp, '--socket-path', path.join(tmp, 's'), '--posix-acl', '--translate-uid', 'map:0:1:1']).status).toBe(1);
 });
 
 test('an --fd that is not an inherited socket is refused before serving', () => {
@@ -118,10 +151,80 @@ test('--help and --version exit 0; no arguments prints the usage and fails', () 
 
 test('the binary is executable (libvirt checks) and the vhost-user description names it', () => {
   expect(fs.statSync(bin).mode & 0o111).toBe(0o111);
-  const desc = JSON.parse(fs.readFileSync(path.join(root, 'share/qemu/vhost-user/50-duofs-virtiofsd.json'), 'utf8')) as Record<string, unknown>;
+  const dir = path.join(root, 'share/qemu/vhost-user');
+  const files = fs.readdirSync(dir);
+  expect(files).toEqual(['60-duofs-virtiofsd.json']);
+  // libvirt takes the first fs description by file name: ours must sort after
+  // the distribution's 50-virtiofsd.json, so installing duofs never takes
+  // over domains that name no <binary> (an operator prefers it by copying it
+  // to /etc/qemu/vhost-user/ under a lower number).
+  expect(['50-virtiofsd.json', files[0]!].sort()[0]).toBe('50-virtiofsd.json');
+  const desc = JSON.parse(fs.readFileSync(path.join(dir, files[0]!), 'utf8')) as Record<string, unknown>;
   expect(desc['type']).toBe('fs');
   expect(typeof desc['description']).toBe('string');
   expect(desc['binary']).toMatch(/\/duofs-virtiofsd$/);
+  expect(desc['features']).toEqual([...CAPABILITY_FEATURES]); // what --print-capabilities says
+});
+
+/** Starts the daemon for real, waits until its stderr matches `until`, stops it; returns what it logged. */
+async function daemon(args: string[], until: RegExp, ready?: () => boolean): Promise<string> {
+  const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  try {
+    const deadline = Date.now() + 10_000;
+    while (!(until.test(stderr) && (ready?.() ?? true))) {
+      if (child.exitCode !== null) throw new Error(`exited ${child.exitCode}: ${stderr}`);
+      if (Date.now() > deadline) throw new Error(`timed out; stderr: ${stderr}`);
+      await sleep(50);
+    }
+    return stderr;
+  } finally {
+    if (child.exitCode === null) {
+      child.kill('SIGTERM');
+      await Promise.race([new Promise((r) => child.once('exit', r)), sleep(5000)]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  }
+}
+
+test('logs are virtiofsd\'s text lines; an option without effect says so once, at info', async () => {
+  const sock = path.join(tmp, 'v.sock');
+  const err = await daemon(['--shared-dir', tmp, '--socket-path', sock, '--thread-pool-size=4', '--thread-pool-size=8'], /duofs-virtiofsd started/);
+  expect(err).toMatch(/^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ INFO  duofs-virtiofsd\] /m);
+  const pool = err.split('\n').filter((l) => l.includes('--thread-pool-size'));
+  expect(pool).toHaveLength(1);
+  expect(pool[0]).toMatch(/INFO  duofs-virtiofsd\] --thread-pool-size=8: accepted, no effect in duofs: /);
+  expect(err).not.toMatch(/^\{/m); // no JSON lines
+});
+
+test('--log-format json keeps pino\'s JSON lines', async () => {
+  const err = await daemon(['--shared-dir', tmp, '--socket-path', path.join(tmp, 'j.sock'), '--log-format', 'json'], /duofs-virtiofsd started/);
+  for (const l of err.trim().split('\n')) expect(JSON.parse(l)).toHaveProperty('level');
+});
+
+test('--syslog without a reachable /dev/log: one warning, then text lines on stderr (as virtiofsd falls back)', async () => {
+  if (fs.existsSync('/dev/log')) return; // test/log/format.test.ts covers the datagrams themselves
+  const err = await daemon(['--shared-dir', tmp, '--socket-path', path.join(tmp, 'l.sock'), '--syslog'], /duofs-virtiofsd started/);
+  expect(err.match(/can't enable syslog/g)).toHaveLength(1);
+  expect(err).toMatch(/WARN  duofs-virtiofsd\] can't enable syslog: .*\/dev\/log/);
+});
+
+test('--socket-group gives the socket to the group, mode 0660', async () => {
+  const sock = path.join(tmp, 'g.sock');
+  const users = fs.readFileSync('/etc/group', 'utf8').split('\n').map((l) => l.split(':')).find((f) => f[0] === 'users');
+  if (!users) throw new Error('no group "users" on this host');
+  await daemon(['--shared-dir', tmp, '--socket-path', sock, '--socket-group', 'users'], /duofs-virtiofsd started/, () => {
+    try {
+      const st = fs.statSync(sock);
+      return st.gid === Number(users[2]) && (st.mode & 0o777) === 0o660;
+    } catch {
+      return false;
+    }
+  });
+  const r = run(['--shared-dir', tmp, '--socket-path', path.join(tmp, 'h.sock'), '--socket-group', 'no-such-group-here']);
+  expect(r.status).toBe(1); // virtiofsd: "Couldn't resolve the group name specified for the socket path", exit 1
+  expect(r.stderr).toMatch(/--socket-group no-such-group-here: no such group/);
 });
 
 test('serves virtio-fs on the inherited listening socket libvirt passes, with its -o options in force', async () => {

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import { startDuofs, type Duofs } from '../../src/server.js';
+import { startDuofs, type Duofs, type ServeOptions } from '../../src/server.js';
 import type { FuseOptions } from '../../protocols/fuse/options.js';
 import { VhostUserFrontend, type FrontendOptions } from '../vhost/driver.js';
 import { P9Client } from '../p9/client.js';
@@ -36,6 +36,8 @@ export interface FixtureOptions {
   readonly?: boolean;
   /** fail the suite when the server logged an unexpected exception (default true) */
   checkCrashes?: boolean;
+  /** further serve options (id translation, ...) */
+  serve?: Partial<ServeOptions>;
 }
 
 export class FuseFixture {
@@ -78,6 +80,7 @@ export class FuseFixture {
       fuse: { cache: 'auto', xattr: true, ...o.fuse },
       readonly: o.readonly ?? false,
       ...(o.ninep ? { ninepSocket: this.ninepSocket } : {}),
+      ...o.serve,
       log,
     });
     return this;
