@@ -17,7 +17,8 @@ export function ensureDeps() {
   // `npm install` rather than `npm ci`: npm 11 writes lock files without
   // other platforms' optional packages and then `npm ci` refuses them.
   console.error('duofs: installing npm packages (npm install)...');
-  const r = spawnSync('npm', ['install', '--no-audit', '--no-fund'], { cwd: root, stdio: 'inherit' });
+  // stdout goes to stderr: under `npm pack --json` (prepack) stdout must stay the JSON.
+  const r = spawnSync('npm', ['install', '--no-audit', '--no-fund'], { cwd: root, stdio: [0, 2, 2] });
   if (r.status !== 0) {
     console.error('duofs: npm install failed; check access to the npm registry');
     process.exit(r.status ?? 1);
@@ -28,7 +29,7 @@ export function ensureDeps() {
 
 /** Compiles TypeScript to dist/ when any source is newer than the last build. */
 export function ensureBuild() {
-  const r = spawnSync(join(root, 'node_modules', '.bin', 'tsc'), ['-p', root], { stdio: 'inherit' });
+  const r = spawnSync(join(root, 'node_modules', '.bin', 'tsc'), ['-p', root], { stdio: [0, 2, 2] });
   if (r.status !== 0) {
     console.error('duofs: build failed');
     process.exit(r.status ?? 1);
