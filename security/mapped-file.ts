@@ -13,7 +13,7 @@ import {
 } from './formats/mapped-file.js';
 import type { Location, SecurityModel } from './model.js';
 import { BadMetadataLog } from './bad-metadata.js';
-import { typeAgrees } from './mapped-xattr.js';
+import { metadataMisfit } from './agree.js';
 
 const ignore = (errno: number, fn: () => void): void => {
   try {
@@ -78,8 +78,9 @@ export class MappedFileModel implements SecurityModel {
         const n = pread(fd, buf, 0);
         const { meta, problems } = parseMetadata(buf.subarray(0, n));
         if (problems.length) this.bad.report(inode, problems.join('; '), w.name.toString());
-        if (meta.mode !== undefined && !typeAgrees(inode.hostKind, meta.mode)) {
-          this.bad.report(inode, `mode 0${meta.mode.toString(8)} disagrees with the host file type`, w.name.toString());
+        const misfit = meta.mode === undefined ? undefined : metadataMisfit(inode.hostKind, meta.mode);
+        if (misfit !== undefined) {
+          this.bad.report(inode, misfit, w.name.toString());
           delete meta.mode;
         }
         return meta;

@@ -1,5 +1,5 @@
 // mapped-xattr: the guest's owner, mode and rdev in user.virtfs.* xattrs.
-import { Errno, getxattr, isSysError, setxattr, S_IFMT, S_IFREG, S_IFDIR } from '../src/sys/index.js';
+import { Errno, getxattr, isSysError, setxattr } from '../src/sys/index.js';
 import type { Inode } from '../src/backend/inode-table.js';
 import type { Logger } from '../src/log.js';
 import type { GuestMeta } from './formats/mapped-file.js';
@@ -9,6 +9,7 @@ import {
 } from './formats/mapped-xattr.js';
 import type { Location, SecurityModel } from './model.js';
 import { BadMetadataLog } from './bad-metadata.js';
+import { metadataMisfit } from './agree.js';
 
 export class MappedXattrModel implements SecurityModel {
   readonly name = 'mapped-xattr' as const;
@@ -54,8 +55,9 @@ export class MappedXattrModel implements SecurityModel {
     if (uid !== undefined) meta.uid = uid;
     if (gid !== undefined) meta.gid = gid;
     if (mode !== undefined) {
-      if (typeAgrees(inode.hostKind, mode)) meta.mode = mode;
-      else this.bad.report(inode, `mode 0${mode.toString(8)} disagrees with the host file type 0${inode.hostKind.toString(8)}`);
+      const misfit = metadataMisfit(inode.hostKind, mode);
+      if (misfit === undefined) meta.mode = mode;
+      else this.bad.report(inode, misfit);
     }
     if (rdev !== undefined) meta.rdev = rdev;
     return meta;
@@ -87,17 +89,4 @@ export class MappedXattrModel implements SecurityModel {
   linked(): void {}
   renamed(): void {}
   removed(): void {}
-}
-
-/**
- * Whether a stored mode's file type can describe the host object: host
- * directories stay directories, mapped symlinks/devices/FIFOs/sockets are
- * regular host files, and host objects of other types keep their own type.
- */
-export function typeAgrees(hostKind: number, mode: number): boolean {
-  const t = mode & S_IFMT;
-  if (t === 0) return false;
-  if (hostKind === S_IFDIR) return t === S_IFDIR;
-  if (hostKind === S_IFREG) return t !== S_IFDIR;
-  return t === hostKind;
 }
