@@ -1,17 +1,18 @@
 import type { Logger } from '../src/log.js';
-import { HostTruthModel } from './host-truth.js';
+import { NoneModel, PassthroughModel } from './host-truth.js';
 import { MappedFileModel } from './mapped-file.js';
 import { MappedXattrModel } from './mapped-xattr.js';
-import type { SecurityModel, SecurityModelName } from './model.js';
+import type { ModelServices, SecurityModel, SecurityModelName } from './model.js';
 
-export function createSecurityModel(name: SecurityModelName, log: Logger): SecurityModel {
+export function createSecurityModel(name: SecurityModelName, svc: ModelServices, log: Logger): SecurityModel {
   switch (name) {
     case 'passthrough':
+      return new PassthroughModel(svc);
     case 'none':
-      return new HostTruthModel(name);
+      return new NoneModel(svc);
     case 'mapped-xattr':
-      return new MappedXattrModel(log);
+      return new MappedXattrModel(svc, log);
     case 'mapped-file':
-      return new MappedFileModel(log);
+      return new MappedFileModel(svc, log);
   }
 }

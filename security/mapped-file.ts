@@ -2,18 +2,18 @@
 // file <dir>/.virtfs_metadata/<name> (the root's: <root>/.virtfs_metadata_root),
 // kept in step through link, rename and unlink as QEMU does.
 import {
-  AT_REMOVEDIR, Errno, O_CREAT, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_RDONLY, O_TRUNC, O_WRONLY, S_IFMT,
+  AT_REMOVEDIR, Errno, fail, O_CREAT, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_RDONLY, O_WRONLY, S_IFMT,
   S_IFREG, close, fstat, isSysError, linkat, mkdirat, openat, pread, pwrite, renameat2, unlinkat, ftruncate,
 } from '../src/sys/index.js';
-import type { Inode } from '../src/backend/inode-table.js';
 import type { Logger } from '../src/log.js';
 import {
   METADATA_DIR, METADATA_DIR_MODE, METADATA_FILE_MODE, METADATA_MAX_BYTES, METADATA_ROOT, formatMetadata, isMetadataName,
   parseMetadata, type GuestMeta,
 } from './formats/mapped-file.js';
-import type { Location, SecurityModel } from './model.js';
+import type { Location, ModelInode, ModelServices } from './model.js';
 import { BadMetadataLog } from './bad-metadata.js';
-import { typeAgrees } from './mapped-xattr.js';
+import { metadataMisfit } from './agree.js';
+import { MappedModel } from './mapped.js';
 
 const ignore = (errno: number, fn: () => void): void => {
   try {
@@ -23,21 +23,37 @@ const ignore = (errno: number, fn: () => void): void => {
   }
 };
 
-export class MappedFileModel implements SecurityModel {
+export class MappedFileModel extends MappedModel {
   readonly name = 'mapped-file' as const;
-  readonly callerCredentials = false;
-  readonly tracksLocation = true;
-  readonly mapsFileTypes = true;
+  /** ACLs stay on the host file, where the host kernel judges them */
+  protected readonly keepsEquivalentAcl = true;
   private readonly bad: BadMetadataLog;
-  /** set by the backend once the export root is open */
-  root: Inode | undefined;
+  /** the export root, whose metadata is .virtfs_metadata_root */
+  private root: ModelInode | undefined;
 
-  constructor(log: Logger) {
+  constructor(svc: ModelServices, log: Logger) {
+    super(svc);
     this.bad = new BadMetadataLog(log, 'mapped-file');
   }
 
+  override setRoot(root: ModelInode): void {
+    this.root = root;
+  }
+
+  /** Metadata lives beside the name: every inode remembers where it was last reached. */
+  override reached(inode: ModelInode, loc: Location): void {
+    const old = inode.loc?.parent;
+    inode.loc = { parent: this.svc.ref(loc.parent), name: Buffer.from(loc.name) };
+    if (old) this.svc.release(old);
+  }
+
+  /** An unnamed file would have no metadata file. */
+  override beforeTmpfile(parent: ModelInode): void {
+    fail(Errno.EOPNOTSUPP, 'tmpfile', `${parent.label}: no metadata file for an unnamed file (mapped-file)`);
+  }
+
   /** (directory fd, file name) of the metadata for `inode`, or undefined if unknown. */
-  private where(inode: Inode, loc: Location | undefined): { dirFd: number; name: Buffer; ownsDir: boolean } | undefined {
+  private where(inode: ModelInode, loc: Location | undefined): { dirFd: number; name: Buffer; ownsDir: boolean } | undefined {
     if (inode === this.root) return { dirFd: inode.fd, name: METADATA_ROOT, ownsDir: false };
     if (!loc) return undefined;
     let dirFd: number;
@@ -54,8 +70,8 @@ export class MappedFileModel implements SecurityModel {
     return { dirFd, name: loc.name, ownsDir: true };
   }
 
-  readMeta(inode: Inode, loc: Location | undefined): GuestMeta {
-    const w = this.where(inode, loc);
+  readMeta(inode: ModelInode): GuestMeta {
+    const w = this.where(inode, inode.loc);
     if (!w) return {};
     try {
       let fd: number;
@@ -78,8 +94,9 @@ export class MappedFileModel implements SecurityModel {
         const n = pread(fd, buf, 0);
         const { meta, problems } = parseMetadata(buf.subarray(0, n));
         if (problems.length) this.bad.report(inode, problems.join('; '), w.name.toString());
-        if (meta.mode !== undefined && !typeAgrees(inode.hostKind, meta.mode)) {
-          this.bad.report(inode, `mode 0${meta.mode.toString(8)} disagrees with the host file type`, w.name.toString());
+        const misfit = meta.mode === undefined ? undefined : metadataMisfit(inode.hostKind, meta.mode);
+        if (misfit !== undefined) {
+          this.bad.report(inode, misfit, w.name.toString());
           delete meta.mode;
         }
         return meta;
@@ -91,10 +108,11 @@ export class MappedFileModel implements SecurityModel {
     }
   }
 
-  writeMeta(inode: Inode, loc: Location | undefined, meta: GuestMeta): void {
+  writeMeta(inode: ModelInode, meta: GuestMeta): void {
+    const loc = inode.loc;
     if (inode !== this.root && !loc) return; // an unnamed (O_TMPFILE) inode has no metadata file
     if (inode !== this.root) ignore(Errno.EEXIST, () => mkdirat(loc!.parent.fd, METADATA_DIR, METADATA_DIR_MODE));
-    const merged = { ...this.readMeta(inode, loc), ...meta };
+    const merged = { ...this.readMeta(inode), ...meta };
     const w = this.where(inode, loc);
     if (!w) return;
     try {
@@ -123,7 +141,7 @@ export class MappedFileModel implements SecurityModel {
     return name;
   }
 
-  private metaDir(parent: Inode, create: boolean): number | undefined {
+  private metaDir(parent: ModelInode, create: boolean): number | undefined {
     if (create) ignore(Errno.EEXIST, () => mkdirat(parent.fd, METADATA_DIR, METADATA_DIR_MODE));
     try {
       return openat(parent.fd, METADATA_DIR, O_PATH | O_DIRECTORY | O_NOFOLLOW);
@@ -133,7 +151,7 @@ export class MappedFileModel implements SecurityModel {
     }
   }
 
-  linked(from: Location, to: Location): void {
+  override linked(from: Location, to: Location): void {
     const src = this.metaDir(from.parent, false);
     if (src === undefined) return;
     try {
@@ -149,7 +167,19 @@ export class MappedFileModel implements SecurityModel {
     }
   }
 
-  renamed(from: Location, to: Location, exchange: boolean): void {
+  /** The metadata moves with the name, and live inodes learn where they now are. */
+  override renamed(from: Location, to: Location, exchange: boolean): void {
+    this.moveMeta(from, to, exchange);
+    this.relocate(to);
+    if (exchange) this.relocate(from);
+  }
+
+  private relocate(loc: Location): void {
+    const inode = this.svc.liveAt(loc.parent, loc.name);
+    if (inode) this.reached(inode, loc);
+  }
+
+  private moveMeta(from: Location, to: Location, exchange: boolean): void {
     const dst = this.metaDir(to.parent, true);
     if (dst === undefined) return;
     try {
@@ -171,12 +201,25 @@ export class MappedFileModel implements SecurityModel {
     }
   }
 
-  /** Before rmdir: the directory's own metadata folder must go first. */
-  beforeRemoveDir(dir: Inode): void {
-    ignore(Errno.ENOENT, () => unlinkat(dir.fd, METADATA_DIR, AT_REMOVEDIR));
+  /** Before rmdir: the directory's own .virtfs_metadata must go first. */
+  override beforeRemove(parent: ModelInode, name: Buffer, removeDir: boolean): void {
+    if (!removeDir) return;
+    let dirFd: number;
+    try {
+      dirFd = openat(parent.fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW);
+    } catch {
+      return; // not a directory (or gone): rmdir says so
+    }
+    try {
+      ignore(Errno.ENOENT, () => unlinkat(dirFd, METADATA_DIR, AT_REMOVEDIR));
+    } catch (e) {
+      if (!isSysError(e, Errno.ENOTEMPTY)) throw e;
+    } finally {
+      close(dirFd);
+    }
   }
 
-  removed(loc: Location): void {
+  override removed(loc: Location): void {
     const md = this.metaDir(loc.parent, false);
     if (md === undefined) return;
     try {

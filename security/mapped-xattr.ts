@@ -1,27 +1,27 @@
 // mapped-xattr: the guest's owner, mode and rdev in user.virtfs.* xattrs.
-import { Errno, getxattr, isSysError, setxattr, S_IFMT, S_IFREG, S_IFDIR } from '../src/sys/index.js';
-import type { Inode } from '../src/backend/inode-table.js';
+import { Errno, getxattr, isSysError, setxattr } from '../src/sys/index.js';
 import type { Logger } from '../src/log.js';
 import type { GuestMeta } from './formats/mapped-file.js';
 import {
   ACL_ACCESS_GUEST, ACL_ACCESS_HOST, ACL_DEFAULT_GUEST, ACL_DEFAULT_HOST, XATTR_GID, XATTR_MODE, XATTR_RDEV, XATTR_UID,
   decodeRdev, decodeU32, encodeRdev, encodeU32, isModelXattr,
 } from './formats/mapped-xattr.js';
-import type { Location, SecurityModel } from './model.js';
+import type { ModelInode, ModelServices } from './model.js';
 import { BadMetadataLog } from './bad-metadata.js';
+import { metadataMisfit } from './agree.js';
+import { MappedModel } from './mapped.js';
 
-export class MappedXattrModel implements SecurityModel {
+export class MappedXattrModel extends MappedModel {
   readonly name = 'mapped-xattr' as const;
-  readonly callerCredentials = false;
-  readonly tracksLocation = false;
-  readonly mapsFileTypes = true;
+  protected readonly keepsEquivalentAcl = false;
   private readonly bad: BadMetadataLog;
 
-  constructor(log: Logger) {
+  constructor(svc: ModelServices, log: Logger) {
+    super(svc);
     this.bad = new BadMetadataLog(log, 'mapped-xattr');
   }
 
-  private read(inode: Inode, name: Buffer): Buffer | undefined {
+  private read(inode: ModelInode, name: Buffer): Buffer | undefined {
     try {
       return getxattr(inode.fd, name, inode.label);
     } catch (e) {
@@ -34,7 +34,7 @@ export class MappedXattrModel implements SecurityModel {
     }
   }
 
-  readMeta(inode: Inode): GuestMeta {
+  readMeta(inode: ModelInode): GuestMeta {
     // Host symlinks cannot carry user.* xattrs, and reading through one
     // would follow it out of the export.
     if (inode.hostKind === 0o120000) return {};
@@ -54,14 +54,15 @@ export class MappedXattrModel implements SecurityModel {
     if (uid !== undefined) meta.uid = uid;
     if (gid !== undefined) meta.gid = gid;
     if (mode !== undefined) {
-      if (typeAgrees(inode.hostKind, mode)) meta.mode = mode;
-      else this.bad.report(inode, `mode 0${mode.toString(8)} disagrees with the host file type 0${inode.hostKind.toString(8)}`);
+      const misfit = metadataMisfit(inode.hostKind, mode);
+      if (misfit === undefined) meta.mode = mode;
+      else this.bad.report(inode, misfit);
     }
     if (rdev !== undefined) meta.rdev = rdev;
     return meta;
   }
 
-  writeMeta(inode: Inode, _loc: Location | undefined, meta: GuestMeta): void {
+  writeMeta(inode: ModelInode, meta: GuestMeta): void {
     if (meta.uid !== undefined) setxattr(inode.fd, XATTR_UID, encodeU32(meta.uid), 0, inode.label);
     if (meta.gid !== undefined) setxattr(inode.fd, XATTR_GID, encodeU32(meta.gid), 0, inode.label);
     if (meta.mode !== undefined) setxattr(inode.fd, XATTR_MODE, encodeU32(meta.mode), 0, inode.label);
@@ -83,21 +84,4 @@ export class MappedXattrModel implements SecurityModel {
     if (name.equals(ACL_DEFAULT_HOST)) return ACL_DEFAULT_GUEST;
     return isModelXattr(name) ? undefined : name;
   }
-
-  linked(): void {}
-  renamed(): void {}
-  removed(): void {}
-}
-
-/**
- * Whether a stored mode's file type can describe the host object: host
- * directories stay directories, mapped symlinks/devices/FIFOs/sockets are
- * regular host files, and host objects of other types keep their own type.
- */
-export function typeAgrees(hostKind: number, mode: number): boolean {
-  const t = mode & S_IFMT;
-  if (t === 0) return false;
-  if (hostKind === S_IFDIR) return t === S_IFDIR;
-  if (hostKind === S_IFREG) return t !== S_IFDIR;
-  return t === hostKind;
 }

@@ -10,11 +10,11 @@
 // The security model (security/) decides whose credentials host calls run
 // with and where the guest's owners, modes and file types live.
 import {
-  AT_FDCWD, AT_REMOVEDIR, Errno, O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_RDONLY,
-  O_TMPFILE, O_TRUNC, O_WRONLY, RENAME_EXCHANGE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
-  SysError, XATTR_SIZE_MAX, accessPathFd, close, copyFileRange, fail, fallocate, lseek, fchmodPathFd, fchownFd, fstat, fstatfs, ftruncate, getxattr,
-  fstatat, isSysError, linkFd, listxattr, mkdirat, mknodat, openPath, openat, pread, procPath, pwrite, readlinkFd, removexattr,
-  renameat2, reopen, setxattr, symlinkat, syncfs, truncatePathFd, umask, umask as umaskSet, unlinkat, utimensFd, withCredentials,
+  AT_FDCWD, AT_REMOVEDIR, Errno, O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL, O_NONBLOCK, O_PATH, O_RDONLY,
+  O_TMPFILE, O_TRUNC, RENAME_EXCHANGE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
+  SysError, XATTR_SIZE_MAX, accessPathFd, close, copyFileRange, fail, fallocate, lseek, fchownFd, fstat, fstatfs, ftruncate, getxattr,
+  fstatat, isSysError, linkFd, listxattr, openPath, openat, procPath, removexattr,
+  renameat2, reopen, setxattr, syncfs, truncatePathFd, umask, unlinkat, utimensFd, withCredentials,
   type Credentials, type Stat, type StatFs, type TimeArg,
 } from '../sys/index.js';
 import { fdatasync as fdatasyncCb, fsync as fsyncCb } from 'node:fs';
@@ -22,12 +22,9 @@ import { promisify } from 'node:util';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { createSecurityModel } from '../../security/create-model.js';
-import { applyMeta, type Location, type SecurityModel, type SecurityModelName } from '../../security/model.js';
-import { MappedFileModel } from '../../security/mapped-file.js';
-import { ACL_ACCESS_GUEST, ACL_DEFAULT_GUEST } from '../../security/formats/mapped-xattr.js';
-import { aclMode, createMasq, formatAcl, parseAcl } from '../../security/acl.js';
-import type { GuestMeta } from '../../security/formats/mapped-file.js';
-import { ForbiddenIdError, type IdMap } from '../../security/id-map.js';
+import { SYMLINK_MAX, type Location, type ModelInode, type SecurityModel, type SecurityModelName } from '../../security/model.js';
+import { HostIds } from '../../security/host-ids.js';
+import type { IdMap } from '../../security/id-map.js';
 import { InoMap } from './ino-map.js';
 import { Inode, InodeTable } from './inode-table.js';
 import { DirStream, OpenFile } from './files.js';
@@ -77,8 +74,6 @@ export interface SetAttr {
   ctime?: boolean;
 }
 
-/** The longest symlink target a mapped-model symlink file may hold. */
-const MAPPED_SYMLINK_MAX = 4095;
 
 export class Backend {
   readonly inodes: InodeTable;
@@ -91,19 +86,22 @@ export class Backend {
   readonly readonly: boolean;
   readonly sharedDir: string;
   readonly model: SecurityModel;
-  private readonly fmode: number;
-  private readonly dmode: number;
-  private readonly uidMap: IdMap | undefined;
-  private readonly gidMap: IdMap | undefined;
+  private readonly modelName: SecurityModelName;
+  private readonly ids: HostIds;
 
   constructor(opts: BackendOptions) {
     this.sharedDir = opts.sharedDir;
     this.readonly = opts.readonly ?? false;
-    this.fmode = (opts.fmode ?? 0o600) & 0o777;
-    this.dmode = (opts.dmode ?? 0o700) & 0o777;
-    this.uidMap = opts.uidMap;
-    this.gidMap = opts.gidMap;
-    this.model = createSecurityModel(opts.securityModel ?? 'passthrough', opts.log ?? silentLogger());
+    this.ids = new HostIds(opts.uidMap, opts.gidMap);
+    this.modelName = opts.securityModel ?? 'passthrough';
+    this.model = createSecurityModel(this.modelName, {
+      ids: this.ids,
+      fmode: (opts.fmode ?? 0o600) & 0o777,
+      dmode: (opts.dmode ?? 0o700) & 0o777,
+      ref: (i) => this.ref(i as Inode),
+      release: (i) => this.release(i as Inode),
+      liveAt: (parent, name) => this.liveAt(parent as Inode, name),
+    }, opts.log ?? silentLogger());
     // Guests send modes with their own umask already applied.
     umask(0);
     const fd = openat(AT_FDCWD, opts.sharedDir, O_PATH | O_DIRECTORY);
@@ -122,7 +120,7 @@ export class Backend {
       log.info({ errno: noHandles.code },
         `inode fds cannot be traded for file handles here (${noHandles.message}): every live inode keeps its O_PATH fd`);
     }
-    if (this.model instanceof MappedFileModel) this.model.root = this.root;
+    this.model.setRoot(this.root);
   }
 
   /** A protocol starts handling one request (see InodeTable.beginRequest). */
@@ -135,54 +133,24 @@ export class Backend {
     if (this.readonly) fail(Errno.EROFS, op, `${what} (read-only export)`);
   }
 
-  /**
-   * The credentials host calls run with: the caller's in passthrough, the
-   * daemon's otherwise, and the daemon's for a caller whose own kernel has
-   * checked permissions (clientChecked; forbidden ids are still refused).
-   */
+  /** The credentials host calls run with for a caller: the model decides. */
   private host(cr: Credentials | undefined): Credentials | undefined {
-    if (!this.model.callerCredentials) return undefined;
-    if (cr?.clientChecked) {
-      this.hostUid(cr.uid);
-      this.hostGid(cr.gid);
-      return undefined;
-    }
-    return this.hostIds(cr);
-  }
-
-  /** passthrough for a clientChecked caller: the daemon creates, then gives the new object the caller's ids (QEMU's 9p). */
-  private ownsNew(cr: Credentials | undefined): boolean {
-    return cr?.clientChecked === true && this.model.callerCredentials;
+    return this.model.hostCredentials(cr);
   }
 
   /** A guest uid/gid as the host's, through --translate-uid/--translate-gid (EPERM if forbidden). */
   hostUid(id: number): number {
-    return this.translate(this.uidMap, id, 'uid');
+    return this.ids.hostUid(id);
   }
 
   hostGid(id: number): number {
-    return this.translate(this.gidMap, id, 'gid');
-  }
-
-  private translate(map: IdMap | undefined, id: number, what: string): number {
-    if (!map || id === 0xffffffff) return id;
-    try {
-      return map.toHost(id);
-    } catch (e) {
-      if (e instanceof ForbiddenIdError) fail(Errno.EPERM, 'id translation', `guest ${what} ${id} is forbidden`);
-      throw e;
-    }
-  }
-
-  private hostIds(cr: Credentials | undefined): Credentials | undefined {
-    if (!cr || (!this.uidMap && !this.gidMap)) return cr;
-    return { uid: this.hostUid(cr.uid), gid: this.hostGid(cr.gid), groups: cr.groups.map((g) => this.hostGid(g)) };
+    return this.ids.hostGid(id);
   }
 
   private checkName(op: string, name: Buffer, dotErrno?: number): void {
     if (dotErrno === undefined) checkLookupName(op, name);
     else checkEntryName(op, name, dotErrno);
-    if (this.model.isReservedName(name)) fail(Errno.EINVAL, op, `${printable(name)} is reserved by the ${this.model.name} model`);
+    if (this.model.isReservedName(name)) fail(Errno.EINVAL, op, `${printable(name)} is reserved by the ${this.modelName} model`);
   }
 
   // ---- the guest's view --------------------------------------------------------
@@ -190,29 +158,13 @@ export class Backend {
   /** Interns a looked-up fd; new inodes learn their location and guest type. */
   private intern(fd: number, what: string, loc: Location | undefined): Entry {
     const { inode, stat } = this.inodes.internFd(fd, what);
-    if (loc && this.model.tracksLocation && inode !== this.root) this.setLocation(inode, loc);
+    if (loc && inode !== this.root) this.model.reached(inode, loc);
     return { inode, stat: this.view(inode, stat) };
   }
 
-  private setLocation(inode: Inode, loc: Location): void {
-    const old = inode.loc?.parent;
-    inode.loc = { parent: this.ref(loc.parent), name: Buffer.from(loc.name) };
-    if (old) this.release(old);
-  }
-
-  private meta(inode: Inode): GuestMeta {
-    return this.model.readMeta(inode, inode.loc);
-  }
-
-  /** The guest's attributes: the host's, overlaid with the model's metadata. */
+  /** The guest's attributes: the host's, as the model shows them. */
   private view(inode: Inode, st: Stat): Stat {
-    if (!this.model.mapsFileTypes) {
-      if (!this.uidMap && !this.gidMap) return st;
-      return { ...st, uid: this.uidMap?.toGuest(st.uid) ?? st.uid, gid: this.gidMap?.toGuest(st.gid) ?? st.gid };
-    }
-    const v = applyMeta(st, this.meta(inode));
-    inode.kind = v.mode & S_IFMT;
-    return v;
+    return this.model.view(inode, st);
   }
 
   // ---- names and inodes ----------------------------------------------------
@@ -246,7 +198,7 @@ export class Backend {
     if (!inode || inode.rawFd < 0) return undefined;
     this.inodes.ref(inode);
     this.inodes.touch(inode);
-    if (loc && this.model.tracksLocation && inode !== this.root) this.setLocation(inode, loc);
+    if (loc && inode !== this.root) this.model.reached(inode, loc);
     return { inode, stat: this.view(inode, st) };
   }
 
@@ -293,8 +245,7 @@ export class Backend {
         if (file && (file.flags & O_ACCMODE) !== O_RDONLY) ftruncate(file.fd, a.size, inode.label);
         else truncatePathFd(inode.fd, a.size, inode.label);
       }
-      if (this.model.mapsFileTypes) this.setOwnerModeMapped(inode, a);
-      else this.setOwnerModeHost(inode, a);
+      this.model.setOwnerMode(inode, a);
       if (a.atime !== undefined || a.mtime !== undefined) {
         utimensFd(inode.fd, a.atime ?? 'omit', a.mtime ?? 'omit', inode.label);
       } else if (a.ctime && a.size === undefined && a.uid === undefined && a.gid === undefined && a.mode === undefined) {
@@ -304,45 +255,9 @@ export class Backend {
     return this.getattr(inode);
   }
 
-  private setOwnerModeHost(inode: Inode, a: SetAttr): void {
-    if (a.uid !== undefined || a.gid !== undefined) {
-      fchownFd(inode.fd, a.uid === undefined ? -1 : this.hostUid(a.uid), a.gid === undefined ? -1 : this.hostGid(a.gid), inode.label);
-    }
-    if (a.mode !== undefined) {
-      if (inode.isSymlink) fail(Errno.EOPNOTSUPP, 'chmod', inode.label);
-      fchmodPathFd(inode.fd, a.mode & 0o7777, inode.label);
-    }
-  }
-
-  /** Mapped models: owners and modes change in metadata only, never on the host. */
-  private setOwnerModeMapped(inode: Inode, a: SetAttr): void {
-    const m: GuestMeta = {};
-    if (a.uid !== undefined && a.uid !== 0xffffffff) m.uid = a.uid;
-    if (a.gid !== undefined && a.gid !== 0xffffffff) m.gid = a.gid;
-    if (a.mode !== undefined) {
-      if (inode.isSymlink) fail(Errno.EOPNOTSUPP, 'chmod', inode.label);
-      m.mode = inode.kind | (a.mode & 0o7777);
-    } else if (m.uid !== undefined || m.gid !== undefined) {
-      // chown by the guest clears setuid/setgid like a real chown would.
-      const cur = this.getattr(inode);
-      if (cur.mode & 0o6000 && inode.kind === S_IFREG) m.mode = cur.mode & ~0o6000;
-    }
-    if (Object.keys(m).length) this.model.writeMeta(inode, inode.loc, m);
-  }
-
   readlink(inode: Inode): Buffer {
     if (!inode.isSymlink) fail(Errno.EINVAL, 'readlink', inode.label);
-    if (inode.hostKind === S_IFLNK) return readlinkFd(inode.fd, inode.label);
-    // A mapped-model symlink is a regular file holding the target.
-    const fd = reopen(inode.fd, O_RDONLY | O_NONBLOCK, inode.label);
-    try {
-      const buf = Buffer.alloc(MAPPED_SYMLINK_MAX + 1);
-      const n = pread(fd, buf, 0, inode.label);
-      if (n > MAPPED_SYMLINK_MAX) fail(Errno.ENAMETOOLONG, 'readlink', `${inode.label}: mapped symlink file too large`);
-      return Buffer.from(buf.subarray(0, n));
-    } finally {
-      close(fd);
-    }
+    return this.model.readlink(inode);
   }
 
   statfs(inode: Inode): StatFs {
@@ -400,11 +315,7 @@ export class Backend {
   opendir(cr: Credentials | undefined, inode: Inode): DirStream {
     if (!inode.isDir) fail(Errno.ENOTDIR, 'opendir', inode.label);
     const fd = withCredentials(this.host(cr), () => reopen(inode.fd, O_RDONLY | O_DIRECTORY, inode.label));
-    // Mapped models: the host's d_type may not be the guest's (QEMU reports DT_UNKNOWN too).
-    return new DirStream(this.ref(inode), fd, {
-      hide: (n) => this.model.isReservedName(n),
-      unknownTypes: this.model.mapsFileTypes,
-    });
+    return new DirStream(this.ref(inode), fd, this.model.readdirPolicy());
   }
 
   closeFile(file: OpenFile): void {
@@ -420,104 +331,14 @@ export class Backend {
 
   // ---- creating --------------------------------------------------------------
 
-  /** After a mapped-model creation: the guest's view goes into metadata. */
+  /** After a creation: the model gives the new object the guest's owner, mode and type. */
   private recordNew(e: Entry, parent: Inode, cr: Credentials | undefined, mode: number, rdev?: bigint, umask?: number, name?: Buffer): Entry {
-    if (cr && this.ownsNew(cr)) return this.giveToCaller(e, parent, cr, mode, name);
-    if (this.model.mapsFileTypes) {
-      // A FUSE client with POSIX ACLs leaves umask and default-ACL
-      // inheritance to the server; in the mapped models that is duofs.
-      let acls: { access?: Buffer; default?: Buffer } = {};
-      if (umask !== undefined) ({ mode, acls } = this.inheritMapped(parent, mode, umask));
-      const meta: GuestMeta = { uid: cr?.uid ?? 0, gid: cr?.gid ?? 0, mode };
-      // A setgid directory gives its group (and, to directories, its setgid
-      // bit), as the kernel does on a real filesystem. 9P clients already
-      // send it so; FUSE clients leave it to the server.
-      const p = this.getattr(parent);
-      if (p.mode & 0o2000) {
-        meta.gid = p.gid;
-        if ((mode & S_IFMT) === S_IFDIR) meta.mode = mode | 0o2000;
-      }
-      if (rdev !== undefined) meta.rdev = rdev;
-      this.model.writeMeta(e.inode, e.inode.loc, meta);
-      if (acls.access) setxattr(e.inode.fd, this.model.hostXattrName(ACL_ACCESS_GUEST)!, acls.access, 0, e.inode.label);
-      if (acls.default) setxattr(e.inode.fd, this.model.hostXattrName(ACL_DEFAULT_GUEST)!, acls.default, 0, e.inode.label);
-      return { inode: e.inode, stat: this.getattr(e.inode) };
-    }
-    if (this.model.name === 'none' && cr) {
-      // QEMU's none model: give the file the caller's ids where the host
-      // allows it, and ignore a refusal.
-      try {
-        fchownFd(e.inode.fd, this.hostUid(cr.uid), this.hostGid(cr.gid), e.inode.label);
-        return { inode: e.inode, stat: this.getattr(e.inode) };
-      } catch {
-        // not permitted: the daemon keeps owning it
-      }
-    }
-    return e;
+    return { inode: e.inode, stat: this.model.recordNew(cr, parent, e.inode, e.stat, mode, { rdev, umask, name }) };
   }
 
-  /**
-   * What QEMU's passthrough does after creating as root: chown the new
-   * object to the ids the request names, then set the mode it names (chown
-   * clears setuid/setgid, mkdir(2) drops setgid; symlinks have no mode of
-   * their own). Calls that would change nothing are skipped. If that fails,
-   * the object is removed again and the error is the request's.
-   */
-  private giveToCaller(e: Entry, parent: Inode, cr: Credentials, mode: number, name: Buffer | undefined): Entry {
-    const { inode } = e;
-    try {
-      const uid = this.hostUid(cr.uid);
-      const gid = this.hostGid(cr.gid);
-      let st = fstat(inode.fd, inode.label);
-      if (st.uid !== uid || st.gid !== gid) {
-        fchownFd(inode.fd, uid, gid, inode.label);
-        st = fstat(inode.fd, inode.label);
-      }
-      if ((mode & S_IFMT) !== S_IFLNK && (st.mode & 0o7777) !== (mode & 0o7777)) fchmodPathFd(inode.fd, mode & 0o7777, inode.label);
-    } catch (err) {
-      if (name) {
-        try {
-          unlinkat(parent.fd, name, (mode & S_IFMT) === S_IFDIR ? AT_REMOVEDIR : 0);
-        } catch {
-          // gone already, or replaced: leave it
-        }
-      }
-      this.release(inode);
-      throw err;
-    }
-    return { inode, stat: this.getattr(inode) };
-  }
-
-  /** posix_acl_create for the mapped models: the parent's default ACL, else the umask. */
-  private inheritMapped(parent: Inode, mode: number, umask: number): { mode: number; acls: { access?: Buffer; default?: Buffer } } {
-    let def: Buffer | undefined;
-    try {
-      def = getxattr(parent.fd, this.model.hostXattrName(ACL_DEFAULT_GUEST)!, parent.label);
-    } catch {
-      def = undefined;
-    }
-    const entries = def ? parseAcl(def) : undefined;
-    if (!entries) return { mode: mode & ~(umask & 0o777), acls: {} };
-    const r = createMasq(entries, mode);
-    return {
-      mode: r.mode,
-      acls: { access: r.acl ? formatAcl(r.acl) : undefined, default: (mode & S_IFMT) === S_IFDIR ? def : undefined },
-    };
-  }
-
-  /**
-   * Runs a host creation with the client's umask in force when it left the
-   * umask to the server (host-truth models: the host kernel then applies a
-   * default ACL instead, as it would locally).
-   */
+  /** Runs a host creation under the credentials and umask the model asks for. */
   private creating<T>(cr: Credentials | undefined, umask: number | undefined, fn: () => T): T {
-    if (umask === undefined || this.model.mapsFileTypes) return withCredentials(this.host(cr), fn);
-    const old = umaskSet(umask & 0o777);
-    try {
-      return withCredentials(this.host(cr), fn);
-    } finally {
-      umaskSet(old);
-    }
+    return this.model.creating(cr, umask, fn);
   }
 
   private beginCreate(op: string, parent: Inode, name: Buffer): void {
@@ -545,7 +366,7 @@ export class Backend {
       const existing = this.openExisting(cr, parent, name, flags);
       if (existing) return existing;
     }
-    const hostMode = this.model.mapsFileTypes ? this.fmode : mode & 0o7777;
+    const hostMode = this.model.hostMode(S_IFREG, mode);
     let fd: number;
     try {
       fd = this.creating(cr, umask, () => openat(parent.fd, name, f, hostMode));
@@ -591,10 +412,10 @@ export class Backend {
   tmpfile(cr: Credentials | undefined, parent: Inode, flags: number, mode: number, umask?: number): { entry: Entry; file: OpenFile } {
     this.checkWritable('tmpfile', parent.label);
     if (!parent.isDir) fail(Errno.ENOTDIR, 'tmpfile', parent.label);
-    if (this.model.tracksLocation) fail(Errno.EOPNOTSUPP, 'tmpfile', `${parent.label}: no metadata file for an unnamed file (mapped-file)`);
+    this.model.beforeTmpfile(parent);
     const f = (openFlags(flags) & ~(O_CREAT | O_TRUNC | O_DIRECTORY)) | O_TMPFILE;
     if ((f & O_ACCMODE) === O_RDONLY) fail(Errno.EINVAL, 'tmpfile', `${parent.label}: O_TMPFILE needs write access`);
-    const hostMode = this.model.mapsFileTypes ? this.fmode : mode & 0o7777;
+    const hostMode = this.model.hostMode(S_IFREG, mode);
     const fd = this.creating(cr, umask, () => openat(parent.fd, '.', f, hostMode));
     let entry: Entry;
     try {
@@ -609,8 +430,7 @@ export class Backend {
 
   mkdir(cr: Credentials | undefined, parent: Inode, name: Buffer, mode: number, umask?: number): Entry {
     this.beginCreate('mkdir', parent, name);
-    const hostMode = this.model.mapsFileTypes ? this.dmode : mode & 0o7777;
-    this.creating(cr, umask, () => mkdirat(parent.fd, name, hostMode));
+    this.model.makeNode(cr, parent, name, { type: S_IFDIR, mode }, umask);
     return this.recordNew(this.created(parent, name), parent, cr, S_IFDIR | (mode & 0o7777), undefined, umask, name);
   }
 
@@ -619,34 +439,16 @@ export class Backend {
     this.beginCreate('mknod', parent, name);
     const type = (mode & S_IFMT) || S_IFREG;
     if (![S_IFREG, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK].includes(type)) fail(Errno.EINVAL, 'mknod', printable(name));
-    if (this.model.mapsFileTypes) {
-      // Mapped models: an empty regular host file; the type and device number live in metadata.
-      close(openat(parent.fd, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, this.fmode));
-      const isDev = type === S_IFCHR || type === S_IFBLK;
-      return this.recordNew(this.created(parent, name), parent, cr, type | (mode & 0o7777), isDev ? rdev : 0n, umask);
-    }
-    this.creating(cr, umask, () => mknodat(parent.fd, name, type | (mode & 0o7777), rdev));
-    return this.recordNew(this.created(parent, name), parent, cr, type | (mode & 0o7777), undefined, undefined, name);
+    this.model.makeNode(cr, parent, name, { type, mode, rdev }, umask);
+    const isDev = type === S_IFCHR || type === S_IFBLK;
+    return this.recordNew(this.created(parent, name), parent, cr, type | (mode & 0o7777), isDev ? rdev : 0n, umask, name);
   }
 
   symlink(cr: Credentials | undefined, parent: Inode, name: Buffer, target: Buffer): Entry {
     this.beginCreate('symlink', parent, name);
     if (target.length === 0 || target.includes(0)) fail(Errno.EINVAL, 'symlink', `${printable(name)} target`);
-    if (target.length > MAPPED_SYMLINK_MAX) fail(Errno.ENAMETOOLONG, 'symlink', `${printable(name)} target`);
-    if (this.model.mapsFileTypes) {
-      // Mapped models: a regular file whose content is the target (no NUL), as QEMU stores it.
-      const fd = openat(parent.fd, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, this.fmode);
-      try {
-        pwrite(fd, target, 0, printable(name));
-      } catch (e) {
-        close(fd);
-        unlinkat(parent.fd, name, 0);
-        throw e;
-      }
-      close(fd);
-      return this.recordNew(this.created(parent, name), parent, cr, S_IFLNK | 0o777);
-    }
-    withCredentials(this.host(cr), () => symlinkat(target, parent.fd, name));
+    if (target.length > SYMLINK_MAX) fail(Errno.ENAMETOOLONG, 'symlink', `${printable(name)} target`);
+    this.model.makeNode(cr, parent, name, { type: S_IFLNK, target }, undefined);
     return this.recordNew(this.created(parent, name), parent, cr, S_IFLNK | 0o777, undefined, undefined, name);
   }
 
@@ -667,29 +469,9 @@ export class Backend {
     this.checkWritable('unlink', printable(name));
     if (!parent.isDir) fail(Errno.ENOTDIR, 'unlink', printable(name));
     const removeDir = (flags & AT_REMOVEDIR) !== 0;
-    if (this.model instanceof MappedFileModel && removeDir) {
-      // The directory's own .virtfs_metadata must go before rmdir can succeed.
-      let dirFd: number | undefined;
-      try {
-        dirFd = openat(parent.fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW);
-      } catch {
-        dirFd = undefined;
-      }
-      if (dirFd !== undefined) {
-        try {
-          const { inode } = this.inodes.internFd(dirFd, printable(name));
-          try {
-            this.model.beforeRemoveDir(inode);
-          } finally {
-            this.release(inode);
-          }
-        } catch (e) {
-          if (!isSysError(e, Errno.ENOTEMPTY)) throw e;
-        }
-      }
-    }
+    this.model.beforeRemove(parent, name, removeDir);
     withCredentials(this.host(cr), () => unlinkat(parent.fd, name, flags & AT_REMOVEDIR));
-    this.model.removed({ parent, name }, removeDir, undefined);
+    this.model.removed({ parent, name }, removeDir);
   }
 
   rename(cr: Credentials | undefined, oldParent: Inode, oldName: Buffer, newParent: Inode, newName: Buffer, flags = 0): void {
@@ -704,25 +486,22 @@ export class Backend {
     withCredentials(this.host(cr), () => renameat2(oldParent.fd, oldName, newParent.fd, newName, flags));
     const exchange = (flags & RENAME_EXCHANGE) !== 0;
     this.model.renamed({ parent: oldParent, name: oldName }, { parent: newParent, name: newName }, exchange);
-    if (this.model.tracksLocation) {
-      this.relocate(newParent, newName);
-      if (exchange) this.relocate(oldParent, oldName);
-    }
   }
 
-  /** After a rename: a live inode now at (parent, name) learns where it is. */
-  private relocate(parent: Inode, name: Buffer): void {
+  /** The live inode (not the root) now at (parent, name), if any (after a rename). */
+  private liveAt(parent: Inode, name: Buffer): ModelInode | undefined {
     try {
       const fd = openPath(parent.fd, name);
       try {
         const st = fstat(fd);
         const inode = this.inodes.find(st.dev, st.ino);
-        if (inode && inode !== this.root) this.setLocation(inode, { parent, name });
+        return inode && inode !== this.root ? inode : undefined;
       } finally {
         close(fd);
       }
     } catch (e) {
-      if (!(e instanceof SysError)) throw e;
+      if (!isSysError(e)) throw e;
+      return undefined;
     }
   }
 
@@ -804,13 +583,7 @@ export class Backend {
    * or in the guest's view (mapped models, where the daemon owns the files).
    */
   private privileged(caller: Credentials | undefined): boolean {
-    if (!caller) return true;
-    if (this.model.mapsFileTypes) return caller.uid === 0;
-    try {
-      return this.hostUid(caller.uid) === 0;
-    } catch {
-      return false; // a forbidden id is nobody's root
-    }
+    return !caller || this.model.privileged(caller);
   }
 
   /** Refuses `access` to a privileged namespace for an unprivileged caller. */
@@ -823,7 +596,7 @@ export class Backend {
   private hostXattr(op: string, inode: Inode, name: Buffer, refusal: number): Buffer {
     checkXattrName(op, name);
     const host = this.model.hostXattrName(name);
-    if (!host) fail(refusal, op, `${inode.label} ${printable(name)} belongs to the ${this.model.name} model`);
+    if (!host) fail(refusal, op, `${inode.label} ${printable(name)} belongs to the ${this.modelName} model`);
     return host;
   }
 
@@ -863,33 +636,8 @@ export class Backend {
     this.checkXattrPrivilege('setxattr', caller, inode, name, 'write');
     if (value.length > XATTR_SIZE_MAX) fail(Errno.E2BIG, 'setxattr', `${inode.label} ${printable(name)}`);
     if (inode.hostKind === S_IFLNK) fail(Errno.EPERM, 'setxattr', `${inode.label} ${printable(name)}`);
-    if (this.model.mapsFileTypes && name.equals(ACL_ACCESS_GUEST) && this.setAccessAclMapped(inode, host, value, flags)) return;
+    if (this.model.setAcl(inode, name, host, value, flags)) return;
     withCredentials(this.host(cr), () => setxattr(inode.fd, host, value, flags, inode.label));
-  }
-
-  /**
-   * Mapped models: an access ACL also sets the guest's permission bits (the
-   * FUSE client leaves that to the server; a host kernel would do it), and
-   * one that says no more than the mode is not kept. True when handled.
-   */
-  private setAccessAclMapped(inode: Inode, host: Buffer, value: Buffer, flags: number): boolean {
-    const entries = parseAcl(value);
-    if (!entries) fail(Errno.EINVAL, 'setxattr', `${inode.label}: malformed POSIX ACL`);
-    const { perms, equivalent } = aclMode(entries);
-    const cur = this.getattr(inode);
-    this.model.writeMeta(inode, inode.loc, { mode: (cur.mode & ~0o777) | perms });
-    // mapped-file keeps ACLs on the host file itself: the host kernel drops
-    // an equivalent one and sets the host mode, exactly as under QEMU.
-    if (!equivalent || this.model.name === 'mapped-file') {
-      setxattr(inode.fd, host, value, flags, inode.label);
-    } else {
-      try {
-        removexattr(inode.fd, host, inode.label);
-      } catch (e) {
-        if (!isSysError(e, Errno.ENODATA)) throw e;
-      }
-    }
-    return true;
   }
 
   removexattr(cr: Credentials | undefined, inode: Inode, name: Buffer, caller = cr): void {
@@ -908,7 +656,7 @@ function checkXattrName(op: string, name: Buffer): void {
 
 /** A node:fs callback error (fsync on libuv's pool) as the SysError the protocols map. */
 function asSysError(e: unknown, op: string, what: string): SysError {
-  if (e instanceof SysError) return e;
+  if (isSysError(e)) return e;
   const n = (e as NodeJS.ErrnoException).errno;
   return new SysError(typeof n === 'number' ? Math.abs(n) : Errno.EIO, op, what);
 }

@@ -39,6 +39,7 @@
 // before anything is written. A dry run does the same walk and checks and
 // reports the same summary, writing nothing.
 import type { SecurityModelName as SecurityModel } from '../../security/model.js';
+import { metadataMisfit } from '../../security/agree.js';
 import {
   AT_FDCWD, AT_REMOVEDIR, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_RDONLY, O_WRONLY,
   S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
@@ -202,12 +203,15 @@ function typeOf(mode: number): number {
 }
 
 /** Mapped models keep directories as directories and everything else as regular files. */
+/**
+ * Why `meta` cannot be carried: it disagrees with the host object (the rule
+ * the server applies too), or it sits on a host special file, which
+ * mapped-xattr cannot hold (user.* xattrs live on files and directories only).
+ */
 function metaFitsHost(meta: GuestMeta, hostType: number): string | undefined {
   if (meta.mode === undefined) return undefined;
-  const t = typeOf(meta.mode);
-  if (t === 0 || !(t in KIND_BY_TYPE)) return `metadata mode 0${meta.mode.toString(8)} has no valid file type`;
-  if (hostType === S_IFDIR && t !== S_IFDIR) return `metadata says ${KIND_BY_TYPE[t]} but the host file is a directory`;
-  if (hostType === S_IFREG && t === S_IFDIR) return 'metadata says directory but the host file is a regular file';
+  const misfit = metadataMisfit(hostType, meta.mode);
+  if (misfit !== undefined) return misfit;
   if (hostType !== S_IFDIR && hostType !== S_IFREG) return `metadata on a host ${KIND_BY_TYPE[hostType] ?? 'special file'}, which a mapped model cannot hold`;
   return undefined;
 }
