@@ -45,6 +45,9 @@ export const FOPEN = {
   STREAM: 1 << 4, NOFLUSH: 1 << 5, PARALLEL_DIRECT_WRITES: 1 << 6,
 } as const;
 
+/** OFFSET_MAX: fuse_file_lock.end of a lock to the end of the file (and fuse_read_in offsets' limit). */
+export const OFFSET_MAX = 0x7fffffffffffffffn;
+
 export const FUSE_GETATTR_FH = 1;
 export const FUSE_LK_FLOCK = 1;
 export const FUSE_FSYNC_FDATASYNC = 1;

@@ -65,40 +65,6 @@ export class RequestBody {
   }
 }
 
-/** Little-endian reader over a contiguous argument block. */
-export class Args {
-  private off = 0;
-
-  constructor(private readonly b: Buffer) {}
-
-  u16(): number { const v = this.b.readUInt16LE(this.off); this.off += 2; return v; }
-  u32(): number { const v = this.b.readUInt32LE(this.off); this.off += 4; return v; }
-  i32(): number { const v = this.b.readInt32LE(this.off); this.off += 4; return v; }
-  u64(): bigint { const v = this.b.readBigUInt64LE(this.off); this.off += 8; return v; }
-  skip(n: number): this { this.off += n; return this; }
-
-  /** A file offset: a number when exact, a bigint past 2^53, EINVAL past off_t. */
-  offset(): number | bigint {
-    const v = this.u64();
-    if (v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
-    if (v > 0x7fffffffffffffffn) throw new SysError(Errno.EINVAL, 'fuse request', `offset ${v} beyond off_t`);
-    return v;
-  }
-}
-
-/** NUL-terminated names following the fixed arguments. */
-export function cstrings(b: Buffer, count: number): Buffer[] {
-  const out: Buffer[] = [];
-  let at = 0;
-  for (let i = 0; i < count; i++) {
-    const end = b.indexOf(0, at);
-    if (end < 0) throw new SysError(Errno.EINVAL, 'fuse request', 'name is not NUL-terminated');
-    out.push(b.subarray(at, end));
-    at = end + 1;
-  }
-  return out;
-}
-
 /** Fills `dst` from `skip` on with at most `max` bytes; returns how many. */
 export type ReadFill = (dst: readonly Buffer[], skip: number, max: number) => number;
 

@@ -5,7 +5,8 @@
 // references that 9P fids or other sessions hold.
 import { DirStream, OpenFile, type Backend, type Entry, type FdAccount, type Inode, type SetAttr } from '../../src/backend/backend.js';
 import {
-  Errno, F_RDLCK, F_UNLCK, F_WRLCK, SysError, errnoName, fail, major, minor,
+  AT_REMOVEDIR, Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_ACCMODE, O_APPEND, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY,
+  SEEK_DATA, SEEK_HOLE, STATX_BASIC_STATS, STATX_BTIME, SysError, errnoName, fail, major, minor,
   type Credentials, type Stat, type TimeArg,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
@@ -13,12 +14,12 @@ import { PeerLog, type LogLimits } from '../../src/log-limit.js';
 import {
   DIRENT_SIZE, ENTRY_OUT_SIZE, FATTR, FOPEN, FUSE_ATTR_SUBMOUNT, FUSE_FSYNC_FDATASYNC,
   FUSE_GETATTR_FH, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_ROOT_ID, IN_HEADER_SIZE,
-  INIT, OP, FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID,
+  INIT, OP, FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID, FUSE_RELEASE_FLOCK_UNLOCK, OFFSET_MAX,
 } from './constants.js';
 import { printable } from '../../src/backend/names.js';
 import { timeouts, type FuseOptions } from './options.js';
-import { Args, cstrings, parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
-import { attrOut, entryOut, openOut, statfsOut, type FuseAttr } from './wire.js';
+import { parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
+import { ArgReader, attrOut, entryOut, openOut, statfsOut, type FuseAttr } from './wire.js';
 
 
 export interface FuseSessionContext {
@@ -34,6 +35,15 @@ type Handler = (h: InHeader, body: RequestBody, out: ReplyTo) => void | Promise<
 /** A SETLKW waiting for a conflicting lock to go away. */
 interface WaitingLock {
   cancel: () => void;
+}
+
+/**
+ * A request's argument block read through the codec: the first `n` bytes
+ * (all of them when omitted). A field that runs short is EINVAL naming the
+ * operation and the linux/fuse.h field.
+ */
+function args(body: RequestBody, op: string, n?: number): ArgReader {
+  return new ArgReader(body.head(n === undefined ? body.length : Math.min(n, body.length)), op);
 }
 
 const LOCK_RETRY_MIN_MS = 2;
@@ -125,15 +135,12 @@ export class FuseSession {
   }
 
   private replyError(h: InHeader, out: ReplyTo, e: unknown): void {
-    // A RangeError is a read past the end of the arguments: a request too short for its opcode.
-    // (Compared by name: Node's internal errors may come from another realm.)
-    const short = typeof e === 'object' && e !== null && (e as { name?: unknown }).name === 'RangeError';
-    const errno = e instanceof SysError ? e.errno : short ? Errno.EINVAL : Errno.EIO;
-    if (short) {
-      this.logs.warn('fuse.bad-request', { peer: this.peer, opcode: h.opcode }, 'bad fuse request: arguments shorter than the opcode needs');
-    } else if (!(e instanceof SysError)) {
+    // A request too short for its opcode is a SysError(EINVAL) from the
+    // ArgReader ("FUSE READ size: needs 4 bytes at 16, ..."), logged here.
+    const errno = e instanceof SysError ? e.errno : Errno.EIO;
+    if (!(e instanceof SysError)) {
       this.logs.error('fuse.unexpected', { peer: this.peer, opcode: h.opcode, err: e }, 'fuse request failed unexpectedly');
-    } else if (errno === Errno.EPROTO || errno === Errno.EBADF || (errno === Errno.EINVAL && e.op.startsWith('fuse'))) {
+    } else if (errno === Errno.EPROTO || errno === Errno.EBADF || (errno === Errno.EINVAL && /^fuse/i.test(e.op))) {
       if (this.logs.wants('warn')) this.logs.warn('fuse.bad-request', { peer: this.peer, opcode: h.opcode, errno: errnoName(errno) }, `bad fuse request: ${e.message}`);
     } else if (this.logs.wants('debug')) {
       this.logs.debug('fuse.failed', { peer: this.peer, opcode: h.opcode, errno: errnoName(errno) }, e.message);
@@ -293,12 +300,12 @@ export class FuseSession {
   // ---- session ----------------------------------------------------------------
 
   private init(h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const a = new Args(body.head(Math.min(body.length, 64)));
-    const major = a.u32();
-    const minor = a.u32();
-    const maxReadahead = a.u32();
-    const flags = BigInt(a.u32());
-    const flags2 = body.length >= 20 ? BigInt(a.u32()) : 0n;
+    const a = args(body, 'INIT', 64);
+    const major = a.u32('major');
+    const minor = a.u32('minor');
+    const maxReadahead = a.u32('max_readahead');
+    const flags = BigInt(a.u32('flags'));
+    const flags2 = body.length >= 20 ? BigInt(a.u32('flags2')) : 0n;
     const offered = flags & INIT.INIT_EXT ? flags | (flags2 << 32n) : flags;
     if (major !== FUSE_KERNEL_VERSION) {
       this.logs.error('fuse.init', { peer: this.peer, major, minor }, 'fuse: unsupported kernel protocol major version');
@@ -366,8 +373,8 @@ export class FuseSession {
 
   private lookup(h: InHeader, body: RequestBody, out: ReplyTo): void {
     const parent = this.inode(h.nodeid);
-    const [name] = cstrings(body.head(body.length), 1);
-    this.replyEntry(out, this.ctx.backend.lookup(undefined, parent, name!));
+    const name = args(body, 'LOOKUP').name('name');
+    this.replyEntry(out, this.ctx.backend.lookup(undefined, parent, name));
   }
 
   private forgetOne(nodeid: bigint, n: bigint): void {
@@ -385,19 +392,19 @@ export class FuseSession {
   }
 
   private forget(h: InHeader, body: RequestBody, out: ReplyTo): void {
-    this.forgetOne(h.nodeid, new Args(body.head(8)).u64());
+    this.forgetOne(h.nodeid, args(body, 'FORGET', 8).u64('fuse_forget_in.nlookup'));
     out.none();
   }
 
   private batchForget(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const a = new Args(body.head(8));
-    const count = a.u32();
+    const a = args(body, 'BATCH_FORGET');
+    const count = a.u32('fuse_batch_forget_in.count');
+    a.skip(4, 'fuse_batch_forget_in.dummy');
     if (8 + count * 16 > body.length) {
       this.logs.warn('fuse.bad-request', { peer: this.peer, count, bytes: body.length }, 'fuse: BATCH_FORGET count exceeds the request');
     }
     const n = Math.min(count, Math.floor((body.length - 8) / 16));
-    const items = new Args(body.head(8 + n * 16)).skip(8);
-    for (let i = 0; i < n; i++) this.forgetOne(items.u64(), items.u64());
+    for (let i = 0; i < n; i++) this.forgetOne(a.u64('fuse_forget_one.nodeid'), a.u64('fuse_forget_one.nlookup'));
     out.none();
   }
 
@@ -405,10 +412,10 @@ export class FuseSession {
     const inode = this.inode(h.nodeid);
     let st: Stat;
     if (body.length >= 16) {
-      const a = new Args(body.head(16));
-      const flags = a.u32();
-      a.u32();
-      const fh = a.u64();
+      const a = args(body, 'GETATTR', 16);
+      const flags = a.u32('fuse_getattr_in.getattr_flags');
+      a.skip(4, 'fuse_getattr_in.dummy');
+      const fh = a.u64('fuse_getattr_in.fh');
       st = flags & FUSE_GETATTR_FH && this.handles.has(fh) ? this.ctx.backend.getattrOpen(this.handles.get(fh)!) : this.ctx.backend.getattr(inode);
     } else {
       st = this.ctx.backend.getattr(inode);
@@ -419,16 +426,16 @@ export class FuseSession {
   /** STATX (7.39): like GETATTR, plus the birth time when the host has one. */
   private statx(h: InHeader, body: RequestBody, out: ReplyTo): void {
     const inode = this.inode(h.nodeid);
-    const a = new Args(body.head(24));
-    const flags = a.u32();
-    a.u32();
-    const fh = a.u64();
+    const a = args(body, 'STATX', 24);
+    const flags = a.u32('fuse_statx_in.getattr_flags');
+    a.skip(4, 'fuse_statx_in.reserved');
+    const fh = a.u64('fuse_statx_in.fh');
+    a.u32('fuse_statx_in.sx_flags');
+    a.u32('fuse_statx_in.sx_mask');
     const st = flags & FUSE_GETATTR_FH && this.handles.has(fh) ? this.ctx.backend.getattrOpen(this.handles.get(fh)!) : this.ctx.backend.getattr(inode);
     const b = Buffer.alloc(32 + 256);
     b.writeBigUInt64LE(BigInt(timeouts(this.ctx.options.cache).attr), 0);
     const x = 32;
-    const STATX_BASIC_STATS = 0x7ff;
-    const STATX_BTIME = 0x800;
     b.writeUInt32LE(STATX_BASIC_STATS | (st.btime ? STATX_BTIME : 0), x);
     b.writeUInt32LE(st.blksize, x + 4);
     b.writeUInt32LE(st.nlink, x + 16);
@@ -454,22 +461,23 @@ export class FuseSession {
 
   private setattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
     const inode = this.inode(h.nodeid);
-    const a = new Args(body.head(88));
-    const valid = a.u32();
-    a.u32();
-    const fh = a.u64();
-    const size = a.offset();
-    a.u64(); // lock_owner
-    const atime = a.u64();
-    const mtime = a.u64();
-    a.u64(); // ctime
-    const atimensec = a.u32();
-    const mtimensec = a.u32();
-    a.u32();
-    const mode = a.u32();
-    a.u32();
-    const uid = a.u32();
-    const gid = a.u32();
+    const a = args(body, 'SETATTR', 88);
+    const valid = a.u32('fuse_setattr_in.valid');
+    a.skip(4, 'fuse_setattr_in.padding');
+    const fh = a.u64('fuse_setattr_in.fh');
+    const size = a.offset('fuse_setattr_in.size');
+    a.u64('fuse_setattr_in.lock_owner');
+    const atime = a.u64('fuse_setattr_in.atime');
+    const mtime = a.u64('fuse_setattr_in.mtime');
+    a.u64('fuse_setattr_in.ctime');
+    const atimensec = a.u32('fuse_setattr_in.atimensec');
+    const mtimensec = a.u32('fuse_setattr_in.mtimensec');
+    a.u32('fuse_setattr_in.ctimensec');
+    const mode = a.u32('fuse_setattr_in.mode');
+    a.skip(4, 'fuse_setattr_in.unused4');
+    const uid = a.u32('fuse_setattr_in.uid');
+    const gid = a.u32('fuse_setattr_in.gid');
+    a.skip(4, 'fuse_setattr_in.unused5');
     const s: SetAttr = {};
     if (valid & FATTR.MODE) s.mode = mode;
     if (valid & FATTR.UID) s.uid = uid;
@@ -495,75 +503,83 @@ export class FuseSession {
 
   private symlink(h: InHeader, body: RequestBody, out: ReplyTo): void {
     const parent = this.inode(h.nodeid);
-    const [name, target] = cstrings(body.head(body.length), 2);
-    this.replyEntry(out, this.ctx.backend.symlink(FuseSession.creator(h), parent, name!, target!));
+    const a = args(body, 'SYMLINK');
+    const name = a.name('name');
+    const target = a.name('target');
+    this.replyEntry(out, this.ctx.backend.symlink(FuseSession.creator(h), parent, name, target));
   }
 
   private mknod(h: InHeader, body: RequestBody, out: ReplyTo): void {
     const parent = this.inode(h.nodeid);
-    const b = body.head(body.length);
-    const a = new Args(b);
-    const mode = a.u32();
-    const rdev = a.u32();
-    const umask = a.u32();
-    const [name] = cstrings(b.subarray(16), 1);
-    this.replyEntry(out, this.ctx.backend.mknod(FuseSession.creator(h), parent, name!, mode, newDecodeDev(rdev), this.umaskOf(umask)));
+    const a = args(body, 'MKNOD');
+    const mode = a.u32('fuse_mknod_in.mode');
+    const rdev = a.u32('fuse_mknod_in.rdev');
+    const umask = a.u32('fuse_mknod_in.umask');
+    a.skip(4, 'fuse_mknod_in.padding');
+    const name = a.name('name');
+    this.replyEntry(out, this.ctx.backend.mknod(FuseSession.creator(h), parent, name, mode, newDecodeDev(rdev), this.umaskOf(umask)));
   }
 
   private mkdir(h: InHeader, body: RequestBody, out: ReplyTo): void {
     const parent = this.inode(h.nodeid);
-    const b = body.head(body.length);
-    const mode = b.readUInt32LE(0);
-    const umask = b.readUInt32LE(4);
-    const [name] = cstrings(b.subarray(8), 1);
-    this.replyEntry(out, this.ctx.backend.mkdir(FuseSession.creator(h), parent, name!, mode, this.umaskOf(umask)));
+    const a = args(body, 'MKDIR');
+    const mode = a.u32('fuse_mkdir_in.mode');
+    const umask = a.u32('fuse_mkdir_in.umask');
+    const name = a.name('name');
+    this.replyEntry(out, this.ctx.backend.mkdir(FuseSession.creator(h), parent, name, mode, this.umaskOf(umask)));
   }
 
   private unlink(h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const [name] = cstrings(body.head(body.length), 1);
-    this.ctx.backend.unlink(undefined, this.inode(h.nodeid), name!, 0);
+    const name = args(body, 'UNLINK').name('name');
+    this.ctx.backend.unlink(undefined, this.inode(h.nodeid), name, 0);
     out.send(0, []);
   }
 
   private rmdir(h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const [name] = cstrings(body.head(body.length), 1);
-    this.ctx.backend.unlink(undefined, this.inode(h.nodeid), name!, 0x200);
+    const name = args(body, 'RMDIR').name('name');
+    this.ctx.backend.unlink(undefined, this.inode(h.nodeid), name, AT_REMOVEDIR);
     out.send(0, []);
   }
 
   private rename(h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const b = body.head(body.length);
-    const newdir = this.inode(b.readBigUInt64LE(0));
-    const [oldName, newName] = cstrings(b.subarray(8), 2);
-    this.ctx.backend.rename(undefined, this.inode(h.nodeid), oldName!, newdir, newName!, 0);
+    const a = args(body, 'RENAME');
+    const newdirId = a.u64('fuse_rename_in.newdir');
+    const oldName = a.name('oldname');
+    const newName = a.name('newname');
+    const newdir = this.inode(newdirId);
+    this.ctx.backend.rename(undefined, this.inode(h.nodeid), oldName, newdir, newName, 0);
     out.send(0, []);
   }
 
   private rename2(h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const b = body.head(body.length);
-    const newdir = this.inode(b.readBigUInt64LE(0));
-    const flags = b.readUInt32LE(8);
-    const [oldName, newName] = cstrings(b.subarray(16), 2);
-    this.ctx.backend.rename(undefined, this.inode(h.nodeid), oldName!, newdir, newName!, flags);
+    const a = args(body, 'RENAME2');
+    const newdirId = a.u64('fuse_rename2_in.newdir');
+    const flags = a.u32('fuse_rename2_in.flags');
+    a.skip(4, 'fuse_rename2_in.padding');
+    const oldName = a.name('oldname');
+    const newName = a.name('newname');
+    const newdir = this.inode(newdirId);
+    this.ctx.backend.rename(undefined, this.inode(h.nodeid), oldName, newdir, newName, flags);
     out.send(0, []);
   }
 
   private link(h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const b = body.head(body.length);
-    const target = this.inode(b.readBigUInt64LE(0));
-    const [name] = cstrings(b.subarray(8), 1);
-    this.replyEntry(out, this.ctx.backend.link(FuseSession.creator(h), target, this.inode(h.nodeid), name!));
+    const a = args(body, 'LINK');
+    const oldId = a.u64('fuse_link_in.oldnodeid');
+    const name = a.name('newname');
+    const target = this.inode(oldId);
+    this.replyEntry(out, this.ctx.backend.link(FuseSession.creator(h), target, this.inode(h.nodeid), name));
   }
 
   // ---- files ------------------------------------------------------------------------
 
   private open(h: InHeader, body: RequestBody, out: ReplyTo): void {
     const inode = this.inode(h.nodeid);
-    const oa = new Args(body.head(8));
-    const flags = oa.u32();
-    const openFlags = oa.u32();
+    const a = args(body, 'OPEN', 8);
+    const flags = a.u32('fuse_open_in.flags');
+    const openFlags = a.u32('fuse_open_in.open_flags');
     const file = this.fds.open('OPEN', inode.label, () => this.ctx.backend.open(undefined, inode, this.writebackFlags(flags)));
-    if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & 0o1000 /* O_TRUNC */) this.ctx.backend.killSuidgid(inode);
+    if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & O_TRUNC) this.ctx.backend.killSuidgid(inode);
     const fh = this.addHandle(file);
     if (!out.send(0, [this.openOut(fh, false)])) this.dropHandle(fh);
   }
@@ -574,23 +590,22 @@ export class FuseSession {
    */
   private writebackFlags(flags: number): number {
     if (!(this.wantFlags & INIT.WRITEBACK_CACHE)) return flags;
-    let f = flags & ~0o2000; // O_APPEND
-    if ((f & 3) === 1) f = (f & ~3) | 2;
+    let f = flags & ~O_APPEND;
+    if ((f & O_ACCMODE) === O_WRONLY) f = (f & ~O_ACCMODE) | O_RDWR;
     return f;
   }
 
   private create(h: InHeader, body: RequestBody, out: ReplyTo): void {
     const parent = this.inode(h.nodeid);
-    const b = body.head(body.length);
-    const a = new Args(b);
-    const flags = a.u32();
-    const mode = a.u32();
-    const umask = a.u32();
-    const openFlags = a.u32();
-    const [name] = cstrings(b.subarray(16), 1);
-    const { entry, file } = this.fds.openWith('CREATE', printable(name!),
-      () => this.ctx.backend.create(FuseSession.creator(h), parent, name!, this.writebackFlags(flags), mode, this.umaskOf(umask)), (c) => c.file);
-    if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & 0o1000 /* O_TRUNC */) this.ctx.backend.killSuidgid(entry.inode);
+    const a = args(body, 'CREATE');
+    const flags = a.u32('fuse_create_in.flags');
+    const mode = a.u32('fuse_create_in.mode');
+    const umask = a.u32('fuse_create_in.umask');
+    const openFlags = a.u32('fuse_create_in.open_flags');
+    const name = a.name('name');
+    const { entry, file } = this.fds.openWith('CREATE', printable(name),
+      () => this.ctx.backend.create(FuseSession.creator(h), parent, name, this.writebackFlags(flags), mode, this.umaskOf(umask)), (c) => c.file);
+    if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & O_TRUNC) this.ctx.backend.killSuidgid(entry.inode);
     const fh = this.addHandle(file);
     this.remember(entry.inode);
     if (!out.send(0, [this.entryOut(entry), this.openOut(fh, false)])) {
@@ -601,10 +616,11 @@ export class FuseSession {
 
   private tmpfile(h: InHeader, body: RequestBody, out: ReplyTo): void {
     const parent = this.inode(h.nodeid);
-    const a = new Args(body.head(16));
-    const flags = a.u32();
-    const mode = a.u32();
-    const umask = a.u32();
+    const a = args(body, 'TMPFILE', 16);
+    const flags = a.u32('fuse_create_in.flags');
+    const mode = a.u32('fuse_create_in.mode');
+    const umask = a.u32('fuse_create_in.umask');
+    a.u32('fuse_create_in.open_flags');
     const { entry, file } = this.fds.openWith('TMPFILE', parent.label,
       () => this.ctx.backend.tmpfile(FuseSession.creator(h), parent, this.writebackFlags(flags), mode, this.umaskOf(umask)), (c) => c.file);
     const fh = this.addHandle(file);
@@ -616,22 +632,31 @@ export class FuseSession {
   }
 
   private read(h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const a = new Args(body.head(40));
-    const file = this.file(a.u64(), 'READ');
-    const offset = a.offset();
-    const size = a.u32();
+    const a = args(body, 'READ', 40);
+    const fh = a.u64('fuse_read_in.fh');
+    const offset = a.offset('fuse_read_in.offset');
+    const size = a.u32('fuse_read_in.size');
+    a.u32('fuse_read_in.read_flags');
+    a.u64('fuse_read_in.lock_owner');
+    a.u32('fuse_read_in.flags');
+    a.skip(4, 'fuse_read_in.padding');
+    const file = this.file(fh, 'READ');
     if (size > this.ctx.options.maxWrite) fail(Errno.EINVAL, 'READ', `size ${size} above max ${this.ctx.options.maxWrite}`);
     out.sendRead(size, (dst, skip, max) => this.ctx.backend.read(file, offset, dst, skip, max));
   }
 
   private write(h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const a = new Args(body.head(40));
-    const file = this.file(a.u64(), 'WRITE');
-    const offset = a.offset();
-    const size = a.u32();
-    const writeFlags = a.u32();
+    const a = args(body, 'WRITE', 40);
+    const fh = a.u64('fuse_write_in.fh');
+    const offset = a.offset('fuse_write_in.offset');
+    const size = a.u32('fuse_write_in.size');
+    const writeFlags = a.u32('fuse_write_in.write_flags');
+    a.u64('fuse_write_in.lock_owner');
+    a.u32('fuse_write_in.flags');
+    a.skip(4, 'fuse_write_in.padding');
+    const file = this.file(fh, 'WRITE');
     if (size > this.ctx.options.maxWrite) fail(Errno.EINVAL, 'WRITE', `size ${size} above max_write`);
-    const done = this.ctx.backend.write(file, offset, body.slices(40, size), {
+    const done = this.ctx.backend.write(file, offset, body.slices(a.offsetInBlock, size), {
       // With the writeback cache a short success would lose the rest (see WriteOptions).
       partial: !(this.wantFlags & INIT.WRITEBACK_CACHE),
       killSuidgid: (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0,
@@ -647,51 +672,59 @@ export class FuseSession {
   }
 
   private release(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const a = new Args(body.head(24));
-    const fh = a.u64();
-    a.u32();
-    const releaseFlags = a.u32();
-    const owner = a.u64();
+    const a = args(body, 'RELEASE', 24);
+    const fh = a.u64('fuse_release_in.fh');
+    a.u32('fuse_release_in.flags');
+    const releaseFlags = a.u32('fuse_release_in.release_flags');
+    const owner = a.u64('fuse_release_in.lock_owner');
     const file = this.file(fh, 'RELEASE');
-    if (releaseFlags & 2 /* FLOCK_UNLOCK */) this.ctx.backend.locks.flock(this.owner(owner), file, F_UNLCK);
+    if (releaseFlags & FUSE_RELEASE_FLOCK_UNLOCK) this.ctx.backend.locks.flock(this.owner(owner), file, F_UNLCK);
     this.handles.delete(fh);
     this.ctx.backend.closeFile(file);
     out.send(0, []);
   }
 
   private flush(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const a = new Args(body.head(24));
-    const file = this.file(a.u64(), 'FLUSH');
-    a.u64();
-    const owner = a.u64();
+    const a = args(body, 'FLUSH', 24);
+    const fh = a.u64('fuse_flush_in.fh');
+    a.u32('fuse_flush_in.unused');
+    a.skip(4, 'fuse_flush_in.padding');
+    const owner = a.u64('fuse_flush_in.lock_owner');
+    const file = this.file(fh, 'FLUSH');
     // close() by a process drops its POSIX locks on the file.
     this.ctx.backend.locks.set(this.owner(owner), file, { type: F_UNLCK, start: 0, len: 0 });
     out.send(0, []);
   }
 
   private fsync(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
-    const a = new Args(body.head(16));
-    const file = this.file(a.u64(), 'FSYNC');
-    const datasync = a.u32() & FUSE_FSYNC_FDATASYNC;
+    const a = args(body, 'FSYNC', 16);
+    const fh = a.u64('fuse_fsync_in.fh');
+    const datasync = a.u32('fuse_fsync_in.fsync_flags') & FUSE_FSYNC_FDATASYNC;
+    a.skip(4, 'fuse_fsync_in.padding');
+    const file = this.file(fh, 'FSYNC');
     return this.ctx.backend.fsync(file, datasync !== 0).then(() => { out.send(0, []); });
   }
 
   private fallocate(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const a = new Args(body.head(32));
-    const file = this.file(a.u64(), 'FALLOCATE');
-    const offset = a.offset();
-    const length = a.offset();
-    const mode = a.u32();
+    const a = args(body, 'FALLOCATE', 32);
+    const fh = a.u64('fuse_fallocate_in.fh');
+    const offset = a.offset('fuse_fallocate_in.offset');
+    const length = a.offset('fuse_fallocate_in.length');
+    const mode = a.u32('fuse_fallocate_in.mode');
+    a.skip(4, 'fuse_fallocate_in.padding');
+    const file = this.file(fh, 'FALLOCATE');
     this.ctx.backend.fallocate(file, mode, Number(offset), Number(length));
     out.send(0, []);
   }
 
   private lseek(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const a = new Args(body.head(24));
-    const file = this.file(a.u64(), 'LSEEK');
-    const offset = a.offset();
-    const whence = a.u32();
-    if (whence !== 3 && whence !== 4) fail(Errno.EINVAL, 'LSEEK', `whence ${whence} (only SEEK_DATA/SEEK_HOLE reach the server)`);
+    const a = args(body, 'LSEEK', 24);
+    const fh = a.u64('fuse_lseek_in.fh');
+    const offset = a.offset('fuse_lseek_in.offset');
+    const whence = a.u32('fuse_lseek_in.whence');
+    a.skip(4, 'fuse_lseek_in.padding');
+    const file = this.file(fh, 'LSEEK');
+    if (whence !== SEEK_DATA && whence !== SEEK_HOLE) fail(Errno.EINVAL, 'LSEEK', `whence ${whence} (only SEEK_DATA/SEEK_HOLE reach the server)`);
     const r = this.ctx.backend.lseek(file, Number(offset), whence);
     const b = Buffer.alloc(8);
     b.writeBigUInt64LE(BigInt(r), 0);
@@ -699,14 +732,16 @@ export class FuseSession {
   }
 
   private copyFileRange(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const a = new Args(body.head(56));
-    const fin = this.file(a.u64(), 'COPY_FILE_RANGE');
-    const offIn = a.offset();
-    a.u64(); // nodeid_out: the handle identifies the file
-    const fout = this.file(a.u64(), 'COPY_FILE_RANGE');
-    const offOut = a.offset();
-    const len = a.u64();
-    const flags = a.u64();
+    const a = args(body, 'COPY_FILE_RANGE', 56);
+    const fhIn = a.u64('fuse_copy_file_range_in.fh_in');
+    const offIn = a.offset('fuse_copy_file_range_in.off_in');
+    a.u64('fuse_copy_file_range_in.nodeid_out'); // the handle identifies the file
+    const fhOut = a.u64('fuse_copy_file_range_in.fh_out');
+    const offOut = a.offset('fuse_copy_file_range_in.off_out');
+    const len = a.u64('fuse_copy_file_range_in.len');
+    const flags = a.u64('fuse_copy_file_range_in.flags');
+    const fin = this.file(fhIn, 'COPY_FILE_RANGE');
+    const fout = this.file(fhOut, 'COPY_FILE_RANGE');
     if (flags !== 0n) fail(Errno.EINVAL, 'COPY_FILE_RANGE', `flags ${flags}`);
     const n = this.ctx.backend.copyFileRange(fin, Number(offIn), fout, Number(offOut), len);
     const b = Buffer.alloc(8);
@@ -729,7 +764,11 @@ export class FuseSession {
   }
 
   private releasedir(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const fh = new Args(body.head(8)).u64();
+    const a = args(body, 'RELEASEDIR', 24);
+    const fh = a.u64('fuse_release_in.fh');
+    a.u32('fuse_release_in.flags');
+    a.u32('fuse_release_in.release_flags');
+    a.u64('fuse_release_in.lock_owner');
     const d = this.dir(fh, 'RELEASEDIR');
     this.handles.delete(fh);
     this.ctx.backend.closeDir(d);
@@ -737,10 +776,14 @@ export class FuseSession {
   }
 
   private fsyncdir(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
-    const d = this.dir(new Args(body.head(16)).u64(), 'FSYNCDIR');
+    const a = args(body, 'FSYNCDIR', 16);
+    const fh = a.u64('fuse_fsync_in.fh');
+    a.u32('fuse_fsync_in.fsync_flags');
+    a.skip(4, 'fuse_fsync_in.padding');
+    const d = this.dir(fh, 'FSYNCDIR');
     // Through an fd of its own (RELEASEDIR may close the stream's while the call runs), charged to this session.
     const { backend } = this.ctx;
-    const f = this.fds.open('FSYNCDIR', d.inode.label, () => backend.open(undefined, d.inode, 0 /* O_RDONLY */));
+    const f = this.fds.open('FSYNCDIR', d.inode.label, () => backend.open(undefined, d.inode, O_RDONLY));
     return backend.fsync(f, false).then(() => { out.send(0, []); }).finally(() => backend.closeFile(f));
   }
 
@@ -753,10 +796,14 @@ export class FuseSession {
   }
 
   private readdirCommon(body: RequestBody, out: ReplyTo, plus: boolean): void {
-    const a = new Args(body.head(24));
-    const d = this.dir(a.u64(), plus ? 'READDIRPLUS' : 'READDIR');
-    const offset = a.u64();
-    const size = Math.min(a.u32(), this.ctx.options.maxWrite);
+    const op = plus ? 'READDIRPLUS' : 'READDIR';
+    // The kernel sends a whole fuse_read_in; the first four fields are all this needs.
+    const a = args(body, op, 24);
+    const fh = a.u64('fuse_read_in.fh');
+    const offset = a.u64('fuse_read_in.offset');
+    const size = Math.min(a.u32('fuse_read_in.size'), this.ctx.options.maxWrite);
+    a.u32('fuse_read_in.read_flags');
+    const d = this.dir(fh, op);
     const { backend } = this.ctx;
     const buf = Buffer.alloc(size);
     let used = 0;
@@ -814,29 +861,32 @@ export class FuseSession {
     const inode = this.inode(h.nodeid);
     const ext = (this.wantFlags & INIT.SETXATTR_EXT) !== 0n;
     const fixed = ext ? 16 : 8;
-    const b = body.head(body.length);
-    const size = b.readUInt32LE(0);
-    const flags = b.readUInt32LE(4);
-    const [name] = cstrings(b.subarray(fixed), 1);
-    const valueAt = fixed + name!.length + 1;
-    if (valueAt + size > b.length) fail(Errno.EINVAL, 'SETXATTR', `value size ${size} beyond the request`);
-    this.ctx.backend.setxattr(undefined, inode, this.hostXattrName('SETXATTR', name!), b.subarray(valueAt, valueAt + size), flags, FuseSession.creator(h));
+    const a = args(body, 'SETXATTR');
+    const size = a.u32('fuse_setxattr_in.size');
+    const flags = a.u32('fuse_setxattr_in.flags');
+    a.skip(fixed - 8, ext ? 'fuse_setxattr_in.setxattr_flags' : 'fuse_setxattr_in');
+    const name = a.name('name');
+    if (size > a.remaining) fail(Errno.EINVAL, 'SETXATTR', `value size ${size} beyond the request`);
+    this.ctx.backend.setxattr(undefined, inode, this.hostXattrName('SETXATTR', name), a.bytes(size, 'value'), flags, FuseSession.creator(h));
     out.send(0, []);
   }
 
   private getxattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
     this.xattrEnabled('GETXATTR');
     const inode = this.inode(h.nodeid);
-    const b = body.head(body.length);
-    const size = b.readUInt32LE(0);
-    const [name] = cstrings(b.subarray(8), 1);
-    this.sizedReply(out, this.ctx.backend.getxattr(undefined, inode, this.hostXattrName('GETXATTR', name!), FuseSession.creator(h)), size);
+    const a = args(body, 'GETXATTR');
+    const size = a.u32('fuse_getxattr_in.size');
+    a.skip(4, 'fuse_getxattr_in.padding');
+    const name = a.name('name');
+    this.sizedReply(out, this.ctx.backend.getxattr(undefined, inode, this.hostXattrName('GETXATTR', name), FuseSession.creator(h)), size);
   }
 
   private listxattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
     this.xattrEnabled('LISTXATTR');
     const inode = this.inode(h.nodeid);
-    const size = new Args(body.head(8)).u32();
+    const a = args(body, 'LISTXATTR', 8);
+    const size = a.u32('fuse_getxattr_in.size');
+    a.skip(4, 'fuse_getxattr_in.padding');
     let names = this.ctx.backend.listxattr(undefined, inode, FuseSession.creator(h));
     if (this.ctx.options.xattrMap) names = this.ctx.options.xattrMap.listToGuest(names);
     names = names.filter((n) => !this.aclBlocked(n));
@@ -858,13 +908,15 @@ export class FuseSession {
 
   private removexattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
     this.xattrEnabled('REMOVEXATTR');
-    const [name] = cstrings(body.head(body.length), 1);
-    this.ctx.backend.removexattr(undefined, this.inode(h.nodeid), this.hostXattrName('REMOVEXATTR', name!), FuseSession.creator(h));
+    const name = args(body, 'REMOVEXATTR').name('name');
+    this.ctx.backend.removexattr(undefined, this.inode(h.nodeid), this.hostXattrName('REMOVEXATTR', name), FuseSession.creator(h));
     out.send(0, []);
   }
 
   private access(h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const mask = new Args(body.head(8)).u32();
+    const a = args(body, 'ACCESS', 8);
+    const mask = a.u32('fuse_access_in.mask');
+    a.skip(4, 'fuse_access_in.padding');
     this.ctx.backend.access({ uid: h.uid, gid: h.gid, groups: [h.gid] }, this.inode(h.nodeid), mask);
     out.send(0, []);
   }
@@ -875,30 +927,32 @@ export class FuseSession {
     return `fuse:${this.peer}:${lockOwner}`;
   }
 
-  private lkArgs(body: RequestBody): { file: OpenFile; owner: string; start: number; len: number; type: number; flock: boolean; pid: number } {
-    const a = new Args(body.head(48));
-    const file = this.file(a.u64(), 'LK');
-    const owner = this.owner(a.u64());
-    const start = a.u64();
-    const end = a.u64();
-    const type = a.u32();
-    const pid = a.u32();
-    const lkFlags = a.u32();
+  private lkArgs(body: RequestBody, op: string): { file: OpenFile; owner: string; start: number; len: number; type: number; flock: boolean; pid: number } {
+    const a = args(body, op, 48);
+    const fh = a.u64('fuse_lk_in.fh');
+    const owner = this.owner(a.u64('fuse_lk_in.owner'));
+    const start = a.u64('fuse_lk_in.lk.start');
+    const end = a.u64('fuse_lk_in.lk.end');
+    const type = a.u32('fuse_lk_in.lk.type');
+    const pid = a.u32('fuse_lk_in.lk.pid');
+    const lkFlags = a.u32('fuse_lk_in.lk_flags');
+    a.skip(4, 'fuse_lk_in.padding');
+    const file = this.file(fh, 'LK');
     this.locksEnabled((lkFlags & FUSE_LK_FLOCK) !== 0);
     if (type !== F_RDLCK && type !== F_WRLCK && type !== F_UNLCK) fail(Errno.EINVAL, 'LK', `lock type ${type}`);
     if (end < start) fail(Errno.EINVAL, 'LK', `range ${start}..${end}`);
-    const toEnd = end >= 0x7fffffffffffffffn;
+    const toEnd = end >= OFFSET_MAX;
     const s = start > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(start);
     const len = toEnd ? 0 : Number(end - start + 1n);
     return { file, owner, start: s, len, type, flock: (lkFlags & FUSE_LK_FLOCK) !== 0, pid };
   }
 
   private getlk(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const l = this.lkArgs(body);
+    const l = this.lkArgs(body, 'GETLK');
     const r = this.ctx.backend.locks.get(l.owner, l.file, { type: l.type, start: l.start, len: l.len });
     const b = Buffer.alloc(24);
     b.writeBigUInt64LE(BigInt(r.start), 0);
-    b.writeBigUInt64LE(r.len === 0 ? 0x7fffffffffffffffn : BigInt(r.start + r.len - 1), 8);
+    b.writeBigUInt64LE(r.len === 0 ? OFFSET_MAX : BigInt(r.start + r.len - 1), 8);
     b.writeUInt32LE(r.type, 16);
     b.writeUInt32LE(r.type === F_UNLCK ? 0 : Math.max(r.pid, 0), 20);
     out.send(0, [b]);
@@ -910,7 +964,7 @@ export class FuseSession {
   }
 
   private setlk(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const l = this.lkArgs(body);
+    const l = this.lkArgs(body, 'SETLK');
     out.send(this.trySet(l) ? 0 : Errno.EAGAIN, []);
   }
 
@@ -920,7 +974,7 @@ export class FuseSession {
    * answers it with EINTR.
    */
   private setlkw(h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const l = this.lkArgs(body);
+    const l = this.lkArgs(body, 'SETLKW');
     if (this.trySet(l)) {
       out.send(0, []);
       return;
@@ -946,7 +1000,7 @@ export class FuseSession {
   }
 
   private interrupt(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const target = new Args(body.head(8)).u64();
+    const target = args(body, 'INTERRUPT', 8).u64('fuse_interrupt_in.unique');
     this.waiting.get(target)?.cancel();
     out.none();
   }

@@ -3,10 +3,10 @@
 // structures. Every transport and the session use these; nothing else in
 // protocols/fuse writes a reply structure at a literal offset.
 import { Errno, SysError, type StatFs } from '../../src/sys/index.js';
-import { ATTR_OUT_SIZE, ATTR_SIZE, ENTRY_OUT_SIZE, OPEN_OUT_SIZE, OUT_HEADER_SIZE } from './constants.js';
+import { ATTR_OUT_SIZE, ATTR_SIZE, ENTRY_OUT_SIZE, OFFSET_MAX, OPEN_OUT_SIZE, OUT_HEADER_SIZE } from './constants.js';
 
 /** Largest file offset (off_t). */
-const OFF_MAX = 0x7fffffffffffffffn;
+const OFF_MAX = OFFSET_MAX;
 
 /**
  * Little-endian reader over one request's argument block. A field that

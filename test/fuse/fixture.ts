@@ -9,6 +9,7 @@ import path from 'node:path';
 import { pino } from 'pino';
 import { startDuofs, type Duofs, type ServeOptions } from '../../src/server.js';
 import type { FuseOptions } from '../../protocols/fuse/options.js';
+import type { LogLimits } from '../../src/log-limit.js';
 import { VhostUserFrontend, type FrontendOptions } from '../vhost/driver.js';
 import { P9Client } from '../p9/client.js';
 import { FuseClient, type InitOut } from './client.js';
@@ -38,6 +39,8 @@ export interface FixtureOptions {
   checkCrashes?: boolean;
   /** further serve options (id translation, ...) */
   serve?: Partial<ServeOptions>;
+  /** the daemon's per-peer log rate limit (false: every line is written) */
+  logLimits?: LogLimits | false;
 }
 
 export class FuseFixture {
@@ -79,6 +82,7 @@ export class FuseFixture {
       numRequestQueues: o.numRequestQueues ?? 2,
       fuse: { cache: 'auto', xattr: true, ...o.fuse },
       readonly: o.readonly ?? false,
+      ...(o.logLimits !== undefined ? { logLimits: o.logLimits } : {}),
       ...(o.ninep ? { ninepSocket: this.ninepSocket } : {}),
       ...o.serve,
       log,

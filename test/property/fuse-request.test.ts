@@ -2,7 +2,8 @@
 // the session's handling of truncated requests.
 import { expect } from '@jest/globals';
 import { fc, test } from '@fast-check/jest';
-import { Args, RequestBody, cstrings, parseExtensions, parseInHeader, type ReplyTo } from '../../protocols/fuse/request.js';
+import { RequestBody, parseExtensions, parseInHeader, type ReplyTo } from '../../protocols/fuse/request.js';
+import { ArgReader } from '../../protocols/fuse/wire.js';
 import { SysError } from '../../src/sys/index.js';
 import { FuseSession } from '../../protocols/fuse/session.js';
 import { defaultFuseOptions } from '../../protocols/fuse/options.js';
@@ -48,19 +49,23 @@ test.prop([segmented, fc.nat({ max: 320 }), fc.nat({ max: 320 })])('slices, copy
 });
 
 test.prop([fc.array(bytes(20).map((n) => Buffer.from(n.filter((c) => c !== 0))), { minLength: 1, maxLength: 4 }), fc.nat({ max: 4 })])(
-  'cstrings gives back NUL-terminated names, and refuses a missing NUL', (names, extra) => {
+  'ArgReader.name gives back NUL-terminated names, and refuses a missing NUL', (names, extra) => {
     const enc = Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])]));
-    expect(cstrings(enc, names.length)).toEqual(names);
-    expect(() => cstrings(enc.subarray(0, enc.length - 1), names.length)).toThrow(/not NUL-terminated/);
-    if (extra) expect(() => cstrings(enc, names.length + extra)).toThrow(/not NUL-terminated/);
+    const names_ = (b: Buffer, n: number): Buffer[] => {
+      const r = new ArgReader(b, 'RENAME');
+      return Array.from({ length: n }, (_, i) => r.name(`name${i}`));
+    };
+    expect(names_(enc, names.length)).toEqual(names);
+    expect(() => names_(enc.subarray(0, enc.length - 1), names.length)).toThrow(/FUSE RENAME name\d is not NUL-terminated/);
+    if (extra) expect(() => names_(enc, names.length + extra)).toThrow(/not NUL-terminated/);
   });
 
-test.prop([fc.bigInt({ min: 0n, max: 2n ** 64n - 1n })])('Args.offset: exact below 2^53, bigint to 2^63-1, EINVAL beyond', (v) => {
+test.prop([fc.bigInt({ min: 0n, max: 2n ** 64n - 1n })])('ArgReader.offset: exact below 2^53, bigint to 2^63-1, EINVAL beyond', (v) => {
   const b = Buffer.alloc(8);
   b.writeBigUInt64LE(v);
-  const a = new Args(b);
-  if (v > 0x7fffffffffffffffn) expect(() => a.offset()).toThrow(/beyond off_t/);
-  else expect(BigInt(a.offset())).toBe(v);
+  const a = new ArgReader(b, 'READ');
+  if (v > 0x7fffffffffffffffn) expect(() => a.offset('offset')).toThrow(/beyond off_t/);
+  else expect(BigInt(a.offset('offset'))).toBe(v);
 });
 
 test.prop([fc.array(fc.nat({ max: 0xffffffff }), { maxLength: 8 }), bytes(64), fc.nat({ max: 20 })])(
