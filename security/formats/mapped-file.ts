@@ -49,7 +49,7 @@ export function parseMetadata(text: Buffer): ParsedMeta {
       problems.push(`${m[1]} ${m[2]} out of range`);
       continue;
     }
-    const u = n < 0 ? n + 0x100000000 : n; // %d of an unsigned value
+    const u = n < 0 ? n + 0x100000000 : n + 0; // %d of an unsigned value; + 0 turns "-0" into 0
     const key = m[1] as (typeof KEYS)[number];
     if (key === 'rdev') meta.rdev = BigInt(u);
     else meta[key] = u;

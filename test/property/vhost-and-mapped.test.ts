@@ -100,3 +100,11 @@ test.prop([bytes(10)])('mapped-xattr: only exact-width values decode, and they e
   expect(r === undefined).toBe(b.length !== 8);
   if (r !== undefined) expect(encodeRdev(r)).toEqual(b);
 });
+
+// Found by the property above (seed 475558758): atoi("-0") is 0, and so is ours.
+test('mapped-file: "-0" parses as 0 and formats back as 0', () => {
+  const { meta } = parseMetadata(Buffer.from('virtfs.mode=-0\nvirtfs.uid=-0\n'));
+  expect(Object.is(meta.mode, 0)).toBe(true);
+  expect(Object.is(meta.uid, 0)).toBe(true);
+  expect(formatMetadata(meta).toString()).toContain('virtfs.mode=0\n');
+});
