@@ -5,20 +5,21 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 export type Layer =
-  | 'sys' | 'log' | 'security' | 'backend' | 'transport' | 'protocol' | 'binding' | 'doubles' | 'tools' | 'app';
+  | 'sys' | 'log' | 'io' | 'security' | 'backend' | 'transport' | 'protocol' | 'binding' | 'doubles' | 'tools' | 'app';
 
 /** What each layer may import (its own layer is always allowed). */
 export const MAY_USE: Record<Layer, readonly Layer[]> = {
   sys: [],
   log: ['sys'],
+  io: ['sys', 'log'],
   security: ['sys', 'log'],
-  backend: ['sys', 'log', 'security'],
+  backend: ['sys', 'log', 'io', 'security'],
   transport: ['sys', 'log'],
   protocol: ['sys', 'log', 'backend'],
   binding: ['sys', 'log', 'backend', 'protocol', 'transport'],
   doubles: ['sys', 'log', 'transport', 'protocol'],
-  tools: ['sys', 'log', 'security', 'backend', 'transport', 'protocol', 'binding', 'doubles'],
-  app: ['sys', 'log', 'security', 'backend', 'transport', 'protocol', 'binding', 'doubles', 'tools'],
+  tools: ['sys', 'log', 'io', 'security', 'backend', 'transport', 'protocol', 'binding', 'doubles'],
+  app: ['sys', 'log', 'io', 'security', 'backend', 'transport', 'protocol', 'binding', 'doubles', 'tools'],
 };
 
 /** Files that bind a protocol to a transport (the only protocol files that may import transports). */
@@ -31,6 +32,7 @@ export function layerOf(rel: string): Layer | undefined {
   if (rel.startsWith('test/') || rel.startsWith('scripts/') || rel.startsWith('node_modules/')) return undefined;
   if (rel.startsWith('src/sys/')) return 'sys';
   if (rel === 'src/log.ts' || rel === 'src/log-limit.ts') return 'log';
+  if (rel.startsWith('src/io/')) return 'io';
   if (rel.startsWith('security/')) return 'security';
   if (rel.startsWith('src/backend/')) return 'backend';
   if (rel.startsWith('protocols/virtqueue/') || rel.startsWith('protocols/vhost-user/') || rel === 'src/listeners.ts') return 'transport';
