@@ -55,18 +55,18 @@ const MAX_PENDING_XATTR_BYTES = 8 * 1024 * 1024;
 /** A handler's result when the transport has already sent the reply itself. */
 const SENT = Symbol('reply already sent');
 
-type Handler = (r: Reader, tag: number) => Buffer | Promise<Buffer> | typeof SENT;
+type Result = Buffer | typeof SENT;
+type Handler = (r: Reader, tag: number) => Result | Promise<Result>;
 
 /**
- * Zero-copy Rread: the transport reads up to `count` bytes of `fd` at
- * `offset` straight into its reply buffers (guest memory on virtio) and
- * sends the Rread. It throws SysError, before sending anything, on failure.
- */
-/**
  * An Rread the transport builds in place: `fill` reads up to `max` bytes into
- * the transport's segments from `skip` on (guest memory on virtio-9p).
+ * the transport's segments from `skip` on (guest memory on virtio-9p), and
+ * the transport sends the Rread once it resolves. On failure it rejects,
+ * before sending anything, and the session answers Rlerror.
  */
-export type DirectRead = (tag: number, count: number, fill: (dst: readonly Buffer[], skip: number, max: number) => number) => void;
+export type DirectRead = (
+  tag: number, count: number, fill: (dst: readonly Buffer[], skip: number, max: number) => Promise<number>,
+) => Promise<void>;
 
 /** Linux errno from whatever a handler threw; unknown errors become EIO. */
 function errnoOf(e: unknown): number {
@@ -140,7 +140,7 @@ export class Session {
         this.ctx.log.trace({ peer: this.peer, op: type, tag, errno, us: Number(process.hrtime.bigint() - started) / 1000 }, '9p request');
       }
     };
-    let result: Buffer | Promise<Buffer> | typeof SENT;
+    let result: Result | Promise<Result>;
     try {
       if (type === T.version) {
         result = this.version(new Reader(frame), tag);
@@ -160,7 +160,7 @@ export class Session {
       trace(0);
     } else if (result instanceof Promise) {
       const done = result.then(
-        (reply) => { this.reply(reply); trace(0); },
+        (reply) => { if (reply !== SENT) this.reply(reply); trace(0); },
         (e) => { this.fail(type, tag, e); trace(errnoOf(e)); },
       ).finally(() => { if (this.inflight.get(tag) === done) this.inflight.delete(tag); });
       this.inflight.set(tag, done);
@@ -193,6 +193,11 @@ export class Session {
     this.clunkAll();
     this.logs.flush();
     this.fds.close();
+  }
+
+  /** The settling of request `tag` if it is still running (its reply sent or dropped by then). */
+  running(tag: number): Promise<void> | undefined {
+    return this.inflight.get(tag);
   }
 
   /** Waits for requests still running (used on shutdown). */
@@ -507,13 +512,13 @@ export class Session {
 
   // ---- data ------------------------------------------------------------------
 
-  private read(r: Reader, tag: number): Buffer | typeof SENT {
+  private async read(r: Reader, tag: number): Promise<Result> {
     const f = this.fid(r.u32());
     const offset = r.offset();
     const count = Math.min(r.u32(), this.msize - IOHDRSZ);
     if (f.file && this.directRead) {
       const file = f.file;
-      this.directRead(tag, count, (dst, skip, max) => this.ctx.backend.read(file, offset, dst, skip, max));
+      await this.directRead(tag, count, (dst, skip, max) => this.ctx.backend.read(file, offset, dst, skip, max));
       return SENT;
     }
     const w = new Writer(IOHDRSZ + count);
@@ -527,7 +532,7 @@ export class Session {
       n = data.length;
     } else if (f.file) {
       const dst = w.reserve(count);
-      n = this.ctx.backend.read(f.file, offset, [dst], 0, count);
+      n = await this.ctx.backend.read(f.file, offset, [dst], 0, count);
       w.unreserve(count - n);
     } else if (f.dir) {
       fail(Errno.EISDIR, 'Tread', f.inode.label);
@@ -539,7 +544,7 @@ export class Session {
     return frame;
   }
 
-  private write(r: Reader, tag: number): Buffer {
+  private async write(r: Reader, tag: number): Promise<Buffer> {
     const f = this.fid(r.u32());
     const offset = r.offset();
     const count = r.u32();
@@ -555,7 +560,7 @@ export class Session {
       x.written += count;
       n = count;
     } else if (f.file) {
-      n = this.ctx.backend.write(f.file, offset, data, { partial: true }); // 9P clients retry a short count
+      n = await this.ctx.backend.write(f.file, offset, data, { partial: true }); // 9P clients retry a short count
     } else {
       fail(Errno.EBADF, 'Twrite', `${f.inode.label} is not open for writing`);
     }

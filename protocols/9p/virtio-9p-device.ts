@@ -54,8 +54,16 @@ export class Virtio9pDevice implements VhostUserDevice {
   }
 
   reset(): void {
-    this.session.close();
-    for (const c of this.pending.values()) c.complete(0);
+    const old = this.session;
+    old.close();
+    // A chain whose request still runs (a read filling it, a write taking
+    // its data from it) is returned only when that I/O has ended: until
+    // then its guest memory stays pinned, so nothing can be unmapped under it.
+    for (const [tag, c] of this.pending) {
+      const running = old.running(tag);
+      if (running) void running.finally(() => c.complete(0));
+      else c.complete(0);
+    }
     this.pending.clear();
     this.session = this.newSession();
   }
@@ -102,12 +110,14 @@ export class Virtio9pDevice implements VhostUserDevice {
     chain.complete(frame.length);
   }
 
-  private directRead(tag: number, count: number, fill: (dst: readonly Buffer[], skip: number, max: number) => number): void {
+  private async directRead(tag: number, count: number, fill: (dst: readonly Buffer[], skip: number, max: number) => Promise<number>): Promise<void> {
     const chain = this.pending.get(tag);
     if (!chain) throw new SysError(Errno.EPROTO, 'Tread', `no chain for tag ${tag}`);
     const want = Math.min(count, chain.writableLength - IOHDRSZ);
     if (want < 0) throw new SysError(Errno.ENOBUFS, 'Tread', 'reply buffers smaller than an Rread header');
-    const got = fill(chain.writable, IOHDRSZ, want);
+    const got = await fill(chain.writable, IOHDRSZ, want);
+    // A reset meanwhile handed the chain back already (after this read ended).
+    if (this.pending.get(tag) !== chain) return;
     const h = Buffer.alloc(IOHDRSZ);
     h.writeUInt32LE(IOHDRSZ + got, 0);
     h[4] = T.read + 1;

@@ -20,7 +20,6 @@ export class DevFuseMount {
   private readonly fd: number;
   private readonly poll: ReturnType<typeof koffi.node.poll>;
   private readonly inBuf: Buffer;
-  private readonly readBuf: Buffer;
   private closed = false;
 
   private constructor(
@@ -32,7 +31,6 @@ export class DevFuseMount {
   ) {
     this.fd = fd;
     this.inBuf = Buffer.alloc(bufferSize(maxWrite));
-    this.readBuf = Buffer.alloc(OUT_HEADER_SIZE + maxWrite);
     this.poll = koffi.node.poll(fd, { readable: true, disconnect: true }, (ev) => {
       if (ev.disconnect && !ev.readable) this.onUnmounted();
       else this.drain();
@@ -66,9 +64,10 @@ export class DevFuseMount {
         this.log.error({ mountpoint: this.mountpoint, errno: -n }, 'reading /dev/fuse failed');
         return;
       }
-      // Requests are parsed synchronously, so the read buffer can be reused.
+      // A request may finish after the next read (a WRITE's data on the
+      // engine): it gets bytes of its own.
       const unique = this.inBuf.readBigUInt64LE(8);
-      this.session.handle(RequestBody.of(this.inBuf.subarray(0, n)), this.replyTo(unique));
+      this.session.handle(RequestBody.of(Buffer.from(this.inBuf.subarray(0, n))), this.replyTo(unique));
     }
   }
 
@@ -85,19 +84,24 @@ export class DevFuseMount {
         return this.write(out);
       },
       sendRead: (size, fill) => {
-        const dst = this.readBuf.subarray(OUT_HEADER_SIZE, OUT_HEADER_SIZE + size);
-        let n: number;
-        try {
-          n = fill([dst], 0, size);
-        } catch (e) {
+        const buf = Buffer.allocUnsafe(OUT_HEADER_SIZE + size);
+        const failed = (e: unknown): void => {
           const errno = e instanceof SysError ? e.errno : Errno.EIO;
           const out = Buffer.alloc(OUT_HEADER_SIZE);
           encodeOutHeader(out, OUT_HEADER_SIZE, errno, unique);
           this.write(out);
-          return;
+        };
+        const filled = (n: number): void => {
+          encodeOutHeader(buf, OUT_HEADER_SIZE + n, 0, unique);
+          this.write(buf.subarray(0, OUT_HEADER_SIZE + n));
+        };
+        try {
+          const n = fill([buf.subarray(OUT_HEADER_SIZE, OUT_HEADER_SIZE + size)], 0, size);
+          if (typeof n === 'number') filled(n);
+          else n.then(filled, failed);
+        } catch (e) {
+          failed(e);
         }
-        encodeOutHeader(this.readBuf, OUT_HEADER_SIZE + n, 0, unique);
-        this.write(this.readBuf.subarray(0, OUT_HEADER_SIZE + n));
       },
       none: () => {},
     };

@@ -65,8 +65,8 @@ export class RequestBody {
   }
 }
 
-/** Fills `dst` from `skip` on with at most `max` bytes; returns how many. */
-export type ReadFill = (dst: readonly Buffer[], skip: number, max: number) => number;
+/** Fills `dst` from `skip` on with at most `max` bytes; returns (or resolves to) how many. */
+export type ReadFill = (dst: readonly Buffer[], skip: number, max: number) => number | Promise<number>;
 
 /** Where a reply goes; one per request, implemented by each transport. */
 export interface ReplyTo {
@@ -81,8 +81,9 @@ export interface ReplyTo {
    * READ: a reply body of up to `size` bytes that `fill` produces straight
    * into the destination (guest memory on virtio-fs): it gets the
    * transport's segments, where the body starts in them and how much room
-   * there is, and returns the bytes it put there. A SysError it throws
-   * becomes the error reply.
+   * there is, and returns the bytes it put there (or a promise of them: the
+   * destination must stay valid until it settles). A SysError it throws or
+   * rejects with becomes the error reply.
    */
   sendRead(size: number, fill: ReadFill): void;
   /** requests that get no reply (FORGET, BATCH_FORGET, INTERRUPT) */

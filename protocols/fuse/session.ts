@@ -645,7 +645,7 @@ export class FuseSession {
     out.sendRead(size, (dst, skip, max) => this.ctx.backend.read(file, offset, dst, skip, max));
   }
 
-  private write(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private async write(h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
     const a = args(body, 'WRITE', 40);
     const fh = a.u64('fuse_write_in.fh');
     const offset = a.offset('fuse_write_in.offset');
@@ -656,7 +656,7 @@ export class FuseSession {
     a.skip(4, 'fuse_write_in.padding');
     const file = this.file(fh, 'WRITE');
     if (size > this.ctx.options.maxWrite) fail(Errno.EINVAL, 'WRITE', `size ${size} above max_write`);
-    const done = this.ctx.backend.write(file, offset, body.slices(a.offsetInBlock, size), {
+    const done = await this.ctx.backend.write(file, offset, body.slices(a.offsetInBlock, size), {
       // With the writeback cache a short success would lose the rest (see WriteOptions).
       partial: !(this.wantFlags & INIT.WRITEBACK_CACHE),
       killSuidgid: (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0,
@@ -705,7 +705,7 @@ export class FuseSession {
     return this.ctx.backend.fsync(file, datasync !== 0).then(() => { out.send(0, []); });
   }
 
-  private fallocate(_h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private async fallocate(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
     const a = args(body, 'FALLOCATE', 32);
     const fh = a.u64('fuse_fallocate_in.fh');
     const offset = a.offset('fuse_fallocate_in.offset');
@@ -713,7 +713,7 @@ export class FuseSession {
     const mode = a.u32('fuse_fallocate_in.mode');
     a.skip(4, 'fuse_fallocate_in.padding');
     const file = this.file(fh, 'FALLOCATE');
-    this.ctx.backend.fallocate(file, mode, Number(offset), Number(length));
+    await this.ctx.backend.fallocate(file, mode, Number(offset), Number(length));
     out.send(0, []);
   }
 
@@ -731,7 +731,7 @@ export class FuseSession {
     out.send(0, [b]);
   }
 
-  private copyFileRange(_h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private async copyFileRange(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
     const a = args(body, 'COPY_FILE_RANGE', 56);
     const fhIn = a.u64('fuse_copy_file_range_in.fh_in');
     const offIn = a.offset('fuse_copy_file_range_in.off_in');
@@ -743,7 +743,7 @@ export class FuseSession {
     const fin = this.file(fhIn, 'COPY_FILE_RANGE');
     const fout = this.file(fhOut, 'COPY_FILE_RANGE');
     if (flags !== 0n) fail(Errno.EINVAL, 'COPY_FILE_RANGE', `flags ${flags}`);
-    const n = this.ctx.backend.copyFileRange(fin, Number(offIn), fout, Number(offOut), len);
+    const n = await this.ctx.backend.copyFileRange(fin, Number(offIn), fout, Number(offOut), len);
     const b = Buffer.alloc(8);
     b.writeUInt32LE(n, 0);
     out.send(0, [b]);

@@ -122,21 +122,27 @@ export class VirtioFsDevice implements VhostUserDevice {
         return true;
       },
       sendRead: (size, fill) => {
-        // Read straight into the guest's buffers after the reply header.
+        // Read straight into the guest's buffers after the reply header; the
+        // chain (and the guest memory it pins) stays ours until complete().
         const want = Math.min(size, chain.writableLength - OUT_HEADER_SIZE);
         if (want < 0) {
           fail(Errno.EINVAL);
           return;
         }
-        let got: number;
-        try {
-          got = fill(chain.writable, OUT_HEADER_SIZE, want);
-        } catch (e) {
+        const done = (got: number): void => {
+          put(out(OUT_HEADER_SIZE + got, 0), 0);
+          chain.complete(OUT_HEADER_SIZE + got);
+        };
+        const failed = (e: unknown): void => {
           fail(e instanceof SysError ? e.errno : Errno.EIO);
-          return;
+        };
+        try {
+          const got = fill(chain.writable, OUT_HEADER_SIZE, want);
+          if (typeof got === 'number') done(got);
+          else got.then(done, failed);
+        } catch (e) {
+          failed(e);
         }
-        put(out(OUT_HEADER_SIZE + got, 0), 0);
-        chain.complete(OUT_HEADER_SIZE + got);
       },
       none: () => chain.complete(0),
     };

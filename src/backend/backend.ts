@@ -12,13 +12,11 @@
 import {
   AT_FDCWD, AT_REMOVEDIR, Errno, O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL, O_NONBLOCK, O_PATH, O_RDONLY,
   O_TMPFILE, O_TRUNC, RENAME_EXCHANGE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
-  SysError, XATTR_SIZE_MAX, accessPathFd, close, copyFileRange, fail, fallocate, lseek, fchownFd, fstat, fstatfs, ftruncate, getxattr,
+  SysError, XATTR_SIZE_MAX, accessPathFd, close, fail, lseek, fchownFd, fstat, fstatfs, ftruncate, getxattr,
   fstatat, isSysError, linkFd, listxattr, openPath, openat, procPath, removexattr,
   renameat2, reopen, setxattr, syncfs, truncatePathFd, umask, unlinkat, utimensFd, withCredentials,
   type Credentials, type Stat, type StatFs, type TimeArg,
 } from '../sys/index.js';
-import { fdatasync as fdatasyncCb, fsync as fsyncCb } from 'node:fs';
-import { promisify } from 'node:util';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { createSecurityModel } from '../../security/create-model.js';
@@ -32,10 +30,11 @@ import { FdAccount, FdBudget, type FdBudgetLimits } from './fd-budget.js';
 import { LockTable } from './locks.js';
 import { checkEntryName, checkLookupName, isDot, isDotDot, printable } from './names.js';
 import { createFlags, openFlags } from './open-flags.js';
-import { preadIntoSegments, pwriteFromSegments, type WriteOptions } from '../sys/vectored.js';
-
-const fsyncAsync = promisify(fsyncCb);
-const fdatasyncAsync = promisify(fdatasyncCb);
+import type { WriteOptions } from '../sys/vectored.js';
+import type { FsSpeed, IoEngine } from '../io/engine.js';
+import { speedOfFd } from '../io/fs-speed.js';
+import { SyncEngine } from '../io/sync.js';
+import { readInto, writeFrom } from '../io/transfer.js';
 import { listedUnprivileged, unprivilegedRefusal, type XattrAccess } from './xattr-privilege.js';
 
 export interface BackendOptions {
@@ -55,6 +54,8 @@ export interface BackendOptions {
   inodeFdCap?: number;
   /** how RLIMIT_NOFILE is shared between sessions (see fd-budget.ts); default: no limit */
   fdLimits?: FdBudgetLimits;
+  /** where the data path's blocking calls run (default: inline, the sync engine) */
+  engine?: IoEngine;
   log?: Logger;
 }
 
@@ -88,9 +89,14 @@ export class Backend {
   readonly model: SecurityModel;
   private readonly modelName: SecurityModelName;
   private readonly ids: HostIds;
+  /** the I/O engine the data path runs on */
+  readonly engine: IoEngine;
+  /** speed class per host device (a filesystem mounted under the export has its own) */
+  private readonly speeds = new Map<bigint, FsSpeed>();
 
   constructor(opts: BackendOptions) {
     this.sharedDir = opts.sharedDir;
+    this.engine = opts.engine ?? new SyncEngine();
     this.readonly = opts.readonly ?? false;
     this.ids = new HostIds(opts.uidMap, opts.gidMap);
     this.modelName = opts.securityModel ?? 'passthrough';
@@ -309,7 +315,7 @@ export class Backend {
     if (f & O_TRUNC) this.checkWritable('open(O_TRUNC)', inode.label);
     if ((f & O_ACCMODE) !== O_RDONLY) this.checkWritable('open for write', inode.label);
     const fd = withCredentials(this.host(cr), () => reopen(inode.fd, f, inode.label));
-    return new OpenFile(this.ref(inode), fd, f);
+    return this.opened(new OpenFile(this.ref(inode), fd, f));
   }
 
   opendir(cr: Credentials | undefined, inode: Inode): DirStream {
@@ -387,7 +393,7 @@ export class Backend {
       close(fd);
       throw e;
     }
-    return { entry, file: new OpenFile(this.ref(entry.inode), fd, f & ~(O_CREAT | O_TRUNC | O_EXCL)) };
+    return { entry, file: this.opened(new OpenFile(this.ref(entry.inode), fd, f & ~(O_CREAT | O_TRUNC | O_EXCL))) };
   }
 
   /** create() of a name that exists: open(2)'s O_CREAT without O_EXCL. Undefined if the name is absent. */
@@ -425,7 +431,7 @@ export class Backend {
       close(fd);
       throw e;
     }
-    return { entry, file: new OpenFile(this.ref(entry.inode), fd, f & ~O_TMPFILE) };
+    return { entry, file: this.opened(new OpenFile(this.ref(entry.inode), fd, f & ~O_TMPFILE)) };
   }
 
   mkdir(cr: Credentials | undefined, parent: Inode, name: Buffer, mode: number, umask?: number): Entry {
@@ -512,8 +518,8 @@ export class Backend {
    * transport provides (guest memory, or a plain buffer) — starting `skip`
    * bytes in. Returns the bytes read (fewer at end of file).
    */
-  read(file: OpenFile, offset: number | bigint, dst: readonly Buffer[], skip: number, max: number): number {
-    return preadIntoSegments(dst, skip, file.fd, offset, max, file.inode.label);
+  read(file: OpenFile, offset: number | bigint, dst: readonly Buffer[], skip: number, max: number): Promise<number> {
+    return file.use((fd) => readInto(this.engine, { fd, speed: file.speed, what: file.inode.label }, offset, dst, skip, max));
   }
 
   /**
@@ -521,10 +527,22 @@ export class Backend {
    * received it) to `file` at `offset`; see WriteOptions for a failure part
    * way. `killSuidgid`: the caller lacks CAP_FSETID (FUSE's WRITE_KILL_SUIDGID).
    */
-  write(file: OpenFile, offset: number | bigint, src: readonly Buffer[], o: WriteOptions & { killSuidgid?: boolean }): number {
-    const n = pwriteFromSegments(src, file.fd, offset, file.inode.label, o);
-    if (o.killSuidgid) this.killSuidgid(file.inode);
+  async write(file: OpenFile, offset: number | bigint, src: readonly Buffer[], o: WriteOptions & { killSuidgid?: boolean }): Promise<number> {
+    const n = await file.use((fd) => writeFrom(this.engine, { fd, speed: file.speed, what: file.inode.label }, offset, src, o));
+    if (o.killSuidgid && !file.isClosed) this.killSuidgid(file.inode);
     return n;
+  }
+
+  /** Notes which engine policy fits the new file's filesystem. */
+  private opened(file: OpenFile): OpenFile {
+    const dev = file.inode.dev;
+    let speed = this.speeds.get(dev);
+    if (speed === undefined) {
+      speed = speedOfFd(file.fd);
+      this.speeds.set(dev, speed);
+    }
+    file.speed = speed;
+    return file;
   }
 
   /**
@@ -545,21 +563,22 @@ export class Backend {
   // ---- more of the data path ---------------------------------------------------
 
   /**
-   * fsync(2), or fdatasync(2), of an open handle, off the event loop (libuv's
-   * pool): a slow disk never holds up other requests, and the fd stays open
-   * until the call ends even if the handle is released meanwhile.
+   * fsync(2), or fdatasync(2), of an open handle on the engine: a slow disk
+   * never holds up other requests, and the fd stays open until the call
+   * ends even if the handle is released meanwhile.
    */
   fsync(file: OpenFile, datasync: boolean): Promise<void> {
     const op = datasync ? 'fdatasync' : 'fsync';
-    return file.use((fd) => (datasync ? fdatasyncAsync(fd) : fsyncAsync(fd))).then(
-      () => undefined,
-      (e: unknown) => { throw asSysError(e, op, file.inode.label); },
-    );
+    return file.use((fd) => this.engine.fsync(fd, datasync, file.speed)).then((r) => {
+      if (r < 0) throw new SysError(-r, op, file.inode.label);
+    });
   }
 
-  fallocate(file: OpenFile, mode: number, offset: number, length: number): void {
+  fallocate(file: OpenFile, mode: number, offset: number, length: number): Promise<void> {
     this.checkWritable('fallocate', file.inode.label);
-    fallocate(file.fd, mode, offset, length, file.inode.label);
+    return file.use((fd) => this.engine.fallocate(fd, mode, offset, length)).then((r) => {
+      if (r < 0) throw new SysError(-r, 'fallocate', file.inode.label);
+    });
   }
 
   /** lseek(2) on an open file; SEEK_DATA/SEEK_HOLE are what clients send through. */
@@ -568,10 +587,13 @@ export class Backend {
   }
 
   /** copy_file_range(2) between two open files; at most 2^31 - 4096 bytes a call, as the kernel does. */
-  copyFileRange(from: OpenFile, fromOffset: number, to: OpenFile, toOffset: number, length: number | bigint): number {
+  copyFileRange(from: OpenFile, fromOffset: number, to: OpenFile, toOffset: number, length: number | bigint): Promise<number> {
     this.checkWritable('copy_file_range', to.inode.label);
     const len = BigInt(length) > 0x7ffff000n ? 0x7ffff000 : Number(length);
-    return copyFileRange(from.fd, fromOffset, to.fd, toOffset, len);
+    return from.use((fdIn) => to.use((fdOut) => this.engine.copyFileRange(fdIn, fromOffset, fdOut, toOffset, len))).then((r) => {
+      if (r < 0) throw new SysError(-r, 'copy_file_range', `${from.inode.label} -> ${to.inode.label}`);
+      return r;
+    });
   }
 
   // ---- xattrs --------------------------------------------------------------
@@ -652,13 +674,6 @@ export class Backend {
 function checkXattrName(op: string, name: Buffer): void {
   if (name.length === 0 || name.length > 255) fail(name.length ? Errno.ERANGE : Errno.EINVAL, op, printable(name));
   if (name.includes(0)) fail(Errno.EINVAL, op, printable(name));
-}
-
-/** A node:fs callback error (fsync on libuv's pool) as the SysError the protocols map. */
-function asSysError(e: unknown, op: string, what: string): SysError {
-  if (isSysError(e)) return e;
-  const n = (e as NodeJS.ErrnoException).errno;
-  return new SysError(typeof n === 'number' ? Math.abs(n) : Errno.EIO, op, what);
 }
 
 export { SysError, Inode, OpenFile, DirStream, FdAccount, FdBudget };

@@ -3,6 +3,7 @@
 import { DT_UNKNOWN, close, getdents, seekdir, type Dirent } from '../sys/index.js';
 import type { Inode } from './inode-table.js';
 import type { FdAccount } from './fd-budget.js';
+import type { FsSpeed } from '../io/engine.js';
 
 export class OpenFile {
   private closed = false;
@@ -10,9 +11,16 @@ export class OpenFile {
   private busy = 0;
   /** the session whose fd budget this fd is charged to */
   account: FdAccount | undefined;
+  /** the speed class of its filesystem: what the engine may run inline */
+  speed: FsSpeed = 'remote';
 
   constructor(readonly inode: Inode, readonly fd: number, readonly flags: number) {
     inode.openCount++;
+  }
+
+  /** Released by its client (the fd may still serve calls in flight). */
+  get isClosed(): boolean {
+    return this.closed;
   }
 
   /** Runs an asynchronous call with the fd kept open until it finishes. */

@@ -29,14 +29,23 @@ export interface IoVecs {
   readonly keep: readonly Buffer[];
 }
 
+/**
+ * What the backend knows of a file's filesystem (from fstatfs), so an engine
+ * without the kernel's help (threads) can tell what may run inline:
+ * 'memory' (tmpfs: never blocks), 'local' (a disk filesystem: buffered
+ * writes land in the page cache), 'remote' (NFS, FUSE, anything unknown:
+ * everything may block). Engines that let the kernel decide ignore it.
+ */
+export type FsSpeed = 'memory' | 'local' | 'remote';
+
 export interface IoEngine {
   readonly kind: EngineKind;
   /** preadv(2). */
-  readv(fd: number, v: IoVecs, offset: Offset): Promise<number>;
+  readv(fd: number, v: IoVecs, offset: Offset, speed?: FsSpeed): Promise<number>;
   /** pwritev(2): one call, which may be short (the caller retries the rest). */
-  writev(fd: number, v: IoVecs, offset: Offset): Promise<number>;
+  writev(fd: number, v: IoVecs, offset: Offset, speed?: FsSpeed): Promise<number>;
   /** fsync(2), or fdatasync(2) when `datasync`. */
-  fsync(fd: number, datasync: boolean): Promise<number>;
+  fsync(fd: number, datasync: boolean, speed?: FsSpeed): Promise<number>;
   /** fallocate(2). */
   fallocate(fd: number, mode: number, offset: Offset, length: Offset): Promise<number>;
   /** copy_file_range(2) at explicit offsets (flags 0). */

@@ -39,6 +39,11 @@ export const c = {
   pwrite: lib.func('int64_t pwrite(int fd, const void *buf, size_t count, int64_t offset)'),
   preadv: lib.func('int64_t preadv(int fd, const void *iov, int iovcnt, int64_t offset)'),
   pwritev: lib.func('int64_t pwritev(int fd, const void *iov, int iovcnt, int64_t offset)'),
+  preadv2: lib.func('int64_t preadv2(int fd, const void *iov, int iovcnt, int64_t offset, int flags)'),
+  pwritev2: lib.func('int64_t pwritev2(int fd, const void *iov, int iovcnt, int64_t offset, int flags)'),
+  copyFileRangeAt: lib.func('copy_file_range', 'int64_t', ['int', 'void *', 'int', 'void *', 'size_t', 'uint32_t']),
+  /** memmove(p, p, 0) returns p: the address of a Buffer's memory, for iovecs and io_uring entries */
+  addressOf: lib.func('memmove', 'uintptr_t', ['void *', 'void *', 'size_t']),
   copy_file_range: lib.func('int64_t copy_file_range(int fdin, _Inout_ int64_t *offin, int fdout, _Inout_ int64_t *offout, size_t len, uint32_t flags)'),
   fcntl: lib.func('int fcntl(int fd, int cmd, void *arg)'),
   fcntlInt: lib.func('fcntl', 'int', ['int', 'int', 'long']),

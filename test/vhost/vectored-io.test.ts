@@ -1,13 +1,16 @@
 // File data between files and guest-memory segments with preadv/pwritev:
 // scattered pages, neighbours merged, more pieces than IOV_MAX, short reads
-// at end of file, and plain buffers (the /dev/fuse path) on the fallback.
+// at end of file, and plain buffers (the /dev/fuse path), on every engine.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from '@jest/globals';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, openSync, closeSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GuestMemory, hostAddressOf, type MappedRegion } from '../../protocols/virtqueue/guest-memory.js';
-import { preadIntoSegments, pwriteFromSegments } from '../../src/sys/vectored.js';
+import { readInto, writeFrom } from '../../src/io/transfer.js';
+import type { IoEngine } from '../../src/io/engine.js';
+import { SyncEngine } from '../../src/io/sync.js';
+import { ThreadsEngine } from '../../src/io/threads.js';
 import { closeFd, createMemfd } from '../../protocols/vhost-user/sys.js';
 
 const PAGE = 4096;
@@ -57,125 +60,132 @@ function collect(views: Buffer[], skip: number, len: number): Buffer {
   return Buffer.concat(views).subarray(skip, skip + len);
 }
 
-test('a 1 MiB write from 256 scattered guest pages lands in order, at the offset', () => {
-  const views = scatteredPages(256);
-  expect(hostAddressOf(views[0]!)).toBeDefined();
-  const data = pattern(256 * PAGE, 1);
-  fill(views, data);
-  const f = join(dir, 'w1');
-  writeFileSync(f, Buffer.alloc(10));
-  const fd = openSync(f, 'r+');
-  try {
-    expect(pwriteFromSegments(views, fd, 10, undefined, { partial: false })).toBe(data.length);
-  } finally {
-    closeSync(fd);
-  }
-  const back = readFileSync(f);
-  expect(back.length).toBe(10 + data.length);
-  expect(back.subarray(10).equals(data)).toBe(true);
-});
+const engines: [string, () => IoEngine][] = [['sync', () => new SyncEngine()], ['threads', () => new ThreadsEngine(4)]];
 
-test('contiguous pages and more pieces than IOV_MAX (1024) are written whole', () => {
-  // 1500 single-page views of which runs are contiguous in guest memory
-  const views: Buffer[] = [];
-  for (let i = 0; i < 1500; i++) {
-    const gpa = (i % 2 === 0 ? i : 1500 + i) * 512; // half-page pieces, alternating areas
-    expect(mem.translate(gpa, 512, views, pins)).toBe(true);
-  }
-  const data = pattern(1500 * 512, 2);
-  fill(views, data);
-  const f = join(dir, 'w2');
-  const fd = openSync(f, 'w+');
-  try {
-    expect(pwriteFromSegments(views, fd, 0n, undefined, { partial: false })).toBe(data.length);
-  } finally {
-    closeSync(fd);
-  }
-  expect(readFileSync(f).equals(data)).toBe(true);
-});
+describe.each(engines)('on the %s engine', (_name, make) => {
+  const engine = make();
+  afterAll(() => engine.close());
 
-test('a read fills segments after the header skip and stops short at end of file', () => {
-  const f = join(dir, 'r1');
-  const data = pattern(100_000, 3);
-  writeFileSync(f, data);
-  const views = scatteredPages(64); // 256 KiB of room
-  for (const v of views) v.fill(0xee);
-  const fd = openSync(f, 'r');
-  try {
-    expect(preadIntoSegments(views, 16, fd, 1000, 200_000)).toBe(99_000);
-    expect(collect(views, 16, 99_000).equals(data.subarray(1000))).toBe(true);
-    expect(collect(views, 0, 16).every((x) => x === 0xee)).toBe(true);
-    // max caps the read; nothing after it is touched
-    for (const v of views) v.fill(0xee);
-    expect(preadIntoSegments(views, 16, fd, 0, 5000)).toBe(5000);
-    expect(collect(views, 16, 5000).equals(data.subarray(0, 5000))).toBe(true);
-    expect(collect(views, 5016, 100).every((x) => x === 0xee)).toBe(true);
-    // at end of file: 0
-    expect(preadIntoSegments(views, 16, fd, 100_000, 4096)).toBe(0);
-  } finally {
-    closeSync(fd);
-  }
-});
-
-test('plain buffers (the /dev/fuse path) go through pread/pwrite one by one with the same result', () => {
-  const f = join(dir, 'p1');
-  const parts = [pattern(3000, 4), pattern(5000, 5)];
-  const fd = openSync(f, 'w+');
-  try {
-    expect(pwriteFromSegments(parts, fd, 0, undefined, { partial: false })).toBe(8000);
-    const into = [Buffer.alloc(100), Buffer.alloc(10_000)];
-    expect(preadIntoSegments(into, 50, fd, 0, 9000)).toBe(8000);
-    expect(collect(into, 50, 8000).equals(Buffer.concat(parts))).toBe(true);
-  } finally {
-    closeSync(fd);
-  }
-});
-
-test('an error names the call and the object', () => {
-  const views = scatteredPages(2);
-  const f = join(dir, 'ro');
-  writeFileSync(f, 'x');
-  const fd = openSync(f, 'r');
-  try {
-    expect(() => pwriteFromSegments(views, fd, 0, 'file ro', { partial: true })).toThrow(/pwritev.*file ro.*EBADF|EBADF.*pwritev/);
-  } finally {
-    closeSync(fd);
-  }
-});
-
-// A filesystem that fills up part way through a write: the first call is
-// short, the retry fails with ENOSPC. With { partial: false } (a client that
-// caches writes) the error is the answer; with { partial: true }, the count.
-describe('a write that meets a full disk', () => {
-  let full: string;
-  beforeAll(() => {
-    full = mkdtempSync(join(tmpdir(), 'duofs-vio-full-'));
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', full]);
-  });
-  afterAll(() => {
-    spawnSync('umount', ['-l', full]);
-    rmSync(full, { recursive: true, force: true });
-  });
-
-  test.each([['guest pages', () => scatteredPages(40)], ['plain buffers', () => [Buffer.alloc(100609)]]])('%s', (_label, make) => {
-    const views = make();
-    const size = views.reduce((n, v) => n + v.length, 0);
-    expect(size).toBeGreaterThan(65536);
-    for (const partial of [false, true]) {
-      const f = join(full, `f-${partial}`);
-      const fd = openSync(f, 'w+');
-      try {
-        if (!partial) expect(() => pwriteFromSegments(views, fd, 0, 'full file', { partial })).toThrow(/ENOSPC/);
-        else {
-          const n = pwriteFromSegments(views, fd, 0, 'full file', { partial });
-          expect(n).toBeGreaterThan(0);
-          expect(n).toBeLessThan(size);
-          expect(statSync(f).size).toBe(n);
-        }
-      } finally {
-        closeSync(fd);
-        rmSync(f);
-      }
+  test('a 1 MiB write from 256 scattered guest pages lands in order, at the offset', async () => {
+    const views = scatteredPages(256);
+    expect(hostAddressOf(views[0]!)).toBeDefined();
+    const data = pattern(256 * PAGE, 1);
+    fill(views, data);
+    const f = join(dir, 'w1');
+    writeFileSync(f, Buffer.alloc(10));
+    const fd = openSync(f, 'r+');
+    try {
+      expect(await writeFrom(engine, { fd, what: 'file' }, 10, views, { partial: false })).toBe(data.length);
+    } finally {
+      closeSync(fd);
     }
+    const back = readFileSync(f);
+    expect(back.length).toBe(10 + data.length);
+    expect(back.subarray(10).equals(data)).toBe(true);
+  });
+
+  test('contiguous pages and more pieces than IOV_MAX (1024) are written whole', async () => {
+    // 1500 single-page views of which runs are contiguous in guest memory
+    const views: Buffer[] = [];
+    for (let i = 0; i < 1500; i++) {
+      const gpa = (i % 2 === 0 ? i : 1500 + i) * 512; // half-page pieces, alternating areas
+      expect(mem.translate(gpa, 512, views, pins)).toBe(true);
+    }
+    const data = pattern(1500 * 512, 2);
+    fill(views, data);
+    const f = join(dir, 'w2');
+    const fd = openSync(f, 'w+');
+    try {
+      expect(await writeFrom(engine, { fd, what: 'file' }, 0n, views, { partial: false })).toBe(data.length);
+    } finally {
+      closeSync(fd);
+    }
+    expect(readFileSync(f).equals(data)).toBe(true);
+  });
+
+  test('a read fills segments after the header skip and stops short at end of file', async () => {
+    const f = join(dir, 'r1');
+    const data = pattern(100_000, 3);
+    writeFileSync(f, data);
+    const views = scatteredPages(64); // 256 KiB of room
+    for (const v of views) v.fill(0xee);
+    const fd = openSync(f, 'r');
+    try {
+      expect(await readInto(engine, { fd }, 1000, views, 16, 200_000)).toBe(99_000);
+      expect(collect(views, 16, 99_000).equals(data.subarray(1000))).toBe(true);
+      expect(collect(views, 0, 16).every((x) => x === 0xee)).toBe(true);
+      // max caps the read; nothing after it is touched
+      for (const v of views) v.fill(0xee);
+      expect(await readInto(engine, { fd }, 0, views, 16, 5000)).toBe(5000);
+      expect(collect(views, 16, 5000).equals(data.subarray(0, 5000))).toBe(true);
+      expect(collect(views, 5016, 100).every((x) => x === 0xee)).toBe(true);
+      // at end of file: 0
+      expect(await readInto(engine, { fd }, 100_000, views, 16, 4096)).toBe(0);
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  test('plain buffers (the /dev/fuse and socket paths) give the same result', async () => {
+    const f = join(dir, 'p1');
+    const parts = [pattern(3000, 4), pattern(5000, 5)];
+    const fd = openSync(f, 'w+');
+    try {
+      expect(await writeFrom(engine, { fd, what: 'file' }, 0, parts, { partial: false })).toBe(8000);
+      const into = [Buffer.alloc(100), Buffer.alloc(10_000)];
+      expect(await readInto(engine, { fd }, 0, into, 50, 9000)).toBe(8000);
+      expect(collect(into, 50, 8000).equals(Buffer.concat(parts))).toBe(true);
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  test('an error names the call and the object', async () => {
+    const views = scatteredPages(2);
+    const f = join(dir, 'ro');
+    writeFileSync(f, 'x');
+    const fd = openSync(f, 'r');
+    try {
+      await expect(writeFrom(engine, { fd, what: 'file ro' }, 0, views, { partial: true })).rejects.toThrow(/pwritev.*file ro.*EBADF|EBADF.*pwritev/);
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  // A filesystem that fills up part way through a write: the first call is
+  // short, the retry fails with ENOSPC. With { partial: false } (a client that
+  // caches writes) the error is the answer; with { partial: true }, the count.
+  describe('a write that meets a full disk', () => {
+    let full: string;
+    beforeAll(() => {
+      full = mkdtempSync(join(tmpdir(), 'duofs-vio-full-'));
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', full]);
+    });
+    afterAll(() => {
+      spawnSync('umount', ['-l', full]);
+      rmSync(full, { recursive: true, force: true });
+    });
+
+    test.each([['guest pages', () => scatteredPages(40)], ['plain buffers', () => [Buffer.alloc(100609)]]])('%s', async (_label, make) => {
+      const views = make();
+      const size = views.reduce((n, v) => n + v.length, 0);
+      expect(size).toBeGreaterThan(65536);
+      for (const partial of [false, true]) {
+        const f = join(full, `f-${partial}`);
+        const fd = openSync(f, 'w+');
+        try {
+          if (!partial) await expect(writeFrom(engine, { fd, what: 'full file' }, 0, views, { partial })).rejects.toThrow(/ENOSPC/);
+          else {
+            const n = await writeFrom(engine, { fd, what: 'full file' }, 0, views, { partial });
+            expect(n).toBeGreaterThan(0);
+            expect(n).toBeLessThan(size);
+            expect(statSync(f).size).toBe(n);
+          }
+        } finally {
+          closeSync(fd);
+          rmSync(f);
+        }
+      }
+    });
   });
 });

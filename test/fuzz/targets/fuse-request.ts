@@ -128,16 +128,24 @@ export function fuseRequestTarget(): FuzzTarget {
             return true;
           },
           sendRead: (size, fill) => {
-            once('sendRead');
-            if (size > options.maxWrite) { violation ??= `${what}: READ of ${size} bytes, above max_write`; return; }
+            if (size > options.maxWrite) { once('sendRead'); violation ??= `${what}: READ of ${size} bytes, above max_write`; return; }
             // As /dev/fuse does: fill one buffer; a SysError becomes the error reply.
-            try {
-              const n = fill([readBuf.subarray(0, size)], 0, size);
+            const filled = (n: number): void => {
               if (!(n >= 0 && n <= size)) violation ??= `${what}: READ filled ${n} of at most ${size} bytes`;
               out.error = 0;
-            } catch (e) {
+              once('sendRead');
+            };
+            const failed = (e: unknown): void => {
               if (!(e instanceof SysError)) violation ??= `${what}: READ fill threw ${(e as Error).message}`;
               out.error = e instanceof SysError ? e.errno : 5;
+              once('sendRead');
+            };
+            try {
+              const n = fill([readBuf.subarray(0, size)], 0, size);
+              if (typeof n === 'number') filled(n);
+              else n.then(filled, failed);
+            } catch (e) {
+              failed(e);
             }
           },
           none: () => { once('none'); },

@@ -1,0 +1,58 @@
+// A slow disk on demand: wraps an engine and starts every read, write and
+// fsync a fixed time late, without holding the event loop (a timer per call,
+// so any number wait at once, as on real storage). The call itself runs at
+// the end, so the memory it reads or fills is touched late, as a disk's DMA
+// would: tests use that to prove guest memory outlives the requests on it.
+// For tests and the bench's slow-storage mode (--debug-io-latency-ms).
+import type { EngineStats, FsSpeed, IoEngine, IoVecs, Offset } from './engine.js';
+
+export class LatencyEngine implements IoEngine {
+  constructor(private readonly inner: IoEngine, private readonly ms: number) {}
+
+  get kind() {
+    return this.inner.kind;
+  }
+
+  get inflight(): number {
+    return this.inner.inflight + this.waiting;
+  }
+
+  private waiting = 0;
+
+  private later(call: () => Promise<number>): Promise<number> {
+    this.waiting++;
+    return new Promise((resolve) => setTimeout(() => {
+      this.waiting--;
+      resolve(call());
+    }, this.ms));
+  }
+
+  readv(fd: number, v: IoVecs, offset: Offset, speed?: FsSpeed): Promise<number> {
+    return this.later(() => this.inner.readv(fd, v, offset, speed));
+  }
+
+  writev(fd: number, v: IoVecs, offset: Offset, speed?: FsSpeed): Promise<number> {
+    return this.later(() => this.inner.writev(fd, v, offset, speed));
+  }
+
+  fsync(fd: number, datasync: boolean, speed?: FsSpeed): Promise<number> {
+    return this.later(() => this.inner.fsync(fd, datasync, speed));
+  }
+
+  fallocate(fd: number, mode: number, offset: Offset, length: Offset): Promise<number> {
+    return this.inner.fallocate(fd, mode, offset, length);
+  }
+
+  copyFileRange(fdIn: number, offIn: Offset, fdOut: number, offOut: Offset, length: number): Promise<number> {
+    return this.inner.copyFileRange(fdIn, offIn, fdOut, offOut, length);
+  }
+
+  stats(): EngineStats {
+    return this.inner.stats();
+  }
+
+  async close(): Promise<void> {
+    while (this.waiting > 0) await new Promise((r) => setTimeout(r, this.ms));
+    await this.inner.close();
+  }
+}
