@@ -1,3 +1,6 @@
 #!/usr/bin/env node
 // The duofs command. Runs the compiled CLI (`npm run build` or `npm start` builds it).
-import '../dist/src/cli.js';
+// CommonJS, so the thread pool is sized before anything starts it (thread-pool.js).
+'use strict';
+require('./thread-pool.js').sizeThreadPool(process.argv.slice(2));
+import('../dist/src/cli.js');

@@ -18,6 +18,7 @@ import { CompatError } from '../compat/errors.js';
 import { IdMapError, asIdTranslations, parseIdRules } from '../security/id-map.js';
 import { ConvertError, convertExport, formatSummary } from './convert/convert.js';
 import { ExportInUseError } from './convert/in-use.js';
+import { ENGINE_CHOICES, type EngineChoice } from './io/select.js';
 import { benchOptions, runBench, type BenchArgs } from './bench/main.js';
 
 /** QEMU's fmode/dmode: octal, masked with 0777, only for the mapped models. */
@@ -40,6 +41,12 @@ function positive(flag: string, v: number): number {
   return v;
 }
 
+/** --thread-pool-size: libuv's pool takes 1 to 1024 threads. */
+function poolSize(v: number): number {
+  if (!Number.isSafeInteger(v) || v < 1 || v > 1024) throw new StartupError(`--thread-pool-size ${v}: expected 1 to 1024 threads`);
+  return v;
+}
+
 async function serve(argv: {
   sharedDir?: string; fsdev?: string; translateUid?: string[]; translateGid?: string[]; '9pSocket'?: string; '9pTcp'?: string; '9pFd'?: number; '9pMaxMsize': number;
   readonly: boolean; logLevel: string; logFormat?: LogFormat; syslog: boolean; logBurst: number; logRate: number; fuseMount?: string; cache: CacheMode; writeback: boolean; xattr: boolean;
@@ -47,6 +54,7 @@ async function serve(argv: {
   tag: string; numRequestQueues: number; '9pVhostSocket'?: string[]; '9pTag'?: string; fmode?: string; dmode?: string;
   '9pPermissions'?: NinepPermissions;
   '9pMaxFids': number; rlimitNofile?: number; sessionMaxOpen?: number;
+  ioEngine?: EngineChoice; threadPoolSize?: number; debugIoLatencyMs?: number;
 }): Promise<void> {
   const log = createLogger(argv.logLevel as LevelWithSilent, { format: argv.logFormat, syslog: argv.syslog });
   const logLimits = parseLogLimits(argv.logBurst, argv.logRate);
@@ -72,6 +80,9 @@ async function serve(argv: {
     rlimitNofile: argv.rlimitNofile === undefined ? undefined : positive('--rlimit-nofile', argv.rlimitNofile),
     sessionMaxOpen: argv.sessionMaxOpen === undefined ? undefined : positive('--session-max-open', argv.sessionMaxOpen),
     readonly: argv.readonly || fsdev.readonly === true,
+    ioEngine: argv.ioEngine,
+    threadPoolSize: argv.threadPoolSize === undefined ? undefined : poolSize(argv.threadPoolSize),
+    ioLatencyMs: argv.debugIoLatencyMs,
     securityModel: model,
     fmode: parseOctalMode('--fmode', argv.fmode, model) ?? fsdev.fmode,
     dmode: parseOctalMode('--dmode', argv.dmode, model) ?? fsdev.dmode,
@@ -128,6 +139,9 @@ export async function main(args: string[]): Promise<void> {
         .option('9p-max-fids', { type: 'number', default: DEFAULT_9P_MAX_FIDS, describe: 'most fids one 9P session may hold; a walk-only fid costs memory, not an fd (past the limit: EMFILE)' })
         .option('rlimit-nofile', { type: 'number', describe: 'set the open-file limit (soft and hard) to N first, as virtiofsd; default: raise the soft limit to the hard one. Sessions share it as docs/operator-guide.md describes' })
         .option('session-max-open', { type: 'number', describe: 'most files and directories one session (a 9P connection, a virtio-fs or virtio-9p guest, the FUSE mount) may hold open; past it, and when the shared pool runs out, its opens get EMFILE (default: half the pool)' })
+        .option('io-engine', { choices: ENGINE_CHOICES, describe: 'where reads, writes, fsync, fallocate and copy_file_range run, so a slow disk, NFS or FUSE filesystem under the export stalls no other request: io_uring (submission rings, completions in the event loop), threads (a thread pool; what the page cache answers stays inline), sync (everything inline on the one thread); auto = io_uring where the kernel allows it, else threads. Default: auto, or DUOFS_IO_ENGINE' })
+        .option('thread-pool-size', { type: 'number', describe: 'threads in the pool the threads engine (and copy_file_range) uses, as virtiofsd\'s flag; default 16 (or UV_THREADPOOL_SIZE)' })
+        .option('debug-io-latency-ms', { type: 'number', hidden: true, describe: 'tests and benchmarks: start every read, write and fsync this many ms late (a simulated slow disk)' })
         .option('security-model', { choices: SECURITY_MODELS, describe: 'how guest owners, modes and file types map onto the host, as QEMU -fsdev local: passthrough (real owners; run as root), mapped-xattr (alias mapped; guest view in user.virtfs.* xattrs), mapped-file (in .virtfs_metadata files), none (like passthrough, ownership changes may fail silently)' })
         .option('fmode', { type: 'string', describe: 'mapped models: host mode of created files, octal (default 0600)' })
         .option('dmode', { type: 'string', describe: 'mapped models: host mode of created directories, octal (default 0700)' })

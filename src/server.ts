@@ -18,6 +18,9 @@ import type { NinepPermissions, SessionContext } from '../protocols/9p/session.j
 import { FuseSession } from '../protocols/fuse/session.js';
 import { DevFuseMount } from '../protocols/fuse/dev-fuse.js';
 import { defaultFuseOptions, type FuseOptions } from '../protocols/fuse/options.js';
+import { createEngine, defaultEngineChoice, threadPoolSize, type EngineChoice } from './io/select.js';
+import { LatencyEngine } from './io/latency.js';
+import type { IoEngine } from './io/engine.js';
 import { VirtioFsDevice } from '../protocols/fuse/virtio-fs-device.js';
 import { listenVhostUser, type VhostUserServer } from '../protocols/vhost-user/index.js';
 import { Virtio9pDevice } from '../protocols/9p/virtio-9p-device.js';
@@ -75,6 +78,14 @@ export interface ServeOptions {
   /** FUSE (virtio-fs and /dev/fuse) session options */
   fuse?: Partial<FuseOptions>;
   readonly?: boolean;
+  /** where blocking I/O runs: auto (io_uring, else the thread pool), io_uring, threads or sync (all inline); default auto */
+  ioEngine?: EngineChoice;
+  /** the thread pool size asked for (--thread-pool-size); the pool itself is sized by bin/thread-pool.js before it starts */
+  threadPoolSize?: number;
+  /** an engine already made (tests, embedders), closed with the server; overrides ioEngine */
+  engine?: IoEngine;
+  /** tests and the bench: start every read, write and fsync this many ms late (a slow disk) */
+  ioLatencyMs?: number;
   logLevel?: LevelWithSilent;
   log?: Logger;
   /** rate limit of the log lines each peer can cause, per kind (false: none); default DEFAULT_LOG_LIMITS */
@@ -128,7 +139,15 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     nofile = raiseNofileLimit();
   }
   const fdLimits = defaultFdLimits(nofile, opts.sessionMaxOpen);
+  let engine: IoEngine;
+  try {
+    engine = await openEngine(opts, log);
+  } catch (e) {
+    exportLock.release();
+    throw e instanceof SysError ? new StartupError(e.message) : e;
+  }
   const backend = new Backend({
+    engine,
     sharedDir: opts.sharedDir,
     readonly: opts.readonly ?? false,
     securityModel: opts.securityModel ?? 'passthrough',
@@ -270,6 +289,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     for (const s of servers) s.close();
     for (const m of fuseMounts) m.close();
     for (const v of vhostServers) v.close();
+    void engine.close();
     exportLock.release();
     throw e;
   }
@@ -284,6 +304,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
       await stopped;
       for (const v of vhostServers) v.close();
       for (const m of fuseMounts) m.close();
+      await engine.close(); // calls still running end first: their fds and buffers stay valid until then
       for (const o of origins.values()) o.flush();
       for (const p of socketPaths) {
         try {
@@ -299,6 +320,23 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
   };
 
   return { backend, log, ninepTcpAddress, connections, close };
+}
+
+/** The engine --io-engine asks for, logged once with what it runs on. */
+async function openEngine(opts: ServeOptions, log: Logger): Promise<IoEngine> {
+  const pool = threadPoolSize();
+  if (opts.threadPoolSize !== undefined && opts.threadPoolSize !== pool) {
+    log.warn({ asked: opts.threadPoolSize, pool }, `thread pool size ${opts.threadPoolSize} asked for, but the pool has ${pool} threads: it was sized before the option was read (start duofs through bin/, or set UV_THREADPOOL_SIZE)`);
+  }
+  if (opts.engine) return opts.engine;
+  let engine = await createEngine({ choice: opts.ioEngine ?? defaultEngineChoice(), threadPoolSize: pool, log });
+  const latency = opts.ioLatencyMs ?? 0;
+  if (latency > 0) {
+    engine = new LatencyEngine(engine, latency);
+    log.warn({ latencyMs: latency }, 'debug: every read, write and fsync starts late (a simulated slow disk)');
+  }
+  log.info({ ioEngine: engine.kind, threadPool: engine.kind === 'sync' ? undefined : pool }, `I/O engine: ${engine.kind}`);
+  return engine;
 }
 
 /** The FUSE mountpoint must exist and lie outside the export (the server would serve itself). */

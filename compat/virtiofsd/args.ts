@@ -19,6 +19,7 @@
 //   `no_flock`).
 import type { LevelWithSilent } from 'pino';
 import type { SecurityModel, ServeOptions } from '../../src/server.js';
+import { ENGINE_CHOICES, type EngineChoice } from '../../src/io/select.js';
 import type { CacheMode, FuseOptions } from '../../protocols/fuse/options.js';
 import { IdMap, IdMapError, parseIdRule, type IdRule } from '../../security/id-map.js';
 import { CompatError } from '../errors.js';
@@ -56,7 +57,6 @@ export interface VirtiofsdArgs {
 
 /** Accepted options that change nothing in duofs, and why (the documented table). */
 export const NO_EFFECT: Readonly<Record<string, string>> = {
-  '--thread-pool-size': 'duofs runs metadata operations on one thread and moves bulk data with its own worker threads; there is no pool to size',
   '--sandbox': 'duofs confines every path operation to the export by construction (one name per openat with O_NOFOLLOW, RESOLVE_BENEATH); it does not chroot or enter namespaces, so namespace, chroot and none behave alike',
   '--seccomp': 'duofs installs no seccomp filter (Node.js needs a wide syscall set); none, kill, log and trap behave alike',
   '--inode-file-handles': 'never, prefer and fallback are accepted: duofs decides per inode whether it keeps an O_PATH fd or a file handle (mandatory is refused: duofs cannot promise it)',
@@ -102,7 +102,7 @@ const LONG: Record<string, Kind> = {
   'migration-on-error': 'value', 'migration-verify-handles': 'flag', 'migration-confirm-paths': 'flag',
   help: 'flag', version: 'flag',
   // duofs extensions (documented in the README beside this file)
-  'security-model': 'value', fmode: 'value', dmode: 'value', 'log-format': 'value',
+  'security-model': 'value', fmode: 'value', dmode: 'value', 'log-format': 'value', 'io-engine': 'value',
 };
 
 const SHORT: Record<string, Kind> = { o: 'value', d: 'flag', f: 'flag', h: 'flag', V: 'flag' };
@@ -334,10 +334,16 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
       case '--fd':
         fd = uint(name, v, 0x7fffffff);
         break;
-      case '--thread-pool-size':
-        uint(name, v);
-        noEffect(name, `${name}=${v}`);
+      case '--thread-pool-size': {
+        // virtiofsd: 0 = no pool, requests run on the queue thread. duofs
+        // keeps blocking calls off its one thread whatever the size (io_uring
+        // needs no pool), so 0 keeps the default pool rather than stalling.
+        const n = uint(name, v);
+        if (n === 0) notes.push(`${name}=0: duofs still runs blocking I/O off its event loop (io_uring, or a pool of the default size); 0 does not make it serve inline`);
+        else if (n > 1024) notes.push(`${name}=${v}: libuv's pool has at most 1024 threads; using 1024`);
+        opts.threadPoolSize = n === 0 ? undefined : Math.min(n, 1024);
         break;
+      }
       case '--xattr':
         fuse.xattr = true;
         break;
@@ -361,6 +367,10 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
         break;
       case '--syslog':
         syslog = true;
+        break;
+      case '--io-engine':
+        if (!ENGINE_CHOICES.includes(v as EngineChoice)) throw new CompatError(`--io-engine ${v}: invalid (${ENGINE_CHOICES.join(', ')})`, name);
+        opts.ioEngine = v as EngineChoice;
         break;
       case '--log-format':
         if (v !== 'json' && v !== 'text') throw new CompatError(`--log-format ${v}: invalid (json, text)`, name);

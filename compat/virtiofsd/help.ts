@@ -28,6 +28,8 @@ Options (virtiofsd's):
       --log-level <error|warn|info|debug|trace|off>   [default: info]
       --syslog                    log to syslog (/dev/log) [default: stderr]
       --rlimit-nofile <N>         open-file limit (0: leave it)
+      --thread-pool-size <N>      threads for blocking I/O where io_uring is not used [default: 16;
+                                  0 keeps the default: duofs never serves blocking I/O inline]
       --print-capabilities        print the vhost-user backend JSON and exit
   -o <OPTS>                       legacy form: source=, cache=auto|always|none|metadata, loglevel=,
                                   sandbox=, xattrmap=, xattr, no_xattr, writeback, no_writeback,
@@ -38,7 +40,7 @@ Options (virtiofsd's):
   -h, --help / -V, --version
 
 Accepted without effect (see compat/virtiofsd/README.md for why):
-  --thread-pool-size, --sandbox, --seccomp, --inode-file-handles=never|prefer|fallback,
+  --sandbox, --seccomp, --inode-file-handles=never|prefer|fallback,
   --killpriv-v2, --no-killpriv-v2 (duofs always offers it), --preserve-noatime, -f,
   --security-label=never
 
@@ -50,6 +52,7 @@ duofs extensions:
       --security-model <passthrough|mapped-xattr|mapped-file|none>   [default: passthrough]
       --fmode <OCTAL>, --dmode <OCTAL>   host modes of files/dirs created in the mapped models
       --log-format <text|json>    text: virtiofsd's lines [default]; json: pino's JSON lines
+      --io-engine <auto|io_uring|threads|sync>   where blocking I/O runs [default: auto]
 
 Environment: DUOFS_VIRTIOFSD_DRY_RUN=1 prints the resulting serve options as JSON and exits.
 `;

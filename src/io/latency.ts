@@ -6,8 +6,12 @@
 // For tests and the bench's slow-storage mode (--debug-io-latency-ms).
 import type { EngineStats, FsSpeed, IoEngine, IoVecs, Offset } from './engine.js';
 
+export type DelayedCall = 'read' | 'write' | 'fsync';
+/** ms before a call starts: one figure for all, or per call and fd (tests make one file slow). */
+export type Delay = number | ((call: DelayedCall, fd: number) => number);
+
 export class LatencyEngine implements IoEngine {
-  constructor(private readonly inner: IoEngine, private readonly ms: number) {}
+  constructor(private readonly inner: IoEngine, private readonly delay: Delay) {}
 
   get kind() {
     return this.inner.kind;
@@ -19,24 +23,35 @@ export class LatencyEngine implements IoEngine {
 
   private waiting = 0;
 
-  private later(call: () => Promise<number>): Promise<number> {
+  private later(what: DelayedCall, fd: number, call: () => Promise<number>): Promise<number> {
+    const ms = typeof this.delay === 'number' ? this.delay : this.delay(what, fd);
+    if (ms <= 0) return call();
     this.waiting++;
     return new Promise((resolve) => setTimeout(() => {
       this.waiting--;
       resolve(call());
-    }, this.ms));
+      if (this.waiting === 0) this.wakeIdle();
+    }, ms));
+  }
+
+  private idle: (() => void)[] = [];
+
+  private wakeIdle(): void {
+    const w = this.idle;
+    this.idle = [];
+    for (const f of w) f();
   }
 
   readv(fd: number, v: IoVecs, offset: Offset, speed?: FsSpeed): Promise<number> {
-    return this.later(() => this.inner.readv(fd, v, offset, speed));
+    return this.later('read', fd, () => this.inner.readv(fd, v, offset, speed));
   }
 
   writev(fd: number, v: IoVecs, offset: Offset, speed?: FsSpeed): Promise<number> {
-    return this.later(() => this.inner.writev(fd, v, offset, speed));
+    return this.later('write', fd, () => this.inner.writev(fd, v, offset, speed));
   }
 
   fsync(fd: number, datasync: boolean, speed?: FsSpeed): Promise<number> {
-    return this.later(() => this.inner.fsync(fd, datasync, speed));
+    return this.later('fsync', fd, () => this.inner.fsync(fd, datasync, speed));
   }
 
   fallocate(fd: number, mode: number, offset: Offset, length: Offset): Promise<number> {
@@ -52,7 +67,7 @@ export class LatencyEngine implements IoEngine {
   }
 
   async close(): Promise<void> {
-    while (this.waiting > 0) await new Promise((r) => setTimeout(r, this.ms));
+    if (this.waiting > 0) await new Promise<void>((r) => this.idle.push(r));
     await this.inner.close();
   }
 }

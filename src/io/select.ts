@@ -33,6 +33,25 @@ async function uringFactory(): Promise<UringFactory | undefined> {
   }
 }
 
+/**
+ * The engine when --io-engine is not given: DUOFS_IO_ENGINE, else auto. (The
+ * test suites run once per engine through it; operators may set it too.)
+ */
+export function defaultEngineChoice(): EngineChoice {
+  const v = process.env['DUOFS_IO_ENGINE'];
+  if (v === undefined || v === '') return 'auto';
+  if (!ENGINE_CHOICES.includes(v as EngineChoice)) {
+    throw new SysError(22 /* EINVAL */, 'DUOFS_IO_ENGINE', `${v} is not an engine (${ENGINE_CHOICES.join(', ')})`);
+  }
+  return v as EngineChoice;
+}
+
+/** libuv's pool as this process has it (bin/thread-pool.js sizes it from --thread-pool-size before it starts). */
+export function threadPoolSize(): number {
+  const n = Number(process.env['UV_THREADPOOL_SIZE']);
+  return Number.isInteger(n) && n >= 1 ? Math.min(n, 1024) : 4;
+}
+
 export async function createEngine(o: EngineOptions): Promise<IoEngine> {
   if (o.choice === 'sync') return new SyncEngine();
   const threads = new ThreadsEngine(o.threadPoolSize);

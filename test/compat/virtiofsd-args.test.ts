@@ -103,12 +103,23 @@ test('-d is debug, -f is accepted and noted', () => {
 });
 
 test('options accepted without effect are noted, with a reason from the table', () => {
-  const r = parseVirtiofsdArgs([...base, '--thread-pool-size=64', '--sandbox', 'none', '--seccomp=kill', '--inode-file-handles=prefer',
-    '--no-killpriv-v2', '--killpriv-v2', '--preserve-noatime', '--security-label=never', '--thread-pool-size=8']);
-  expect(r.notes).toHaveLength(8); // once each, though --thread-pool-size came twice: with its last value
-  expect(r.notes[0]).toMatch(/^--thread-pool-size=8: /);
+  const r = parseVirtiofsdArgs([...base, '--sandbox', 'none', '--seccomp=kill', '--inode-file-handles=prefer',
+    '--no-killpriv-v2', '--killpriv-v2', '--preserve-noatime', '--security-label=never', '--seccomp=none']);
+  expect(r.notes).toHaveLength(7); // once each, though --seccomp came twice: with its last value
+  expect(r.notes[1]).toMatch(/^--seccomp=none: /);
   for (const n of r.notes) expect(n).toMatch(/accepted, no effect in duofs: \S/);
   expect(refused([...base, '--sandbox', 'jail']).option).toBe('--sandbox');
+});
+
+test('--thread-pool-size sizes the pool of the threads engine; 0 (virtiofsd: no pool) keeps the default, noted', () => {
+  expect(parseVirtiofsdArgs([...base, '--thread-pool-size=64', '--thread-pool-size=8']).options.threadPoolSize).toBe(8);
+  expect(parseVirtiofsdArgs([...base, '--thread-pool-size', '1']).options.threadPoolSize).toBe(1);
+  const zero = parseVirtiofsdArgs([...base, '--thread-pool-size=0']);
+  expect(zero.options.threadPoolSize).toBeUndefined();
+  expect(zero.notes).toEqual([expect.stringMatching(/^--thread-pool-size=0: duofs still runs blocking I\/O off its event loop/)]);
+  const huge = parseVirtiofsdArgs([...base, '--thread-pool-size=5000']);
+  expect(huge.options.threadPoolSize).toBe(1024);
+  expect(huge.notes[0]).toMatch(/at most 1024/);
   expect(refused([...base, '--thread-pool-size=-1']).option).toBe('--thread-pool-size');
 });
 
