@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 // `npm test`: installs what the tests need, typechecks, then runs every jest
 // suite (unit, protocol, host FUSE and real-guest lab tests) in one run so
-// the closing "N passed, N failed" line counts all of them.
+// the closing "N passed, N failed" line counts all of them; then the
+// protocol, FUSE, vhost and two lab suites once more on each other I/O engine
+// (`npm run test:engines` runs everything on every engine).
 // Extra arguments go to jest (e.g. `npm test -- test/9p`).
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -29,20 +31,35 @@ if (existsSync(labSetup) && process.env.DUOFS_SKIP_LAB !== '1') {
 }
 
 const args = process.argv.slice(2);
-const results = join(root, '.cache', 'jest-results.json');
-mkdirSync(dirname(results), { recursive: true });
-rmSync(results, { force: true });
-const status = run(process.execPath, [
-  '--experimental-vm-modules', '--no-warnings=ExperimentalWarning',
-  join(root, 'node_modules/jest/bin/jest.js'), '--json', `--outputFile=${results}`, ...args,
-]);
-// The last line of the run is the plain count CI reads.
-let line = '0 passed, 1 failed';
-if (existsSync(results)) {
-  const r = JSON.parse(readFileSync(results, 'utf8'));
-  const failed = r.numFailedTests + r.numRuntimeErrorTestSuites;
-  const skipped = r.numPendingTests + r.numTodoTests;
-  line = `${r.numPassedTests} passed, ${failed} failed` + (skipped ? `, ${skipped} skipped` : '');
+const resultsDir = join(root, '.cache');
+mkdirSync(resultsDir, { recursive: true });
+
+/** One jest run; returns its exit status and counts (from --json). */
+function jest(name, jestArgs, env = {}) {
+  const file = join(resultsDir, `jest-results${name ? `-${name}` : ''}.json`);
+  rmSync(file, { force: true });
+  const status = run(process.execPath, [
+    '--experimental-vm-modules', '--no-warnings=ExperimentalWarning',
+    join(root, 'node_modules/jest/bin/jest.js'), '--json', `--outputFile=${file}`, ...jestArgs,
+  ], env);
+  if (!existsSync(file)) return { status: status || 1, passed: 0, failed: 1, skipped: 0 };
+  const r = JSON.parse(readFileSync(file, 'utf8'));
+  return { status, passed: r.numPassedTests, failed: r.numFailedTests + r.numRuntimeErrorTestSuites, skipped: r.numPendingTests + r.numTodoTests };
 }
-console.log(`\n${line}`);
-process.exit(status);
+
+const runs = [jest('', args)];
+// The main run uses the default engine (auto: io_uring where the kernel
+// allows it). The protocol, FUSE and vhost suites and two real-guest suites
+// run once more on each other engine (DUOFS_ENGINE_MATRIX, comma-separated;
+// empty: none). Only for a whole run: `npm test -- PATTERN` runs PATTERN once.
+const MATRIX_SUITES = ['test/fuse/', 'test/p9/', 'test/vhost/', 'test/lab/cross-protocol.test.ts', 'test/lab/virtio9p.test.ts'];
+const matrix = args.length ? [] : (process.env.DUOFS_ENGINE_MATRIX ?? 'threads,sync').split(',').filter(Boolean);
+for (const engine of matrix) {
+  console.error(`duofs: the protocol, FUSE, vhost and two lab suites again on --io-engine ${engine}`);
+  runs.push(jest(engine, MATRIX_SUITES, { DUOFS_IO_ENGINE: engine }));
+}
+// The last line of the run is the plain count CI reads.
+const sum = (k) => runs.reduce((a, r) => a + r[k], 0);
+const skipped = sum('skipped');
+console.log(`\n${sum('passed')} passed, ${sum('failed')} failed` + (skipped ? `, ${skipped} skipped` : ''));
+process.exit(runs.find((r) => r.status !== 0)?.status ?? 0);
