@@ -88,7 +88,7 @@ onRing('the io_uring engine on a real file', () => {
     }
   });
 
-  test('offsets beyond 2^32, as bigint, are 64-bit positions', async () => {
+  test('offsets beyond 2^32, as bigint or number, are 64-bit positions', async () => {
     const { path, fd } = file('big');
     const at = 2n ** 32n + 4099n;
     try {
@@ -98,6 +98,10 @@ onRing('the io_uring engine on a real file', () => {
       const back = Buffer.alloc(3000);
       expect(await engine.readv(fd, iov([back]), at)).toBe(3000);
       expect(back.equals(data)).toBe(true);
+      // the same position as a plain number
+      const again = Buffer.alloc(3000);
+      expect(await engine.readv(fd, iov([again]), Number(at))).toBe(3000);
+      expect(again.equals(data)).toBe(true);
       // the low 32 bits alone hold nothing
       const low = Buffer.alloc(16, 0xee);
       expect(await engine.readv(fd, iov([low]), 4099)).toBe(16);
