@@ -134,6 +134,21 @@ onRing('the io_uring engine on a real file', () => {
     await expect(engine.fallocate(fd, 0, 0, 10)).resolves.toBe(-EBADF);
   });
 
+  test('a bad fd in the middle of one batch fails alone; the calls around it complete', async () => {
+    const good = file('batch', pattern(8192, 12));
+    const bad = file('batch-bad');
+    closeSync(bad.fd);
+    try {
+      const b = Array.from({ length: 6 }, () => Buffer.alloc(1024));
+      const fds = [good.fd, bad.fd, good.fd, bad.fd, bad.fd, good.fd];
+      const r = await Promise.all(fds.map((fd, i) => engine.readv(fd, iov([b[i]!]), i * 1024)));
+      expect(r).toEqual([1024, -EBADF, 1024, -EBADF, -EBADF, 1024]);
+      for (const i of [0, 2, 5]) expect(b[i]!.equals(pattern(8192, 12).subarray(i * 1024, (i + 1) * 1024))).toBe(true);
+    } finally {
+      closeSync(good.fd);
+    }
+  });
+
   test('a negative offset is EINVAL, never "the file position" (READV\'s -1)', async () => {
     const { fd } = file('neg', pattern(10, 5));
     try {
