@@ -7,6 +7,7 @@ import { SysError, errnoName } from '../sys/index.js';
 import type { EngineKind, IoEngine } from './engine.js';
 import { SyncEngine } from './sync.js';
 import { ThreadsEngine } from './threads.js';
+import { createUringEngine } from './uring.js';
 
 export type EngineChoice = EngineKind | 'auto';
 export const ENGINE_CHOICES: readonly EngineChoice[] = ['auto', 'io_uring', 'threads', 'sync'];
@@ -18,19 +19,6 @@ export interface EngineOptions {
   /** io_uring submission queue entries */
   ringEntries?: number;
   log?: Logger;
-}
-
-type UringFactory = (o: { entries?: number; fallback: IoEngine }) => IoEngine;
-
-/** Loaded on demand, so a build without the io_uring engine still serves. */
-async function uringFactory(): Promise<UringFactory | undefined> {
-  try {
-    const spec = './uring.js'; // TEMP until the io_uring engine lands
-    const m = (await import(spec)) as { createUringEngine?: UringFactory };
-    return m.createUringEngine;
-  } catch {
-    return undefined;
-  }
 }
 
 /**
@@ -56,16 +44,11 @@ export async function createEngine(o: EngineOptions): Promise<IoEngine> {
   if (o.choice === 'sync') return new SyncEngine();
   const threads = new ThreadsEngine(o.threadPoolSize);
   if (o.choice === 'threads') return threads;
-  const factory = await uringFactory();
   let why: string;
-  if (!factory) {
-    why = 'this build has no io_uring engine';
-  } else {
-    try {
-      return factory({ entries: o.ringEntries, fallback: threads });
-    } catch (e) {
-      why = e instanceof SysError ? `io_uring_setup failed: ${errnoName(e.errno)}` : `io_uring engine failed: ${(e as Error).message}`;
-    }
+  try {
+    return createUringEngine({ entries: o.ringEntries, fallback: threads });
+  } catch (e) {
+    why = e instanceof SysError ? `${e.op} failed: ${errnoName(e.errno)}` : `io_uring engine failed: ${(e as Error).message}`;
   }
   if (o.choice === 'io_uring') throw new SysError(95 /* EOPNOTSUPP */, '--io-engine io_uring', why);
   o.log?.info({ engine: 'threads', reason: why }, `io_uring unavailable (${why}); using the thread pool`);

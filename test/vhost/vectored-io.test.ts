@@ -11,6 +11,7 @@ import { readInto, writeFrom } from '../../src/io/transfer.js';
 import type { IoEngine } from '../../src/io/engine.js';
 import { SyncEngine } from '../../src/io/sync.js';
 import { ThreadsEngine } from '../../src/io/threads.js';
+import { createUringEngine } from '../../src/io/uring.js';
 import { closeFd, createMemfd } from '../../protocols/vhost-user/sys.js';
 
 const PAGE = 4096;
@@ -60,7 +61,20 @@ function collect(views: Buffer[], skip: number, len: number): Buffer {
   return Buffer.concat(views).subarray(skip, skip + len);
 }
 
-const engines: [string, () => IoEngine][] = [['sync', () => new SyncEngine()], ['threads', () => new ThreadsEngine(4)]];
+const engines: [string, () => IoEngine][] = [
+  ['sync', () => new SyncEngine()],
+  ['threads', () => new ThreadsEngine(4)],
+  ['io_uring', () => createUringEngine({ fallback: new ThreadsEngine(4) })],
+];
+// io_uring only where the kernel hands out rings (kernel.io_uring_disabled = 0; test/io/uring.test.ts covers the refusal)
+const uringOff = ((): boolean => {
+  try {
+    return readFileSync('/proc/sys/kernel/io_uring_disabled', 'utf8').trim() !== '0';
+  } catch {
+    return false;
+  }
+})();
+if (uringOff) engines.pop();
 
 describe.each(engines)('on the %s engine', (_name, make) => {
   const engine = make();
