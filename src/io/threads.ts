@@ -11,16 +11,11 @@
 //     on anything else they go to the pool.
 //   * fsync, fallocate and copy_file_range always go to the pool, except
 //     on tmpfs (nothing to wait for).
-import {
-  RWF_NOWAIT, copyFileRangeOnPool, fallocateOnPool, fsyncOnPool, fsyncRaw, preadvOnPool, preadvRaw,
-  pwritevOnPool, pwritevRaw,
-} from '../sys/raw-io.js';
+import { copyFileRangeOnPool, fallocateOnPool, fsyncOnPool, preadvOnPool, pwritevOnPool } from '../sys/raw-io.js';
 import { offsetBig, type EngineStats, type FsSpeed, type IoEngine, type IoVecs, type Offset } from './engine.js';
-import { iovLength, iovSkip } from './iov.js';
+import { fsyncInline, readInlineFirst, writeInline } from './inline-first.js';
 
-const EAGAIN = 11;
 const EBADF = 9;
-const EOPNOTSUPP = 95;
 
 export class ThreadsEngine implements IoEngine {
   readonly kind = 'threads' as const;
@@ -58,28 +53,25 @@ export class ThreadsEngine implements IoEngine {
 
   readv(fd: number, v: IoVecs, offset: Offset, speed: FsSpeed = 'remote'): Promise<number> {
     if (this.closed) return Promise.resolve(-EBADF);
-    if (speed === 'memory') return this.inline(preadvRaw(fd, v.iov, v.count, offset));
-    const r = preadvRaw(fd, v.iov, v.count, offset, RWF_NOWAIT);
-    if (r === -EAGAIN || r === -EOPNOTSUPP) return this.offload((done) => preadvOnPool(fd, v.iov, v.count, offset, done), v);
-    if (r <= 0) return this.inline(r);
-    const want = iovLength(v);
-    if (r >= want) return this.inline(r);
-    // Partly in the page cache: the rest may need the disk.
-    const rest = iovSkip(v, r);
-    const at = typeof offset === 'bigint' ? offset + BigInt(r) : offset + r;
-    this.inlineCalls++;
-    return this.offload((done) => preadvOnPool(fd, rest.iov, rest.count, at, done), rest).then((n) => (n < 0 ? r : r + n));
+    const a = readInlineFirst(fd, v, offset, speed);
+    if ('done' in a) return this.inline(a.done);
+    if (a.got) this.inlineCalls++;
+    const got = a.got;
+    return this.offload((done) => preadvOnPool(fd, a.rest.iov, a.rest.count, a.offset, done), a.rest)
+      .then((n) => (got === 0 ? n : n < 0 ? got : got + n));
   }
 
   writev(fd: number, v: IoVecs, offset: Offset, speed: FsSpeed = 'remote'): Promise<number> {
     if (this.closed) return Promise.resolve(-EBADF);
-    if (speed !== 'remote') return this.inline(pwritevRaw(fd, v.iov, v.count, offset));
+    const r = writeInline(fd, v, offset, speed);
+    if (r !== undefined) return this.inline(r);
     return this.offload((done) => pwritevOnPool(fd, v.iov, v.count, offset, done), v);
   }
 
   fsync(fd: number, datasync: boolean, speed: FsSpeed = 'remote'): Promise<number> {
     if (this.closed) return Promise.resolve(-EBADF);
-    if (speed === 'memory') return this.inline(fsyncRaw(fd, datasync));
+    const r = fsyncInline(fd, datasync, speed);
+    if (r !== undefined) return this.inline(r);
     return this.offload((done) => fsyncOnPool(fd, datasync, done), undefined);
   }
 

@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { closeSync, fstatSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import type { IoEngine, IoVecs } from '../../src/io/engine.js';
 import { buildIov } from '../../src/io/iov.js';
@@ -33,6 +34,13 @@ beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'duofs-uring-'));
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** The file's bytes read with O_DIRECT, leaving the page cache as it was. */
+function readFileSyncNoCache(path: string): Buffer {
+  const r = spawnSync('dd', [`if=${path}`, 'bs=64k', 'iflag=direct', 'status=none'], { maxBuffer: 1 << 24 });
+  if (r.status !== 0) throw new Error(`dd: ${r.stderr.toString()}`);
+  return r.stdout;
+}
 
 /** An iovec array over `bufs`, in order. */
 function iov(bufs: Buffer[]): IoVecs {
@@ -64,7 +72,7 @@ onRing('the io_uring engine on a real file', () => {
   const fallback = new CountingFallback(2);
   let engine: IoEngine;
   beforeAll(() => {
-    engine = createUringEngine({ fallback });
+    engine = createUringEngine({ fallback, inlineFirst: false });
   });
   afterAll(() => engine.close());
 
@@ -207,7 +215,7 @@ onRing('the io_uring engine on a real file', () => {
 
 onRing('more calls than the ring holds', () => {
   test('1000 concurrent reads on an 8-entry ring all complete with the right data', async () => {
-    const engine = createUringEngine({ entries: 8, fallback: new ThreadsEngine(2) });
+    const engine = createUringEngine({ entries: 8, fallback: new ThreadsEngine(2), inlineFirst: false });
     const data = pattern(1000 * 512, 9);
     const { fd } = file('many', data);
     try {
@@ -229,7 +237,7 @@ onRing('more calls than the ring holds', () => {
   });
 
   test('1000 concurrent writes, then fsyncs, on a 4-entry ring: every byte lands', async () => {
-    const engine = createUringEngine({ entries: 4, fallback: new ThreadsEngine(2) });
+    const engine = createUringEngine({ entries: 4, fallback: new ThreadsEngine(2), inlineFirst: false });
     const { path, fd } = file('many-w');
     try {
       const data = pattern(1000 * 100, 10);
@@ -253,7 +261,7 @@ onRing('more calls than the ring holds', () => {
 onRing('close()', () => {
   test('waits for every call in flight, then refuses calls with -EBADF; twice is fine', async () => {
     const fallback = new ThreadsEngine(2);
-    const engine = createUringEngine({ entries: 4, fallback });
+    const engine = createUringEngine({ entries: 4, fallback, inlineFirst: false });
     const { fd } = file('close', pattern(64 * 1024, 11));
     const settled: number[] = [];
     const calls: Promise<number>[] = [];
@@ -279,6 +287,29 @@ onRing('close()', () => {
     expect(await engine.writev(fd, iov([Buffer.alloc(8)]), 0)).toBe(-EBADF);
     closeSync(fd);
     closeSync(out.fd);
+  });
+
+  test('inline first: a page-cache hit is answered inline, a read the disk must serve goes through the ring', async () => {
+    // Written with O_DIRECT, so none of it is in the page cache yet.
+    const path = join(dir, 'cold');
+    const dd = spawnSync('dd', ['if=/dev/urandom', `of=${path}`, 'bs=64k', 'count=4', 'oflag=direct', 'status=none']);
+    expect(dd.status).toBe(0);
+    const want = readFileSyncNoCache(path);
+    const fd = openSync(path, 'r');
+    const engine = createUringEngine({ fallback: new ThreadsEngine(1) });
+    try {
+      const cold = Buffer.alloc(4096);
+      expect(await engine.readv(fd, iov([cold]), 65536, 'local')).toBe(4096);
+      expect(cold.equals(want.subarray(65536, 65536 + 4096))).toBe(true);
+      expect(engine.stats()).toMatchObject({ inline: 0, offloaded: 1 });
+      const warm = Buffer.alloc(4096);
+      expect(await engine.readv(fd, iov([warm]), 65536, 'local')).toBe(4096); // now cached
+      expect(warm.equals(cold)).toBe(true);
+      expect(engine.stats()).toMatchObject({ inline: 1, offloaded: 1 });
+    } finally {
+      await engine.close();
+      closeSync(fd);
+    }
   });
 
   test('an idle engine closes at once', async () => {
