@@ -76,6 +76,23 @@ test('replies come as their I/O completes: a slow read does not hold up the requ
   fe.close();
 });
 
+test('multiqueue: a slow read on one request queue does not hold up the other queue', async () => {
+  const { c, fe } = await fx.guest();
+  const slow = await openByName(c, 'slow1');
+  const fast = await openByName(c, 'fast');
+  const order: string[] = [];
+  const slowReads = Promise.all([0, 1, 2, 3].map((i) => c.read(slow.fh, BigInt(i * 1024), 1024, { queue: 1 })))
+    .then((b) => { order.push('queue 1 reads'); return b; });
+  const fastRead = c.read(fast.fh, 0n, 100, { queue: 2 }).then((b) => { order.push('queue 2 read'); return b; });
+  const [s, f] = await Promise.all([slowReads, fastRead]);
+  expect(order).toEqual(['queue 2 read', 'queue 1 reads']);
+  expect(Buffer.concat(s).equals(slowData)).toBe(true);
+  expect(f.toString()).toBe('fast data');
+  await c.release(slow.fh);
+  await c.release(fast.fh);
+  fe.close();
+});
+
 test('RELEASE and FORGET while a read is in flight: the read still returns the data, then the fd closes', async () => {
   const { c, fe } = await fx.guest();
   const slow = await openByName(c, 'slow2');
@@ -112,11 +129,11 @@ test('RESET_DEVICE and REM_MEM_REG with a read in flight: the read lands in the 
   g.fe.close();
 });
 
-test('a guest that disconnects with reads in flight: no fault, no fd left, and the next guest is served', async () => {
+test('a guest that disconnects with 200 reads in flight: no fault, no fd left, and the next guest is served', async () => {
   const g = await fx.guest();
   const slow = await openByName(g.c, 'slow4');
   const failedBefore = engine.failed.length;
-  for (let i = 0; i < 16; i++) void g.c.read(slow.fh, BigInt(i * 256), 256).catch(() => undefined);
+  for (let i = 0; i < 200; i++) void g.c.read(slow.fh, BigInt((i % 16) * 256), 256).catch(() => undefined);
   await new Promise((r) => setTimeout(r, 50));
   g.fe.close(); // the VMM dies: its end of guest RAM goes with it
   await new Promise((r) => setTimeout(r, SLOW_MS * 2));
