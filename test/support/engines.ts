@@ -69,3 +69,31 @@ export class RecordingEngine implements IoEngine {
     return this.inner.close();
   }
 }
+
+/** Makes chosen calls fail as the storage would: `fault(call, fd)` returns an errno to fail with, or 0 to pass the call on. */
+export class FaultEngine extends RecordingEngine {
+  constructor(inner: IoEngine, private readonly fault: (call: CallResult['call'], fd: number) => number) {
+    super(inner);
+  }
+
+  private failing(call: CallResult['call'], fd: number, pass: () => Promise<number>): Promise<number> {
+    const e = this.fault(call, fd);
+    return e ? Promise.resolve(-e) : pass();
+  }
+
+  override readv(fd: number, v: IoVecs, offset: Offset, speed?: FsSpeed): Promise<number> {
+    return this.failing('read', fd, () => super.readv(fd, v, offset, speed));
+  }
+
+  override writev(fd: number, v: IoVecs, offset: Offset, speed?: FsSpeed): Promise<number> {
+    return this.failing('write', fd, () => super.writev(fd, v, offset, speed));
+  }
+
+  override fsync(fd: number, datasync: boolean, speed?: FsSpeed): Promise<number> {
+    return this.failing('fsync', fd, () => super.fsync(fd, datasync, speed));
+  }
+
+  override fallocate(fd: number, mode: number, offset: Offset, length: Offset): Promise<number> {
+    return this.failing('fallocate', fd, () => super.fallocate(fd, mode, offset, length));
+  }
+}
