@@ -7,6 +7,14 @@ import { HEADER_SIZE } from './constants.js';
 import { Session, type SessionContext } from './session.js';
 import type { PeerLog } from '../../src/log-limit.js';
 
+/**
+ * Frames handled per turn of the event loop. One 64 KiB chunk of small
+ * requests holds thousands; past this many the rest wait for the next turn
+ * (the socket paused meanwhile), so one pipelining client cannot hold every
+ * other connection, guest and new connection back.
+ */
+export const STREAM_BATCH = 64;
+
 export class StreamConnection {
   readonly session: Session;
   private chunks: Buffer[] = [];
@@ -14,6 +22,10 @@ export class StreamConnection {
   private closed = false;
   private corked = false;
   private awaitingDrain = false;
+  /** a batch was cut short: the rest is handled on the next turn */
+  private yielding = false;
+  /** shutdown(): no more requests are taken */
+  private stopping = false;
 
   /** lines about the connection itself: limited per origin, not per connection (reconnecting buys nothing) */
   private readonly origin: PeerLog;
@@ -36,7 +48,7 @@ export class StreamConnection {
         this.socket.pause();
         this.socket.once('drain', () => {
           this.awaitingDrain = false;
-          if (!this.closed) this.socket.resume();
+          if (!this.closed && !this.yielding && !this.stopping) this.socket.resume();
         });
       }
     });
@@ -47,7 +59,13 @@ export class StreamConnection {
   }
 
   private onData(b: Buffer): void {
-    // Replies to everything in this chunk leave in one writev, not one write each.
+    this.chunks.push(b);
+    this.buffered += b.length;
+    if (!this.yielding) this.parse();
+  }
+
+  /** Replies to everything handled in this turn leave in one writev, not one write each. */
+  private corkForTurn(): void {
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
@@ -56,9 +74,15 @@ export class StreamConnection {
         this.socket.uncork();
       });
     }
-    this.chunks.push(b);
-    this.buffered += b.length;
-    while (!this.closed && this.buffered >= 4) {
+  }
+
+  private parse(): void {
+    this.corkForTurn();
+    for (let handled = 0; !this.closed && this.buffered >= 4; handled++) {
+      if (handled === STREAM_BATCH) {
+        this.yieldTurn();
+        return;
+      }
       const head = this.chunks[0]!.length >= 4 ? this.chunks[0]! : this.flatten();
       const size = head.readUInt32LE(0);
       if (size < HEADER_SIZE || size > this.session.maxFrame) {
@@ -76,6 +100,17 @@ export class StreamConnection {
     }
   }
 
+  private yieldTurn(): void {
+    this.yielding = true;
+    this.socket.pause();
+    setImmediate(() => {
+      this.yielding = false;
+      if (this.closed || this.stopping) return;
+      if (!this.awaitingDrain) this.socket.resume();
+      this.parse();
+    });
+  }
+
   private flatten(): Buffer {
     if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks, this.buffered)];
     return this.chunks[0]!;
@@ -83,6 +118,7 @@ export class StreamConnection {
 
   /** Stops taking requests; lets running ones finish (bounded), then closes. */
   async shutdown(graceMs = 5000): Promise<void> {
+    this.stopping = true;
     this.socket.pause();
     await Promise.race([this.session.drain(), new Promise((r) => setTimeout(r, graceMs).unref())]);
     this.socket.end();
