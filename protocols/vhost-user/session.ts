@@ -56,8 +56,17 @@ class QueueSlot {
   /** Started by SET_VRING_KICK, stopped by GET_VRING_BASE. */
   started = false;
   queue: SplitQueue | null = null;
+  /** the rest of a drain cut short at QUEUE_BATCH, on the next turn */
+  continuation: ReturnType<typeof setImmediate> | undefined;
   constructor(readonly index: number) {}
 }
+
+/**
+ * Chains taken from one queue per turn of the event loop. A guest can keep a
+ * 1024-entry ring full; past this many the rest is taken on the next turn,
+ * after the other queues, guests, sockets and connections have had theirs.
+ */
+export const QUEUE_BATCH = 64;
 
 export class Session {
   readonly memory: GuestMemory;
@@ -472,12 +481,20 @@ export class Session {
   }
 
   private dropQueue(s: QueueSlot): void {
+    if (s.continuation !== undefined) clearImmediate(s.continuation);
+    s.continuation = undefined;
     s.queue?.retire();
     s.queue = null;
   }
 
   private process(s: QueueSlot): void {
-    if (s.started && s.enabled && s.queue) s.queue.drain(this.dispatchers[s.index]!);
+    if (!(s.started && s.enabled && s.queue)) return;
+    if (s.queue.drain(this.dispatchers[s.index]!, QUEUE_BATCH) && s.continuation === undefined) {
+      s.continuation = setImmediate(() => {
+        s.continuation = undefined;
+        this.process(s); // whatever queue the slot has by then: what a kick would do
+      });
+    }
   }
 
   private dispatch(q: number, chain: DescriptorChain): void {

@@ -131,17 +131,32 @@ export class SplitQueue implements ChainOwner {
    * avail_event (EVENT_IDX) and rechecks. Chains completed synchronously by
    * `dispatch` are published together, with one interrupt, at the end.
    */
-  drain(dispatch: (chain: DescriptorChain) => void): void {
+  /**
+   * Dispatches available chains, at most `max` of them. Returns true when it
+   * stopped at `max` with more available: the caller continues on a later
+   * turn (no kick will come for those). Otherwise the queue is empty and,
+   * with EVENT_IDX, the driver is asked to kick for the next entry.
+   */
+  drain(dispatch: (chain: DescriptorChain) => void, max = Infinity): boolean {
     this.draining = true;
+    let taken = 0;
     try {
       for (;;) {
         let chain: DescriptorChain | null;
-        while ((chain = this.pop()) !== null) dispatch(chain);
-        if (this.brokenBy !== undefined || this.retired || !this.eventIdx) return;
+        while (taken < max && (chain = this.pop()) !== null) {
+          taken++;
+          dispatch(chain);
+        }
+        if (this.brokenBy !== undefined || this.retired) return false;
+        if (Atomics.load(this.avail16, 1) !== this.lastAvailIdx) {
+          if (taken >= max) return true; // the rest on a later turn: no kick will come for it
+          continue; // a chain was refused; the ones after it still count
+        }
+        if (!this.eventIdx) return false;
         // Ask for a kick at the next new entry, then close the race with a driver
         // that added one before seeing our avail_event.
         Atomics.store(this.used16, 2 + 4 * this.size, this.lastAvailIdx);
-        if (Atomics.load(this.avail16, 1) === this.lastAvailIdx) return;
+        if (Atomics.load(this.avail16, 1) === this.lastAvailIdx) return false;
       }
     } finally {
       this.draining = false;
