@@ -8,12 +8,11 @@ import { Session, type SessionContext } from './session.js';
 import type { PeerLog } from '../../src/log-limit.js';
 
 /**
- * Frames handled per turn of the event loop. One 64 KiB chunk of small
- * requests holds thousands; past this many the rest wait for the next turn
- * (the socket paused meanwhile), so one pipelining client cannot hold every
- * other connection, guest and new connection back.
+ * Requests one connection hands to its session per turn of the event loop;
+ * the rest wait for a setImmediate, so a client pipelining thousands of
+ * requests cannot hold up other connections, transports or completions.
  */
-export const STREAM_BATCH = 64;
+export const MESSAGES_PER_TURN = 32;
 
 export class StreamConnection {
   readonly session: Session;
@@ -22,9 +21,11 @@ export class StreamConnection {
   private closed = false;
   private corked = false;
   private awaitingDrain = false;
-  /** a batch was cut short: the rest is handled on the next turn */
-  private yielding = false;
-  /** shutdown(): no more requests are taken */
+  /** A continuation that parses frames left over from the last batch. */
+  private resume: NodeJS.Immediate | null = null;
+  /** Paused because complete frames wait to be parsed (the buffer must not grow meanwhile). */
+  private backlogPaused = false;
+  /** shutdown(): no more requests are taken. */
   private stopping = false;
 
   /** lines about the connection itself: limited per origin, not per connection (reconnecting buys nothing) */
@@ -48,7 +49,9 @@ export class StreamConnection {
         this.socket.pause();
         this.socket.once('drain', () => {
           this.awaitingDrain = false;
-          if (!this.closed && !this.yielding && !this.stopping) this.socket.resume();
+          if (this.closed || this.stopping) return;
+          if (this.backlogPaused) this.continueLater(); // it resumes the socket once caught up
+          else this.socket.resume();
         });
       }
     });
@@ -61,11 +64,18 @@ export class StreamConnection {
   private onData(b: Buffer): void {
     this.chunks.push(b);
     this.buffered += b.length;
-    if (!this.yielding) this.parse();
+    // Frames wait for a continuation: it takes these bytes in order, after them.
+    if (!this.backlogPaused && !this.stopping) this.parse();
   }
 
-  /** Replies to everything handled in this turn leave in one writev, not one write each. */
-  private corkForTurn(): void {
+  /**
+   * Hands complete frames to the session, at most MESSAGES_PER_TURN; frames
+   * left over wait for a setImmediate with the socket paused, so the
+   * buffer does not grow while we catch up.
+   */
+  private parse(): void {
+    if (this.closed || this.stopping) return;
+    // Replies to everything in this batch leave in one writev, not one write each.
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
@@ -74,15 +84,8 @@ export class StreamConnection {
         this.socket.uncork();
       });
     }
-  }
-
-  private parse(): void {
-    this.corkForTurn();
-    for (let handled = 0; !this.closed && this.buffered >= 4; handled++) {
-      if (handled === STREAM_BATCH) {
-        this.yieldTurn();
-        return;
-      }
+    let budget = MESSAGES_PER_TURN;
+    while (!this.closed && this.buffered >= 4) {
       const head = this.chunks[0]!.length >= 4 ? this.chunks[0]! : this.flatten();
       const size = head.readUInt32LE(0);
       if (size < HEADER_SIZE || size > this.session.maxFrame) {
@@ -90,7 +93,15 @@ export class StreamConnection {
         this.destroy();
         return;
       }
-      if (this.buffered < size) return;
+      if (this.buffered < size) break;
+      if (budget-- === 0) {
+        if (!this.backlogPaused) {
+          this.backlogPaused = true;
+          this.socket.pause();
+        }
+        this.continueLater();
+        return;
+      }
       const all = this.flatten();
       const frame = all.subarray(0, size);
       const rest = all.subarray(size);
@@ -98,15 +109,19 @@ export class StreamConnection {
       this.buffered = rest.length;
       this.session.handle(frame);
     }
+    // Caught up: read on, unless the client is not reading its replies (then 'drain' resumes).
+    if (this.backlogPaused && !this.closed) {
+      this.backlogPaused = false;
+      if (!this.awaitingDrain) this.socket.resume();
+    }
   }
 
-  private yieldTurn(): void {
-    this.yielding = true;
-    this.socket.pause();
-    setImmediate(() => {
-      this.yielding = false;
-      if (this.closed || this.stopping) return;
-      if (!this.awaitingDrain) this.socket.resume();
+  /** Parses what is buffered on a later turn (never while the client is not reading replies). */
+  private continueLater(): void {
+    if (this.resume !== null || this.closed) return;
+    this.resume = setImmediate(() => {
+      this.resume = null;
+      if (this.awaitingDrain) return; // the 'drain' listener continues
       this.parse();
     });
   }
@@ -119,6 +134,8 @@ export class StreamConnection {
   /** Stops taking requests; lets running ones finish (bounded), then closes. */
   async shutdown(graceMs = 5000): Promise<void> {
     this.stopping = true;
+    if (this.resume !== null) clearImmediate(this.resume);
+    this.resume = null;
     this.socket.pause();
     await Promise.race([this.session.drain(), new Promise((r) => setTimeout(r, graceMs).unref())]);
     this.socket.end();
@@ -133,6 +150,8 @@ export class StreamConnection {
   private teardown(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.resume !== null) clearImmediate(this.resume);
+    this.resume = null;
     this.chunks = [];
     this.session.close();
   }

@@ -8,32 +8,43 @@ import {
   readRaw, umount2, writeRaw,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
-import { OUT_HEADER_SIZE } from './constants.js';
+import { OP, OUT_HEADER_SIZE } from './constants.js';
 import { encodeOutHeader } from './wire.js';
 import { RequestBody, type ReplyTo } from './request.js';
 import type { FuseSession } from './session.js';
 
-/** Header + the largest WRITE payload, with room for the write_in struct. */
+/** Header + the largest WRITE payload, with room for the write_in struct (the kernel refuses smaller reads). */
 const bufferSize = (maxWrite: number): number => maxWrite + 4096 + 80;
 
+/** Requests read per turn of the event loop; then other clients, queues and completions get theirs. */
+export const REQUESTS_PER_TURN = 32;
 /**
- * Requests read per turn of the event loop. The poll is level-triggered, so
- * what is left is read on the next turn, after every other fd has had its
- * turn: a flood through the mount cannot starve the guests' queues, the 9P
- * sockets or new connections (issue 12 measured 11.6 s for one 9P request).
+ * Requests taken from /dev/fuse and not yet answered. At the bound we stop
+ * reading (the kernel queues the rest) until one finishes, so a flood
+ * costs at most this many request buffers.
  */
-export const DEV_FUSE_BATCH = 32;
-/** Requests taken from the kernel and not yet answered; past it the reader waits (the kernel queues the rest). */
-export const DEV_FUSE_MAX_INFLIGHT = 256;
+export const MAX_IN_FLIGHT = 64;
+
+type PollCallback = (ev: { readable: boolean; writable: boolean; disconnect: boolean }) => void;
 
 export class DevFuseMount {
   private readonly fd: number;
   private readonly poll: ReturnType<typeof koffi.node.poll>;
-  private readonly inBuf: Buffer;
+  private readonly onPoll: PollCallback;
+  private readonly bufSize: number;
+  /**
+   * Request buffers not holding a request. A buffer goes back only when its
+   * request is answered (replies come out of order; a WRITE's data and a
+   * READ's reply live in it until then).
+   */
+  private readonly free: Buffer[] = [];
+  private inFlight = 0;
+  /** The poll is started (we wait for the fd to become readable). */
+  private polling = false;
+  /** A batch stopped at REQUESTS_PER_TURN; the next one runs here. */
+  private resume: NodeJS.Immediate | null = null;
+  private draining = false;
   private closed = false;
-  /** requests handed to the session and not yet answered */
-  private inflight = 0;
-  private reading = true;
 
   private constructor(
     private readonly mountpoint: string,
@@ -43,8 +54,14 @@ export class DevFuseMount {
     fd: number,
   ) {
     this.fd = fd;
-    this.inBuf = Buffer.alloc(bufferSize(maxWrite));
+    this.bufSize = bufferSize(maxWrite);
+    // koffi calls back with (status, events), not as its typings say.
+    this.onPoll = ((status: number, ev?: { readable: boolean; disconnect: boolean }) => {
+      if (typeof status === 'number' && status === 0 && ev && ev.disconnect && !ev.readable) this.onUnmounted();
+      else if (this.resume === null && !this.draining) this.drain();
+    }) as unknown as PollCallback;
     this.poll = koffi.node.poll(fd, { readable: true, disconnect: true }, this.onPoll);
+    this.polling = true;
   }
 
   /** Opens /dev/fuse and mounts it on `mountpoint` (root only). */
@@ -61,61 +78,106 @@ export class DevFuseMount {
     return new DevFuseMount(mountpoint, session, log, maxWrite, fd);
   }
 
+  /**
+   * Reads and dispatches requests, at most REQUESTS_PER_TURN, then yields.
+   * Leaves exactly one way to be called again: the poll (after EAGAIN), a
+   * setImmediate (the batch was used up), or a finishing request (at
+   * MAX_IN_FLIGHT). The poll is level-triggered, so it is stopped in the
+   * other two cases (else it would fire on every turn, or spin).
+   */
   private drain(): void {
-    for (let batch = 0; batch < DEV_FUSE_BATCH && !this.closed; batch++) {
-      if (this.inflight >= DEV_FUSE_MAX_INFLIGHT) {
-        this.pauseReading();
-        return;
+    if (this.closed) return;
+    this.draining = true;
+    try {
+      for (let budget = REQUESTS_PER_TURN; budget > 0 && !this.closed; budget--) {
+        if (this.inFlight >= MAX_IN_FLIGHT) {
+          this.unwatch(); // finish() reads on
+          return;
+        }
+        const buf = this.free.pop() ?? Buffer.allocUnsafeSlow(this.bufSize);
+        const n = readRaw(this.fd, buf);
+        if (n <= 0) {
+          this.free.push(buf);
+          if (n === -Errno.ENOENT) continue; // an interrupted request vanished
+          if (n === -Errno.ENODEV || n === 0) {
+            this.onUnmounted();
+            return;
+          }
+          if (n !== -Errno.EAGAIN && n !== -Errno.EINTR) {
+            this.log.error({ mountpoint: this.mountpoint, errno: -n }, 'reading /dev/fuse failed');
+          }
+          this.watch();
+          return;
+        }
+        this.dispatch(buf, n);
       }
-      const n = readRaw(this.fd, this.inBuf);
-      if (n === -Errno.EAGAIN || n === -Errno.EINTR) return;
-      if (n === -Errno.ENOENT) continue; // an interrupted request vanished
-      if (n === -Errno.ENODEV || n === 0) {
-        this.onUnmounted();
-        return;
-      }
-      if (n < 0) {
-        this.log.error({ mountpoint: this.mountpoint, errno: -n }, 'reading /dev/fuse failed');
-        return;
-      }
-      // A request may finish after the next read (a WRITE's data on the
-      // engine): it gets bytes of its own.
-      const unique = this.inBuf.readBigUInt64LE(8);
-      this.inflight++;
-      this.session.handle(RequestBody.of(Buffer.from(this.inBuf.subarray(0, n))), this.replyTo(unique));
+      if (this.closed) return;
+      // The batch is used up and more may be queued: continue after the others had their turn.
+      this.unwatch();
+      this.continueSoon();
+    } finally {
+      this.draining = false;
     }
   }
 
-  private pauseReading(): void {
-    if (!this.reading) return;
-    this.reading = false;
+  private dispatch(buf: Buffer, n: number): void {
+    const unique = buf.readBigUInt64LE(8);
+    if (buf.readUInt32LE(4) === OP.SETLKW) {
+      // A lock wait may last until another request (the unlock, an
+      // INTERRUPT) arrives: it must not hold a pooled buffer or count
+      // towards the bound, or enough waiters would stop us reading for good.
+      const own = Buffer.from(buf.subarray(0, n));
+      this.free.push(buf);
+      this.session.handle(RequestBody.of(own), this.replyTo(unique, null));
+      return;
+    }
+    this.inFlight++;
+    this.session.handle(RequestBody.of(buf.subarray(0, n)), this.replyTo(unique, buf));
+  }
+
+  private watch(): void {
+    if (this.polling || this.closed) return;
+    this.poll.start({ readable: true, disconnect: true }, this.onPoll);
+    this.polling = true;
+  }
+
+  private unwatch(): void {
+    if (!this.polling) return;
     this.poll.stop();
+    this.polling = false;
   }
 
-  /** One request answered (or needing no answer): the reader may go on. */
-  private finished(): void {
-    this.inflight--;
-    if (!this.reading && !this.closed && this.inflight < DEV_FUSE_MAX_INFLIGHT / 2) {
-      this.reading = true;
-      this.poll.start({ readable: true, disconnect: true }, this.onPoll);
-    }
+  private continueSoon(): void {
+    if (this.resume !== null || this.closed) return;
+    this.resume = setImmediate(() => {
+      this.resume = null;
+      this.drain();
+    });
   }
 
-  private readonly onPoll = (ev: { readable?: boolean; disconnect?: boolean }): void => {
-    if (ev.disconnect && !ev.readable) this.onUnmounted();
-    else this.drain();
-  };
+  /** A request was answered: its buffer can take the next one. */
+  private finish(buf: Buffer): void {
+    this.free.push(buf);
+    this.inFlight--;
+    // Stopped at the bound: read on (later, not inside the reply call).
+    if (!this.closed && !this.draining && !this.polling) this.continueSoon();
+  }
 
-  private replyTo(unique: bigint): ReplyTo {
-    let answered = false;
-    const done = (): void => {
-      if (answered) return;
-      answered = true;
-      this.finished();
+  /** The reply side of one request; `slot` is its pooled buffer (null: it has its own). */
+  private replyTo(unique: bigint, slot: Buffer | null): ReplyTo {
+    let open = slot !== null;
+    const release = (): void => {
+      if (!open) return;
+      open = false;
+      this.finish(slot!);
+    };
+    const written = (frame: Buffer): boolean => {
+      const ok = this.write(frame);
+      release();
+      return ok;
     };
     return {
       send: (error, body) => {
-        done();
         const len = OUT_HEADER_SIZE + (error ? 0 : body.reduce((a, b) => a + b.length, 0));
         const out = Buffer.allocUnsafe(len);
         encodeOutHeader(out, len, error, unique);
@@ -123,21 +185,20 @@ export class DevFuseMount {
           let at = OUT_HEADER_SIZE;
           for (const b of body) at += b.copy(out, at);
         }
-        return this.write(out);
+        return written(out);
       },
       sendRead: (size, fill) => {
-        const buf = Buffer.allocUnsafe(OUT_HEADER_SIZE + size);
+        // The request is parsed by now: its own buffer takes the reply (the
+        // kernel asks for at most max_read = max_write bytes, which fits).
+        const buf = slot && OUT_HEADER_SIZE + size <= slot.length ? slot : Buffer.allocUnsafe(OUT_HEADER_SIZE + size);
         const failed = (e: unknown): void => {
-          done();
           const errno = e instanceof SysError ? e.errno : Errno.EIO;
-          const out = Buffer.alloc(OUT_HEADER_SIZE);
-          encodeOutHeader(out, OUT_HEADER_SIZE, errno, unique);
-          this.write(out);
+          encodeOutHeader(buf, OUT_HEADER_SIZE, errno, unique);
+          written(buf.subarray(0, OUT_HEADER_SIZE));
         };
         const filled = (n: number): void => {
-          done();
           encodeOutHeader(buf, OUT_HEADER_SIZE + n, 0, unique);
-          this.write(buf.subarray(0, OUT_HEADER_SIZE + n));
+          written(buf.subarray(0, OUT_HEADER_SIZE + n));
         };
         try {
           const n = fill([buf.subarray(OUT_HEADER_SIZE, OUT_HEADER_SIZE + size)], 0, size);
@@ -147,7 +208,7 @@ export class DevFuseMount {
           failed(e);
         }
       },
-      none: done,
+      none: release,
     };
   }
 
@@ -174,8 +235,11 @@ export class DevFuseMount {
   private shutdown(unmount: boolean): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.resume !== null) clearImmediate(this.resume);
+    this.resume = null;
     this.poll.stop();
     this.poll.close();
+    this.polling = false;
     if (unmount) {
       try {
         umount2(this.mountpoint, MNT_DETACH);

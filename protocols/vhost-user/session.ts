@@ -39,6 +39,13 @@ export interface SessionOptions {
 /** A request the backend refuses; `message` is the log line's fault. */
 class Fault extends Error {}
 
+/**
+ * Chains one queue hands to its device per turn of the event loop; then the
+ * rest wait for a setImmediate, so other queues, sockets and completions get
+ * their turn while a guest keeps its ring full.
+ */
+export const CHAINS_PER_TURN = 32;
+
 const TRANSPORT_FEATURES = VirtioFeature.VERSION_1 | VirtioFeature.INDIRECT_DESC | VirtioFeature.EVENT_IDX | VirtioFeature.PROTOCOL_FEATURES;
 
 /** Per-queue state as the frontend configured it. */
@@ -56,17 +63,10 @@ class QueueSlot {
   /** Started by SET_VRING_KICK, stopped by GET_VRING_BASE. */
   started = false;
   queue: SplitQueue | null = null;
-  /** the rest of a drain cut short at QUEUE_BATCH, on the next turn */
-  continuation: ReturnType<typeof setImmediate> | undefined;
+  /** A drain stopped at its budget and continues here; while set, kicks do not start another. */
+  resume: NodeJS.Immediate | null = null;
   constructor(readonly index: number) {}
 }
-
-/**
- * Chains taken from one queue per turn of the event loop. A guest can keep a
- * 1024-entry ring full; past this many the rest is taken on the next turn,
- * after the other queues, guests, sockets and connections have had theirs.
- */
-export const QUEUE_BATCH = 64;
 
 export class Session {
   readonly memory: GuestMemory;
@@ -481,20 +481,31 @@ export class Session {
   }
 
   private dropQueue(s: QueueSlot): void {
-    if (s.continuation !== undefined) clearImmediate(s.continuation);
-    s.continuation = undefined;
+    this.cancelResume(s); // a continuation must not touch the old ring
     s.queue?.retire();
     s.queue = null;
   }
 
+  /**
+   * Hands the queue's available chains to the device, a bounded batch per
+   * turn. One drain per queue at a time: a kick while a continuation is due
+   * only lets the continuation find the new entries (chains reach the
+   * device in ring order, as the devices assume).
+   */
   private process(s: QueueSlot): void {
-    if (!(s.started && s.enabled && s.queue)) return;
-    if (s.queue.drain(this.dispatchers[s.index]!, QUEUE_BATCH) && s.continuation === undefined) {
-      s.continuation = setImmediate(() => {
-        s.continuation = undefined;
-        this.process(s); // whatever queue the slot has by then: what a kick would do
-      });
-    }
+    if (s.resume || !(s.started && s.enabled && s.queue)) return;
+    const q = s.queue;
+    if (!q.drain(this.dispatchers[s.index]!, CHAINS_PER_TURN)) return;
+    // Stopped at the budget: more may be available and the guest need not kick again.
+    s.resume = setImmediate(() => {
+      s.resume = null;
+      if (s.queue === q && !this.ended) this.process(s);
+    });
+  }
+
+  private cancelResume(s: QueueSlot): void {
+    if (s.resume) clearImmediate(s.resume);
+    s.resume = null;
   }
 
   private dispatch(q: number, chain: DescriptorChain): void {

@@ -127,32 +127,25 @@ export class SplitQueue implements ChainOwner {
   }
 
   /**
-   * Pops every available chain and hands it to `dispatch`; re-arms
-   * avail_event (EVENT_IDX) and rechecks. Chains completed synchronously by
-   * `dispatch` are published together, with one interrupt, at the end.
+   * Pops available chains and hands them to `dispatch`, at most `budget` of
+   * them (so one queue cannot hold the event loop while its guest keeps
+   * adding work). Returns true when it stopped at the budget: entries may
+   * still be available, and the caller must call drain again soon (the
+   * guest need not kick for them). Otherwise the ring was found empty, and
+   * avail_event (EVENT_IDX) was re-armed and rechecked. Chains completed
+   * synchronously by `dispatch` are published together, with one
+   * interrupt, at the end.
    */
-  /**
-   * Dispatches available chains, at most `max` of them. Returns true when it
-   * stopped at `max` with more available: the caller continues on a later
-   * turn (no kick will come for those). Otherwise the queue is empty and,
-   * with EVENT_IDX, the driver is asked to kick for the next entry.
-   */
-  drain(dispatch: (chain: DescriptorChain) => void, max = Infinity): boolean {
+  drain(dispatch: (chain: DescriptorChain) => void, budget = Infinity): boolean {
     this.draining = true;
-    let taken = 0;
     try {
       for (;;) {
         let chain: DescriptorChain | null;
-        while (taken < max && (chain = this.pop()) !== null) {
-          taken++;
+        while ((chain = this.pop()) !== null) {
           dispatch(chain);
+          if (--budget <= 0) return this.brokenBy === undefined && !this.retired;
         }
-        if (this.brokenBy !== undefined || this.retired) return false;
-        if (Atomics.load(this.avail16, 1) !== this.lastAvailIdx) {
-          if (taken >= max) return true; // the rest on a later turn: no kick will come for it
-          continue; // a chain was refused; the ones after it still count
-        }
-        if (!this.eventIdx) return false;
+        if (this.brokenBy !== undefined || this.retired || !this.eventIdx) return false;
         // Ask for a kick at the next new entry, then close the race with a driver
         // that added one before seeing our avail_event.
         Atomics.store(this.used16, 2 + 4 * this.size, this.lastAvailIdx);
