@@ -263,7 +263,8 @@ def main(out):
                             os.unlink(target)
                         except FileNotFoundError:
                             pass
-                    args = list(job['args'])
+                    # per protocol where the job says so (9p: requests in flight from several jobs)
+                    args = list(job.get('argsByProtocol', {}).get(s.get('protocol'), job['args']))
                     if not cell['direct']:
                         args = ['--direct=0' if a == '--direct=1' else a for a in args]
                         if '--end_fsync=1' not in args and ('write' in job['name']):
