@@ -7,7 +7,7 @@
 // written, parses fio's JSON itself, and can tell the guest that a server it
 // started has died (bench-out/dead/<server>).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type * as GuestMod from '../../test/lab/guest.js';
 import type * as LabMod from '../../test/lab/lab.js';
@@ -193,6 +193,23 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
         rmSync(join(real, probe), { force: true });
       }
     }
+    // Slow storage: the data files are written on the real folder, not through the servers. Guest 9p
+    // writes reach the server 4 KiB at a time, so a 32 MiB layout would take minutes of slow writes.
+    const hostLaidOut = slow && jobs.some((j) => j.kind === 'fio');
+    if (hostLaidOut) {
+      const chunk = Buffer.alloc(1 << 20);
+      for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((i * 2654435761) >>> 0, i);
+      for (const x of servers) {
+        const d = join(benchDir, x.name);
+        mkdirSync(d, { recursive: true });
+        const fd = openSync(join(d, 'data'), 'w');
+        try {
+          for (let m = 0; m < s.sizeMiB; m++) writeSync(fd, chunk);
+        } finally {
+          closeSync(fd);
+        }
+      }
+    }
     const fioSettings = { sizeMiB: s.sizeMiB, runtimeSec: s.runtimeSec, iodepth: s.iodepth, direct: s.direct };
     const plan = {
       servers: servers.map((x) => ({ name: x.name, protocol: x.protocol, mount: `/mnt/${x.name}`, workdir: `${benchDirName}/${x.name}` })),
@@ -206,6 +223,7 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
       })),
       repeat: s.repeat,
       sizeMiB: s.sizeMiB,
+      hostLaidOut,
       direct: s.direct,
       dropCaches: true,
       cellTimeoutSec: Math.max(...jobs.map((j) => jobTimeoutSec(j, s))),
@@ -423,7 +441,7 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
     `Each cell is time based (${s.runtimeSec} s of fio per cell); the order of the servers rotates between jobs and repetitions. Metadata job: ${s.files} empty files in one directory (create, stat, readdir listings, unlink), from Python. Untar: ${tarball ? `${tarball.files} entries, ${(tarball.bytes / 1e6).toFixed(1)} MB (${tarball.source})` : 'not run'}, extracted from guest memory.`,
   );
   if (slow) {
-    notes.push(`Slow storage (--slow-storage ${s.slowMs}): every server exports a FUSE mount of the real folder served by a second duofs (serve --fuse-mount --debug-io-latency-ms ${s.slowMs} --cache never), so every read, write and fsync a server issues starts ${s.slowMs} ms late, for all servers alike; --cache never makes the mount's I/O direct (no host page cache), one server read is one slow read. Jobs with a queue depth use libaio at that iodepth on virtio-fs and psync with that many fio jobs on 9p.`);
+    notes.push(`Slow storage (--slow-storage ${s.slowMs}): every server exports a FUSE mount of the real folder served by a second duofs (serve --fuse-mount --debug-io-latency-ms ${s.slowMs} --cache never), so every read, write and fsync a server issues starts ${s.slowMs} ms late, for all servers alike (the data files are written by the host on the real folder, not through the servers); --cache never makes the mount's I/O direct (no host page cache), one server read is one slow read. Jobs with a queue depth use libaio at that iodepth on virtio-fs and psync with that many fio jobs on 9p.`);
   }
   if (s.servers.includes('diod')) notes.push('diod: reached over the 9P stream relay like duofs-9p-stream; the lab has seen it refuse the guest kernel\'s attach ("user lookup: Operation not permitted"), see docs/lab.md.');
   const serverStatus = servers.map((d) => {
