@@ -32,9 +32,9 @@ export interface GuestJobDef extends JobDef {
     rw: 'read' | 'write' | 'randread' | 'randwrite'; bs: string; engine: 'psync' | 'libaio'; file: 'data' | 'seqw';
     /**
      * requests in flight, the way each protocol can have them: libaio at this
-     * iodepth on virtio-fs, psync with this many jobs on 9p (v9fs completes a
-     * direct AIO request inside io_submit, so one libaio job keeps one in
-     * flight); `engine` is then what virtio-fs uses
+     * iodepth on virtio-fs, psync with this many jobs on 9p (as issue 12
+     * measured 9p; v9fs's libaio depth was not checked); `engine` is then
+     * what virtio-fs uses
      */
     qd?: number;
   };
