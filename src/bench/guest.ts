@@ -7,14 +7,15 @@
 // written, parses fio's JSON itself, and can tell the guest that a server it
 // started has died (bench-out/dead/<server>).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, existsSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type * as GuestMod from '../../test/lab/guest.js';
 import type * as LabMod from '../../test/lab/lab.js';
 import type * as DaemonsMod from '../../test/lab/daemons.js';
 import { BenchError, MachineWatch, importLabModule, labDir, labRoot, machineBasics, repoRoot, requireLab } from './env.js';
 import { cellFromGuest, mountMessage, type GuestCell } from './cells.js';
-import { GUEST_JOBS, GUEST_SERVERS, fioArgs, type GuestJobDef, type ServerDef } from './jobs.js';
+import { GUEST_JOBS, GUEST_SERVERS, SLOW_GUEST_JOBS, fioArgs, slowReferences, type GuestJobDef, type ServerDef } from './jobs.js';
+import { SlowStorage, describeCheck, judgeCheck } from './slow.js';
 import { RESULT_FORMAT, type BenchResult, type CellResult } from './model.js';
 import { LineSplitter, fmtDuration, type Progress } from './progress.js';
 import { fmtValue } from './stats.js';
@@ -39,6 +40,8 @@ export interface GuestSettings {
   cpus: number;
   duofsArgs: string[];
   command: string;
+  /** --slow-storage: every server exports a FUSE mount whose reads and writes take this many ms */
+  slowMs?: number;
 }
 
 export interface GuestOutcome {
@@ -127,9 +130,10 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
     if (!d) throw new BenchError(`unknown server ${n}; known: ${GUEST_SERVERS.map((x) => x.name).join(', ')}`);
     return d;
   });
+  const allJobs = [...GUEST_JOBS, ...SLOW_GUEST_JOBS];
   const jobs: GuestJobDef[] = s.jobs.map((n) => {
-    const d = GUEST_JOBS.find((x) => x.name === n);
-    if (!d) throw new BenchError(`unknown job ${n}; known: ${GUEST_JOBS.map((x) => x.name).join(', ')}`);
+    const d = allJobs.find((x) => x.name === n);
+    if (!d) throw new BenchError(`unknown job ${n}; known: ${allJobs.map((x) => x.name).join(', ')}`);
     return d;
   });
 
@@ -146,11 +150,16 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
   const sockDir = join(work, 'sock');
   mkdirSync(sockDir, { recursive: true });
   const ownTree = !s.sharedDir;
-  const tree = s.sharedDir ? resolve(s.sharedDir) : join(work, 'tree');
-  if (ownTree) mkdirSync(tree, { recursive: true, mode: 0o755 });
-  else if (!existsSync(tree) || !statSync(tree).isDirectory()) throw new BenchError(`--shared-dir ${tree} is not a directory`);
+  const slow = s.slowMs !== undefined;
+  // Slow storage: the real folder goes under a FUSE mount, the servers export the mount.
+  const real = s.sharedDir ? resolve(s.sharedDir) : join(work, slow ? 'slow-real' : 'tree');
+  const tree = slow ? join(work, 'tree') : real;
+  if (ownTree) mkdirSync(real, { recursive: true, mode: 0o755 });
+  else if (!existsSync(real) || !statSync(real).isDirectory()) throw new BenchError(`--shared-dir ${real} is not a directory`);
+  if (slow) mkdirSync(tree, { recursive: true, mode: 0o755 });
+  let slowStore: SlowStorage | undefined;
   const benchDirName = '.duofs-bench';
-  const benchDir = join(tree, benchDirName);
+  const benchDir = join(real, benchDirName);
   spawnSync('rm', ['-rf', '--one-file-system', benchDir]);
 
   const duofs: DuofsHandle[] = [];
@@ -170,14 +179,51 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
         copyFileSync(tarball.file, join(benchOut, 'src-tree.tar'));
       }
     }
+    if (s.slowMs !== undefined) {
+      progress.status(`mounting the slow storage (${s.slowMs} ms per read and write)`);
+      slowStore = await SlowStorage.start(real, tree, s.slowMs);
+      const probe = '.duofs-slow-check';
+      writeFileSync(join(real, probe), Buffer.alloc(1 << 20, 1));
+      try {
+        const c = await slowStore.check(probe);
+        notes.push(describeCheck(s.slowMs, c));
+        progress.line(describeCheck(s.slowMs, c));
+        judgeCheck(s.slowMs, c);
+      } finally {
+        rmSync(join(real, probe), { force: true });
+      }
+    }
+    // Slow storage: the data files are written on the real folder, not through the servers. Guest 9p
+    // writes reach the server 4 KiB at a time, so a 32 MiB layout would take minutes of slow writes.
+    const hostLaidOut = slow && jobs.some((j) => j.kind === 'fio');
+    if (hostLaidOut) {
+      const chunk = Buffer.alloc(1 << 20);
+      for (let i = 0; i < chunk.length; i += 4) chunk.writeUInt32LE((i * 2654435761) >>> 0, i);
+      for (const x of servers) {
+        const d = join(benchDir, x.name);
+        mkdirSync(d, { recursive: true });
+        const fd = openSync(join(d, 'data'), 'w');
+        try {
+          for (let m = 0; m < s.sizeMiB; m++) writeSync(fd, chunk);
+        } finally {
+          closeSync(fd);
+        }
+      }
+    }
+    const fioSettings = { sizeMiB: s.sizeMiB, runtimeSec: s.runtimeSec, iodepth: s.iodepth, direct: s.direct };
     const plan = {
-      servers: servers.map((x) => ({ name: x.name, mount: `/mnt/${x.name}`, workdir: `${benchDirName}/${x.name}` })),
+      servers: servers.map((x) => ({ name: x.name, protocol: x.protocol, mount: `/mnt/${x.name}`, workdir: `${benchDirName}/${x.name}` })),
       jobs: jobs.map((j) => ({
         name: j.name, kind: j.kind, timeoutSec: jobTimeoutSec(j, s),
-        ...(j.fio ? { file: j.fio.file, args: fioArgs(j, { sizeMiB: s.sizeMiB, runtimeSec: s.runtimeSec, iodepth: s.iodepth, direct: s.direct }) } : {}),
+        ...(j.fio ? {
+          file: j.fio.file, args: fioArgs(j, fioSettings),
+          // 9p gets its requests in flight from several jobs (see GuestJobDef.fio.qd)
+          ...(j.fio.qd !== undefined ? { argsByProtocol: { virtiofs: fioArgs(j, fioSettings, 'virtiofs'), '9p': fioArgs(j, fioSettings, '9p') } } : {}),
+        } : {}),
       })),
       repeat: s.repeat,
       sizeMiB: s.sizeMiB,
+      hostLaidOut,
       direct: s.direct,
       dropCaches: true,
       cellTimeoutSec: Math.max(...jobs.map((j) => jobTimeoutSec(j, s))),
@@ -211,7 +257,11 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
           mount = { kind: '9p-stream', name: srv.name, socket: sock, msize: 512000 };
           break;
         case 'virtiofsd':
-          mount = { kind: 'virtiofsd', name: srv.name, dir: tree, args: ['--sandbox=chroot', '--log-level=warn', '--rlimit-nofile=20000', ...(s.xattr ? ['--xattr'] : [])] };
+        case 'virtiofsd-t16':
+          mount = {
+            kind: 'virtiofsd', name: srv.name, dir: tree,
+            args: ['--sandbox=chroot', '--log-level=warn', '--rlimit-nofile=20000', ...(s.xattr ? ['--xattr'] : []), ...(srv.name === 'virtiofsd-t16' ? ['--thread-pool-size=16'] : [])],
+          };
           break;
         case 'qemu-9p':
           mount = { kind: 'qemu-9p', name: srv.name, dir: tree, securityModel: 'passthrough', msize: 512000 };
@@ -359,6 +409,7 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
     }
     stopping = false;
     spawnSync('rm', ['-rf', '--one-file-system', benchDir]);
+    if (slowStore) await slowStore.stop();
     if (!s.keep) lab.removeWorkDir(work);
     else progress.line(`work folder kept: ${work}`);
   }
@@ -389,6 +440,9 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
       : 'fio runs buffered (--no-direct): figures include the guest page cache and readahead; libaio degrades to synchronous I/O.',
     `Each cell is time based (${s.runtimeSec} s of fio per cell); the order of the servers rotates between jobs and repetitions. Metadata job: ${s.files} empty files in one directory (create, stat, readdir listings, unlink), from Python. Untar: ${tarball ? `${tarball.files} entries, ${(tarball.bytes / 1e6).toFixed(1)} MB (${tarball.source})` : 'not run'}, extracted from guest memory.`,
   );
+  if (slow) {
+    notes.push(`Slow storage (--slow-storage ${s.slowMs}): every server exports a FUSE mount of the real folder served by a second duofs (serve --fuse-mount --debug-io-latency-ms ${s.slowMs} --cache never), so every read, write and fsync a server issues starts ${s.slowMs} ms late, for all servers alike (the data files are written by the host on the real folder, not through the servers); --cache never makes the mount's I/O direct (no host page cache), one server read is one slow read. Jobs with a queue depth use libaio at that iodepth on virtio-fs and psync with that many fio jobs on 9p.`);
+  }
   if (s.servers.includes('diod')) notes.push('diod: reached over the 9P stream relay like duofs-9p-stream; the lab has seen it refuse the guest kernel\'s attach ("user lookup: Operation not permitted"), see docs/lab.md.');
   const serverStatus = servers.map((d) => {
     const mine = out.filter((c) => c.server === d.name);
@@ -412,11 +466,12 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
       node: process.version,
     },
     settings: {
+      ...(s.slowMs !== undefined ? { slowStorageMs: s.slowMs } : {}),
       size: `${s.sizeMiB}M`, runtime: s.runtimeSec, repeat: s.repeat, iodepth: s.iodepth, direct: s.direct, files: s.files,
       xattr: s.xattr, vcpus: s.cpus, memMiB: s.memMiB, msize: 512000, tree: ownTree ? '(fresh folder)' : tree,
       ...(s.duofsArgs.length ? { duofsArgs: s.duofsArgs.join(' ') } : {}),
     },
-    servers: serverStatus,
+    servers: slow ? slowReferences(serverStatus) : serverStatus,
     jobs: jobs.map((j) => ({ name: j.name, title: j.title, metrics: j.metrics })),
     cells: out,
     notes,

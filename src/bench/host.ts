@@ -20,7 +20,8 @@ import { P9Client } from '../doubles/p9-client.js';
 import { IOHDRSZ } from '../doubles/p9-proto.js';
 import { startDiod, type DiodServer } from './diod.js';
 import { BenchError, MachineWatch, cpuSeconds, labRoot, machineBasics, repoRoot, requireLab } from './env.js';
-import { HOST_LOADS, HOST_SERVERS, type ServerDef } from './jobs.js';
+import { HOL_LOADS, HOST_LOADS, HOST_SERVERS, slowReferences, type ServerDef } from './jobs.js';
+import { SlowStorage, describeCheck, judgeCheck } from './slow.js';
 import { RESULT_FORMAT, type BenchResult, type CellResult } from './model.js';
 import { fmtDuration, type Progress } from './progress.js';
 import { fmtValue } from './stats.js';
@@ -37,6 +38,8 @@ export interface HostSettings {
   xattr: boolean;
   duofsArgs: string[];
   command: string;
+  /** --slow-storage: the servers export a FUSE mount of the tree whose reads and writes take this many ms */
+  slowMs?: number;
 }
 
 const MIB = 1 << 20;
@@ -93,6 +96,7 @@ async function fuseTarget(server: string, socketPath: string, pid: () => number 
     async op(load, w, i) {
       switch (load) {
         case 'getattr':
+        case 'probe':
           await c.getattr(small);
           return;
         case 'lookup': {
@@ -172,6 +176,14 @@ async function ninepTarget(server: string, socketPath: string, pid: () => number
         case 'getattr':
           await c.getattr(small);
           return;
+        case 'probe': {
+          // what a path-based stat costs a 9P client: walk, getattr, clunk
+          const f = c.newFid();
+          await c.walk(root, f, ['small.bin']);
+          await c.getattr(f);
+          await c.clunk(f);
+          return;
+        }
         case 'lookup': {
           const f = c.newFid();
           await c.walk(sub, f, ['leaf']);
@@ -322,10 +334,66 @@ async function measure(t: Target, load: string, seconds: number, concurrency: nu
   return { ops: ops / secs, cpuUsPerOp: cpu0 !== undefined && cpu1 !== undefined && ops > 0 ? ((cpu1 - cpu0) * 1e6) / ops : undefined };
 }
 
+const quantile = (sorted: number[], q: number): number => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
+
+/** Times `probe`'s 'probe' op back to back for `seconds`; latencies in µs, sorted. */
+async function probeLatencies(probe: Target, seconds: number): Promise<number[]> {
+  const lat: number[] = [];
+  const deadline = performance.now() + seconds * 1000;
+  for (let i = 0; performance.now() < deadline; i++) {
+    const t0 = performance.now();
+    await probe.op('probe', 0, i);
+    lat.push((performance.now() - t0) * 1000);
+  }
+  return lat.sort((a, b) => a - b);
+}
+
+/**
+ * Head of line: getattr latency from `probe` alone, then while `load` keeps
+ * `inflight` slow 4 KiB reads going (after a ramp of a few read latencies).
+ */
+export async function headOfLine(load: Target, probe: Target, seconds: number, slowMs: number, inflight = 16): Promise<Record<string, number>> {
+  const idle = await probeLatencies(probe, seconds);
+  let stop = false;
+  let reads = 0;
+  let failure: unknown;
+  const workers = Array.from({ length: inflight }, async (_, w) => {
+    try {
+      for (let i = 0; !stop; i++) {
+        await load.op('read-4k', w, i);
+        reads++;
+      }
+    } catch (e) {
+      failure ??= e;
+    }
+  });
+  await new Promise((r) => setTimeout(r, Math.max(200, 3 * slowMs)));
+  const r0 = reads;
+  const t0 = performance.now();
+  let loaded: number[];
+  try {
+    loaded = await probeLatencies(probe, seconds);
+  } finally {
+    stop = true;
+  }
+  const secs = (performance.now() - t0) / 1000;
+  const r1 = reads;
+  await Promise.all(workers);
+  if (failure !== undefined) throw new Error(`the slow reads failed: ${(failure as Error).message}`);
+  const m = {
+    p50Idle: quantile(idle, 0.5), p99Idle: quantile(idle, 0.99),
+    p50Loaded: quantile(loaded, 0.5), p99Loaded: quantile(loaded, 0.99),
+    loadIops: (r1 - r0) / secs, probesLoaded: loaded.length / secs,
+  };
+  return { ...m, p50Ratio: m.p50Loaded / m.p50Idle, p99Ratio: m.p99Loaded / m.p99Idle };
+}
+
 export async function runHostBench(s: HostSettings, progress: Progress): Promise<{ result: BenchResult; profiles: { server: string; file: string }[] }> {
   const servers: ServerDef[] = s.servers.map((n) => HOST_SERVERS.find((x) => x.name === n)!);
-  const loads = HOST_LOADS.filter((l) => s.jobs.includes(l.name));
-  const stamp = servers.some((x) => x.name === 'virtiofsd') ? requireLab([{ path: 'usr/libexec/virtiofsd', what: 'virtiofsd' }]) : undefined;
+  const loads = [...HOL_LOADS, ...HOST_LOADS].filter((l) => s.jobs.includes(l.name));
+  const slow = s.slowMs !== undefined;
+  if (loads.some((l) => l.name.startsWith('hol-')) && !slow) throw new BenchError('the head-of-line jobs need --slow-storage MS');
+  const stamp = servers.some((x) => x.name.startsWith('virtiofsd')) ? requireLab([{ path: 'usr/libexec/virtiofsd', what: 'virtiofsd' }]) : undefined;
   if (process.getuid?.() !== 0) throw new BenchError('duofs bench --host starts servers in passthrough mode as root: run it as root');
   if (!existsSync(join(repoRoot, 'dist', 'src', 'cli.js'))) throw new BenchError('duofs is not built (dist/src/cli.js missing): run `npm run build`');
   const startedAt = new Date().toISOString();
@@ -333,7 +401,12 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
   // Not tmpfs: a real file system like an export (os.tmpdir() is on the root fs here).
   const base = mkdtempSync(join(os.tmpdir(), 'duofs-bench-host-'));
   const tree = s.sharedDir ? resolve(s.sharedDir) : join(base, 'export');
+  // Slow storage: the files are made in benchTree, the servers export its slow FUSE mount.
   const benchTree = s.sharedDir ? join(tree, '.duofs-bench') : tree;
+  const exportTree = slow ? join(base, 'slow') : benchTree;
+  let slowStore: SlowStorage | undefined;
+  /** targets made only as the other half of a head-of-line pair (closed at the end) */
+  const extra = new Map<string, Target>();
   const procs: Proc[] = [];
   let diod: DiodServer | undefined;
   const targets: Target[] = [];
@@ -348,45 +421,79 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
   try {
     mkdirSync(benchTree, { recursive: true });
     makeTree(benchTree, servers.map((x) => x.name));
+    if (slow) {
+      mkdirSync(exportTree);
+      progress.status(`mounting the slow storage (${s.slowMs} ms per read and write)`);
+      slowStore = await SlowStorage.start(benchTree, exportTree, s.slowMs!);
+      const c = await slowStore.check('small.bin');
+      notes.push(describeCheck(s.slowMs!, c));
+      progress.line(describeCheck(s.slowMs!, c));
+      judgeCheck(s.slowMs!, c);
+    }
     const wantDuofs = servers.filter((x) => x.name.startsWith('duofs-'));
+    // The cross-protocol head-of-line pairs need both front-ends of the one duofs.
+    const bothFronts = wantDuofs.length > 0 && loads.some((l) => l.name === 'hol-cross');
     const sock = (n: string) => join(base, `${n}.sock`);
     if (wantDuofs.length) {
       if (s.cpuProf) mkdirSync(profDir, { recursive: true });
       const front: string[] = [];
-      if (wantDuofs.some((x) => x.name === 'duofs-virtiofs')) front.push('--virtiofs-socket', sock('duofs-virtiofs'), '--tag', 'bench', ...(s.xattr ? ['--xattr'] : []));
-      if (wantDuofs.some((x) => x.name === 'duofs-9p')) front.push('--9p-socket', sock('duofs-9p'));
+      const fronts = bothFronts ? ['duofs-virtiofs', 'duofs-9p'] : wantDuofs.map((x) => x.name);
+      if (fronts.includes('duofs-virtiofs')) front.push('--virtiofs-socket', sock('duofs-virtiofs'), '--tag', 'bench', ...(s.xattr ? ['--xattr'] : []));
+      if (fronts.includes('duofs-9p')) front.push('--9p-socket', sock('duofs-9p'));
       progress.status('starting duofs');
       duofsProc = await startProc('duofs', process.execPath, [
         ...(s.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, '--cpu-prof-name=duofs-host.cpuprofile'] : []),
-        join(repoRoot, 'bin', 'duofs.js'), 'serve', '--shared-dir', benchTree, '--log-level', 'warn', ...front, ...s.duofsArgs,
-      ], wantDuofs.map((x) => sock(x.name)));
+        join(repoRoot, 'bin', 'duofs.js'), 'serve', '--shared-dir', exportTree, '--log-level', 'warn', ...front, ...s.duofsArgs,
+      ], fronts.map((x) => sock(x)));
       procs.push(duofsProc);
     }
-    let vfsd: Proc | undefined;
-    if (servers.some((x) => x.name === 'virtiofsd')) {
+    const vfsds = new Map<string, Proc>();
+    for (const name of ['virtiofsd', 'virtiofsd-t16']) {
+      if (!servers.some((x) => x.name === name)) continue;
       const loader = join(labRoot, 'lib64', 'ld-linux-x86-64.so.2');
-      progress.status('starting virtiofsd');
-      vfsd = await startProc('virtiofsd', loader, ['--library-path', join(labRoot, 'usr/lib/x86_64-linux-gnu'), join(labRoot, 'usr/libexec/virtiofsd'),
-        `--socket-path=${sock('virtiofsd')}`, `--shared-dir=${benchTree}`, '--sandbox=none', '--log-level=warn', ...(s.xattr ? ['--xattr'] : [])], [sock('virtiofsd')]);
-      procs.push(vfsd);
+      progress.status(`starting ${name}`);
+      const p = await startProc(name, loader, ['--library-path', join(labRoot, 'usr/lib/x86_64-linux-gnu'), join(labRoot, 'usr/libexec/virtiofsd'),
+        `--socket-path=${sock(name)}`, `--shared-dir=${exportTree}`, '--sandbox=none', '--log-level=warn', ...(s.xattr ? ['--xattr'] : []),
+        ...(name === 'virtiofsd-t16' ? ['--thread-pool-size=16'] : [])], [sock(name)]);
+      procs.push(p);
+      vfsds.set(name, p);
       versions.virtiofsd = stamp!.virtiofsdVersion.replace(/^virtiofsd /, '');
     }
     if (servers.some((x) => x.name === 'diod')) {
       progress.status('starting diod');
       try {
-        diod = await startDiod(benchTree, { socketPath: sock('diod') });
+        diod = await startDiod(exportTree, { socketPath: sock('diod') });
       } catch (e) {
         throw new BenchError(`diod did not start (install it with \`apt-get install diod\`): ${(e as Error).message}`);
       }
       versions.diod = diodVersion();
     }
+    const pidOf = (name: string) => (): number | undefined => (name.startsWith('duofs-') ? duofsProc?.child.pid : name === 'diod' ? diod?.proc.pid : vfsds.get(name)?.child.pid);
+    // 9P sessions are per connection; FUSE has one frontend per server (a second client shares its queue, as guest processes do).
+    const connectTo = (name: string): Promise<Target> => (name === 'duofs-9p' || name === 'diod'
+      ? ninepTarget(name, sock(name), pidOf(name), exportTree)
+      : fuseTarget(name, sock(name), pidOf(name), exportTree));
+    /** The reads' client and the getattrs' client of a head-of-line pair, or undefined when the pair does not apply. */
+    const holPair = async (load: string, t: Target): Promise<{ reads: Target; probe: Target; how: string } | undefined> => {
+      const proto = HOST_SERVERS.find((x) => x.name === t.server)!.protocol;
+      const reuse = async (key: string, name: string): Promise<Target> => {
+        const have = key === name ? targets.find((x) => x.server === name) : undefined;
+        if (have) return have;
+        if (!extra.has(key)) extra.set(key, await connectTo(name));
+        return extra.get(key)!;
+      };
+      if (load === 'hol-same') {
+        if (proto === 'virtiofs') return { reads: t, probe: t, how: 'reads and getattrs on the one vhost-user frontend (request queue 1)' };
+        return { reads: t, probe: await reuse(`${t.server}/probe`, t.server), how: 'reads and getattrs on two 9P connections' };
+      }
+      if (!t.server.startsWith('duofs-')) return undefined;
+      const other = proto === 'virtiofs' ? 'duofs-9p' : 'duofs-virtiofs';
+      return { reads: await reuse(other, other), probe: t, how: `reads through ${other === 'duofs-9p' ? '9P' : 'virtio-fs'}, getattrs through ${proto === '9p' ? '9P' : 'virtio-fs'}, one duofs process` };
+    };
     for (const srv of servers) {
       progress.status(`connecting to ${srv.name}`);
       try {
-        if (srv.name === 'duofs-virtiofs') targets.push(await fuseTarget(srv.name, sock(srv.name), () => duofsProc?.child.pid, benchTree));
-        else if (srv.name === 'virtiofsd') targets.push(await fuseTarget(srv.name, sock(srv.name), () => vfsd?.child.pid, benchTree));
-        else if (srv.name === 'duofs-9p') targets.push(await ninepTarget(srv.name, sock(srv.name), () => duofsProc?.child.pid, benchTree));
-        else targets.push(await ninepTarget(srv.name, sock(srv.name), () => diod?.proc.pid, benchTree));
+        targets.push(await connectTo(srv.name));
       } catch (e) {
         dead.set(srv.name, `could not set up a session: ${(e as Error).message}`);
         progress.line(`!! ${srv.name}: ${dead.get(srv.name)}`);
@@ -397,6 +504,34 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
     const total = loads.length * s.repeat * targets.length;
     let done = 0;
     for (const load of loads) {
+      if (load.name.startsWith('hol-')) {
+        for (let rep = 0; rep < s.repeat; rep++) {
+          const order = rep % 2 === 0 ? targets : [...targets].reverse();
+          for (const t of order) {
+            done++;
+            const why = dead.get(t.server);
+            if (why) {
+              cells.push({ server: t.server, job: load.name, rep, ok: false, metrics: {}, error: why });
+              continue;
+            }
+            try {
+              const pair = await holPair(load.name, t);
+              if (!pair) continue; // one protocol only: no cross pair
+              progress.status(`[${done}/${total}] ${load.name} on ${t.server}, rep ${rep + 1}/${s.repeat} (${fmtDuration((Date.now() - t0) / 1000)})`);
+              if (rep === 0) await probeLatencies(pair.probe, Math.min(0.5, s.seconds / 4)); // warm up
+              const metrics = await headOfLine(pair.reads, pair.probe, s.seconds, s.slowMs!);
+              cells.push({ server: t.server, job: load.name, rep, ok: true, metrics, wallSecs: 2 * s.seconds, notes: [pair.how] });
+              progress.line(`[${done}/${total}] ${load.name} on ${t.server} rep ${rep + 1}: getattr p50 ${fmtValue(metrics.p50Idle!)} -> ${fmtValue(metrics.p50Loaded!)} µs, ` +
+                `p99 ${fmtValue(metrics.p99Idle!)} -> ${fmtValue(metrics.p99Loaded!)} µs, ${fmtValue(metrics.loadIops!)} slow reads/s meanwhile`);
+            } catch (e) {
+              const err = `${(e as Error).message}`.slice(0, 300);
+              cells.push({ server: t.server, job: load.name, rep, ok: false, metrics: {}, error: err });
+              progress.line(`[${done}/${total}] ${load.name} on ${t.server} rep ${rep + 1}: FAILED ${err}`);
+            }
+          }
+        }
+        continue;
+      }
       for (const t of targets) {
         if (dead.has(t.server)) continue;
         try {
@@ -428,7 +563,7 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
             const err = `${(e as Error).message}`.slice(0, 300);
             cells.push({ server: t.server, job: load.name, rep, ok: false, metrics: {}, error: err });
             progress.line(`[${done}/${total}] ${load.name} on ${t.server} rep ${rep + 1}: FAILED ${err}`);
-            const proc = t.server.startsWith('duofs') ? duofsProc : t.server === 'virtiofsd' ? vfsd : undefined;
+            const proc = t.server.startsWith('duofs') ? duofsProc : vfsds.get(t.server);
             if (proc && proc.child.exitCode !== null) dead.set(t.server, `the server exited (${proc.child.exitCode}): ${proc.out().slice(-300)}`);
           }
         }
@@ -441,11 +576,16 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
     }
   } finally {
     progress.done();
-    for (const t of targets) await t.close().catch(() => undefined);
+    for (const t of [...targets, ...extra.values()]) await t.close().catch(() => undefined);
     for (const p of procs) await p.stop(p === duofsProc ? 60_000 : 5000);
     await diod?.stop(); // left running, it kept this process alive after the table was written
+    await slowStore?.stop(); // before the removal below, which would otherwise go through the mount
     rmSync(base, { recursive: true, force: true });
     if (s.sharedDir) spawnSync('rm', ['-rf', '--one-file-system', benchTree]);
+  }
+  if (slow) {
+    notes.push(`Slow storage (--slow-storage ${s.slowMs}): the servers export a FUSE mount of the tree served by a second duofs (serve --fuse-mount --debug-io-latency-ms ${s.slowMs} --cache never): every read, write and fsync a server issues starts ${s.slowMs} ms late, for every server alike, and nothing is cached by the host. ` +
+      'Head-of-line jobs: the getattr client runs alone for the measured time (unloaded), then again while another client keeps 16 reads of 4 KiB at spread offsets in flight (loaded); p50/p99 are of the individual getattr latencies, 9P getattr = walk + getattr + clunk of the file. virtiofsd-t16 is virtiofsd with --thread-pool-size=16; with slow storage the virtio-fs ratios are against it.');
   }
   if (s.cpuProf && existsSync(profFile)) profiles.push({ server: 'duofs (both front-ends)', file: profFile });
   notes.push(
@@ -463,13 +603,13 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
     command: s.command,
     machine: { ...machineBasics(), ...machine },
     versions,
-    settings: { seconds: s.seconds, repeat: s.repeat, concurrency: s.concurrency, xattr: s.xattr, ...(s.duofsArgs.length ? { duofsArgs: s.duofsArgs.join(' ') } : {}) },
-    servers: servers.map((d) => {
+    settings: { ...(slow ? { slowStorageMs: s.slowMs! } : {}), seconds: s.seconds, repeat: s.repeat, concurrency: s.concurrency, xattr: s.xattr, ...(s.duofsArgs.length ? { duofsArgs: s.duofsArgs.join(' ') } : {}) },
+    servers: (slow ? slowReferences : <T,>(x: T) => x)(servers.map((d) => {
       const mine = cells.filter((c) => c.server === d.name);
       const ok = mine.filter((c) => c.ok).length;
       const error = dead.get(d.name) ?? mine.find((c) => !c.ok)?.error;
       return { ...d, status: ok === mine.length ? 'ok' as const : ok === 0 ? 'failed' as const : 'partial' as const, ...(ok < mine.length && error ? { error } : {}) };
-    }),
+    })),
     jobs: loads.map((l) => ({ name: l.name, title: l.title, metrics: l.metrics })),
     cells,
     notes,

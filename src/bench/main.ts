@@ -15,7 +15,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { BenchError, labDir } from './env.js';
-import { DEFAULT_GUEST_SERVERS, GUEST_JOBS, GUEST_SERVERS, HOST_LOADS, HOST_SERVERS, parseSizeMiB } from './jobs.js';
+import { DEFAULT_GUEST_SERVERS, GUEST_JOBS, GUEST_SERVERS, HOL_LOADS, HOST_LOADS, HOST_SERVERS, SLOW_GUEST_JOBS, SLOW_GUEST_SERVERS, parseSizeMiB } from './jobs.js';
 import { RESULT_FORMAT, type BenchResult } from './model.js';
 import { Progress } from './progress.js';
 import { renderMarkdown, renderText } from './render-table.js';
@@ -44,6 +44,20 @@ export interface BenchArgs {
   concurrency?: number;
   render?: string;
   quiet?: boolean;
+  slowStorage?: number;
+}
+
+/** The jobs a mode knows, and those it runs by default. */
+export function jobCatalogue(host: boolean, slow: boolean): { known: string[]; defaults: string[] } {
+  const base = (host ? HOST_LOADS : GUEST_JOBS).map((j) => j.name);
+  const extra = (host ? HOL_LOADS : SLOW_GUEST_JOBS).map((j) => j.name);
+  return slow ? { known: [...extra, ...base], defaults: extra } : { known: base, defaults: base };
+}
+
+/** The servers a mode runs when --servers is not given. */
+export function defaultServers(host: boolean, slow: boolean): string[] {
+  if (host) return HOST_SERVERS.filter((s) => slow || s.name !== 'virtiofsd-t16').map((s) => s.name);
+  return slow ? SLOW_GUEST_SERVERS : DEFAULT_GUEST_SERVERS;
 }
 
 const list = (v: (string | number)[] | undefined): string[] | undefined =>
@@ -60,7 +74,7 @@ export function benchOptions<T>(y: Argv<T>) {
     .option('host', { type: 'boolean', default: false, describe: 'host-side mode, no guest: the vhost-user test frontend drives duofs and virtiofsd with FUSE requests, the 9P client drives duofs and diod over unix sockets' })
     .option('servers', { type: 'string', array: true, describe: `servers, comma separated. Guest: ${GUEST_SERVERS.map((s) => s.name).join(', ')} (default: all but diod). Host: ${HOST_SERVERS.map((s) => s.name).join(', ')} (default: all)` })
     .option('jobs', { type: 'string', array: true, describe: `jobs, comma separated. Guest: ${GUEST_JOBS.map((j) => j.name).join(', ')}. Host: ${HOST_LOADS.map((j) => j.name).join(', ')}. Default: all` })
-    .option('size', { type: 'string', default: '128M', describe: 'guest: size of the fio data file per server (K/M/G)' })
+    .option('size', { type: 'string', describe: 'guest: size of the fio data file per server (K/M/G); default 128M, 32M with --slow-storage' })
     .option('repeat', { type: 'number', default: 3, describe: 'repetitions of every cell (the table shows median [min–max])' })
     .option('runtime', { type: 'number', describe: 'seconds per fio job in the guest (default 5) or per host-side measurement (default 2)' })
     .option('iodepth', { type: 'number', default: 16, describe: 'guest: queue depth of the libaio jobs' })
@@ -77,9 +91,11 @@ export function benchOptions<T>(y: Argv<T>) {
     .option('keep', { type: 'boolean', default: false, describe: 'keep the work folder (trees, sockets, logs, raw fio output)' })
     .option('render', { type: 'string', describe: 'only render an earlier bench.json again (table, Markdown, SVG next to it)' })
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress lines' })
+    .option('slow-storage', { type: 'number', describe: 'every server exports a FUSE mount of the tree (a second duofs, --fuse-mount --cache never) whose reads, writes and fsyncs start MS late. Guest: 4 KiB random I/O at queue depth 1 and 16 (slow-read-qd1 ...), virtiofsd also with --thread-pool-size=16 (virtiofsd-t16). Host: head-of-line jobs, getattr latency while 16 slow reads are in flight (hol-same, hol-cross)' })
     .example('$0 bench', 'every server, every guest job, 3 repetitions (about an hour under TCG)')
     .example('$0 bench --servers duofs-virtiofs,virtiofsd --jobs seq-read,seq-write --repeat 5', 'virtio-fs only, sequential I/O')
-    .example('$0 bench --host --cpu-prof', 'host-side request rates, with a CPU profile of duofs');
+    .example('$0 bench --host --cpu-prof', 'host-side request rates, with a CPU profile of duofs')
+    .example('$0 bench --slow-storage 20 --repeat 1', 'every read and write of the export takes 20 ms: who keeps requests in flight');
 }
 
 function stamp(): string {
@@ -147,22 +163,26 @@ export async function runBench(argv: BenchArgs): Promise<number> {
       return r.cells.every((c) => c.ok) ? 0 : 1;
     }
     const host = argv.host === true;
-    const servers = list(argv.servers) ?? (host ? HOST_SERVERS.map((s) => s.name) : DEFAULT_GUEST_SERVERS);
-    const jobs = list(argv.jobs) ?? (host ? HOST_LOADS : GUEST_JOBS).map((j) => j.name);
+    const slowMs = argv.slowStorage;
+    const slow = slowMs !== undefined;
+    if (slow && !(Number.isFinite(slowMs) && slowMs >= 0 && slowMs <= 10_000)) throw new BenchError(`--slow-storage ${String(slowMs)}: expected milliseconds, 0 to 10000`);
+    const catalogue = jobCatalogue(host, slow);
+    const servers = list(argv.servers) ?? defaultServers(host, slow);
+    const jobs = list(argv.jobs) ?? catalogue.defaults;
     const known = (host ? HOST_SERVERS : GUEST_SERVERS).map((s) => s.name);
-    for (const s of servers) if (!known.includes(s)) throw new BenchError(`unknown server ${s} for ${host ? '--host' : 'the guest bench'}; known: ${known.join(', ')}`);
-    const knownJobs = (host ? HOST_LOADS : GUEST_JOBS).map((j) => j.name);
-    for (const j of jobs) if (!knownJobs.includes(j)) throw new BenchError(`unknown job ${j} for ${host ? '--host' : 'the guest bench'}; known: ${knownJobs.join(', ')}`);
+    const mode = `${host ? '--host' : 'the guest bench'}${slow ? ' with --slow-storage' : ''}`;
+    for (const s of servers) if (!known.includes(s)) throw new BenchError(`unknown server ${s} for ${mode}; known: ${known.join(', ')}`);
+    for (const j of jobs) if (!catalogue.known.includes(j)) throw new BenchError(`unknown job ${j} for ${mode}; known: ${catalogue.known.join(', ')}`);
     if (servers.length === 0 || jobs.length === 0) throw new BenchError('nothing to run: give at least one server and one job');
     const repeat = argv.repeat ?? 3;
     if (!Number.isInteger(repeat) || repeat < 1) throw new BenchError('--repeat: a whole number of at least 1');
     // An installed duofs has no lab of its own: results go to the working directory.
     const resultsDir = existsSync(labDir) ? join(labDir, 'results') : process.cwd();
-    const outDir = resolve(argv.out ?? join(resultsDir, `bench-${host ? 'host' : 'guest'}-${stamp()}`));
+    const outDir = resolve(argv.out ?? join(resultsDir, `bench-${host ? 'host' : 'guest'}${slow ? '-slow' : ''}-${stamp()}`));
     const command = `duofs bench ${process.argv.slice(process.argv.indexOf('bench') + 1).join(' ')}`.trim();
     let sizeMiB: number;
     try {
-      sizeMiB = parseSizeMiB(argv.size ?? '128M');
+      sizeMiB = parseSizeMiB(argv.size ?? (slow ? '32M' : '128M'));
     } catch (e) {
       throw new BenchError((e as Error).message);
     }
@@ -174,6 +194,7 @@ export async function runBench(argv: BenchArgs): Promise<number> {
       ({ result, profiles } = await runHostBench({
         servers, jobs, repeat, seconds: argv.runtime ?? 2, concurrency: argv.concurrency ?? 8, cpuProf: argv.cpuProf === true,
         outDir, sharedDir: argv.sharedDir, xattr: argv.xattr === true, duofsArgs: list(argv.duofsArg) ?? [], command,
+        ...(slow ? { slowMs } : {}),
       }, progress));
     } else {
       const { runGuestBench } = await import('./guest.js');
@@ -181,7 +202,7 @@ export async function runBench(argv: BenchArgs): Promise<number> {
         sharedDir: argv.sharedDir, servers, jobs, sizeMiB, runtimeSec: argv.runtime ?? 5, repeat, iodepth: argv.iodepth ?? 16,
         direct: argv.direct !== false, files: argv.files ?? 1000, xattr: argv.xattr === true, cpuProf: argv.cpuProf === true, outDir,
         keep: argv.keep === true, timeoutSec: argv.timeout, memMiB: argv.mem ?? 1024, cpus: argv.cpus ?? 1,
-        duofsArgs: list(argv.duofsArg) ?? [], command,
+        duofsArgs: list(argv.duofsArg) ?? [], command, ...(slow ? { slowMs } : {}),
       }, progress));
     }
     const { repoRoot } = await import('./env.js');

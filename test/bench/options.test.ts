@@ -18,7 +18,7 @@ const parse = (args: string[]): BenchArgs => benchOptions(yargs(args)).strict().
 describe('options', () => {
   test('defaults and lists given either way', () => {
     const a = parse([]);
-    expect(a).toMatchObject({ host: false, size: '128M', repeat: 3, iodepth: 16, direct: true, files: 1000, cpuProf: false });
+    expect(a).toMatchObject({ host: false, repeat: 3, iodepth: 16, direct: true, files: 1000, cpuProf: false });
     const b = parse(['--servers', 'duofs-9p,qemu-9p', '--servers', 'virtiofsd', '--jobs=seq-read', '--no-direct', '--cpu-prof', '--duofs-arg=--cache=always']);
     expect(b.servers).toEqual(['duofs-9p,qemu-9p', 'virtiofsd']);
     expect(b.jobs).toEqual(['seq-read']);
