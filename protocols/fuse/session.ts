@@ -265,7 +265,9 @@ export class FuseSession {
   private openOut(fh: bigint, isDir: boolean): Buffer {
     let flags = 0;
     const mode = this.ctx.options.cache;
-    if (!isDir && (mode === 'never' || mode === 'metadata')) flags |= FOPEN.DIRECT_IO;
+    // Direct I/O: writes to one file may run side by side (pwritev at their
+    // own offsets; the kernel still serializes extending and O_APPEND writes).
+    if (!isDir && (mode === 'never' || mode === 'metadata')) flags |= FOPEN.DIRECT_IO | FOPEN.PARALLEL_DIRECT_WRITES;
     if (mode === 'always') flags |= isDir ? FOPEN.CACHE_DIR : FOPEN.KEEP_CACHE;
     return openOut(fh, flags);
   }

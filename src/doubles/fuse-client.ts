@@ -49,7 +49,7 @@ export const FATTR = {
   ATIME_NOW: 1 << 7, MTIME_NOW: 1 << 8, LOCKOWNER: 1 << 9, CTIME: 1 << 10, KILL_SUIDGID: 1 << 11,
 } as const;
 
-export const FOPEN = { DIRECT_IO: 1, KEEP_CACHE: 2, NONSEEKABLE: 4, CACHE_DIR: 8 } as const;
+export const FOPEN = { DIRECT_IO: 1, KEEP_CACHE: 2, NONSEEKABLE: 4, CACHE_DIR: 8, PARALLEL_DIRECT_WRITES: 64 } as const;
 export const FUSE_GETATTR_FH = 1;
 export const FUSE_LK_FLOCK = 1;
 export const FUSE_WRITE_KILL_SUIDGID = 4;

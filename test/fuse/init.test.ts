@@ -124,12 +124,12 @@ describe('cache and feature options', () => {
     });
   });
 
-  test('--cache never: zero timeouts and DIRECT_IO opens', async () => {
+  test('--cache never: zero timeouts and DIRECT_IO opens, with parallel direct writes', async () => {
     await withDaemon({ cache: 'never' }, async (c) => {
       const e = await c.lookup(ROOT, 'f');
       expect([e.entryValid, e.attrValid]).toEqual([0n, 0n]);
       expect((await c.getattr(e.nodeid)).attrValid).toBe(0n);
-      expect((await c.open(e.nodeid, 0)).openFlags & FOPEN.DIRECT_IO).toBe(FOPEN.DIRECT_IO);
+      expect((await c.open(e.nodeid, 0)).openFlags & (FOPEN.DIRECT_IO | FOPEN.PARALLEL_DIRECT_WRITES)).toBe(FOPEN.DIRECT_IO | FOPEN.PARALLEL_DIRECT_WRITES);
     });
   });
 
