@@ -528,9 +528,17 @@ export class Backend {
    * way. `killSuidgid`: the caller lacks CAP_FSETID (FUSE's WRITE_KILL_SUIDGID).
    */
   async write(file: OpenFile, offset: number | bigint, src: readonly Buffer[], o: WriteOptions & { killSuidgid?: boolean }): Promise<number> {
-    const n = await file.use((fd) => writeFrom(this.engine, { fd, speed: file.speed, what: file.inode.label }, offset, src, o));
-    if (o.killSuidgid && !file.isClosed) this.killSuidgid(file.inode);
-    return n;
+    if (!o.killSuidgid) return file.use((fd) => writeFrom(this.engine, { fd, speed: file.speed, what: file.inode.label }, offset, src, o));
+    // The setuid/setgid bits go after the write even when the client
+    // released the handle meanwhile: the inode stays referenced until then.
+    const inode = this.ref(file.inode);
+    try {
+      const n = await file.use((fd) => writeFrom(this.engine, { fd, speed: file.speed, what: inode.label }, offset, src, o));
+      this.killSuidgid(inode);
+      return n;
+    } finally {
+      this.release(inode);
+    }
   }
 
   /** Notes which engine policy fits the new file's filesystem. */

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import { Req } from '../../protocols/vhost-user/protocol.js';
 import { LatencyEngine } from '../../src/io/latency.js';
 import { engineUnderTest, RecordingEngine } from '../support/engines.js';
-import { ROOT } from './client.js';
+import { FUSE_WRITE_KILL_SUIDGID, ROOT } from './client.js';
 import { FuseFixture } from './fixture.js';
 
 const SLOW_MS = 400;
@@ -41,10 +41,12 @@ const isSlow = (fd: number): boolean => {
 };
 
 beforeAll(async () => {
-  engine = new RecordingEngine(new LatencyEngine(await engineUnderTest(), (call, fd) => (call === 'read' && isSlow(fd) ? SLOW_MS : 0)));
+  engine = new RecordingEngine(new LatencyEngine(await engineUnderTest(), (call, fd) => ((call === 'read' || call === 'write') && isSlow(fd) ? SLOW_MS : 0)));
   fx = await new FuseFixture().start({ serve: { engine } });
   for (const name of ['slow1', 'slow2', 'slow3', 'slow4']) fs.writeFileSync(fx.p(name), slowData);
   fs.writeFileSync(fx.p('fast'), 'fast data');
+  fs.writeFileSync(fx.p('slow-suid'), 'x');
+  fs.chmodSync(fx.p('slow-suid'), 0o4755);
 });
 
 afterAll(async () => {
@@ -107,6 +109,20 @@ test('RELEASE and FORGET while a read is in flight: the read still returns the d
   await new Promise((r) => setTimeout(r, 50));
   expect(fdsOn('slow2')).toBe(0);
   expect(engine.failed).toEqual([]);
+  fe.close();
+});
+
+test('a WRITE_KILL_SUIDGID write whose handle is released under it still drops the setuid bit', async () => {
+  const { c, fe } = await fx.guest();
+  const { nodeid } = await c.lookup(ROOT, 'slow-suid');
+  const { fh } = await c.open(nodeid, 1 /* O_WRONLY */);
+  const write = c.write(fh, 0n, Buffer.from('data'), { writeFlags: FUSE_WRITE_KILL_SUIDGID, uid: 1000, gid: 1000 });
+  await new Promise((r) => setTimeout(r, 50)); // the write waits on the "disk"
+  await c.release(fh);
+  await c.forget(nodeid, 1n);
+  expect(await write).toBe(4);
+  expect(fs.statSync(fx.p('slow-suid')).mode & 0o7777).toBe(0o755);
+  expect(fs.readFileSync(fx.p('slow-suid'), 'utf8')).toBe('data');
   fe.close();
 });
 
