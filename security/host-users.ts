@@ -16,11 +16,21 @@ function readLines(path: string): string[][] {
 
 export class HostUsers {
   private readonly cache = new Map<string, Credentials>();
+  /** the files as read when the process entered its sandbox (after that, "/etc" is the export's) */
+  private frozen: { passwd: string[][]; group: string[][] } | undefined;
 
   constructor(private readonly passwdPath = '/etc/passwd', private readonly groupPath = '/etc/group') {}
 
+  /**
+   * Reads both files now and never again: called before the root changes to
+   * the export, where /etc/passwd would be a file a guest writes.
+   */
+  freeze(): void {
+    this.frozen = { passwd: readLines(this.passwdPath), group: readLines(this.groupPath) };
+  }
+
   private passwd(): PasswdEntry[] {
-    return readLines(this.passwdPath)
+    return (this.frozen?.passwd ?? readLines(this.passwdPath))
       .filter((f) => f.length >= 4)
       .map((f) => ({ name: f[0]!, uid: Number(f[2]), gid: Number(f[3]) }))
       .filter((e) => Number.isInteger(e.uid) && Number.isInteger(e.gid));
@@ -28,7 +38,7 @@ export class HostUsers {
 
   private groupsOf(name: string, primary: number): number[] {
     const gids = new Set<number>([primary]);
-    for (const f of readLines(this.groupPath)) {
+    for (const f of this.frozen?.group ?? readLines(this.groupPath)) {
       if (f.length < 4) continue;
       const gid = Number(f[2]);
       if (Number.isInteger(gid) && f[3]!.split(',').includes(name)) gids.add(gid);
@@ -59,6 +69,7 @@ export class HostUsers {
 
   /** Attach can happen long after start: forget what was read. */
   reload(): void {
+    if (this.frozen) return; // no fresher copy can be had
     this.cache.clear();
   }
 }

@@ -52,6 +52,8 @@ export class DevFuseMount {
     private readonly log: Logger,
     maxWrite: number,
     fd: number,
+    /** we mounted it, so close() unmounts it */
+    private readonly owned: boolean,
   ) {
     this.fd = fd;
     this.bufSize = bufferSize(maxWrite);
@@ -66,6 +68,18 @@ export class DevFuseMount {
 
   /** Opens /dev/fuse and mounts it on `mountpoint` (root only). */
   static attach(mountpoint: string, session: FuseSession, log: Logger, maxWrite: number): DevFuseMount {
+    const fd = DevFuseMount.mountChannel(mountpoint, maxWrite);
+    log.info({ mountpoint }, 'FUSE session mounted on the host');
+    return new DevFuseMount(mountpoint, session, log, maxWrite, fd, true);
+  }
+
+  /**
+   * Opens /dev/fuse and mounts it on `mountpoint`, returning the channel fd
+   * for a server to adopt: a sandbox supervisor mounts in the host's mount
+   * namespace and hands the fd to the confined server (whose own mounts no
+   * one else would see).
+   */
+  static mountChannel(mountpoint: string, maxWrite: number): number {
     const fd = openat(AT_FDCWD, '/dev/fuse', O_RDWR | O_NONBLOCK | O_CLOEXEC);
     try {
       mount('duofs', mountpoint, 'fuse.duofs', MS_NOSUID | MS_NODEV,
@@ -74,8 +88,13 @@ export class DevFuseMount {
       close(fd);
       throw e;
     }
-    log.info({ mountpoint }, 'FUSE session mounted on the host');
-    return new DevFuseMount(mountpoint, session, log, maxWrite, fd);
+    return fd;
+  }
+
+  /** Serves a channel mounted by someone else (see mountChannel); they unmount it, not we. */
+  static adopt(fd: number, mountpoint: string, session: FuseSession, log: Logger, maxWrite: number): DevFuseMount {
+    log.info({ mountpoint, fd }, 'FUSE session serves a mount made by the sandbox supervisor');
+    return new DevFuseMount(mountpoint, session, log, maxWrite, fd, false);
   }
 
   /**
@@ -240,7 +259,7 @@ export class DevFuseMount {
     this.poll.stop();
     this.poll.close();
     this.polling = false;
-    if (unmount) {
+    if (unmount && this.owned) {
       try {
         umount2(this.mountpoint, MNT_DETACH);
       } catch (e) {

@@ -21,6 +21,7 @@ import {
   VRING_F_LOG, VRING_INDEX_MASK, VRING_NOFD_MASK, vringStatePayload, type Message,
 } from './protocol.js';
 import { closeFd, drainEventFd, setNonBlocking, signalEventFd } from './sys.js';
+import { procPath } from '../../src/sys/fs.js';
 
 export interface SessionOptions {
   device: VhostUserDevice;
@@ -626,7 +627,7 @@ function takeEventFd(m: Message): number {
   const [fd] = takeFds(m, 1);
   let target = '';
   try {
-    target = readlinkSync(`/proc/self/fd/${fd}`);
+    target = readlinkSync(procPath(fd!));
   } catch {
     // reported below
   }

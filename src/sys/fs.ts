@@ -13,9 +13,20 @@ function check(ret: number, op: string, what: string | Buffer): number {
   return ret;
 }
 
+let procFdPrefix = '/proc/self/fd/';
+
 /** The path through which an fd (O_PATH ones included) can be reopened. */
 export function procPath(fd: number): string {
-  return `/proc/self/fd/${fd}`;
+  return procFdPrefix + fd;
+}
+
+/**
+ * In the sandbox there is no /proc in the root: the process's working
+ * directory is its /proc/self/fd, opened before the root changed (as
+ * virtiofsd keeps proc_self_fd), and the path of fd N is just "N".
+ */
+export function useProcFdWorkingDirectory(): void {
+  procFdPrefix = '';
 }
 
 export function openat(dirfd: number, name: Buffer | string, flags: number, mode = 0): number {
