@@ -20,6 +20,12 @@ import { ConvertError, convertExport, formatSummary } from './convert/convert.js
 import { ExportInUseError } from './convert/in-use.js';
 import { ENGINE_CHOICES, type EngineChoice } from './io/select.js';
 import { benchOptions, runBench, type BenchArgs } from './bench/main.js';
+import { DEFAULT_SANDBOX, DEFAULT_SECCOMP, FUSE_FD_ENV, SANDBOX_MODES, SECCOMP_MODES, insideNamespaces, type SandboxMode, type SeccompMode } from './sandbox/mode.js';
+import { superviseInNamespaces } from './sandbox/supervisor.js';
+import { confine } from './sandbox/confine.js';
+import { checkMountpoint } from './server.js';
+import { defaultFuseOptions } from '../protocols/fuse/options.js';
+import { realpathSync } from 'node:fs';
 
 /** QEMU's fmode/dmode: octal, masked with 0777, only for the mapped models. */
 function parseOctalMode(flag: string, v: string | undefined, model: SecurityModelName): number | undefined {
@@ -55,8 +61,10 @@ async function serve(argv: {
   '9pPermissions'?: NinepPermissions;
   '9pMaxFids': number; rlimitNofile?: number; sessionMaxOpen?: number;
   ioEngine?: EngineChoice; threadPoolSize?: number; debugIoLatencyMs?: number;
+  sandbox?: SandboxMode; seccomp?: SeccompMode;
 }): Promise<void> {
   const log = createLogger(argv.logLevel as LevelWithSilent, { format: argv.logFormat, syslog: argv.syslog });
+
   const logLimits = parseLogLimits(argv.logBurst, argv.logRate);
   if (!argv['9pSocket'] && !argv['9pTcp'] && argv['9pFd'] === undefined && !argv.fuseMount && !argv.virtiofsSocket?.length && argv.virtiofsFd === undefined && !argv['9pVhostSocket']?.length) {
     throw new StartupError('nothing to serve on: give --virtiofs-socket, --9p-vhost-socket, --9p-socket, --9p-tcp, --9p-fd or --fuse-mount');
@@ -64,9 +72,21 @@ async function serve(argv: {
   // A QEMU -fsdev/-virtfs option string supplies what it names; explicit flags win.
   const spec = argv.fsdev ? parseFsdevSpec(argv.fsdev) : undefined;
   const fsdev = spec?.options ?? {};
-  for (const note of spec?.notes ?? []) log.info({ fsdev: argv.fsdev }, note); // each option once: accepted, and how duofs differs
   const sharedDir = argv.sharedDir ?? fsdev.sharedDir;
   if (!sharedDir) throw new StartupError('give the export: --shared-dir DIR or --fsdev "local,path=DIR,..."');
+  const sandbox = argv.sandbox ?? DEFAULT_SANDBOX;
+  if (sandbox === 'namespace' && !insideNamespaces()) {
+    // This process stays outside as the supervisor; the server runs in the namespaces.
+    const code = await superviseInNamespaces({
+      argv: process.argv.slice(1),
+      log,
+      inheritFds: [argv['9pFd'], argv.virtiofsFd].filter((fd): fd is number => fd !== undefined),
+      newNet: !argv['9pTcp'],
+      fuse: argv.fuseMount ? { mountpoint: checkMountpoint(argv.fuseMount, sharedDir), maxWrite: defaultFuseOptions.maxWrite } : undefined,
+    });
+    process.exit(code);
+  }
+  for (const note of spec?.notes ?? []) log.info({ fsdev: argv.fsdev }, note); // each option once: accepted, and how duofs differs
   const model = argv.securityModel ?? fsdev.securityModel ?? 'passthrough';
   const d = await startDuofs({
     ...fsdev,
@@ -89,6 +109,8 @@ async function serve(argv: {
     translateUid: argv.translateUid ? asIdTranslations(parseIdRules(argv.translateUid)) : undefined,
     translateGid: argv.translateGid ? asIdTranslations(parseIdRules(argv.translateGid)) : undefined,
     fuseMount: argv.fuseMount,
+    fuseFd: insideNamespaces() && process.env[FUSE_FD_ENV] !== undefined ? Number(process.env[FUSE_FD_ENV]) : undefined,
+    confine: (made) => confine({ mode: sandbox, seccomp: argv.seccomp ?? DEFAULT_SECCOMP, exportPath: realpathSync(sharedDir), log }, made),
     virtiofsSocket: argv.virtiofsSocket,
     virtiofsFd: argv.virtiofsFd,
     tag: argv.tag,
@@ -151,6 +173,8 @@ export async function main(args: string[]): Promise<void> {
         .option('xattr', { type: 'boolean', default: false, describe: 'FUSE: pass extended attributes through (9P always does)' })
         .option('announce-submounts', { type: 'boolean', default: false, describe: 'FUSE: give each host filesystem mounted inside the export its own st_dev and announce it as a submount' })
         .option('readonly', { type: 'boolean', default: false, describe: 'refuse every change to the export with EROFS' })
+        .option('sandbox', { choices: SANDBOX_MODES, describe: "confine the server once it is set up, as virtiofsd's --sandbox: namespace = new mount, pid, ipc, uts (and net, unless --9p-tcp) namespaces with the export as the root (pivot_root), a user namespace too when not run as root; chroot = chroot into the export (containers that made their namespaces already); none = the host's root. Default: namespace. See docs/operator-guide.md" })
+        .option('seccomp', { choices: SECCOMP_MODES, describe: "a system-call allow-list on every thread once the server is confined, as virtiofsd's --seccomp: kill = a call outside it ends the server (the supervisor and the kernel log say which), log = the kernel logs it and lets it run, trap = the server logs it and exits, none = no filter. Default: kill" })
         .option('log-level', { choices: LOG_LEVELS, default: 'info', describe: 'log verbosity (trace logs every request)' })
         .option('log-format', { choices: LOG_FORMATS, describe: "json: pino's JSON lines (the default when stderr is not a terminal); text: virtiofsd's '[time LEVEL duofs] message key=value' lines" })
         .option('syslog', { type: 'boolean', default: false, describe: 'log to syslog (/dev/log: journald or rsyslog) instead of stderr; falls back to stderr, saying so, when /dev/log cannot be reached' })

@@ -31,6 +31,8 @@ export interface LogOptions {
   target?: string;
   /** log to syslog: true = /dev/log, a string = another datagram socket */
   syslog?: boolean | string;
+  /** say nothing when syslog cannot be reached (the sandbox supervisor, with the same options, already said it) */
+  quietSyslogFallback?: boolean;
 }
 
 const NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'ERROR' };
@@ -94,7 +96,7 @@ export function createLogger(level: LevelWithSilent = 'info', o: LogOptions = {}
       return log;
     }
     const log = createLogger(level, { ...o, syslog: false, format: o.format ?? 'text' });
-    log.warn({ socket: path }, `can't enable syslog: ${why}; logging to stderr`);
+    if (!o.quietSyslogFallback) log.warn({ socket: path }, `can't enable syslog: ${why}; logging to stderr`);
     return log;
   }
   if (o.format === 'text') {

@@ -75,6 +75,16 @@ export interface ServeOptions {
   sessionMaxOpen?: number;
   /** attach a FUSE session to the host at this directory (/dev/fuse) */
   fuseMount?: string;
+  /** fuseMount was already mounted on this /dev/fuse fd (by the sandbox supervisor, which also unmounts it) */
+  fuseFd?: number;
+  /**
+   * Called once, synchronously, when every listener, device and mount exists
+   * and before any peer is served: the sandbox is entered here
+   * (src/sandbox). From then on the server opens no path of the host: the
+   * socket files are left to whoever made the sandbox, and the host's
+   * users and groups are read from a copy made just before.
+   */
+  confine?: (made: { socketPaths: readonly string[] }) => void;
   /** FUSE (virtio-fs and /dev/fuse) session options */
   fuse?: Partial<FuseOptions>;
   readonly?: boolean;
@@ -217,7 +227,19 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     origins.set(origin, l);
     return l;
   };
+  // A 9P client that connects while the other listeners are still being
+  // made waits, unread, until the server is confined.
+  let confined = opts.confine === undefined;
+  const early: (() => void)[] = [];
   const accept = (label: string) => (sock: Socket): void => {
+    if (!confined) {
+      sock.pause();
+      early.push(() => {
+        accept(label)(sock);
+        sock.resume();
+      });
+      return;
+    }
     const peer = sock.remoteAddress ? `tcp:${sock.remoteAddress}:${sock.remotePort}` : `${label}#${++serial}`;
     const origin = originLog(sock.remoteAddress ? `tcp:${sock.remoteAddress}` : label);
     const conn = new StreamConnection(sock, streamCtx, peer, origin);
@@ -272,7 +294,12 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
       socketPaths.push(socketPath);
       log.info({ socket: socketPath, tag, export: opts.sharedDir }, 'serving virtio-9p (vhost-user)');
     }
-    if (opts.fuseMount) {
+    if (opts.fuseMount && opts.fuseFd !== undefined) {
+      // Mounted and checked by the supervisor; looking at it from here would
+      // send a request to this very server, which is not serving yet.
+      const session = new FuseSession({ backend, log, options: fuseOptions, logLimits }, `fuse:${opts.fuseMount}`);
+      fuseMounts.push(DevFuseMount.adopt(opts.fuseFd, opts.fuseMount, session, log, fuseOptions.maxWrite));
+    } else if (opts.fuseMount) {
       const mp = checkMountpoint(opts.fuseMount, opts.sharedDir);
       const session = new FuseSession({ backend, log, options: fuseOptions, logLimits }, `fuse:${mp}`);
       fuseMounts.push(DevFuseMount.attach(mp, session, log, fuseOptions.maxWrite));
@@ -284,6 +311,13 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
         // One line for the first, then one per 1000: a flood must not flood the log.
         if (dropped++ % 1000 === 0) log.warn({ maxConnections, dropped }, '9P connection refused: too many connections (each needs an fd from the reserve)');
       });
+    }
+    if (opts.confine) {
+      ctx.users.freeze();
+      opts.confine({ socketPaths });
+      socketPaths.length = 0; // no longer ours to unlink: in the sandbox these names mean files of the export
+      confined = true;
+      for (const go of early.splice(0)) go();
     }
   } catch (e) {
     for (const s of servers) s.close();
@@ -340,7 +374,7 @@ async function openEngine(opts: ServeOptions, log: Logger): Promise<IoEngine> {
 }
 
 /** The FUSE mountpoint must exist and lie outside the export (the server would serve itself). */
-function checkMountpoint(mountpoint: string, sharedDir: string): string {
+export function checkMountpoint(mountpoint: string, sharedDir: string): string {
   let mp: string;
   try {
     mp = realpathSync(mountpoint);

@@ -26,6 +26,7 @@ import { CompatError } from '../errors.js';
 import { StartupError } from '../../src/listeners.js';
 import { XattrMap, XattrMapError } from '../../protocols/fuse/xattr-map.js';
 import { parseQemuOpts } from '../qemu/opts.js';
+import { DEFAULT_SANDBOX, DEFAULT_SECCOMP, SANDBOX_MODES, SECCOMP_MODES, type SandboxMode, type SeccompMode } from '../../src/sandbox/mode.js';
 
 /** virtiofsd's MAX_TAG_LEN (the virtio-fs config space tag field). */
 export const MAX_TAG_LEN = 36;
@@ -51,14 +52,16 @@ export interface VirtiofsdArgs {
   syslog: boolean;
   /** --log-format json|text (duofs extension; default text, as virtiofsd's lines) */
   logFormat: 'json' | 'text';
+  /** --sandbox (default namespace, as virtiofsd) */
+  sandbox: SandboxMode;
+  /** --seccomp (default kill, as virtiofsd) */
+  seccomp: SeccompMode;
   /** one line each, logged once at info: accepted options that have no effect in duofs, deprecations */
   notes: string[];
 }
 
 /** Accepted options that change nothing in duofs, and why (the documented table). */
 export const NO_EFFECT: Readonly<Record<string, string>> = {
-  '--sandbox': 'duofs confines every path operation to the export by construction (one name per openat with O_NOFOLLOW, RESOLVE_BENEATH); it does not chroot or enter namespaces, so namespace, chroot and none behave alike',
-  '--seccomp': 'duofs installs no seccomp filter (Node.js needs a wide syscall set); none, kill, log and trap behave alike',
   '--inode-file-handles': 'never, prefer and fallback are accepted: duofs decides per inode whether it keeps an O_PATH fd or a file handle (mandatory is refused: duofs cannot promise it)',
   '--no-killpriv-v2': 'duofs always offers FUSE_HANDLE_KILLPRIV_V2 and clears setuid/setgid bits itself on write, truncate and chown, as the host kernel would (virtiofsd\'s default is off)',
   '--killpriv-v2': 'duofs always offers FUSE_HANDLE_KILLPRIV_V2 (what this option asks virtiofsd for)',
@@ -223,6 +226,8 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
   let model: SecurityModel | undefined;
   let syslog = false;
   let logFormat: 'json' | 'text' = 'text';
+  let sandbox: SandboxMode = DEFAULT_SANDBOX;
+  let seccomp: SeccompMode = DEFAULT_SECCOMP;
   let posixAcl: 'never' | 'auto' | 'always' | undefined;
   let xattrmap: string | undefined;
 
@@ -268,7 +273,7 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
           }
           case 'sandbox':
             if (o.value !== 'namespace' && o.value !== 'chroot') throw new CompatError(`-o sandbox=${o.value}: invalid (namespace, chroot)`, '-o sandbox');
-            noEffect('--sandbox', `-o sandbox=${o.value}`);
+            sandbox = o.value;
             break;
           case 'xattrmap':
             setXattrmap('-o xattrmap', o.value);
@@ -377,12 +382,12 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
         logFormat = v;
         break;
       case '--sandbox':
-        if (!['namespace', 'chroot', 'none'].includes(v)) throw new CompatError(`--sandbox ${v}: invalid (namespace, chroot, none)`, name);
-        noEffect(name, `--sandbox=${v}`);
+        if (!SANDBOX_MODES.includes(v as SandboxMode)) throw new CompatError(`--sandbox ${v}: invalid (namespace, chroot, none)`, name);
+        sandbox = v as SandboxMode;
         break;
       case '--seccomp':
-        if (!['none', 'kill', 'log', 'trap'].includes(v)) throw new CompatError(`--seccomp ${v}: invalid (none, kill, log, trap)`, name);
-        noEffect(name, `--seccomp=${v}`);
+        if (!SECCOMP_MODES.includes(v as SeccompMode)) throw new CompatError(`--seccomp ${v}: invalid (none, kill, log, trap)`, name);
+        seccomp = v as SeccompMode;
         break;
       case '--readonly':
         opts.readonly = true;
@@ -468,7 +473,7 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
     }
   }
 
-  const result: VirtiofsdArgs = { options: opts, printCapabilities, help, version, rlimitNofile, socketGroup, syslog, logFormat, notes };
+  const result: VirtiofsdArgs = { options: opts, printCapabilities, help, version, rlimitNofile, socketGroup, syslog, logFormat, sandbox, seccomp, notes };
   if (help || version || printCapabilities) return result;
 
   // Cross-option rules, as virtiofsd's clap definitions state them.

@@ -21,6 +21,10 @@ import { CompatError } from '../errors.js';
 import { parseVirtiofsdArgs, type VirtiofsdArgs } from './args.js';
 import { capabilitiesJson } from './capabilities.js';
 import { helpText } from './help.js';
+import { insideNamespaces } from '../../src/sandbox/mode.js';
+import { superviseInNamespaces } from '../../src/sandbox/supervisor.js';
+import { confine } from '../../src/sandbox/confine.js';
+import { realpathSync } from 'node:fs';
 
 const NAME = 'duofs-virtiofsd';
 
@@ -91,17 +95,21 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (args.rlimitNofile !== undefined) setNofile(args.rlimitNofile);
 
-  const log = createLogger(serve.logLevel ?? 'info', { format: args.logFormat, target: NAME, syslog: args.syslog });
-  for (const note of args.notes) log.info({ compat: 'virtiofsd' }, note);
-  const d = await startDuofs({ ...serve, log });
-  if (args.socketGroup !== undefined && serve.virtiofsSocket !== undefined) {
-    try {
-      applySocketGroup(String(serve.virtiofsSocket), args.socketGroup);
-    } catch (e) {
-      await d.close();
-      throw e;
-    }
+  const log = createLogger(serve.logLevel ?? 'info', { format: args.logFormat, target: NAME, syslog: args.syslog, quietSyslogFallback: insideNamespaces() });
+  if (args.sandbox === 'namespace' && !insideNamespaces()) {
+    // As virtiofsd's parent: this process supervises, the server runs inside.
+    return superviseInNamespaces({ argv: process.argv.slice(1), log, newNet: true, inheritFds: serve.virtiofsFd !== undefined ? [serve.virtiofsFd] : [] });
   }
+  for (const note of args.notes) log.info({ compat: 'virtiofsd' }, note);
+  const d = await startDuofs({
+    ...serve,
+    log,
+    confine: (made) => {
+      // The socket's group is set by name, before the root changes.
+      if (args.socketGroup !== undefined && serve.virtiofsSocket !== undefined) applySocketGroup(String(serve.virtiofsSocket), args.socketGroup);
+      confine({ mode: args.sandbox, seccomp: args.seccomp, exportPath: realpathSync(serve.sharedDir), log }, made);
+    },
+  });
   log.info({ export: serve.sharedDir, fd: serve.virtiofsFd, socket: serve.virtiofsSocket }, `${NAME} started`);
 
   await new Promise<void>((resolve) => {

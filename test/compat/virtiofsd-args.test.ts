@@ -103,12 +103,20 @@ test('-d is debug, -f is accepted and noted', () => {
 });
 
 test('options accepted without effect are noted, with a reason from the table', () => {
-  const r = parseVirtiofsdArgs([...base, '--sandbox', 'none', '--seccomp=kill', '--inode-file-handles=prefer',
-    '--no-killpriv-v2', '--killpriv-v2', '--preserve-noatime', '--security-label=never', '--seccomp=none']);
-  expect(r.notes).toHaveLength(7); // once each, though --seccomp came twice: with its last value
-  expect(r.notes[1]).toMatch(/^--seccomp=none: /);
+  const r = parseVirtiofsdArgs([...base, '--inode-file-handles=never', '--inode-file-handles=prefer',
+    '--no-killpriv-v2', '--killpriv-v2', '--preserve-noatime', '--security-label=never']);
+  expect(r.notes).toHaveLength(5); // once each, though --inode-file-handles came twice: with its last value
+  expect(r.notes[0]).toMatch(/^--inode-file-handles=prefer: /);
   for (const n of r.notes) expect(n).toMatch(/accepted, no effect in duofs: \S/);
+});
+
+test('--sandbox and --seccomp mean what they mean to virtiofsd (default namespace and kill); -o sandbox= too', () => {
+  expect(parseVirtiofsdArgs(base)).toMatchObject({ sandbox: 'namespace', seccomp: 'kill' });
+  expect(parseVirtiofsdArgs([...base, '--sandbox', 'none', '--seccomp=kill', '--seccomp=log'])).toMatchObject({ sandbox: 'none', seccomp: 'log', notes: [] });
+  expect(parseVirtiofsdArgs([...base, '--sandbox=chroot', '--seccomp', 'trap'])).toMatchObject({ sandbox: 'chroot', seccomp: 'trap' });
+  expect(parseVirtiofsdArgs(['--fd=3', '-o', 'source=/srv/a,sandbox=chroot'])).toMatchObject({ sandbox: 'chroot' });
   expect(refused([...base, '--sandbox', 'jail']).option).toBe('--sandbox');
+  expect(refused([...base, '--seccomp', 'maybe']).option).toBe('--seccomp');
 });
 
 test('--thread-pool-size sizes the pool of the threads engine; 0 (virtiofsd: no pool) keeps the default, noted', () => {

@@ -190,11 +190,11 @@ async function daemon(args: string[], until: RegExp, ready?: () => boolean): Pro
 
 test('logs are virtiofsd\'s text lines; an option without effect says so once, at info', async () => {
   const sock = path.join(tmp, 'v.sock');
-  const err = await daemon(['--shared-dir', tmp, '--socket-path', sock, '--seccomp=log', '--seccomp=kill', '--thread-pool-size=4', '--thread-pool-size=8'], /duofs-virtiofsd started/);
+  const err = await daemon(['--shared-dir', tmp, '--socket-path', sock, '--inode-file-handles=never', '--inode-file-handles=prefer', '--thread-pool-size=4', '--thread-pool-size=8'], /duofs-virtiofsd started/);
   expect(err).toMatch(/^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ INFO  duofs-virtiofsd\] /m);
-  const seccomp = err.split('\n').filter((l) => l.includes('--seccomp'));
-  expect(seccomp).toHaveLength(1);
-  expect(seccomp[0]).toMatch(/INFO  duofs-virtiofsd\] --seccomp=kill: accepted, no effect in duofs: /);
+  const handles = err.split('\n').filter((l) => l.includes('--inode-file-handles'));
+  expect(handles).toHaveLength(1);
+  expect(handles[0]).toMatch(/INFO  duofs-virtiofsd\] --inode-file-handles=prefer: accepted, no effect in duofs: /);
   // --thread-pool-size means something now: the pool was sized before it started (bin/thread-pool.js).
   expect(err).toMatch(/INFO  duofs-virtiofsd\] I\/O engine: (io_uring|threads) .*threadPool=8/);
   expect(err).not.toMatch(/thread pool size \d+ asked for/);

@@ -1,0 +1,204 @@
+// The first stage of --sandbox namespace. Namespaces are per thread in
+// Linux and Node has threads before any of our code runs (V8's workers,
+// libuv's pool), so the server cannot enter a mount namespace itself and
+// take every thread with it. Instead this process — the one the operator,
+// libvirt or systemd started — starts the server again inside new mount,
+// pid, ipc and uts namespaces (net too unless 9P listens on TCP; a user
+// namespace too as a non-root user), through util-linux's unshare(1), and
+// stays as its supervisor, as virtiofsd's parent does:
+//  * it mounts --fuse-mount here, in the host's mount namespace, and hands
+//    the /dev/fuse fd over (a mount made inside would be seen by no one);
+//  * it forwards SIGTERM, SIGINT and SIGHUP to the server;
+//  * when the server ends it unlinks the server's sockets (inside, those
+//    names mean files of the export), unmounts the FUSE mount, says in one
+//    line how the server ended — a seccomp kill included — and exits with
+//    the server's status.
+import { spawn, type StdioOptions } from 'node:child_process';
+import { accessSync, constants, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
+import { createInterface } from 'node:readline';
+import { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
+import { DevFuseMount } from '../../protocols/fuse/dev-fuse.js';
+import { MNT_DETACH, close, umount2 } from '../sys/index.js';
+import type { Logger } from '../log.js';
+import { CHANNEL_ENV, FUSE_FD_ENV, STAGE_ENV, USERNS_ENV } from './mode.js';
+import { SandboxError } from './root.js';
+
+export interface SupervisorOptions {
+  /** the arguments after node's own: the entry script and the command line */
+  argv: string[];
+  log: Logger;
+  /** fds the server must inherit at the same numbers (--fd, --9p-fd, --virtiofs-fd) */
+  inheritFds?: number[];
+  /** a new network namespace (false when 9P listens on TCP: a new one would have no interfaces) */
+  newNet: boolean;
+  /** --fuse-mount: mounted here, served inside */
+  fuse?: { mountpoint: string; maxWrite: number };
+}
+
+/** The unshare(1) options for the server's namespaces. */
+export function unshareArgs(o: { newNet: boolean; userns: boolean }): string[] {
+  return [
+    ...(o.userns ? ['--user', '--map-root-user'] : []),
+    '--mount', '--pid', '--fork', '--kill-child', '--mount-proc', '--ipc', '--uts',
+    ...(o.newNet ? ['--net'] : []),
+  ];
+}
+
+function findUnshare(): string {
+  for (const dir of (process.env['PATH'] ?? '/usr/bin:/bin').split(':').concat(['/usr/bin', '/bin'])) {
+    const p = `${dir}/unshare`;
+    try {
+      accessSync(p, constants.X_OK);
+      return p;
+    } catch {
+      // next
+    }
+  }
+  throw new SandboxError('--sandbox namespace needs unshare(1) from util-linux; install it, or choose --sandbox chroot or none');
+}
+
+/** The server's pid in our pid namespace: unshare --fork's one child. */
+function serverPid(unsharePid: number): number | undefined {
+  try {
+    const kids = readFileSync(`/proc/${unsharePid}/task/${unsharePid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean);
+    return kids.length ? Number(kids[0]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const SIGSYS_STATUS = 128 + 31;
+
+/** Starts the server inside new namespaces and supervises it; resolves to the exit status to exit with. */
+export async function superviseInNamespaces(o: SupervisorOptions): Promise<number> {
+  const unshare = findUnshare();
+  const userns = process.geteuid?.() !== 0;
+  const inherit = [...new Set(o.inheritFds ?? [])];
+  // The channel and the FUSE fd go at the first numbers no inherited fd takes.
+  const taken = new Set([0, 1, 2, ...inherit]);
+  const nextFree = (): number => {
+    let n = 3;
+    while (taken.has(n)) n++;
+    taken.add(n);
+    return n;
+  };
+  const channelAt = nextFree();
+  let fuseFd: number | undefined;
+  let fuseAt: number | undefined;
+  if (o.fuse) {
+    fuseFd = DevFuseMount.mountChannel(o.fuse.mountpoint, o.fuse.maxWrite);
+    fuseAt = nextFree();
+    o.log.info({ mountpoint: o.fuse.mountpoint }, 'FUSE session mounted on the host (served from the sandbox)');
+  }
+  const stdio: StdioOptions = [];
+  const top = Math.max(...taken);
+  for (let i = 0; i <= top; i++) {
+    if (i <= 2) stdio.push('inherit');
+    else if (i === channelAt) stdio.push('pipe');
+    else if (i === fuseAt) stdio.push(fuseFd!);
+    else if (inherit.includes(i)) stdio.push(i);
+    else stdio.push('ignore');
+  }
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    [STAGE_ENV]: 'namespace',
+    [CHANNEL_ENV]: String(channelAt),
+    ...(fuseAt !== undefined ? { [FUSE_FD_ENV]: String(fuseAt) } : {}),
+    ...(userns ? { [USERNS_ENV]: '1' } : {}),
+  };
+  const args = [...unshareArgs({ newNet: o.newNet, userns }), '--', process.execPath, ...process.execArgv, ...o.argv];
+  const child = spawn(unshare, args, { stdio, env });
+  if (fuseFd !== undefined) close(fuseFd); // the server has its copy
+  const sockets = new Set<string>();
+  const channel = child.stdio[channelAt] as Readable | null;
+  if (channel) {
+    createInterface({ input: channel }).on('line', (line) => {
+      try {
+        const ev = JSON.parse(line) as { sockets?: string[] };
+        for (const s of ev.sockets ?? []) sockets.add(s);
+      } catch {
+        o.log.warn({ line: line.slice(0, 200) }, 'sandbox supervisor: unreadable line from the server');
+      }
+    });
+  }
+  const forward = (sig: NodeJS.Signals): void => {
+    const pid = child.pid !== undefined ? serverPid(child.pid) : undefined;
+    try {
+      if (pid !== undefined) process.kill(pid, sig);
+      else child.kill('SIGKILL'); // not started yet: --kill-child takes the server with it
+    } catch {
+      // already gone
+    }
+  };
+  const handlers = (['SIGTERM', 'SIGINT', 'SIGHUP'] as const).map((sig) => {
+    const h = (): void => forward(sig);
+    process.on(sig, h);
+    return [sig, h] as const;
+  });
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve, reject) => {
+    child.once('error', (e) => reject(new SandboxError(`--sandbox namespace: cannot start ${unshare}: ${e.message}`)));
+    child.once('exit', (c, s) => resolve([c, s]));
+  });
+  for (const [sig, h] of handlers) process.off(sig, h);
+  for (const s of sockets) {
+    try {
+      unlinkSync(s);
+    } catch {
+      // already gone
+    }
+  }
+  if (o.fuse) {
+    try {
+      umount2(o.fuse.mountpoint, MNT_DETACH);
+    } catch (e) {
+      o.log.warn({ mountpoint: o.fuse.mountpoint, err: (e as Error).message }, 'unmount failed');
+    }
+  }
+  // unshare --fork exits with the server's status, or dies of its signal.
+  const sig = signal ?? (code !== null && code > 128 ? signalName(code - 128) : null);
+  if (sig === 'SIGSYS' || code === SIGSYS_STATUS) {
+    o.log.error({ signal: 'SIGSYS' }, 'the server was killed by its seccomp filter: it made a system call outside the allow-list (the kernel log names it: audit type=1326 syscall=N); run with --seccomp log to find it, and report it');
+    return SIGSYS_STATUS;
+  }
+  if (sig !== null && sig !== 'SIGTERM' && sig !== 'SIGINT') o.log.error({ signal: sig }, `the server died of ${sig}`);
+  return code ?? 128 + (signalNumber(signal) ?? 1);
+}
+
+function signalName(n: number): NodeJS.Signals | null {
+  for (const [name, num] of Object.entries(osConstants.signals)) if (num === n) return name as NodeJS.Signals;
+  return null;
+}
+
+function signalNumber(s: NodeJS.Signals | null): number | undefined {
+  return s === null ? undefined : (osConstants.signals as Record<string, number>)[s];
+}
+
+/**
+ * In the server: ends this process when the supervisor goes away (killed:
+ * nothing would forward signals or clean up any more, and a server left
+ * alone would keep its sockets busy for the next one).
+ */
+export function exitWithSupervisor(log: Logger): void {
+  const fd = Number(process.env[CHANNEL_ENV]);
+  if (!Number.isInteger(fd) || fd < 3) return;
+  const s = new Socket({ fd, readable: true, writable: false });
+  s.on('data', () => undefined);
+  s.on('error', () => undefined);
+  s.once('close', () => {
+    log.error('the sandbox supervisor is gone: exiting');
+    process.exit(1);
+  });
+}
+
+/** In the server: tells the supervisor which socket files are its to remove. */
+export function reportToSupervisor(ev: { sockets: readonly string[] }): void {
+  const fd = Number(process.env[CHANNEL_ENV]);
+  if (!Number.isInteger(fd) || fd < 3) return;
+  try {
+    writeSync(fd, JSON.stringify(ev) + '\n');
+  } catch {
+    // no supervisor listening: nothing to tell
+  }
+}
