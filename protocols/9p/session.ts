@@ -620,7 +620,7 @@ export class Session {
     if (!f.file) fail(Errno.EBADF, 'Tlock', `${f.inode.label} is not an open file`);
     const owner = this.lockOwner(procId, clientId);
     // flock() arrives as a whole-file lock: it also takes the host flock(2) (see src/backend/locks.ts).
-    const ok = this.ctx.backend.locks.set(owner, f.file, { type: lockType(type), start, len: length }, procId, { flockWholeFile: true });
+    const ok = this.ctx.backend.setlk(f.file, owner, { type: lockType(type), start, len: length }, { pid: procId, flockWholeFile: true });
     return new Writer(9).u8(ok ? LOCK_STATUS.SUCCESS : LOCK_STATUS.BLOCKED).finish(T.lock + 1, tag);
   }
 
@@ -636,7 +636,7 @@ export class Session {
     // own locks: treat any probe without a lock type as a write-lock probe.
     const asked = lockType(type);
     const t = asked === F_UNLCK ? F_WRLCK : asked;
-    const l = this.ctx.backend.locks.get(this.lockOwner(procId, clientId), f.file, { type: t, start, len: length }, { flockWholeFile: true });
+    const l = this.ctx.backend.getlk(f.file, this.lockOwner(procId, clientId), { type: t, start, len: length }, { flockWholeFile: true });
     const free = l.type === F_UNLCK;
     return new Writer(40 + clientId.length)
       .u8(free ? LOCK_TYPE.UNLCK : l.type === F_WRLCK ? LOCK_TYPE.WRLCK : LOCK_TYPE.RDLCK)
