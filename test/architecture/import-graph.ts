@@ -1,6 +1,7 @@
 // Reads every product source file's relative import specifiers and judges
 // them against the layer rule of docs/architecture.md: a file imports only
 // from its own layer or the layers it may use, and no import cycle exists.
+// koffi is the one package import judged too: only sys may bind syscalls.
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -53,11 +54,15 @@ export interface ImportEdge {
 
 const IMPORT_RE = /(?:^|\n)\s*(import|export)\s+(type\s+)?(?:[^'";]*?\sfrom\s+)?['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g;
 
-/** The relative imports of one source text, resolved to repository paths (.js specifiers name .ts files). */
+/** The koffi package as an import target: only src/sys/ may use it. */
+export const KOFFI = 'koffi';
+
+/** The relative imports (and koffi) of one source text, resolved to repository paths (.js specifiers name .ts files). */
 export function importsOf(rel: string, text: string): ImportEdge[] {
   const out: ImportEdge[] = [];
   for (const m of text.matchAll(IMPORT_RE)) {
     const spec = m[3] ?? m[4];
+    if (spec === KOFFI) out.push({ from: rel, to: KOFFI, typeOnly: Boolean(m[2]) });
     if (!spec || !spec.startsWith('.')) continue;
     const to = path.posix.normalize(path.posix.join(path.posix.dirname(rel), spec)).replace(/\.js$/, '.ts');
     out.push({ from: rel, to, typeOnly: Boolean(m[2]) });
@@ -87,6 +92,10 @@ export function violations(edges: readonly ImportEdge[]): string[] {
   for (const e of edges) {
     const a = layerOf(e.from);
     if (!a) continue;
+    if (e.to === KOFFI) {
+      if (a !== 'sys') out.push(`${e.from} -> koffi (koffi binding outside src/sys)`);
+      continue;
+    }
     if (e.to.startsWith('test/')) {
       out.push(`${e.from} -> ${e.to} (product imports test/)`);
       continue;
