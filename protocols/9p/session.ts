@@ -11,7 +11,6 @@ import {
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
 import { PeerLog, type LogLimits } from '../../src/log-limit.js';
-import type { HostUsers } from '../../security/host-users.js';
 import {
   AT_REMOVEDIR, ATTR, DOTL_SYNC, GETATTR, HEADER_SIZE, IOHDRSZ, LOCK_STATUS, LOCK_TYPE, MAX_WALK_NAMES, MIN_MSIZE,
   NOFID, NONUNAME, QTDIR, QTFILE, QTSYMLINK, RLERROR, T, VERSION_9P2000_L,
@@ -21,9 +20,21 @@ import { qidOf } from './qid.js';
 import { ProtocolError, QID_SIZE, Reader, Writer, type Qid } from './wire.js';
 
 
+/**
+ * Who a Tattach names, as the host knows them: uid, primary gid and
+ * supplementary groups. The app hands one in (security/host-users.ts reads
+ * /etc/passwd and /etc/group); the session only asks.
+ */
+export interface UserLookup {
+  /** a numeric uid (n_uname); a uid the host does not know may still get credentials */
+  byUid(uid: number): Credentials | undefined;
+  /** a user name (uname, when n_uname is NONUNAME) */
+  byName(name: string): Credentials | undefined;
+}
+
 export interface SessionContext {
   backend: Backend;
-  users: HostUsers;
+  users: UserLookup;
   log: Logger;
   /** the largest msize this server agrees to */
   maxMsize: number;

@@ -40,7 +40,7 @@ export function layerOf(rel: string): Layer | undefined {
   if (BINDINGS.has(rel)) return 'binding';
   if (rel.startsWith('protocols/')) return 'protocol';
   if (rel.startsWith('src/doubles/')) return 'doubles';
-  if (rel.startsWith('src/convert/') || rel.startsWith('src/bench/') || rel.startsWith('bench/')) return 'tools';
+  if (rel.startsWith('src/convert/') || rel.startsWith('src/bench/')) return 'tools';
   if (rel.startsWith('src/') || rel.startsWith('compat/')) return 'app';
   return undefined;
 }
@@ -70,8 +70,8 @@ export function importsOf(rel: string, text: string): ImportEdge[] {
   return out;
 }
 
-/** Every product .ts file under `root` (repository-relative), skipping tests, scripts and build output. */
-export function productFiles(root: string): string[] {
+/** Every .ts source under `root` outside tests, scripts and build output, with or without a layer. */
+export function sourceFiles(root: string): string[] {
   const out: string[] = [];
   const walk = (dir: string): void => {
     for (const e of fs.readdirSync(path.join(root, dir), { withFileTypes: true })) {
@@ -79,11 +79,16 @@ export function productFiles(root: string): string[] {
       if (e.isDirectory()) {
         if (['node_modules', 'dist', '.git', '.lab', '.cache', 'test', 'scripts', 'coverage'].includes(e.name) && !dir) continue;
         walk(rel);
-      } else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts') && layerOf(rel)) out.push(rel);
+      } else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) out.push(rel);
     }
   };
   walk('');
   return out.sort();
+}
+
+/** Every product .ts file under `root` (repository-relative): the sources that belong to a layer. */
+export function productFiles(root: string): string[] {
+  return sourceFiles(root).filter((f) => layerOf(f));
 }
 
 /** Imports that break the layer rule: `from` may not use the layer of `to` (or `to` is a test file). */

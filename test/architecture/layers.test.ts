@@ -7,7 +7,7 @@ import { describe, expect, test } from '@jest/globals';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cycles, importsOf, layerOf, productFiles, violations, type ImportEdge } from './import-graph.js';
+import { cycles, importsOf, layerOf, productFiles, sourceFiles, violations, type ImportEdge } from './import-graph.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const known = JSON.parse(fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), 'known-violations.json'), 'utf8')) as {
@@ -23,6 +23,10 @@ describe('the import rule on this tree', () => {
     expect(files.length).toBeGreaterThan(50);
     const layers = new Set(files.map((f) => layerOf(f)));
     for (const l of ['sys', 'log', 'security', 'backend', 'transport', 'protocol', 'binding', 'tools', 'app']) expect(layers).toContain(l);
+  });
+
+  test('no source outside test/ and scripts/ sits beside the layers (a second bench/ at the top level, say)', () => {
+    expect(sourceFiles(root).filter((f) => !layerOf(f))).toEqual([]);
   });
 
   test('no upward import beyond the frozen list, and every frozen entry still occurs', () => {
