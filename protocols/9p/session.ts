@@ -11,7 +11,6 @@ import {
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
 import { PeerLog, type LogLimits } from '../../src/log-limit.js';
-import type { HostUsers } from '../../security/host-users.js';
 import {
   AT_REMOVEDIR, ATTR, DOTL_SYNC, GETATTR, HEADER_SIZE, IOHDRSZ, LOCK_STATUS, LOCK_TYPE, MAX_WALK_NAMES, MIN_MSIZE,
   NOFID, NONUNAME, QTDIR, QTFILE, QTSYMLINK, RLERROR, T, VERSION_9P2000_L,
@@ -21,9 +20,21 @@ import { qidOf } from './qid.js';
 import { ProtocolError, QID_SIZE, Reader, Writer, type Qid } from './wire.js';
 
 
+/**
+ * Who a Tattach names, as the host knows them: uid, primary gid and
+ * supplementary groups. The app hands one in (security/host-users.ts reads
+ * /etc/passwd and /etc/group); the session only asks.
+ */
+export interface UserLookup {
+  /** a numeric uid (n_uname); a uid the host does not know may still get credentials */
+  byUid(uid: number): Credentials | undefined;
+  /** a user name (uname, when n_uname is NONUNAME) */
+  byName(name: string): Credentials | undefined;
+}
+
 export interface SessionContext {
   backend: Backend;
-  users: HostUsers;
+  users: UserLookup;
   log: Logger;
   /** the largest msize this server agrees to */
   maxMsize: number;
@@ -620,7 +631,7 @@ export class Session {
     if (!f.file) fail(Errno.EBADF, 'Tlock', `${f.inode.label} is not an open file`);
     const owner = this.lockOwner(procId, clientId);
     // flock() arrives as a whole-file lock: it also takes the host flock(2) (see src/backend/locks.ts).
-    const ok = this.ctx.backend.locks.set(owner, f.file, { type: lockType(type), start, len: length }, procId, { flockWholeFile: true });
+    const ok = this.ctx.backend.setlk(f.file, owner, { type: lockType(type), start, len: length }, { pid: procId, flockWholeFile: true });
     return new Writer(9).u8(ok ? LOCK_STATUS.SUCCESS : LOCK_STATUS.BLOCKED).finish(T.lock + 1, tag);
   }
 
@@ -636,7 +647,7 @@ export class Session {
     // own locks: treat any probe without a lock type as a write-lock probe.
     const asked = lockType(type);
     const t = asked === F_UNLCK ? F_WRLCK : asked;
-    const l = this.ctx.backend.locks.get(this.lockOwner(procId, clientId), f.file, { type: t, start, len: length }, { flockWholeFile: true });
+    const l = this.ctx.backend.getlk(f.file, this.lockOwner(procId, clientId), { type: t, start, len: length }, { flockWholeFile: true });
     const free = l.type === F_UNLCK;
     return new Writer(40 + clientId.length)
       .u8(free ? LOCK_TYPE.UNLCK : l.type === F_WRLCK ? LOCK_TYPE.WRLCK : LOCK_TYPE.RDLCK)

@@ -32,11 +32,6 @@ export interface FuseSessionContext {
 
 type Handler = (h: InHeader, body: RequestBody, out: ReplyTo) => void | Promise<void>;
 
-/** A SETLKW waiting for a conflicting lock to go away. */
-interface WaitingLock {
-  cancel: () => void;
-}
-
 /**
  * A request's argument block read through the codec: the first `n` bytes
  * (all of them when omitted). A field that runs short is EINVAL naming the
@@ -46,9 +41,6 @@ function args(body: RequestBody, op: string, n?: number): ArgReader {
   return new ArgReader(body.head(n === undefined ? body.length : Math.min(n, body.length)), op);
 }
 
-const LOCK_RETRY_MIN_MS = 2;
-const LOCK_RETRY_MAX_MS = 100;
-
 export class FuseSession {
   private initialized = false;
   private minor = 0;
@@ -56,7 +48,8 @@ export class FuseSession {
   private readonly lookups = new Map<Inode, number>();
   private readonly handles = new Map<bigint, OpenFile | DirStream>();
   private nextFh = 1n;
-  private readonly waiting = new Map<bigint, WaitingLock>();
+  /** SETLKW requests the backend is waiting on (unique -> how to cancel), for INTERRUPT */
+  private readonly waiting = new Map<bigint, AbortController>();
   private readonly handlers: Map<number, Handler>;
   /** the log lines this guest causes, rate-limited per kind */
   readonly logs: PeerLog;
@@ -151,7 +144,7 @@ export class FuseSession {
 
   /** Answers every waiting SETLKW with EINTR (the queue is stopping). */
   cancelWaits(): void {
-    for (const w of [...this.waiting.values()]) w.cancel();
+    for (const w of [...this.waiting.values()]) w.abort();
     this.waiting.clear();
   }
 
@@ -680,7 +673,7 @@ export class FuseSession {
     const releaseFlags = a.u32('fuse_release_in.release_flags');
     const owner = a.u64('fuse_release_in.lock_owner');
     const file = this.file(fh, 'RELEASE');
-    if (releaseFlags & FUSE_RELEASE_FLOCK_UNLOCK) this.ctx.backend.locks.flock(this.owner(owner), file, F_UNLCK);
+    if (releaseFlags & FUSE_RELEASE_FLOCK_UNLOCK) this.ctx.backend.flock(file, this.owner(owner), F_UNLCK);
     this.handles.delete(fh);
     this.ctx.backend.closeFile(file);
     out.send(0, []);
@@ -693,8 +686,7 @@ export class FuseSession {
     a.skip(4, 'fuse_flush_in.padding');
     const owner = a.u64('fuse_flush_in.lock_owner');
     const file = this.file(fh, 'FLUSH');
-    // close() by a process drops its POSIX locks on the file.
-    this.ctx.backend.locks.set(this.owner(owner), file, { type: F_UNLCK, start: 0, len: 0 });
+    this.ctx.backend.flush(file, this.owner(owner));
     out.send(0, []);
   }
 
@@ -951,7 +943,7 @@ export class FuseSession {
 
   private getlk(_h: InHeader, body: RequestBody, out: ReplyTo): void {
     const l = this.lkArgs(body, 'GETLK');
-    const r = this.ctx.backend.locks.get(l.owner, l.file, { type: l.type, start: l.start, len: l.len });
+    const r = this.ctx.backend.getlk(l.file, l.owner, { type: l.type, start: l.start, len: l.len });
     const b = Buffer.alloc(24);
     b.writeBigUInt64LE(BigInt(r.start), 0);
     b.writeBigUInt64LE(r.len === 0 ? OFFSET_MAX : BigInt(r.start + r.len - 1), 8);
@@ -960,50 +952,29 @@ export class FuseSession {
     out.send(0, [b]);
   }
 
-  private trySet(l: ReturnType<FuseSession['lkArgs']>): boolean {
-    const { locks } = this.ctx.backend;
-    return l.flock ? locks.flock(l.owner, l.file, l.type) : locks.set(l.owner, l.file, { type: l.type, start: l.start, len: l.len }, l.pid);
-  }
-
   private setlk(_h: InHeader, body: RequestBody, out: ReplyTo): void {
     const l = this.lkArgs(body, 'SETLK');
-    out.send(this.trySet(l) ? 0 : Errno.EAGAIN, []);
+    const { backend } = this.ctx;
+    const ok = l.flock ? backend.flock(l.file, l.owner, l.type) : backend.setlk(l.file, l.owner, { type: l.type, start: l.start, len: l.len }, { pid: l.pid });
+    out.send(ok ? 0 : Errno.EAGAIN, []);
   }
 
   /**
-   * A blocking lock: retried on a timer, never by parking a thread, so
-   * other requests and clients go on. INTERRUPT (or the session ending)
-   * answers it with EINTR.
+   * A blocking lock: the backend waits for it without holding up other
+   * requests or clients. INTERRUPT (or the session ending) cancels it: EINTR.
    */
-  private setlkw(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private setlkw(h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
     const l = this.lkArgs(body, 'SETLKW');
-    if (this.trySet(l)) {
-      out.send(0, []);
-      return;
-    }
-    let delay = LOCK_RETRY_MIN_MS;
-    let timer: NodeJS.Timeout | undefined;
-    const finish = (errno: number): void => {
-      if (timer) clearTimeout(timer);
-      this.waiting.delete(h.unique);
-      out.send(errno, []);
-    };
-    const retry = (): void => {
-      try {
-        if (this.trySet(l)) return finish(0);
-      } catch (e) {
-        return finish(e instanceof SysError ? e.errno : Errno.EIO);
-      }
-      delay = Math.min(delay * 2, LOCK_RETRY_MAX_MS);
-      timer = setTimeout(retry, delay);
-    };
-    this.waiting.set(h.unique, { cancel: () => finish(Errno.EINTR) });
-    timer = setTimeout(retry, delay);
+    const cancel = new AbortController();
+    this.waiting.set(h.unique, cancel);
+    return this.ctx.backend.setlkw(l.file, l.owner, { type: l.type, start: l.start, len: l.len }, { pid: l.pid, flock: l.flock, signal: cancel.signal })
+      .then(() => { out.send(0, []); })
+      .finally(() => { if (this.waiting.get(h.unique) === cancel) this.waiting.delete(h.unique); });
   }
 
   private interrupt(_h: InHeader, body: RequestBody, out: ReplyTo): void {
     const target = args(body, 'INTERRUPT', 8).u64('fuse_interrupt_in.unique');
-    this.waiting.get(target)?.cancel();
+    this.waiting.get(target)?.abort();
     out.none();
   }
 

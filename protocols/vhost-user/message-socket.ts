@@ -2,8 +2,9 @@
 // koffi.node.poll on the main loop. Frames are read header first, then the
 // payload, each with recvmsg so the fds that travel with a message's first
 // byte are collected. Used by the backend and by the test frontend alike.
-import koffi, { type node as KoffiNode } from 'koffi';
-import { closeFd, MsgIo } from './sys.js';
+import { pollFd, type FdPoll } from '../../src/sys/poll.js';
+import { closeFd } from '../../src/sys/fd.js';
+import { MsgIo } from '../../src/sys/sockets.js';
 import { decodeHeader, HEADER_SIZE, MAX_PAYLOAD, type Message } from './protocol.js';
 
 /** Why a message stream ended. */
@@ -22,7 +23,7 @@ export class MessageSocket {
   private payload: Buffer | null = null;
   private payloadGot = 0;
   private fds: number[] = [];
-  private poll: KoffiNode.PollHandle | null = null;
+  private poll: FdPoll | null = null;
   private busy = false;
   private closed = false;
 
@@ -38,7 +39,7 @@ export class MessageSocket {
 
   start(): void {
     if (this.closed || this.poll) return;
-    this.poll = koffi.node.poll(this.fd, { readable: true }, (status: unknown) => this.onPoll(status));
+    this.poll = pollFd(this.fd, { readable: true }, (status: unknown) => this.onPoll(status));
   }
 
   // koffi calls back with (status, events). libuv reports POLLERR (e.g. a

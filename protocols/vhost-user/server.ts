@@ -5,17 +5,16 @@
 // accepted, so QEMU's `reconnect` chardev option finds us serving on.
 import { EventEmitter } from 'node:events';
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
-import koffi, { type node as KoffiNode } from 'koffi';
 import type { Logger } from '../../src/log.js';
 import { PeerLog, type LogLimits } from '../../src/log-limit.js';
 import { StartupError } from '../../src/listeners.js';
 import type { VhostUserDevice } from './device.js';
 import type { CloseReason } from './message-socket.js';
 import { Session } from './session.js';
-import {
-  acceptConnection, closeFd, connectUnixSocket, isListeningUnixSocket, listenUnixSocket, peerCredentials,
-  setNonBlocking, setUmask,
-} from './sys.js';
+import { acceptConnection, connectUnixSocket, isListeningUnixSocket, listenUnixSocket, peerCredentials } from '../../src/sys/sockets.js';
+import { closeFd, setNonBlocking } from '../../src/sys/fd.js';
+import { pollFd, type FdPoll } from '../../src/sys/poll.js';
+import { umask } from '../../src/sys/index.js';
 import { MAX_QUEUE_SIZE } from '../virtqueue/split-queue.js';
 
 export interface VhostUserServerOptions {
@@ -49,7 +48,7 @@ export interface VhostUserServerEvents {
 }
 
 export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
-  private listenPoll: KoffiNode.PollHandle | null = null;
+  private listenPoll: FdPoll | null = null;
   private session: Session | null = null;
   private current: ConnectionInfo | null = null;
   private serial = 0;
@@ -108,7 +107,7 @@ export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
   private acceptNext(): void {
     if (this.closed) return;
     if (!this.listenPoll) {
-      this.listenPoll = koffi.node.poll(this.listenFd, { readable: true }, () => this.onAcceptable());
+      this.listenPoll = pollFd(this.listenFd, { readable: true }, () => this.onAcceptable());
     } else {
       this.listenPoll.start({ readable: true }, () => this.onAcceptable());
     }
@@ -188,13 +187,13 @@ function listenAt(path: string): number {
     if (live) throw new StartupError(`${path}: address in use (another server is listening there)`);
     unlinkSync(path);
   }
-  const old = setUmask(0o177);
+  const old = umask(0o177);
   try {
     return listenUnixSocket(path);
   } catch (e) {
     throw new StartupError(`cannot listen on ${path}: ${(e as Error).message}`);
   } finally {
-    setUmask(old);
+    umask(old);
     try {
       chmodSync(path, 0o600);
     } catch {

@@ -8,7 +8,6 @@
 // has no other way to say no. Either way a log line names the peer and the
 // fault, and the server goes on accepting connections.
 import { readlinkSync } from 'node:fs';
-import koffi, { type node as KoffiNode } from 'koffi';
 import type { PeerLog } from '../../src/log-limit.js';
 import { GuestMemory, GuestMemoryError, type RegionSpec } from '../virtqueue/guest-memory.js';
 import { SplitQueue, ringBytes, RING_ALIGN, type QueueRings } from '../virtqueue/split-queue.js';
@@ -20,7 +19,9 @@ import {
   MAX_TABLE_REGIONS, MEMORY_REGION_SIZE, ProtocolFeature, Req, requestName, u64Payload, VirtioFeature,
   VRING_F_LOG, VRING_INDEX_MASK, VRING_NOFD_MASK, vringStatePayload, type Message,
 } from './protocol.js';
-import { closeFd, drainEventFd, setNonBlocking, signalEventFd } from './sys.js';
+import { closeFd, setNonBlocking } from '../../src/sys/fd.js';
+import { drainEventFd, signalEventFd } from '../../src/sys/eventfd.js';
+import { pollFd, type FdPoll } from '../../src/sys/poll.js';
 import { procPath } from '../../src/sys/fs.js';
 
 export interface SessionOptions {
@@ -57,7 +58,7 @@ class QueueSlot {
   kickFd = -1;
   callFd = -1;
   errFd = -1;
-  kickPoll: KoffiNode.PollHandle | null = null;
+  kickPoll: FdPoll | null = null;
   /** An interrupt was due while there was no call fd: sent when one arrives. */
   missedInterrupt = false;
   enabled = false;
@@ -452,7 +453,7 @@ export class Session {
     }
     s.started = true;
     const kickFd = s.kickFd;
-    s.kickPoll = koffi.node.poll(kickFd, { readable: true }, (status: unknown) => {
+    s.kickPoll = pollFd(kickFd, { readable: true }, (status: unknown) => {
       if (typeof status === 'number' && status < 0) {
         this.log.warn('vhost-user.queue', { peer: this.peer, queue: s.index, status }, 'vhost-user: kick fd poll failed; queue stopped');
         this.stopKick(s);

@@ -8,7 +8,8 @@
 // still points into it is only unmapped once the last pin is released, so a
 // device finishing a request late writes into live memory, never into a hole.
 import { registerWindow } from '../../src/sys/memory.js';
-import { closeFd, fileSeals, fstatFd, F_SEAL_SHRINK, mmapShared, munmap, viewOf } from './sys.js';
+import { closeFd } from '../../src/sys/fd.js';
+import { fileSeals, fstatFd, F_SEAL_SHRINK, mmapShared, munmap, viewOf } from '../../src/sys/mem.js';
 
 /** One region as vhost-user describes it (all numbers are byte addresses/sizes). */
 export interface RegionSpec {

@@ -13,9 +13,9 @@ import {
   AT_FDCWD, AT_REMOVEDIR, Errno, O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL, O_NONBLOCK, O_PATH, O_RDONLY,
   O_TMPFILE, O_TRUNC, RENAME_EXCHANGE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
   SysError, XATTR_SIZE_MAX, accessPathFd, close, fail, lseek, fchownFd, fstat, fstatfs, ftruncate, getxattr,
-  fstatat, isSysError, linkFd, listxattr, openPath, openat, procPath, removexattr,
+  fstatat, isSysError, linkFd, F_UNLCK, listxattr, openPath, openat, procPath, removexattr,
   renameat2, reopen, setxattr, syncfs, truncatePathFd, umask, unlinkat, utimensFd, withCredentials,
-  type Credentials, type Stat, type StatFs, type TimeArg,
+  type Credentials, type LockRange, type Stat, type StatFs, type TimeArg,
 } from '../sys/index.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
@@ -27,7 +27,7 @@ import { InoMap } from './ino-map.js';
 import { Inode, InodeTable } from './inode-table.js';
 import { DirStream, OpenFile } from './files.js';
 import { FdAccount, FdBudget, type FdBudgetLimits } from './fd-budget.js';
-import { LockTable } from './locks.js';
+import { LockTable, type LockOptions, type LockRequest, type SetLockOptions, type WaitLockOptions } from './locks.js';
 import { checkEntryName, checkLookupName, isDot, isDotDot, printable } from './names.js';
 import { createFlags, openFlags } from './open-flags.js';
 import type { WriteOptions } from '../sys/vectored.js';
@@ -80,7 +80,8 @@ export class Backend {
   readonly inodes: InodeTable;
   /** host (dev, ino) -> guest inode numbers, shared by both protocols */
   readonly inoMap: InoMap;
-  readonly locks = new LockTable();
+  /** record and flock locks, and the requests waiting for them (see locks.ts) */
+  private readonly locks = new LockTable();
   /** the open-fd budgets of the sessions on this backend */
   readonly fds: FdBudget;
   readonly root: Inode;
@@ -602,6 +603,46 @@ export class Backend {
       if (r < 0) throw new SysError(-r, 'copy_file_range', `${from.inode.label} -> ${to.inode.label}`);
       return r;
     });
+  }
+
+  // ---- locks -----------------------------------------------------------------
+  // As virtiofsd's getlk/setlk/setlkw: a lock `owner` is the protocol's
+  // opaque name for a guest process (FUSE lock_owner, 9P client_id+proc_id);
+  // the lock table and every waiting request live here.
+
+  /** F_GETLK: the lock that would conflict with `owner` taking `l` through `file`, or one of type F_UNLCK. */
+  getlk(file: OpenFile, owner: string, l: LockRequest, o?: LockOptions): LockRange {
+    return this.locks.get(owner, file, l, o);
+  }
+
+  /** F_SETLK: takes (or, type F_UNLCK, releases) a record lock without waiting; false = another owner holds a conflicting one. */
+  setlk(file: OpenFile, owner: string, l: LockRequest, o: SetLockOptions = {}): boolean {
+    return this.locks.set(owner, file, l, o.pid ?? 0, o);
+  }
+
+  /**
+   * F_SETLKW (with `o.flock`, a blocking flock()): resolves once the lock
+   * is taken, never holding up other requests. `o.signal` cancels it
+   * (EINTR: FUSE INTERRUPT, a session ending); closing the handle ends it
+   * with EBADF.
+   */
+  setlkw(file: OpenFile, owner: string, l: LockRequest, o: WaitLockOptions = {}): Promise<void> {
+    return this.locks.wait(owner, file, l, o);
+  }
+
+  /** flock(2) without waiting, type F_RDLCK / F_WRLCK / F_UNLCK; false = another owner holds it. */
+  flock(file: OpenFile, owner: string, type: number): boolean {
+    return this.locks.flock(owner, file, type);
+  }
+
+  /** A process closed its descriptor of `file` (FUSE FLUSH): its POSIX locks on the file go, as with close(2). */
+  flush(file: OpenFile, owner: string): void {
+    this.locks.set(owner, file, { type: F_UNLCK, start: 0, len: 0 }, 0);
+  }
+
+  /** Lock requests waiting on this backend, all sessions. */
+  get waitingLocks(): number {
+    return this.locks.waiting;
   }
 
   // ---- xattrs --------------------------------------------------------------

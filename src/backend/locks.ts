@@ -15,7 +15,15 @@
 // clients have (they send flock() as a whole-file byte-range lock too): a
 // 9P guest's whole-file fcntl() lock also excludes flock() users elsewhere
 // (inside that guest its flock() and fcntl() locks conflict already).
-import { close, F_RDLCK, F_UNLCK, F_WRLCK, O_RDONLY, O_RDWR, flockNb, ofdGetLock, ofdSetLock, reopen, type LockRange } from '../sys/index.js';
+//
+// Blocking locks (F_SETLKW) wait here too, on a timer, never by parking a
+// thread, so other requests and clients go on. The host has no OFD-lock
+// wakeup an event loop could wait on, so a waiter retries with backoff (2 ms
+// doubling to 100 ms); the caller's AbortSignal (FUSE INTERRUPT, a session
+// ending) and the handle closing end the wait.
+import {
+  Errno, SysError, close, F_RDLCK, F_UNLCK, F_WRLCK, O_RDONLY, O_RDWR, flockNb, ofdGetLock, ofdSetLock, reopen, type LockRange,
+} from '../sys/index.js';
 import type { OpenFile } from './files.js';
 
 interface OwnerFd {
@@ -33,6 +41,21 @@ export interface LockOptions {
    */
   flockWholeFile?: boolean;
 }
+
+export interface SetLockOptions extends LockOptions {
+  /** the guest's pid of the process taking it, for F_GETLK of others */
+  pid?: number;
+}
+
+export interface WaitLockOptions extends SetLockOptions {
+  /** a flock(2) lock (FUSE_LK_FLOCK): only the request's type counts */
+  flock?: boolean;
+  /** aborting it ends the wait with EINTR, the lock not taken */
+  signal?: AbortSignal;
+}
+
+const LOCK_RETRY_MIN_MS = 2;
+const LOCK_RETRY_MAX_MS = 100;
 
 /**
  * A lock one of our owners holds, remembered so F_GETLK can name the
@@ -86,6 +109,8 @@ export class LockTable {
   private readonly held = new Map<number, Held[]>();
   /** the flock(2) type each owner fd holds because of a whole-file lock (flockWholeFile) */
   private readonly flocks = new Map<string, number>();
+  /** blocking requests waiting through each handle: closing it ends them */
+  private readonly waiters = new Map<OpenFile, Set<(e: SysError) => void>>();
 
   private static key(owner: string, file: OpenFile): string {
     return `${owner}\u0000${file.inode.id}`;
@@ -153,6 +178,52 @@ export class LockTable {
     else this.held.delete(inodeId);
   }
 
+  /**
+   * A blocking set (F_SETLKW, or flock() without LOCK_NB when `o.flock`):
+   * resolves once the lock is taken. Rejects with EINTR when `o.signal`
+   * aborts, EBADF when the handle closes first, or the error of a try.
+   */
+  wait(owner: string, file: OpenFile, l: LockRequest, o: WaitLockOptions = {}): Promise<void> {
+    const attempt = (): boolean => (o.flock ? this.flock(owner, file, l.type) : this.set(owner, file, l, o.pid ?? 0, o));
+    const what = `${file.inode.label} (${o.flock ? 'flock' : 'SETLKW'})`;
+    return new Promise<void>((resolve, reject) => {
+      if (o.signal?.aborted) return reject(new SysError(Errno.EINTR, 'lock wait', `${what}: interrupted`));
+      if (attempt()) return resolve(); // a throw rejects
+      let delay = LOCK_RETRY_MIN_MS;
+      let timer: NodeJS.Timeout | undefined;
+      let waiters = this.waiters.get(file);
+      if (!waiters) this.waiters.set(file, (waiters = new Set()));
+      const end = (e?: unknown): void => {
+        clearTimeout(timer);
+        o.signal?.removeEventListener('abort', onAbort);
+        waiters.delete(end);
+        if (!waiters.size && this.waiters.get(file) === waiters) this.waiters.delete(file);
+        if (e === undefined) resolve();
+        else reject(e);
+      };
+      const onAbort = (): void => end(new SysError(Errno.EINTR, 'lock wait', `${what}: interrupted`));
+      const retry = (): void => {
+        try {
+          if (attempt()) return end();
+        } catch (e) {
+          return end(e);
+        }
+        delay = Math.min(delay * 2, LOCK_RETRY_MAX_MS);
+        timer = setTimeout(retry, delay);
+      };
+      waiters.add(end);
+      o.signal?.addEventListener('abort', onAbort, { once: true });
+      timer = setTimeout(retry, delay);
+    });
+  }
+
+  /** Blocking requests still waiting. */
+  get waiting(): number {
+    let n = 0;
+    for (const w of this.waiters.values()) n += w.size;
+    return n;
+  }
+
   /** BSD flock() for `owner` on the whole file; false = held by another owner. */
   flock(owner: string, file: OpenFile, type: number): boolean {
     return flockNb(this.ownerFd(`flock:${owner}`, file), type, file.inode.label);
@@ -197,9 +268,15 @@ export class LockTable {
 
   /**
    * A handle is closing. As with POSIX close(), the owners that locked
-   * through it lose every lock they hold on the file.
+   * through it lose every lock they hold on the file; requests still
+   * waiting for a lock through it end with EBADF.
    */
   closeFile(file: OpenFile): void {
+    const waiters = this.waiters.get(file);
+    if (waiters) {
+      this.waiters.delete(file);
+      for (const end of [...waiters]) end(new SysError(Errno.EBADF, 'lock wait', `${file.inode.label}: the handle was closed`));
+    }
     const keys = this.byFile.get(file);
     if (!keys) return;
     this.byFile.delete(file);

@@ -9,9 +9,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, copyFileSync, existsSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type * as GuestMod from '../../test/lab/guest.js';
-import type * as LabMod from '../../test/lab/lab.js';
-import type * as DaemonsMod from '../../test/lab/daemons.js';
+import type { LabDaemon, LabDaemonsModule, LabGuestModule, LabGuestRun, LabModule, LabMountSpec } from './lab-api.js';
 import { BenchError, MachineWatch, importLabModule, labDir, labRoot, machineBasics, repoRoot, requireLab } from './env.js';
 import { cellFromGuest, mountMessage, type GuestCell } from './cells.js';
 import { GUEST_JOBS, GUEST_SERVERS, SLOW_GUEST_JOBS, fioArgs, slowReferences, type GuestJobDef, type ServerDef } from './jobs.js';
@@ -114,7 +112,7 @@ function jobEstimateSec(j: GuestJobDef, s: GuestSettings): number {
 
 interface DuofsHandle {
   server: string;
-  daemon: DaemonsMod.HostDaemon;
+  daemon: LabDaemon;
   profile?: string;
 }
 
@@ -137,9 +135,9 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
     return d;
   });
 
-  const lab = await importLabModule<typeof LabMod>('lab');
-  const guestMod = await importLabModule<typeof GuestMod>('guest');
-  const daemons = await importLabModule<typeof DaemonsMod>('daemons');
+  const lab = await importLabModule<LabModule>('lab');
+  const guestMod = await importLabModule<LabGuestModule>('guest');
+  const daemons = await importLabModule<LabDaemonsModule>('daemons');
 
   const startedAt = new Date().toISOString();
   const watch = new MachineWatch();
@@ -238,11 +236,11 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
     const duofsBin = join(repoRoot, 'bin', 'duofs.js');
     const profDir = join(s.outDir, 'profiles');
     if (s.cpuProf) mkdirSync(profDir, { recursive: true });
-    const mounts: GuestMod.MountSpec[] = [];
+    const mounts: LabMountSpec[] = [];
     for (const srv of servers) {
       const sock = join(sockDir, `${srv.name}.sock`);
       let front: string[] | undefined;
-      let mount: GuestMod.MountSpec;
+      let mount: LabMountSpec;
       switch (srv.name) {
         case 'duofs-virtiofs':
           front = ['--virtiofs-socket', sock, '--tag', srv.name, ...(s.xattr ? ['--xattr'] : [])];
@@ -369,7 +367,7 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
     });
 
     watch.ours = 1;
-    let run: GuestMod.GuestRun | undefined;
+    let run: LabGuestRun | undefined;
     try {
       run = await guestMod.runGuest({
         label: 'bench', workDir: work, mounts, scenario: 'bench-run.py', scenarioOn: ['bench-out'],
@@ -483,7 +481,7 @@ let stopping = false;
 
 
 /** SIGTERM, and time to write a CPU profile, before the harness's SIGKILL. */
-async function stopGracefully(d: DaemonsMod.HostDaemon, lab: typeof LabMod): Promise<void> {
+async function stopGracefully(d: LabDaemon, lab: LabModule): Promise<void> {
   const p = d.process;
   if (p.exitCode === null && p.signalCode === null && p.pid !== undefined) {
     try {

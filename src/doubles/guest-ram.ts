@@ -1,8 +1,8 @@
 // The test frontend's guest RAM: one sealed memfd mapped in this process and
 // carved into regions placed at chosen guest physical addresses, with a
 // first-fit allocator for rings and buffers.
-import { closeFd, createMemfd } from '../../protocols/vhost-user/sys.js';
-import { mmapShared, munmap, viewOf } from '../../protocols/virtqueue/sys.js';
+import { closeFd } from '../sys/fd.js';
+import { createMemfd, mmapShared, munmap, viewOf } from '../sys/mem.js';
 
 export interface RegionLayout {
   /** Guest physical address of the region. */

@@ -8,13 +8,15 @@
 // request() puts a chain on a queue and resolves with the used entry), it
 // exposes raw knobs for hostile input: descriptors written by hand, indirect
 // tables anywhere, raw avail indexes, and raw vhost-user frames.
-import koffi, { type node as KoffiNode } from 'koffi';
 import { MessageSocket, type CloseReason } from '../../protocols/vhost-user/message-socket.js';
 import {
   encodeMessage, FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, MEMORY_REGION_SIZE, ProtocolFeature, Req, requestName,
   u64Payload, VirtioFeature, vringStatePayload, type Message,
 } from '../../protocols/vhost-user/protocol.js';
-import { closeFd, connectUnixSocket, createEventFd, drainEventFd, signalEventFd } from '../../protocols/vhost-user/sys.js';
+import { closeFd } from '../sys/fd.js';
+import { connectUnixSocket } from '../sys/sockets.js';
+import { createEventFd, drainEventFd, signalEventFd } from '../sys/eventfd.js';
+import { pollFd, type FdPoll } from '../sys/poll.js';
 import {
   VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY,
 } from '../../protocols/virtqueue/split-queue.js';
@@ -95,7 +97,7 @@ export class DriverQueue {
   private availIdx = 0;
   private lastUsed = 0;
   private readonly pending = new Map<number, Pending>();
-  private callPoll: KoffiNode.PollHandle | null = null;
+  private callPoll: FdPoll | null = null;
   /** Kicks we sent and interrupts we saw (for notification suppression tests). */
   kicks = 0;
   interrupts = 0;
@@ -135,7 +137,7 @@ export class DriverQueue {
 
   listen(): void {
     if (this.callPoll) return;
-    this.callPoll = koffi.node.poll(this.callFd, { readable: true }, () => {
+    this.callPoll = pollFd(this.callFd, { readable: true }, () => {
       drainEventFd(this.callFd);
       this.interrupts++;
       this.reap();

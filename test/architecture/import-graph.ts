@@ -1,6 +1,7 @@
 // Reads every product source file's relative import specifiers and judges
 // them against the layer rule of docs/architecture.md: a file imports only
 // from its own layer or the layers it may use, and no import cycle exists.
+// koffi is the one package import judged too: only sys may bind syscalls.
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -39,7 +40,7 @@ export function layerOf(rel: string): Layer | undefined {
   if (BINDINGS.has(rel)) return 'binding';
   if (rel.startsWith('protocols/')) return 'protocol';
   if (rel.startsWith('src/doubles/')) return 'doubles';
-  if (rel.startsWith('src/convert/') || rel.startsWith('src/bench/') || rel.startsWith('bench/')) return 'tools';
+  if (rel.startsWith('src/convert/') || rel.startsWith('src/bench/')) return 'tools';
   if (rel.startsWith('src/') || rel.startsWith('compat/')) return 'app';
   return undefined;
 }
@@ -53,11 +54,15 @@ export interface ImportEdge {
 
 const IMPORT_RE = /(?:^|\n)\s*(import|export)\s+(type\s+)?(?:[^'";]*?\sfrom\s+)?['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g;
 
-/** The relative imports of one source text, resolved to repository paths (.js specifiers name .ts files). */
+/** The koffi package as an import target: only src/sys/ may use it. */
+export const KOFFI = 'koffi';
+
+/** The relative imports (and koffi) of one source text, resolved to repository paths (.js specifiers name .ts files). */
 export function importsOf(rel: string, text: string): ImportEdge[] {
   const out: ImportEdge[] = [];
   for (const m of text.matchAll(IMPORT_RE)) {
     const spec = m[3] ?? m[4];
+    if (spec === KOFFI) out.push({ from: rel, to: KOFFI, typeOnly: Boolean(m[2]) });
     if (!spec || !spec.startsWith('.')) continue;
     const to = path.posix.normalize(path.posix.join(path.posix.dirname(rel), spec)).replace(/\.js$/, '.ts');
     out.push({ from: rel, to, typeOnly: Boolean(m[2]) });
@@ -65,8 +70,8 @@ export function importsOf(rel: string, text: string): ImportEdge[] {
   return out;
 }
 
-/** Every product .ts file under `root` (repository-relative), skipping tests, scripts and build output. */
-export function productFiles(root: string): string[] {
+/** Every .ts source under `root` outside tests, scripts and build output, with or without a layer. */
+export function sourceFiles(root: string): string[] {
   const out: string[] = [];
   const walk = (dir: string): void => {
     for (const e of fs.readdirSync(path.join(root, dir), { withFileTypes: true })) {
@@ -74,11 +79,16 @@ export function productFiles(root: string): string[] {
       if (e.isDirectory()) {
         if (['node_modules', 'dist', '.git', '.lab', '.cache', 'test', 'scripts', 'coverage'].includes(e.name) && !dir) continue;
         walk(rel);
-      } else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts') && layerOf(rel)) out.push(rel);
+      } else if (e.name.endsWith('.ts') && !e.name.endsWith('.d.ts')) out.push(rel);
     }
   };
   walk('');
   return out.sort();
+}
+
+/** Every product .ts file under `root` (repository-relative): the sources that belong to a layer. */
+export function productFiles(root: string): string[] {
+  return sourceFiles(root).filter((f) => layerOf(f));
 }
 
 /** Imports that break the layer rule: `from` may not use the layer of `to` (or `to` is a test file). */
@@ -87,6 +97,10 @@ export function violations(edges: readonly ImportEdge[]): string[] {
   for (const e of edges) {
     const a = layerOf(e.from);
     if (!a) continue;
+    if (e.to === KOFFI) {
+      if (a !== 'sys') out.push(`${e.from} -> koffi (koffi binding outside src/sys)`);
+      continue;
+    }
     if (e.to.startsWith('test/')) {
       out.push(`${e.from} -> ${e.to} (product imports test/)`);
       continue;

@@ -7,7 +7,7 @@ import { describe, expect, test } from '@jest/globals';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { cycles, importsOf, layerOf, productFiles, violations, type ImportEdge } from './import-graph.js';
+import { cycles, importsOf, layerOf, productFiles, sourceFiles, violations, type ImportEdge } from './import-graph.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const known = JSON.parse(fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), 'known-violations.json'), 'utf8')) as {
@@ -23,6 +23,10 @@ describe('the import rule on this tree', () => {
     expect(files.length).toBeGreaterThan(50);
     const layers = new Set(files.map((f) => layerOf(f)));
     for (const l of ['sys', 'log', 'security', 'backend', 'transport', 'protocol', 'binding', 'tools', 'app']) expect(layers).toContain(l);
+  });
+
+  test('no source outside test/ and scripts/ sits beside the layers (a second bench/ at the top level, say)', () => {
+    expect(sourceFiles(root).filter((f) => !layerOf(f))).toEqual([]);
   });
 
   test('no upward import beyond the frozen list, and every frozen entry still occurs', () => {
@@ -48,6 +52,8 @@ describe('the checker itself', () => {
     expect(violations([e('protocols/fuse/virtio-fs-device.ts', 'protocols/vhost-user/session.ts')])).toEqual([]);
     expect(violations([e('src/bench/host.ts', 'test/p9/client.ts')])[0]).toMatch(/product imports test/);
     expect(violations([e('src/backend/backend.ts', 'src/sys/fs.ts'), e('protocols/9p/session.ts', 'src/backend/backend.ts')])).toEqual([]);
+    expect(violations([e('protocols/vhost-user/session.ts', 'koffi')])).toEqual(['protocols/vhost-user/session.ts -> koffi (koffi binding outside src/sys)']);
+    expect(violations([e('src/sys/poll.ts', 'koffi')])).toEqual([]);
     expect(cycles([e('a.ts', 'b.ts'), e('b.ts', 'c.ts'), e('c.ts', 'a.ts'), e('c.ts', 'd.ts')])).toEqual([['a.ts', 'b.ts', 'c.ts']]);
   });
 
@@ -59,9 +65,11 @@ describe('the checker itself', () => {
       "import './side.js';",
       "const m = await import('../../test/x.js');",
       "import fs from 'node:fs';",
+      "import koffi from 'koffi';",
     ].join('\n');
     expect(importsOf('src/backend/backend.ts', text).map((x) => [x.to, x.typeOnly])).toEqual([
       ['src/sys/index.ts', false], ['src/backend/b.ts', true], ['src/backend/c.ts', false], ['src/backend/side.ts', false], ['test/x.ts', false],
+      ['koffi', false],
     ]);
   });
 });

@@ -35,7 +35,8 @@ import { createHash } from 'node:crypto';
 import { freshTree, runGuest, type GuestRun } from './guest.js';
 import { labAvailable, makeWorkDir, removeWorkDir, repoRoot, stopProcess, tail, trackProcess } from './lab.js';
 import { ensureDuofsBuilt } from './daemons.js';
-import { closeFd, listenUnixSocket } from '../../protocols/vhost-user/sys.js';
+import { closeFd } from '../../src/sys/fd.js';
+import { listenUnixSocket } from '../../src/sys/sockets.js';
 import { c, cstr } from '../../src/sys/libc.js';
 import { flockNb, ofdGetLock, ofdSetLock } from '../../src/sys/locks.js';
 

@@ -9,7 +9,8 @@ import path from 'node:path';
 import fs from 'node:fs';
 import { HEADER_SIZE, MAX_PAYLOAD, decodeHeader, encodeMessage, type Message } from '../../protocols/vhost-user/protocol.js';
 import { MessageSocket, type CloseReason } from '../../protocols/vhost-user/message-socket.js';
-import { acceptConnection, closeFd, connectUnixSocket, listenUnixSocket } from '../../protocols/vhost-user/sys.js';
+import { acceptConnection, connectUnixSocket, listenUnixSocket } from '../../src/sys/sockets.js';
+import { closeFd } from '../../src/sys/fd.js';
 import { formatMetadata, parseMetadata, type GuestMeta } from '../../security/formats/mapped-file.js';
 import { decodeRdev, decodeU32, encodeRdev, encodeU32 } from '../../security/formats/mapped-xattr.js';
 

@@ -5,7 +5,9 @@
 import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
 import { readdirSync } from 'node:fs';
 import { FLAG_VERSION, FLAG_REPLY, Req, u64Payload, vringStatePayload } from '../../protocols/vhost-user/protocol.js';
-import { closeFd, createEventFd, createMemfd } from '../../protocols/vhost-user/sys.js';
+import { closeFd } from '../../src/sys/fd.js';
+import { createEventFd } from '../../src/sys/eventfd.js';
+import { createMemfd } from '../../src/sys/mem.js';
 import { NEED_REPLY, rawFrame, vringAddrPayload, type VhostUserFrontend } from './driver.js';
 import { Fixture, within } from './harness.js';
 

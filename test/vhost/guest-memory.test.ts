@@ -3,8 +3,9 @@
 import { afterEach, expect, test } from '@jest/globals';
 import { readdirSync } from 'node:fs';
 import { GuestMemory, GuestMemoryError, hostAddressOf, type MappedRegion } from '../../protocols/virtqueue/guest-memory.js';
-import { closeFd, createMemfd } from '../../protocols/vhost-user/sys.js';
-import { mmapShared, munmap, viewOf } from '../../protocols/virtqueue/sys.js';
+import { closeFd } from '../../src/sys/fd.js';
+import { createMemfd } from '../../src/sys/mem.js';
+import { mmapShared, munmap, viewOf } from '../../src/sys/mem.js';
 import { dupFd } from './sys-extra.js';
 
 const GiB = 2 ** 30;

@@ -4,7 +4,8 @@
 // other queues keep working, and a new connection is served normally.
 import { afterEach, beforeEach, expect, test } from '@jest/globals';
 import { Req, VirtioFeature } from '../../protocols/vhost-user/protocol.js';
-import { closeFd, createEventFd, drainEventFd } from '../../protocols/vhost-user/sys.js';
+import { closeFd } from '../../src/sys/fd.js';
+import { createEventFd, drainEventFd } from '../../src/sys/eventfd.js';
 import { DEFAULT_FEATURES, VRING_DESC_F_INDIRECT as IND, VRING_DESC_F_NEXT as NEXT, VRING_DESC_F_WRITE as WRITE, type DriverQueue, type VhostUserFrontend } from './driver.js';
 import { Fixture, sleep, within } from './harness.js';
 

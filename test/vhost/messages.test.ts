@@ -3,7 +3,8 @@
 import { afterEach, beforeEach, describe, expect, test } from '@jest/globals';
 import { readdirSync } from 'node:fs';
 import { FLAG_VERSION, ProtocolFeature, Req, u64Payload, VirtioFeature, vringStatePayload } from '../../protocols/vhost-user/protocol.js';
-import { createEventFd, closeFd, drainEventFd } from '../../protocols/vhost-user/sys.js';
+import { createEventFd, drainEventFd } from '../../src/sys/eventfd.js';
+import { closeFd } from '../../src/sys/fd.js';
 import { EchoDevice } from './echo-device.js';
 import { DEFAULT_FEATURES, NEED_REPLY, rawFrame, type VhostUserFrontend } from './driver.js';
 import { Fixture, sleep, within } from './harness.js';

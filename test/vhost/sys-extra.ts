@@ -1,11 +1,7 @@
-// Syscalls only the tests need.
-import koffi from 'koffi';
-
-const dup = koffi.load('libc.so.6').func('int dup(int fd)');
+// Syscalls only the tests need (through src/sys, where every koffi binding lives).
+import { dup } from '../../src/sys/index.js';
 
 /** A duplicate of `fd` (GuestMemory.add closes the fd it is given). */
 export function dupFd(fd: number): number {
-  const r = dup(fd) as number;
-  if (r < 0) throw new Error(`dup(${fd}) failed: errno ${koffi.errno()}`);
-  return r;
+  return dup(fd);
 }

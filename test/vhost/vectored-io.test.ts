@@ -12,7 +12,8 @@ import type { IoEngine } from '../../src/io/engine.js';
 import { SyncEngine } from '../../src/io/sync.js';
 import { ThreadsEngine } from '../../src/io/threads.js';
 import { createUringEngine } from '../../src/io/uring.js';
-import { closeFd, createMemfd } from '../../protocols/vhost-user/sys.js';
+import { closeFd } from '../../src/sys/fd.js';
+import { createMemfd } from '../../src/sys/mem.js';
 
 const PAGE = 4096;
 const SIZE = 4 * 1024 * 1024;

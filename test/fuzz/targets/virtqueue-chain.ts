@@ -10,7 +10,7 @@
 // used entry that does not match, or more chains than were made available.
 import { GuestMemory, hostAddressOf } from '../../../protocols/virtqueue/guest-memory.js';
 import { SplitQueue } from '../../../protocols/virtqueue/split-queue.js';
-import { createMemfd } from '../../../protocols/vhost-user/sys.js';
+import { createMemfd } from '../../../src/sys/mem.js';
 import { Finding, type FuzzTarget, type TargetInstance } from '../engine.js';
 
 const SIZE = 8;

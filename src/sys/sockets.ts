@@ -1,9 +1,12 @@
-// Unix sockets with fd passing, and eventfds, through koffi: Node's net
-// cannot carry SCM_RIGHTS. All sockets here are non-blocking and driven by
+// Unix stream sockets with fd passing (SCM_RIGHTS), through koffi: Node's
+// net cannot carry fds, and vhost-user passes guest memory, kick and call
+// eventfds that way. All sockets here are non-blocking and driven by
 // koffi.node.poll on the main thread. Errors become SysError; EAGAIN is
 // reported as a value, not thrown.
 import koffi from 'koffi';
-import { SysError } from '../../src/sys/errno.js';
+import { c as libc, errno } from './libc.js';
+import { SysError } from './errno.js';
+import { setNonBlocking } from './fd.js';
 
 const lib = koffi.load('libc.so.6');
 
@@ -16,14 +19,7 @@ const c = {
   recvmsg: lib.func('int64_t recvmsg(int fd, void *msg, int flags)'),
   sendmsg: lib.func('int64_t sendmsg(int fd, const void *msg, int flags)'),
   getsockopt: lib.func('int getsockopt(int fd, int level, int name, _Out_ void *val, _Inout_ uint32_t *len)'),
-  eventfd: lib.func('int eventfd(unsigned int initval, int flags)'),
-  read: lib.func('int64_t read(int fd, _Out_ void *buf, size_t n)'),
-  write: lib.func('int64_t write(int fd, const void *buf, size_t n)'),
-  close: lib.func('int close(int fd)'),
-  fcntl: lib.func('fcntl', 'int', ['int', 'int', 'long']),
-  umask: lib.func('uint32_t umask(uint32_t mask)'),
-  memfd_create: lib.func('int memfd_create(const char *name, unsigned int flags)'),
-  ftruncate: lib.func('int ftruncate(int fd, int64_t length)'),
+  close: libc.close,
 };
 
 export const AF_UNIX = 1;
@@ -38,17 +34,12 @@ const SO_DOMAIN = 39;
 const MSG_NOSIGNAL = 0x4000;
 const MSG_CTRUNC = 0x8;
 const MSG_CMSG_CLOEXEC = 0x40000000;
-const EFD_CLOEXEC = 0o2000000;
-const EFD_NONBLOCK = 0o4000;
-const F_GETFL = 3;
-const F_SETFL = 4;
-const O_NONBLOCK = 0o4000;
-export const EAGAIN = 11;
-export const EINTR = 4;
+const EAGAIN = 11;
+const EINTR = 4;
 
 function check(r: number | bigint, op: string, obj?: string): number {
   const n = Number(r);
-  if (n < 0) throw new SysError(koffi.errno(), op, obj);
+  if (n < 0) throw new SysError(errno(), op, obj);
   return n;
 }
 
@@ -93,7 +84,7 @@ export function connectUnixSocket(path: string): number {
 export function acceptConnection(listenFd: number): number {
   const fd = Number(c.accept4(listenFd, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC));
   if (fd >= 0) return fd;
-  const e = koffi.errno();
+  const e = errno();
   if (e === EAGAIN || e === EINTR) return -1;
   throw new SysError(e, 'accept4');
 }
@@ -127,20 +118,7 @@ export function peerCredentials(fd: number): PeerCred | undefined {
   return { pid: v.readInt32LE(0), uid: v.readUInt32LE(4), gid: v.readUInt32LE(8) };
 }
 
-export function setNonBlocking(fd: number): void {
-  const fl = check(c.fcntl(fd, F_GETFL, 0), 'fcntl', `fd ${fd}`);
-  check(c.fcntl(fd, F_SETFL, fl | O_NONBLOCK), 'fcntl', `fd ${fd}`);
-}
-
-export function closeFd(fd: number): void {
-  if (fd >= 0) c.close(fd);
-}
-
-export function setUmask(mask: number): number {
-  return c.umask(mask) as number;
-}
-
-// ------------------------------------------------------------ messages with fds
+// ---- messages with fds
 
 /** Most fds one message may carry (the vhost-user limit is 8). */
 export const MAX_FDS = 16;
@@ -175,7 +153,7 @@ export class MsgIo {
     this.msghdr.writeInt32LE(0, 48);
     const n = Number(c.recvmsg(fd, this.msghdr, MSG_CMSG_CLOEXEC));
     if (n < 0) {
-      const e = koffi.errno();
+      const e = errno();
       if (e === EAGAIN || e === EINTR) return -1;
       throw new SysError(e, 'recvmsg');
     }
@@ -216,55 +194,10 @@ export class MsgIo {
     }
     const n = Number(c.sendmsg(fd, this.msghdr, MSG_NOSIGNAL));
     if (n < 0) {
-      const e = koffi.errno();
+      const e = errno();
       if (e === EAGAIN || e === EINTR) return -1;
       throw new SysError(e, 'sendmsg');
     }
     return n;
   }
-}
-
-// ------------------------------------------------------------ eventfds
-
-export function createEventFd(nonBlocking = true): number {
-  return check(c.eventfd(0, EFD_CLOEXEC | (nonBlocking ? EFD_NONBLOCK : 0)), 'eventfd');
-}
-
-const one = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
-const sink = Buffer.alloc(8);
-
-/** Adds 1 to an eventfd (a kick or an interrupt). Errors are returned, not thrown: a dead peer is not our crash. */
-export function signalEventFd(fd: number): number {
-  return Number(c.write(fd, one, 8)) === 8 ? 0 : koffi.errno();
-}
-
-/** Reads (and resets) an eventfd's counter; 0 when it was not signalled (EAGAIN). */
-export function drainEventFd(fd: number): number {
-  const n = Number(c.read(fd, sink, 8));
-  return n === 8 ? Number(sink.readBigUInt64LE(0)) : 0;
-}
-
-// ------------------------------------------------------------ memfds (the test frontend's guest RAM)
-
-const MFD_CLOEXEC = 1;
-const MFD_ALLOW_SEALING = 2;
-const F_ADD_SEALS = 1033;
-const F_SEAL_SHRINK = 2;
-const F_SEAL_GROW = 4;
-
-/** A memfd of `size` bytes sealed against resizing, like QEMU's memory-backend-memfd. */
-export function createMemfd(name: string, size: number, seal = true): number {
-  const fd = check(c.memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING), 'memfd_create');
-  try {
-    check(c.ftruncate(fd, size), 'ftruncate');
-    if (seal) check(c.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 'fcntl', 'F_ADD_SEALS');
-    return fd;
-  } catch (e) {
-    c.close(fd);
-    throw e;
-  }
-}
-
-export function truncateFd(fd: number, size: number): void {
-  check(c.ftruncate(fd, size), 'ftruncate');
 }
