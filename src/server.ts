@@ -175,9 +175,10 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     log,
   });
   log.info({ export: opts.sharedDir, securityModel: backend.model.name, readonly: backend.readonly }, 'export opened');
+  const users = new HostUsers();
   const ctx: SessionContext = {
     backend,
-    users: new HostUsers(),
+    users,
     log,
     maxMsize: opts.ninepMaxMsize ?? DEFAULT_9P_MAX_MSIZE,
     exportPath: opts.sharedDir,
@@ -313,7 +314,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
       });
     }
     if (opts.confine) {
-      ctx.users.freeze();
+      users.freeze();
       opts.confine({ socketPaths });
       socketPaths.length = 0; // no longer ours to unlink: in the sandbox these names mean files of the export
       confined = true;

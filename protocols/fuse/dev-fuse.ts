@@ -2,12 +2,12 @@
 // operator can look at an export exactly as a virtio-fs guest sees it.
 // The fd is non-blocking and watched from Node's event loop; this thread
 // never touches the mount itself (that would deadlock on its own requests).
-import koffi from 'koffi';
 import {
   AT_FDCWD, Errno, MNT_DETACH, MS_NODEV, MS_NOSUID, O_CLOEXEC, O_NONBLOCK, O_RDWR, SysError, close, mount, openat,
   readRaw, umount2, writeRaw,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
+import { pollFd, type FdPoll, type PollCallback } from '../../src/sys/poll.js';
 import { OP, OUT_HEADER_SIZE } from './constants.js';
 import { encodeOutHeader } from './wire.js';
 import { RequestBody, type ReplyTo } from './request.js';
@@ -25,11 +25,10 @@ export const REQUESTS_PER_TURN = 32;
  */
 export const MAX_IN_FLIGHT = 64;
 
-type PollCallback = (ev: { readable: boolean; writable: boolean; disconnect: boolean }) => void;
 
 export class DevFuseMount {
   private readonly fd: number;
-  private readonly poll: ReturnType<typeof koffi.node.poll>;
+  private readonly poll: FdPoll;
   private readonly onPoll: PollCallback;
   private readonly bufSize: number;
   /**
@@ -57,12 +56,11 @@ export class DevFuseMount {
   ) {
     this.fd = fd;
     this.bufSize = bufferSize(maxWrite);
-    // koffi calls back with (status, events), not as its typings say.
-    this.onPoll = ((status: number, ev?: { readable: boolean; disconnect: boolean }) => {
-      if (typeof status === 'number' && status === 0 && ev && ev.disconnect && !ev.readable) this.onUnmounted();
+    this.onPoll = (status, ev) => {
+      if (status === 0 && ev && ev.disconnect && !ev.readable) this.onUnmounted();
       else if (this.resume === null && !this.draining) this.drain();
-    }) as unknown as PollCallback;
-    this.poll = koffi.node.poll(fd, { readable: true, disconnect: true }, this.onPoll);
+    };
+    this.poll = pollFd(fd, { readable: true, disconnect: true }, this.onPoll);
     this.polling = true;
   }
 
