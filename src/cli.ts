@@ -61,7 +61,7 @@ async function serve(argv: {
   '9pPermissions'?: NinepPermissions;
   '9pMaxFids': number; rlimitNofile?: number; sessionMaxOpen?: number;
   ioEngine?: EngineChoice; threadPoolSize?: number; debugIoLatencyMs?: number;
-  sandbox?: SandboxMode; seccomp?: SeccompMode;
+  sandbox?: SandboxMode; seccomp?: SeccompMode; modcaps?: string; landlock: boolean;
 }): Promise<void> {
   const log = createLogger(argv.logLevel as LevelWithSilent, { format: argv.logFormat, syslog: argv.syslog });
 
@@ -110,7 +110,8 @@ async function serve(argv: {
     translateGid: argv.translateGid ? asIdTranslations(parseIdRules(argv.translateGid)) : undefined,
     fuseMount: argv.fuseMount,
     fuseFd: insideNamespaces() && process.env[FUSE_FD_ENV] !== undefined ? Number(process.env[FUSE_FD_ENV]) : undefined,
-    confine: (made) => confine({ mode: sandbox, seccomp: argv.seccomp ?? DEFAULT_SECCOMP, exportPath: realpathSync(sharedDir), log }, made),
+    confine: (made) => confine({ mode: sandbox, seccomp: argv.seccomp ?? DEFAULT_SECCOMP, exportPath: realpathSync(sharedDir), securityModel: model,
+      modcaps: argv.modcaps, landlock: argv.landlock, log }, made),
     virtiofsSocket: argv.virtiofsSocket,
     virtiofsFd: argv.virtiofsFd,
     tag: argv.tag,
@@ -174,6 +175,8 @@ export async function main(args: string[]): Promise<void> {
         .option('announce-submounts', { type: 'boolean', default: false, describe: 'FUSE: give each host filesystem mounted inside the export its own st_dev and announce it as a submount' })
         .option('readonly', { type: 'boolean', default: false, describe: 'refuse every change to the export with EROFS' })
         .option('sandbox', { choices: SANDBOX_MODES, describe: "confine the server once it is set up, as virtiofsd's --sandbox: namespace = new mount, pid, ipc, uts (and net, unless --9p-tcp) namespaces with the export as the root (pivot_root), a user namespace too when not run as root; chroot = chroot into the export (containers that made their namespaces already); none = the host's root. Default: namespace. See docs/operator-guide.md" })
+        .option('modcaps', { type: 'string', describe: "change the capabilities the server keeps, as virtiofsd's --modcaps: +cap adds, -cap drops, joined by ':' (e.g. +sys_admin:-mknod). Default: what the security model needs (passthrough as root: chown, dac_override, dac_read_search, fowner, fsetid, mknod, setfcap, setgid, setuid; mapped models: dac_override, dac_read_search, fowner; as a user: none)" })
+        .option('landlock', { type: 'boolean', default: true, describe: 'with --sandbox namespace or chroot: also restrict the server with Landlock to the export, where the kernel has it (--no-landlock: not)' })
         .option('seccomp', { choices: SECCOMP_MODES, describe: "a system-call allow-list on every thread once the server is confined, as virtiofsd's --seccomp: kill = a call outside it ends the server (the supervisor and the kernel log say which), log = the kernel logs it and lets it run, trap = the server logs it and exits, none = no filter. Default: kill" })
         .option('log-level', { choices: LOG_LEVELS, default: 'info', describe: 'log verbosity (trace logs every request)' })
         .option('log-format', { choices: LOG_FORMATS, describe: "json: pino's JSON lines (the default when stderr is not a terminal); text: virtiofsd's '[time LEVEL duofs] message key=value' lines" })

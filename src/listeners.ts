@@ -2,7 +2,8 @@
 // detection and owner-only permissions) and TCP (loopback by default).
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
-import { umask } from './sys/index.js';
+import { SysError, umask } from './sys/index.js';
+import { listenUnixSocket } from './sys/sockets.js';
 
 /** A start-up problem an operator can fix; the CLI prints `message` alone. */
 export class StartupError extends Error {
@@ -36,16 +37,24 @@ export async function listenUnix(path: string, onConnection: (s: Socket) => void
     unlinkSync(path); // stale socket from a server that died
   }
   const server = createServer({ pauseOnConnect: false }, onConnection);
+  // Bound here and handed over as an fd, so that libuv, which knows no path,
+  // never unlinks one on close: in the sandbox that name would be a file of
+  // the export. Whoever made the socket removes it (src/server.ts, or the
+  // sandbox supervisor).
   const old = umask(0o177);
+  let fd: number;
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (e: NodeJS.ErrnoException) =>
-        reject(new StartupError(`cannot listen on ${path}: ${e.code ?? e.message}`)));
-      server.listen(path, () => resolve());
-    });
+    fd = listenUnixSocket(path, 511);
+  } catch (e) {
+    throw new StartupError(`cannot listen on ${path}: ${e instanceof SysError ? e.code : String(e)}`);
   } finally {
     umask(old);
   }
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (e: NodeJS.ErrnoException) =>
+      reject(new StartupError(`cannot listen on ${path}: ${e.code ?? e.message}`)));
+    server.listen({ fd }, () => resolve());
+  });
   chmodSync(path, 0o600);
   return server;
 }

@@ -78,13 +78,13 @@ export interface ServeOptions {
   /** fuseMount was already mounted on this /dev/fuse fd (by the sandbox supervisor, which also unmounts it) */
   fuseFd?: number;
   /**
-   * Called once, synchronously, when every listener, device and mount exists
-   * and before any peer is served: the sandbox is entered here
+   * Called once when every listener, device and mount exists and before any
+   * peer is served (9P clients and vhost-user frontends wait until it ends): the sandbox is entered here
    * (src/sandbox). From then on the server opens no path of the host: the
    * socket files are left to whoever made the sandbox, and the host's
    * users and groups are read from a copy made just before.
    */
-  confine?: (made: { socketPaths: readonly string[] }) => void;
+  confine?: (made: { socketPaths: readonly string[] }) => void | Promise<void>;
   /** FUSE (virtio-fs and /dev/fuse) session options */
   fuse?: Partial<FuseOptions>;
   readonly?: boolean;
@@ -284,14 +284,14 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
         tag,
         numRequestQueues: opts.numRequestQueues ?? 1,
       }, `virtiofs:${where}`);
-      vhostServers.push(listenVhostUser({ device, logger: log, logLimits, ...target }));
+      vhostServers.push(listenVhostUser({ device, logger: log, logLimits, ...target, deferAccept: opts.confine !== undefined }));
       if ('socketPath' in target) socketPaths.push(target.socketPath);
       log.info({ socket: where, tag, export: opts.sharedDir }, 'serving virtio-fs (vhost-user-fs)');
     }
     for (const socketPath of list(opts.ninepVhostSocket)) {
       const tag = opts.ninepTag ?? 'duofs9p';
       const device = new Virtio9pDevice(deviceCtx, tag, `virtio-9p:${socketPath}`);
-      vhostServers.push(listenVhostUser({ device, logger: log, logLimits, socketPath }));
+      vhostServers.push(listenVhostUser({ device, logger: log, logLimits, socketPath, deferAccept: opts.confine !== undefined }));
       socketPaths.push(socketPath);
       log.info({ socket: socketPath, tag, export: opts.sharedDir }, 'serving virtio-9p (vhost-user)');
     }
@@ -315,10 +315,12 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     }
     if (opts.confine) {
       users.freeze();
-      opts.confine({ socketPaths });
+      await opts.confine({ socketPaths });
       socketPaths.length = 0; // no longer ours to unlink: in the sandbox these names mean files of the export
+      for (const v of vhostServers) v.forgetSocketFile();
       confined = true;
       for (const go of early.splice(0)) go();
+      for (const v of vhostServers) v.start();
     }
   } catch (e) {
     for (const s of servers) s.close();

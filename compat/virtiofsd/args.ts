@@ -26,6 +26,7 @@ import { CompatError } from '../errors.js';
 import { StartupError } from '../../src/listeners.js';
 import { XattrMap, XattrMapError } from '../../protocols/fuse/xattr-map.js';
 import { parseQemuOpts } from '../qemu/opts.js';
+import { ModcapsError, parseModcaps } from '../../src/sandbox/modcaps.js';
 import { DEFAULT_SANDBOX, DEFAULT_SECCOMP, SANDBOX_MODES, SECCOMP_MODES, type SandboxMode, type SeccompMode } from '../../src/sandbox/mode.js';
 
 /** virtiofsd's MAX_TAG_LEN (the virtio-fs config space tag field). */
@@ -56,6 +57,8 @@ export interface VirtiofsdArgs {
   sandbox: SandboxMode;
   /** --seccomp (default kill, as virtiofsd) */
   seccomp: SeccompMode;
+  /** --modcaps (+cap:-cap), checked */
+  modcaps: string | undefined;
   /** one line each, logged once at info: accepted options that have no effect in duofs, deprecations */
   notes: string[];
 }
@@ -79,14 +82,12 @@ export const REFUSED: Readonly<Record<string, string>> = {
   '--security-label': 'duofs does not read the security context (FUSE_SECURITY_CTX) of create requests, so it cannot label new files as the guest asks (--security-label=never is accepted)',
   '--uid-map': 'duofs does not run in a user namespace; use --translate-uid, or --security-model mapped-xattr to run unprivileged',
   '--gid-map': 'duofs does not run in a user namespace; use --translate-gid, or --security-model mapped-xattr to run unprivileged',
-  '--modcaps': 'duofs does not manage its capability set',
   '--allow-direct-io': 'duofs drops guest O_DIRECT on the host fd: its data path reads into and writes from guest memory at any alignment, which O_DIRECT would refuse with EINVAL',
   '--migration-mode': 'duofs does not support live migration (it does not advertise migrate-precopy)',
   '--migration-on-error': 'duofs does not support live migration',
   '--migration-verify-handles': 'duofs does not support live migration',
   '--migration-confirm-paths': 'duofs does not support live migration',
   '--inode-file-handles=mandatory': 'duofs cannot promise never to hold O_PATH fds',
-  '-o modcaps': 'see --modcaps',
   '-o allow_direct_io': 'see --allow-direct-io',
   '-o security_label': 'see --security-label',
 };
@@ -184,6 +185,17 @@ function tokenize(argv: readonly string[]): Raw[] {
   return out;
 }
 
+/** --modcaps as virtiofsd parses it; a bad one is a usage error naming the capability. */
+function checkModcaps(flag: string, v: string): string {
+  try {
+    parseModcaps(v);
+  } catch (e) {
+    if (e instanceof ModcapsError) throw new CompatError(`${flag} ${v}: ${e.message}`, flag);
+    throw e;
+  }
+  return v;
+}
+
 function refuse(key: string): never {
   const why = REFUSED[key];
   throw new CompatError(`${key}: not supported by duofs: ${why ?? 'no equivalent'}`, key);
@@ -228,6 +240,7 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
   let logFormat: 'json' | 'text' = 'text';
   let sandbox: SandboxMode = DEFAULT_SANDBOX;
   let seccomp: SeccompMode = DEFAULT_SECCOMP;
+  let modcaps: string | undefined;
   let posixAcl: 'never' | 'auto' | 'always' | undefined;
   let xattrmap: string | undefined;
 
@@ -279,7 +292,7 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
             setXattrmap('-o xattrmap', o.value);
             break;
           case 'modcaps':
-            refuse(`-o ${o.name}`);
+            modcaps = checkModcaps('-o modcaps', o.value);
             break;
           default:
             throw new CompatError(`-o ${o.name}=${o.value}: not a virtiofsd -o option`, `-o ${o.name}`);
@@ -453,6 +466,9 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
         if (!MODELS.includes(v as SecurityModel)) throw new CompatError(`--security-model ${v}: invalid (${MODELS.join(', ')})`, name);
         model = v as SecurityModel;
         break;
+      case '--modcaps':
+        modcaps = checkModcaps(name, v);
+        break;
       case '--fmode':
         fmode = octalMode(name, v);
         break;
@@ -473,7 +489,7 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
     }
   }
 
-  const result: VirtiofsdArgs = { options: opts, printCapabilities, help, version, rlimitNofile, socketGroup, syslog, logFormat, sandbox, seccomp, notes };
+  const result: VirtiofsdArgs = { options: opts, printCapabilities, help, version, rlimitNofile, socketGroup, syslog, logFormat, sandbox, seccomp, modcaps, notes };
   if (help || version || printCapabilities) return result;
 
   // Cross-option rules, as virtiofsd's clap definitions state them.

@@ -203,7 +203,8 @@ export async function dropCapabilities(kept: readonly CapName[], o: DropOptions 
   }
   if (o.log) {
     const others = report.threads.filter((t) => t.role === 'other' && t.extra.length);
-    const fields = { kept: report.kept, missing: report.missing, poolThreads: report.pool.threads, threads: report.threads };
+    const fields = { kept: report.kept.join(','), poolThreads: report.pool.threads, outOfReach: others.map((t) => t.tid).join(',') || undefined };
+    o.log.debug({ threads: report.threads }, 'capabilities of every thread');
     if (report.missing.length) o.log.warn({ missing: report.missing }, `capabilities wanted but never held: ${report.missing.join(',')}`);
     if (!report.pool.complete) o.log.error(fields, `capabilities not dropped everywhere: ${report.pool.reason}`);
     else {

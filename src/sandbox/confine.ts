@@ -3,31 +3,57 @@
 // the I/O engine and the log exist; no peer has been served. In order:
 //   1. tell the supervisor which socket files are its to remove;
 //   2. change the root (namespace: pivot_root; chroot: chroot);
-//   3. keep only the capabilities the server needs (NO_NEW_PRIVS first);
-//   4. Landlock, where the kernel has it;
+//   3. keep only the capabilities the security model needs, on the main
+//      thread and every libuv pool thread (caps.ts says which and why);
+//   4. Landlock beneath the export, where the kernel has it (sets
+//      NO_NEW_PRIVS);
 //   5. the seccomp allow-list, on every thread;
 //   6. the test-only escape probe, if the environment asks for it.
 // Nothing may be loaded from disk after step 2: every module is imported
 // statically before the server starts.
 import type { Logger } from '../log.js';
+import type { SecurityModelName } from '../../security/model.js';
+import { AT_FDCWD, O_DIRECTORY, O_PATH, close, openat } from '../sys/index.js';
 import { changeRoot } from './root.js';
 import { exitWithSupervisor, reportToSupervisor } from './supervisor.js';
 import { runEscapeProbe } from './escape-probe.js';
+import { dropCapabilities, keptCapabilities } from './caps.js';
+import { applyLandlock } from './landlock.js';
 import { inUserNamespace, type SandboxMode, type SeccompMode } from './mode.js';
 
 export interface SandboxPlan {
   mode: SandboxMode;
   seccomp: SeccompMode;
   exportPath: string;
+  securityModel: SecurityModelName;
+  /** --modcaps, virtiofsd's syntax (+cap:-cap) */
+  modcaps?: string;
+  /** Landlock beneath the export where the kernel has it (default true) */
+  landlock?: boolean;
   log: Logger;
 }
 
-export function confine(plan: SandboxPlan, made: { socketPaths: readonly string[] }): void {
+export async function confine(plan: SandboxPlan, made: { socketPaths: readonly string[] }): Promise<void> {
   const { log } = plan;
   reportToSupervisor({ sockets: made.socketPaths });
   exitWithSupervisor(log);
-  changeRoot(plan.mode, plan.exportPath);
-  log.info({ sandbox: plan.mode, seccomp: plan.seccomp, userNamespace: inUserNamespace() || undefined },
-    plan.mode === 'none' ? 'sandbox: none (the host root stays visible)' : `sandbox: ${plan.mode}, the export is the root`);
+  // The export root as an fd, before the root changes (Landlock's rule names it).
+  const exportFd = openat(AT_FDCWD, plan.exportPath, O_PATH | O_DIRECTORY);
+  try {
+    const procRoot = changeRoot(plan.mode, plan.exportPath);
+    log.info({ sandbox: plan.mode, userNamespace: inUserNamespace() || undefined },
+      plan.mode === 'none' ? 'sandbox: none (the host root stays visible)' : `sandbox: ${plan.mode}, the export is the root`);
+    try {
+      const euid = process.geteuid?.() ?? 0;
+      // Root can reopen inodes from file handles (src/server.ts), which needs DAC_READ_SEARCH.
+      const kept = keptCapabilities({ model: plan.securityModel, euid, fileHandles: euid === 0 && !inUserNamespace(), modcaps: plan.modcaps });
+      await dropCapabilities(kept, { log, procFd: procRoot });
+    } finally {
+      if (procRoot !== undefined) close(procRoot);
+    }
+    if (plan.landlock !== false && plan.mode !== 'none') await applyLandlock(exportFd, log);
+  } finally {
+    close(exportFd);
+  }
   runEscapeProbe(log);
 }

@@ -17,13 +17,18 @@ import { insideNamespaces } from './mode.js';
 
 export class SandboxError extends Error {}
 
-/** Makes `exportPath` this process's "/" (namespace, chroot); none does nothing. */
-export function changeRoot(mode: SandboxMode, exportPath: string): void {
-  if (mode === 'none') return;
+/**
+ * Makes `exportPath` this process's "/" (namespace, chroot); none does
+ * nothing. Returns an fd on the procfs root for the capability report that
+ * follows (the caller closes it), or undefined with none.
+ */
+export function changeRoot(mode: SandboxMode, exportPath: string): number | undefined {
+  if (mode === 'none') return undefined;
   if (mode === 'namespace' && !insideNamespaces()) {
     throw new SandboxError('--sandbox namespace: this process was not started inside new namespaces (the supervisor does that; run duofs through its bin)');
   }
   const procFd = openat(AT_FDCWD, '/proc/self/fd', O_RDONLY | O_DIRECTORY);
+  const procRoot = openat(AT_FDCWD, '/proc', O_RDONLY | O_DIRECTORY);
   if (mode === 'namespace') {
     // Nothing mounted here may reach the host's namespace, nor the reverse.
     mountAt(null, '/', null, MS_REC | MS_SLAVE);
@@ -38,4 +43,5 @@ export function changeRoot(mode: SandboxMode, exportPath: string): void {
   fchdir(procFd, '/proc/self/fd');
   close(procFd); // the working directory holds it now
   useProcFdWorkingDirectory();
+  return procRoot;
 }

@@ -21,6 +21,7 @@ import { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { DevFuseMount } from '../../protocols/fuse/dev-fuse.js';
 import { MNT_DETACH, close, umount2 } from '../sys/index.js';
+import { exitNow } from '../sys/root.js';
 import type { Logger } from '../log.js';
 import { CHANNEL_ENV, FUSE_FD_ENV, STAGE_ENV, USERNS_ENV } from './mode.js';
 import { SandboxError } from './root.js';
@@ -188,7 +189,7 @@ export function exitWithSupervisor(log: Logger): void {
   s.on('error', () => undefined);
   s.once('close', () => {
     log.error('the sandbox supervisor is gone: exiting');
-    process.exit(1);
+    exitNow(1);
   });
 }
 

@@ -12,6 +12,7 @@ const chrootFn = lib.func('int chroot(const void *path)');
 const chdirFn = lib.func('int chdir(const void *path)');
 const fchdirFn = lib.func('int fchdir(int fd)');
 const sethostnameFn = lib.func('int sethostname(const char *name, size_t len)');
+const exitNowFn = lib.func('void _exit(int status)');
 const mountNull = lib.func('mount', 'int', ['void *', 'void *', 'void *', 'ulong', 'void *']);
 
 /** x86_64 and aarch64 syscall numbers of pivot_root. */
@@ -57,4 +58,14 @@ export function mountAt(source: string | null, target: string, fstype: string | 
 /** umount2(2) */
 export function unmount(target: string, flags: number): void {
   check(c.umount2(target, flags), 'umount2', target);
+}
+
+/**
+ * _exit(2): ends the process at once. process.exit() first joins libuv's
+ * thread pool, which never returns while a pool thread is blocked (a slow
+ * read, the capability drop's parked threads).
+ */
+export function exitNow(status: number): never {
+  exitNowFn(status);
+  throw new Error('unreachable');
 }
