@@ -72,26 +72,36 @@ export class RecordingEngine implements IoEngine {
 }
 
 /**
+ * What a fault function answers for one call: 0 passes it on, a positive
+ * number fails it with that errno, `{ short: n }` passes on only its first
+ * n bytes (a read or write that comes back short, as on a filling disk).
+ */
+export type Fault = number | { short: number };
+
+/**
  * Makes chosen calls fail as the storage would: `fault(call, fd, offset,
- * length)` returns an errno to fail with, or 0 to pass the call on (offset
- * and length are those of a read or write; 0 for the other calls).
+ * length)` says what happens to each (see Fault; offset and length are
+ * those of a read or write, 0 for the other calls).
  */
 export class FaultEngine extends RecordingEngine {
-  constructor(inner: IoEngine, private readonly fault: (call: CallResult['call'], fd: number, offset: number, length: number) => number) {
+  constructor(inner: IoEngine, private readonly fault: (call: CallResult['call'], fd: number, offset: number, length: number) => Fault) {
     super(inner);
   }
 
-  private failing(call: CallResult['call'], fd: number, offset: Offset, length: number, pass: () => Promise<number>): Promise<number> {
-    const e = this.fault(call, fd, Number(offset), length);
-    return e ? Promise.resolve(-e) : pass();
+  private failing(call: CallResult['call'], fd: number, offset: Offset, length: number, pass: (cut?: number) => Promise<number>): Promise<number> {
+    const f = this.fault(call, fd, Number(offset), length);
+    if (typeof f === 'object') return pass(f.short);
+    if (!f) return pass();
+    this.completed.push({ call, fd, result: -f }); // an injected failure counts as a failed call
+    return Promise.resolve(-f);
   }
 
   override readv(fd: number, v: IoVecs, offset: Offset, speed?: FsSpeed): Promise<number> {
-    return this.failing('read', fd, offset, iovLength(v), () => super.readv(fd, v, offset, speed));
+    return this.failing('read', fd, offset, iovLength(v), (cut) => super.readv(fd, cut === undefined ? v : iovTake(v, cut), offset, speed));
   }
 
   override writev(fd: number, v: IoVecs, offset: Offset, speed?: FsSpeed): Promise<number> {
-    return this.failing('write', fd, offset, iovLength(v), () => super.writev(fd, v, offset, speed));
+    return this.failing('write', fd, offset, iovLength(v), (cut) => super.writev(fd, cut === undefined ? v : iovTake(v, cut), offset, speed));
   }
 
   override fsync(fd: number, datasync: boolean, speed?: FsSpeed): Promise<number> {
