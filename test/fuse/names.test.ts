@@ -159,7 +159,7 @@ describe('creating and removing', () => {
     expect(await errnoOf(c.symlink(ROOT, 'ln', 'x'))).toBe('EEXIST');
   });
 
-  test('LINK adds a name to the same inode (nlink 2); a directory is EPERM', async () => {
+  test('LINK adds a name to the same inode (nlink 2); a directory is EPERM, onto an existing name EEXIST', async () => {
     const { c, fx } = ctx;
     fs.writeFileSync(fx.p('orig'), 'linked');
     const o = await c.lookup(ROOT, 'orig');
@@ -169,6 +169,7 @@ describe('creating and removing', () => {
     expect(lstat(fx.p('hardlink')).ino).toBe(lstat(fx.p('orig')).ino);
     const d = await c.mkdir(ROOT, 'linkdir');
     expect(await errnoOf(c.link(d.nodeid, ROOT, 'dirlink'))).toBe('EPERM');
+    expect(await errnoOf(c.link(d.nodeid, ROOT, 'orig'))).toBe('EEXIST'); // link(2) looks at the new name first
     expect(await errnoOf(c.link(o.nodeid, ROOT, 'hardlink'))).toBe('EEXIST');
   });
 

@@ -191,10 +191,11 @@ describe('Tlink', () => {
     await expect(c.link(d, f, 'a/b')).rejects.toMatchObject({ code: 'EINVAL' });
   });
 
-  test('linking a directory is EPERM; a file dfid is ENOTDIR', async () => {
+  test('linking a directory is EPERM, onto an existing name EEXIST (as link(2) orders them); a file dfid is ENOTDIR', async () => {
     const { c, root } = await ctx.session();
     const d = await walkTo(c, root, 'scratch');
     await expect(c.link(d, await walkTo(c, root, 'sub'), uniq('dl'))).rejects.toMatchObject({ code: 'EPERM' });
+    await expect(c.link(root, await walkTo(c, root, 'sub'), 'hello.txt')).rejects.toMatchObject({ code: 'EEXIST' });
     await expect(c.link(await walkTo(c, root, 'hello.txt'), await walkTo(c, root, 'big.bin'), 'x')).rejects.toMatchObject({ code: 'ENOTDIR' });
   });
 });
