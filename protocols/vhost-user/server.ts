@@ -34,6 +34,8 @@ export interface VhostUserServerOptions {
   maxMemSlots?: number;
   /** rate limit of the log lines the frontends of this socket can cause (false: none); default DEFAULT_LOG_LIMITS */
   logLimits?: LogLimits | false;
+  /** listen, but accept no frontend until start() (the server confines itself in between) */
+  deferAccept?: boolean;
 }
 
 export interface ConnectionInfo {
@@ -53,6 +55,7 @@ export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
   private current: ConnectionInfo | null = null;
   private serial = 0;
   private closed = false;
+  private ownsSocketFile: boolean;
   /** One allowance for everything that connects here: reconnecting buys no fresh one. */
   private readonly logs: PeerLog;
 
@@ -62,6 +65,7 @@ export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
     private readonly o: VhostUserServerOptions,
   ) {
     super();
+    this.ownsSocketFile = socketPath !== undefined;
     this.logs = new PeerLog(o.logger, `vhost-user:${socketPath ?? `fd ${listenFd}`}`, o.logLimits);
   }
 
@@ -77,9 +81,19 @@ export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
       setNonBlocking(fd);
     }
     const server = new VhostUserServer(fd, o.socketPath, o);
-    server.acceptNext();
+    if (!o.deferAccept) server.acceptNext();
     o.logger.info({ socket: o.socketPath ?? `fd ${fd}`, virtioId: o.device.virtioId, queues: o.device.numQueues }, 'vhost-user: listening');
     return server;
+  }
+
+  /** Starts accepting frontends (after deferAccept). */
+  start(): void {
+    if (!this.listenPoll) this.acceptNext();
+  }
+
+  /** close() leaves the socket file alone: someone else removes it (the sandbox supervisor). */
+  forgetSocketFile(): void {
+    this.ownsSocketFile = false;
   }
 
   get connection(): ConnectionInfo | null {
@@ -94,7 +108,7 @@ export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
     this.listenPoll = null;
     this.session?.close();
     closeFd(this.listenFd);
-    if (this.socketPath !== undefined) {
+    if (this.socketPath !== undefined && this.ownsSocketFile) {
       try {
         unlinkSync(this.socketPath);
       } catch {
