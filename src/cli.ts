@@ -20,7 +20,7 @@ import { ConvertError, convertExport, formatSummary } from './convert/convert.js
 import { ExportInUseError } from './convert/in-use.js';
 import { ENGINE_CHOICES, type EngineChoice } from './io/select.js';
 import { benchOptions, runBench, type BenchArgs } from './bench/main.js';
-import { DEFAULT_SANDBOX, DEFAULT_SECCOMP, FUSE_FD_ENV, SANDBOX_MODES, SECCOMP_MODES, insideNamespaces, type SandboxMode, type SeccompMode } from './sandbox/mode.js';
+import { DEFAULT_SANDBOX, DEFAULT_SECCOMP, FUSE_FD_ENV, SANDBOX_MODES, SECCOMP_MODES, insideNamespaces, supervised, type SandboxMode, type SeccompMode } from './sandbox/mode.js';
 import { superviseInNamespaces } from './sandbox/supervisor.js';
 import { confine } from './sandbox/confine.js';
 import { checkMountpoint } from './server.js';
@@ -75,9 +75,12 @@ async function serve(argv: {
   const sharedDir = argv.sharedDir ?? fsdev.sharedDir;
   if (!sharedDir) throw new StartupError('give the export: --shared-dir DIR or --fsdev "local,path=DIR,..."');
   const sandbox = argv.sandbox ?? DEFAULT_SANDBOX;
-  if (sandbox === 'namespace' && !insideNamespaces()) {
-    // This process stays outside as the supervisor; the server runs in the namespaces.
+  if ((sandbox === 'namespace' || argv.fuseMount) && !supervised()) {
+    // This process stays outside as the supervisor; the server runs in the
+    // namespaces (or, for --fuse-mount alone, beside it: a confined server
+    // could not unmount).
     const code = await superviseInNamespaces({
+      namespaces: sandbox === 'namespace',
       argv: process.argv.slice(1),
       log,
       inheritFds: [argv['9pFd'], argv.virtiofsFd].filter((fd): fd is number => fd !== undefined),
@@ -109,7 +112,7 @@ async function serve(argv: {
     translateUid: argv.translateUid ? asIdTranslations(parseIdRules(argv.translateUid)) : undefined,
     translateGid: argv.translateGid ? asIdTranslations(parseIdRules(argv.translateGid)) : undefined,
     fuseMount: argv.fuseMount,
-    fuseFd: insideNamespaces() && process.env[FUSE_FD_ENV] !== undefined ? Number(process.env[FUSE_FD_ENV]) : undefined,
+    fuseFd: supervised() && process.env[FUSE_FD_ENV] !== undefined ? Number(process.env[FUSE_FD_ENV]) : undefined,
     confine: (made) => confine({ mode: sandbox, seccomp: argv.seccomp ?? DEFAULT_SECCOMP, exportPath: realpathSync(sharedDir), securityModel: model,
       modcaps: argv.modcaps, landlock: argv.landlock, log }, made),
     virtiofsSocket: argv.virtiofsSocket,

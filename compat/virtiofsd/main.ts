@@ -21,7 +21,7 @@ import { CompatError } from '../errors.js';
 import { parseVirtiofsdArgs, type VirtiofsdArgs } from './args.js';
 import { capabilitiesJson } from './capabilities.js';
 import { helpText } from './help.js';
-import { insideNamespaces } from '../../src/sandbox/mode.js';
+import { insideNamespaces, supervised } from '../../src/sandbox/mode.js';
 import { superviseInNamespaces } from '../../src/sandbox/supervisor.js';
 import { confine } from '../../src/sandbox/confine.js';
 import { realpathSync } from 'node:fs';
@@ -95,7 +95,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (args.rlimitNofile !== undefined) setNofile(args.rlimitNofile);
 
-  const log = createLogger(serve.logLevel ?? 'info', { format: args.logFormat, target: NAME, syslog: args.syslog, quietSyslogFallback: insideNamespaces() });
+  const log = createLogger(serve.logLevel ?? 'info', { format: args.logFormat, target: NAME, syslog: args.syslog, quietSyslogFallback: supervised() });
   if (args.sandbox === 'namespace' && !insideNamespaces()) {
     // As virtiofsd's parent: this process supervises, the server runs inside.
     return superviseInNamespaces({ argv: process.argv.slice(1), log, newNet: true, inheritFds: serve.virtiofsFd !== undefined ? [serve.virtiofsFd] : [] });

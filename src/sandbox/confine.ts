@@ -19,6 +19,7 @@ import { exitWithSupervisor, reportToSupervisor } from './supervisor.js';
 import { runEscapeProbe } from './escape-probe.js';
 import { dropCapabilities, keptCapabilities } from './caps.js';
 import { applyLandlock } from './landlock.js';
+import { installSeccomp } from './seccomp.js';
 import { inUserNamespace, type SandboxMode, type SeccompMode } from './mode.js';
 
 export interface SandboxPlan {
@@ -55,5 +56,6 @@ export async function confine(plan: SandboxPlan, made: { socketPaths: readonly s
   } finally {
     close(exportFd);
   }
+  installSeccomp(plan.seccomp, { log });
   runEscapeProbe(log);
 }

@@ -29,6 +29,11 @@ export function insideNamespaces(env: NodeJS.ProcessEnv = process.env): boolean 
   return env[STAGE_ENV] === 'namespace';
 }
 
+/** This process is a server a supervisor started (in namespaces, or plainly, for --fuse-mount). */
+export function supervised(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env[STAGE_ENV] === 'namespace' || env[STAGE_ENV] === 'child';
+}
+
 /** This process runs in a user namespace the supervisor made: uid 0 here is not the host's root. */
 export function inUserNamespace(env: NodeJS.ProcessEnv = process.env): boolean {
   return env[USERNS_ENV] === '1';

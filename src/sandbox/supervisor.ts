@@ -25,6 +25,7 @@ import { exitNow } from '../sys/root.js';
 import type { Logger } from '../log.js';
 import { CHANNEL_ENV, FUSE_FD_ENV, STAGE_ENV, USERNS_ENV } from './mode.js';
 import { SandboxError } from './root.js';
+import { SeccompWatch, describeSeccompDeath } from './seccomp-log.js';
 
 export interface SupervisorOptions {
   /** the arguments after node's own: the entry script and the command line */
@@ -36,6 +37,8 @@ export interface SupervisorOptions {
   newNet: boolean;
   /** --fuse-mount: mounted here, served inside */
   fuse?: { mountpoint: string; maxWrite: number };
+  /** false: start the server plainly, only to keep the FUSE mount out here (chroot, none) */
+  namespaces?: boolean;
 }
 
 /** The unshare(1) options for the server's namespaces. */
@@ -74,8 +77,9 @@ const SIGSYS_STATUS = 128 + 31;
 
 /** Starts the server inside new namespaces and supervises it; resolves to the exit status to exit with. */
 export async function superviseInNamespaces(o: SupervisorOptions): Promise<number> {
-  const unshare = findUnshare();
-  const userns = process.geteuid?.() !== 0;
+  const namespaces = o.namespaces ?? true;
+  const unshare = namespaces ? findUnshare() : process.execPath;
+  const userns = namespaces && process.geteuid?.() !== 0;
   const inherit = [...new Set(o.inheritFds ?? [])];
   // The channel and the FUSE fd go at the first numbers no inherited fd takes.
   const taken = new Set([0, 1, 2, ...inherit]);
@@ -104,12 +108,15 @@ export async function superviseInNamespaces(o: SupervisorOptions): Promise<numbe
   }
   const env: NodeJS.ProcessEnv = {
     ...process.env,
-    [STAGE_ENV]: 'namespace',
+    [STAGE_ENV]: namespaces ? 'namespace' : 'child',
     [CHANNEL_ENV]: String(channelAt),
     ...(fuseAt !== undefined ? { [FUSE_FD_ENV]: String(fuseAt) } : {}),
     ...(userns ? { [USERNS_ENV]: '1' } : {}),
   };
-  const args = [...unshareArgs({ newNet: o.newNet, userns }), '--', process.execPath, ...process.execArgv, ...o.argv];
+  const args = namespaces
+    ? [...unshareArgs({ newNet: o.newNet, userns }), '--', process.execPath, ...process.execArgv, ...o.argv]
+    : [...process.execArgv, ...o.argv];
+  const watch = SeccompWatch.open(); // every seccomp record from now on, to name a killing call
   const child = spawn(unshare, args, { stdio, env });
   if (fuseFd !== undefined) close(fuseFd); // the server has its copy
   const sockets = new Set<string>();
@@ -119,13 +126,16 @@ export async function superviseInNamespaces(o: SupervisorOptions): Promise<numbe
       try {
         const ev = JSON.parse(line) as { sockets?: string[] };
         for (const s of ev.sockets ?? []) sockets.add(s);
+        findServer();
       } catch {
         o.log.warn({ line: line.slice(0, 200) }, 'sandbox supervisor: unreadable line from the server');
       }
     });
   }
+  let server: number | undefined; // its pid here, known once it reports
+  const findServer = (): number | undefined => (server ??= child.pid === undefined ? undefined : namespaces ? serverPid(child.pid) : child.pid);
   const forward = (sig: NodeJS.Signals): void => {
-    const pid = child.pid !== undefined ? serverPid(child.pid) : undefined;
+    const pid = findServer();
     try {
       if (pid !== undefined) process.kill(pid, sig);
       else child.kill('SIGKILL'); // not started yet: --kill-child takes the server with it
@@ -160,9 +170,14 @@ export async function superviseInNamespaces(o: SupervisorOptions): Promise<numbe
   // unshare --fork exits with the server's status, or dies of its signal.
   const sig = signal ?? (code !== null && code > 128 ? signalName(code - 128) : null);
   if (sig === 'SIGSYS' || code === SIGSYS_STATUS) {
-    o.log.error({ signal: 'SIGSYS' }, 'the server was killed by its seccomp filter: it made a system call outside the allow-list (the kernel log names it: audit type=1326 syscall=N); run with --seccomp log to find it, and report it');
+    const line = server !== undefined
+      ? await describeSeccompDeath(server, { watch })
+      : 'the server died of SIGSYS before it reported: a forbidden system call under seccomp (look for "type=1326" in dmesg or the audit log)';
+    watch?.close();
+    o.log.error({ signal: 'SIGSYS' }, line);
     return SIGSYS_STATUS;
   }
+  watch?.close();
   if (sig !== null && sig !== 'SIGTERM' && sig !== 'SIGINT') o.log.error({ signal: sig }, `the server died of ${sig}`);
   return code ?? 128 + (signalNumber(signal) ?? 1);
 }

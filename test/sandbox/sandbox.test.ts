@@ -11,6 +11,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { P9Client } from '../p9/client.js';
+import { SeccompWatch } from '../../src/sandbox/seccomp-log.js';
+import { fuseMountWorkload, ninepWorkload, virtiofsWorkload } from './workload.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = path.join(root, 'bin', 'duofs.js');
@@ -200,3 +202,44 @@ maybe('unprivileged namespace (a user namespace, mapped-xattr): every escape att
   attemptsFail(results);
   expect(fs.readFileSync(outside, 'utf8')).toBe('untouched\n');
 }, 60_000);
+
+maybe('--seccomp log: 9P, virtio-fs and the FUSE mount served from the namespace make no call outside the list', async () => {
+  const watch = SeccompWatch.open();
+  if (!watch) throw new Error('cannot read the audit multicast group (CAP_AUDIT_READ): the check would see nothing');
+  try {
+    const p9 = path.join(tmp, 'l9.sock');
+    const vfs = path.join(tmp, 'lv.sock');
+    const mnt = path.join(tmp, 'mnt');
+    fs.mkdirSync(mnt);
+    for (const engine of ['io_uring', 'threads']) {
+      const s = start(['--shared-dir', exportDir, '--9p-socket', p9, '--virtiofs-socket', vfs, '--fuse-mount', mnt, '--xattr',
+        '--sandbox', 'namespace', '--seccomp', 'log', '--io-engine', engine]);
+      await waitFor(() => s.err().includes('seccomp: '), 'the filter');
+      expect(s.err()).toMatch(/seccomp: log/);
+      const pid = serverPid(s);
+      await ninepWorkload(p9, exportDir, `p9-${engine}`);
+      await virtiofsWorkload(vfs, `vfs-${engine}`);
+      await fuseMountWorkload(mnt, `fuse-${engine}`);
+      s.proc.kill('SIGTERM');
+      expect((await s.exited).code).toBe(0);
+      const records = await watch.wait(pid, 1, 500);
+      expect([engine, records.map((r) => r.name)]).toEqual([engine, []]);
+    }
+  } finally {
+    watch.close();
+  }
+}, 120_000);
+
+maybe('--seccomp kill: a forbidden call ends the server, and the supervisor names it', async () => {
+  const { end, err, results } = await probe('namespace', { seccomp: 'kill', attempts: ['ptrace'] });
+  expect(results['ptrace']).toBeUndefined(); // it never returned
+  expect(end.code).toBe(128 + 31);
+  expect(err).toMatch(/killed by seccomp: it made the forbidden system call ptrace \(101\)|died of SIGSYS/);
+}, 60_000);
+
+maybe('--seccomp kill: each forbidden attempt of the probe ends the server (or fails) — never succeeds', async () => {
+  for (const a of ['mount', 'init-module', 'raw-socket', 'exec-shell']) {
+    const { end, results } = await probe('namespace', { seccomp: 'kill', attempts: [a] });
+    expect([a, results[a] === undefined ? end.code : results[a]]).toEqual([a, results[a] === undefined ? 128 + 31 : expect.stringMatching(/^E[A-Z]+$/)]);
+  }
+}, 120_000);
