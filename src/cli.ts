@@ -91,6 +91,15 @@ async function serve(argv: {
   }
   for (const note of spec?.notes ?? []) log.info({ fsdev: argv.fsdev }, note); // each option once: accepted, and how duofs differs
   const model = argv.securityModel ?? fsdev.securityModel ?? 'passthrough';
+  // Handlers first: a signal during start-up (the sandbox takes a moment) is
+  // acted on once the server is up. Under a supervisor this process is the
+  // init of its pid namespace, which would simply ignore it.
+  let early: string | undefined;
+  const onEarly = (signal: string) => (): void => { early ??= signal; };
+  const earlyInt = onEarly('SIGINT');
+  const earlyTerm = onEarly('SIGTERM');
+  process.on('SIGINT', earlyInt);
+  process.on('SIGTERM', earlyTerm);
   const d = await startDuofs({
     ...fsdev,
     sharedDir,
@@ -135,8 +144,11 @@ async function serve(argv: {
     log.info({ signal }, 'shutting down: closing listeners and finishing requests');
     void d.close().then(() => process.exit(0));
   };
+  process.off('SIGINT', earlyInt);
+  process.off('SIGTERM', earlyTerm);
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  if (early) stop(early);
 }
 
 export async function main(args: string[]): Promise<void> {

@@ -101,6 +101,14 @@ export async function main(argv: string[]): Promise<number> {
     return superviseInNamespaces({ argv: process.argv.slice(1), log, newNet: true, inheritFds: serve.virtiofsFd !== undefined ? [serve.virtiofsFd] : [] });
   }
   for (const note of args.notes) log.info({ compat: 'virtiofsd' }, note);
+  // Handlers first: a signal during start-up is acted on once the server is up
+  // (as the init of its pid namespace it would otherwise be ignored).
+  let early: string | undefined;
+  const earlyHandlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => {
+    const h = (): void => { early ??= sig; };
+    process.on(sig, h);
+    return [sig, h] as const;
+  });
   const d = await startDuofs({
     ...serve,
     log,
@@ -120,7 +128,9 @@ export async function main(argv: string[]): Promise<number> {
       log.info({ signal }, 'shutting down');
       void d.close().then(resolve);
     };
+    for (const [sig, h] of earlyHandlers) process.off(sig, h);
     for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, () => stop(s));
+    if (early) stop(early);
   });
   return 0;
 }

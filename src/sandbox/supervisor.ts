@@ -116,6 +116,7 @@ export async function superviseInNamespaces(o: SupervisorOptions): Promise<numbe
   const args = namespaces
     ? [...unshareArgs({ newNet: o.newNet, userns }), '--', process.execPath, ...process.execArgv, ...o.argv]
     : [...process.execArgv, ...o.argv];
+  if (namespaces && !o.newNet) o.log.info('sandbox: the server keeps the host network namespace (9P listens on TCP; a new namespace would have no interfaces)');
   const watch = SeccompWatch.open(); // every seccomp record from now on, to name a killing call
   const child = spawn(unshare, args, { stdio, env });
   if (fuseFd !== undefined) close(fuseFd); // the server has its copy
@@ -126,7 +127,7 @@ export async function superviseInNamespaces(o: SupervisorOptions): Promise<numbe
       try {
         const ev = JSON.parse(line) as { sockets?: string[] };
         for (const s of ev.sockets ?? []) sockets.add(s);
-        findServer();
+        if (findServer() !== undefined && pending) forward(pending);
       } catch {
         o.log.warn({ line: line.slice(0, 200) }, 'sandbox supervisor: unreadable line from the server');
       }
@@ -134,11 +135,15 @@ export async function superviseInNamespaces(o: SupervisorOptions): Promise<numbe
   }
   let server: number | undefined; // its pid here, known once it reports
   const findServer = (): number | undefined => (server ??= child.pid === undefined ? undefined : namespaces ? serverPid(child.pid) : child.pid);
+  let pending: NodeJS.Signals | undefined;
   const forward = (sig: NodeJS.Signals): void => {
     const pid = findServer();
+    if (pid === undefined) {
+      pending = sig; // not forked yet: forwarded when it reports
+      return;
+    }
     try {
-      if (pid !== undefined) process.kill(pid, sig);
-      else child.kill('SIGKILL'); // not started yet: --kill-child takes the server with it
+      process.kill(pid, sig);
     } catch {
       // already gone
     }

@@ -80,7 +80,8 @@ test('legacy -o: source with escaped commas, cache=none is never, xattr, locks',
   expect(refused(['--fd=3', '-o', 'source=/d,xattrmap=:x']).message).toMatch(/^invalid value ":x" for -o xattrmap: rule 1: incomplete rule/);
   expect(refused(['--fd=3', '-o', 'source=/d,security_label']).option).toBe('-o security_label');
   expect(refused(['--fd=3', '-o', 'source=/d,allow_direct_io']).option).toBe('-o allow_direct_io');
-  expect(refused(['--fd=3', '-o', 'source=/d,modcaps=+sys_admin']).option).toBe('-o modcaps');
+  expect(parseVirtiofsdArgs(['--fd=3', '-o', 'source=/d,modcaps=+sys_admin']).modcaps).toBe('+sys_admin');
+  expect(refused(['--fd=3', '-o', 'source=/d,modcaps=+bogus']).option).toBe('-o modcaps');
   const quiet = parseVirtiofsdArgs(['--fd=3', '-o', 'source=/d,no_allow_direct_io,no_security_label,no_killpriv_v2,killpriv_v2']);
   expect(quiet.notes.map((n) => n.split(':')[0])).toEqual(['-o no_allow_direct_io', '-o no_security_label', '-o no_killpriv_v2', '-o killpriv_v2']);
 });
@@ -117,6 +118,8 @@ test('--sandbox and --seccomp mean what they mean to virtiofsd (default namespac
   expect(parseVirtiofsdArgs(['--fd=3', '-o', 'source=/srv/a,sandbox=chroot'])).toMatchObject({ sandbox: 'chroot' });
   expect(refused([...base, '--sandbox', 'jail']).option).toBe('--sandbox');
   expect(refused([...base, '--seccomp', 'maybe']).option).toBe('--seccomp');
+  expect(parseVirtiofsdArgs([...base, '--modcaps=+sys_admin:-mknod']).modcaps).toBe('+sys_admin:-mknod');
+  expect(refused([...base, '--modcaps', '+nonsense']).message).toMatch(/NONSENSE|nonsense/);
 });
 
 test('--thread-pool-size sizes the pool of the threads engine; 0 (virtiofsd: no pool) keeps the default, noted', () => {
@@ -132,7 +135,7 @@ test('--thread-pool-size sizes the pool of the threads engine; 0 (virtiofsd: no 
 });
 
 test.each([
-  ['--uid-map', ':0:1000:1:'], ['--gid-map', ':0:1000:1:'], ['--modcaps', '+sys_admin'],
+  ['--uid-map', ':0:1000:1:'], ['--gid-map', ':0:1000:1:'],
   ['--allow-direct-io'], ['--migration-mode', 'file-handles'],
   ['--migration-on-error', 'abort'], ['--migration-verify-handles'], ['--migration-confirm-paths'],
   ['--security-label'], ['--security-label=always'], ['--security-label=auto'], ['--inode-file-handles=mandatory'],

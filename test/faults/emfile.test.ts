@@ -27,7 +27,7 @@ beforeAll(async () => {
   base = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'duofs-emfile-')));
   exp = path.join(base, 'export');
   fs.mkdirSync(exp);
-  srv = await startCli(exp, { socketPath: path.join(base, '9p.sock'), extraArgs: ['--virtiofs-socket', path.join(base, 'vfs.sock')] });
+  srv = await startCli(exp, { socketPath: path.join(base, '9p.sock'), extraArgs: ['--virtiofs-socket', path.join(base, 'vfs.sock'), '--sandbox', 'none'] }); // prlimit and /proc/PID/fd act on the serving process itself
 });
 
 afterAll(async () => {

@@ -38,7 +38,7 @@ async function startChild(o: { nofile?: number; extra?: string[] } = {}): Promis
   fs.mkdirSync(dir);
   const sock = path.join(base, 'vfs.sock');
   const args = [path.join(repoRoot, 'bin/duofs.js'), 'serve', '--shared-dir', dir, '--virtiofs-socket', sock, '--tag', 'child',
-    '--num-request-queues', '2', '--log-level', 'warn', ...(o.extra ?? [])];
+    '--num-request-queues', '2', '--log-level', 'warn', '--sandbox', 'none', ...(o.extra ?? [])]; // its fds are counted in /proc/PID
   const proc = o.nofile
     ? spawn('/bin/bash', ['-c', `ulimit -n ${o.nofile} && exec "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
