@@ -32,6 +32,12 @@ const IORING_OFF_SQES = 0x10000000;
 const IORING_FEAT_SINGLE_MMAP = 1;
 const IORING_REGISTER_EVENTFD = 4;
 const IORING_UNREGISTER_EVENTFD = 5;
+const IORING_REGISTER_RESTRICTIONS = 11;
+const IORING_REGISTER_ENABLE_RINGS = 12;
+const IORING_SETUP_R_DISABLED = 1 << 6;
+const IORING_RESTRICTION_REGISTER_OP = 0;
+const IORING_RESTRICTION_SQE_OP = 1;
+const IORING_RESTRICTION_SQE_FLAGS_ALLOWED = 2;
 
 const PROT_READ = 1;
 const PROT_WRITE = 2;
@@ -47,6 +53,31 @@ export const IORING_OP_WRITEV = 2;
 export const IORING_OP_FSYNC = 3;
 export const IORING_OP_FALLOCATE = 17;
 export const IORING_FSYNC_DATASYNC = 1;
+/** Opcodes the ring refuses (-EACCES): everything but the four above. For tests. */
+export const IORING_OP_OPENAT = 18;
+
+/**
+ * The only operations this ring will ever run, fixed before it is enabled
+ * (IORING_REGISTER_RESTRICTIONS). Requests on a ring are not system calls, so
+ * the sandbox's seccomp filter never sees them: without this, code that took
+ * the server over could open files or sockets through the ring.
+ */
+const ALLOWED_SQE_OPS = [IORING_OP_READV, IORING_OP_WRITEV, IORING_OP_FSYNC, IORING_OP_FALLOCATE];
+const ALLOWED_REGISTER_OPS = [IORING_UNREGISTER_EVENTFD];
+
+function restrictions(): Buffer {
+  const entries: [number, number][] = [
+    ...ALLOWED_REGISTER_OPS.map((op): [number, number] => [IORING_RESTRICTION_REGISTER_OP, op]),
+    ...ALLOWED_SQE_OPS.map((op): [number, number] => [IORING_RESTRICTION_SQE_OP, op]),
+    [IORING_RESTRICTION_SQE_FLAGS_ALLOWED, 0], // no SQE flags (no fixed files, links, or drains)
+  ];
+  const b = Buffer.alloc(16 * entries.length); // struct io_uring_restriction
+  entries.forEach(([opcode, arg], i) => {
+    b.writeUInt16LE(opcode, i * 16);
+    b.writeUInt8(arg, i * 16 + 2);
+  });
+  return b;
+}
 
 const SQE_SIZE = 64;
 const CQE_SIZE = 16;
@@ -103,13 +134,21 @@ export class IoUring {
   private poller: ReturnType<typeof koffi.node.poll> | null = null;
   private readonly drainBuf = Buffer.alloc(8);
   private closed = false;
+  /** only READV, WRITEV, FSYNC and FALLOCATE can run on this ring */
+  readonly restricted: boolean = false;
 
   /** Throws SysError('io_uring_setup', errno) when the kernel refuses a ring (ENOSYS, EPERM, EINVAL...). */
   constructor(entries: number) {
-    const p = Buffer.alloc(120);
-    const fd = Number(sysSetup(SYS_io_uring_setup, entries >>> 0, p));
+    let p = Buffer.alloc(120);
+    p.writeUInt32LE(IORING_SETUP_R_DISABLED, 8);
+    let fd = Number(sysSetup(SYS_io_uring_setup, entries >>> 0, p));
+    if (fd < 0 && errno() === 22 /* EINVAL: before Linux 5.10, no disabled rings */) {
+      p = Buffer.alloc(120);
+      fd = Number(sysSetup(SYS_io_uring_setup, entries >>> 0, p));
+    }
     if (fd < 0) throw new SysError(errno(), 'io_uring_setup', `${entries} entries`);
     this.fd = fd;
+    const disabled = (p.readUInt32LE(8) & IORING_SETUP_R_DISABLED) !== 0;
     let efd = -1;
     try {
       this.sqEntries = p.readUInt32LE(0);
@@ -157,6 +196,16 @@ export class IoUring {
         throw new SysError(errno(), 'io_uring_register', 'IORING_REGISTER_EVENTFD');
       }
       this.eventFd = efd;
+      if (disabled) {
+        const r = restrictions();
+        if (Number(sysRegister(SYS_io_uring_register, fd, IORING_REGISTER_RESTRICTIONS, r, r.length / 16)) < 0) {
+          throw new SysError(errno(), 'io_uring_register', 'IORING_REGISTER_RESTRICTIONS');
+        }
+        if (Number(sysRegister(SYS_io_uring_register, fd, IORING_REGISTER_ENABLE_RINGS, null, 0)) < 0) {
+          throw new SysError(errno(), 'io_uring_register', 'IORING_REGISTER_ENABLE_RINGS');
+        }
+        this.restricted = true;
+      }
     } catch (e) {
       this.unmapAll();
       if (efd >= 0) c.close(efd);

@@ -356,3 +356,38 @@ describe('when no ring can be set up', () => {
     }
   });
 });
+
+onRing('the ring runs only the four operations the engine uses', () => {
+  test('an OPENAT submitted to the ring is refused with EACCES; a READV on the same ring still runs', async () => {
+    const { IoUring, IORING_OP_OPENAT, IORING_OP_READV } = await import('../../src/sys/uring.js');
+    const ring = new IoUring(8);
+    try {
+      expect(ring.restricted).toBe(true);
+      const path = Buffer.from('/etc/hostname\0');
+      ring.prep(IORING_OP_OPENAT, -100 /* AT_FDCWD */, 0, addressOf(path), 0, 0, 1);
+      const dir = mkdtempSync(join(tmpdir(), 'duofs-ring-'));
+      writeFileSync(join(dir, 'f'), 'ring');
+      const fd = openSync(join(dir, 'f'), 'r');
+      const buf = Buffer.alloc(4);
+      const iov = buildIov([Number(addressOf(buf))], [buf.length], 0, 1, [buf]);
+      ring.prep(IORING_OP_READV, fd, 0, addressOf(iov.iov), iov.count, 0, 2);
+      // The refused SQE ends that submit (the kernel stops after a failed one); the READV goes in next.
+      let submitted = 0;
+      for (let i = 0; i < 4 && ring.unsubmitted() > 0; i++) submitted += ring.submit();
+      expect(submitted).toBe(2);
+      const got = new Map<number, number>();
+      const deadline = Date.now() + 2000;
+      while (got.size < 2 && Date.now() < deadline) {
+        ring.reap((id, res) => got.set(id, res));
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      expect(got.get(1)).toBe(-13);
+      expect(got.get(2)).toBe(4);
+      expect(buf.toString()).toBe('ring');
+      closeSync(fd);
+      rmSync(dir, { recursive: true, force: true });
+    } finally {
+      ring.close();
+    }
+  });
+});
