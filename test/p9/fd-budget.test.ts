@@ -45,7 +45,7 @@ async function startChild(setup: (dir: string) => void, extra: string[] = [], wr
   const vfs = path.join(base, 'vfs.sock');
   const port = await freePort();
   const args = [path.join(repoRoot, 'bin/duofs.js'), 'serve', '--shared-dir', dir, '--9p-tcp', `127.0.0.1:${port}`,
-    '--virtiofs-socket', vfs, '--log-level', 'info', ...extra];
+    '--virtiofs-socket', vfs, '--log-level', 'info', '--sandbox', 'none', ...extra]; // fds() counts the serving process's own
   const proc = spawn('/bin/bash', ['-c', `ulimit -n ${NOFILE} && exec ${wrap} "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
