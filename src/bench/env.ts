@@ -93,16 +93,41 @@ export function machineBasics(): { cpus: number; cpuModel: string; memGiB: numbe
   };
 }
 
-/** CPU seconds (user + system) a process has used so far, from /proc/PID/stat; undefined when gone. */
+/**
+ * CPU seconds (user + system) a process and its live descendants have used
+ * so far, from /proc/PID/stat; undefined when gone. Descendants count: a
+ * sandboxed duofs serves from a grandchild of the process started (its
+ * supervisor and unshare(1) sit in between).
+ */
 export function cpuSeconds(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // fields after the command: state(0) ... utime(11) stime(12)
-    return (Number(f[11]) + Number(f[12])) / 100; // USER_HZ is 100 on Linux
-  } catch {
-    return undefined;
+  const own = (p: number): number | undefined => {
+    try {
+      const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // fields after the command: state(0) ... utime(11) stime(12)
+      return (Number(f[11]) + Number(f[12])) / 100; // USER_HZ is 100 on Linux
+    } catch {
+      return undefined;
+    }
+  };
+  const total = own(pid);
+  if (total === undefined) return undefined;
+  let sum = total;
+  const stack = [pid];
+  for (let depth = 0; stack.length && depth < 64; depth++) {
+    const p = stack.pop()!;
+    let kids: number[] = [];
+    try {
+      kids = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    } catch {
+      // gone
+    }
+    for (const k of kids) {
+      sum += own(k) ?? 0;
+      stack.push(k);
+    }
   }
+  return sum;
 }
 
 /** Samples the load average and the count of other guests while a run goes on. */

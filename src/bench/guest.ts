@@ -278,7 +278,8 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
         try {
           const d = await daemons.startHostDaemon({
             name: srv.name, command: process.execPath,
-            args: [...nodeArgs, duofsBin, 'serve', '--shared-dir', tree, '--log-level', 'warn', ...front, ...s.duofsArgs],
+            // A profile is written at exit to a host path, which a sandboxed server no longer sees.
+            args: [...nodeArgs, duofsBin, 'serve', '--shared-dir', tree, '--log-level', 'warn', ...front, ...(s.cpuProf ? ['--sandbox', 'none'] : []), ...s.duofsArgs],
             waitFor: [sock],
           });
           const h: DuofsHandle = { server: srv.name, daemon: d };

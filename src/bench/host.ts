@@ -443,7 +443,9 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
       progress.status('starting duofs');
       duofsProc = await startProc('duofs', process.execPath, [
         ...(s.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, '--cpu-prof-name=duofs-host.cpuprofile'] : []),
-        join(repoRoot, 'bin', 'duofs.js'), 'serve', '--shared-dir', exportTree, '--log-level', 'warn', ...front, ...s.duofsArgs,
+        join(repoRoot, 'bin', 'duofs.js'), 'serve', '--shared-dir', exportTree, '--log-level', 'warn', ...front,
+        // A profile is written at exit to a host path, which a sandboxed server no longer sees.
+        ...(s.cpuProf ? ['--sandbox', 'none'] : []), ...s.duofsArgs,
       ], fronts.map((x) => sock(x)));
       procs.push(duofsProc);
     }
