@@ -23,6 +23,7 @@ import { benchOptions, runBench, type BenchArgs } from './bench/main.js';
 import { DEFAULT_SANDBOX, DEFAULT_SECCOMP, FUSE_FD_ENV, SANDBOX_MODES, SECCOMP_MODES, insideNamespaces, supervised, type SandboxMode, type SeccompMode } from './sandbox/mode.js';
 import { superviseInNamespaces } from './sandbox/supervisor.js';
 import { confine } from './sandbox/confine.js';
+import { prepareRoot } from './sandbox/root.js';
 import { checkMountpoint } from './server.js';
 import { defaultFuseOptions } from '../protocols/fuse/options.js';
 import { realpathSync } from 'node:fs';
@@ -100,6 +101,7 @@ async function serve(argv: {
   const earlyTerm = onEarly('SIGTERM');
   process.on('SIGINT', earlyInt);
   process.on('SIGTERM', earlyTerm);
+  prepareRoot(sandbox, sharedDir);
   const d = await startDuofs({
     ...fsdev,
     sharedDir,

@@ -24,6 +24,7 @@ import { helpText } from './help.js';
 import { insideNamespaces, supervised } from '../../src/sandbox/mode.js';
 import { superviseInNamespaces } from '../../src/sandbox/supervisor.js';
 import { confine } from '../../src/sandbox/confine.js';
+import { prepareRoot } from '../../src/sandbox/root.js';
 import { realpathSync } from 'node:fs';
 
 const NAME = 'duofs-virtiofsd';
@@ -109,6 +110,7 @@ export async function main(argv: string[]): Promise<number> {
     process.on(sig, h);
     return [sig, h] as const;
   });
+  prepareRoot(args.sandbox, serve.sharedDir);
   const d = await startDuofs({
     ...serve,
     log,

@@ -9,6 +9,7 @@
 // Both keep /proc only as an fd: the working directory becomes
 // /proc/self/fd (opened first), so reopening fd N through the path "N"
 // still works, and nothing else of /proc is reachable by name.
+import { realpathSync } from 'node:fs';
 import { AT_FDCWD, MNT_DETACH, O_DIRECTORY, O_RDONLY, close, openat } from '../sys/index.js';
 import { useProcFdWorkingDirectory } from '../sys/fs.js';
 import { MS_BIND, MS_REC, MS_SLAVE, chdir, chroot, fchdir, mountAt, pivotRoot, unmount } from '../sys/root.js';
@@ -16,6 +17,29 @@ import type { SandboxMode } from './mode.js';
 import { insideNamespaces } from './mode.js';
 
 export class SandboxError extends Error {}
+
+/**
+ * namespace, before the server opens anything of the export: binds the
+ * export on itself (with everything mounted beneath it), so that the fds the
+ * backend opens belong to the mount that becomes "/". Opened on the old
+ * tree, they would lose the submounts when pivot_root's old root is
+ * detached: a filesystem mounted inside the export would vanish behind them.
+ */
+export function prepareRoot(mode: SandboxMode, exportPath: string): void {
+  if (mode !== 'namespace') return;
+  if (!insideNamespaces()) {
+    throw new SandboxError('--sandbox namespace: this process was not started inside new namespaces (the supervisor does that; run duofs through its bin)');
+  }
+  let real: string;
+  try {
+    real = realpathSync(exportPath);
+  } catch {
+    return; // the server's own start-up check says the export does not exist
+  }
+  // Nothing mounted here may reach the host's namespace, nor the reverse.
+  mountAt(null, '/', null, MS_REC | MS_SLAVE);
+  mountAt(real, real, null, MS_BIND | MS_REC);
+}
 
 /**
  * Makes `exportPath` this process's "/" (namespace, chroot); none does
@@ -30,9 +54,7 @@ export function changeRoot(mode: SandboxMode, exportPath: string): number | unde
   const procFd = openat(AT_FDCWD, '/proc/self/fd', O_RDONLY | O_DIRECTORY);
   const procRoot = openat(AT_FDCWD, '/proc', O_RDONLY | O_DIRECTORY);
   if (mode === 'namespace') {
-    // Nothing mounted here may reach the host's namespace, nor the reverse.
-    mountAt(null, '/', null, MS_REC | MS_SLAVE);
-    mountAt(exportPath, exportPath, null, MS_BIND | MS_REC);
+    // prepareRoot made the export a mount of its own.
     chdir(exportPath);
     pivotRoot('.', '.');
     unmount('.', MNT_DETACH);

@@ -15,6 +15,10 @@ const intended: Record<string, { fuse: string; reason: string }> = {
     fuse: 'EACCES',
     reason: '--fuse-mount mounts nodev,nosuid: a device node in an export must not open host devices for whoever browses the mount',
   },
+  'xattr.trusted_as_root': {
+    fuse: 'EPERM',
+    reason: 'the sandboxed server keeps no CAP_SYS_ADMIN, as virtiofsd (docs/operator-guide.md "Sandbox"): trusted.* needs --modcaps +sys_admin',
+  },
 };
 
 function checks(out: string): Map<string, string> {
