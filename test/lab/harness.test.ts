@@ -140,6 +140,8 @@ d('host daemons for lab guests', () => {
     const sock = join(work, 'd.sock');
     const dmn = await startHostDaemon({ name: 'fake', command: process.execPath, args: ['-e', server(sock)], waitFor: [sock] });
     expect(statSync(sock).isSocket()).toBe(true);
+    // The socket file exists from bind(); the line comes after listen() returns.
+    for (let i = 0; i < 200 && !/listening/.test(dmn.output()); i++) await new Promise((r) => setTimeout(r, 25));
     await dmn.stop();
     expect(dmn.process.exitCode !== null || dmn.process.signalCode !== null).toBe(true);
     expect(dmn.output()).toMatch(/listening/);
