@@ -13,11 +13,11 @@ import type { Logger } from '../../src/log.js';
 import { PeerLog, type LogLimits } from '../../src/log-limit.js';
 import {
   AT_REMOVEDIR, ATTR, DOTL_SYNC, GETATTR, HEADER_SIZE, IOHDRSZ, LOCK_STATUS, LOCK_TYPE, MAX_WALK_NAMES, MIN_MSIZE,
-  NOFID, NONUNAME, QTDIR, QTFILE, QTSYMLINK, RLERROR, T, VERSION_9P2000_L,
+  NOFID, NONUNAME, QTDIR, QTFILE, QTSYMLINK, T, VERSION_9P2000_L,
 } from './constants.js';
 import { Fid } from './fid.js';
 import { qidOf } from './qid.js';
-import { ProtocolError, QID_SIZE, Reader, Writer, type Qid } from './wire.js';
+import { ProtocolError, QID_SIZE, Reader, Writer, encodeRlerror, type Qid } from './wire.js';
 
 
 /**
@@ -194,7 +194,7 @@ export class Session {
     } else if (this.logs.wants('debug')) {
       this.logs.debug('9p.failed', { peer: this.peer, type, tag, errno: errnoName(errno) }, e.message);
     }
-    this.reply(new Writer(11).u32(errno).finish(RLERROR, tag));
+    this.reply(encodeRlerror(tag, errno));
   }
 
   /** Ends the session: every fid is clunked, open files closed, suppressed log counts reported. */

@@ -11,7 +11,8 @@ import type { DescriptorChain, VhostUserDevice } from '../vhost-user/index.js';
 import { VIRTIO_ID_9P, gather, scatter } from '../vhost-user/index.js';
 import { Errno, SysError } from '../../src/sys/index.js';
 import { viewsOf } from '../../src/sys/vectored.js';
-import { HEADER_SIZE, IOHDRSZ, RLERROR, T } from './constants.js';
+import { HEADER_SIZE, IOHDRSZ, T } from './constants.js';
+import { encodeRlerror } from './wire.js';
 import { Session, type SessionContext } from './session.js';
 import { PeerLog } from '../../src/log-limit.js';
 
@@ -130,12 +131,7 @@ export class Virtio9pDevice implements VhostUserDevice {
 
   private replyError(chain: DescriptorChain, tag: number, errno: number): void {
     if (chain.writableLength < 11) return this.broken(chain, 'no room for an Rlerror');
-    const b = Buffer.alloc(11);
-    b.writeUInt32LE(11, 0);
-    b[4] = RLERROR;
-    b.writeUInt16LE(tag, 5);
-    b.writeUInt32LE(errno, 7);
-    scatter(chain.writable, b);
+    scatter(chain.writable, encodeRlerror(tag, errno));
     chain.complete(11);
   }
 

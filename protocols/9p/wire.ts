@@ -2,7 +2,7 @@
 // and data come out as subarrays of the frame, never copies); a Writer
 // fills a reply buffer. Both are little-endian, as 9P is.
 import { Errno, SysError } from '../../src/sys/index.js';
-import { HEADER_SIZE } from './constants.js';
+import { HEADER_SIZE, RLERROR } from './constants.js';
 import { viewsOf } from '../../src/sys/vectored.js';
 
 /** A frame that does not parse: answered with Rlerror(EPROTO). */
@@ -181,3 +181,8 @@ export class Writer {
 }
 
 export const QID_SIZE = 13;
+
+/** Rlerror (size[4] type[1] tag[2] ecode[4]): the one encoder every 9P transport answers errors with. */
+export function encodeRlerror(tag: number, errno: number): Buffer {
+  return new Writer(11).u32(errno).finish(RLERROR, tag);
+}
