@@ -29,8 +29,8 @@ import { SysError } from '../sys/errno.js';
 import { AARCH64_EQUIVALENTS, ALLOW, ALLOW_IF, ERRNO_CALLS, type ArgRule } from './seccomp-policy.js';
 import { SYSCALLS_AARCH64, SYSCALLS_X86_64 } from './seccomp-syscalls.js';
 
-export type SeccompMode = 'kill' | 'log' | 'trap' | 'none';
-export const SECCOMP_MODES: readonly SeccompMode[] = ['kill', 'log', 'trap', 'none'];
+import type { SeccompMode } from './mode.js';
+export type { SeccompMode } from './mode.js';
 
 export interface SeccompOptions {
   log: Pick<Logger, 'info' | 'warn'>;
