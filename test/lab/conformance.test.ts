@@ -100,6 +100,11 @@ d('conformance scenario on real guests', () => {
       expect(r.section.duplicates).toEqual([]);
       expect(r.section.checks.size).toBeGreaterThan(200);
       expect([...r.section.checks.keys()].filter((k) => k.endsWith('group_aborted'))).toEqual([]);
+      if (r.daemonLog !== undefined) {
+        // duofs ran confined, with the defaults: namespaces + pivot_root, seccomp kill.
+        expect(r.daemonLog).toMatch(/sandbox: namespace, the export is the root/);
+        expect(r.daemonLog).toMatch(/seccomp: kill mode/);
+      }
       results.set(server.name, r.section.checks);
       const out = join(labDir, 'results');
       mkdirSync(out, { recursive: true });

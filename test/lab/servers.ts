@@ -103,6 +103,8 @@ export interface ServerRun {
   /** The scenario's section (rc, checks, output). */
   section: Section;
   run: GuestRun;
+  /** what the host-side daemon logged (duofs: its sandbox lines among them) */
+  daemonLog?: string;
 }
 
 /**
@@ -117,7 +119,7 @@ export async function runScenarioOn(server: LabServer, o: Omit<GuestOptions, 'mo
     const run = await runGuest({ ...o, label: server.name, mounts: [prepared.mount], workDir });
     const section = run.sections.find((s) => s.mount === prepared!.mount.name);
     if (!section) throw new GuestError(`no scenario output for ${server.name}\n${tail(run.console, 40)}`);
-    return { server: server.name, section, run };
+    return { server: server.name, section, run, daemonLog: prepared.logs?.() };
   } catch (e) {
     const logs = prepared?.logs?.();
     if (e instanceof Error && logs) e.message += `\n--- ${server.name} daemon output (tail) ---\n${tail(logs, 40)}`;
