@@ -92,3 +92,12 @@ export function major(dev: bigint): number {
 export function minor(dev: bigint): number {
   return Number(((dev >> 12n) & 0xffffff00n) | (dev & 0xffn));
 }
+
+// socket(2) types and flags, and send/recv flags
+export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
+export const SOCK_RAW = 3;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOCK_CLOEXEC = 0o2000000;
+export const MSG_DONTWAIT = 0x40;
+export const MSG_NOSIGNAL = 0x4000;

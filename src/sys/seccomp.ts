@@ -7,6 +7,7 @@
 import koffi from 'koffi';
 import { SysError } from './errno.js';
 import { c, errno } from './libc.js';
+import { SOCK_RAW, SOCK_CLOEXEC, SOCK_NONBLOCK, MSG_DONTWAIT } from './constants.js';
 
 const lib = koffi.load('libc.so.6');
 const prctl = lib.func('int prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5)');
@@ -250,12 +251,8 @@ export function installSigsysHandler(lines: readonly string[], fallback: string,
 // ---- the audit records seccomp makes (NETLINK_AUDIT, multicast) ----------
 
 const AF_NETLINK = 16;
-const SOCK_RAW = 3;
-const SOCK_CLOEXEC = 0o2000000;
-const SOCK_NONBLOCK = 0o4000;
 const NETLINK_AUDIT = 9;
 const AUDIT_NLGRP_READLOG = 1;
-const MSG_DONTWAIT = 0x40;
 const EAGAIN = 11;
 const EINTR = 4;
 const nl = {

@@ -6,6 +6,7 @@
 import koffi from 'koffi';
 import { c as libc, errno } from './libc.js';
 import { SysError } from './errno.js';
+import { SOCK_STREAM, SOCK_NONBLOCK, SOCK_CLOEXEC, MSG_NOSIGNAL } from './constants.js';
 import { setNonBlocking } from './fd.js';
 
 const lib = koffi.load('libc.so.6');
@@ -23,15 +24,11 @@ const c = {
 };
 
 export const AF_UNIX = 1;
-const SOCK_STREAM = 1;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SCM_RIGHTS = 1;
 const SO_PEERCRED = 17;
 const SO_ACCEPTCONN = 30;
 const SO_DOMAIN = 39;
-const MSG_NOSIGNAL = 0x4000;
 const MSG_CTRUNC = 0x8;
 const MSG_CMSG_CLOEXEC = 0x40000000;
 const EAGAIN = 11;

@@ -3,6 +3,7 @@
 // neither unix datagram sockets nor the NSS group database.
 import koffi from 'koffi';
 import { SysError } from './errno.js';
+import { SOCK_DGRAM, SOCK_CLOEXEC, SOCK_NONBLOCK, MSG_NOSIGNAL } from './constants.js';
 
 const lib = koffi.load('libc.so.6');
 const GroupStruct = koffi.struct({ gr_name: 'char *', gr_passwd: 'char *', gr_gid: 'uint32_t', gr_mem: 'void *' });
@@ -15,10 +16,6 @@ const c = {
 };
 
 const AF_UNIX = 1;
-const SOCK_DGRAM = 2;
-const SOCK_CLOEXEC = 0o2000000;
-const SOCK_NONBLOCK = 0o4000;
-const MSG_NOSIGNAL = 0x4000;
 
 /** A non-blocking datagram socket connected to `path` (e.g. /dev/log). */
 export function connectUnixDgram(path: string): number {
