@@ -4,7 +4,7 @@ import { Socket, type Server } from 'node:net';
 import { realpathSync, statSync, unlinkSync } from 'node:fs';
 import { relative, isAbsolute } from 'node:path';
 import type { LevelWithSilent } from 'pino';
-import { Backend } from './backend/backend.js';
+import { LocalBackend } from './backend/backend.js';
 import { SysError, raiseNofileLimit, setNofileLimit } from './sys/index.js';
 import { defaultFdLimits } from './backend/fd-budget.js';
 import { acquireServeLock, ExportInUseError } from './convert/in-use.js';
@@ -103,7 +103,7 @@ export interface ServeOptions {
 }
 
 export interface Duofs {
-  readonly backend: Backend;
+  readonly backend: LocalBackend;
   readonly log: Logger;
   readonly ninepTcpAddress: HostPort | undefined;
   /** live 9P connections */
@@ -156,7 +156,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     exportLock.release();
     throw e instanceof SysError ? new StartupError(e.message) : e;
   }
-  const backend = new Backend({
+  const backend = new LocalBackend({
     engine,
     sharedDir: opts.sharedDir,
     readonly: opts.readonly ?? false,

@@ -1,6 +1,5 @@
 // A 9P fid: what one client-chosen number stands for on this connection.
-import type { Credentials } from '../../src/sys/index.js';
-import type { DirStream, Inode, OpenFile } from '../../src/backend/backend.js';
+import type { Caller, DirStream, Inode, OpenFile } from '../../src/backend/api.js';
 
 /** Txattrcreate state: the value arrives in Twrites and is set at Tclunk. */
 export interface XattrWrite {
@@ -19,7 +18,7 @@ export class Fid {
 
   constructor(
     public inode: Inode,
-    readonly cr: Credentials,
+    readonly cr: Caller,
     /** where this fid was last walked from, for Tremove/Trename (verified before use) */
     public parent: Inode | undefined,
     public name: Buffer | undefined,

@@ -2,7 +2,7 @@
 // inode number, version as QEMU computes it (mtime ^ size << 8), which
 // v9fs uses to notice that a cached file changed.
 import { S_IFDIR, S_IFLNK, S_IFMT, type Stat } from '../../src/sys/index.js';
-import type { Inode } from '../../src/backend/backend.js';
+import type { Inode } from '../../src/backend/api.js';
 import { QTDIR, QTFILE, QTSYMLINK } from './constants.js';
 import type { Qid } from './wire.js';
 

@@ -3,7 +3,7 @@
 // Transport-neutral: a transport hands in complete frames and gets reply
 // frames through `send`. Requests are answered in arrival order except the
 // few that wait on the host (fsync), which never hold up the others.
-import type { Backend, FdAccount, Inode, SetAttr } from '../../src/backend/backend.js';
+import type { Backend, Caller, FdAccount, Inode, SetAttr } from '../../src/backend/api.js';
 import { printable } from '../../src/backend/names.js';
 import {
   DT_DIR, DT_LNK, Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_SYNC, SysError, XATTR_CREATE, XATTR_REPLACE, XATTR_SIZE_MAX, errnoName,
@@ -268,7 +268,7 @@ export class Session {
   }
 
   /** Credentials for a create: the fid's user, with the gid the client chose. */
-  private static createCr(f: Fid, gid: number): Credentials {
+  private static createCr(f: Fid, gid: number): Caller {
     return gid === f.cr.gid || gid === NOFID ? f.cr : { ...f.cr, gid };
   }
 
@@ -308,13 +308,12 @@ export class Session {
     if (path !== '' && path !== this.ctx.exportPath.replace(/\/+$/, '')) {
       fail(Errno.ENOENT, 'Tattach', `aname ${JSON.stringify(aname)} is not this export`);
     }
-    let cr: Credentials | undefined;
     // Guest ids: the backend applies --translate-uid/--translate-gid to host calls.
-    if (nUname !== NONUNAME) cr = this.ctx.users.byUid(nUname);
-    else cr = this.ctx.users.byName(uname);
-    if (!cr) fail(Errno.EACCES, 'Tattach', `unknown user ${JSON.stringify(uname)}`);
-    // The client's kernel checks permissions: the host calls run as the server (QEMU's 9p).
-    if (this.ctx.permissions === 'guest') cr = { ...cr, clientChecked: true };
+    const user = nUname !== NONUNAME ? this.ctx.users.byUid(nUname) : this.ctx.users.byName(uname);
+    if (!user) fail(Errno.EACCES, 'Tattach', `unknown user ${JSON.stringify(uname)}`);
+    // 9P names no process. With --9p-permissions guest the client's kernel
+    // checks permissions: the host calls run as the server (QEMU's 9p).
+    const cr: Caller = { ...user, pid: 0, clientChecked: this.ctx.permissions === 'guest' };
     const { backend } = this.ctx;
     const root = backend.ref(backend.root);
     this.fids.set(fidNo, new Fid(root, cr, undefined, undefined));
@@ -584,18 +583,15 @@ export class Session {
     const count = Math.min(r.u32(), this.msize - IOHDRSZ);
     if (!f.dir) fail(f.inode.isDir ? Errno.EBADF : Errno.ENOTDIR, 'Treaddir', `${f.inode.label} is not an open directory`);
     const { backend } = this.ctx;
-    const atRoot = f.inode === backend.root;
     const w = new Writer(IOHDRSZ + Math.min(count, 64 * 1024));
     w.u32(0);
     let used = 0;
     const dir = f.dir;
-    dir.read(offset, (d) => {
+    backend.readdir(dir, offset, (d) => {
       const size = QID_SIZE + 8 + 1 + 2 + d.name.length;
       if (used + size > count) return false;
       used += size;
-      const dotdotAtRoot = atRoot && d.name.length === 2 && d.name[0] === 0x2e && d.name[1] === 0x2e;
-      const path = dotdotAtRoot ? backend.root.guestIno : backend.entryIno(dir, d.ino);
-      w.u8(dtypeToQidType(d.type)).u32(0).u64(path).u64(d.off).u8(d.type).str(d.name);
+      w.u8(dtypeToQidType(d.type)).u32(0).u64(d.guestIno).u64(d.off).u8(d.type).str(d.name);
       return true;
     });
     const frame = w.finish(T.readdir + 1, tag);

@@ -3,7 +3,7 @@
 // is 1); every entry reply adds one lookup reference that FORGET gives back.
 // Each session counts its own lookups, so a guest can never forget
 // references that 9P fids or other sessions hold.
-import { DirStream, OpenFile, type Backend, type Entry, type FdAccount, type Inode, type SetAttr } from '../../src/backend/backend.js';
+import { DirStream, OpenFile, type Backend, type Caller, type Entry, type FdAccount, type Inode, type SetAttr } from '../../src/backend/api.js';
 import {
   AT_REMOVEDIR, Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_ACCMODE, O_APPEND, O_RDONLY, O_RDWR, O_TRUNC, O_WRONLY,
   SEEK_DATA, SEEK_HOLE, STATX_BASIC_STATS, STATX_BTIME, SysError, errnoName, fail, major, minor,
@@ -198,13 +198,14 @@ export class FuseSession {
    * CREATE_SUPP_GROUP the kernel adds the supplementary group that lets the
    * caller create in a group-writable directory.
    */
-  private static creator(h: InHeader): Credentials {
-    return { uid: h.uid, gid: h.gid, groups: h.suppGroups.length ? [h.gid, ...h.suppGroups] : [h.gid] };
+  private static caller(h: InHeader): Caller {
+    return { uid: h.uid, gid: h.gid, groups: h.suppGroups.length ? [h.gid, ...h.suppGroups] : [h.gid], pid: h.pid, createsAsCaller: true };
   }
 
-  /** The umask the kernel left to us (POSIX_ACL/DONT_MASK negotiated), else undefined. */
-  private umaskOf(umask: number): number | undefined {
-    return this.wantFlags & INIT.DONT_MASK ? umask & 0o777 : undefined;
+  /** A creating caller, with the umask when the kernel left it to us (POSIX_ACL/DONT_MASK negotiated). */
+  private creator(h: InHeader, umask: number): Caller {
+    const c = FuseSession.caller(h);
+    return this.wantFlags & INIT.DONT_MASK ? { ...c, umask: umask & 0o777 } : c;
   }
 
   /** Records the lookup reference an entry reply hands to the guest. */
@@ -215,7 +216,7 @@ export class FuseSession {
   /** The guest's fuse_attr of an inode. */
   private fuseAttr(inode: Inode, st: Stat): FuseAttr {
     const { backend, options } = this.ctx;
-    const submount = options.announceSubmounts && inode.isDir && inode.dev !== backend.root.dev && this.isMountRoot(inode);
+    const submount = options.announceSubmounts && backend.isSubmountRoot(inode);
     return {
       ino: inode.guestIno, size: st.size, blocks: st.blocks, atime: st.atime, mtime: st.mtime, ctime: st.ctime,
       mode: st.mode, nlink: st.nlink, uid: st.uid, gid: st.gid, rdev: Number(newEncodeDev(st.rdev)), blksize: st.blksize,
@@ -223,15 +224,6 @@ export class FuseSession {
     };
   }
 
-  private isMountRoot(inode: Inode): boolean {
-    try {
-      const parent = this.ctx.backend.lookup(undefined, inode, Buffer.from('..'));
-      this.ctx.backend.release(parent.inode);
-      return parent.inode.dev !== inode.dev;
-    } catch {
-      return false;
-    }
-  }
 
   private entryOut(e: Entry, into?: Buffer, at?: number): Buffer {
     return entryOut(BigInt(e.inode.id), timeouts(this.ctx.options.cache), this.fuseAttr(e.inode, e.stat), into, at);
@@ -369,7 +361,7 @@ export class FuseSession {
   private lookup(h: InHeader, body: RequestBody, out: ReplyTo): void {
     const parent = this.inode(h.nodeid);
     const name = args(body, 'LOOKUP').name('name');
-    this.replyEntry(out, this.ctx.backend.lookup(undefined, parent, name));
+    this.replyEntry(out, this.ctx.backend.lookup(FuseSession.caller(h), parent, name));
   }
 
   private forgetOne(nodeid: bigint, n: bigint): void {
@@ -482,13 +474,9 @@ export class FuseSession {
     if (valid & FATTR.MTIME) s.mtime = valid & FATTR.MTIME_NOW ? 'now' : time(mtime, mtimensec);
     if (valid & FATTR.CTIME) s.ctime = true;
     const file = valid & FATTR.FH ? this.handles.get(fh) : undefined;
-    const st = this.ctx.backend.setattr(undefined, inode, s, file instanceof OpenFile ? file : undefined);
-    // HANDLE_KILLPRIV_V2: the kernel asks (FATTR_KILL_SUIDGID) when the
-    // caller lacks CAP_FSETID; this daemon has it, so it must do the killing.
-    if (valid & FATTR.KILL_SUIDGID && !(valid & FATTR.MODE)) {
-      out.send(0, [this.attrOut(inode, this.ctx.backend.killSuidgid(inode) ?? st)]);
-      return;
-    }
+    // HANDLE_KILLPRIV_V2: the kernel asks when the caller lacks CAP_FSETID.
+    if (valid & FATTR.KILL_SUIDGID) s.killSuidgid = true;
+    const st = this.ctx.backend.setattr(FuseSession.caller(h), inode, s, file instanceof OpenFile ? file : undefined);
     out.send(0, [this.attrOut(inode, st)]);
   }
 
@@ -501,7 +489,7 @@ export class FuseSession {
     const a = args(body, 'SYMLINK');
     const name = a.name('name');
     const target = a.name('target');
-    this.replyEntry(out, this.ctx.backend.symlink(FuseSession.creator(h), parent, name, target));
+    this.replyEntry(out, this.ctx.backend.symlink(FuseSession.caller(h), parent, name, target));
   }
 
   private mknod(h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -512,7 +500,7 @@ export class FuseSession {
     const umask = a.u32('fuse_mknod_in.umask');
     a.skip(4, 'fuse_mknod_in.padding');
     const name = a.name('name');
-    this.replyEntry(out, this.ctx.backend.mknod(FuseSession.creator(h), parent, name, mode, newDecodeDev(rdev), this.umaskOf(umask)));
+    this.replyEntry(out, this.ctx.backend.mknod(this.creator(h, umask), parent, name, mode, newDecodeDev(rdev)));
   }
 
   private mkdir(h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -521,18 +509,18 @@ export class FuseSession {
     const mode = a.u32('fuse_mkdir_in.mode');
     const umask = a.u32('fuse_mkdir_in.umask');
     const name = a.name('name');
-    this.replyEntry(out, this.ctx.backend.mkdir(FuseSession.creator(h), parent, name, mode, this.umaskOf(umask)));
+    this.replyEntry(out, this.ctx.backend.mkdir(this.creator(h, umask), parent, name, mode));
   }
 
   private unlink(h: InHeader, body: RequestBody, out: ReplyTo): void {
     const name = args(body, 'UNLINK').name('name');
-    this.ctx.backend.unlink(undefined, this.inode(h.nodeid), name, 0);
+    this.ctx.backend.unlink(FuseSession.caller(h), this.inode(h.nodeid), name, 0);
     out.send(0, []);
   }
 
   private rmdir(h: InHeader, body: RequestBody, out: ReplyTo): void {
     const name = args(body, 'RMDIR').name('name');
-    this.ctx.backend.unlink(undefined, this.inode(h.nodeid), name, AT_REMOVEDIR);
+    this.ctx.backend.unlink(FuseSession.caller(h), this.inode(h.nodeid), name, AT_REMOVEDIR);
     out.send(0, []);
   }
 
@@ -542,7 +530,7 @@ export class FuseSession {
     const oldName = a.name('oldname');
     const newName = a.name('newname');
     const newdir = this.inode(newdirId);
-    this.ctx.backend.rename(undefined, this.inode(h.nodeid), oldName, newdir, newName, 0);
+    this.ctx.backend.rename(FuseSession.caller(h), this.inode(h.nodeid), oldName, newdir, newName, 0);
     out.send(0, []);
   }
 
@@ -554,7 +542,7 @@ export class FuseSession {
     const oldName = a.name('oldname');
     const newName = a.name('newname');
     const newdir = this.inode(newdirId);
-    this.ctx.backend.rename(undefined, this.inode(h.nodeid), oldName, newdir, newName, flags);
+    this.ctx.backend.rename(FuseSession.caller(h), this.inode(h.nodeid), oldName, newdir, newName, flags);
     out.send(0, []);
   }
 
@@ -563,7 +551,7 @@ export class FuseSession {
     const oldId = a.u64('fuse_link_in.oldnodeid');
     const name = a.name('newname');
     const target = this.inode(oldId);
-    this.replyEntry(out, this.ctx.backend.link(FuseSession.creator(h), target, this.inode(h.nodeid), name));
+    this.replyEntry(out, this.ctx.backend.link(FuseSession.caller(h), target, this.inode(h.nodeid), name));
   }
 
   // ---- files ------------------------------------------------------------------------
@@ -573,8 +561,8 @@ export class FuseSession {
     const a = args(body, 'OPEN', 8);
     const flags = a.u32('fuse_open_in.flags');
     const openFlags = a.u32('fuse_open_in.open_flags');
-    const file = this.fds.open('OPEN', inode.label, () => this.ctx.backend.open(undefined, inode, this.writebackFlags(flags)));
-    if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & O_TRUNC) this.ctx.backend.killSuidgid(inode);
+    const killSuidgid = (openFlags & FUSE_OPEN_KILL_SUIDGID) !== 0;
+    const file = this.fds.open('OPEN', inode.label, () => this.ctx.backend.open(FuseSession.caller(h), inode, this.writebackFlags(flags), { killSuidgid }));
     const fh = this.addHandle(file);
     if (!out.send(0, [this.openOut(fh, false)])) this.dropHandle(fh);
   }
@@ -596,11 +584,10 @@ export class FuseSession {
     const flags = a.u32('fuse_create_in.flags');
     const mode = a.u32('fuse_create_in.mode');
     const umask = a.u32('fuse_create_in.umask');
-    const openFlags = a.u32('fuse_create_in.open_flags');
+    const killSuidgid = (a.u32('fuse_create_in.open_flags') & FUSE_OPEN_KILL_SUIDGID) !== 0;
     const name = a.name('name');
     const { entry, file } = this.fds.openWith('CREATE', printable(name),
-      () => this.ctx.backend.create(FuseSession.creator(h), parent, name, this.writebackFlags(flags), mode, this.umaskOf(umask)), (c) => c.file);
-    if (openFlags & FUSE_OPEN_KILL_SUIDGID && flags & O_TRUNC) this.ctx.backend.killSuidgid(entry.inode);
+      () => this.ctx.backend.create(this.creator(h, umask), parent, name, this.writebackFlags(flags), mode, { killSuidgid }), (c) => c.file);
     const fh = this.addHandle(file);
     this.remember(entry.inode);
     if (!out.send(0, [this.entryOut(entry), this.openOut(fh, false)])) {
@@ -617,7 +604,7 @@ export class FuseSession {
     const umask = a.u32('fuse_create_in.umask');
     a.u32('fuse_create_in.open_flags');
     const { entry, file } = this.fds.openWith('TMPFILE', parent.label,
-      () => this.ctx.backend.tmpfile(FuseSession.creator(h), parent, this.writebackFlags(flags), mode, this.umaskOf(umask)), (c) => c.file);
+      () => this.ctx.backend.tmpfile(this.creator(h, umask), parent, this.writebackFlags(flags), mode), (c) => c.file);
     const fh = this.addHandle(file);
     this.remember(entry.inode);
     if (!out.send(0, [this.entryOut(entry), this.openOut(fh, false)])) {
@@ -752,7 +739,7 @@ export class FuseSession {
 
   private opendir(h: InHeader, _b: RequestBody, out: ReplyTo): void {
     const inode = this.inode(h.nodeid);
-    const d = this.fds.open('OPENDIR', inode.label, () => this.ctx.backend.opendir(undefined, inode));
+    const d = this.fds.open('OPENDIR', inode.label, () => this.ctx.backend.opendir(FuseSession.caller(h), inode));
     const fh = this.addHandle(d);
     if (!out.send(0, [this.openOut(fh, true)])) this.dropHandle(fh);
   }
@@ -769,7 +756,7 @@ export class FuseSession {
     out.send(0, []);
   }
 
-  private fsyncdir(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
+  private fsyncdir(h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
     const a = args(body, 'FSYNCDIR', 16);
     const fh = a.u64('fuse_fsync_in.fh');
     a.u32('fuse_fsync_in.fsync_flags');
@@ -777,19 +764,19 @@ export class FuseSession {
     const d = this.dir(fh, 'FSYNCDIR');
     // Through an fd of its own (RELEASEDIR may close the stream's while the call runs), charged to this session.
     const { backend } = this.ctx;
-    const f = this.fds.open('FSYNCDIR', d.inode.label, () => backend.open(undefined, d.inode, O_RDONLY));
+    const f = this.fds.open('FSYNCDIR', d.inode.label, () => backend.open(FuseSession.caller(h), d.inode, O_RDONLY));
     return backend.fsync(f, false).then(() => { out.send(0, []); }).finally(() => backend.closeFile(f));
   }
 
-  private readdir(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    this.readdirCommon(body, out, false);
+  private readdir(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    this.readdirCommon(h, body, out, false);
   }
 
-  private readdirplus(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    this.readdirCommon(body, out, true);
+  private readdirplus(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    this.readdirCommon(h, body, out, true);
   }
 
-  private readdirCommon(body: RequestBody, out: ReplyTo, plus: boolean): void {
+  private readdirCommon(h: InHeader, body: RequestBody, out: ReplyTo, plus: boolean): void {
     const op = plus ? 'READDIRPLUS' : 'READDIR';
     // The kernel sends a whole fuse_read_in; the first four fields are all this needs.
     const a = args(body, op, 24);
@@ -802,12 +789,13 @@ export class FuseSession {
     const buf = Buffer.alloc(size);
     let used = 0;
     const handedOut: Inode[] = [];
-    d.read(BigInt.asIntN(64, offset), (ent) => {
+    const caller = FuseSession.caller(h);
+    backend.readdir(d, BigInt.asIntN(64, offset), (ent) => {
       const nameLen = ent.name.length;
       const recLen = (plus ? ENTRY_OUT_SIZE : 0) + DIRENT_SIZE + nameLen;
       const padded = (recLen + 7) & ~7;
       if (used + padded > size) return false;
-      let ino = backend.entryIno(d, ent.ino);
+      let ino = ent.guestIno;
       const isDot = nameLen === 1 && ent.name[0] === 0x2e;
       const isDotDot = nameLen === 2 && ent.name[0] === 0x2e && ent.name[1] === 0x2e;
       let at = used;
@@ -819,7 +807,7 @@ export class FuseSession {
         } else {
           let e: Entry;
           try {
-            e = backend.lookup(undefined, d.inode, ent.name);
+            e = backend.lookup(caller, d.inode, ent.name);
           } catch (err) {
             if (err instanceof SysError && err.errno === Errno.ENOENT) return true; // vanished since getdents
             // Anything else (EMFILE, EACCES...): end this reply here so the
@@ -861,7 +849,7 @@ export class FuseSession {
     a.skip(fixed - 8, ext ? 'fuse_setxattr_in.setxattr_flags' : 'fuse_setxattr_in');
     const name = a.name('name');
     if (size > a.remaining) fail(Errno.EINVAL, 'SETXATTR', `value size ${size} beyond the request`);
-    this.ctx.backend.setxattr(undefined, inode, this.hostXattrName('SETXATTR', name), a.bytes(size, 'value'), flags, FuseSession.creator(h));
+    this.ctx.backend.setxattr(FuseSession.caller(h), inode, this.hostXattrName('SETXATTR', name), a.bytes(size, 'value'), flags);
     out.send(0, []);
   }
 
@@ -872,7 +860,7 @@ export class FuseSession {
     const size = a.u32('fuse_getxattr_in.size');
     a.skip(4, 'fuse_getxattr_in.padding');
     const name = a.name('name');
-    this.sizedReply(out, this.ctx.backend.getxattr(undefined, inode, this.hostXattrName('GETXATTR', name), FuseSession.creator(h)), size);
+    this.sizedReply(out, this.ctx.backend.getxattr(FuseSession.caller(h), inode, this.hostXattrName('GETXATTR', name)), size);
   }
 
   private listxattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -881,7 +869,7 @@ export class FuseSession {
     const a = args(body, 'LISTXATTR', 8);
     const size = a.u32('fuse_getxattr_in.size');
     a.skip(4, 'fuse_getxattr_in.padding');
-    let names = this.ctx.backend.listxattr(undefined, inode, FuseSession.creator(h));
+    let names = this.ctx.backend.listxattr(FuseSession.caller(h), inode);
     if (this.ctx.options.xattrMap) names = this.ctx.options.xattrMap.listToGuest(names);
     names = names.filter((n) => !this.aclBlocked(n));
     this.sizedReply(out, Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])])), size);
@@ -903,7 +891,7 @@ export class FuseSession {
   private removexattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
     this.xattrEnabled('REMOVEXATTR');
     const name = args(body, 'REMOVEXATTR').name('name');
-    this.ctx.backend.removexattr(undefined, this.inode(h.nodeid), this.hostXattrName('REMOVEXATTR', name), FuseSession.creator(h));
+    this.ctx.backend.removexattr(FuseSession.caller(h), this.inode(h.nodeid), this.hostXattrName('REMOVEXATTR', name));
     out.send(0, []);
   }
 
@@ -911,7 +899,8 @@ export class FuseSession {
     const a = args(body, 'ACCESS', 8);
     const mask = a.u32('fuse_access_in.mask');
     a.skip(4, 'fuse_access_in.padding');
-    this.ctx.backend.access({ uid: h.uid, gid: h.gid, groups: [h.gid] }, this.inode(h.nodeid), mask);
+    // ACCESS asks whether the caller may: the host kernel answers, as the caller.
+    this.ctx.backend.access({ uid: h.uid, gid: h.gid, groups: [h.gid], pid: h.pid }, this.inode(h.nodeid), mask);
     out.send(0, []);
   }
 

@@ -17,6 +17,7 @@ import {
   renameat2, reopen, setxattr, syncfs, truncatePathFd, umask, unlinkat, utimensFd, withCredentials,
   type Credentials, type LockRange, type Stat, type StatFs, type TimeArg,
 } from '../sys/index.js';
+import { DAEMON, type Backend, type Caller, type Entry, type GuestDirent, type OpenOptions, type SetAttr } from './api.js';
 import type { Logger } from '../log.js';
 import { silentLogger } from '../log.js';
 import { createSecurityModel } from '../../security/create-model.js';
@@ -59,24 +60,7 @@ export interface BackendOptions {
   log?: Logger;
 }
 
-export interface Entry {
-  inode: Inode;
-  stat: Stat;
-}
-
-export interface SetAttr {
-  mode?: number;
-  uid?: number;
-  gid?: number;
-  size?: number | bigint;
-  atime?: TimeArg;
-  mtime?: TimeArg;
-  /** only the change time: touch ctime without changing anything else */
-  ctime?: boolean;
-}
-
-
-export class Backend {
+export class LocalBackend implements Backend {
   readonly inodes: InodeTable;
   /** host (dev, ino) -> guest inode numbers, shared by both protocols */
   readonly inoMap: InoMap;
@@ -140,9 +124,21 @@ export class Backend {
     if (this.readonly) fail(Errno.EROFS, op, `${what} (read-only export)`);
   }
 
-  /** The credentials host calls run with for a caller: the model decides. */
-  private host(cr: Credentials | undefined): Credentials | undefined {
-    return this.model.hostCredentials(cr);
+  /**
+   * The credentials host calls run with for a caller: the daemon's own
+   * (undefined) for a FUSE caller, whose kernel checked; else the model's
+   * choice.
+   */
+  private host(c: Caller | undefined): Credentials | undefined {
+    return !c || c.createsAsCaller ? undefined : this.model.hostCredentials(c);
+  }
+
+  /**
+   * The credentials a creation runs with and hands to the model: a FUSE
+   * caller's own (new objects are born with its owner, as under virtiofsd).
+   */
+  private creator(c: Caller): Caller {
+    return c.createsAsCaller ? { uid: c.uid, gid: c.gid, groups: c.groups, pid: c.pid, umask: c.umask } : c;
   }
 
   /** A guest uid/gid as the host's, through --translate-uid/--translate-gid (EPERM if forbidden). */
@@ -177,7 +173,7 @@ export class Backend {
   // ---- names and inodes ----------------------------------------------------
 
   /** Resolves one name in `parent`; the returned inode carries one new reference. */
-  lookup(cr: Credentials | undefined, parent: Inode, name: Buffer): Entry {
+  lookup(c: Caller, parent: Inode, name: Buffer): Entry {
     this.checkName('lookup', name);
     if (!parent.isDir) fail(Errno.ENOTDIR, 'lookup', `${printable(name)} in ${parent.label}`);
     if (isDot(name) || (isDotDot(name) && parent === this.root)) {
@@ -185,9 +181,9 @@ export class Backend {
       return { inode: parent, stat: this.getattr(parent) };
     }
     const loc = isDotDot(name) ? undefined : { parent, name };
-    const known = this.knownEntry(cr, parent, name, loc);
+    const known = this.knownEntry(c, parent, name, loc);
     if (known) return known;
-    const fd = withCredentials(this.host(cr), () => openPath(parent.fd, name));
+    const fd = withCredentials(this.host(c), () => openPath(parent.fd, name));
     return this.intern(fd, printable(name), loc);
   }
 
@@ -199,8 +195,8 @@ export class Backend {
    * keeps its own fd. Inodes without an fd (traded for a file handle) take
    * the full path: their host inode number may since have been reused.
    */
-  private knownEntry(cr: Credentials | undefined, parent: Inode, name: Buffer, loc: Location | undefined): Entry | undefined {
-    const st = withCredentials(this.host(cr), () => fstatat(parent.fd, name));
+  private knownEntry(c: Caller, parent: Inode, name: Buffer, loc: Location | undefined): Entry | undefined {
+    const st = withCredentials(this.host(c), () => fstatat(parent.fd, name));
     const inode = this.inodes.find(st.dev, st.ino);
     if (!inode || inode.rawFd < 0) return undefined;
     this.inodes.ref(inode);
@@ -212,11 +208,6 @@ export class Backend {
   /** The live inode with this id (a FUSE node id), or undefined. */
   inodeById(id: number | bigint): Inode | undefined {
     return id <= BigInt(Number.MAX_SAFE_INTEGER) && id >= 0 ? this.inodes.get(Number(id)) : undefined;
-  }
-
-  /** The guest inode number of a directory entry of `dir` (host inode numbers remapped across filesystems). */
-  entryIno(dir: DirStream, hostIno: bigint): bigint {
-    return this.inoMap.guestIno(dir.inode.dev, hostIno);
   }
 
   /** One more reference on an inode (a cloned fid, a FUSE lookup reply). */
@@ -243,9 +234,9 @@ export class Backend {
   }
 
   /** Changes attributes; `file` (an open handle) is used for size when given. */
-  setattr(cr: Credentials | undefined, inode: Inode, a: SetAttr, file?: OpenFile): Stat {
+  setattr(c: Caller | undefined, inode: Inode, a: SetAttr, file?: OpenFile): Stat {
     this.checkWritable('setattr', inode.label);
-    withCredentials(this.host(cr), () => {
+    withCredentials(this.host(c), () => {
       if (a.size !== undefined) {
         if (inode.isDir) fail(Errno.EISDIR, 'truncate', inode.label);
         if (inode.kind !== S_IFREG) fail(Errno.EINVAL, 'truncate', inode.label);
@@ -259,6 +250,9 @@ export class Backend {
         fchownFd(inode.fd, -1, -1, inode.label); // a no-op chown updates ctime only
       }
     });
+    // HANDLE_KILLPRIV_V2: the kernel asks when the caller lacks CAP_FSETID;
+    // this daemon has it, so it must do the killing.
+    if (a.killSuidgid && a.mode === undefined) return this.killSuidgid(inode) ?? this.getattr(inode);
     return this.getattr(inode);
   }
 
@@ -277,9 +271,20 @@ export class Backend {
     }
   }
 
+  isSubmountRoot(inode: Inode): boolean {
+    if (!inode.isDir || inode.dev === this.root.dev) return false;
+    try {
+      const parent = this.lookup(DAEMON, inode, Buffer.from('..'));
+      this.release(parent.inode);
+      return parent.inode.dev !== inode.dev;
+    } catch {
+      return false;
+    }
+  }
+
   /** syncfs(2) on the export's filesystem. */
   syncfs(): void {
-    const d = this.opendir(undefined, this.root); // syncfs needs a real fd, not O_PATH
+    const d = this.opendirAs(undefined, this.root); // syncfs needs a real fd, not O_PATH
     try {
       syncfs(d.fd, this.sharedDir);
     } finally {
@@ -288,15 +293,15 @@ export class Backend {
   }
 
   /** access(2) as the caller; F_OK/R_OK/W_OK/X_OK in `mask`. */
-  access(cr: Credentials | undefined, inode: Inode, mask: number): void {
+  access(c: Caller, inode: Inode, mask: number): void {
     if (mask & 2) this.checkWritable('access(W_OK)', inode.label);
-    withCredentials(this.host(cr), () => accessPathFd(inode.fd, mask & 7, inode.label));
+    withCredentials(this.host(c), () => accessPathFd(inode.fd, mask & 7, inode.label));
   }
 
   // ---- opening -------------------------------------------------------------
 
   /** Opens an inode for I/O. Special files never block and devices are refused. */
-  open(cr: Credentials | undefined, inode: Inode, flags: number): OpenFile {
+  open(c: Caller, inode: Inode, flags: number, o: OpenOptions = {}): OpenFile {
     let f = openFlags(flags);
     if (inode.isSymlink) fail(Errno.ELOOP, 'open', inode.label);
     switch (inode.hostKind) {
@@ -315,14 +320,35 @@ export class Backend {
     }
     if (f & O_TRUNC) this.checkWritable('open(O_TRUNC)', inode.label);
     if ((f & O_ACCMODE) !== O_RDONLY) this.checkWritable('open for write', inode.label);
-    const fd = withCredentials(this.host(cr), () => reopen(inode.fd, f, inode.label));
-    return this.opened(new OpenFile(this.ref(inode), fd, f));
+    const fd = withCredentials(this.host(c), () => reopen(inode.fd, f, inode.label));
+    const file = this.opened(new OpenFile(this.ref(inode), fd, f));
+    if (o.killSuidgid && f & O_TRUNC) this.killSuidgid(inode);
+    return file;
   }
 
-  opendir(cr: Credentials | undefined, inode: Inode): DirStream {
+  opendir(c: Caller, inode: Inode): DirStream {
+    return this.opendirAs(c, inode);
+  }
+
+  private opendirAs(c: Caller | undefined, inode: Inode): DirStream {
     if (!inode.isDir) fail(Errno.ENOTDIR, 'opendir', inode.label);
-    const fd = withCredentials(this.host(cr), () => reopen(inode.fd, O_RDONLY | O_DIRECTORY, inode.label));
+    const fd = withCredentials(this.host(c), () => reopen(inode.fd, O_RDONLY | O_DIRECTORY, inode.label));
     return new DirStream(this.ref(inode), fd, this.model.readdirPolicy());
+  }
+
+  /**
+   * Entries of `dir` from `offset`, with guest inode numbers (host numbers
+   * remapped across filesystems; '..' of the root is the root, as lookup
+   * says).
+   */
+  readdir(dir: DirStream, offset: bigint, emit: (d: GuestDirent) => boolean): void {
+    const atRoot = dir.inode === this.root;
+    const dev = dir.inode.dev;
+    dir.read(offset, (d) => {
+      const dotdotAtRoot = atRoot && d.name.length === 2 && d.name[0] === 0x2e && d.name[1] === 0x2e;
+      const guestIno = dotdotAtRoot ? this.root.guestIno : this.inoMap.guestIno(dev, d.ino);
+      return emit({ ino: d.ino, off: d.off, type: d.type, name: d.name, guestIno });
+    });
   }
 
   closeFile(file: OpenFile): void {
@@ -339,13 +365,13 @@ export class Backend {
   // ---- creating --------------------------------------------------------------
 
   /** After a creation: the model gives the new object the guest's owner, mode and type. */
-  private recordNew(e: Entry, parent: Inode, cr: Credentials | undefined, mode: number, rdev?: bigint, umask?: number, name?: Buffer): Entry {
-    return { inode: e.inode, stat: this.model.recordNew(cr, parent, e.inode, e.stat, mode, { rdev, umask, name }) };
+  private recordNew(e: Entry, parent: Inode, cr: Caller, mode: number, rdev?: bigint, name?: Buffer): Entry {
+    return { inode: e.inode, stat: this.model.recordNew(cr, parent, e.inode, e.stat, mode, { rdev, umask: cr.umask, name }) };
   }
 
   /** Runs a host creation under the credentials and umask the model asks for. */
-  private creating<T>(cr: Credentials | undefined, umask: number | undefined, fn: () => T): T {
-    return this.model.creating(cr, umask, fn);
+  private creating<T>(cr: Caller, fn: () => T): T {
+    return this.model.creating(cr, cr.umask, fn);
   }
 
   private beginCreate(op: string, parent: Inode, name: Buffer): void {
@@ -365,7 +391,13 @@ export class Backend {
    * would park the server in the kernel, and of a device node would open the
    * host's device.
    */
-  create(cr: Credentials | undefined, parent: Inode, name: Buffer, flags: number, mode: number, umask?: number): { entry: Entry; file: OpenFile } {
+  create(c: Caller, parent: Inode, name: Buffer, flags: number, mode: number, o: OpenOptions = {}): { entry: Entry; file: OpenFile } {
+    const made = this.createOpen(this.creator(c), parent, name, flags, mode);
+    if (o.killSuidgid && flags & O_TRUNC) this.killSuidgid(made.entry.inode);
+    return made;
+  }
+
+  private createOpen(cr: Caller, parent: Inode, name: Buffer, flags: number, mode: number): { entry: Entry; file: OpenFile } {
     this.beginCreate('create', parent, name);
     const f = (createFlags(flags) & ~O_DIRECTORY) | O_EXCL;
     const exclusive = (flags & O_EXCL) !== 0;
@@ -376,7 +408,7 @@ export class Backend {
     const hostMode = this.model.hostMode(S_IFREG, mode);
     let fd: number;
     try {
-      fd = this.creating(cr, umask, () => openat(parent.fd, name, f, hostMode));
+      fd = this.creating(cr, () => openat(parent.fd, name, f, hostMode));
     } catch (e) {
       // The name appeared since the lookup: open what is there now.
       const existing = !exclusive && isSysError(e, Errno.EEXIST) ? this.openExisting(cr, parent, name, flags) : undefined;
@@ -389,7 +421,7 @@ export class Backend {
       // name lookup that a concurrent rename could redirect.
       const pfd = openat(AT_FDCWD, procPath(fd), O_PATH);
       entry = this.intern(pfd, printable(name), { parent, name });
-      entry = this.recordNew(entry, parent, cr, S_IFREG | (mode & 0o7777), undefined, umask, name);
+      entry = this.recordNew(entry, parent, cr, S_IFREG | (mode & 0o7777), undefined, name);
     } catch (e) {
       close(fd);
       throw e;
@@ -398,7 +430,7 @@ export class Backend {
   }
 
   /** create() of a name that exists: open(2)'s O_CREAT without O_EXCL. Undefined if the name is absent. */
-  private openExisting(cr: Credentials | undefined, parent: Inode, name: Buffer, flags: number): { entry: Entry; file: OpenFile } | undefined {
+  private openExisting(cr: Caller, parent: Inode, name: Buffer, flags: number): { entry: Entry; file: OpenFile } | undefined {
     let entry: Entry;
     try {
       entry = this.lookup(cr, parent, name);
@@ -416,18 +448,19 @@ export class Backend {
   }
 
   /** An unnamed file in `parent` (O_TMPFILE), open and with one reference. */
-  tmpfile(cr: Credentials | undefined, parent: Inode, flags: number, mode: number, umask?: number): { entry: Entry; file: OpenFile } {
+  tmpfile(c: Caller, parent: Inode, flags: number, mode: number): { entry: Entry; file: OpenFile } {
     this.checkWritable('tmpfile', parent.label);
+    const cr = this.creator(c);
     if (!parent.isDir) fail(Errno.ENOTDIR, 'tmpfile', parent.label);
     this.model.beforeTmpfile(parent);
     const f = (openFlags(flags) & ~(O_CREAT | O_TRUNC | O_DIRECTORY)) | O_TMPFILE;
     if ((f & O_ACCMODE) === O_RDONLY) fail(Errno.EINVAL, 'tmpfile', `${parent.label}: O_TMPFILE needs write access`);
     const hostMode = this.model.hostMode(S_IFREG, mode);
-    const fd = this.creating(cr, umask, () => openat(parent.fd, '.', f, hostMode));
+    const fd = this.creating(cr, () => openat(parent.fd, '.', f, hostMode));
     let entry: Entry;
     try {
       entry = this.intern(openat(AT_FDCWD, procPath(fd), O_PATH), `tmpfile in ${parent.label}`, undefined);
-      entry = this.recordNew(entry, parent, cr, S_IFREG | (mode & 0o7777), undefined, umask);
+      entry = this.recordNew(entry, parent, cr, S_IFREG | (mode & 0o7777));
     } catch (e) {
       close(fd);
       throw e;
@@ -435,41 +468,44 @@ export class Backend {
     return { entry, file: this.opened(new OpenFile(this.ref(entry.inode), fd, f & ~O_TMPFILE)) };
   }
 
-  mkdir(cr: Credentials | undefined, parent: Inode, name: Buffer, mode: number, umask?: number): Entry {
+  mkdir(c: Caller, parent: Inode, name: Buffer, mode: number): Entry {
     this.beginCreate('mkdir', parent, name);
-    this.model.makeNode(cr, parent, name, { type: S_IFDIR, mode }, umask);
-    return this.recordNew(this.created(parent, name), parent, cr, S_IFDIR | (mode & 0o7777), undefined, umask, name);
+    const cr = this.creator(c);
+    this.model.makeNode(cr, parent, name, { type: S_IFDIR, mode }, cr.umask);
+    return this.recordNew(this.created(parent, name), parent, cr, S_IFDIR | (mode & 0o7777), undefined, name);
   }
 
   /** mknod of a regular file, device, FIFO or socket (`mode` includes S_IFMT). */
-  mknod(cr: Credentials | undefined, parent: Inode, name: Buffer, mode: number, rdev: bigint, umask?: number): Entry {
+  mknod(c: Caller, parent: Inode, name: Buffer, mode: number, rdev: bigint): Entry {
     this.beginCreate('mknod', parent, name);
+    const cr = this.creator(c);
     const type = (mode & S_IFMT) || S_IFREG;
     if (![S_IFREG, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK].includes(type)) fail(Errno.EINVAL, 'mknod', printable(name));
-    this.model.makeNode(cr, parent, name, { type, mode, rdev }, umask);
+    this.model.makeNode(cr, parent, name, { type, mode, rdev }, cr.umask);
     const isDev = type === S_IFCHR || type === S_IFBLK;
-    return this.recordNew(this.created(parent, name), parent, cr, type | (mode & 0o7777), isDev ? rdev : 0n, umask, name);
+    return this.recordNew(this.created(parent, name), parent, cr, type | (mode & 0o7777), isDev ? rdev : 0n, name);
   }
 
-  symlink(cr: Credentials | undefined, parent: Inode, name: Buffer, target: Buffer): Entry {
+  symlink(c: Caller, parent: Inode, name: Buffer, target: Buffer): Entry {
     this.beginCreate('symlink', parent, name);
     if (target.length === 0 || target.includes(0)) fail(Errno.EINVAL, 'symlink', `${printable(name)} target`);
     if (target.length > SYMLINK_MAX) fail(Errno.ENAMETOOLONG, 'symlink', `${printable(name)} target`);
+    const cr = this.creator(c);
     this.model.makeNode(cr, parent, name, { type: S_IFLNK, target }, undefined);
-    return this.recordNew(this.created(parent, name), parent, cr, S_IFLNK | 0o777, undefined, undefined, name);
+    return this.recordNew(this.created(parent, name), parent, cr, S_IFLNK | 0o777, undefined, name);
   }
 
-  link(cr: Credentials | undefined, inode: Inode, newParent: Inode, name: Buffer): Entry {
+  link(c: Caller, inode: Inode, newParent: Inode, name: Buffer): Entry {
     this.beginCreate('link', newParent, name);
     // A directory: the host's linkat says EPERM, after EEXIST for a name that exists (as link(2) orders them).
-    withCredentials(this.host(cr), () => linkFd(inode.fd, newParent.fd, name));
+    withCredentials(this.host(this.creator(c)), () => linkFd(inode.fd, newParent.fd, name));
     if (inode.loc) this.model.linked(inode.loc, { parent: newParent, name });
     return this.created(newParent, name);
   }
 
   // ---- removing and renaming --------------------------------------------------
 
-  unlink(cr: Credentials | undefined, parent: Inode, name: Buffer, flags: number): void {
+  unlink(c: Caller, parent: Inode, name: Buffer, flags: number): void {
     this.checkName('unlink', name);
     if (isDot(name)) fail(Errno.EINVAL, 'unlink', printable(name));
     if (isDotDot(name)) fail(Errno.ENOTEMPTY, 'unlink', printable(name));
@@ -477,11 +513,11 @@ export class Backend {
     if (!parent.isDir) fail(Errno.ENOTDIR, 'unlink', printable(name));
     const removeDir = (flags & AT_REMOVEDIR) !== 0;
     this.model.beforeRemove(parent, name, removeDir);
-    withCredentials(this.host(cr), () => unlinkat(parent.fd, name, flags & AT_REMOVEDIR));
+    withCredentials(this.host(c), () => unlinkat(parent.fd, name, flags & AT_REMOVEDIR));
     this.model.removed({ parent, name }, removeDir);
   }
 
-  rename(cr: Credentials | undefined, oldParent: Inode, oldName: Buffer, newParent: Inode, newName: Buffer, flags = 0): void {
+  rename(c: Caller, oldParent: Inode, oldName: Buffer, newParent: Inode, newName: Buffer, flags = 0): void {
     this.checkName('rename', oldName);
     this.checkName('rename', newName);
     for (const n of [oldName, newName]) {
@@ -490,7 +526,7 @@ export class Backend {
     this.checkWritable('rename', printable(oldName));
     if (!oldParent.isDir || !newParent.isDir) fail(Errno.ENOTDIR, 'rename', printable(oldName));
     if (flags & ~7) fail(Errno.EINVAL, 'rename', `${printable(oldName)} flags ${flags}`);
-    withCredentials(this.host(cr), () => renameat2(oldParent.fd, oldName, newParent.fd, newName, flags));
+    withCredentials(this.host(c), () => renameat2(oldParent.fd, oldName, newParent.fd, newName, flags));
     const exchange = (flags & RENAME_EXCHANGE) !== 0;
     this.model.renamed({ parent: oldParent, name: oldName }, { parent: newParent, name: newName }, exchange);
   }
@@ -560,13 +596,13 @@ export class Backend {
    * it, it marks mandatory locking). Returns the new attributes if anything
    * changed.
    */
-  killSuidgid(inode: Inode): Stat | undefined {
+  private killSuidgid(inode: Inode): Stat | undefined {
     const st = this.getattr(inode);
     let mode = st.mode & 0o7777;
     if (mode & 0o4000) mode &= ~0o4000;
     if (mode & 0o2000 && mode & 0o010) mode &= ~0o2000;
     if (mode === (st.mode & 0o7777)) return undefined;
-    return this.setattr(undefined, inode, { mode });
+    return this.setattr(undefined, inode, { mode }); // as the daemon, which holds CAP_FSETID
   }
 
   // ---- more of the data path ---------------------------------------------------
@@ -649,19 +685,19 @@ export class Backend {
 
   /**
    * Whether `caller` holds the privilege the kernel asks of it for privileged
-   * xattr namespaces: undefined is the daemon itself; a guest caller counts
+   * xattr namespaces: a guest caller counts
    * as root when its uid is 0 on the host (passthrough, after --translate-uid)
    * or in the guest's view (mapped models, where the daemon owns the files).
    */
-  private privileged(caller: Credentials | undefined): boolean {
-    return !caller || this.model.privileged(caller);
+  private privileged(caller: Caller): boolean {
+    return this.model.privileged(caller);
   }
 
   /** Refuses `access` to a privileged namespace for an unprivileged caller. */
-  private checkXattrPrivilege(op: string, caller: Credentials | undefined, inode: Inode, name: Buffer, access: XattrAccess): void {
+  private checkXattrPrivilege(op: string, caller: Caller, inode: Inode, name: Buffer, access: XattrAccess): void {
     if (this.privileged(caller)) return;
     const errno = unprivilegedRefusal(name, access);
-    if (errno !== undefined) fail(errno, op, `${inode.label} ${printable(name)}: the caller (uid ${caller!.uid}) lacks the privilege`);
+    if (errno !== undefined) fail(errno, op, `${inode.label} ${printable(name)}: the caller (uid ${caller.uid}) lacks the privilege`);
   }
 
   private hostXattr(op: string, inode: Inode, name: Buffer, refusal: number): Buffer {
@@ -671,21 +707,20 @@ export class Backend {
     return host;
   }
 
-  // Each xattr call runs host calls as `cr` and judges privileged namespaces
-  // by `caller` (the requester; FUSE runs xattr calls as the daemon, as
-  // virtiofsd does, and names its caller separately).
+  // Privileged namespaces are judged by the caller even where host calls run
+  // as the daemon (FUSE, as virtiofsd does).
 
-  getxattr(cr: Credentials | undefined, inode: Inode, name: Buffer, caller = cr): Buffer {
+  getxattr(c: Caller, inode: Inode, name: Buffer): Buffer {
     const host = this.hostXattr('getxattr', inode, name, Errno.ENODATA);
-    this.checkXattrPrivilege('getxattr', caller, inode, name, 'read');
+    this.checkXattrPrivilege('getxattr', c, inode, name, 'read');
     if (inode.hostKind === S_IFLNK) fail(Errno.ENODATA, 'getxattr', `${inode.label} ${printable(name)}`);
-    return withCredentials(this.host(cr), () => getxattr(inode.fd, host, inode.label));
+    return withCredentials(this.host(c), () => getxattr(inode.fd, host, inode.label));
   }
 
-  listxattr(cr: Credentials | undefined, inode: Inode, caller = cr): Buffer[] {
+  listxattr(c: Caller, inode: Inode): Buffer[] {
     if (inode.hostKind === S_IFLNK) return [];
-    const names = withCredentials(this.host(cr), () => listxattr(inode.fd, inode.label));
-    const everything = this.privileged(caller);
+    const names = withCredentials(this.host(c), () => listxattr(inode.fd, inode.label));
+    const everything = this.privileged(c);
     const out: Buffer[] = [];
     for (const n of names) {
       const g = this.model.guestXattrName(n);
@@ -695,28 +730,28 @@ export class Backend {
   }
 
   /** Whether `caller` may write `name` at all (9P checks at Txattrcreate, before the value arrives). */
-  checkSetxattr(caller: Credentials | undefined, inode: Inode, name: Buffer): void {
+  checkSetxattr(c: Caller, inode: Inode, name: Buffer): void {
     this.hostXattr('setxattr', inode, name, Errno.EACCES);
     this.checkWritable('setxattr', inode.label);
-    this.checkXattrPrivilege('setxattr', caller, inode, name, 'write');
+    this.checkXattrPrivilege('setxattr', c, inode, name, 'write');
   }
 
-  setxattr(cr: Credentials | undefined, inode: Inode, name: Buffer, value: Buffer, flags: number, caller = cr): void {
+  setxattr(c: Caller, inode: Inode, name: Buffer, value: Buffer, flags: number): void {
     const host = this.hostXattr('setxattr', inode, name, Errno.EACCES);
     this.checkWritable('setxattr', inode.label);
-    this.checkXattrPrivilege('setxattr', caller, inode, name, 'write');
+    this.checkXattrPrivilege('setxattr', c, inode, name, 'write');
     if (value.length > XATTR_SIZE_MAX) fail(Errno.E2BIG, 'setxattr', `${inode.label} ${printable(name)}`);
     if (inode.hostKind === S_IFLNK) fail(Errno.EPERM, 'setxattr', `${inode.label} ${printable(name)}`);
     if (this.model.setAcl(inode, name, host, value, flags)) return;
-    withCredentials(this.host(cr), () => setxattr(inode.fd, host, value, flags, inode.label));
+    withCredentials(this.host(c), () => setxattr(inode.fd, host, value, flags, inode.label));
   }
 
-  removexattr(cr: Credentials | undefined, inode: Inode, name: Buffer, caller = cr): void {
+  removexattr(c: Caller, inode: Inode, name: Buffer): void {
     const host = this.hostXattr('removexattr', inode, name, Errno.EACCES);
     this.checkWritable('removexattr', inode.label);
-    this.checkXattrPrivilege('removexattr', caller, inode, name, 'write');
+    this.checkXattrPrivilege('removexattr', c, inode, name, 'write');
     if (inode.hostKind === S_IFLNK) fail(Errno.ENODATA, 'removexattr', `${inode.label} ${printable(name)}`);
-    withCredentials(this.host(cr), () => removexattr(inode.fd, host, inode.label));
+    withCredentials(this.host(c), () => removexattr(inode.fd, host, inode.label));
   }
 }
 
@@ -726,4 +761,6 @@ function checkXattrName(op: string, name: Buffer): void {
 }
 
 export { SysError, Inode, OpenFile, DirStream, FdAccount, FdBudget };
+export { DAEMON } from './api.js';
+export type { Backend, Caller, Entry, GuestDirent, OpenOptions, SetAttr } from './api.js';
 export type { FdBudgetLimits };

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Backend } from '../../src/backend/backend.js';
+import { DAEMON, LocalBackend } from '../../src/backend/backend.js';
 
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
@@ -17,9 +17,9 @@ beforeEach(() => {
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 test('inodes beyond the budget are evicted and reopened on use', async () => {
-  const b = new Backend({ sharedDir: dir, inodeFdBudget: 50 });
+  const b = new LocalBackend({ sharedDir: dir, inodeFdBudget: 50 });
   const entries = [];
-  for (let i = 0; i < 300; i++) entries.push(b.lookup(undefined, b.root, Buffer.from(`f${i}`)).inode);
+  for (let i = 0; i < 300; i++) entries.push(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`)).inode);
   await tick();
   expect(b.inodes.openFds).toBeLessThanOrEqual(50);
   expect(b.inodes.evictions).toBeGreaterThan(200);
@@ -30,7 +30,7 @@ test('inodes beyond the budget are evicted and reopened on use', async () => {
     expect(st.ino).toBe(BigInt(fs.statSync(path.join(dir, `f${i}`)).ino));
   }
   // Opening reads the right file.
-  const f = b.open(undefined, entries[123]!, 0);
+  const f = b.open(DAEMON, entries[123]!, 0);
   const buf = Buffer.alloc(64);
   expect(fs.readSync(f.fd, buf, 0, 64, 0)).toBe('content 123'.length);
   b.closeFile(f);
@@ -40,12 +40,12 @@ test('inodes beyond the budget are evicted and reopened on use', async () => {
 });
 
 test('an open file keeps its inode fd (an unlinked file stays reachable)', async () => {
-  const b = new Backend({ sharedDir: dir, inodeFdBudget: 10 });
-  const victim = b.lookup(undefined, b.root, Buffer.from('f0')).inode;
-  const file = b.open(undefined, victim, 2);
-  b.unlink(undefined, b.root, Buffer.from('f0'), 0);
+  const b = new LocalBackend({ sharedDir: dir, inodeFdBudget: 10 });
+  const victim = b.lookup(DAEMON, b.root, Buffer.from('f0')).inode;
+  const file = b.open(DAEMON, victim, 2);
+  b.unlink(DAEMON, b.root, Buffer.from('f0'), 0);
   const others = [];
-  for (let i = 1; i < 100; i++) others.push(b.lookup(undefined, b.root, Buffer.from(`f${i}`)).inode);
+  for (let i = 1; i < 100; i++) others.push(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`)).inode);
   await tick();
   expect(victim.rawFd).toBeGreaterThanOrEqual(0);
   expect(b.getattr(victim).nlink).toBe(0);
@@ -53,27 +53,27 @@ test('an open file keeps its inode fd (an unlinked file stays reachable)', async
 });
 
 test('no budget (unprivileged daemon): nothing is evicted', async () => {
-  const b = new Backend({ sharedDir: dir });
-  for (let i = 0; i < 300; i++) b.lookup(undefined, b.root, Buffer.from(`f${i}`));
+  const b = new LocalBackend({ sharedDir: dir });
+  for (let i = 0; i < 300; i++) b.lookup(DAEMON, b.root, Buffer.from(`f${i}`));
   await tick();
   expect(b.inodes.evictions).toBe(0);
 });
 
 test('open inodes count against the budget: the others make room, and closed ones can be evicted again', async () => {
-  const b = new Backend({ sharedDir: dir, inodeFdBudget: 50 });
+  const b = new LocalBackend({ sharedDir: dir, inodeFdBudget: 50 });
   const opened = [];
   for (let i = 0; i < 30; i++) {
-    const e = b.lookup(undefined, b.root, Buffer.from(`f${i}`)).inode;
-    opened.push(b.open(undefined, e, 0));
+    const e = b.lookup(DAEMON, b.root, Buffer.from(`f${i}`)).inode;
+    opened.push(b.open(DAEMON, e, 0));
     b.release(e);
   }
   const walked = [];
-  for (let i = 30; i < 200; i++) walked.push(b.lookup(undefined, b.root, Buffer.from(`f${i}`)).inode);
+  for (let i = 30; i < 200; i++) walked.push(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`)).inode);
   await tick();
   // 30 open inodes keep their fds; the walked ones share what is left.
   expect(b.inodes.fdsHeld).toBeLessThanOrEqual(50);
   for (const f of opened) b.closeFile(f);
-  for (let i = 200; i < 300; i++) walked.push(b.lookup(undefined, b.root, Buffer.from(`f${i}`)).inode);
+  for (let i = 200; i < 300; i++) walked.push(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`)).inode);
   await tick();
   expect(b.inodes.fdsHeld).toBeLessThanOrEqual(50);
   for (const e of walked) expect(b.getattr(e).size).toBeGreaterThan(0);
@@ -83,13 +83,13 @@ test('open inodes count against the budget: the others make room, and closed one
 });
 
 test('a burst of requests past the hard cap evicts at once, never what the current request uses', () => {
-  const b = new Backend({ sharedDir: dir, inodeFdBudget: 50, inodeFdCap: 80 });
+  const b = new LocalBackend({ sharedDir: dir, inodeFdBudget: 50, inodeFdCap: 80 });
   const entries = [];
   let most = 0;
   // 150 requests in one go: the deferred eviction never gets to run.
   for (let i = 0; i < 150; i++) {
     b.beginRequest();
-    entries.push(b.lookup(undefined, b.root, Buffer.from(`f${i}`)).inode);
+    entries.push(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`)).inode);
     most = Math.max(most, b.inodes.fdsHeld);
   }
   expect(most).toBeLessThanOrEqual(80);
@@ -100,7 +100,7 @@ test('a burst of requests past the hard cap evicts at once, never what the curre
   const mine = [];
   for (let i = 150; i < 300 && !refused; i++) {
     try {
-      mine.push(b.lookup(undefined, b.root, Buffer.from(`f${i}`)).inode);
+      mine.push(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`)).inode);
     } catch (e) {
       refused = (e as Error).message;
     }
@@ -117,13 +117,13 @@ test('a new file that reuses an evicted, deleted inode\'s host number is a new i
   // handle; f0 is unlinked, so nothing keeps the host inode and its number is
   // free. New files may get that number (ext4 and tmpfs reuse them): each must
   // come back as itself, never as f0's entry (whose handle is stale).
-  const b = new Backend({ sharedDir: dir, inodeFdBudget: 10 });
-  const victim = b.lookup(undefined, b.root, Buffer.from('f0')).inode;
-  for (let i = 1; i < 100; i++) b.lookup(undefined, b.root, Buffer.from(`f${i}`));
+  const b = new LocalBackend({ sharedDir: dir, inodeFdBudget: 10 });
+  const victim = b.lookup(DAEMON, b.root, Buffer.from('f0')).inode;
+  for (let i = 1; i < 100; i++) b.lookup(DAEMON, b.root, Buffer.from(`f${i}`));
   await tick();
   expect(victim.rawFd).toBe(-1); // evicted
   const freed = victim.ino;
-  b.unlink(undefined, b.root, Buffer.from('f0'), 0);
+  b.unlink(DAEMON, b.root, Buffer.from('f0'), 0);
   // ext4 allocates the lowest free number of the group, so older holes come
   // first: keep every new file until the freed number comes round (unlinking
   // them would hand the same hole out again and again). Without a journal ext4
@@ -134,11 +134,11 @@ test('a new file that reuses an evicted, deleted inode\'s host number is a new i
   const until = Date.now() + 20_000;
   for (let k = 0; !reused && Date.now() < until; k++) {
     const name = `n${k}`;
-    const e = b.mknod(undefined, b.root, Buffer.from(name), 0o100644, 0n);
+    const e = b.mknod(DAEMON, b.root, Buffer.from(name), 0o100644, 0n);
     if (e.stat.ino === freed) reused++;
     expect(e.inode.id).not.toBe(victim.id); // not the deleted f0's entry
     expect(b.getattr(e.inode).ino).toBe(BigInt(fs.statSync(path.join(dir, name)).ino));
-    expect(b.lookup(undefined, b.root, Buffer.from(name)).inode.id).toBe(e.inode.id);
+    expect(b.lookup(DAEMON, b.root, Buffer.from(name)).inode.id).toBe(e.inode.id);
     b.release(e.inode);
     if (k % 1000 === 999) await new Promise((r) => setTimeout(r, 250));
   }

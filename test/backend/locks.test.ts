@@ -7,15 +7,15 @@ import { afterEach, beforeEach, expect, test } from '@jest/globals';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Backend } from '../../src/backend/backend.js';
+import { DAEMON, LocalBackend } from '../../src/backend/backend.js';
 import { Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_RDWR, SysError } from '../../src/sys/index.js';
 
 let dir: string;
-let b: Backend;
+let b: LocalBackend;
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'duofs-locks-'));
   fs.writeFileSync(path.join(dir, 'f'), 'lock me');
-  b = new Backend({ sharedDir: dir });
+  b = new LocalBackend({ sharedDir: dir });
 });
 afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
@@ -23,8 +23,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const whole = (type: number) => ({ type, start: 0, len: 0 });
 
 function open() {
-  const e = b.lookup(undefined, b.root, Buffer.from('f'));
-  const file = b.open(undefined, e.inode, O_RDWR);
+  const e = b.lookup(DAEMON, b.root, Buffer.from('f'));
+  const file = b.open(DAEMON, e.inode, O_RDWR);
   b.release(e.inode);
   return file;
 }

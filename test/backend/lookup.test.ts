@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Backend } from '../../src/backend/backend.js';
+import { DAEMON, LocalBackend } from '../../src/backend/backend.js';
 import { Errno } from '../../src/sys/index.js';
 
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
@@ -17,9 +17,9 @@ const name = (s: string): Buffer => Buffer.from(s);
 
 test('a repeated lookup returns the same inode with one more reference', () => {
   fs.writeFileSync(path.join(dir, 'a'), 'x');
-  const b = new Backend({ sharedDir: dir });
-  const first = b.lookup(undefined, b.root, name('a'));
-  const again = b.lookup(undefined, b.root, name('a'));
+  const b = new LocalBackend({ sharedDir: dir });
+  const first = b.lookup(DAEMON, b.root, name('a'));
+  const again = b.lookup(DAEMON, b.root, name('a'));
   expect(again.inode).toBe(first.inode);
   expect(first.inode.refs).toBe(2);
   expect(again.stat.size).toBe(1);
@@ -30,11 +30,11 @@ test('a repeated lookup returns the same inode with one more reference', () => {
 test('a name replaced on the host resolves to the new file; the old inode still works', () => {
   fs.writeFileSync(path.join(dir, 'a'), 'old');
   fs.writeFileSync(path.join(dir, 'b'), 'newer');
-  const b = new Backend({ sharedDir: dir });
-  const old = b.lookup(undefined, b.root, name('a')).inode;
-  const other = b.lookup(undefined, b.root, name('b')).inode;
+  const b = new LocalBackend({ sharedDir: dir });
+  const old = b.lookup(DAEMON, b.root, name('a')).inode;
+  const other = b.lookup(DAEMON, b.root, name('b')).inode;
   fs.renameSync(path.join(dir, 'b'), path.join(dir, 'a'));
-  const now = b.lookup(undefined, b.root, name('a'));
+  const now = b.lookup(DAEMON, b.root, name('a'));
   expect(now.inode).not.toBe(old);
   expect(now.inode).toBe(other); // known already: found by the statx alone
   expect(now.stat.size).toBe(5);
@@ -44,21 +44,21 @@ test('a name replaced on the host resolves to the new file; the old inode still 
 
 test('a name removed on the host is ENOENT even while its inode is held', () => {
   fs.writeFileSync(path.join(dir, 'a'), 'x');
-  const b = new Backend({ sharedDir: dir });
-  const held = b.lookup(undefined, b.root, name('a')).inode;
+  const b = new LocalBackend({ sharedDir: dir });
+  const held = b.lookup(DAEMON, b.root, name('a')).inode;
   fs.unlinkSync(path.join(dir, 'a'));
-  expect(() => b.lookup(undefined, b.root, name('a'))).toThrow(expect.objectContaining({ errno: Errno.ENOENT }));
+  expect(() => b.lookup(DAEMON, b.root, name('a'))).toThrow(expect.objectContaining({ errno: Errno.ENOENT }));
   expect(held.refs).toBe(1);
 });
 
 test('an inode traded for a file handle is found again by the full path', async () => {
   for (let i = 0; i < 30; i++) fs.writeFileSync(path.join(dir, `f${i}`), `c${i}`);
-  const b = new Backend({ sharedDir: dir, inodeFdBudget: 10 });
+  const b = new LocalBackend({ sharedDir: dir, inodeFdBudget: 10 });
   const held = [];
-  for (let i = 0; i < 30; i++) held.push(b.lookup(undefined, b.root, name(`f${i}`)).inode);
+  for (let i = 0; i < 30; i++) held.push(b.lookup(DAEMON, b.root, name(`f${i}`)).inode);
   await tick();
   expect(held[0]!.rawFd).toBe(-1); // evicted
-  const again = b.lookup(undefined, b.root, name('f0'));
+  const again = b.lookup(DAEMON, b.root, name('f0'));
   expect(again.inode).toBe(held[0]);
   expect(again.stat.size).toBe(2);
   expect(held[0]!.refs).toBe(2);

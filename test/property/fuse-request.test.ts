@@ -7,7 +7,7 @@ import { ArgReader } from '../../protocols/fuse/wire.js';
 import { SysError } from '../../src/sys/index.js';
 import { FuseSession } from '../../protocols/fuse/session.js';
 import { defaultFuseOptions } from '../../protocols/fuse/options.js';
-import { Backend } from '../../src/backend/backend.js';
+import { DAEMON, LocalBackend } from '../../src/backend/backend.js';
 import { OP, inHeader, initIn } from '../fuse/client.js';
 import { fuseSeeds } from '../fuzz/targets/fuse-request.js';
 import { bugLog, scratchExport } from '../fuzz/targets/common.js';
@@ -89,7 +89,7 @@ test('every truncation of a valid request is refused (EINVAL, or the whole reque
   const scratch = scratchExport('duofs-propfuse-');
   const bugs = bugLog();
   try {
-    const backend = new Backend({ sharedDir: scratch.dir, log: bugs.log });
+    const backend = new LocalBackend({ sharedDir: scratch.dir, log: bugs.log });
     const options = { ...defaultFuseOptions, xattr: true };
     const run = (s: FuseSession, r: Buffer): Promise<string> => new Promise((resolve) => {
       const out: ReplyTo = {

@@ -13,7 +13,7 @@ import { expect } from '@jest/globals';
 import { fc, test } from '@fast-check/jest';
 import { ProtocolError, Reader, Writer } from '../../protocols/9p/wire.js';
 import { Writer as ClientWriter, frame as clientFrame } from '../p9/proto.js';
-import { Backend } from '../../src/backend/backend.js';
+import { DAEMON, LocalBackend } from '../../src/backend/backend.js';
 import { HostUsers } from '../../security/host-users.js';
 import { Session } from '../../protocols/9p/session.js';
 import { p9Seeds } from '../fuzz/targets/p9-frame.js';
@@ -142,7 +142,7 @@ test('every truncation of a valid request is answered Rlerror(EPROTO) by a sessi
   const scratch = scratchExport('duofs-prop9p-');
   const bugs = bugLog();
   try {
-    const backend = new Backend({ sharedDir: scratch.dir, log: bugs.log });
+    const backend = new LocalBackend({ sharedDir: scratch.dir, log: bugs.log });
     const ctx = { backend, users: new HostUsers(), log: bugs.log, maxMsize: 1 << 20, exportPath: scratch.dir, maxFids: 64 };
     const frameOf = (type: number, body: Buffer) => clientFrame(type, 1, body);
     // A session as the fuzz seeds expect it: fid 0 root, 1 nobody, 2 sub/, 5 hello opened, 6 sub/f, 7 escape.

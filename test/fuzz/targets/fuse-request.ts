@@ -7,7 +7,7 @@
 // expect, a request answered twice or never, an errno outside 1..4095, a
 // READ reply beyond max_write, a change outside the export, or a good
 // LOOKUP/GETATTR failing afterwards.
-import { Backend } from '../../../src/backend/backend.js';
+import { DAEMON, LocalBackend } from '../../../src/backend/backend.js';
 import { SysError } from '../../../src/sys/index.js';
 import { FuseSession } from '../../../protocols/fuse/session.js';
 import { RequestBody, type ReplyTo } from '../../../protocols/fuse/request.js';
@@ -93,7 +93,7 @@ export function fuseRequestTarget(): FuzzTarget {
     async start(): Promise<TargetInstance> {
       const scratch = scratchExport('duofs-fuzzfuse-');
       const bugs = bugLog();
-      const backend = new Backend({ sharedDir: scratch.dir, log: bugs.log });
+      const backend = new LocalBackend({ sharedDir: scratch.dir, log: bugs.log });
       // An open of a FIFO that blocks the event loop is a finding (the 1 s check below), not a wedged fuzzer.
       const unblocker = lateFifoUnblocker(scratch.dir);
       const options = { ...defaultFuseOptions, xattr: true };

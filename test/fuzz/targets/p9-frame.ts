@@ -7,7 +7,7 @@
 // unexpectedly"), a request never answered, a reply that is not a frame for
 // that tag, the event loop blocked for a second or more, a change outside
 // the export, or a good client failing afterwards.
-import { Backend } from '../../../src/backend/backend.js';
+import { DAEMON, LocalBackend } from '../../../src/backend/backend.js';
 import { HostUsers } from '../../../security/host-users.js';
 import { Session } from '../../../protocols/9p/session.js';
 import { NOFID, T, Writer, frame } from '../../p9/proto.js';
@@ -73,7 +73,7 @@ export function p9FrameTarget(): FuzzTarget {
     async start(): Promise<TargetInstance> {
       const scratch = scratchExport('duofs-fuzz9p-');
       const bugs = bugLog();
-      const backend = new Backend({ sharedDir: scratch.dir, log: bugs.log });
+      const backend = new LocalBackend({ sharedDir: scratch.dir, log: bugs.log });
       const unblocker = lateFifoUnblocker(scratch.dir);
       const ctx = { backend, users: new HostUsers(), log: bugs.log, maxMsize: 1 << 20, exportPath: scratch.dir, maxFids: 256 };
       const waiting = new Map<number, (f: Buffer) => void>();

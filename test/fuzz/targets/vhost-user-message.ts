@@ -9,7 +9,7 @@
 // connection failing afterwards.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Backend } from '../../../src/backend/backend.js';
+import { DAEMON, LocalBackend } from '../../../src/backend/backend.js';
 import { VirtioFsDevice } from '../../../protocols/fuse/virtio-fs-device.js';
 import { defaultFuseOptions } from '../../../protocols/fuse/options.js';
 import { VhostUserServer } from '../../../protocols/vhost-user/server.js';
@@ -127,7 +127,7 @@ export function vhostUserMessageTarget(): FuzzTarget {
     async start(): Promise<TargetInstance> {
       const scratch = scratchExport('duofs-fuzzvu-');
       const bugs = bugLog();
-      const backend = new Backend({ sharedDir: scratch.dir, log: bugs.log });
+      const backend = new LocalBackend({ sharedDir: scratch.dir, log: bugs.log });
       const device = new VirtioFsDevice({ backend, log: bugs.log, options: defaultFuseOptions }, { tag: 'fuzz', numRequestQueues: 1 }, 'fuzz');
       const socketPath = path.join(scratch.base, 'vu.sock');
       const server = VhostUserServer.listen({ device, logger: bugs.log, socketPath, drainTimeoutMs: 200 });
