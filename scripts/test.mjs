@@ -7,7 +7,7 @@
 // Extra arguments go to jest (e.g. `npm test -- test/9p`).
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { ensureDeps, root } from './ensure-deps.mjs';
 
 const run = (cmd, args, env = {}) =>

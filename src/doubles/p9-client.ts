@@ -7,7 +7,7 @@
 // are. Rlerror surfaces as a P9Error carrying the errno and its name.
 import net from 'node:net';
 import {
-  Attr, DirEntry, HEADER_SIZE, IOHDRSZ, IOHDRSZ_WRITE, LockArgs, LockInfo, NOFID, NOTAG, Name, Qid, Reader,
+  Attr, DirEntry, HEADER_SIZE, IOHDRSZ, LockArgs, LockInfo, NOFID, NOTAG, Name, Qid, Reader,
   SetattrArgs, Statfs, T, Writer, errnoName, frame, parseAttr, parseDirents, typeName, GETATTR,
 } from './p9-proto.js';
 
