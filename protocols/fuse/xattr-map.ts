@@ -147,7 +147,7 @@ export class XattrMap {
     const out: Buffer[] = [];
     for (const n of names) {
       const g = this.toGuest(n);
-      if (g && g.length) out.push(g);
+      if (g?.length) out.push(g);
     }
     return out;
   }
