@@ -60,6 +60,7 @@ export class XattrMap {
   static parse(text: string): XattrMap {
     // Rust's str::trim / is_ascii_whitespace
     const ws = (ch: string): boolean => ch === ' ' || ch === '\t' || ch === '\n' || ch === '\r' || ch === '\f';
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the range \x00-\x7f is ASCII itself
     if (/[^\x00-\x7f]/.test(text)) throw new XattrMapError('only ASCII rules are supported', undefined);
     const s = text.replace(/^[\s]+|[\s]+$/g, '');
     const rules: XattrRule[] = [];
