@@ -56,7 +56,7 @@ const pages = {
 };
 
 const check = process.argv.includes('--check');
-let stale = [];
+const stale = [];
 mkdirSync(outDir, { recursive: true });
 for (const [file, text] of Object.entries(pages)) {
   const path = join(outDir, file);

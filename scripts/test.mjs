@@ -1,13 +1,14 @@
 #!/usr/bin/env node
-// `npm test`: installs what the tests need, typechecks, then runs every jest
-// suite (unit, protocol, host FUSE and real-guest lab tests) in one run so
-// the closing "N passed, N failed" line counts all of them; then the
+// `npm test`: installs what the tests need, typechecks, lints and checks the
+// formatting (biome check), then runs every jest suite (unit, protocol, host
+// FUSE and real-guest lab tests) in one run so the closing "N passed,
+// N failed" line counts all of them (a failed lint/format check is one); then the
 // protocol, FUSE, vhost and two lab suites once more on each other I/O engine
 // (`npm run test:engines` runs everything on every engine).
 // Extra arguments go to jest (e.g. `npm test -- test/9p`).
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { ensureDeps, root } from './ensure-deps.mjs';
 
 const run = (cmd, args, env = {}) =>
@@ -34,6 +35,16 @@ if (run(join(root, 'node_modules/.bin/tsc'), ['--noEmit', '-p', '.']) !== 0) {
   console.log('\n0 passed, 1 failed');
   process.exit(1);
 }
+
+// Lint and format check (biome.jsonc). A finding fails the run but does not
+// stop it: the jest results still come, and the closing line counts the
+// check as one failure. Warnings fail too, so they cannot pile up.
+console.error('duofs: lint and format check (biome check)');
+const lintFailed = run(join(root, 'node_modules/.bin/biome'), ['check', '--error-on-warnings', '.']) !== 0;
+const lintMessage =
+  'duofs: lint/format check failed (biome check, above): `npm run format` rewrites the formatting, ' +
+  '`npx biome check --write .` applies the safe lint fixes, the rest is by hand';
+if (lintFailed) console.error(lintMessage);
 
 const labSetup = join(root, 'scripts', 'lab-setup.mjs');
 if (existsSync(labSetup) && process.env.DUOFS_SKIP_LAB !== '1') {
@@ -71,6 +82,10 @@ const matrix = args.length ? [] : (process.env.DUOFS_ENGINE_MATRIX ?? 'threads,s
 for (const engine of matrix) {
   console.error(`duofs: the protocol, FUSE, vhost and two lab suites again on --io-engine ${engine}`);
   runs.push(jest(engine, MATRIX_SUITES, { DUOFS_IO_ENGINE: engine }));
+}
+if (lintFailed) {
+  console.error(lintMessage);
+  runs.push({ status: 1, passed: 0, failed: 1, skipped: 0 });
 }
 // The last line of the run is the plain count CI reads.
 const sum = (k) => runs.reduce((a, r) => a + r[k], 0);

@@ -20,7 +20,7 @@ import { ConvertError, convertExport, formatSummary } from './convert/convert.js
 import { ExportInUseError } from './convert/in-use.js';
 import { ENGINE_CHOICES, type EngineChoice } from './io/select.js';
 import { benchOptions, runBench, type BenchArgs } from './bench/main.js';
-import { DEFAULT_SANDBOX, DEFAULT_SECCOMP, FUSE_FD_ENV, SANDBOX_MODES, SECCOMP_MODES, insideNamespaces, supervised, type SandboxMode, type SeccompMode } from './sandbox/mode.js';
+import { DEFAULT_SANDBOX, DEFAULT_SECCOMP, FUSE_FD_ENV, SANDBOX_MODES, SECCOMP_MODES, supervised, type SandboxMode, type SeccompMode } from './sandbox/mode.js';
 import { superviseInNamespaces } from './sandbox/supervisor.js';
 import { confine } from './sandbox/confine.js';
 import { prepareRoot } from './sandbox/root.js';

@@ -286,7 +286,7 @@ export class FuseSession {
 
   // ---- session ----------------------------------------------------------------
 
-  private init(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private init(_h: InHeader, body: RequestBody, out: ReplyTo): void {
     const a = args(body, 'INIT', 64);
     const major = a.u32('major');
     const minor = a.u32('minor');
@@ -613,7 +613,7 @@ export class FuseSession {
     }
   }
 
-  private read(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private read(_h: InHeader, body: RequestBody, out: ReplyTo): void {
     const a = args(body, 'READ', 40);
     const fh = a.u64('fuse_read_in.fh');
     const offset = a.offset('fuse_read_in.offset');
@@ -627,7 +627,7 @@ export class FuseSession {
     out.sendRead(size, (dst, skip, max) => this.ctx.backend.read(file, offset, dst, skip, max));
   }
 
-  private async write(h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
+  private async write(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
     const a = args(body, 'WRITE', 40);
     const fh = a.u64('fuse_write_in.fh');
     const offset = a.offset('fuse_write_in.offset');

@@ -60,6 +60,7 @@ export class XattrMap {
   static parse(text: string): XattrMap {
     // Rust's str::trim / is_ascii_whitespace
     const ws = (ch: string): boolean => ch === ' ' || ch === '\t' || ch === '\n' || ch === '\r' || ch === '\f';
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the range \x00-\x7f is ASCII itself
     if (/[^\x00-\x7f]/.test(text)) throw new XattrMapError('only ASCII rules are supported', undefined);
     const s = text.replace(/^[\s]+|[\s]+$/g, '');
     const rules: XattrRule[] = [];
@@ -147,7 +148,7 @@ export class XattrMap {
     const out: Buffer[] = [];
     for (const n of names) {
       const g = this.toGuest(n);
-      if (g && g.length) out.push(g);
+      if (g?.length) out.push(g);
     }
     return out;
   }

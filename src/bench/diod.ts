@@ -2,7 +2,7 @@
 // benchmarks: installs the Debian package if it is missing, picks a free TCP
 // port or a socket path, waits until it accepts connections, stops it on
 // teardown.
-import { spawn, spawnSync, ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';

@@ -312,6 +312,7 @@ function makeTree(dir: string, servers: string[]): void {
 }
 
 function diodVersion(): string {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: ${Version} is dpkg-query's format, not a template
   const r = spawnSync('dpkg-query', ['-W', '-f', '${Version}', 'diod'], { encoding: 'utf8' });
   return r.status === 0 ? r.stdout.trim() : 'unknown';
 }

@@ -52,7 +52,7 @@ import { fstat, fstatat, type Stat } from '../sys/stat.js';
 import { getdents } from '../sys/dirents.js';
 import { getxattr, removexattr, setxattr } from '../sys/xattr.js';
 import {
-  ACL_ACCESS_GUEST, ACL_ACCESS_HOST, ACL_DEFAULT_GUEST, ACL_DEFAULT_HOST, XATTR_GID, XATTR_MODE, XATTR_PREFIX, XATTR_RDEV, XATTR_UID,
+  ACL_ACCESS_GUEST, ACL_ACCESS_HOST, ACL_DEFAULT_GUEST, ACL_DEFAULT_HOST, XATTR_GID, XATTR_MODE, XATTR_RDEV, XATTR_UID,
   decodeRdev, decodeU32, encodeRdev, encodeU32,
 } from '../../security/formats/mapped-xattr.js';
 import {

@@ -7,8 +7,8 @@
 // are. Rlerror surfaces as a P9Error carrying the errno and its name.
 import net from 'node:net';
 import {
-  Attr, DirEntry, HEADER_SIZE, IOHDRSZ, IOHDRSZ_WRITE, LockArgs, LockInfo, NOFID, NOTAG, Name, Qid, Reader,
-  SetattrArgs, Statfs, T, Writer, errnoName, frame, parseAttr, parseDirents, typeName, GETATTR,
+  type Attr, type DirEntry, HEADER_SIZE, IOHDRSZ, type LockArgs, type LockInfo, NOFID, NOTAG, type Name, type Qid, Reader,
+  type SetattrArgs, type Statfs, T, Writer, errnoName, frame, parseAttr, parseDirents, typeName, GETATTR,
 } from './p9-proto.js';
 
 export class P9Error extends Error {

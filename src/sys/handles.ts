@@ -1,6 +1,6 @@
 // name_to_handle_at / open_by_handle_at: stable file handles that survive
 // renames and let an inode be reopened without keeping an fd open.
-import { c, cstr, errno, EMPTY_PATH } from './libc.js';
+import { c, errno, EMPTY_PATH } from './libc.js';
 import { SysError } from './errno.js';
 import { AT_EMPTY_PATH } from './constants.js';
 

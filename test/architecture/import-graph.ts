@@ -63,7 +63,7 @@ export function importsOf(rel: string, text: string): ImportEdge[] {
   for (const m of text.matchAll(IMPORT_RE)) {
     const spec = m[3] ?? m[4];
     if (spec === KOFFI) out.push({ from: rel, to: KOFFI, typeOnly: Boolean(m[2]) });
-    if (!spec || !spec.startsWith('.')) continue;
+    if (!spec?.startsWith('.')) continue;
     const to = path.posix.normalize(path.posix.join(path.posix.dirname(rel), spec)).replace(/\.js$/, '.ts');
     out.push({ from: rel, to, typeOnly: Boolean(m[2]) });
   }

@@ -2,7 +2,7 @@
 // cache options' timeouts and open flags, the config space, and DESTROY.
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import fs from 'node:fs';
-import { ALL_INIT_FLAGS, FOPEN, FuseClient, INIT_FLAGS as F, OP, ROOT, errnoOf, initIn, parseInit } from './client.js';
+import { ALL_INIT_FLAGS, FOPEN, type FuseClient, INIT_FLAGS as F, OP, ROOT, errnoOf, initIn, parseInit } from './client.js';
 import { FuseFixture, type Guest } from './fixture.js';
 
 describe('INIT', () => {

@@ -8,9 +8,9 @@ import { expect, jest, test, beforeAll, afterAll } from '@jest/globals';
 import fs from 'node:fs';
 import { P9Client } from '../p9/client.js';
 import { NOFID, O, QTDIR, T, Writer, frame } from '../p9/proto.js';
-import { startInProcess, Served } from '../p9/harness.js';
+import { startInProcess, type Served } from '../p9/harness.js';
 import { startFifoUnblocker } from '../p9/host.js';
-import { makeTree, populate, snapshot, TempTree, bigContent } from '../support/tree.js';
+import { makeTree, populate, snapshot, type TempTree, bigContent } from '../support/tree.js';
 
 jest.setTimeout(120_000);
 

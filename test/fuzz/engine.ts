@@ -122,7 +122,7 @@ export function mutate(r: Rng, b: Buffer, maxLen: number, others: readonly Buffe
       case 9: if (len) { const at = r.int(len); const l = 1 + r.int(Math.min(32, len - at)); out = Buffer.concat([out.subarray(0, at + l), out.subarray(at, at + l), out.subarray(at + l)]); } break;
       case 10: { // splice with another input
         const o = others[r.int(others.length)];
-        if (!o || !o.length) break;
+        if (!o?.length) break;
         const from = r.int(o.length);
         const piece = o.subarray(from, from + 1 + r.int(o.length - from));
         const at = r.int(len + 1);

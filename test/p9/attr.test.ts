@@ -3,7 +3,7 @@ import { expect, jest, test, describe } from '@jest/globals';
 import fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { useServer, walkTo, openAt, sleep } from './fixture.js';
-import { Attr, GETATTR, O, QTDIR, QTFILE, QTSYMLINK, SETATTR } from './proto.js';
+import { type Attr, GETATTR, O, QTDIR, QTFILE, QTSYMLINK, SETATTR } from './proto.js';
 
 jest.setTimeout(30_000);
 const ctx = useServer();

@@ -4,8 +4,8 @@
 import { jest } from '@jest/globals';
 import fs from 'node:fs';
 import { P9Client, P9Error } from './client.js';
-import { startDiod, DiodServer } from '../support/diod.js';
-import { makeTree, populate, TempTree, bigContent } from '../support/tree.js';
+import { startDiod, type DiodServer } from '../support/diod.js';
+import { makeTree, populate, type TempTree, bigContent } from '../support/tree.js';
 import { AT_REMOVEDIR, GETATTR, LOCK_STATUS, LOCK_TYPE, NOFID, O, QTDIR, QTFILE, QTSYMLINK, SETATTR, T, Writer } from './proto.js';
 
 jest.setTimeout(30_000);

@@ -7,9 +7,9 @@ import { expect, jest, test, beforeAll, afterAll } from '@jest/globals';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ensureDiod, startDiod, DiodServer } from '../support/diod.js';
-import { makeTree, TempTree } from '../support/tree.js';
-import { startInProcess, Served } from './harness.js';
+import { ensureDiod, startDiod, type DiodServer } from '../support/diod.js';
+import { makeTree, type TempTree } from '../support/tree.js';
+import { startInProcess, type Served } from './harness.js';
 
 jest.setTimeout(60_000);
 

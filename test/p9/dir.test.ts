@@ -4,7 +4,7 @@ import { expect, jest, test, describe } from '@jest/globals';
 import fs from 'node:fs';
 import path from 'node:path';
 import { useServer, walkTo, openAt, uniq } from './fixture.js';
-import { AT_REMOVEDIR, DirEntry, O, QTDIR, QTFILE, QTSYMLINK, IOHDRSZ_READ } from './proto.js';
+import { AT_REMOVEDIR, type DirEntry, O, QTDIR, QTFILE, QTSYMLINK, IOHDRSZ_READ } from './proto.js';
 
 jest.setTimeout(120_000);
 const ctx = useServer();

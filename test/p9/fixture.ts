@@ -4,10 +4,10 @@
 // differs from duofs in places, so some tests are expected to fail there).
 import { afterAll, afterEach, beforeAll } from '@jest/globals';
 import { P9Client } from './client.js';
-import { Qid } from './proto.js';
-import { attach, Served, startInProcess } from './harness.js';
+import type { Qid } from './proto.js';
+import { attach, type Served, startInProcess } from './harness.js';
 import { startDiod } from '../support/diod.js';
-import { makeTree, populate, TempTree } from '../support/tree.js';
+import { makeTree, populate, type TempTree } from '../support/tree.js';
 
 export interface Ctx {
   tree: TempTree;

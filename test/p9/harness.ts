@@ -1,10 +1,10 @@
 // Starts duofs for the protocol suites: in process through startDuofs(), or
 // as the CLI (`node bin/duofs.js serve ...`) for the CLI tests and the bench.
-import { spawn, spawnSync, ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { P9Client } from './client.js';
-import { Qid } from './proto.js';
+import type { Qid } from './proto.js';
 import { freePort, waitListening } from '../support/diod.js';
 import { startDuofs, type ServeOptions } from '../../src/server.js';
 

@@ -1,6 +1,6 @@
 // Host-side probes for the protocol tests: OFD locks and xattrs as a
 // separate process sees them (python3's fcntl and os modules).
-import { spawn, spawnSync, ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 
 const PY_GETLK = `
 import fcntl, struct, os, sys, json

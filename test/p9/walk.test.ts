@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { useServer, walkTo, uniq } from './fixture.js';
-import { O, QTDIR, QTFILE, QTSYMLINK, Qid, SETATTR } from './proto.js';
+import { O, QTDIR, QTFILE, QTSYMLINK, type Qid, SETATTR } from './proto.js';
 import { hostGetxattr, hostSetxattr } from './host.js';
 
 jest.setTimeout(60_000);

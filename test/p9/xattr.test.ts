@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import { useServer, walkTo, uniq } from './fixture.js';
 import { XATTR_CREATE, XATTR_REPLACE } from './proto.js';
 import { hostGetxattr, hostListxattr, hostSetxattr } from './host.js';
-import { P9Client } from './client.js';
+import type { P9Client } from './client.js';
 
 jest.setTimeout(30_000);
 const ctx = useServer();

@@ -11,7 +11,7 @@ import { onEveryPoolThread } from '../../src/sandbox/every-thread.js';
 import { c, cstr, errno } from '../../src/sys/libc.js';
 import type { CapName } from '../../src/sys/caps.js';
 import {
-  AT_FDCWD, O_CLOEXEC, O_CREAT, O_DIRECTORY, O_PATH, O_RDONLY, O_WRONLY, SysError, close, fchownFd, getxattr, linkFd,
+  AT_FDCWD, O_CLOEXEC, O_CREAT, O_DIRECTORY, O_PATH, O_RDONLY, O_WRONLY, SysError, close, getxattr, linkFd,
   mount, nameToHandle, openByHandle, openat, renameat2, reopen, setxattr, umount2, linkat,
 } from '../../src/sys/index.js';
 
