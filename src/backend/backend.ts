@@ -15,7 +15,7 @@ import {
   SysError, XATTR_SIZE_MAX, accessPathFd, close, fail, lseek, fchownFd, fstat, fstatfs, ftruncate, getxattr,
   fstatat, isSysError, linkFd, F_UNLCK, listxattr, openPath, openat, procPath, removexattr,
   renameat2, reopen, setxattr, syncfs, truncatePathFd, umask, unlinkat, utimensFd, withCredentials,
-  type Credentials, type LockRange, type Stat, type StatFs, type TimeArg,
+  type Credentials, type LockRange, type Stat, type StatFs, 
 } from '../sys/index.js';
 import { DAEMON, type Backend, type Caller, type Entry, type GuestDirent, type OpenOptions, type SetAttr } from './api.js';
 import type { Logger } from '../log.js';

@@ -7,7 +7,7 @@ import { ArgReader } from '../../protocols/fuse/wire.js';
 import { SysError } from '../../src/sys/index.js';
 import { FuseSession } from '../../protocols/fuse/session.js';
 import { defaultFuseOptions } from '../../protocols/fuse/options.js';
-import { DAEMON, LocalBackend } from '../../src/backend/backend.js';
+import { LocalBackend } from '../../src/backend/backend.js';
 import { OP, inHeader, initIn } from '../fuse/client.js';
 import { fuseSeeds } from '../fuzz/targets/fuse-request.js';
 import { bugLog, scratchExport } from '../fuzz/targets/common.js';

@@ -13,7 +13,7 @@ import { expect } from '@jest/globals';
 import { fc, test } from '@fast-check/jest';
 import { ProtocolError, Reader, Writer } from '../../protocols/9p/wire.js';
 import { Writer as ClientWriter, frame as clientFrame } from '../p9/proto.js';
-import { DAEMON, LocalBackend } from '../../src/backend/backend.js';
+import { LocalBackend } from '../../src/backend/backend.js';
 import { HostUsers } from '../../security/host-users.js';
 import { Session } from '../../protocols/9p/session.js';
 import { p9Seeds } from '../fuzz/targets/p9-frame.js';

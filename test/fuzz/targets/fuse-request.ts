@@ -7,7 +7,7 @@
 // expect, a request answered twice or never, an errno outside 1..4095, a
 // READ reply beyond max_write, a change outside the export, or a good
 // LOOKUP/GETATTR failing afterwards.
-import { DAEMON, LocalBackend } from '../../../src/backend/backend.js';
+import { LocalBackend } from '../../../src/backend/backend.js';
 import { SysError } from '../../../src/sys/index.js';
 import { FuseSession } from '../../../protocols/fuse/session.js';
 import { RequestBody, type ReplyTo } from '../../../protocols/fuse/request.js';

@@ -7,7 +7,7 @@
 // unexpectedly"), a request never answered, a reply that is not a frame for
 // that tag, the event loop blocked for a second or more, a change outside
 // the export, or a good client failing afterwards.
-import { DAEMON, LocalBackend } from '../../../src/backend/backend.js';
+import { LocalBackend } from '../../../src/backend/backend.js';
 import { HostUsers } from '../../../security/host-users.js';
 import { Session } from '../../../protocols/9p/session.js';
 import { NOFID, T, Writer, frame } from '../../p9/proto.js';

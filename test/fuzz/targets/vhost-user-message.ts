@@ -9,7 +9,7 @@
 // connection failing afterwards.
 import fs from 'node:fs';
 import path from 'node:path';
-import { DAEMON, LocalBackend } from '../../../src/backend/backend.js';
+import { LocalBackend } from '../../../src/backend/backend.js';
 import { VirtioFsDevice } from '../../../protocols/fuse/virtio-fs-device.js';
 import { defaultFuseOptions } from '../../../protocols/fuse/options.js';
 import { VhostUserServer } from '../../../protocols/vhost-user/server.js';
