@@ -3,8 +3,7 @@
 // Transport-neutral: a transport hands in complete frames and gets reply
 // frames through `send`. Requests are answered in arrival order except the
 // few that wait on the host (fsync), which never hold up the others.
-import type { Backend, Caller, FdAccount, Inode, SetAttr } from '../../src/backend/api.js';
-import { printable } from '../../src/backend/names.js';
+import { printable, type Backend, type Caller, type FdAccount, type Inode, type SetAttr } from '../../src/backend/api.js';
 import {
   DT_DIR, DT_LNK, Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_SYNC, SysError, XATTR_CREATE, XATTR_REPLACE, XATTR_SIZE_MAX, errnoName,
   O_ACCMODE, O_DIRECTORY, O_RDONLY, fail, makedev, type Credentials, type Stat, type TimeArg,

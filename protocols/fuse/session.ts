@@ -3,7 +3,7 @@
 // is 1); every entry reply adds one lookup reference that FORGET gives back.
 // Each session counts its own lookups, so a guest can never forget
 // references that 9P fids or other sessions hold.
-import { DirStream, OpenFile, type Backend, type Caller, type Entry, type FdAccount, type Inode, type SetAttr } from '../../src/backend/api.js';
+import { DirStream, OpenFile, printable, type Backend, type Caller, type Entry, type FdAccount, type Inode, type SetAttr } from '../../src/backend/api.js';
 import {
   AT_REMOVEDIR, Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_ACCMODE, O_APPEND, O_RDONLY, O_RDWR, O_WRONLY,
   SEEK_DATA, SEEK_HOLE, STATX_BASIC_STATS, STATX_BTIME, SysError, errnoName, fail, major, minor,type Stat, type TimeArg,
@@ -15,7 +15,6 @@ import {
   FUSE_GETATTR_FH, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_ROOT_ID, IN_HEADER_SIZE,
   INIT, OP, FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID, FUSE_RELEASE_FLOCK_UNLOCK, OFFSET_MAX,
 } from './constants.js';
-import { printable } from '../../src/backend/names.js';
 import { timeouts, type FuseOptions } from './options.js';
 import { parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
 import { ArgReader, attrOut, entryOut, openOut, statfsOut, type FuseAttr } from './wire.js';

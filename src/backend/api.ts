@@ -145,4 +145,6 @@ export interface Backend {
 
 // The handle classes are values too: a protocol tells a file from a directory by instanceof.
 export { OpenFile, DirStream };
+/** How a name appears in logs and error messages. */
+export { printable } from './names.js';
 export type { Inode, Dirent, FdAccount, FdBudget };

@@ -28,6 +28,9 @@ const BINDINGS = new Set([
   'protocols/9p/virtio-9p-device.ts', 'protocols/9p/stream.ts', 'protocols/fuse/virtio-fs-device.ts', 'protocols/fuse/dev-fuse.ts',
 ]);
 
+/** The one backend file protocols and bindings may import: the interface, not its implementation. */
+export const BACKEND_API = 'src/backend/api.ts';
+
 /** The layer of a repository-relative path, or undefined for files outside the product (tests, scripts). */
 export function layerOf(rel: string): Layer | undefined {
   if (rel.startsWith('test/') || rel.startsWith('scripts/') || rel.startsWith('node_modules/')) return undefined;
@@ -108,6 +111,9 @@ export function violations(edges: readonly ImportEdge[]): string[] {
     const b = layerOf(e.to);
     if (!b || a === b) continue;
     if (!MAY_USE[a].includes(b)) out.push(`${e.from} -> ${e.to} (${a} may not use ${b})`);
+    else if (b === 'backend' && (a === 'protocol' || a === 'binding') && e.to !== BACKEND_API) {
+      out.push(`${e.from} -> ${e.to} (${a} reaches the backend only through ${BACKEND_API})`);
+    }
   }
   return [...new Set(out)].sort();
 }
