@@ -202,7 +202,6 @@ function typeOf(mode: number): number {
   return mode & S_IFMT;
 }
 
-/** Mapped models keep directories as directories and everything else as regular files. */
 /**
  * Why `meta` cannot be carried: it disagrees with the host object (the rule
  * the server applies too), or it sits on a host special file, which
