@@ -4,6 +4,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { SysError, umask } from './sys/index.js';
 import { listenUnixSocket } from './sys/sockets.js';
+import type { Logger } from './log.js';
 
 /** A start-up problem an operator can fix; the CLI prints `message` alone. */
 export class StartupError extends Error {
@@ -19,12 +20,47 @@ function probe(path: string): Promise<boolean> {
 }
 
 /**
+ * Once listening, a failed accept (EMFILE or ENFILE when the process is out
+ * of fds, ENOBUFS, ENOMEM) is an 'error' event on the server, and Node
+ * throws one nobody listens for: the daemon would die with every guest's
+ * mount. libuv has already closed that one connection (its reserve-fd
+ * trick), so say so, at most once a second, and keep listening.
+ */
+function keepListening(server: Server, where: string, log: Logger | undefined): void {
+  let last = 0;
+  let suppressed = 0;
+  server.on('error', (e: NodeJS.ErrnoException) => {
+    const now = Date.now();
+    if (now - last < 1000) {
+      suppressed++;
+      return;
+    }
+    log?.warn({ listener: where, errno: e.code, suppressed },
+      `accept on ${where} failed (${e.code ?? e.message}): that client was disconnected; still listening`);
+    last = now;
+    suppressed = 0;
+  });
+}
+
+/** Listens until the first callback, turning a start-up error into a StartupError. */
+function startListening(server: Server, listen: (ready: () => void) => void, describe: (e: NodeJS.ErrnoException) => string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onError = (e: NodeJS.ErrnoException): void => reject(new StartupError(describe(e)));
+    server.once('error', onError);
+    listen(() => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+/**
  * Listens on a unix socket at `path`. A socket file left by a dead server is
  * replaced; a live one, or a file that is not a socket, is an error.
  * The socket is created owner-only (0600): whoever can connect to it can
  * act as any user on the export.
  */
-export async function listenUnix(path: string, onConnection: (s: Socket) => void): Promise<Server> {
+export async function listenUnix(path: string, onConnection: (s: Socket) => void, log?: Logger): Promise<Server> {
   let st;
   try {
     st = lstatSync(path);
@@ -50,11 +86,8 @@ export async function listenUnix(path: string, onConnection: (s: Socket) => void
   } finally {
     umask(old);
   }
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new StartupError(`cannot listen on ${path}: ${e.code ?? e.message}`)));
-    server.listen({ fd }, () => resolve());
-  });
+  await startListening(server, (ready) => server.listen({ fd }, ready), (e) => `cannot listen on ${path}: ${e.code ?? e.message}`);
+  keepListening(server, `unix:${path}`, log);
   chmodSync(path, 0o600);
   return server;
 }
@@ -73,15 +106,12 @@ export function parseHostPort(spec: string): HostPort {
   return { host: m[1] || m[2] || '127.0.0.1', port };
 }
 
-export async function listenTcp(addr: HostPort, onConnection: (s: Socket) => void): Promise<{ server: Server; address: HostPort }> {
+export async function listenTcp(addr: HostPort, onConnection: (s: Socket) => void, log?: Logger): Promise<{ server: Server; address: HostPort }> {
   const server = createServer({ noDelay: true }, onConnection);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (e: NodeJS.ErrnoException) =>
-      reject(new StartupError(e.code === 'EADDRINUSE'
-        ? `${addr.host}:${addr.port}: address in use`
-        : `cannot listen on ${addr.host}:${addr.port}: ${e.code ?? e.message}`)));
-    server.listen(addr.port, addr.host, () => resolve());
-  });
+  await startListening(server, (ready) => server.listen(addr.port, addr.host, ready), (e) => e.code === 'EADDRINUSE'
+    ? `${addr.host}:${addr.port}: address in use`
+    : `cannot listen on ${addr.host}:${addr.port}: ${e.code ?? e.message}`);
+  keepListening(server, `tcp:${addr.host}:${addr.port}`, log);
   const a = server.address();
   const port = typeof a === 'object' && a ? a.port : addr.port;
   return { server, address: { host: addr.host, port } };

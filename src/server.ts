@@ -258,12 +258,12 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
   let ninepTcpAddress: HostPort | undefined;
   try {
     if (opts.ninepSocket) {
-      servers.push(await listenUnix(opts.ninepSocket, accept(`unix:${opts.ninepSocket}`)));
+      servers.push(await listenUnix(opts.ninepSocket, accept(`unix:${opts.ninepSocket}`), log));
       socketPaths.push(opts.ninepSocket);
       log.info({ socket: opts.ninepSocket, export: opts.sharedDir }, 'serving 9P2000.L on a unix socket');
     }
     if (opts.ninepTcp) {
-      const { server, address } = await listenTcp(parseHostPort(opts.ninepTcp), accept('tcp'));
+      const { server, address } = await listenTcp(parseHostPort(opts.ninepTcp), accept('tcp'), log);
       servers.push(server);
       ninepTcpAddress = address;
       log.info({ tcp: `${address.host}:${address.port}`, export: opts.sharedDir }, 'serving 9P2000.L over TCP');

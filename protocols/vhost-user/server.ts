@@ -55,6 +55,9 @@ export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
   private current: ConnectionInfo | null = null;
   private serial = 0;
   private closed = false;
+  /** the pause before the next accept after a failed one (0: the last accept worked) */
+  private acceptRetry = 0;
+  private acceptTimer: NodeJS.Timeout | undefined;
   private ownsSocketFile: boolean;
   /** One allowance for everything that connects here: reconnecting buys no fresh one. */
   private readonly logs: PeerLog;
@@ -104,6 +107,7 @@ export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.acceptTimer);
     this.listenPoll?.close();
     this.listenPoll = null;
     this.session?.close();
@@ -135,10 +139,11 @@ export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
     try {
       fd = acceptConnection(this.listenFd);
     } catch (e) {
-      this.o.logger.error({ err: e }, 'vhost-user: accept failed');
+      this.acceptFailed(e);
       return;
     }
     if (fd < 0) return;
+    this.acceptRetry = 0;
     this.listenPoll?.stop();
     const cred = peerCredentials(fd);
     const info: ConnectionInfo = {
@@ -158,6 +163,23 @@ export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
     }, (reason) => this.onSessionEnd(info, reason));
     this.emit('connect', info);
     this.session.start();
+  }
+
+  /**
+   * accept(2) failed, most likely EMFILE/ENFILE: the frontend stays in the
+   * backlog, and the listening socket stays readable, so polling on would
+   * spin. Stop polling, say so once, and try again after a pause that grows
+   * to a second, until fds are free again.
+   */
+  private acceptFailed(e: unknown): void {
+    this.listenPoll?.stop();
+    const wait = Math.min(1000, this.acceptRetry ? this.acceptRetry * 2 : 50);
+    if (!this.acceptRetry) this.o.logger.error({ err: e }, `vhost-user: accept failed (${e instanceof Error ? e.message : String(e)}); the frontend waits in the backlog, retrying`);
+    this.acceptRetry = wait;
+    this.acceptTimer = setTimeout(() => {
+      this.acceptTimer = undefined;
+      this.acceptNext();
+    }, wait);
   }
 
   private onSessionEnd(info: ConnectionInfo, reason: CloseReason): void {

@@ -90,3 +90,59 @@ test('out of fds: the client gets EMFILE, acknowledged writes are kept, and both
   await c.close();
   expect(srv.log()).not.toMatch(/unexpectedly/);
 });
+
+test('out of fds at accept: a new 9P client is turned away, a virtio-fs frontend waits without a spin, and both are served once fds are free', async () => {
+  const pid = srv.proc.pid!;
+  const logBefore = srv.log().length;
+  const held = fs.readdirSync(`/proc/${pid}/fd`).length;
+  const limit = held + 30;
+  execFileSync('prlimit', ['--pid', String(pid), `--nofile=${limit}:${limit}`]);
+  const { c, root } = await P9Client.session({ path: path.join(base, '9p.sock') }, { aname: exp });
+  // Hold fids until the server is out of fds.
+  const fids: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const f = c.newFid();
+    try {
+      await c.walk(root, f, []);
+      fids.push(f);
+      await c.lcreate(f, `g${i}`, O.RDWR | O.CREAT | O.EXCL, 0o644, 0);
+    } catch (e) {
+      expect((e as { code?: string }).code).toBe('EMFILE');
+      break;
+    }
+  }
+  // A 9P client now: libuv accepts and closes it (it cannot be served), the daemon lives on.
+  const turnedAway = await P9Client.session({ path: path.join(base, '9p.sock') }, { aname: exp }).then(
+    async (s) => { await s.c.close(); return 'served'; }, () => 'turned away');
+  expect(turnedAway).toBe('turned away');
+  // A virtio-fs frontend waits in the backlog: the server must not spin on the readable listener.
+  const cpu0 = cpuTicks(pid);
+  let connected = false;
+  const pending = VhostUserFrontend.connect({ socketPath: path.join(base, 'vfs.sock') }).then((fe) => { connected = true; return fe; });
+  await new Promise((r) => setTimeout(r, 1500));
+  expect(connected).toBe(false);
+  const spent = cpuTicks(pid) - cpu0;
+  expect(spent).toBeLessThan(100); // clock ticks (1/100 s): a spinning accept loop burns ~150 in 1.5 s
+  const failures = srv.log().slice(logBefore).match(/vhost-user: accept failed/g) ?? [];
+  expect(failures.length).toBe(1); // said once, not once per poll
+  for (const f of fids) await c.clunk(f).catch(() => {});
+  const fe = await pending;
+  try {
+    const fuse = new FuseClient(fe);
+    await fuse.doInit();
+    const { open } = await fuse.create(ROOT, 'after-accept', O.RDWR | O.CREAT | O.EXCL, 0o644, { umask: 0 });
+    expect(await fuse.write(open.fh, 0n, Buffer.from('ok'))).toBe(2);
+  } finally {
+    fe.close();
+  }
+  const s2 = await P9Client.session({ path: path.join(base, '9p.sock') }, { aname: exp });
+  await s2.c.close();
+  await c.close();
+  expect(srv.proc.exitCode).toBeNull();
+});
+
+/** utime + stime of a process, in clock ticks. */
+function cpuTicks(pid: number): number {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return Number(f[11]) + Number(f[12]);
+}
