@@ -125,7 +125,7 @@ async function serve(argv: {
     fuseMount: argv.fuseMount,
     fuseFd: supervised() && process.env[FUSE_FD_ENV] !== undefined ? Number(process.env[FUSE_FD_ENV]) : undefined,
     confine: (made) => confine({ mode: sandbox, seccomp: argv.seccomp ?? DEFAULT_SECCOMP, exportPath: realpathSync(sharedDir), securityModel: model,
-      modcaps: argv.modcaps, landlock: argv.landlock, log }, made),
+      modcaps: argv.modcaps, landlock: argv.landlock, log, logFormat: argv.logFormat }, made),
     virtiofsSocket: argv.virtiofsSocket,
     virtiofsFd: argv.virtiofsFd,
     tag: argv.tag,

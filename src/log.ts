@@ -61,6 +61,17 @@ export function textLine(json: string, target = 'duofs'): string {
   return `[${t} ${(NAMES[e.level] ?? 'INFO').padEnd(5)} ${target}] ${e.msg ?? ''}${fields(e)}\n`;
 }
 
+/**
+ * A line written without the logger, by code that cannot format one at the
+ * time (a signal handler writes bytes prepared in advance): in text format
+ * as textLine shows it, minus the time it cannot know; JSON otherwise.
+ */
+export function preparedLine(format: LogFormat | undefined, target: string, level: number, msg: string, extra: Record<string, unknown>): string {
+  const e: Event = { level, time: 0, pid: process.pid, ...extra, msg };
+  if (format !== 'text') return JSON.stringify({ level, pid: process.pid, ...extra, msg }) + '\n';
+  return `[${(NAMES[level] ?? 'INFO').padEnd(5)} ${target}] ${msg}${fields(e)}\n`;
+}
+
 /** One event as an RFC 3164 syslog datagram (local socket: no host name). */
 export function syslogLine(json: string, tag = 'duofs', pid = process.pid): string {
   const e = JSON.parse(json) as Event;

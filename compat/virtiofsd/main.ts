@@ -117,7 +117,7 @@ export async function main(argv: string[]): Promise<number> {
     confine: (made) => {
       // The socket's group is set by name, before the root changes.
       if (args.socketGroup !== undefined && serve.virtiofsSocket !== undefined) applySocketGroup(String(serve.virtiofsSocket), args.socketGroup);
-      return confine({ mode: args.sandbox, seccomp: args.seccomp, exportPath: realpathSync(serve.sharedDir), securityModel: serve.securityModel ?? 'passthrough', modcaps: args.modcaps, log }, made);
+      return confine({ mode: args.sandbox, seccomp: args.seccomp, exportPath: realpathSync(serve.sharedDir), securityModel: serve.securityModel ?? 'passthrough', modcaps: args.modcaps, log, logFormat: args.logFormat, logTarget: NAME }, made);
     },
   });
   log.info({ export: serve.sharedDir, fd: serve.virtiofsFd, socket: serve.virtiofsSocket }, `${NAME} started`);

@@ -11,7 +11,7 @@
 //   6. the test-only escape probe, if the environment asks for it.
 // Nothing may be loaded from disk after step 2: every module is imported
 // statically before the server starts.
-import type { Logger } from '../log.js';
+import { preparedLine, type LogFormat, type Logger } from '../log.js';
 import type { SecurityModelName } from '../../security/model.js';
 import { AT_FDCWD, O_DIRECTORY, O_PATH, close, openat } from '../sys/index.js';
 import { changeRoot } from './root.js';
@@ -32,6 +32,10 @@ export interface SandboxPlan {
   /** Landlock beneath the export where the kernel has it (default true) */
   landlock?: boolean;
   log: Logger;
+  /** trap mode: the log's format, so the SIGSYS handler's line looks like every other (default json) */
+  logFormat?: LogFormat;
+  /** the name in text lines (default duofs) */
+  logTarget?: string;
 }
 
 export async function confine(plan: SandboxPlan, made: { socketPaths: readonly string[] }): Promise<void> {
@@ -56,6 +60,8 @@ export async function confine(plan: SandboxPlan, made: { socketPaths: readonly s
   } finally {
     close(exportFd);
   }
-  installSeccomp(plan.seccomp, { log });
+  const trapLine = (name: string, nr: number): string => preparedLine(plan.logFormat, plan.logTarget ?? 'duofs', 60,
+    `seccomp: forbidden system call ${name} (${nr}); ending the process (SIGSYS)`, { seccomp: 'trap', syscall: name, nr });
+  installSeccomp(plan.seccomp, { log, trapLine });
   runEscapeProbe(log);
 }

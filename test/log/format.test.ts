@@ -6,13 +6,22 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createLogger, syslogLine, textLine } from '../../src/log.js';
+import { createLogger, preparedLine, syslogLine, textLine } from '../../src/log.js';
 
 test('text lines are virtiofsd\'s env_logger lines (level padded to 5), then the fields', () => {
   const json = JSON.stringify({ level: 50, time: Date.UTC(2026, 11, 2, 18, 18, 16, 123), pid: 7, msg: '/nonexist does not exist', peer: 'vu:0', n: 3, path: '/a b' });
   expect(textLine(json, 'duofs-virtiofsd')).toBe('[2026-12-02T18:18:16Z ERROR duofs-virtiofsd] /nonexist does not exist peer=vu:0 n=3 path="/a b"\n');
   expect(textLine(JSON.stringify({ level: 30, time: 0, msg: 'x' }))).toBe('[1970-01-01T00:00:00Z INFO  duofs] x\n');
   expect(textLine(JSON.stringify({ level: 40, time: 0, msg: 'w', err: { code: 'EIO' } }))).toBe('[1970-01-01T00:00:00Z WARN  duofs] w err="{\\"code\\":\\"EIO\\"}"\n');
+});
+
+test('a prepared line (the seccomp trap handler writes it) follows the log format: text as textLine minus the time, else JSON', () => {
+  const msg = 'seccomp: forbidden system call ptrace (101); ending the process (SIGSYS)';
+  const text = preparedLine('text', 'virtiofsd', 60, msg, { seccomp: 'trap', syscall: 'ptrace', nr: 101 });
+  expect(text).toBe(`[ERROR virtiofsd] ${msg} seccomp=trap syscall=ptrace nr=101\n`);
+  const json = preparedLine(undefined, 'duofs', 60, msg, { seccomp: 'trap', syscall: 'ptrace', nr: 101 });
+  expect(JSON.parse(json)).toEqual({ level: 60, pid: process.pid, seccomp: 'trap', syscall: 'ptrace', nr: 101, msg });
+  expect(json.endsWith('\n')).toBe(true);
 });
 
 test('syslog lines: facility user, the level\'s severity, the tag and pid', () => {
