@@ -19,7 +19,9 @@ import {
 import { printable } from '../../src/backend/names.js';
 import { timeouts, type FuseOptions } from './options.js';
 import { parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
-import { ArgReader, attrOut, entryOut, openOut, statfsOut, type FuseAttr } from './wire.js';
+import {
+  ArgReader, attrOut, encodeGetxattrOut, encodeLseekOut, encodeWriteOut, entryOut, openOut, statfsOut, type FuseAttr,
+} from './wire.js';
 
 
 export interface FuseSessionContext {
@@ -656,9 +658,7 @@ export class FuseSession {
       partial: !(this.wantFlags & INIT.WRITEBACK_CACHE),
       killSuidgid: (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0,
     });
-    const b = Buffer.alloc(8);
-    b.writeUInt32LE(done, 0);
-    out.send(0, [b]);
+    out.send(0, [encodeWriteOut(done)]);
   }
 
   private statfs(h: InHeader, _b: RequestBody, out: ReplyTo): void {
@@ -720,9 +720,7 @@ export class FuseSession {
     const file = this.file(fh, 'LSEEK');
     if (whence !== SEEK_DATA && whence !== SEEK_HOLE) fail(Errno.EINVAL, 'LSEEK', `whence ${whence} (only SEEK_DATA/SEEK_HOLE reach the server)`);
     const r = this.ctx.backend.lseek(file, Number(offset), whence);
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64LE(BigInt(r), 0);
-    out.send(0, [b]);
+    out.send(0, [encodeLseekOut(r)]);
   }
 
   private async copyFileRange(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
@@ -738,9 +736,7 @@ export class FuseSession {
     const fout = this.file(fhOut, 'COPY_FILE_RANGE');
     if (flags !== 0n) fail(Errno.EINVAL, 'COPY_FILE_RANGE', `flags ${flags}`);
     const n = await this.ctx.backend.copyFileRange(fin, Number(offIn), fout, Number(offOut), len);
-    const b = Buffer.alloc(8);
-    b.writeUInt32LE(n, 0);
-    out.send(0, [b]);
+    out.send(0, [encodeWriteOut(n)]);
   }
 
   private syncfs(_h: InHeader, _b: RequestBody, out: ReplyTo): void {
@@ -890,9 +886,7 @@ export class FuseSession {
   /** getxattr/listxattr: size 0 asks for the length; a too-small buffer is ERANGE. */
   private sizedReply(out: ReplyTo, value: Buffer, size: number): void {
     if (size === 0) {
-      const b = Buffer.alloc(8);
-      b.writeUInt32LE(value.length, 0);
-      out.send(0, [b]);
+      out.send(0, [encodeGetxattrOut(value.length)]);
     } else if (value.length > size) {
       out.send(Errno.ERANGE, []);
     } else {

@@ -3,7 +3,10 @@
 // structures. Every transport and the session use these; nothing else in
 // protocols/fuse writes a reply structure at a literal offset.
 import { Errno, SysError, type StatFs } from '../../src/sys/index.js';
-import { ATTR_OUT_SIZE, ATTR_SIZE, ENTRY_OUT_SIZE, OFFSET_MAX, OPEN_OUT_SIZE, OUT_HEADER_SIZE } from './constants.js';
+import {
+  ATTR_OUT_SIZE, ATTR_SIZE, ENTRY_OUT_SIZE, GETXATTR_OUT_SIZE, LSEEK_OUT_SIZE, OFFSET_MAX, OPEN_OUT_SIZE, OUT_HEADER_SIZE,
+  WRITE_OUT_SIZE,
+} from './constants.js';
 
 /** Largest file offset (off_t). */
 const OFF_MAX = OFFSET_MAX;
@@ -150,6 +153,27 @@ export function statfsOut(s: StatFs): Buffer {
   b.writeUInt32LE(s.bsize, 40);
   b.writeUInt32LE(s.namelen, 44);
   b.writeUInt32LE(s.frsize, 48);
+  return b;
+}
+
+/** struct fuse_write_out: the bytes a WRITE (or COPY_FILE_RANGE) moved. */
+export function encodeWriteOut(size: number): Buffer {
+  const b = Buffer.alloc(WRITE_OUT_SIZE);
+  b.writeUInt32LE(size, 0);
+  return b;
+}
+
+/** struct fuse_lseek_out: the offset SEEK_DATA / SEEK_HOLE found. */
+export function encodeLseekOut(offset: number | bigint): Buffer {
+  const b = Buffer.alloc(LSEEK_OUT_SIZE);
+  b.writeBigUInt64LE(BigInt(offset), 0);
+  return b;
+}
+
+/** struct fuse_getxattr_out: the size of a value (GETXATTR) or name list (LISTXATTR) asked for with size 0. */
+export function encodeGetxattrOut(size: number): Buffer {
+  const b = Buffer.alloc(GETXATTR_OUT_SIZE);
+  b.writeUInt32LE(size, 0);
   return b;
 }
 

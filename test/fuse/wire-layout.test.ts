@@ -1,0 +1,58 @@
+// The FUSE reply encoders (protocols/fuse/wire.ts) against bytes built field
+// by field from linux/fuse.h's own struct text (test/fuse/layout.ts), and
+// every size constant against sizeof of its struct: a field at a wrong
+// offset, a wrong width or a size off by one fails here, with the field named.
+import { describe, expect, test } from '@jest/globals';
+import * as C from '../../protocols/fuse/constants.js';
+import {
+  encodeGetxattrOut, encodeLseekOut, encodeWriteOut,
+} from '../../protocols/fuse/wire.js';
+import { build, offsetOf, sizeOf } from './layout.js';
+
+/** Compares as hex, so a failure shows the bytes. */
+const hex = (b: Buffer): string => b.toString('hex');
+
+describe('size constants are sizeof their linux/fuse.h struct', () => {
+  const sizes: [string, number, string][] = [
+    ['IN_HEADER_SIZE', C.IN_HEADER_SIZE, 'fuse_in_header'],
+    ['OUT_HEADER_SIZE', C.OUT_HEADER_SIZE, 'fuse_out_header'],
+    ['ATTR_SIZE', C.ATTR_SIZE, 'fuse_attr'],
+    ['ENTRY_OUT_SIZE', C.ENTRY_OUT_SIZE, 'fuse_entry_out'],
+    ['ATTR_OUT_SIZE', C.ATTR_OUT_SIZE, 'fuse_attr_out'],
+    ['OPEN_OUT_SIZE', C.OPEN_OUT_SIZE, 'fuse_open_out'],
+    ['DIRENT_SIZE', C.DIRENT_SIZE, 'fuse_dirent'],
+    ['DIRENTPLUS_SIZE', C.DIRENTPLUS_SIZE, 'fuse_direntplus'],
+    ['WRITE_OUT_SIZE', C.WRITE_OUT_SIZE, 'fuse_write_out'],
+    ['LSEEK_OUT_SIZE', C.LSEEK_OUT_SIZE, 'fuse_lseek_out'],
+    ['GETXATTR_OUT_SIZE', C.GETXATTR_OUT_SIZE, 'fuse_getxattr_out'],
+    ['FILE_LOCK_SIZE', C.FILE_LOCK_SIZE, 'fuse_file_lock'],
+    ['LK_OUT_SIZE', C.LK_OUT_SIZE, 'fuse_lk_out'],
+    ['INIT_OUT_SIZE', C.INIT_OUT_SIZE, 'fuse_init_out'],
+    ['STATX_SIZE', C.STATX_SIZE, 'fuse_statx'],
+    ['STATX_OUT_SIZE', C.STATX_OUT_SIZE, 'fuse_statx_out'],
+  ];
+  test.each(sizes)('%s', (_name, value, struct) => {
+    expect({ [struct]: value }).toEqual({ [struct]: sizeOf(struct) });
+  });
+
+  test('the compat fuse_init_out sizes end where 7.5 and 7.23 added fields (fuse.h: 8 and 24)', () => {
+    expect([C.FUSE_COMPAT_INIT_OUT_SIZE, C.FUSE_COMPAT_22_INIT_OUT_SIZE])
+      .toEqual([offsetOf('fuse_init_out', 'max_readahead'), offsetOf('fuse_init_out', 'time_gran')]);
+  });
+});
+
+describe('small replies', () => {
+  test('fuse_write_out', () => {
+    expect(hex(encodeWriteOut(0x12345678))).toBe(hex(build('fuse_write_out', { size: 0x12345678 })));
+    expect(hex(encodeWriteOut(0))).toBe(hex(build('fuse_write_out', {})));
+  });
+
+  test('fuse_lseek_out', () => {
+    expect(hex(encodeLseekOut(0x1_0000_2000))).toBe(hex(build('fuse_lseek_out', { offset: 0x1_0000_2000 })));
+    expect(hex(encodeLseekOut(2n ** 62n + 1n))).toBe(hex(build('fuse_lseek_out', { offset: 2n ** 62n + 1n })));
+  });
+
+  test('fuse_getxattr_out', () => {
+    expect(hex(encodeGetxattrOut(65536))).toBe(hex(build('fuse_getxattr_out', { size: 65536 })));
+  });
+});
