@@ -20,7 +20,7 @@ import { printable } from '../../src/backend/names.js';
 import { timeouts, type FuseOptions } from './options.js';
 import { parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
 import {
-  ArgReader, attrOut, encodeGetxattrOut, encodeLseekOut, encodeWriteOut, entryOut, openOut, statfsOut, type FuseAttr,
+  ArgReader, attrOut, encodeGetxattrOut, encodeLkOut, encodeLseekOut, encodeWriteOut, entryOut, openOut, statfsOut, type FuseAttr,
 } from './wire.js';
 
 
@@ -938,12 +938,10 @@ export class FuseSession {
   private getlk(_h: InHeader, body: RequestBody, out: ReplyTo): void {
     const l = this.lkArgs(body, 'GETLK');
     const r = this.ctx.backend.getlk(l.file, l.owner, { type: l.type, start: l.start, len: l.len });
-    const b = Buffer.alloc(24);
-    b.writeBigUInt64LE(BigInt(r.start), 0);
-    b.writeBigUInt64LE(r.len === 0 ? OFFSET_MAX : BigInt(r.start + r.len - 1), 8);
-    b.writeUInt32LE(r.type, 16);
-    b.writeUInt32LE(r.type === F_UNLCK ? 0 : Math.max(r.pid, 0), 20);
-    out.send(0, [b]);
+    out.send(0, [encodeLkOut({
+      start: BigInt(r.start), end: r.len === 0 ? OFFSET_MAX : BigInt(r.start + r.len - 1),
+      type: r.type, pid: r.type === F_UNLCK ? 0 : Math.max(r.pid, 0),
+    })]);
   }
 
   private setlk(_h: InHeader, body: RequestBody, out: ReplyTo): void {

@@ -4,8 +4,8 @@
 // protocols/fuse writes a reply structure at a literal offset.
 import { Errno, SysError, type StatFs } from '../../src/sys/index.js';
 import {
-  ATTR_OUT_SIZE, ATTR_SIZE, ENTRY_OUT_SIZE, GETXATTR_OUT_SIZE, LSEEK_OUT_SIZE, OFFSET_MAX, OPEN_OUT_SIZE, OUT_HEADER_SIZE,
-  WRITE_OUT_SIZE,
+  ATTR_OUT_SIZE, ATTR_SIZE, ENTRY_OUT_SIZE, GETXATTR_OUT_SIZE, LK_OUT_SIZE, LSEEK_OUT_SIZE, OFFSET_MAX, OPEN_OUT_SIZE,
+  OUT_HEADER_SIZE, WRITE_OUT_SIZE,
 } from './constants.js';
 
 /** Largest file offset (off_t). */
@@ -174,6 +174,31 @@ export function encodeLseekOut(offset: number | bigint): Buffer {
 export function encodeGetxattrOut(size: number): Buffer {
   const b = Buffer.alloc(GETXATTR_OUT_SIZE);
   b.writeUInt32LE(size, 0);
+  return b;
+}
+
+/** struct fuse_file_lock: a byte range [start, end] (end OFFSET_MAX: to the end of the file) and its holder. */
+export interface FileLock {
+  start: bigint;
+  end: bigint;
+  /** F_RDLCK, F_WRLCK or F_UNLCK */
+  type: number;
+  /** the holder's tgid; 0 when unknown or unlocked */
+  pid: number;
+}
+
+/** Writes struct fuse_file_lock (24 bytes) at `at`. */
+export function encodeFileLock(b: Buffer, at: number, lk: FileLock): void {
+  b.writeBigUInt64LE(lk.start, at);
+  b.writeBigUInt64LE(lk.end, at + 8);
+  b.writeUInt32LE(lk.type, at + 16);
+  b.writeUInt32LE(lk.pid, at + 20);
+}
+
+/** struct fuse_lk_out (GETLK): the lock that would conflict, or type F_UNLCK. */
+export function encodeLkOut(lk: FileLock): Buffer {
+  const b = Buffer.alloc(LK_OUT_SIZE);
+  encodeFileLock(b, 0, lk);
   return b;
 }
 

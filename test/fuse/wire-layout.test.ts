@@ -5,7 +5,7 @@
 import { describe, expect, test } from '@jest/globals';
 import * as C from '../../protocols/fuse/constants.js';
 import {
-  encodeGetxattrOut, encodeLseekOut, encodeWriteOut,
+  encodeGetxattrOut, encodeLkOut, encodeLseekOut, encodeWriteOut,
 } from '../../protocols/fuse/wire.js';
 import { build, offsetOf, sizeOf } from './layout.js';
 
@@ -54,5 +54,16 @@ describe('small replies', () => {
 
   test('fuse_getxattr_out', () => {
     expect(hex(encodeGetxattrOut(65536))).toBe(hex(build('fuse_getxattr_out', { size: 65536 })));
+  });
+});
+
+describe('locks', () => {
+  test('fuse_lk_out: a conflicting lock to the end of the file', () => {
+    const lk = { start: 0x1122334455n, end: C.OFFSET_MAX, type: 1, pid: 4242 };
+    expect(hex(encodeLkOut(lk))).toBe(hex(build('fuse_lk_out', { 'lk.start': lk.start, 'lk.end': lk.end, 'lk.type': 1, 'lk.pid': 4242 })));
+  });
+
+  test('fuse_lk_out: no conflict (F_UNLCK, pid 0)', () => {
+    expect(hex(encodeLkOut({ start: 10n, end: 20n, type: 2, pid: 0 }))).toBe(hex(build('fuse_lk_out', { 'lk.start': 10, 'lk.end': 20, 'lk.type': 2 })));
   });
 });
