@@ -12,15 +12,16 @@ import {
 import type { Logger } from '../../src/log.js';
 import { PeerLog, type LogLimits } from '../../src/log-limit.js';
 import {
-  DIRENT_SIZE, ENTRY_OUT_SIZE, FATTR, FOPEN, FUSE_ATTR_SUBMOUNT, FUSE_FSYNC_FDATASYNC,
-  FUSE_GETATTR_FH, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_ROOT_ID, IN_HEADER_SIZE,
-  INIT, OP, FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID, FUSE_RELEASE_FLOCK_UNLOCK, OFFSET_MAX,
+  DIRENT_SIZE, ENTRY_OUT_SIZE, FATTR, FOPEN, FUSE_ATTR_SUBMOUNT, FUSE_COMPAT_22_INIT_OUT_SIZE, FUSE_COMPAT_INIT_OUT_SIZE,
+  FUSE_FSYNC_FDATASYNC, FUSE_GETATTR_FH, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_ROOT_ID,
+  IN_HEADER_SIZE, INIT, INIT_OUT_FULL_MINOR, OP, FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID, FUSE_RELEASE_FLOCK_UNLOCK,
+  OFFSET_MAX,
 } from './constants.js';
 import { printable } from '../../src/backend/names.js';
 import { timeouts, type FuseOptions } from './options.js';
 import { parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
 import {
-  ArgReader, attrOut, encodeGetxattrOut, encodeLkOut, encodeLseekOut, encodeWriteOut, entryOut, openOut, statfsOut, type FuseAttr,
+  ArgReader, attrOut, encodeGetxattrOut, encodeInitOut, encodeLkOut, encodeLseekOut, encodeWriteOut, entryOut, openOut, statfsOut, type FuseAttr,
 } from './wire.js';
 
 
@@ -42,6 +43,16 @@ type Handler = (h: InHeader, body: RequestBody, out: ReplyTo) => void | Promise<
 function args(body: RequestBody, op: string, n?: number): ArgReader {
   return new ArgReader(body.head(n === undefined ? body.length : Math.min(n, body.length)), op);
 }
+
+// What INIT answers besides the negotiated flags and sizes.
+/** fuse_init_out.max_background: background requests (readahead, async I/O) the kernel keeps in flight */
+const MAX_BACKGROUND = 64;
+/** fuse_init_out.congestion_threshold: 3/4 of max_background, the kernel's own default ratio */
+const CONGESTION_THRESHOLD = 48;
+/** fuse_init_out.time_gran: timestamps are kept to the nanosecond */
+const TIME_GRAN_NS = 1;
+/** fuse_init_out.max_pages counts pages of this size */
+const PAGE_SIZE = 4096;
 
 export class FuseSession {
   private initialized = false;
@@ -302,14 +313,13 @@ export class FuseSession {
     const minor = a.u32('minor');
     const maxReadahead = a.u32('max_readahead');
     const flags = BigInt(a.u32('flags'));
-    const flags2 = body.length >= 20 ? BigInt(a.u32('flags2')) : 0n;
+    // flags2 and the rest came with 7.36; an older kernel's fuse_init_in ends at flags.
+    const flags2 = a.remaining >= 4 ? BigInt(a.u32('flags2')) : 0n;
     const offered = flags & INIT.INIT_EXT ? flags | (flags2 << 32n) : flags;
     if (major !== FUSE_KERNEL_VERSION) {
       this.logs.error('fuse.init', { peer: this.peer, major, minor }, 'fuse: unsupported kernel protocol major version');
       // Reply with our major only; the kernel then retries or gives up.
-      const b = Buffer.alloc(8);
-      b.writeUInt32LE(FUSE_KERNEL_VERSION, 0);
-      b.writeUInt32LE(FUSE_KERNEL_MINOR_VERSION, 4);
+      const b = encodeInitOut({ major: FUSE_KERNEL_VERSION, minor: FUSE_KERNEL_MINOR_VERSION }).subarray(0, FUSE_COMPAT_INIT_OUT_SIZE);
       out.send(major > FUSE_KERNEL_VERSION ? 0 : Errno.EPROTO, major > FUSE_KERNEL_VERSION ? [b] : []);
       return;
     }
@@ -343,22 +353,15 @@ export class FuseSession {
     this.wantFlags = want;
     this.minor = Math.min(minor, FUSE_KERNEL_MINOR_VERSION);
     this.initialized = true;
-    const maxPages = Math.ceil(options.maxWrite / 4096);
-    const b = Buffer.alloc(64);
-    b.writeUInt32LE(FUSE_KERNEL_VERSION, 0);
-    b.writeUInt32LE(this.minor, 4);
-    b.writeUInt32LE(maxReadahead, 8);
-    b.writeUInt32LE(Number(want & 0xffffffffn), 12);
-    b.writeUInt16LE(64, 16); // max_background
-    b.writeUInt16LE(48, 18); // congestion_threshold
-    b.writeUInt32LE(options.maxWrite, 20);
-    b.writeUInt32LE(1, 24); // time_gran: nanoseconds
-    b.writeUInt16LE(Math.min(maxPages, 0xffff), 28);
-    b.writeUInt16LE(0, 30);
-    b.writeUInt32LE(Number((want >> 32n) & 0xffffffffn), 32);
+    const maxPages = Math.ceil(options.maxWrite / PAGE_SIZE);
+    const b = encodeInitOut({
+      major: FUSE_KERNEL_VERSION, minor: this.minor, maxReadahead, flags: want,
+      maxBackground: MAX_BACKGROUND, congestionThreshold: CONGESTION_THRESHOLD, maxWrite: options.maxWrite,
+      timeGran: TIME_GRAN_NS, maxPages: Math.min(maxPages, 0xffff),
+    });
     this.logs.info('fuse.init', { peer: this.peer, minor, flags: `0x${want.toString(16)}` }, 'fuse session initialized');
     // Older kernels (minor < 23) expect a 24-byte reply.
-    out.send(0, [minor < 23 ? b.subarray(0, 24) : b]);
+    out.send(0, [minor < INIT_OUT_FULL_MINOR ? b.subarray(0, FUSE_COMPAT_22_INIT_OUT_SIZE) : b]);
   }
 
   private destroy(_h: InHeader, _b: RequestBody, out: ReplyTo): void {

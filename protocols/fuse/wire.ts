@@ -4,8 +4,8 @@
 // protocols/fuse writes a reply structure at a literal offset.
 import { Errno, SysError, type StatFs } from '../../src/sys/index.js';
 import {
-  ATTR_OUT_SIZE, ATTR_SIZE, ENTRY_OUT_SIZE, GETXATTR_OUT_SIZE, LK_OUT_SIZE, LSEEK_OUT_SIZE, OFFSET_MAX, OPEN_OUT_SIZE,
-  OUT_HEADER_SIZE, WRITE_OUT_SIZE,
+  ATTR_OUT_SIZE, ATTR_SIZE, ENTRY_OUT_SIZE, GETXATTR_OUT_SIZE, INIT_OUT_SIZE, LK_OUT_SIZE, LSEEK_OUT_SIZE, OFFSET_MAX,
+  OPEN_OUT_SIZE, OUT_HEADER_SIZE, WRITE_OUT_SIZE,
 } from './constants.js';
 
 /** Largest file offset (off_t). */
@@ -153,6 +153,43 @@ export function statfsOut(s: StatFs): Buffer {
   b.writeUInt32LE(s.bsize, 40);
   b.writeUInt32LE(s.namelen, 44);
   b.writeUInt32LE(s.frsize, 48);
+  return b;
+}
+
+/** struct fuse_init_out. Fields left out are 0. */
+export interface InitOut {
+  major: number;
+  minor: number;
+  maxReadahead?: number;
+  /** all 64 INIT flags: the low half goes to `flags`, the high half to `flags2` */
+  flags?: bigint;
+  maxBackground?: number;
+  congestionThreshold?: number;
+  maxWrite?: number;
+  /** timestamp granularity in ns */
+  timeGran?: number;
+  maxPages?: number;
+  mapAlignment?: number;
+}
+
+/**
+ * struct fuse_init_out, all INIT_OUT_SIZE bytes; an older kernel gets a
+ * prefix (FUSE_COMPAT_INIT_OUT_SIZE, FUSE_COMPAT_22_INIT_OUT_SIZE).
+ */
+export function encodeInitOut(o: InitOut): Buffer {
+  const b = Buffer.alloc(INIT_OUT_SIZE);
+  const flags = o.flags ?? 0n;
+  b.writeUInt32LE(o.major, 0);
+  b.writeUInt32LE(o.minor, 4);
+  b.writeUInt32LE(o.maxReadahead ?? 0, 8);
+  b.writeUInt32LE(Number(flags & 0xffffffffn), 12);
+  b.writeUInt16LE(o.maxBackground ?? 0, 16);
+  b.writeUInt16LE(o.congestionThreshold ?? 0, 18);
+  b.writeUInt32LE(o.maxWrite ?? 0, 20);
+  b.writeUInt32LE(o.timeGran ?? 0, 24);
+  b.writeUInt16LE(o.maxPages ?? 0, 28);
+  b.writeUInt16LE(o.mapAlignment ?? 0, 30);
+  b.writeUInt32LE(Number((flags >> 32n) & 0xffffffffn), 32);
   return b;
 }
 

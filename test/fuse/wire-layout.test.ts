@@ -5,7 +5,7 @@
 import { describe, expect, test } from '@jest/globals';
 import * as C from '../../protocols/fuse/constants.js';
 import {
-  encodeGetxattrOut, encodeLkOut, encodeLseekOut, encodeWriteOut,
+  encodeGetxattrOut, encodeInitOut, encodeLkOut, encodeLseekOut, encodeWriteOut,
 } from '../../protocols/fuse/wire.js';
 import { build, offsetOf, sizeOf } from './layout.js';
 
@@ -65,5 +65,25 @@ describe('locks', () => {
 
   test('fuse_lk_out: no conflict (F_UNLCK, pid 0)', () => {
     expect(hex(encodeLkOut({ start: 10n, end: 20n, type: 2, pid: 0 }))).toBe(hex(build('fuse_lk_out', { 'lk.start': 10, 'lk.end': 20, 'lk.type': 2 })));
+  });
+});
+
+describe('fuse_init_out', () => {
+  const init = {
+    major: 7, minor: 39, maxReadahead: 0x20000, flags: (1n << 34n) | (1n << 30n) | 0x8000_0001n,
+    maxBackground: 64, congestionThreshold: 48, maxWrite: 0x100000, timeGran: 1, maxPages: 256, mapAlignment: 12,
+  };
+  const want = build('fuse_init_out', {
+    major: 7, minor: 39, max_readahead: 0x20000, flags: 0xc000_0001, flags2: 0x4,
+    max_background: 64, congestion_threshold: 48, max_write: 0x100000, time_gran: 1, max_pages: 256, map_alignment: 12,
+  });
+
+  test('every field where fuse.h puts it; the 64 flags split into flags and flags2', () => {
+    expect(hex(encodeInitOut(init))).toBe(hex(want));
+  });
+
+  test('fields left out are zero (the 8-byte answer to a newer major is major and minor alone)', () => {
+    expect(hex(encodeInitOut({ major: 7, minor: 39 }))).toBe(hex(build('fuse_init_out', { major: 7, minor: 39 })));
+    expect(hex(encodeInitOut({ major: 7, minor: 39 }).subarray(0, C.FUSE_COMPAT_INIT_OUT_SIZE))).toBe('0700000027000000');
   });
 });
