@@ -21,7 +21,8 @@ import { printable } from '../../src/backend/names.js';
 import { timeouts, type FuseOptions } from './options.js';
 import { parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
 import {
-  ArgReader, attrOut, encodeGetxattrOut, encodeInitOut, encodeLkOut, encodeLseekOut, encodeWriteOut, entryOut, openOut, statfsOut, type FuseAttr,
+  ArgReader, attrOut, encodeGetxattrOut, encodeInitOut, encodeLkOut, encodeLseekOut, encodeStatxOut, encodeWriteOut, entryOut,
+  openOut, statfsOut, type FuseAttr,
 } from './wire.js';
 
 
@@ -433,30 +434,11 @@ export class FuseSession {
     a.u32('fuse_statx_in.sx_flags');
     a.u32('fuse_statx_in.sx_mask');
     const st = flags & FUSE_GETATTR_FH && this.handles.has(fh) ? this.ctx.backend.getattrOpen(this.handles.get(fh)!) : this.ctx.backend.getattr(inode);
-    const b = Buffer.alloc(32 + 256);
-    b.writeBigUInt64LE(BigInt(timeouts(this.ctx.options.cache).attr), 0);
-    const x = 32;
-    b.writeUInt32LE(STATX_BASIC_STATS | (st.btime ? STATX_BTIME : 0), x);
-    b.writeUInt32LE(st.blksize, x + 4);
-    b.writeUInt32LE(st.nlink, x + 16);
-    b.writeUInt32LE(st.uid, x + 20);
-    b.writeUInt32LE(st.gid, x + 24);
-    b.writeUInt16LE(st.mode, x + 28);
-    b.writeBigUInt64LE(inode.guestIno, x + 32);
-    b.writeBigUInt64LE(BigInt(st.size), x + 40);
-    b.writeBigUInt64LE(BigInt(st.blocks), x + 48);
-    const t = (at: number, v: { sec: number; nsec: number } | undefined): void => {
-      if (!v) return;
-      b.writeBigInt64LE(BigInt(v.sec), at);
-      b.writeUInt32LE(v.nsec, at + 8);
-    };
-    t(x + 64, st.atime);
-    t(x + 80, st.btime);
-    t(x + 96, st.ctime);
-    t(x + 112, st.mtime);
-    b.writeUInt32LE(major(st.rdev), x + 128);
-    b.writeUInt32LE(minor(st.rdev), x + 132);
-    out.send(0, [b]);
+    out.send(0, [encodeStatxOut(timeouts(this.ctx.options.cache).attr, {
+      mask: STATX_BASIC_STATS | (st.btime ? STATX_BTIME : 0), blksize: st.blksize, nlink: st.nlink, uid: st.uid, gid: st.gid,
+      mode: st.mode, ino: inode.guestIno, size: st.size, blocks: st.blocks,
+      atime: st.atime, btime: st.btime, ctime: st.ctime, mtime: st.mtime, rdevMajor: major(st.rdev), rdevMinor: minor(st.rdev),
+    })]);
   }
 
   private setattr(h: InHeader, body: RequestBody, out: ReplyTo): void {

@@ -5,7 +5,7 @@
 import { Errno, SysError, type StatFs } from '../../src/sys/index.js';
 import {
   ATTR_OUT_SIZE, ATTR_SIZE, ENTRY_OUT_SIZE, GETXATTR_OUT_SIZE, INIT_OUT_SIZE, LK_OUT_SIZE, LSEEK_OUT_SIZE, OFFSET_MAX,
-  OPEN_OUT_SIZE, OUT_HEADER_SIZE, WRITE_OUT_SIZE,
+  OPEN_OUT_SIZE, OUT_HEADER_SIZE, STATX_OUT_SIZE, WRITE_OUT_SIZE,
 } from './constants.js';
 
 /** Largest file offset (off_t). */
@@ -105,6 +105,74 @@ export function encodeAttr(b: Buffer, at: number, a: FuseAttr): void {
   b.writeUInt32LE(a.rdev >>> 0, at + 76);
   b.writeUInt32LE(a.blksize >>> 0, at + 80);
   b.writeUInt32LE(a.flags >>> 0, at + 84);
+}
+
+/** struct fuse_sx_time */
+export interface SxTime {
+  sec: number | bigint;
+  nsec: number;
+}
+
+/** struct fuse_statx (7.39), as the session fills it; fields left out are 0. */
+export interface FuseStatx {
+  /** STATX_* bits of the fields that are filled */
+  mask: number;
+  blksize: number;
+  attributes?: bigint;
+  nlink: number;
+  uid: number;
+  gid: number;
+  mode: number;
+  ino: bigint;
+  size: number | bigint;
+  blocks: number | bigint;
+  attributesMask?: bigint;
+  atime?: SxTime;
+  btime?: SxTime;
+  ctime?: SxTime;
+  mtime?: SxTime;
+  rdevMajor: number;
+  rdevMinor: number;
+  devMajor?: number;
+  devMinor?: number;
+}
+
+/** Writes struct fuse_sx_time (16 bytes) at `at`; none leaves it zero. */
+function encodeSxTime(b: Buffer, at: number, t: SxTime | undefined): void {
+  if (!t) return;
+  b.writeBigInt64LE(BigInt(t.sec), at);
+  b.writeUInt32LE(t.nsec, at + 8);
+}
+
+/** Writes struct fuse_statx (256 bytes) at `at` of a zeroed buffer. */
+export function encodeStatx(b: Buffer, at: number, x: FuseStatx): void {
+  b.writeUInt32LE(x.mask, at);
+  b.writeUInt32LE(x.blksize, at + 4);
+  b.writeBigUInt64LE(x.attributes ?? 0n, at + 8);
+  b.writeUInt32LE(x.nlink, at + 16);
+  b.writeUInt32LE(x.uid, at + 20);
+  b.writeUInt32LE(x.gid, at + 24);
+  b.writeUInt16LE(x.mode, at + 28);
+  b.writeBigUInt64LE(x.ino, at + 32);
+  b.writeBigUInt64LE(BigInt(x.size), at + 40);
+  b.writeBigUInt64LE(BigInt(x.blocks), at + 48);
+  b.writeBigUInt64LE(x.attributesMask ?? 0n, at + 56);
+  encodeSxTime(b, at + 64, x.atime);
+  encodeSxTime(b, at + 80, x.btime);
+  encodeSxTime(b, at + 96, x.ctime);
+  encodeSxTime(b, at + 112, x.mtime);
+  b.writeUInt32LE(x.rdevMajor, at + 128);
+  b.writeUInt32LE(x.rdevMinor, at + 132);
+  b.writeUInt32LE(x.devMajor ?? 0, at + 136);
+  b.writeUInt32LE(x.devMinor ?? 0, at + 140);
+}
+
+/** struct fuse_statx_out: the attribute timeout (whole seconds) and the statx. */
+export function encodeStatxOut(attrValid: number, x: FuseStatx): Buffer {
+  const b = Buffer.alloc(STATX_OUT_SIZE);
+  b.writeBigUInt64LE(BigInt(attrValid), 0);
+  encodeStatx(b, 32, x);
+  return b;
 }
 
 /** Timeouts of an entry or attribute reply, in whole seconds (nsec parts are 0). */

@@ -5,7 +5,7 @@
 import { describe, expect, test } from '@jest/globals';
 import * as C from '../../protocols/fuse/constants.js';
 import {
-  encodeGetxattrOut, encodeInitOut, encodeLkOut, encodeLseekOut, encodeWriteOut,
+  encodeGetxattrOut, encodeInitOut, encodeLkOut, encodeLseekOut, encodeStatxOut, encodeWriteOut,
 } from '../../protocols/fuse/wire.js';
 import { build, offsetOf, sizeOf } from './layout.js';
 
@@ -85,5 +85,36 @@ describe('fuse_init_out', () => {
   test('fields left out are zero (the 8-byte answer to a newer major is major and minor alone)', () => {
     expect(hex(encodeInitOut({ major: 7, minor: 39 }))).toBe(hex(build('fuse_init_out', { major: 7, minor: 39 })));
     expect(hex(encodeInitOut({ major: 7, minor: 39 }).subarray(0, C.FUSE_COMPAT_INIT_OUT_SIZE))).toBe('0700000027000000');
+  });
+});
+
+describe('fuse_statx_out', () => {
+  const x = {
+    mask: 0xfff, blksize: 4096, attributes: 0x20n, nlink: 3, uid: 0xfffffffe, gid: 5, mode: 0o120777, ino: 0x1122334455667788n,
+    size: 2n ** 40n + 1n, blocks: 17, attributesMask: 0x30n,
+    atime: { sec: -5, nsec: 1 }, btime: { sec: 2n ** 33n, nsec: 2 }, ctime: { sec: 7, nsec: 999_999_999 }, mtime: { sec: 8, nsec: 4 },
+    rdevMajor: 259, rdevMinor: 0x12345, devMajor: 8, devMinor: 1,
+  };
+  const time = (f: string, t: { sec: number | bigint; nsec: number }): Record<string, number | bigint> =>
+    ({ [`stat.${f}.tv_sec`]: BigInt(t.sec), [`stat.${f}.tv_nsec`]: t.nsec });
+
+  test('every field of fuse_statx where fuse.h 7.39 puts it, after the attribute timeout', () => {
+    const want = build('fuse_statx_out', {
+      attr_valid: 86400, 'stat.mask': 0xfff, 'stat.blksize': 4096, 'stat.attributes': 0x20n, 'stat.nlink': 3, 'stat.uid': 0xfffffffe,
+      'stat.gid': 5, 'stat.mode': 0o120777, 'stat.ino': x.ino, 'stat.size': x.size, 'stat.blocks': 17, 'stat.attributes_mask': 0x30n,
+      ...time('atime', x.atime), ...time('btime', x.btime), ...time('ctime', x.ctime), ...time('mtime', x.mtime),
+      'stat.rdev_major': 259, 'stat.rdev_minor': 0x12345, 'stat.dev_major': 8, 'stat.dev_minor': 1,
+    });
+    expect(hex(encodeStatxOut(86400, x))).toBe(hex(want));
+  });
+
+  test('a time left out (no birth time) and the optional fields stay zero', () => {
+    const { btime: _b, attributes: _a, attributesMask: _m, devMajor: _j, devMinor: _n, ...rest } = x;
+    const want = build('fuse_statx_out', {
+      'stat.mask': 0xfff, 'stat.blksize': 4096, 'stat.nlink': 3, 'stat.uid': 0xfffffffe, 'stat.gid': 5, 'stat.mode': 0o120777,
+      'stat.ino': x.ino, 'stat.size': x.size, 'stat.blocks': 17,
+      ...time('atime', x.atime), ...time('ctime', x.ctime), ...time('mtime', x.mtime), 'stat.rdev_major': 259, 'stat.rdev_minor': 0x12345,
+    });
+    expect(hex(encodeStatxOut(0, rest))).toBe(hex(want));
   });
 });
