@@ -12,7 +12,7 @@ import {
 import type { Logger } from '../../src/log.js';
 import { PeerLog, type LogLimits } from '../../src/log-limit.js';
 import {
-  DIRENT_SIZE, ENTRY_OUT_SIZE, FATTR, FOPEN, FUSE_ATTR_SUBMOUNT, FUSE_COMPAT_22_INIT_OUT_SIZE, FUSE_COMPAT_INIT_OUT_SIZE,
+  ENTRY_OUT_SIZE, FATTR, FOPEN, FUSE_ATTR_SUBMOUNT, FUSE_COMPAT_22_INIT_OUT_SIZE, FUSE_COMPAT_INIT_OUT_SIZE,
   FUSE_FSYNC_FDATASYNC, FUSE_GETATTR_FH, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_ROOT_ID,
   IN_HEADER_SIZE, INIT, INIT_OUT_FULL_MINOR, OP, FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID, FUSE_RELEASE_FLOCK_UNLOCK,
   OFFSET_MAX,
@@ -21,8 +21,8 @@ import { printable } from '../../src/backend/names.js';
 import { timeouts, type FuseOptions } from './options.js';
 import { parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
 import {
-  ArgReader, attrOut, encodeGetxattrOut, encodeInitOut, encodeLkOut, encodeLseekOut, encodeStatxOut, encodeWriteOut, entryOut,
-  openOut, statfsOut, type FuseAttr,
+  ArgReader, attrOut, direntplusSize, direntSize, dtToMode, encodeDirent, encodeGetxattrOut, encodeInitOut, encodeLkOut,
+  encodeLseekOut, encodeStatxOut, encodeWriteOut, entryOut, noEntryOut, openOut, statfsOut, type FuseAttr,
 } from './wire.js';
 
 
@@ -785,8 +785,7 @@ export class FuseSession {
     const handedOut: Inode[] = [];
     d.read(BigInt.asIntN(64, offset), (ent) => {
       const nameLen = ent.name.length;
-      const recLen = (plus ? ENTRY_OUT_SIZE : 0) + DIRENT_SIZE + nameLen;
-      const padded = (recLen + 7) & ~7;
+      const padded = plus ? direntplusSize(nameLen) : direntSize(nameLen);
       if (used + padded > size) return false;
       let ino = backend.entryIno(d, ent.ino);
       const isDot = nameLen === 1 && ent.name[0] === 0x2e;
@@ -795,8 +794,7 @@ export class FuseSession {
       if (plus) {
         if (isDot || isDotDot) {
           // No lookup reference for . and ..: node id 0 tells the kernel not to make a dentry.
-          buf.fill(0, at, at + ENTRY_OUT_SIZE);
-          buf.writeUInt32LE(ent.type << 12, at + 40 + 60);
+          noEntryOut(dtToMode(ent.type), buf, at);
         } else {
           let e: Entry;
           try {
@@ -815,12 +813,7 @@ export class FuseSession {
         }
         at += ENTRY_OUT_SIZE;
       }
-      buf.writeBigUInt64LE(ino, at);
-      buf.writeBigUInt64LE(BigInt.asUintN(64, ent.off), at + 8);
-      buf.writeUInt32LE(nameLen, at + 16);
-      buf.writeUInt32LE(ent.type, at + 20);
-      ent.name.copy(buf, at + 24);
-      buf.fill(0, at + 24 + nameLen, used + padded);
+      encodeDirent(buf, at, { ino, off: ent.off, type: ent.type, name: ent.name });
       used += padded;
       return true;
     });

@@ -4,7 +4,7 @@
 // protocols/fuse writes a reply structure at a literal offset.
 import { Errno, SysError, type StatFs } from '../../src/sys/index.js';
 import {
-  ATTR_OUT_SIZE, ATTR_SIZE, ENTRY_OUT_SIZE, GETXATTR_OUT_SIZE, INIT_OUT_SIZE, LK_OUT_SIZE, LSEEK_OUT_SIZE, OFFSET_MAX,
+  ATTR_OUT_SIZE, ATTR_SIZE, DIRENT_ALIGN, DIRENT_SIZE, DIRENTPLUS_SIZE, ENTRY_OUT_SIZE, GETXATTR_OUT_SIZE, INIT_OUT_SIZE, LK_OUT_SIZE, LSEEK_OUT_SIZE, OFFSET_MAX,
   OPEN_OUT_SIZE, OUT_HEADER_SIZE, STATX_OUT_SIZE, WRITE_OUT_SIZE,
 } from './constants.js';
 
@@ -192,6 +192,57 @@ export function entryOut(nodeid: bigint, valid: Validity, a: FuseAttr, into?: Bu
   b.writeUInt32LE(0, at + 36);
   encodeAttr(b, at + 40, a);
   return b;
+}
+
+/**
+ * A fuse_entry_out of node id 0 in a direntplus record (`.` and `..`): no
+ * dentry and no lookup reference, all zero but attr.mode's file type, which
+ * the kernel checks there too.
+ */
+export function noEntryOut(mode: number, into: Buffer, at: number): void {
+  const none = { sec: 0, nsec: 0 };
+  entryOut(0n, { entry: 0, attr: 0 }, {
+    ino: 0n, size: 0, blocks: 0, atime: none, mtime: none, ctime: none, mode, nlink: 0, uid: 0, gid: 0, rdev: 0, blksize: 0, flags: 0,
+  }, into, at);
+}
+
+/** DTTOIF: the S_IFMT bits of a d_type (DT_* is the file type shifted down by 12). */
+export const dtToMode = (type: number): number => type << 12;
+
+/** FUSE_DIRENT_ALIGN: a record padded to 64 bits. */
+const direntAlign = (n: number): number => (n + DIRENT_ALIGN - 1) & ~(DIRENT_ALIGN - 1);
+
+/** FUSE_DIRENT_SIZE: the bytes a fuse_dirent with a name of `nameLen` takes, padding included. */
+export const direntSize = (nameLen: number): number => direntAlign(DIRENT_SIZE + nameLen);
+
+/** FUSE_DIRENTPLUS_SIZE: the same for a fuse_direntplus. */
+export const direntplusSize = (nameLen: number): number => direntAlign(DIRENTPLUS_SIZE + nameLen);
+
+/** One directory entry as fuse_dirent carries it. */
+export interface FuseDirent {
+  ino: bigint;
+  /** the offset of the next entry (d_off: signed on the host, u64 on the wire) */
+  off: bigint;
+  /** DT_* */
+  type: number;
+  name: Buffer;
+}
+
+/**
+ * Writes struct fuse_dirent, its name and the zero padding to the next
+ * 64-bit boundary at `at`; returns direntSize(name.length). (A
+ * fuse_direntplus is its fuse_entry_out, then this at + ENTRY_OUT_SIZE.)
+ */
+export function encodeDirent(b: Buffer, at: number, d: FuseDirent): number {
+  const n = d.name.length;
+  const end = at + direntSize(n);
+  b.writeBigUInt64LE(d.ino, at);
+  b.writeBigUInt64LE(BigInt.asUintN(64, d.off), at + 8);
+  b.writeUInt32LE(n, at + 16);
+  b.writeUInt32LE(d.type, at + 20);
+  d.name.copy(b, at + DIRENT_SIZE);
+  b.fill(0, at + DIRENT_SIZE + n, end);
+  return end - at;
 }
 
 /** struct fuse_attr_out. */

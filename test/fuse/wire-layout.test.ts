@@ -5,7 +5,8 @@
 import { describe, expect, test } from '@jest/globals';
 import * as C from '../../protocols/fuse/constants.js';
 import {
-  encodeGetxattrOut, encodeInitOut, encodeLkOut, encodeLseekOut, encodeStatxOut, encodeWriteOut,
+  direntplusSize, direntSize, dtToMode, encodeDirent, encodeGetxattrOut, encodeInitOut, encodeLkOut, encodeLseekOut, encodeStatxOut,
+  encodeWriteOut, entryOut, noEntryOut, type FuseAttr,
 } from '../../protocols/fuse/wire.js';
 import { build, offsetOf, sizeOf } from './layout.js';
 
@@ -116,5 +117,68 @@ describe('fuse_statx_out', () => {
       ...time('atime', x.atime), ...time('ctime', x.ctime), ...time('mtime', x.mtime), 'stat.rdev_major': 259, 'stat.rdev_minor': 0x12345,
     });
     expect(hex(encodeStatxOut(0, rest))).toBe(hex(want));
+  });
+});
+
+describe('fuse_dirent and fuse_direntplus', () => {
+  /** A name and its zero padding up to FUSE_DIRENT_ALIGN, as the kernel reads it after the fixed part. */
+  const padded = (name: string, fixed: number): Buffer => {
+    const n = Buffer.from(name);
+    return Buffer.concat([n, Buffer.alloc(((fixed + n.length + 7) & ~7) - fixed - n.length)]);
+  };
+  const attr: FuseAttr = {
+    ino: 0x99n, size: 12, blocks: 8, atime: { sec: 1, nsec: 2 }, mtime: { sec: 3, nsec: 4 }, ctime: { sec: 5, nsec: 6 },
+    mode: 0o100644, nlink: 1, uid: 7, gid: 8, rdev: 0, blksize: 4096, flags: 0,
+  };
+
+  test('FUSE_DIRENT_SIZE and FUSE_DIRENTPLUS_SIZE: the fixed part plus the name, to 64 bits', () => {
+    const sizes = [0, 1, 7, 8, 9, 255].map((n) => [direntSize(n), direntplusSize(n)]);
+    const want = [0, 1, 7, 8, 9, 255].map((n) => [sizeOf('fuse_dirent'), sizeOf('fuse_direntplus')].map((f) => Math.ceil((f + n) / 8) * 8));
+    expect(sizes).toEqual(want);
+  });
+
+  test('a dirent, its name and zeroed padding; nothing written past the record', () => {
+    const b = Buffer.alloc(64, 0xff);
+    const n = encodeDirent(b, 0, { ino: 0x1122334455667788n, off: 3n, type: 8, name: Buffer.from('abc') });
+    const want = build('fuse_dirent', { ino: 0x1122334455667788n, off: 3, namelen: 3, type: 8 }, padded('abc', 24));
+    expect(n).toBe(want.length);
+    expect(hex(b.subarray(0, n))).toBe(hex(want));
+    expect(b.subarray(n).every((x) => x === 0xff)).toBe(true);
+  });
+
+  test('a name that fills the record exactly, and a negative d_off as the u64 the kernel reads', () => {
+    const b = Buffer.alloc(32, 0xff);
+    expect(encodeDirent(b, 0, { ino: 1n, off: -1n, type: 4, name: Buffer.from('8 bytes!') })).toBe(32);
+    expect(hex(b)).toBe(hex(build('fuse_dirent', { ino: 1, off: 2n ** 64n - 1n, namelen: 8, type: 4 }, Buffer.from('8 bytes!'))));
+  });
+
+  test('direntplus of "..": node id 0 and nothing but the file type in attr.mode', () => {
+    const b = Buffer.alloc(200, 0xff);
+    noEntryOut(dtToMode(4), b, 8);
+    const n = encodeDirent(b, 8 + C.ENTRY_OUT_SIZE, { ino: 2n, off: 9n, type: 4, name: Buffer.from('..') });
+    const want = build('fuse_direntplus', {
+      'entry_out.attr.mode': 0o040000, 'dirent.ino': 2, 'dirent.off': 9, 'dirent.namelen': 2, 'dirent.type': 4,
+    }, padded('..', 152));
+    expect(C.ENTRY_OUT_SIZE + n).toBe(direntplusSize(2));
+    expect(hex(b.subarray(8, 8 + direntplusSize(2)))).toBe(hex(want));
+  });
+
+  test('direntplus of a file: its fuse_entry_out, then the dirent', () => {
+    const b = Buffer.alloc(direntplusSize(4));
+    entryOut(42n, { entry: 1, attr: 2 }, attr, b, 0);
+    encodeDirent(b, C.ENTRY_OUT_SIZE, { ino: 0x99n, off: 10n, type: 8, name: Buffer.from('file') });
+    const want = build('fuse_direntplus', {
+      'entry_out.nodeid': 42, 'entry_out.entry_valid': 1, 'entry_out.attr_valid': 2,
+      'entry_out.attr.ino': 0x99, 'entry_out.attr.size': 12, 'entry_out.attr.blocks': 8, 'entry_out.attr.atime': 1, 'entry_out.attr.mtime': 3,
+      'entry_out.attr.ctime': 5, 'entry_out.attr.atimensec': 2, 'entry_out.attr.mtimensec': 4, 'entry_out.attr.ctimensec': 6,
+      'entry_out.attr.mode': 0o100644, 'entry_out.attr.nlink': 1, 'entry_out.attr.uid': 7, 'entry_out.attr.gid': 8, 'entry_out.attr.blksize': 4096,
+      'dirent.ino': 0x99, 'dirent.off': 10, 'dirent.namelen': 4, 'dirent.type': 8,
+    }, padded('file', 152));
+    expect(hex(b)).toBe(hex(want));
+  });
+
+  test('DTTOIF: each DT_* becomes its S_IFMT bits', () => {
+    // DT_FIFO 1, DT_CHR 2, DT_DIR 4, DT_BLK 6, DT_REG 8, DT_LNK 10, DT_SOCK 12
+    expect([1, 2, 4, 6, 8, 10, 12].map(dtToMode)).toEqual([0o010000, 0o020000, 0o040000, 0o060000, 0o100000, 0o120000, 0o140000]);
   });
 });
