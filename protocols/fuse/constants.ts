@@ -61,8 +61,36 @@ export const FUSE_SETXATTR_ACL_KILL_SGID = 1;
 /** fuse_attr flags */
 export const FUSE_ATTR_SUBMOUNT = 1;
 
+// Sizes of the reply structures (sizeof in linux/fuse.h; test/fuse/wire.test.ts
+// checks each against the struct's fields and each encoder against them).
 export const ATTR_SIZE = 88;
 export const ENTRY_OUT_SIZE = 40 + ATTR_SIZE;
 export const ATTR_OUT_SIZE = 16 + ATTR_SIZE;
 export const OPEN_OUT_SIZE = 16;
+/** struct fuse_dirent without its name: FUSE_NAME_OFFSET */
 export const DIRENT_SIZE = 24;
+/** struct fuse_direntplus without its name: FUSE_NAME_OFFSET_DIRENTPLUS */
+export const DIRENTPLUS_SIZE = ENTRY_OUT_SIZE + DIRENT_SIZE;
+/** FUSE_REC_ALIGN: dirent records are padded to 64 bits */
+export const DIRENT_ALIGN = 8;
+/** struct fuse_write_out (WRITE, COPY_FILE_RANGE) */
+export const WRITE_OUT_SIZE = 8;
+/** struct fuse_lseek_out */
+export const LSEEK_OUT_SIZE = 8;
+/** struct fuse_getxattr_out (GETXATTR, LISTXATTR with size 0) */
+export const GETXATTR_OUT_SIZE = 8;
+/** struct fuse_file_lock, the whole of struct fuse_lk_out */
+export const FILE_LOCK_SIZE = 24;
+export const LK_OUT_SIZE = FILE_LOCK_SIZE;
+/** struct fuse_init_out since 7.23 */
+export const INIT_OUT_SIZE = 64;
+/** fuse_init_out before 7.5: major and minor only (the reply to an INIT of a newer major) */
+export const FUSE_COMPAT_INIT_OUT_SIZE = 8;
+/** fuse_init_out of 7.5 to 7.22 */
+export const FUSE_COMPAT_22_INIT_OUT_SIZE = 24;
+/** The first minor version whose fuse_init_out is INIT_OUT_SIZE bytes. */
+export const INIT_OUT_FULL_MINOR = 23;
+/** struct fuse_statx (7.39) */
+export const STATX_SIZE = 256;
+/** struct fuse_statx_out: attr_valid, attr_valid_nsec, flags, spare[2], then fuse_statx */
+export const STATX_OUT_SIZE = 32 + STATX_SIZE;

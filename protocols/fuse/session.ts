@@ -11,13 +11,17 @@ import {
 import type { Logger } from '../../src/log.js';
 import { PeerLog, type LogLimits } from '../../src/log-limit.js';
 import {
-  DIRENT_SIZE, ENTRY_OUT_SIZE, FATTR, FOPEN, FUSE_ATTR_SUBMOUNT, FUSE_FSYNC_FDATASYNC,
-  FUSE_GETATTR_FH, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_ROOT_ID, IN_HEADER_SIZE,
-  INIT, OP, FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID, FUSE_RELEASE_FLOCK_UNLOCK, OFFSET_MAX,
+  ENTRY_OUT_SIZE, FATTR, FOPEN, FUSE_ATTR_SUBMOUNT, FUSE_COMPAT_22_INIT_OUT_SIZE, FUSE_COMPAT_INIT_OUT_SIZE,
+  FUSE_FSYNC_FDATASYNC, FUSE_GETATTR_FH, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_ROOT_ID,
+  IN_HEADER_SIZE, INIT, INIT_OUT_FULL_MINOR, OP, FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID, FUSE_RELEASE_FLOCK_UNLOCK,
+  OFFSET_MAX,
 } from './constants.js';
 import { timeouts, type FuseOptions } from './options.js';
 import { parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
-import { ArgReader, attrOut, entryOut, openOut, statfsOut, type FuseAttr } from './wire.js';
+import {
+  ArgReader, attrOut, direntplusSize, direntSize, dtToMode, encodeDirent, encodeGetxattrOut, encodeInitOut, encodeLkOut,
+  encodeLseekOut, encodeStatxOut, encodeWriteOut, entryOut, noEntryOut, openOut, statfsOut, type FuseAttr,
+} from './wire.js';
 
 
 export interface FuseSessionContext {
@@ -38,6 +42,16 @@ type Handler = (h: InHeader, body: RequestBody, out: ReplyTo) => void | Promise<
 function args(body: RequestBody, op: string, n?: number): ArgReader {
   return new ArgReader(body.head(n === undefined ? body.length : Math.min(n, body.length)), op);
 }
+
+// What INIT answers besides the negotiated flags and sizes.
+/** fuse_init_out.max_background: background requests (readahead, async I/O) the kernel keeps in flight */
+const MAX_BACKGROUND = 64;
+/** fuse_init_out.congestion_threshold: 3/4 of max_background, the kernel's own default ratio */
+const CONGESTION_THRESHOLD = 48;
+/** fuse_init_out.time_gran: timestamps are kept to the nanosecond */
+const TIME_GRAN_NS = 1;
+/** fuse_init_out.max_pages counts pages of this size */
+const PAGE_SIZE = 4096;
 
 export class FuseSession {
   private initialized = false;
@@ -290,14 +304,13 @@ export class FuseSession {
     const minor = a.u32('minor');
     const maxReadahead = a.u32('max_readahead');
     const flags = BigInt(a.u32('flags'));
-    const flags2 = body.length >= 20 ? BigInt(a.u32('flags2')) : 0n;
+    // flags2 and the rest came with 7.36; an older kernel's fuse_init_in ends at flags.
+    const flags2 = a.remaining >= 4 ? BigInt(a.u32('flags2')) : 0n;
     const offered = flags & INIT.INIT_EXT ? flags | (flags2 << 32n) : flags;
     if (major !== FUSE_KERNEL_VERSION) {
       this.logs.error('fuse.init', { peer: this.peer, major, minor }, 'fuse: unsupported kernel protocol major version');
       // Reply with our major only; the kernel then retries or gives up.
-      const b = Buffer.alloc(8);
-      b.writeUInt32LE(FUSE_KERNEL_VERSION, 0);
-      b.writeUInt32LE(FUSE_KERNEL_MINOR_VERSION, 4);
+      const b = encodeInitOut({ major: FUSE_KERNEL_VERSION, minor: FUSE_KERNEL_MINOR_VERSION }).subarray(0, FUSE_COMPAT_INIT_OUT_SIZE);
       out.send(major > FUSE_KERNEL_VERSION ? 0 : Errno.EPROTO, major > FUSE_KERNEL_VERSION ? [b] : []);
       return;
     }
@@ -331,22 +344,15 @@ export class FuseSession {
     this.wantFlags = want;
     this.minor = Math.min(minor, FUSE_KERNEL_MINOR_VERSION);
     this.initialized = true;
-    const maxPages = Math.ceil(options.maxWrite / 4096);
-    const b = Buffer.alloc(64);
-    b.writeUInt32LE(FUSE_KERNEL_VERSION, 0);
-    b.writeUInt32LE(this.minor, 4);
-    b.writeUInt32LE(maxReadahead, 8);
-    b.writeUInt32LE(Number(want & 0xffffffffn), 12);
-    b.writeUInt16LE(64, 16); // max_background
-    b.writeUInt16LE(48, 18); // congestion_threshold
-    b.writeUInt32LE(options.maxWrite, 20);
-    b.writeUInt32LE(1, 24); // time_gran: nanoseconds
-    b.writeUInt16LE(Math.min(maxPages, 0xffff), 28);
-    b.writeUInt16LE(0, 30);
-    b.writeUInt32LE(Number((want >> 32n) & 0xffffffffn), 32);
+    const maxPages = Math.ceil(options.maxWrite / PAGE_SIZE);
+    const b = encodeInitOut({
+      major: FUSE_KERNEL_VERSION, minor: this.minor, maxReadahead, flags: want,
+      maxBackground: MAX_BACKGROUND, congestionThreshold: CONGESTION_THRESHOLD, maxWrite: options.maxWrite,
+      timeGran: TIME_GRAN_NS, maxPages: Math.min(maxPages, 0xffff),
+    });
     this.logs.info('fuse.init', { peer: this.peer, minor, flags: `0x${want.toString(16)}` }, 'fuse session initialized');
     // Older kernels (minor < 23) expect a 24-byte reply.
-    out.send(0, [minor < 23 ? b.subarray(0, 24) : b]);
+    out.send(0, [minor < INIT_OUT_FULL_MINOR ? b.subarray(0, FUSE_COMPAT_22_INIT_OUT_SIZE) : b]);
   }
 
   private destroy(_h: InHeader, _b: RequestBody, out: ReplyTo): void {
@@ -418,30 +424,11 @@ export class FuseSession {
     a.u32('fuse_statx_in.sx_flags');
     a.u32('fuse_statx_in.sx_mask');
     const st = flags & FUSE_GETATTR_FH && this.handles.has(fh) ? this.ctx.backend.getattrOpen(this.handles.get(fh)!) : this.ctx.backend.getattr(inode);
-    const b = Buffer.alloc(32 + 256);
-    b.writeBigUInt64LE(BigInt(timeouts(this.ctx.options.cache).attr), 0);
-    const x = 32;
-    b.writeUInt32LE(STATX_BASIC_STATS | (st.btime ? STATX_BTIME : 0), x);
-    b.writeUInt32LE(st.blksize, x + 4);
-    b.writeUInt32LE(st.nlink, x + 16);
-    b.writeUInt32LE(st.uid, x + 20);
-    b.writeUInt32LE(st.gid, x + 24);
-    b.writeUInt16LE(st.mode, x + 28);
-    b.writeBigUInt64LE(inode.guestIno, x + 32);
-    b.writeBigUInt64LE(BigInt(st.size), x + 40);
-    b.writeBigUInt64LE(BigInt(st.blocks), x + 48);
-    const t = (at: number, v: { sec: number; nsec: number } | undefined): void => {
-      if (!v) return;
-      b.writeBigInt64LE(BigInt(v.sec), at);
-      b.writeUInt32LE(v.nsec, at + 8);
-    };
-    t(x + 64, st.atime);
-    t(x + 80, st.btime);
-    t(x + 96, st.ctime);
-    t(x + 112, st.mtime);
-    b.writeUInt32LE(major(st.rdev), x + 128);
-    b.writeUInt32LE(minor(st.rdev), x + 132);
-    out.send(0, [b]);
+    out.send(0, [encodeStatxOut(timeouts(this.ctx.options.cache).attr, {
+      mask: STATX_BASIC_STATS | (st.btime ? STATX_BTIME : 0), blksize: st.blksize, nlink: st.nlink, uid: st.uid, gid: st.gid,
+      mode: st.mode, ino: inode.guestIno, size: st.size, blocks: st.blocks,
+      atime: st.atime, btime: st.btime, ctime: st.ctime, mtime: st.mtime, rdevMajor: major(st.rdev), rdevMinor: minor(st.rdev),
+    })]);
   }
 
   private setattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -641,9 +628,7 @@ export class FuseSession {
       partial: !(this.wantFlags & INIT.WRITEBACK_CACHE),
       killSuidgid: (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0,
     });
-    const b = Buffer.alloc(8);
-    b.writeUInt32LE(done, 0);
-    out.send(0, [b]);
+    out.send(0, [encodeWriteOut(done)]);
   }
 
   private statfs(h: InHeader, _b: RequestBody, out: ReplyTo): void {
@@ -705,9 +690,7 @@ export class FuseSession {
     const file = this.file(fh, 'LSEEK');
     if (whence !== SEEK_DATA && whence !== SEEK_HOLE) fail(Errno.EINVAL, 'LSEEK', `whence ${whence} (only SEEK_DATA/SEEK_HOLE reach the server)`);
     const r = this.ctx.backend.lseek(file, Number(offset), whence);
-    const b = Buffer.alloc(8);
-    b.writeBigUInt64LE(BigInt(r), 0);
-    out.send(0, [b]);
+    out.send(0, [encodeLseekOut(r)]);
   }
 
   private async copyFileRange(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
@@ -723,9 +706,7 @@ export class FuseSession {
     const fout = this.file(fhOut, 'COPY_FILE_RANGE');
     if (flags !== 0n) fail(Errno.EINVAL, 'COPY_FILE_RANGE', `flags ${flags}`);
     const n = await this.ctx.backend.copyFileRange(fin, Number(offIn), fout, Number(offOut), len);
-    const b = Buffer.alloc(8);
-    b.writeUInt32LE(n, 0);
-    out.send(0, [b]);
+    out.send(0, [encodeWriteOut(n)]);
   }
 
   private syncfs(_h: InHeader, _b: RequestBody, out: ReplyTo): void {
@@ -790,8 +771,7 @@ export class FuseSession {
     const caller = FuseSession.caller(h);
     backend.readdir(d, BigInt.asIntN(64, offset), (ent) => {
       const nameLen = ent.name.length;
-      const recLen = (plus ? ENTRY_OUT_SIZE : 0) + DIRENT_SIZE + nameLen;
-      const padded = (recLen + 7) & ~7;
+      const padded = plus ? direntplusSize(nameLen) : direntSize(nameLen);
       if (used + padded > size) return false;
       let ino = ent.guestIno;
       const isDot = nameLen === 1 && ent.name[0] === 0x2e;
@@ -800,8 +780,7 @@ export class FuseSession {
       if (plus) {
         if (isDot || isDotDot) {
           // No lookup reference for . and ..: node id 0 tells the kernel not to make a dentry.
-          buf.fill(0, at, at + ENTRY_OUT_SIZE);
-          buf.writeUInt32LE(ent.type << 12, at + 40 + 60);
+          noEntryOut(dtToMode(ent.type), buf, at);
         } else {
           let e: Entry;
           try {
@@ -820,12 +799,7 @@ export class FuseSession {
         }
         at += ENTRY_OUT_SIZE;
       }
-      buf.writeBigUInt64LE(ino, at);
-      buf.writeBigUInt64LE(BigInt.asUintN(64, ent.off), at + 8);
-      buf.writeUInt32LE(nameLen, at + 16);
-      buf.writeUInt32LE(ent.type, at + 20);
-      ent.name.copy(buf, at + 24);
-      buf.fill(0, at + 24 + nameLen, used + padded);
+      encodeDirent(buf, at, { ino, off: ent.off, type: ent.type, name: ent.name });
       used += padded;
       return true;
     });
@@ -876,9 +850,7 @@ export class FuseSession {
   /** getxattr/listxattr: size 0 asks for the length; a too-small buffer is ERANGE. */
   private sizedReply(out: ReplyTo, value: Buffer, size: number): void {
     if (size === 0) {
-      const b = Buffer.alloc(8);
-      b.writeUInt32LE(value.length, 0);
-      out.send(0, [b]);
+      out.send(0, [encodeGetxattrOut(value.length)]);
     } else if (value.length > size) {
       out.send(Errno.ERANGE, []);
     } else {
@@ -931,12 +903,10 @@ export class FuseSession {
   private getlk(_h: InHeader, body: RequestBody, out: ReplyTo): void {
     const l = this.lkArgs(body, 'GETLK');
     const r = this.ctx.backend.getlk(l.file, l.owner, { type: l.type, start: l.start, len: l.len });
-    const b = Buffer.alloc(24);
-    b.writeBigUInt64LE(BigInt(r.start), 0);
-    b.writeBigUInt64LE(r.len === 0 ? OFFSET_MAX : BigInt(r.start + r.len - 1), 8);
-    b.writeUInt32LE(r.type, 16);
-    b.writeUInt32LE(r.type === F_UNLCK ? 0 : Math.max(r.pid, 0), 20);
-    out.send(0, [b]);
+    out.send(0, [encodeLkOut({
+      start: BigInt(r.start), end: r.len === 0 ? OFFSET_MAX : BigInt(r.start + r.len - 1),
+      type: r.type, pid: r.type === F_UNLCK ? 0 : Math.max(r.pid, 0),
+    })]);
   }
 
   private setlk(_h: InHeader, body: RequestBody, out: ReplyTo): void {
