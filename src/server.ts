@@ -5,6 +5,8 @@ import { realpathSync, statSync, unlinkSync } from 'node:fs';
 import { relative, isAbsolute } from 'node:path';
 import type { LevelWithSilent } from 'pino';
 import { LocalBackend } from './backend/backend.js';
+import type { Backend } from './backend/api.js';
+import { deferredBackend } from './backend/deferred.js';
 import { SysError, raiseNofileLimit, setNofileLimit } from './sys/index.js';
 import { defaultFdLimits } from './backend/fd-budget.js';
 import { acquireServeLock, ExportInUseError } from './convert/in-use.js';
@@ -175,9 +177,12 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     log,
   });
   log.info({ export: opts.sharedDir, securityModel: backend.model.name, readonly: backend.readonly }, 'export opened');
+  // Tests only: every metadata result a turn later, to exercise the protocols' waits.
+  const deferred = /^(1|(\d+)ms)$/.exec(process.env.DUOFS_TEST_DEFERRED_BACKEND ?? '');
+  const api: Backend = deferred ? deferredBackend(backend, deferred[2] ? Number(deferred[2]) : undefined) : backend;
   const users = new HostUsers();
   const ctx: SessionContext = {
-    backend,
+    backend: api,
     users,
     log,
     maxMsize: opts.ninepMaxMsize ?? DEFAULT_9P_MAX_MSIZE,
@@ -280,7 +285,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     for (const target of vfsTargets) {
       const where = 'socketPath' in target ? target.socketPath : `fd ${target.listenFd}`;
       const tag = opts.tag ?? 'duofs';
-      const device = new VirtioFsDevice({ backend, log, options: fuseOptions, logLimits }, {
+      const device = new VirtioFsDevice({ backend: api, log, options: fuseOptions, logLimits }, {
         tag,
         numRequestQueues: opts.numRequestQueues ?? 1,
       }, `virtiofs:${where}`);
@@ -298,11 +303,11 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     if (opts.fuseMount && opts.fuseFd !== undefined) {
       // Mounted and checked by the supervisor; looking at it from here would
       // send a request to this very server, which is not serving yet.
-      const session = new FuseSession({ backend, log, options: fuseOptions, logLimits }, `fuse:${opts.fuseMount}`);
+      const session = new FuseSession({ backend: api, log, options: fuseOptions, logLimits }, `fuse:${opts.fuseMount}`);
       fuseMounts.push(DevFuseMount.adopt(opts.fuseFd, opts.fuseMount, session, log, fuseOptions.maxWrite));
     } else if (opts.fuseMount) {
       const mp = checkMountpoint(opts.fuseMount, opts.sharedDir);
-      const session = new FuseSession({ backend, log, options: fuseOptions, logLimits }, `fuse:${mp}`);
+      const session = new FuseSession({ backend: api, log, options: fuseOptions, logLimits }, `fuse:${mp}`);
       fuseMounts.push(DevFuseMount.attach(mp, session, log, fuseOptions.maxWrite));
     }
     for (const s of servers) {

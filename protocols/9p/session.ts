@@ -1,9 +1,11 @@
 // One 9P2000.L session: the state of one client connection (negotiated
 // msize, fid table) and the request handlers, on the shared backend.
 // Transport-neutral: a transport hands in complete frames and gets reply
-// frames through `send`. Requests are answered in arrival order except the
-// few that wait on the host (fsync), which never hold up the others.
-import { printable, type Backend, type Caller, type FdAccount, type Inode, type SetAttr } from '../../src/backend/api.js';
+// frames through `send`. A request whose backend call waits on storage (the
+// data path, fsync, and any call the backend had to run on its engine) is
+// answered when that call ends and never holds up the others; after such a
+// wait a handler checks that its fids are still what they were.
+import { after, printable, type Awaitable, type Backend, type Caller, type DirStream, type Entry, type FdAccount, type Inode, type OpenFile, type SetAttr } from '../../src/backend/api.js';
 import {
   DT_DIR, DT_LNK, Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_SYNC, SysError, XATTR_CREATE, XATTR_REPLACE, XATTR_SIZE_MAX, errnoName,
   O_ACCMODE, O_DIRECTORY, O_RDONLY, fail, makedev, type Credentials, type Stat, type TimeArg,
@@ -66,7 +68,7 @@ const MAX_PENDING_XATTR_BYTES = 8 * 1024 * 1024;
 const SENT = Symbol('reply already sent');
 
 type Result = Buffer | typeof SENT;
-type Handler = (r: Reader, tag: number) => Result | Promise<Result>;
+type Handler = (r: Reader, tag: number) => Awaitable<Result>;
 
 /**
  * An Rread the transport builds in place: `fill` reads up to `max` bytes into
@@ -262,8 +264,13 @@ export class Session {
     backend.release(f.inode);
   }
 
-  private qid(inode: Inode, st?: Stat): Qid {
-    return qidOf(inode, st ?? this.ctx.backend.getattr(inode));
+  private qid(inode: Inode, st: Stat): Qid {
+    return qidOf(inode, st);
+  }
+
+  /** Whether fid `n` is still `f` (a wait may have let a Tclunk or a new session through). */
+  private still(n: number, f: Fid): boolean {
+    return !this.closed && this.fids.get(n) === f;
   }
 
   /** Credentials for a create: the fid's user, with the gid the client chose. */
@@ -295,7 +302,7 @@ export class Session {
     fail(Errno.ENOENT, 'Tauth', 'no authentication is needed');
   }
 
-  private attach(r: Reader, tag: number): Buffer {
+  private attach(r: Reader, tag: number): Awaitable<Buffer> {
     const fidNo = r.u32();
     const afid = r.u32();
     const uname = r.str().toString('utf8');
@@ -314,10 +321,14 @@ export class Session {
     // checks permissions: the host calls run as the server (QEMU's 9p).
     const cr: Caller = { ...user, pid: 0, clientChecked: this.ctx.permissions === 'guest' };
     const { backend } = this.ctx;
-    const root = backend.ref(backend.root);
-    this.fids.set(fidNo, new Fid(root, cr, undefined, undefined));
-    if (this.logs.wants('debug')) this.logs.debug('9p.attach', { peer: this.peer, uid: cr.uid, fid: fidNo }, '9p attach');
-    return new Writer(32).qid(this.qid(root)).finish(T.attach + 1, tag);
+    return after(backend.getattr(backend.root), (st) => {
+      if (this.closed) return encodeRlerror(tag, Errno.EBADF);
+      this.checkNewFid(fidNo);
+      const root = backend.ref(backend.root);
+      this.fids.set(fidNo, new Fid(root, cr, undefined, undefined));
+      if (this.logs.wants('debug')) this.logs.debug('9p.attach', { peer: this.peer, uid: cr.uid, fid: fidNo }, '9p attach');
+      return new Writer(32).qid(this.qid(root, st)).finish(T.attach + 1, tag);
+    });
   }
 
   private flush(r: Reader, tag: number): Buffer | Promise<Buffer> {
@@ -331,7 +342,7 @@ export class Session {
 
   // ---- walking -------------------------------------------------------------
 
-  private walk(r: Reader, tag: number): Buffer {
+  private walk(r: Reader, tag: number): Awaitable<Buffer> {
     const fidNo = r.u32();
     const newNo = r.u32();
     const n = r.u16();
@@ -348,32 +359,53 @@ export class Session {
     let cur = backend.ref(f.inode);
     let parent: Inode | undefined = f.parent ? backend.ref(f.parent) : undefined;
     let name = f.name;
-    for (let i = 0; i < names.length; i++) {
-      let next;
-      try {
-        next = backend.lookup(f.cr, cur, names[i]!);
-      } catch (e) {
-        backend.release(cur);
-        if (parent) backend.release(parent);
-        if (i === 0) throw e;
-        return this.walkReply(qids, tag); // partial walk: newfid stays unbound
-      }
+    const drop = (): void => {
+      backend.release(cur);
+      if (parent) backend.release(parent);
+    };
+    const advance = (i: number, next: Entry): void => {
       if (parent) backend.release(parent);
       parent = cur;
       name = Buffer.from(names[i]!);
       cur = next.inode;
       qids.push(this.qid(cur, next.stat));
-    }
-    if (newNo === fidNo) {
-      if (f.parent) backend.release(f.parent);
-      backend.release(f.inode);
-      f.inode = cur;
-      f.parent = parent;
-      f.name = name;
-    } else {
-      this.fids.set(newNo, new Fid(cur, f.cr, parent, name));
-    }
-    return this.walkReply(qids, tag);
+    };
+    const failed = (i: number, e: unknown): Buffer => {
+      drop();
+      if (i === 0) throw e;
+      return this.walkReply(qids, tag); // partial walk: newfid stays unbound
+    };
+    const bind = (): Buffer => {
+      const moved = newNo === fidNo;
+      if (!this.still(fidNo, f) || (moved ? f.isOpen : this.fids.has(newNo))) {
+        drop();
+        fail(Errno.EBADF, 'Twalk', `fid ${moved ? fidNo : newNo} changed while the walk waited`);
+      }
+      if (moved) {
+        if (f.parent) backend.release(f.parent);
+        backend.release(f.inode);
+        f.inode = cur;
+        f.parent = parent;
+        f.name = name;
+      } else {
+        this.fids.set(newNo, new Fid(cur, f.cr, parent, name));
+      }
+      return this.walkReply(qids, tag);
+    };
+    const step = (from: number): Awaitable<Buffer> => {
+      for (let i = from; i < names.length; i++) {
+        let next: Awaitable<Entry>;
+        try {
+          next = backend.lookup(f.cr, cur, names[i]!);
+        } catch (e) {
+          return failed(i, e);
+        }
+        if (next instanceof Promise) return next.then((e) => (advance(i, e), step(i + 1)), (e: unknown) => failed(i, e));
+        advance(i, next);
+      }
+      return bind();
+    };
+    return step(0);
   }
 
   private walkReply(qids: Qid[], tag: number): Buffer {
@@ -384,68 +416,88 @@ export class Session {
 
   // ---- opening and creating ---------------------------------------------------
 
-  private lopen(r: Reader, tag: number): Buffer {
-    const f = this.fid(r.u32());
+  private lopen(r: Reader, tag: number): Awaitable<Buffer> {
+    const fidNo = r.u32();
+    const f = this.fid(fidNo);
     const flags = dotlFlags(r.u32());
     if (f.isOpen) fail(Errno.EBADF, 'Tlopen', `${f.inode.label} is already open`);
     const { backend } = this.ctx;
     if (f.inode.isDir && (flags & O_ACCMODE) !== O_RDONLY) fail(Errno.EISDIR, 'Tlopen', f.inode.label);
     if (!f.inode.isDir && flags & O_DIRECTORY) fail(Errno.ENOTDIR, 'Tlopen', f.inode.label);
-    if (f.inode.isDir) f.dir = this.fds.open('Tlopen', f.inode.label, () => backend.opendir(f.cr, f.inode));
-    else f.file = this.fds.open('Tlopen', f.inode.label, () => backend.open(f.cr, f.inode, flags));
-    return new Writer(32).qid(this.qid(f.inode)).u32(this.iounit()).finish(T.lopen + 1, tag);
+    const opened: Awaitable<OpenFile | DirStream> = f.inode.isDir
+      ? this.fds.open('Tlopen', f.inode.label, () => backend.opendir(f.cr, f.inode))
+      : this.fds.open('Tlopen', f.inode.label, () => backend.open(f.cr, f.inode, flags));
+    return after(opened, (h) => {
+      if (!this.still(fidNo, f) || f.isOpen) {
+        this.closeHandle(h);
+        fail(Errno.EBADF, 'Tlopen', `fid ${fidNo} changed while the open waited`);
+      }
+      if (h.inode.isDir) f.dir = h as DirStream;
+      else f.file = h as OpenFile;
+      return after(backend.getattrOpen(h), (st) => new Writer(32).qid(this.qid(f.inode, st)).u32(this.iounit()).finish(T.lopen + 1, tag));
+    });
+  }
+
+  private closeHandle(h: OpenFile | DirStream): void {
+    if (h.inode.isDir) this.ctx.backend.closeDir(h as DirStream);
+    else this.ctx.backend.closeFile(h as OpenFile);
   }
 
   private iounit(): number {
     return this.msize - IOHDRSZ;
   }
 
-  private lcreate(r: Reader, tag: number): Buffer {
-    const f = this.dirFid(r.u32());
+  private lcreate(r: Reader, tag: number): Awaitable<Buffer> {
+    const fidNo = r.u32();
+    const f = this.dirFid(fidNo);
     const name = r.str();
     const flags = dotlFlags(r.u32());
     const mode = r.u32();
     const gid = r.u32();
     if (f.isOpen) fail(Errno.EBADF, 'Tlcreate', `${f.inode.label} is open`);
     const { backend } = this.ctx;
-    const { entry, file } = this.fds.openWith('Tlcreate', printable(name),
+    const made = this.fds.openWith<{ entry: Entry; file: OpenFile }>('Tlcreate', printable(name),
       () => backend.create(Session.createCr(f, gid), f.inode, name, flags, mode), (c) => c.file);
-    // The fid now stands for the new, open file.
-    if (f.parent) backend.release(f.parent);
-    f.parent = f.inode;
-    f.name = Buffer.from(name);
-    f.inode = entry.inode;
-    f.file = file;
-    return new Writer(32).qid(this.qid(entry.inode, entry.stat)).u32(this.iounit()).finish(T.lcreate + 1, tag);
+    return after(made, ({ entry, file }) => {
+      if (!this.still(fidNo, f) || f.isOpen) {
+        backend.closeFile(file);
+        backend.release(entry.inode);
+        fail(Errno.EBADF, 'Tlcreate', `fid ${fidNo} changed while the create waited (${printable(name)} was created)`);
+      }
+      // The fid now stands for the new, open file.
+      if (f.parent) backend.release(f.parent);
+      f.parent = f.inode;
+      f.name = Buffer.from(name);
+      f.inode = entry.inode;
+      f.file = file;
+      return new Writer(32).qid(this.qid(entry.inode, entry.stat)).u32(this.iounit()).finish(T.lcreate + 1, tag);
+    });
   }
 
-  private symlink(r: Reader, tag: number): Buffer {
+  private symlink(r: Reader, tag: number): Awaitable<Buffer> {
     const f = this.dirFid(r.u32());
     const name = r.str();
     const target = r.str();
     const gid = r.u32();
-    const e = this.ctx.backend.symlink(Session.createCr(f, gid), f.inode, name, target);
-    return this.entryReply(e.inode, e.stat, T.symlink, tag);
+    return after(this.ctx.backend.symlink(Session.createCr(f, gid), f.inode, name, target), (e) => this.entryReply(e.inode, e.stat, T.symlink, tag));
   }
 
-  private mknod(r: Reader, tag: number): Buffer {
+  private mknod(r: Reader, tag: number): Awaitable<Buffer> {
     const f = this.dirFid(r.u32());
     const name = r.str();
     const mode = r.u32();
     const major = r.u32();
     const minor = r.u32();
     const gid = r.u32();
-    const e = this.ctx.backend.mknod(Session.createCr(f, gid), f.inode, name, mode, makedev(major, minor));
-    return this.entryReply(e.inode, e.stat, T.mknod, tag);
+    return after(this.ctx.backend.mknod(Session.createCr(f, gid), f.inode, name, mode, makedev(major, minor)), (e) => this.entryReply(e.inode, e.stat, T.mknod, tag));
   }
 
-  private mkdir(r: Reader, tag: number): Buffer {
+  private mkdir(r: Reader, tag: number): Awaitable<Buffer> {
     const f = this.dirFid(r.u32());
     const name = r.str();
     const mode = r.u32();
     const gid = r.u32();
-    const e = this.ctx.backend.mkdir(Session.createCr(f, gid), f.inode, name, mode);
-    return this.entryReply(e.inode, e.stat, T.mkdir, tag);
+    return after(this.ctx.backend.mkdir(Session.createCr(f, gid), f.inode, name, mode), (e) => this.entryReply(e.inode, e.stat, T.mkdir, tag));
   }
 
   /** Replies with the qid of a new entry and drops the lookup reference. */
@@ -455,24 +507,28 @@ export class Session {
     return reply;
   }
 
-  private link(r: Reader, tag: number): Buffer {
+  private link(r: Reader, tag: number): Awaitable<Buffer> {
     const dir = this.dirFid(r.u32());
     const f = this.fid(r.u32());
     const name = r.str();
-    const e = this.ctx.backend.link(dir.cr, f.inode, dir.inode, name);
-    this.ctx.backend.release(e.inode);
-    return new Writer(8).finish(T.link + 1, tag);
+    return after(this.ctx.backend.link(dir.cr, f.inode, dir.inode, name), (e) => {
+      this.ctx.backend.release(e.inode);
+      return new Writer(8).finish(T.link + 1, tag);
+    });
   }
 
   // ---- attributes ------------------------------------------------------------
 
-  private getattr(r: Reader, tag: number): Buffer {
+  private getattr(r: Reader, tag: number): Awaitable<Buffer> {
     const f = this.fid(r.u32());
     r.u64(); // request_mask: everything is cheap to return at once
-    const st = this.ctx.backend.getattr(f.inode);
+    return after(this.ctx.backend.getattr(f.inode), (st) => this.getattrReply(f.inode, st, tag));
+  }
+
+  private getattrReply(inode: Inode, st: Stat, tag: number): Buffer {
     const w = new Writer(160);
     w.u64(GETATTR.BASIC | (st.btime ? GETATTR.BTIME : 0))
-      .qid(this.qid(f.inode, st))
+      .qid(this.qid(inode, st))
       .u32(st.mode).u32(st.uid).u32(st.gid)
       .u64(st.nlink).u64(st.rdev).u64(st.size).u64(st.blksize).u64(st.blocks)
       .u64(st.atime.sec).u64(st.atime.nsec)
@@ -483,7 +539,7 @@ export class Session {
     return w.finish(T.getattr + 1, tag);
   }
 
-  private setattr(r: Reader, tag: number): Buffer {
+  private setattr(r: Reader, tag: number): Awaitable<Buffer> {
     const f = this.fid(r.u32());
     const valid = r.u32();
     const mode = r.u32();
@@ -500,23 +556,20 @@ export class Session {
     if (valid & ATTR.ATIME) a.atime = valid & ATTR.ATIME_SET ? checkTime(atime) : 'now';
     if (valid & ATTR.MTIME) a.mtime = valid & ATTR.MTIME_SET ? checkTime(mtime) : 'now';
     if (valid & ATTR.CTIME) a.ctime = true;
-    this.ctx.backend.setattr(f.cr, f.inode, a, f.file);
-    return new Writer(8).finish(T.setattr + 1, tag);
+    return after(this.ctx.backend.setattr(f.cr, f.inode, a, f.file), () => new Writer(8).finish(T.setattr + 1, tag));
   }
 
-  private readlink(r: Reader, tag: number): Buffer {
+  private readlink(r: Reader, tag: number): Awaitable<Buffer> {
     const f = this.fid(r.u32());
-    const target = this.ctx.backend.readlink(f.inode);
-    return new Writer(16 + target.length).str(target).finish(T.readlink + 1, tag);
+    return after(this.ctx.backend.readlink(f.inode), (target) => new Writer(16 + target.length).str(target).finish(T.readlink + 1, tag));
   }
 
-  private statfs(r: Reader, tag: number): Buffer {
+  private statfs(r: Reader, tag: number): Awaitable<Buffer> {
     const f = this.fid(r.u32());
-    const s = this.ctx.backend.statfs(f.inode);
-    return new Writer(72)
+    return after(this.ctx.backend.statfs(f.inode), (s) => new Writer(72)
       .u32(s.type).u32(s.bsize).u64(s.blocks).u64(s.bfree).u64(s.bavail).u64(s.files).u64(s.ffree)
       .u64(s.fsid).u32(s.namelen)
-      .finish(T.statfs + 1, tag);
+      .finish(T.statfs + 1, tag));
   }
 
   // ---- data ------------------------------------------------------------------
@@ -576,7 +629,7 @@ export class Session {
     return new Writer(12).u32(n).finish(T.write + 1, tag);
   }
 
-  private readdir(r: Reader, tag: number): Buffer {
+  private readdir(r: Reader, tag: number): Awaitable<Buffer> {
     const f = this.fid(r.u32());
     const offset = r.u64();
     const count = Math.min(r.u32(), this.msize - IOHDRSZ);
@@ -586,16 +639,18 @@ export class Session {
     w.u32(0);
     let used = 0;
     const dir = f.dir;
-    backend.readdir(dir, offset, (d) => {
+    const listed = backend.readdir(dir, offset, (d) => {
       const size = QID_SIZE + 8 + 1 + 2 + d.name.length;
       if (used + size > count) return false;
       used += size;
       w.u8(dtypeToQidType(d.type)).u32(0).u64(d.guestIno).u64(d.off).u8(d.type).str(d.name);
       return true;
     });
-    const frame = w.finish(T.readdir + 1, tag);
-    frame.writeUInt32LE(used, HEADER_SIZE);
-    return frame;
+    return after(listed, () => {
+      const frame = w.finish(T.readdir + 1, tag);
+      frame.writeUInt32LE(used, HEADER_SIZE);
+      return frame;
+    });
   }
 
   private fsync(r: Reader, tag: number): Promise<Buffer> {
@@ -606,8 +661,8 @@ export class Session {
     if (f.dir) {
       // A directory fid is not open as a file: an fd for the call, charged to this session.
       const { backend } = this.ctx;
-      const d = this.fds.open('Tfsync', f.inode.label, () => backend.open(f.cr, f.inode, O_RDONLY));
-      return backend.fsync(d, false).then(() => reply).finally(() => backend.closeFile(d));
+      const opened = this.fds.open('Tfsync', f.inode.label, () => backend.open(f.cr, f.inode, O_RDONLY));
+      return Promise.resolve(opened).then((d) => backend.fsync(d, false).then(() => reply).finally(() => backend.closeFile(d)));
     }
     if (!file) fail(Errno.EBADF, 'Tfsync', `${f.inode.label} is not open`);
     return this.ctx.backend.fsync(file, datasync !== 0).then(() => reply);
@@ -657,27 +712,43 @@ export class Session {
 
   // ---- xattrs -------------------------------------------------------------------
 
-  private xattrwalk(r: Reader, tag: number): Buffer {
+  private xattrwalk(r: Reader, tag: number): Awaitable<Buffer> {
     const f = this.fid(r.u32());
     const newNo = r.u32();
     const name = r.str();
     this.checkNewFid(newNo);
     const { backend } = this.ctx;
-    let data: Buffer;
-    if (name.length === 0) {
-      const names = backend.listxattr(f.cr, f.inode);
-      data = Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])]));
-    } else {
-      data = backend.getxattr(f.cr, f.inode, name);
+    const inode = backend.ref(f.inode); // the new fid's, taken now: f may be clunked while the call waits
+    let read: Awaitable<Buffer>;
+    try {
+      read = name.length === 0
+        ? after(backend.listxattr(f.cr, inode), (names) => Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])])))
+        : backend.getxattr(f.cr, inode, name);
+    } catch (e) {
+      backend.release(inode);
+      throw e;
     }
-    if (this.xattrBytes + data.length > MAX_PENDING_XATTR_BYTES) {
-      fail(Errno.ENOMEM, 'Txattrwalk', `${printable(name)}: ${this.peer}'s fids hold ${this.xattrBytes} bytes of xattr values (the limit)`);
-    }
-    const x = new Fid(backend.ref(f.inode), f.cr, undefined, undefined);
-    x.xattrRead = data;
-    this.xattrBytes += data.length;
-    this.fids.set(newNo, x);
-    return new Writer(16).u64(data.length).finish(T.xattrwalk + 1, tag);
+    const bind = (data: Buffer): Buffer => {
+      if (this.closed || this.fids.has(newNo)) fail(Errno.EBADF, 'Txattrwalk', `fid ${newNo} was bound while the call waited`);
+      if (this.xattrBytes + data.length > MAX_PENDING_XATTR_BYTES) {
+        fail(Errno.ENOMEM, 'Txattrwalk', `${printable(name)}: ${this.peer}'s fids hold ${this.xattrBytes} bytes of xattr values (the limit)`);
+      }
+      const x = new Fid(inode, f.cr, undefined, undefined);
+      x.xattrRead = data;
+      this.xattrBytes += data.length;
+      this.fids.set(newNo, x);
+      return new Writer(16).u64(data.length).finish(T.xattrwalk + 1, tag);
+    };
+    const bound = (data: Buffer): Buffer => {
+      try {
+        return bind(data);
+      } catch (e) {
+        backend.release(inode);
+        throw e;
+      }
+    };
+    if (read instanceof Promise) return read.then(bound, (e: unknown) => { backend.release(inode); throw e; });
+    return bound(read);
   }
 
   private xattrcreate(r: Reader, tag: number): Buffer {
@@ -699,91 +770,103 @@ export class Session {
   }
 
   /** Applies a Txattrcreate at clunk, as QEMU does: size 0 removes. */
-  private commitXattr(f: Fid): void {
+  private commitXattr(f: Fid): Awaitable<void> {
     const x = f.xattrWrite!;
     if (x.written !== x.value.length) {
       fail(Errno.EINVAL, 'Tclunk', `xattr ${printable(x.name)}: ${x.written} of ${x.value.length} bytes written`);
     }
     const { backend } = this.ctx;
-    if (x.value.length === 0) backend.removexattr(f.cr, f.inode, x.name);
-    else backend.setxattr(f.cr, f.inode, x.name, x.value, x.flags);
+    return x.value.length === 0 ? backend.removexattr(f.cr, f.inode, x.name) : backend.setxattr(f.cr, f.inode, x.name, x.value, x.flags);
   }
 
   // ---- ending, removing, renaming ------------------------------------------------
 
-  private clunk(r: Reader, tag: number): Buffer {
+  private clunk(r: Reader, tag: number): Awaitable<Buffer> {
     const n = r.u32();
     const f = this.fid(n);
     this.fids.delete(n);
+    return this.thenDrop(f, f.xattrWrite ? () => this.commitXattr(f) : undefined, () => new Writer(8).finish(T.clunk + 1, tag));
+  }
+
+  /** Runs `work` for a fid already out of the table, drops the fid when it ends (however it ends), then replies. */
+  private thenDrop(f: Fid, work: (() => Awaitable<unknown>) | undefined, reply: () => Buffer): Awaitable<Buffer> {
+    let done: Awaitable<unknown>;
     try {
-      if (f.xattrWrite) this.commitXattr(f);
-    } finally {
+      done = work?.();
+    } catch (e) {
       this.dropFid(f);
+      throw e;
     }
-    return new Writer(8).finish(T.clunk + 1, tag);
+    if (done instanceof Promise) return done.finally(() => this.dropFid(f)).then(reply);
+    this.dropFid(f);
+    return reply();
   }
 
   /**
    * The (parent, name) a fid was walked through, checked to still name the
    * fid's inode: nothing else may be removed or renamed by a stale name.
    */
-  private verifiedName(f: Fid, op: string): { parent: Inode; name: Buffer } {
-    if (!f.parent || !f.name || f.inode === this.ctx.backend.root) fail(Errno.EBUSY, op, f.inode.label);
+  private verifiedName(f: Fid, op: string): Awaitable<{ parent: Inode; name: Buffer }> {
+    const { parent, name } = f;
+    if (!parent || !name || f.inode === this.ctx.backend.root) fail(Errno.EBUSY, op, f.inode.label);
     const { backend } = this.ctx;
-    let e;
+    const stale = (): never => fail(Errno.ESTALE, op, `${f.inode.label} was renamed or removed`);
+    const check = (e: Entry): { parent: Inode; name: Buffer } => {
+      backend.release(e.inode);
+      if (e.inode !== f.inode) stale();
+      return { parent, name };
+    };
+    let found: Awaitable<Entry>;
     try {
-      e = backend.lookup(f.cr, f.parent, f.name);
+      found = backend.lookup(f.cr, parent, name);
     } catch {
-      fail(Errno.ESTALE, op, `${f.inode.label} was renamed or removed`);
+      return stale();
     }
-    backend.release(e.inode);
-    if (e.inode !== f.inode) fail(Errno.ESTALE, op, `${f.inode.label} was renamed or removed`);
-    return { parent: f.parent, name: f.name };
+    return found instanceof Promise ? found.then(check, stale) : check(found);
   }
 
-  private remove(r: Reader, tag: number): Buffer {
+  private remove(r: Reader, tag: number): Awaitable<Buffer> {
     const n = r.u32();
     const f = this.fid(n);
     // Tremove clunks the fid whatever the outcome.
     this.fids.delete(n);
-    try {
-      const { parent, name } = this.verifiedName(f, 'Tremove');
-      this.ctx.backend.unlink(f.cr, parent, name, f.inode.isDir ? AT_REMOVEDIR : 0);
-    } finally {
-      this.dropFid(f);
-    }
-    return new Writer(8).finish(T.remove + 1, tag);
+    const unlink = (): Awaitable<void> => after(this.verifiedName(f, 'Tremove'),
+      ({ parent, name }) => this.ctx.backend.unlink(f.cr, parent, name, f.inode.isDir ? AT_REMOVEDIR : 0));
+    return this.thenDrop(f, unlink, () => new Writer(8).finish(T.remove + 1, tag));
   }
 
-  private rename(r: Reader, tag: number): Buffer {
-    const f = this.fid(r.u32());
+  private rename(r: Reader, tag: number): Awaitable<Buffer> {
+    const fidNo = r.u32();
+    const f = this.fid(fidNo);
     const dir = this.dirFid(r.u32());
     const newName = r.str();
-    const { parent, name } = this.verifiedName(f, 'Trename');
     const { backend } = this.ctx;
-    backend.rename(f.cr, parent, name, dir.inode, newName);
-    backend.release(parent);
-    f.parent = backend.ref(dir.inode);
-    f.name = Buffer.from(newName);
-    return new Writer(8).finish(T.rename + 1, tag);
+    const to = dir.inode;
+    return after(this.verifiedName(f, 'Trename'), ({ parent, name }) => after(backend.rename(f.cr, parent, name, to, newName), () => {
+      // The fid follows its file, unless it was clunked or moved meanwhile.
+      if (this.still(fidNo, f) && f.parent === parent) {
+        f.parent = backend.ref(to);
+        backend.release(parent);
+        f.name = Buffer.from(newName);
+      }
+      return new Writer(8).finish(T.rename + 1, tag);
+    }));
   }
 
-  private renameat(r: Reader, tag: number): Buffer {
+  private renameat(r: Reader, tag: number): Awaitable<Buffer> {
     const oldDir = this.dirFid(r.u32());
     const oldName = r.str();
     const newDir = this.dirFid(r.u32());
     const newName = r.str();
-    this.ctx.backend.rename(oldDir.cr, oldDir.inode, oldName, newDir.inode, newName);
-    return new Writer(8).finish(T.renameat + 1, tag);
+    return after(this.ctx.backend.rename(oldDir.cr, oldDir.inode, oldName, newDir.inode, newName), () => new Writer(8).finish(T.renameat + 1, tag));
   }
 
-  private unlinkat(r: Reader, tag: number): Buffer {
+  private unlinkat(r: Reader, tag: number): Awaitable<Buffer> {
     const dir = this.dirFid(r.u32());
     const name = r.str();
     const flags = r.u32();
     if (flags & ~AT_REMOVEDIR) fail(Errno.EINVAL, 'Tunlinkat', `flags ${flags}`);
-    this.ctx.backend.unlink(dir.cr, dir.inode, name, flags);
-    return new Writer(8).finish(T.unlinkat + 1, tag);
+    return after(this.ctx.backend.unlink(dir.cr, dir.inode, name, flags), () => new Writer(8).finish(T.unlinkat + 1, tag));
   }
 }
 

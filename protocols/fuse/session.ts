@@ -3,7 +3,7 @@
 // is 1); every entry reply adds one lookup reference that FORGET gives back.
 // Each session counts its own lookups, so a guest can never forget
 // references that 9P fids or other sessions hold.
-import { DirStream, OpenFile, printable, type Backend, type Caller, type Entry, type FdAccount, type Inode, type SetAttr } from '../../src/backend/api.js';
+import { DirStream, OpenFile, after, printable, type Awaitable, type Backend, type Caller, type GuestDirent, type Entry, type FdAccount, type Inode, type SetAttr } from '../../src/backend/api.js';
 import {
   AT_REMOVEDIR, Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_ACCMODE, O_APPEND, O_RDONLY, O_RDWR, O_WRONLY,
   SEEK_DATA, SEEK_HOLE, STATX_BASIC_STATS, STATX_BTIME, SysError, errnoName, fail, major, minor,type Stat, type TimeArg,
@@ -32,7 +32,10 @@ export interface FuseSessionContext {
   logLimits?: LogLimits | false;
 }
 
-type Handler = (h: InHeader, body: RequestBody, out: ReplyTo) => void | Promise<void>;
+/** What CREATE and TMPFILE get from the backend. */
+type Made = { entry: Entry; file: OpenFile };
+
+type Handler = (h: InHeader, body: RequestBody, out: ReplyTo) => Awaitable<void>;
 
 /**
  * A request's argument block read through the codec: the first `n` bytes
@@ -250,6 +253,22 @@ export class FuseSession {
     if (!out.send(0, [this.entryOut(e)])) this.forgetOne(BigInt(e.inode.id), 1n);
   }
 
+  /** An empty success reply once `work` has ended. */
+  private done(out: ReplyTo, work: Awaitable<void>): Awaitable<void> {
+    return after(work, () => { out.send(0, []); });
+  }
+
+  /** replyEntry once the backend has the entry. */
+  private entryReply(out: ReplyTo, e: Awaitable<Entry>): Awaitable<void> {
+    return after(e, (entry) => this.replyEntry(out, entry));
+  }
+
+  /** The attributes GETATTR and STATX answer with: of the open handle when the kernel names one. */
+  private attrsOf(inode: Inode, flags: number, fh: bigint): Awaitable<Stat> {
+    const h = flags & FUSE_GETATTR_FH ? this.handles.get(fh) : undefined;
+    return h ? this.ctx.backend.getattrOpen(h) : this.ctx.backend.getattr(inode);
+  }
+
   /** A reply carrying a new handle did not reach the client: close it again. */
   private dropHandle(fh: bigint): void {
     const h = this.handles.get(fh);
@@ -362,10 +381,10 @@ export class FuseSession {
 
   // ---- names and inodes -----------------------------------------------------------
 
-  private lookup(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private lookup(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const parent = this.inode(h.nodeid);
     const name = args(body, 'LOOKUP').name('name');
-    this.replyEntry(out, this.ctx.backend.lookup(FuseSession.caller(h), parent, name));
+    return this.entryReply(out, this.ctx.backend.lookup(FuseSession.caller(h), parent, name));
   }
 
   private forgetOne(nodeid: bigint, n: bigint): void {
@@ -399,23 +418,22 @@ export class FuseSession {
     out.none();
   }
 
-  private getattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private getattr(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const inode = this.inode(h.nodeid);
-    let st: Stat;
+    let st: Awaitable<Stat>;
     if (body.length >= 16) {
       const a = args(body, 'GETATTR', 16);
       const flags = a.u32('fuse_getattr_in.getattr_flags');
       a.skip(4, 'fuse_getattr_in.dummy');
-      const fh = a.u64('fuse_getattr_in.fh');
-      st = flags & FUSE_GETATTR_FH && this.handles.has(fh) ? this.ctx.backend.getattrOpen(this.handles.get(fh)!) : this.ctx.backend.getattr(inode);
+      st = this.attrsOf(inode, flags, a.u64('fuse_getattr_in.fh'));
     } else {
       st = this.ctx.backend.getattr(inode);
     }
-    out.send(0, [this.attrOut(inode, st)]);
+    return after(st, (attrs) => { out.send(0, [this.attrOut(inode, attrs)]); });
   }
 
   /** STATX (7.39): like GETATTR, plus the birth time when the host has one. */
-  private statx(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private statx(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const inode = this.inode(h.nodeid);
     const a = args(body, 'STATX', 24);
     const flags = a.u32('fuse_statx_in.getattr_flags');
@@ -423,15 +441,16 @@ export class FuseSession {
     const fh = a.u64('fuse_statx_in.fh');
     a.u32('fuse_statx_in.sx_flags');
     a.u32('fuse_statx_in.sx_mask');
-    const st = flags & FUSE_GETATTR_FH && this.handles.has(fh) ? this.ctx.backend.getattrOpen(this.handles.get(fh)!) : this.ctx.backend.getattr(inode);
-    out.send(0, [encodeStatxOut(timeouts(this.ctx.options.cache).attr, {
-      mask: STATX_BASIC_STATS | (st.btime ? STATX_BTIME : 0), blksize: st.blksize, nlink: st.nlink, uid: st.uid, gid: st.gid,
-      mode: st.mode, ino: inode.guestIno, size: st.size, blocks: st.blocks,
-      atime: st.atime, btime: st.btime, ctime: st.ctime, mtime: st.mtime, rdevMajor: major(st.rdev), rdevMinor: minor(st.rdev),
-    })]);
+    return after(this.attrsOf(inode, flags, fh), (st) => {
+      out.send(0, [encodeStatxOut(timeouts(this.ctx.options.cache).attr, {
+        mask: STATX_BASIC_STATS | (st.btime ? STATX_BTIME : 0), blksize: st.blksize, nlink: st.nlink, uid: st.uid, gid: st.gid,
+        mode: st.mode, ino: inode.guestIno, size: st.size, blocks: st.blocks,
+        atime: st.atime, btime: st.btime, ctime: st.ctime, mtime: st.mtime, rdevMajor: major(st.rdev), rdevMinor: minor(st.rdev),
+      })]);
+    });
   }
 
-  private setattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private setattr(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const inode = this.inode(h.nodeid);
     const a = args(body, 'SETATTR', 88);
     const valid = a.u32('fuse_setattr_in.valid');
@@ -462,22 +481,22 @@ export class FuseSession {
     // HANDLE_KILLPRIV_V2: the kernel asks when the caller lacks CAP_FSETID.
     if (valid & FATTR.KILL_SUIDGID) s.killSuidgid = true;
     const st = this.ctx.backend.setattr(FuseSession.caller(h), inode, s, file instanceof OpenFile ? file : undefined);
-    out.send(0, [this.attrOut(inode, st)]);
+    return after(st, (attrs) => { out.send(0, [this.attrOut(inode, attrs)]); });
   }
 
-  private readlink(h: InHeader, _b: RequestBody, out: ReplyTo): void {
-    out.send(0, [this.ctx.backend.readlink(this.inode(h.nodeid))]);
+  private readlink(h: InHeader, _b: RequestBody, out: ReplyTo): Awaitable<void> {
+    return after(this.ctx.backend.readlink(this.inode(h.nodeid)), (target) => { out.send(0, [target]); });
   }
 
-  private symlink(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private symlink(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const parent = this.inode(h.nodeid);
     const a = args(body, 'SYMLINK');
     const name = a.name('name');
     const target = a.name('target');
-    this.replyEntry(out, this.ctx.backend.symlink(FuseSession.caller(h), parent, name, target));
+    return this.entryReply(out, this.ctx.backend.symlink(FuseSession.caller(h), parent, name, target));
   }
 
-  private mknod(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private mknod(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const parent = this.inode(h.nodeid);
     const a = args(body, 'MKNOD');
     const mode = a.u32('fuse_mknod_in.mode');
@@ -485,41 +504,38 @@ export class FuseSession {
     const umask = a.u32('fuse_mknod_in.umask');
     a.skip(4, 'fuse_mknod_in.padding');
     const name = a.name('name');
-    this.replyEntry(out, this.ctx.backend.mknod(this.creator(h, umask), parent, name, mode, newDecodeDev(rdev)));
+    return this.entryReply(out, this.ctx.backend.mknod(this.creator(h, umask), parent, name, mode, newDecodeDev(rdev)));
   }
 
-  private mkdir(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private mkdir(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const parent = this.inode(h.nodeid);
     const a = args(body, 'MKDIR');
     const mode = a.u32('fuse_mkdir_in.mode');
     const umask = a.u32('fuse_mkdir_in.umask');
     const name = a.name('name');
-    this.replyEntry(out, this.ctx.backend.mkdir(this.creator(h, umask), parent, name, mode));
+    return this.entryReply(out, this.ctx.backend.mkdir(this.creator(h, umask), parent, name, mode));
   }
 
-  private unlink(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private unlink(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const name = args(body, 'UNLINK').name('name');
-    this.ctx.backend.unlink(FuseSession.caller(h), this.inode(h.nodeid), name, 0);
-    out.send(0, []);
+    return this.done(out, this.ctx.backend.unlink(FuseSession.caller(h), this.inode(h.nodeid), name, 0));
   }
 
-  private rmdir(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private rmdir(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const name = args(body, 'RMDIR').name('name');
-    this.ctx.backend.unlink(FuseSession.caller(h), this.inode(h.nodeid), name, AT_REMOVEDIR);
-    out.send(0, []);
+    return this.done(out, this.ctx.backend.unlink(FuseSession.caller(h), this.inode(h.nodeid), name, AT_REMOVEDIR));
   }
 
-  private rename(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private rename(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const a = args(body, 'RENAME');
     const newdirId = a.u64('fuse_rename_in.newdir');
     const oldName = a.name('oldname');
     const newName = a.name('newname');
     const newdir = this.inode(newdirId);
-    this.ctx.backend.rename(FuseSession.caller(h), this.inode(h.nodeid), oldName, newdir, newName, 0);
-    out.send(0, []);
+    return this.done(out, this.ctx.backend.rename(FuseSession.caller(h), this.inode(h.nodeid), oldName, newdir, newName, 0));
   }
 
-  private rename2(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private rename2(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const a = args(body, 'RENAME2');
     const newdirId = a.u64('fuse_rename2_in.newdir');
     const flags = a.u32('fuse_rename2_in.flags');
@@ -527,29 +543,30 @@ export class FuseSession {
     const oldName = a.name('oldname');
     const newName = a.name('newname');
     const newdir = this.inode(newdirId);
-    this.ctx.backend.rename(FuseSession.caller(h), this.inode(h.nodeid), oldName, newdir, newName, flags);
-    out.send(0, []);
+    return this.done(out, this.ctx.backend.rename(FuseSession.caller(h), this.inode(h.nodeid), oldName, newdir, newName, flags));
   }
 
-  private link(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private link(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const a = args(body, 'LINK');
     const oldId = a.u64('fuse_link_in.oldnodeid');
     const name = a.name('newname');
     const target = this.inode(oldId);
-    this.replyEntry(out, this.ctx.backend.link(FuseSession.caller(h), target, this.inode(h.nodeid), name));
+    return this.entryReply(out, this.ctx.backend.link(FuseSession.caller(h), target, this.inode(h.nodeid), name));
   }
 
   // ---- files ------------------------------------------------------------------------
 
-  private open(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private open(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const inode = this.inode(h.nodeid);
     const a = args(body, 'OPEN', 8);
     const flags = a.u32('fuse_open_in.flags');
     const openFlags = a.u32('fuse_open_in.open_flags');
     const killSuidgid = (openFlags & FUSE_OPEN_KILL_SUIDGID) !== 0;
-    const file = this.fds.open('OPEN', inode.label, () => this.ctx.backend.open(FuseSession.caller(h), inode, this.writebackFlags(flags), { killSuidgid }));
-    const fh = this.addHandle(file);
-    if (!out.send(0, [this.openOut(fh, false)])) this.dropHandle(fh);
+    const opened = this.fds.open('OPEN', inode.label, () => this.ctx.backend.open(FuseSession.caller(h), inode, this.writebackFlags(flags), { killSuidgid }));
+    return after(opened, (file) => {
+      const fh = this.addHandle(file);
+      if (!out.send(0, [this.openOut(fh, false)])) this.dropHandle(fh);
+    });
   }
 
   /**
@@ -563,7 +580,7 @@ export class FuseSession {
     return f;
   }
 
-  private create(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private create(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const parent = this.inode(h.nodeid);
     const a = args(body, 'CREATE');
     const flags = a.u32('fuse_create_in.flags');
@@ -571,8 +588,13 @@ export class FuseSession {
     const umask = a.u32('fuse_create_in.umask');
     const killSuidgid = (a.u32('fuse_create_in.open_flags') & FUSE_OPEN_KILL_SUIDGID) !== 0;
     const name = a.name('name');
-    const { entry, file } = this.fds.openWith('CREATE', printable(name),
+    const made = this.fds.openWith<Made>('CREATE', printable(name),
       () => this.ctx.backend.create(this.creator(h, umask), parent, name, this.writebackFlags(flags), mode, { killSuidgid }), (c) => c.file);
+    return after(made, (m) => this.replyCreated(out, m));
+  }
+
+  /** CREATE and TMPFILE: the entry and the open handle in one reply, both taken back if it is not delivered. */
+  private replyCreated(out: ReplyTo, { entry, file }: Made): void {
     const fh = this.addHandle(file);
     this.remember(entry.inode);
     if (!out.send(0, [this.entryOut(entry), this.openOut(fh, false)])) {
@@ -581,21 +603,16 @@ export class FuseSession {
     }
   }
 
-  private tmpfile(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private tmpfile(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const parent = this.inode(h.nodeid);
     const a = args(body, 'TMPFILE', 16);
     const flags = a.u32('fuse_create_in.flags');
     const mode = a.u32('fuse_create_in.mode');
     const umask = a.u32('fuse_create_in.umask');
     a.u32('fuse_create_in.open_flags');
-    const { entry, file } = this.fds.openWith('TMPFILE', parent.label,
+    const made = this.fds.openWith<Made>('TMPFILE', parent.label,
       () => this.ctx.backend.tmpfile(this.creator(h, umask), parent, this.writebackFlags(flags), mode), (c) => c.file);
-    const fh = this.addHandle(file);
-    this.remember(entry.inode);
-    if (!out.send(0, [this.entryOut(entry), this.openOut(fh, false)])) {
-      this.dropHandle(fh);
-      this.forgetOne(BigInt(entry.inode.id), 1n);
-    }
+    return after(made, (m) => this.replyCreated(out, m));
   }
 
   private read(_h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -631,9 +648,9 @@ export class FuseSession {
     out.send(0, [encodeWriteOut(done)]);
   }
 
-  private statfs(h: InHeader, _b: RequestBody, out: ReplyTo): void {
+  private statfs(h: InHeader, _b: RequestBody, out: ReplyTo): Awaitable<void> {
     const s = this.ctx.backend.statfs(this.inode(h.nodeid === 0n ? BigInt(FUSE_ROOT_ID) : h.nodeid));
-    out.send(0, [statfsOut(s)]);
+    return after(s, (fs) => { out.send(0, [statfsOut(fs)]); });
   }
 
   private release(_h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -709,18 +726,19 @@ export class FuseSession {
     out.send(0, [encodeWriteOut(n)]);
   }
 
-  private syncfs(_h: InHeader, _b: RequestBody, out: ReplyTo): void {
-    this.ctx.backend.syncfs();
-    out.send(0, []);
+  private syncfs(_h: InHeader, _b: RequestBody, out: ReplyTo): Awaitable<void> {
+    return this.done(out, this.ctx.backend.syncfs());
   }
 
   // ---- directories --------------------------------------------------------------------
 
-  private opendir(h: InHeader, _b: RequestBody, out: ReplyTo): void {
+  private opendir(h: InHeader, _b: RequestBody, out: ReplyTo): Awaitable<void> {
     const inode = this.inode(h.nodeid);
-    const d = this.fds.open('OPENDIR', inode.label, () => this.ctx.backend.opendir(FuseSession.caller(h), inode));
-    const fh = this.addHandle(d);
-    if (!out.send(0, [this.openOut(fh, true)])) this.dropHandle(fh);
+    const opened = this.fds.open('OPENDIR', inode.label, () => this.ctx.backend.opendir(FuseSession.caller(h), inode));
+    return after(opened, (d) => {
+      const fh = this.addHandle(d);
+      if (!out.send(0, [this.openOut(fh, true)])) this.dropHandle(fh);
+    });
   }
 
   private releasedir(_h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -743,19 +761,25 @@ export class FuseSession {
     const d = this.dir(fh, 'FSYNCDIR');
     // Through an fd of its own (RELEASEDIR may close the stream's while the call runs), charged to this session.
     const { backend } = this.ctx;
-    const f = this.fds.open('FSYNCDIR', d.inode.label, () => backend.open(FuseSession.caller(h), d.inode, O_RDONLY));
-    return backend.fsync(f, false).then(() => { out.send(0, []); }).finally(() => backend.closeFile(f));
+    const opened = this.fds.open('FSYNCDIR', d.inode.label, () => backend.open(FuseSession.caller(h), d.inode, O_RDONLY));
+    return Promise.resolve(opened).then((f) => backend.fsync(f, false).then(() => { out.send(0, []); }).finally(() => backend.closeFile(f)));
   }
 
-  private readdir(h: InHeader, body: RequestBody, out: ReplyTo): void {
-    this.readdirCommon(h, body, out, false);
+  private readdir(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
+    return this.readdirCommon(h, body, out, false);
   }
 
-  private readdirplus(h: InHeader, body: RequestBody, out: ReplyTo): void {
-    this.readdirCommon(h, body, out, true);
+  private readdirplus(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
+    return this.readdirCommon(h, body, out, true);
   }
 
-  private readdirCommon(h: InHeader, body: RequestBody, out: ReplyTo, plus: boolean): void {
+  /**
+   * The entries that fit come from the backend first; READDIRPLUS then looks
+   * each one up. An entry taken from the stream but not sent (a lookup that
+   * failed) comes again: the kernel resumes at the cookie of the last entry
+   * it got, and the stream seeks there.
+   */
+  private readdirCommon(h: InHeader, body: RequestBody, out: ReplyTo, plus: boolean): Awaitable<void> {
     const op = plus ? 'READDIRPLUS' : 'READDIR';
     // The kernel sends a whole fuse_read_in; the first four fields are all this needs.
     const a = args(body, op, 24);
@@ -764,53 +788,86 @@ export class FuseSession {
     const size = Math.min(a.u32('fuse_read_in.size'), this.ctx.options.maxWrite);
     a.u32('fuse_read_in.read_flags');
     const d = this.dir(fh, op);
+    const ents: GuestDirent[] = [];
+    let room = size;
+    const listed = this.ctx.backend.readdir(d, BigInt.asIntN(64, offset), (ent) => {
+      const padded = plus ? direntplusSize(ent.name.length) : direntSize(ent.name.length);
+      if (padded > room) return false;
+      room -= padded;
+      ents.push(ent);
+      return true;
+    });
+    return after(listed, () => plus ? this.replyDirentsPlus(h, out, d, ents, size) : this.replyDirents(out, ents, size));
+  }
+
+  private replyDirents(out: ReplyTo, ents: readonly GuestDirent[], size: number): void {
+    const buf = Buffer.alloc(size);
+    let used = 0;
+    for (const ent of ents) {
+      encodeDirent(buf, used, { ino: ent.guestIno, off: ent.off, type: ent.type, name: ent.name });
+      used += direntSize(ent.name.length);
+    }
+    out.send(0, [buf.subarray(0, used)]);
+  }
+
+  private replyDirentsPlus(h: InHeader, out: ReplyTo, d: DirStream, ents: readonly GuestDirent[], size: number): Awaitable<void> {
     const { backend } = this.ctx;
+    const caller = FuseSession.caller(h);
     const buf = Buffer.alloc(size);
     let used = 0;
     const handedOut: Inode[] = [];
-    const caller = FuseSession.caller(h);
-    backend.readdir(d, BigInt.asIntN(64, offset), (ent) => {
-      const nameLen = ent.name.length;
-      const padded = plus ? direntplusSize(nameLen) : direntSize(nameLen);
-      if (used + padded > size) return false;
-      let ino = ent.guestIno;
-      const isDot = nameLen === 1 && ent.name[0] === 0x2e;
-      const isDotDot = nameLen === 2 && ent.name[0] === 0x2e && ent.name[1] === 0x2e;
-      let at = used;
-      if (plus) {
-        if (isDot || isDotDot) {
-          // No lookup reference for . and ..: node id 0 tells the kernel not to make a dentry.
-          noEntryOut(dtToMode(ent.type), buf, at);
-        } else {
-          let e: Entry;
-          try {
-            e = backend.lookup(caller, d.inode, ent.name);
-          } catch (err) {
-            if (err instanceof SysError && err.errno === Errno.ENOENT) return true; // vanished since getdents
-            // Anything else (EMFILE, EACCES...): end this reply here so the
-            // entry comes again next time, never silently lose it.
-            if (used === 0) throw err;
-            return false;
-          }
-          this.remember(e.inode);
-          handedOut.push(e.inode);
-          this.entryOut(e, buf, at);
-          ino = e.inode.guestIno;
-        }
-        at += ENTRY_OUT_SIZE;
+    const put = (ent: GuestDirent, e: Entry | undefined): void => {
+      if (e) {
+        this.remember(e.inode);
+        handedOut.push(e.inode);
+        this.entryOut(e, buf, used);
+      } else {
+        // No lookup reference for . and ..: node id 0 tells the kernel not to make a dentry.
+        noEntryOut(dtToMode(ent.type), buf, used);
       }
-      encodeDirent(buf, at, { ino, off: ent.off, type: ent.type, name: ent.name });
-      used += padded;
-      return true;
-    });
-    if (!out.send(0, [buf.subarray(0, used)])) {
-      for (const inode of handedOut) this.forgetOne(BigInt(inode.id), 1n);
-    }
+      encodeDirent(buf, used + ENTRY_OUT_SIZE, { ino: e ? e.inode.guestIno : ent.guestIno, off: ent.off, type: ent.type, name: ent.name });
+      used += direntplusSize(ent.name.length);
+    };
+    const send = (): void => {
+      if (!out.send(0, [buf.subarray(0, used)])) {
+        for (const inode of handedOut) this.forgetOne(BigInt(inode.id), 1n);
+      }
+    };
+    // A name that vanished since getdents is skipped; any other failure
+    // (EMFILE, EACCES...) ends the reply there, or fails it if nothing is in it yet.
+    const failed = (err: unknown): 'skip' | 'stop' => {
+      if (err instanceof SysError && err.errno === Errno.ENOENT) return 'skip';
+      if (used === 0) throw err;
+      return 'stop';
+    };
+    const step = (from: number): Awaitable<void> => {
+      for (let i = from; i < ents.length; i++) {
+        const ent = ents[i]!;
+        const n = ent.name;
+        if ((n.length === 1 && n[0] === 0x2e) || (n.length === 2 && n[0] === 0x2e && n[1] === 0x2e)) {
+          put(ent, undefined);
+          continue;
+        }
+        let e: Awaitable<Entry>;
+        try {
+          e = backend.lookup(caller, d.inode, n);
+        } catch (err) {
+          if (failed(err) === 'skip') continue;
+          break;
+        }
+        if (e instanceof Promise) {
+          return e.then((found) => (put(ent, found), step(i + 1)), (err: unknown) => (failed(err) === 'skip' ? step(i + 1) : send()));
+        }
+        put(ent, e);
+      }
+      return send();
+    };
+    return step(0);
   }
 
   // ---- xattrs --------------------------------------------------------------------------------
 
-  private setxattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private setxattr(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     this.xattrEnabled('SETXATTR');
     const inode = this.inode(h.nodeid);
     const ext = (this.wantFlags & INIT.SETXATTR_EXT) !== 0n;
@@ -821,30 +878,31 @@ export class FuseSession {
     a.skip(fixed - 8, ext ? 'fuse_setxattr_in.setxattr_flags' : 'fuse_setxattr_in');
     const name = a.name('name');
     if (size > a.remaining) fail(Errno.EINVAL, 'SETXATTR', `value size ${size} beyond the request`);
-    this.ctx.backend.setxattr(FuseSession.caller(h), inode, this.hostXattrName('SETXATTR', name), a.bytes(size, 'value'), flags);
-    out.send(0, []);
+    return this.done(out, this.ctx.backend.setxattr(FuseSession.caller(h), inode, this.hostXattrName('SETXATTR', name), a.bytes(size, 'value'), flags));
   }
 
-  private getxattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private getxattr(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     this.xattrEnabled('GETXATTR');
     const inode = this.inode(h.nodeid);
     const a = args(body, 'GETXATTR');
     const size = a.u32('fuse_getxattr_in.size');
     a.skip(4, 'fuse_getxattr_in.padding');
     const name = a.name('name');
-    this.sizedReply(out, this.ctx.backend.getxattr(FuseSession.caller(h), inode, this.hostXattrName('GETXATTR', name)), size);
+    return after(this.ctx.backend.getxattr(FuseSession.caller(h), inode, this.hostXattrName('GETXATTR', name)), (v) => this.sizedReply(out, v, size));
   }
 
-  private listxattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private listxattr(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     this.xattrEnabled('LISTXATTR');
     const inode = this.inode(h.nodeid);
     const a = args(body, 'LISTXATTR', 8);
     const size = a.u32('fuse_getxattr_in.size');
     a.skip(4, 'fuse_getxattr_in.padding');
-    let names = this.ctx.backend.listxattr(FuseSession.caller(h), inode);
-    if (this.ctx.options.xattrMap) names = this.ctx.options.xattrMap.listToGuest(names);
-    names = names.filter((n) => !this.aclBlocked(n));
-    this.sizedReply(out, Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])])), size);
+    return after(this.ctx.backend.listxattr(FuseSession.caller(h), inode), (listed) => {
+      let names = listed;
+      if (this.ctx.options.xattrMap) names = this.ctx.options.xattrMap.listToGuest(names);
+      names = names.filter((n) => !this.aclBlocked(n));
+      this.sizedReply(out, Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])])), size);
+    });
   }
 
   /** getxattr/listxattr: size 0 asks for the length; a too-small buffer is ERANGE. */
@@ -858,20 +916,18 @@ export class FuseSession {
     }
   }
 
-  private removexattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private removexattr(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     this.xattrEnabled('REMOVEXATTR');
     const name = args(body, 'REMOVEXATTR').name('name');
-    this.ctx.backend.removexattr(FuseSession.caller(h), this.inode(h.nodeid), this.hostXattrName('REMOVEXATTR', name));
-    out.send(0, []);
+    return this.done(out, this.ctx.backend.removexattr(FuseSession.caller(h), this.inode(h.nodeid), this.hostXattrName('REMOVEXATTR', name)));
   }
 
-  private access(h: InHeader, body: RequestBody, out: ReplyTo): void {
+  private access(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const a = args(body, 'ACCESS', 8);
     const mask = a.u32('fuse_access_in.mask');
     a.skip(4, 'fuse_access_in.padding');
     // ACCESS asks whether the caller may: the host kernel answers, as the caller.
-    this.ctx.backend.access({ uid: h.uid, gid: h.gid, groups: [h.gid], pid: h.pid }, this.inode(h.nodeid), mask);
-    out.send(0, []);
+    return this.done(out, this.ctx.backend.access({ uid: h.uid, gid: h.gid, groups: [h.gid], pid: h.pid }, this.inode(h.nodeid), mask));
   }
 
   // ---- locks ------------------------------------------------------------------------------------

@@ -8,15 +8,29 @@
 // Whose rights a call runs with is the backend's business, decided from the
 // Caller: every call that resolves a name or changes the tree takes one.
 // Calls on an open handle (read, write, fsync, locks...) do not: as with a
-// file descriptor, the rights were checked when it was opened. Results may
-// be promises where the call can block on storage (the I/O engine runs it),
-// so no protocol waits for another's request.
+// file descriptor, the rights were checked when it was opened. A call that
+// can block on storage returns an Awaitable: a value at once, or a promise
+// when the backend had to wait (an engine ran the call), so no protocol
+// waits for another's request. Protocols must expect either, and must
+// check after a wait that what they act on (a fid, a handle) still exists.
 import type { Credentials, Dirent, LockRange, Stat, StatFs, TimeArg } from '../sys/index.js';
 import type { WriteOptions } from '../sys/vectored.js';
 import { DirStream, OpenFile } from './files.js';
 import type { FdAccount, FdBudget } from './fd-budget.js';
 import type { Inode } from './inode-table.js';
 import type { LockOptions, LockRequest, SetLockOptions, WaitLockOptions } from './locks.js';
+
+/** A result now, or later when the call had to wait for storage (the I/O engine ran it). */
+export type Awaitable<T> = T | Promise<T>;
+
+/**
+ * `f` of `v`: at once when `v` is a value, when it settles when it is a
+ * promise. Protocols chain backend results with it, so the common case (a
+ * result at once) costs no microtask and replies go out in the same turn.
+ */
+export function after<T, R>(v: Awaitable<T>, f: (t: T) => Awaitable<R>): Awaitable<R> {
+  return v instanceof Promise ? v.then(f) : f(v);
+}
 
 /**
  * Who asks. `clientChecked` (from Credentials): the client's kernel has
@@ -90,34 +104,34 @@ export interface Backend {
   release(inode: Inode, n?: number): void;
 
   // names and attributes
-  lookup(c: Caller, parent: Inode, name: Buffer): Entry;
-  getattr(inode: Inode): Stat;
-  getattrOpen(h: OpenFile | DirStream): Stat;
-  setattr(c: Caller, inode: Inode, a: SetAttr, file?: OpenFile): Stat;
-  readlink(inode: Inode): Buffer;
-  statfs(inode: Inode): StatFs;
+  lookup(c: Caller, parent: Inode, name: Buffer): Awaitable<Entry>;
+  getattr(inode: Inode): Awaitable<Stat>;
+  getattrOpen(h: OpenFile | DirStream): Awaitable<Stat>;
+  setattr(c: Caller, inode: Inode, a: SetAttr, file?: OpenFile): Awaitable<Stat>;
+  readlink(inode: Inode): Awaitable<Buffer>;
+  statfs(inode: Inode): Awaitable<StatFs>;
   /** Whether the node is the root of a filesystem mounted under the export (FUSE_ATTR_SUBMOUNT). */
   isSubmountRoot(inode: Inode): boolean;
-  syncfs(): void;
-  access(c: Caller, inode: Inode, mask: number): void;
+  syncfs(): Awaitable<void>;
+  access(c: Caller, inode: Inode, mask: number): Awaitable<void>;
 
   // opening and reading directories
-  open(c: Caller, inode: Inode, flags: number, o?: OpenOptions): OpenFile;
-  opendir(c: Caller, inode: Inode): DirStream;
+  open(c: Caller, inode: Inode, flags: number, o?: OpenOptions): Awaitable<OpenFile>;
+  opendir(c: Caller, inode: Inode): Awaitable<DirStream>;
   /** Entries from `offset` until `emit` returns false (that entry comes again next time) or the directory ends. */
-  readdir(dir: DirStream, offset: bigint, emit: (d: GuestDirent) => boolean): void;
+  readdir(dir: DirStream, offset: bigint, emit: (d: GuestDirent) => boolean): Awaitable<void>;
   closeFile(file: OpenFile): void;
   closeDir(dir: DirStream): void;
 
   // creating, removing, renaming
-  create(c: Caller, parent: Inode, name: Buffer, flags: number, mode: number, o?: OpenOptions): { entry: Entry; file: OpenFile };
-  tmpfile(c: Caller, parent: Inode, flags: number, mode: number): { entry: Entry; file: OpenFile };
-  mkdir(c: Caller, parent: Inode, name: Buffer, mode: number): Entry;
-  mknod(c: Caller, parent: Inode, name: Buffer, mode: number, rdev: bigint): Entry;
-  symlink(c: Caller, parent: Inode, name: Buffer, target: Buffer): Entry;
-  link(c: Caller, inode: Inode, newParent: Inode, name: Buffer): Entry;
-  unlink(c: Caller, parent: Inode, name: Buffer, flags: number): void;
-  rename(c: Caller, oldParent: Inode, oldName: Buffer, newParent: Inode, newName: Buffer, flags?: number): void;
+  create(c: Caller, parent: Inode, name: Buffer, flags: number, mode: number, o?: OpenOptions): Awaitable<{ entry: Entry; file: OpenFile }>;
+  tmpfile(c: Caller, parent: Inode, flags: number, mode: number): Awaitable<{ entry: Entry; file: OpenFile }>;
+  mkdir(c: Caller, parent: Inode, name: Buffer, mode: number): Awaitable<Entry>;
+  mknod(c: Caller, parent: Inode, name: Buffer, mode: number, rdev: bigint): Awaitable<Entry>;
+  symlink(c: Caller, parent: Inode, name: Buffer, target: Buffer): Awaitable<Entry>;
+  link(c: Caller, inode: Inode, newParent: Inode, name: Buffer): Awaitable<Entry>;
+  unlink(c: Caller, parent: Inode, name: Buffer, flags: number): Awaitable<void>;
+  rename(c: Caller, oldParent: Inode, oldName: Buffer, newParent: Inode, newName: Buffer, flags?: number): Awaitable<void>;
 
   // the data path, on open handles
   read(file: OpenFile, offset: number | bigint, dst: readonly Buffer[], skip: number, max: number): Promise<number>;
@@ -135,12 +149,12 @@ export interface Backend {
   flush(file: OpenFile, owner: string): void;
 
   // xattrs
-  getxattr(c: Caller, inode: Inode, name: Buffer): Buffer;
-  listxattr(c: Caller, inode: Inode): Buffer[];
+  getxattr(c: Caller, inode: Inode, name: Buffer): Awaitable<Buffer>;
+  listxattr(c: Caller, inode: Inode): Awaitable<Buffer[]>;
   /** Whether the caller may write `name` at all (9P asks at Txattrcreate, before the value arrives). */
   checkSetxattr(c: Caller, inode: Inode, name: Buffer): void;
-  setxattr(c: Caller, inode: Inode, name: Buffer, value: Buffer, flags: number): void;
-  removexattr(c: Caller, inode: Inode, name: Buffer): void;
+  setxattr(c: Caller, inode: Inode, name: Buffer, value: Buffer, flags: number): Awaitable<void>;
+  removexattr(c: Caller, inode: Inode, name: Buffer): Awaitable<void>;
 }
 
 // The handle classes are values too: a protocol tells a file from a directory by instanceof.

@@ -195,22 +195,33 @@ export class FdAccount {
   }
 
   /** Charges one fd around `open`; the handle gives it back when its fd closes. */
-  open<T extends Charged>(op: string, what: string, open: () => T): T {
-    return this.openWith(op, what, open, (h) => h);
+  open<T extends Charged>(op: string, what: string, open: () => T): T;
+  open<T extends Charged>(op: string, what: string, open: () => T | Promise<T>): T | Promise<T>;
+  open<T extends Charged>(op: string, what: string, open: () => T | Promise<T>): T | Promise<T> {
+    return this.openWith<T>(op, what, open, (h) => h);
   }
 
-  /** open() for calls whose result carries the handle (`handleOf`). */
-  openWith<T>(op: string, what: string, open: () => T, handleOf: (r: T) => Charged): T {
+  /** open() for calls whose result carries the handle (`handleOf`); the open may complete later. */
+  openWith<T>(op: string, what: string, open: () => T, handleOf: (r: T) => Charged): T;
+  openWith<T>(op: string, what: string, open: () => T | Promise<T>, handleOf: (r: T) => Charged): T | Promise<T>;
+  openWith<T>(op: string, what: string, open: () => T | Promise<T>, handleOf: (r: T) => Charged): T | Promise<T> {
     this.charge(op, what);
-    let r: T;
+    let r: T | Promise<T>;
     try {
       r = open();
     } catch (e) {
       this.give();
       throw e;
     }
-    handleOf(r).account = this;
-    return r;
+    const charge = (v: T): T => {
+      handleOf(v).account = this;
+      return v;
+    };
+    if (!(r instanceof Promise)) return charge(r);
+    return r.then(charge, (e: unknown) => {
+      this.give();
+      throw e;
+    });
   }
 
   /** The session ended. Handles still open give their fds back as they close. */
