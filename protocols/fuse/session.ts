@@ -17,7 +17,7 @@ import {
   FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_OPEN_KILL_SUIDGID, FUSE_RELEASE_FLOCK_UNLOCK, FUSE_ROOT_ID, FUSE_WRITE_KILL_SUIDGID,
   GETATTR_IN_SIZE, GETXATTR_IN_SIZE, IN_HEADER_SIZE, INIT, INIT_IN_SIZE, INIT_OUT_FULL_MINOR, INTERRUPT_IN_SIZE, LK_IN_SIZE,
   LSEEK_IN_SIZE, OFFSET_MAX, OP, OPEN_IN_SIZE, READ_IN_SIZE, RELEASE_IN_SIZE, SETATTR_IN_SIZE, SETXATTR_IN_SIZE, STATX_IN_SIZE,
-  WRITE_IN_SIZE,
+  SYNCFS_IN_SIZE, WRITE_IN_SIZE,
 } from './constants.js';
 import { timeouts, type FuseOptions } from './options.js';
 import { parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
@@ -405,16 +405,12 @@ export class FuseSession {
 
   private getattr(h: InHeader, body: RequestBody, out: ReplyTo): void {
     const inode = this.inode(h.nodeid);
-    let st: Stat;
-    if (body.length >= GETATTR_IN_SIZE) {
-      const a = args(body, 'GETATTR', GETATTR_IN_SIZE);
-      const flags = a.u32('fuse_getattr_in.getattr_flags');
-      a.skip(4, 'fuse_getattr_in.dummy');
-      const fh = a.u64('fuse_getattr_in.fh');
-      st = flags & FUSE_GETATTR_FH && this.handles.has(fh) ? this.ctx.backend.getattrOpen(this.handles.get(fh)!) : this.ctx.backend.getattr(inode);
-    } else {
-      st = this.ctx.backend.getattr(inode);
-    }
+    // Every kernel since 7.9 sends fuse_getattr_in (as virtiofsd, a shorter body is malformed).
+    const a = args(body, 'GETATTR', GETATTR_IN_SIZE);
+    const flags = a.u32('fuse_getattr_in.getattr_flags');
+    a.skip(4, 'fuse_getattr_in.dummy');
+    const fh = a.u64('fuse_getattr_in.fh');
+    const st = flags & FUSE_GETATTR_FH && this.handles.has(fh) ? this.ctx.backend.getattrOpen(this.handles.get(fh)!) : this.ctx.backend.getattr(inode);
     out.send(0, [this.attrOut(inode, st)]);
   }
 
@@ -713,14 +709,19 @@ export class FuseSession {
     out.send(0, [encodeWriteOut(n)]);
   }
 
-  private syncfs(_h: InHeader, _b: RequestBody, out: ReplyTo): void {
+  private syncfs(_h: InHeader, body: RequestBody, out: ReplyTo): void {
+    args(body, 'SYNCFS', SYNCFS_IN_SIZE).u64('fuse_syncfs_in.padding');
     this.ctx.backend.syncfs();
     out.send(0, []);
   }
 
   // ---- directories --------------------------------------------------------------------
 
-  private opendir(h: InHeader, _b: RequestBody, out: ReplyTo): void {
+  private opendir(h: InHeader, body: RequestBody, out: ReplyTo): void {
+    // fuse_open_in: read for its length only; a directory stream is opened the same whatever the guest's flags.
+    const a = args(body, 'OPENDIR', OPEN_IN_SIZE);
+    a.u32('fuse_open_in.flags');
+    a.u32('fuse_open_in.open_flags');
     const inode = this.inode(h.nodeid);
     const d = this.fds.open('OPENDIR', inode.label, () => this.ctx.backend.opendir(FuseSession.caller(h), inode));
     const fh = this.addHandle(d);
@@ -761,12 +762,15 @@ export class FuseSession {
 
   private readdirCommon(h: InHeader, body: RequestBody, out: ReplyTo, plus: boolean): void {
     const op = plus ? 'READDIRPLUS' : 'READDIR';
-    // The kernel sends a whole fuse_read_in; the first four fields are all this needs.
-    const a = args(body, op, 24);
+    // The kernel sends a whole fuse_read_in; the first three fields are all this needs.
+    const a = args(body, op, READ_IN_SIZE);
     const fh = a.u64('fuse_read_in.fh');
     const offset = a.u64('fuse_read_in.offset');
     const size = Math.min(a.u32('fuse_read_in.size'), this.ctx.options.maxWrite);
     a.u32('fuse_read_in.read_flags');
+    a.u64('fuse_read_in.lock_owner');
+    a.u32('fuse_read_in.flags');
+    a.skip(4, 'fuse_read_in.padding');
     const d = this.dir(fh, op);
     const { backend } = this.ctx;
     const buf = Buffer.alloc(size);
