@@ -61,6 +61,57 @@ export const FUSE_SETXATTR_ACL_KILL_SGID = 1;
 /** fuse_attr flags */
 export const FUSE_ATTR_SUBMOUNT = 1;
 
+// Sizes of the fixed request structs (sizeof in linux/fuse.h): what the
+// session reads through the ArgReader before any name or data.
+export const INIT_IN_SIZE = 64;
+export const FORGET_IN_SIZE = 8;
+export const BATCH_FORGET_IN_SIZE = 8;
+/** struct fuse_forget_one, BATCH_FORGET_IN_SIZE's count of them follow */
+export const FORGET_ONE_SIZE = 16;
+export const GETATTR_IN_SIZE = 16;
+export const STATX_IN_SIZE = 24;
+export const SETATTR_IN_SIZE = 88;
+export const MKNOD_IN_SIZE = 16;
+export const MKDIR_IN_SIZE = 8;
+export const RENAME_IN_SIZE = 8;
+export const RENAME2_IN_SIZE = 16;
+export const LINK_IN_SIZE = 8;
+/** struct fuse_open_in (OPEN, OPENDIR) */
+export const OPEN_IN_SIZE = 8;
+/** struct fuse_create_in (CREATE, TMPFILE) */
+export const CREATE_IN_SIZE = 16;
+/** struct fuse_read_in (READ, READDIR, READDIRPLUS) */
+export const READ_IN_SIZE = 40;
+export const WRITE_IN_SIZE = 40;
+/** struct fuse_release_in (RELEASE, RELEASEDIR) */
+export const RELEASE_IN_SIZE = 24;
+export const FLUSH_IN_SIZE = 24;
+/** struct fuse_fsync_in (FSYNC, FSYNCDIR) */
+export const FSYNC_IN_SIZE = 16;
+/** struct fuse_setxattr_in with SETXATTR_EXT */
+export const SETXATTR_IN_SIZE = 16;
+/** fuse_setxattr_in without SETXATTR_EXT: size and flags */
+export const FUSE_COMPAT_SETXATTR_IN_SIZE = 8;
+/** struct fuse_getxattr_in (GETXATTR, LISTXATTR) */
+export const GETXATTR_IN_SIZE = 8;
+export const ACCESS_IN_SIZE = 8;
+/** struct fuse_lk_in (GETLK, SETLK, SETLKW) */
+export const LK_IN_SIZE = 48;
+export const INTERRUPT_IN_SIZE = 8;
+export const FALLOCATE_IN_SIZE = 32;
+export const LSEEK_IN_SIZE = 24;
+export const COPY_FILE_RANGE_IN_SIZE = 56;
+export const SYNCFS_IN_SIZE = 8;
+
+/** Request extensions: fuse_in_header.total_extlen counts units of this many bytes. */
+export const EXT_UNIT = 8;
+/** struct fuse_ext_header */
+export const EXT_HEADER_SIZE = 8;
+/** enum fuse_ext_type: FUSE_EXT_GROUPS (struct fuse_supp_groups) */
+export const FUSE_EXT_GROUPS = 32;
+/** struct fuse_supp_groups without its groups[] */
+export const SUPP_GROUPS_SIZE = 4;
+
 // Sizes of the reply structures (sizeof in linux/fuse.h; test/fuse/wire.test.ts
 // checks each against the struct's fields and each encoder against them).
 export const ATTR_SIZE = 88;

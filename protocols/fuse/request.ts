@@ -3,7 +3,7 @@
 // the session reads small arguments contiguously and takes WRITE payloads
 // as slices, so file data is never copied through JS on its way in.
 import { Errno, SysError } from '../../src/sys/index.js';
-import { IN_HEADER_SIZE } from './constants.js';
+import { EXT_HEADER_SIZE, EXT_UNIT, FUSE_EXT_GROUPS, IN_HEADER_SIZE, SUPP_GROUPS_SIZE } from './constants.js';
 import { viewsOf } from '../../src/sys/vectored.js';
 
 export interface InHeader {
@@ -90,25 +90,26 @@ export interface ReplyTo {
   none(): void;
 }
 
-const FUSE_EXT_GROUPS = 32;
-
 /**
- * Request extensions (fuse_ext_header records in the last totalExtlen * 8
- * bytes). Only FUSE_EXT_GROUPS is used; malformed ones are ignored.
+ * Request extensions (fuse_ext_header records in the last totalExtlen *
+ * EXT_UNIT bytes). Only FUSE_EXT_GROUPS is used; malformed ones are ignored.
  */
 export function parseExtensions(h: InHeader, body: RequestBody): void {
-  const extBytes = h.totalExtlen * 8;
+  const extBytes = h.totalExtlen * EXT_UNIT;
   if (extBytes === 0 || extBytes > body.length) return;
   const ext = body.copy(body.length - extBytes, extBytes);
   let at = 0;
-  while (at + 8 <= ext.length) {
+  while (at + EXT_HEADER_SIZE <= ext.length) {
+    // struct fuse_ext_header: size (of the record, header included), type
     const size = ext.readUInt32LE(at);
     const type = ext.readUInt32LE(at + 4);
-    if (size < 8 || at + size > ext.length) return;
-    if (type === FUSE_EXT_GROUPS && size >= 12) {
-      const n = ext.readUInt32LE(at + 8);
-      for (let i = 0; i < n && at + 12 + i * 4 + 4 <= at + size; i++) h.suppGroups.push(ext.readUInt32LE(at + 12 + i * 4));
+    if (size < EXT_HEADER_SIZE || at + size > ext.length) return;
+    const groups = at + EXT_HEADER_SIZE + SUPP_GROUPS_SIZE;
+    if (type === FUSE_EXT_GROUPS && size >= EXT_HEADER_SIZE + SUPP_GROUPS_SIZE) {
+      // struct fuse_supp_groups: nr_groups, then groups[nr_groups] (u32 each), within the record
+      const n = ext.readUInt32LE(at + EXT_HEADER_SIZE);
+      for (let i = 0; i < n && groups + i * 4 + 4 <= at + size; i++) h.suppGroups.push(ext.readUInt32LE(groups + i * 4));
     }
-    at += (size + 7) & ~7;
+    at += (size + EXT_UNIT - 1) & ~(EXT_UNIT - 1);
   }
 }

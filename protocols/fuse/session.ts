@@ -11,16 +11,20 @@ import {
 import type { Logger } from '../../src/log.js';
 import { PeerLog, type LogLimits } from '../../src/log-limit.js';
 import {
-  ENTRY_OUT_SIZE, FATTR, FOPEN, FUSE_ATTR_SUBMOUNT, FUSE_COMPAT_22_INIT_OUT_SIZE, FUSE_COMPAT_INIT_OUT_SIZE,
-  FUSE_FSYNC_FDATASYNC, FUSE_GETATTR_FH, FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_ROOT_ID,
-  IN_HEADER_SIZE, INIT, INIT_OUT_FULL_MINOR, OP, FUSE_WRITE_KILL_SUIDGID, FUSE_OPEN_KILL_SUIDGID, FUSE_RELEASE_FLOCK_UNLOCK,
-  OFFSET_MAX,
+  ACCESS_IN_SIZE, BATCH_FORGET_IN_SIZE, COPY_FILE_RANGE_IN_SIZE, CREATE_IN_SIZE, ENTRY_OUT_SIZE, FALLOCATE_IN_SIZE, FATTR,
+  FLUSH_IN_SIZE, FOPEN, FORGET_IN_SIZE, FORGET_ONE_SIZE, FSYNC_IN_SIZE, FUSE_ATTR_SUBMOUNT, FUSE_COMPAT_22_INIT_OUT_SIZE,
+  FUSE_COMPAT_INIT_OUT_SIZE, FUSE_COMPAT_SETXATTR_IN_SIZE, FUSE_FSYNC_FDATASYNC, FUSE_GETATTR_FH, FUSE_KERNEL_MINOR_VERSION,
+  FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_OPEN_KILL_SUIDGID, FUSE_RELEASE_FLOCK_UNLOCK, FUSE_ROOT_ID, FUSE_WRITE_KILL_SUIDGID,
+  GETATTR_IN_SIZE, GETXATTR_IN_SIZE, IN_HEADER_SIZE, INIT, INIT_IN_SIZE, INIT_OUT_FULL_MINOR, INTERRUPT_IN_SIZE, LK_IN_SIZE,
+  LSEEK_IN_SIZE, OFFSET_MAX, OP, OPEN_IN_SIZE, READ_IN_SIZE, RELEASE_IN_SIZE, SETATTR_IN_SIZE, SETXATTR_IN_SIZE, STATX_IN_SIZE,
+  SYNCFS_IN_SIZE, WRITE_IN_SIZE,
 } from './constants.js';
 import { timeouts, type FuseOptions } from './options.js';
 import { parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
 import {
   ArgReader, attrOut, direntplusSize, direntSize, dtToMode, encodeDirent, encodeGetxattrOut, encodeInitOut, encodeLkOut,
-  encodeLseekOut, encodeStatxOut, encodeWriteOut, entryOut, noEntryOut, openOut, statfsOut, type FuseAttr,
+  encodeLseekOut, encodeStatxOut, encodeWriteOut, entryOut, newDecodeDev, newEncodeDev, noEntryOut, openOut, statfsOut,
+  type FuseAttr,
 } from './wire.js';
 
 
@@ -318,7 +322,7 @@ export class FuseSession {
   // ---- session ----------------------------------------------------------------
 
   private init(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const a = args(body, 'INIT', 64);
+    const a = args(body, 'INIT', INIT_IN_SIZE);
     const major = a.u32('major');
     const minor = a.u32('minor');
     const maxReadahead = a.u32('max_readahead');
@@ -402,7 +406,7 @@ export class FuseSession {
   }
 
   private forget(h: InHeader, body: RequestBody, out: ReplyTo): void {
-    this.forgetOne(h.nodeid, args(body, 'FORGET', 8).u64('fuse_forget_in.nlookup'));
+    this.forgetOne(h.nodeid, args(body, 'FORGET', FORGET_IN_SIZE).u64('fuse_forget_in.nlookup'));
     out.none();
   }
 
@@ -410,32 +414,28 @@ export class FuseSession {
     const a = args(body, 'BATCH_FORGET');
     const count = a.u32('fuse_batch_forget_in.count');
     a.skip(4, 'fuse_batch_forget_in.dummy');
-    if (8 + count * 16 > body.length) {
+    if (BATCH_FORGET_IN_SIZE + count * FORGET_ONE_SIZE > body.length) {
       this.logs.warn('fuse.bad-request', { peer: this.peer, count, bytes: body.length }, 'fuse: BATCH_FORGET count exceeds the request');
     }
-    const n = Math.min(count, Math.floor((body.length - 8) / 16));
+    const n = Math.min(count, Math.floor((body.length - BATCH_FORGET_IN_SIZE) / FORGET_ONE_SIZE));
     for (let i = 0; i < n; i++) this.forgetOne(a.u64('fuse_forget_one.nodeid'), a.u64('fuse_forget_one.nlookup'));
     out.none();
   }
 
   private getattr(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const inode = this.inode(h.nodeid);
-    let st: Awaitable<Stat>;
-    if (body.length >= 16) {
-      const a = args(body, 'GETATTR', 16);
-      const flags = a.u32('fuse_getattr_in.getattr_flags');
-      a.skip(4, 'fuse_getattr_in.dummy');
-      st = this.attrsOf(inode, flags, a.u64('fuse_getattr_in.fh'));
-    } else {
-      st = this.ctx.backend.getattr(inode);
-    }
+    // Every kernel since 7.9 sends fuse_getattr_in (as virtiofsd, a shorter body is malformed).
+    const a = args(body, 'GETATTR', GETATTR_IN_SIZE);
+    const flags = a.u32('fuse_getattr_in.getattr_flags');
+    a.skip(4, 'fuse_getattr_in.dummy');
+    const st = this.attrsOf(inode, flags, a.u64('fuse_getattr_in.fh'));
     return after(st, (attrs) => { out.send(0, [this.attrOut(inode, attrs)]); });
   }
 
   /** STATX (7.39): like GETATTR, plus the birth time when the host has one. */
   private statx(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const inode = this.inode(h.nodeid);
-    const a = args(body, 'STATX', 24);
+    const a = args(body, 'STATX', STATX_IN_SIZE);
     const flags = a.u32('fuse_statx_in.getattr_flags');
     a.skip(4, 'fuse_statx_in.reserved');
     const fh = a.u64('fuse_statx_in.fh');
@@ -452,7 +452,7 @@ export class FuseSession {
 
   private setattr(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const inode = this.inode(h.nodeid);
-    const a = args(body, 'SETATTR', 88);
+    const a = args(body, 'SETATTR', SETATTR_IN_SIZE);
     const valid = a.u32('fuse_setattr_in.valid');
     a.skip(4, 'fuse_setattr_in.padding');
     const fh = a.u64('fuse_setattr_in.fh');
@@ -558,7 +558,7 @@ export class FuseSession {
 
   private open(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const inode = this.inode(h.nodeid);
-    const a = args(body, 'OPEN', 8);
+    const a = args(body, 'OPEN', OPEN_IN_SIZE);
     const flags = a.u32('fuse_open_in.flags');
     const openFlags = a.u32('fuse_open_in.open_flags');
     const killSuidgid = (openFlags & FUSE_OPEN_KILL_SUIDGID) !== 0;
@@ -605,7 +605,7 @@ export class FuseSession {
 
   private tmpfile(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const parent = this.inode(h.nodeid);
-    const a = args(body, 'TMPFILE', 16);
+    const a = args(body, 'TMPFILE', CREATE_IN_SIZE);
     const flags = a.u32('fuse_create_in.flags');
     const mode = a.u32('fuse_create_in.mode');
     const umask = a.u32('fuse_create_in.umask');
@@ -616,7 +616,7 @@ export class FuseSession {
   }
 
   private read(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const a = args(body, 'READ', 40);
+    const a = args(body, 'READ', READ_IN_SIZE);
     const fh = a.u64('fuse_read_in.fh');
     const offset = a.offset('fuse_read_in.offset');
     const size = a.u32('fuse_read_in.size');
@@ -630,7 +630,7 @@ export class FuseSession {
   }
 
   private async write(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
-    const a = args(body, 'WRITE', 40);
+    const a = args(body, 'WRITE', WRITE_IN_SIZE);
     const fh = a.u64('fuse_write_in.fh');
     const offset = a.offset('fuse_write_in.offset');
     const size = a.u32('fuse_write_in.size');
@@ -654,7 +654,7 @@ export class FuseSession {
   }
 
   private release(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const a = args(body, 'RELEASE', 24);
+    const a = args(body, 'RELEASE', RELEASE_IN_SIZE);
     const fh = a.u64('fuse_release_in.fh');
     a.u32('fuse_release_in.flags');
     const releaseFlags = a.u32('fuse_release_in.release_flags');
@@ -667,7 +667,7 @@ export class FuseSession {
   }
 
   private flush(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const a = args(body, 'FLUSH', 24);
+    const a = args(body, 'FLUSH', FLUSH_IN_SIZE);
     const fh = a.u64('fuse_flush_in.fh');
     a.u32('fuse_flush_in.unused');
     a.skip(4, 'fuse_flush_in.padding');
@@ -678,7 +678,7 @@ export class FuseSession {
   }
 
   private fsync(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
-    const a = args(body, 'FSYNC', 16);
+    const a = args(body, 'FSYNC', FSYNC_IN_SIZE);
     const fh = a.u64('fuse_fsync_in.fh');
     const datasync = a.u32('fuse_fsync_in.fsync_flags') & FUSE_FSYNC_FDATASYNC;
     a.skip(4, 'fuse_fsync_in.padding');
@@ -687,7 +687,7 @@ export class FuseSession {
   }
 
   private async fallocate(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
-    const a = args(body, 'FALLOCATE', 32);
+    const a = args(body, 'FALLOCATE', FALLOCATE_IN_SIZE);
     const fh = a.u64('fuse_fallocate_in.fh');
     const offset = a.offset('fuse_fallocate_in.offset');
     const length = a.offset('fuse_fallocate_in.length');
@@ -699,7 +699,7 @@ export class FuseSession {
   }
 
   private lseek(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const a = args(body, 'LSEEK', 24);
+    const a = args(body, 'LSEEK', LSEEK_IN_SIZE);
     const fh = a.u64('fuse_lseek_in.fh');
     const offset = a.offset('fuse_lseek_in.offset');
     const whence = a.u32('fuse_lseek_in.whence');
@@ -711,7 +711,7 @@ export class FuseSession {
   }
 
   private async copyFileRange(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
-    const a = args(body, 'COPY_FILE_RANGE', 56);
+    const a = args(body, 'COPY_FILE_RANGE', COPY_FILE_RANGE_IN_SIZE);
     const fhIn = a.u64('fuse_copy_file_range_in.fh_in');
     const offIn = a.offset('fuse_copy_file_range_in.off_in');
     a.u64('fuse_copy_file_range_in.nodeid_out'); // the handle identifies the file
@@ -726,13 +726,18 @@ export class FuseSession {
     out.send(0, [encodeWriteOut(n)]);
   }
 
-  private syncfs(_h: InHeader, _b: RequestBody, out: ReplyTo): Awaitable<void> {
+  private syncfs(_h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
+    args(body, 'SYNCFS', SYNCFS_IN_SIZE).u64('fuse_syncfs_in.padding');
     return this.done(out, this.ctx.backend.syncfs());
   }
 
   // ---- directories --------------------------------------------------------------------
 
-  private opendir(h: InHeader, _b: RequestBody, out: ReplyTo): Awaitable<void> {
+  private opendir(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
+    // fuse_open_in: read for its length only; a directory stream is opened the same whatever the guest's flags.
+    const a = args(body, 'OPENDIR', OPEN_IN_SIZE);
+    a.u32('fuse_open_in.flags');
+    a.u32('fuse_open_in.open_flags');
     const inode = this.inode(h.nodeid);
     const opened = this.fds.open('OPENDIR', inode.label, () => this.ctx.backend.opendir(FuseSession.caller(h), inode));
     return after(opened, (d) => {
@@ -742,7 +747,7 @@ export class FuseSession {
   }
 
   private releasedir(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const a = args(body, 'RELEASEDIR', 24);
+    const a = args(body, 'RELEASEDIR', RELEASE_IN_SIZE);
     const fh = a.u64('fuse_release_in.fh');
     a.u32('fuse_release_in.flags');
     a.u32('fuse_release_in.release_flags');
@@ -754,7 +759,7 @@ export class FuseSession {
   }
 
   private fsyncdir(h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
-    const a = args(body, 'FSYNCDIR', 16);
+    const a = args(body, 'FSYNCDIR', FSYNC_IN_SIZE);
     const fh = a.u64('fuse_fsync_in.fh');
     a.u32('fuse_fsync_in.fsync_flags');
     a.skip(4, 'fuse_fsync_in.padding');
@@ -781,12 +786,15 @@ export class FuseSession {
    */
   private readdirCommon(h: InHeader, body: RequestBody, out: ReplyTo, plus: boolean): Awaitable<void> {
     const op = plus ? 'READDIRPLUS' : 'READDIR';
-    // The kernel sends a whole fuse_read_in; the first four fields are all this needs.
-    const a = args(body, op, 24);
+    // The kernel sends a whole fuse_read_in; the first three fields are all this needs.
+    const a = args(body, op, READ_IN_SIZE);
     const fh = a.u64('fuse_read_in.fh');
     const offset = a.u64('fuse_read_in.offset');
     const size = Math.min(a.u32('fuse_read_in.size'), this.ctx.options.maxWrite);
     a.u32('fuse_read_in.read_flags');
+    a.u64('fuse_read_in.lock_owner');
+    a.u32('fuse_read_in.flags');
+    a.skip(4, 'fuse_read_in.padding');
     const d = this.dir(fh, op);
     const ents: GuestDirent[] = [];
     let room = size;
@@ -871,11 +879,11 @@ export class FuseSession {
     this.xattrEnabled('SETXATTR');
     const inode = this.inode(h.nodeid);
     const ext = (this.wantFlags & INIT.SETXATTR_EXT) !== 0n;
-    const fixed = ext ? 16 : 8;
+    const fixed = ext ? SETXATTR_IN_SIZE : FUSE_COMPAT_SETXATTR_IN_SIZE;
     const a = args(body, 'SETXATTR');
     const size = a.u32('fuse_setxattr_in.size');
     const flags = a.u32('fuse_setxattr_in.flags');
-    a.skip(fixed - 8, ext ? 'fuse_setxattr_in.setxattr_flags' : 'fuse_setxattr_in');
+    a.skip(fixed - FUSE_COMPAT_SETXATTR_IN_SIZE, ext ? 'fuse_setxattr_in.setxattr_flags' : 'fuse_setxattr_in');
     const name = a.name('name');
     if (size > a.remaining) fail(Errno.EINVAL, 'SETXATTR', `value size ${size} beyond the request`);
     return this.done(out, this.ctx.backend.setxattr(FuseSession.caller(h), inode, this.hostXattrName('SETXATTR', name), a.bytes(size, 'value'), flags));
@@ -894,7 +902,7 @@ export class FuseSession {
   private listxattr(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     this.xattrEnabled('LISTXATTR');
     const inode = this.inode(h.nodeid);
-    const a = args(body, 'LISTXATTR', 8);
+    const a = args(body, 'LISTXATTR', GETXATTR_IN_SIZE);
     const size = a.u32('fuse_getxattr_in.size');
     a.skip(4, 'fuse_getxattr_in.padding');
     return after(this.ctx.backend.listxattr(FuseSession.caller(h), inode), (listed) => {
@@ -923,7 +931,7 @@ export class FuseSession {
   }
 
   private access(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
-    const a = args(body, 'ACCESS', 8);
+    const a = args(body, 'ACCESS', ACCESS_IN_SIZE);
     const mask = a.u32('fuse_access_in.mask');
     a.skip(4, 'fuse_access_in.padding');
     // ACCESS asks whether the caller may: the host kernel answers, as the caller.
@@ -937,7 +945,7 @@ export class FuseSession {
   }
 
   private lkArgs(body: RequestBody, op: string): { file: OpenFile; owner: string; start: number; len: number; type: number; flock: boolean; pid: number } {
-    const a = args(body, op, 48);
+    const a = args(body, op, LK_IN_SIZE);
     const fh = a.u64('fuse_lk_in.fh');
     const owner = this.owner(a.u64('fuse_lk_in.owner'));
     const start = a.u64('fuse_lk_in.lk.start');
@@ -986,7 +994,7 @@ export class FuseSession {
   }
 
   private interrupt(_h: InHeader, body: RequestBody, out: ReplyTo): void {
-    const target = args(body, 'INTERRUPT', 8).u64('fuse_interrupt_in.unique');
+    const target = args(body, 'INTERRUPT', INTERRUPT_IN_SIZE).u64('fuse_interrupt_in.unique');
     this.waiting.get(target)?.abort();
     out.none();
   }
@@ -1000,19 +1008,3 @@ function time(sec: bigint, nsec: number): TimeArg {
   if (nsec >= 1e9) fail(Errno.EINVAL, 'SETATTR', `nsec ${nsec}`);
   return { sec: Number(BigInt.asIntN(64, sec)), nsec };
 }
-
-/** The kernel's 32-bit dev_t encoding (new_encode_dev) that fuse_attr.rdev carries. */
-function newEncodeDev(dev: bigint): bigint {
-  const major = ((dev >> 32n) & 0xfffff000n) | ((dev >> 8n) & 0xfffn);
-  const minor = ((dev >> 12n) & 0xffffff00n) | (dev & 0xffn);
-  return ((minor & 0xffn) | (major << 8n) | ((minor & ~0xffn) << 12n)) & 0xffffffffn;
-}
-
-function newDecodeDev(dev: number): bigint {
-  const major = (dev & 0xfff00) >>> 8;
-  const minor = (dev & 0xff) | ((dev >>> 12) & 0xfff00);
-  const ma = BigInt(major);
-  const mi = BigInt(minor);
-  return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
-}
-

@@ -175,6 +175,22 @@ export function encodeStatxOut(attrValid: number, x: FuseStatx): Buffer {
   return b;
 }
 
+/** new_encode_dev: a glibc makedev() dev_t as the kernel's 32-bit form that fuse_attr.rdev carries. */
+export function newEncodeDev(dev: bigint): bigint {
+  const major = ((dev >> 32n) & 0xfffff000n) | ((dev >> 8n) & 0xfffn);
+  const minor = ((dev >> 12n) & 0xffffff00n) | (dev & 0xffn);
+  return ((minor & 0xffn) | (major << 8n) | ((minor & ~0xffn) << 12n)) & 0xffffffffn;
+}
+
+/** new_decode_dev: fuse_mknod_in.rdev back to a glibc makedev() dev_t. */
+export function newDecodeDev(dev: number): bigint {
+  const major = (dev & 0xfff00) >>> 8;
+  const minor = (dev & 0xff) | ((dev >>> 12) & 0xfff00);
+  const ma = BigInt(major);
+  const mi = BigInt(minor);
+  return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
+}
+
 /** Timeouts of an entry or attribute reply, in whole seconds (nsec parts are 0). */
 export interface Validity {
   entry: number;

@@ -6,8 +6,9 @@ import { describe, expect, test } from '@jest/globals';
 import * as C from '../../protocols/fuse/constants.js';
 import {
   direntplusSize, direntSize, dtToMode, encodeDirent, encodeGetxattrOut, encodeInitOut, encodeLkOut, encodeLseekOut, encodeStatxOut,
-  encodeWriteOut, entryOut, noEntryOut, type FuseAttr,
+  encodeWriteOut, entryOut, newDecodeDev, newEncodeDev, noEntryOut, type FuseAttr,
 } from '../../protocols/fuse/wire.js';
+import { makedev } from '../../src/sys/index.js';
 import { build, offsetOf, sizeOf } from './layout.js';
 
 /** Compares as hex, so a failure shows the bytes. */
@@ -31,9 +32,43 @@ describe('size constants are sizeof their linux/fuse.h struct', () => {
     ['INIT_OUT_SIZE', C.INIT_OUT_SIZE, 'fuse_init_out'],
     ['STATX_SIZE', C.STATX_SIZE, 'fuse_statx'],
     ['STATX_OUT_SIZE', C.STATX_OUT_SIZE, 'fuse_statx_out'],
+    ['INIT_IN_SIZE', C.INIT_IN_SIZE, 'fuse_init_in'],
+    ['FORGET_IN_SIZE', C.FORGET_IN_SIZE, 'fuse_forget_in'],
+    ['BATCH_FORGET_IN_SIZE', C.BATCH_FORGET_IN_SIZE, 'fuse_batch_forget_in'],
+    ['FORGET_ONE_SIZE', C.FORGET_ONE_SIZE, 'fuse_forget_one'],
+    ['GETATTR_IN_SIZE', C.GETATTR_IN_SIZE, 'fuse_getattr_in'],
+    ['STATX_IN_SIZE', C.STATX_IN_SIZE, 'fuse_statx_in'],
+    ['SETATTR_IN_SIZE', C.SETATTR_IN_SIZE, 'fuse_setattr_in'],
+    ['MKNOD_IN_SIZE', C.MKNOD_IN_SIZE, 'fuse_mknod_in'],
+    ['MKDIR_IN_SIZE', C.MKDIR_IN_SIZE, 'fuse_mkdir_in'],
+    ['RENAME_IN_SIZE', C.RENAME_IN_SIZE, 'fuse_rename_in'],
+    ['RENAME2_IN_SIZE', C.RENAME2_IN_SIZE, 'fuse_rename2_in'],
+    ['LINK_IN_SIZE', C.LINK_IN_SIZE, 'fuse_link_in'],
+    ['OPEN_IN_SIZE', C.OPEN_IN_SIZE, 'fuse_open_in'],
+    ['CREATE_IN_SIZE', C.CREATE_IN_SIZE, 'fuse_create_in'],
+    ['READ_IN_SIZE', C.READ_IN_SIZE, 'fuse_read_in'],
+    ['WRITE_IN_SIZE', C.WRITE_IN_SIZE, 'fuse_write_in'],
+    ['RELEASE_IN_SIZE', C.RELEASE_IN_SIZE, 'fuse_release_in'],
+    ['FLUSH_IN_SIZE', C.FLUSH_IN_SIZE, 'fuse_flush_in'],
+    ['FSYNC_IN_SIZE', C.FSYNC_IN_SIZE, 'fuse_fsync_in'],
+    ['SETXATTR_IN_SIZE', C.SETXATTR_IN_SIZE, 'fuse_setxattr_in'],
+    ['GETXATTR_IN_SIZE', C.GETXATTR_IN_SIZE, 'fuse_getxattr_in'],
+    ['ACCESS_IN_SIZE', C.ACCESS_IN_SIZE, 'fuse_access_in'],
+    ['LK_IN_SIZE', C.LK_IN_SIZE, 'fuse_lk_in'],
+    ['INTERRUPT_IN_SIZE', C.INTERRUPT_IN_SIZE, 'fuse_interrupt_in'],
+    ['FALLOCATE_IN_SIZE', C.FALLOCATE_IN_SIZE, 'fuse_fallocate_in'],
+    ['LSEEK_IN_SIZE', C.LSEEK_IN_SIZE, 'fuse_lseek_in'],
+    ['COPY_FILE_RANGE_IN_SIZE', C.COPY_FILE_RANGE_IN_SIZE, 'fuse_copy_file_range_in'],
+    ['SYNCFS_IN_SIZE', C.SYNCFS_IN_SIZE, 'fuse_syncfs_in'],
+    ['EXT_HEADER_SIZE', C.EXT_HEADER_SIZE, 'fuse_ext_header'],
+    ['SUPP_GROUPS_SIZE', C.SUPP_GROUPS_SIZE, 'fuse_supp_groups'],
   ];
   test.each(sizes)('%s', (_name, value, struct) => {
     expect({ [struct]: value }).toEqual({ [struct]: sizeOf(struct) });
+  });
+
+  test('fuse_setxattr_in without SETXATTR_EXT ends where setxattr_flags begins (fuse.h: 8)', () => {
+    expect(C.FUSE_COMPAT_SETXATTR_IN_SIZE).toBe(offsetOf('fuse_setxattr_in', 'setxattr_flags'));
   });
 
   test('the compat fuse_init_out sizes end where 7.5 and 7.23 added fields (fuse.h: 8 and 24)', () => {
@@ -180,5 +215,16 @@ describe('fuse_dirent and fuse_direntplus', () => {
   test('DTTOIF: each DT_* becomes its S_IFMT bits', () => {
     // DT_FIFO 1, DT_CHR 2, DT_DIR 4, DT_BLK 6, DT_REG 8, DT_LNK 10, DT_SOCK 12
     expect([1, 2, 4, 6, 8, 10, 12].map(dtToMode)).toEqual([0o010000, 0o020000, 0o040000, 0o060000, 0o100000, 0o120000, 0o140000]);
+  });
+});
+
+describe('device numbers (fuse_attr.rdev, fuse_mknod_in.rdev: the kernel\'s new_encode_dev form)', () => {
+  // new_encode_dev(MKDEV(ma, mi)) = (mi & 0xff) | (ma << 8) | ((mi & ~0xff) << 12), ma < 2^12, mi < 2^20
+  const kernel = (ma: number, mi: number): number => ((mi & 0xff) | (ma << 8) | ((mi & ~0xff) << 12)) >>> 0;
+  const devs: [number, number][] = [[0, 0], [1, 3], [8, 17], [259, 0x12345], [0xfff, 0xfffff], [136, 256]];
+
+  test.each(devs)('makedev(%i, %i) both ways', (ma, mi) => {
+    expect(newEncodeDev(makedev(ma, mi))).toBe(BigInt(kernel(ma, mi)));
+    expect(newDecodeDev(kernel(ma, mi))).toBe(makedev(ma, mi));
   });
 });
