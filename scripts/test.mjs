@@ -16,17 +16,27 @@ const run = (cmd, args, env = {}) =>
 
 ensureDeps();
 
-// Host tools suites need: btrfs-progs for test/faults/real-quota.test.ts (a
-// btrfs qgroup is the real disk quota this kernel offers: no tmpfs quotas,
-// no quota format for ext4). As root only; a failure leaves that suite to
-// say what is missing.
+// Host tools suites need, installed with apt-get when missing (as root only;
+// a failure leaves the suites to say what is missing):
+//  * btrfs-progs for test/faults/real-quota.test.ts (a btrfs qgroup is the
+//    real disk quota this kernel offers: no tmpfs quotas, no quota format
+//    for ext4);
+//  * uidmap (newuidmap, newgidmap) for --uid-map/--gid-map:
+//    test/sandbox/userns-map.test.ts and test/lab/libvirt-session.test.ts
+//    start duofs as an ordinary user with libvirt's session-mode maps.
 const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
-if (process.getuid?.() === 0 && !has('mkfs.btrfs')) {
-  console.error('duofs: installing btrfs-progs on the host (apt-get)');
+const HOST_TOOLS = [
+  { cmd: 'mkfs.btrfs', pkg: 'btrfs-progs', for: 'test/faults/real-quota.test.ts' },
+  { cmd: 'newuidmap', pkg: 'uidmap', for: 'test/sandbox/userns-map.test.ts and test/lab/libvirt-session.test.ts' },
+];
+const missing = process.getuid?.() === 0 ? HOST_TOOLS.filter((t) => !has(t.cmd)) : [];
+if (missing.length) {
+  const pkgs = missing.map((t) => t.pkg);
+  console.error(`duofs: installing ${pkgs.join(', ')} on the host (apt-get)`);
   const env = { DEBIAN_FRONTEND: 'noninteractive' };
-  const install = () => run('apt-get', ['install', '-y', '-q', '--no-install-recommends', 'btrfs-progs'], env);
+  const install = () => run('apt-get', ['install', '-y', '-q', '--no-install-recommends', ...pkgs], env);
   if (install() !== 0 && (run('apt-get', ['update', '-q'], env), install() !== 0)) {
-    console.error('duofs: could not install btrfs-progs; test/faults/real-quota.test.ts will fail');
+    for (const t of missing) console.error(`duofs: could not install ${t.pkg}; ${t.for} will fail`);
   }
 }
 

@@ -24,6 +24,9 @@ import { DEFAULT_SANDBOX, DEFAULT_SECCOMP, FUSE_FD_ENV, SANDBOX_MODES, SECCOMP_M
 import { superviseInNamespaces } from './sandbox/supervisor.js';
 import { confine } from './sandbox/confine.js';
 import { prepareRoot } from './sandbox/root.js';
+import { checkUsernsMapsAllowed } from './sandbox/userns.js';
+import type { UsernsMaps } from './sandbox/userns-map.js';
+import { parseUsernsOption } from '../compat/virtiofsd/args.js';
 import { checkMountpoint } from './server.js';
 import { defaultFuseOptions } from '../protocols/fuse/options.js';
 import { realpathSync } from 'node:fs';
@@ -62,7 +65,7 @@ async function serve(argv: {
   '9pPermissions'?: NinepPermissions;
   '9pMaxFids': number; rlimitNofile?: number; sessionMaxOpen?: number;
   ioEngine?: EngineChoice; threadPoolSize?: number; debugIoLatencyMs?: number;
-  sandbox?: SandboxMode; seccomp?: SeccompMode; modcaps?: string; landlock: boolean;
+  sandbox?: SandboxMode; seccomp?: SeccompMode; modcaps?: string; landlock: boolean; uidMap?: string[]; gidMap?: string[];
 }): Promise<void> {
   const log = createLogger(argv.logLevel as LevelWithSilent, { format: argv.logFormat, syslog: argv.syslog });
 
@@ -76,6 +79,12 @@ async function serve(argv: {
   const sharedDir = argv.sharedDir ?? fsdev.sharedDir;
   if (!sharedDir) throw new StartupError('give the export: --shared-dir DIR or --fsdev "local,path=DIR,..."');
   const sandbox = argv.sandbox ?? DEFAULT_SANDBOX;
+  // virtiofsd's --uid-map/--gid-map: its syntax and messages (exit 2), and its rule (exit 1).
+  const usernsMaps: UsernsMaps = {
+    uid: (argv.uidMap ?? []).map((v) => parseUsernsOption('--uid-map', String(v))),
+    gid: (argv.gidMap ?? []).map((v) => parseUsernsOption('--gid-map', String(v))),
+  };
+  if (!supervised()) checkUsernsMapsAllowed(usernsMaps, sandbox, process.geteuid?.() ?? 0);
   if ((sandbox === 'namespace' || argv.fuseMount) && !supervised()) {
     // This process stays outside as the supervisor; the server runs in the
     // namespaces (or, for --fuse-mount alone, beside it: a confined server
@@ -87,6 +96,7 @@ async function serve(argv: {
       inheritFds: [argv['9pFd'], argv.virtiofsFd].filter((fd): fd is number => fd !== undefined),
       newNet: !argv['9pTcp'],
       fuse: argv.fuseMount ? { mountpoint: checkMountpoint(argv.fuseMount, sharedDir), maxWrite: defaultFuseOptions.maxWrite } : undefined,
+      usernsMaps,
     });
     process.exit(code);
   }
@@ -193,6 +203,8 @@ export async function main(args: string[]): Promise<void> {
         .option('readonly', { type: 'boolean', default: false, describe: 'refuse every change to the export with EROFS' })
         .option('sandbox', { choices: SANDBOX_MODES, describe: "confine the server once it is set up, as virtiofsd's --sandbox: namespace = new mount, pid, ipc, uts (and net, unless --9p-tcp) namespaces with the export as the root (pivot_root), a user namespace too when not run as root; chroot = chroot into the export (containers that made their namespaces already); none = the host's root. Default: namespace. See docs/operator-guide.md" })
         .option('modcaps', { type: 'string', describe: "change the capabilities the server keeps, as virtiofsd's --modcaps: +cap adds, -cap drops, joined by ':' (e.g. +sys_admin:-mknod). Default: what the security model needs (passthrough as root: chown, dac_override, dac_read_search, fowner, fsetid, mknod, setfcap, setgid, setuid; mapped models: dac_override, dac_read_search, fowner; as a user: none)" })
+        .option('uid-map', { type: 'string', array: true, requiresArg: true, describe: "with --sandbox namespace as a non-root user: map host uids into the server's user namespace, as virtiofsd's --uid-map: :NAMESPACE_UID:HOST_UID:COUNT: (repeatable, one range each; libvirt's session mode passes :0:UID:1: and :1:SUBUID:COUNT:). Written with newuidmap (the uidmap package), checked against /etc/subuid; the server runs as uid 0 of the namespace. Default: only the own uid, as root of the namespace" })
+        .option('gid-map', { type: 'string', array: true, requiresArg: true, describe: 'the same for gids (:NAMESPACE_GID:HOST_GID:COUNT:, newgidmap, /etc/subgid)' })
         .option('landlock', { type: 'boolean', default: true, describe: 'with --sandbox namespace or chroot: also restrict the server with Landlock to the export, where the kernel has it (--no-landlock: not)' })
         .option('seccomp', { choices: SECCOMP_MODES, describe: "a system-call allow-list on every thread once the server is confined, as virtiofsd's --seccomp: kill = a call outside it ends the server (the supervisor and the kernel log say which), log = the kernel logs it and lets it run, trap = the server logs it and exits, none = no filter. Default: kill" })
         .option('log-level', { choices: LOG_LEVELS, default: 'info', describe: 'log verbosity (trace logs every request)' })
@@ -240,7 +252,9 @@ export async function main(args: string[]): Promise<void> {
     .alias('h', 'help')
     .version('version', 'print the version and exit', `duofs ${packageVersion()}`)
     .fail((msg, err, y) => {
-      if (err) throw err;
+      // yargs' own usage errors (a missing value) come as a YError: usage, exit 2 too
+      if (err && err.name !== 'YError') throw err;
+      msg ??= err?.message;
       console.error(`${y.help()}\n\n${msg}`);
       process.exit(2);
     })

@@ -28,6 +28,7 @@ import { XattrMap, XattrMapError } from '../../protocols/fuse/xattr-map.js';
 import { parseQemuOpts } from '../qemu/opts.js';
 import { ModcapsError, parseModcaps } from '../../src/sandbox/modcaps.js';
 import { DEFAULT_SANDBOX, DEFAULT_SECCOMP, SANDBOX_MODES, SECCOMP_MODES, type SandboxMode, type SeccompMode } from '../../src/sandbox/mode.js';
+import { UsernsMapError, parseUsernsRange, type UsernsMaps, type UsernsRange } from '../../src/sandbox/userns-map.js';
 
 /** virtiofsd's MAX_TAG_LEN (the virtio-fs config space tag field). */
 export const MAX_TAG_LEN = 36;
@@ -59,6 +60,8 @@ export interface VirtiofsdArgs {
   seccomp: SeccompMode;
   /** --modcaps (+cap:-cap), checked */
   modcaps: string | undefined;
+  /** --uid-map/--gid-map (repeatable): the user namespace's maps when started by a non-root user */
+  usernsMaps: UsernsMaps;
   /** one line each, logged once at info: accepted options that have no effect in duofs, deprecations */
   notes: string[];
 }
@@ -80,8 +83,6 @@ export const NO_EFFECT: Readonly<Record<string, string>> = {
 /** Options duofs refuses, and why (the documented table). */
 export const REFUSED: Readonly<Record<string, string>> = {
   '--security-label': 'duofs does not read the security context (FUSE_SECURITY_CTX) of create requests, so it cannot label new files as the guest asks (--security-label=never is accepted)',
-  '--uid-map': 'duofs does not run in a user namespace; use --translate-uid, or --security-model mapped-xattr to run unprivileged',
-  '--gid-map': 'duofs does not run in a user namespace; use --translate-gid, or --security-model mapped-xattr to run unprivileged',
   '--allow-direct-io': 'duofs drops guest O_DIRECT on the host fd: its data path reads into and writes from guest memory at any alignment, which O_DIRECT would refuse with EINVAL',
   '--migration-mode': 'duofs does not support live migration (it does not advertise migrate-precopy)',
   '--migration-on-error': 'duofs does not support live migration',
@@ -110,6 +111,22 @@ const LONG: Record<string, Kind> = {
 };
 
 const SHORT: Record<string, Kind> = { o: 'value', d: 'flag', f: 'flag', h: 'flag', V: 'flag' };
+
+/** clap's names for the values of the options whose errors are clap's word for word. */
+const VALUE_NAME: Record<string, string> = { '--uid-map': '<UID_MAP>', '--gid-map': '<GID_MAP>' };
+
+/**
+ * One --uid-map/--gid-map value; a bad one is a usage error worded as
+ * virtiofsd's (clap's "invalid value" line around the idmap error).
+ */
+export function parseUsernsOption(flag: '--uid-map' | '--gid-map', v: string): UsernsRange {
+  try {
+    return parseUsernsRange(v);
+  } catch (e) {
+    if (e instanceof UsernsMapError) throw new CompatError(`invalid value '${v}' for '${flag} ${VALUE_NAME[flag]}': ${e.message}`, flag);
+    throw e;
+  }
+}
 
 const LOG_LEVELS: Record<string, LevelWithSilent> = {
   error: 'error', warn: 'warn', info: 'info', debug: 'debug', trace: 'trace', off: 'silent',
@@ -152,7 +169,9 @@ function tokenize(argv: readonly string[]): Raw[] {
           if (inline !== undefined) out.push({ name, value: inline });
           else {
             const v = argv[i + 1];
-            if (v === undefined) throw new CompatError(`${name} needs a value`, name);
+            if (v === undefined) {
+              throw new CompatError(VALUE_NAME[name] ? `a value is required for '${name} ${VALUE_NAME[name]}' but none was supplied` : `${name} needs a value`, name);
+            }
             out.push({ name, value: v });
             i++;
           }
@@ -243,6 +262,7 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
   let modcaps: string | undefined;
   let posixAcl: 'never' | 'auto' | 'always' | undefined;
   let xattrmap: string | undefined;
+  const usernsMaps: UsernsMaps = { uid: [], gid: [] };
 
   const noted = new Map<string, number>(); // option -> its line in notes: one line per option, its last value
   const noEffect = (key: string, detail?: string): void => {
@@ -462,6 +482,12 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
       case '--preserve-noatime':
         noEffect(name);
         break;
+      case '--uid-map':
+        usernsMaps.uid.push(parseUsernsOption(name, v));
+        break;
+      case '--gid-map':
+        usernsMaps.gid.push(parseUsernsOption(name, v));
+        break;
       case '--security-model':
         if (!MODELS.includes(v as SecurityModel)) throw new CompatError(`--security-model ${v}: invalid (${MODELS.join(', ')})`, name);
         model = v as SecurityModel;
@@ -489,7 +515,7 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
     }
   }
 
-  const result: VirtiofsdArgs = { options: opts, printCapabilities, help, version, rlimitNofile, socketGroup, syslog, logFormat, sandbox, seccomp, modcaps, notes };
+  const result: VirtiofsdArgs = { options: opts, printCapabilities, help, version, rlimitNofile, socketGroup, syslog, logFormat, sandbox, seccomp, modcaps, usernsMaps, notes };
   if (help || version || printCapabilities) return result;
 
   // Cross-option rules, as virtiofsd's clap definitions state them.

@@ -25,6 +25,13 @@ Options (virtiofsd's):
       --no-announce-submounts     do not
       --translate-uid <RULE>      map|guest|host|squash-guest|squash-host:A:B:COUNT, forbid-guest:A:COUNT
       --translate-gid <RULE>      same, for group ids
+      --uid-map <:NS_UID:HOST_UID:COUNT:>   as a non-root user: map host uids into the
+                                  sandbox's user namespace (repeatable; newuidmap, /etc/subuid;
+                                  libvirt's session mode); the server is uid 0 there
+      --gid-map <:NS_GID:HOST_GID:COUNT:>   the same for gids (newgidmap, /etc/subgid)
+      --sandbox <namespace|chroot|none>     confine the server [default: namespace]
+      --seccomp <kill|log|trap|none>        system-call allow-list [default: kill]
+      --modcaps <+cap:-cap>       change the capabilities the server keeps
       --log-level <error|warn|info|debug|trace|off>   [default: info]
       --syslog                    log to syslog (/dev/log) [default: stderr]
       --rlimit-nofile <N>         open-file limit (0: leave it)
@@ -40,13 +47,13 @@ Options (virtiofsd's):
   -h, --help / -V, --version
 
 Accepted without effect (see compat/virtiofsd/README.md for why):
-  --sandbox, --seccomp, --inode-file-handles=never|prefer|fallback,
+  --inode-file-handles=never|prefer|fallback,
   --killpriv-v2, --no-killpriv-v2 (duofs always offers it), --preserve-noatime, -f,
   --security-label=never
 
 Refused (duofs has no equivalent):
-  --security-label[=auto|always], --uid-map, --gid-map, --modcaps,
-  --allow-direct-io, --migration-*, --inode-file-handles=mandatory
+  --security-label[=auto|always], --allow-direct-io, --migration-*,
+  --inode-file-handles=mandatory
 
 duofs extensions:
       --security-model <passthrough|mapped-xattr|mapped-file|none>   [default: passthrough]

@@ -25,6 +25,8 @@ import { insideNamespaces, supervised } from '../../src/sandbox/mode.js';
 import { superviseInNamespaces } from '../../src/sandbox/supervisor.js';
 import { confine } from '../../src/sandbox/confine.js';
 import { prepareRoot } from '../../src/sandbox/root.js';
+import { checkUsernsMapsAllowed } from '../../src/sandbox/userns.js';
+import { formatUsernsRange } from '../../src/sandbox/userns-map.js';
 import { realpathSync } from 'node:fs';
 
 const NAME = 'duofs-virtiofsd';
@@ -81,8 +83,9 @@ export async function main(argv: string[]): Promise<number> {
   }
   const serve = toServeOptions(args);
   if (process.env['DUOFS_VIRTIOFSD_DRY_RUN'] === '1') {
-    const { rlimitNofile, socketGroup, syslog, logFormat, notes } = args;
-    process.stdout.write(JSON.stringify({ options: serve, rlimitNofile: rlimitNofile ?? null, socketGroup: socketGroup ?? null, syslog, logFormat, notes }, null, 2) + '\n');
+    const { rlimitNofile, socketGroup, syslog, logFormat, notes, usernsMaps } = args;
+    const maps = { uidMap: usernsMaps.uid.map(formatUsernsRange), gidMap: usernsMaps.gid.map(formatUsernsRange) };
+    process.stdout.write(JSON.stringify({ options: serve, rlimitNofile: rlimitNofile ?? null, socketGroup: socketGroup ?? null, syslog, logFormat, ...maps, notes }, null, 2) + '\n');
     return 0;
   }
   if (serve.virtiofsFd !== undefined) {
@@ -97,9 +100,11 @@ export async function main(argv: string[]): Promise<number> {
   if (args.rlimitNofile !== undefined) setNofile(args.rlimitNofile);
 
   const log = createLogger(serve.logLevel ?? 'info', { format: args.logFormat, target: NAME, syslog: args.syslog, quietSyslogFallback: supervised() });
+  // virtiofsd: --uid-map/--gid-map only unprivileged, in a namespace (exit 1).
+  if (!supervised()) checkUsernsMapsAllowed(args.usernsMaps, args.sandbox, process.geteuid?.() ?? 0);
   if (args.sandbox === 'namespace' && !insideNamespaces()) {
     // As virtiofsd's parent: this process supervises, the server runs inside.
-    return superviseInNamespaces({ argv: process.argv.slice(1), log, newNet: true, inheritFds: serve.virtiofsFd !== undefined ? [serve.virtiofsFd] : [] });
+    return superviseInNamespaces({ argv: process.argv.slice(1), log, newNet: true, inheritFds: serve.virtiofsFd !== undefined ? [serve.virtiofsFd] : [], usernsMaps: args.usernsMaps });
   }
   for (const note of args.notes) log.info({ compat: 'virtiofsd' }, note);
   // Handlers first: a signal during start-up is acted on once the server is up

@@ -12,7 +12,10 @@
 //  * when the server ends it unlinks the server's sockets (inside, those
 //    names mean files of the export), unmounts the FUSE mount, says in one
 //    line how the server ended — a seccomp kill included — and exits with
-//    the server's status.
+//    the server's status;
+//  * as a non-root user given --uid-map/--gid-map it writes the user
+//    namespace's maps (newuidmap/newgidmap) before the server runs
+//    (userns.ts), where --map-root-user would map only its own id.
 import { spawn, type StdioOptions } from 'node:child_process';
 import { accessSync, constants, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
@@ -26,6 +29,8 @@ import type { Logger } from '../log.js';
 import { CHANNEL_ENV, FUSE_FD_ENV, STAGE_ENV, USERNS_ENV } from './mode.js';
 import { SandboxError } from './root.js';
 import { SeccompWatch, describeSeccompDeath } from './seccomp-log.js';
+import { USERNS_WAITING, applyUsernsMaps, hasUsernsMaps, usernsLaunch } from './userns.js';
+import type { UsernsMaps } from './userns-map.js';
 
 export interface SupervisorOptions {
   /** the arguments after node's own: the entry script and the command line */
@@ -39,6 +44,8 @@ export interface SupervisorOptions {
   fuse?: { mountpoint: string; maxWrite: number };
   /** false: start the server plainly, only to keep the FUSE mount out here (chroot, none) */
   namespaces?: boolean;
+  /** --uid-map/--gid-map (checked by checkUsernsMapsAllowed): the user namespace's maps, for a non-root supervisor */
+  usernsMaps?: UsernsMaps;
 }
 
 /** The unshare(1) options for the server's namespaces. */
@@ -50,9 +57,11 @@ export function unshareArgs(o: { newNet: boolean; userns: boolean }): string[] {
   ];
 }
 
-function findUnshare(): string {
+/** An executable on PATH (or in /usr/bin, /bin), or undefined. */
+export function findTool(name: string): string | undefined {
   for (const dir of (process.env['PATH'] ?? '/usr/bin:/bin').split(':').concat(['/usr/bin', '/bin'])) {
-    const p = `${dir}/unshare`;
+    if (!dir) continue;
+    const p = `${dir}/${name}`;
     try {
       accessSync(p, constants.X_OK);
       return p;
@@ -60,7 +69,13 @@ function findUnshare(): string {
       // next
     }
   }
-  throw new SandboxError('--sandbox namespace needs unshare(1) from util-linux; install it, or choose --sandbox chroot or none');
+  return undefined;
+}
+
+function findUtilLinux(name: 'unshare' | 'setpriv'): string {
+  const p = findTool(name);
+  if (p === undefined) throw new SandboxError(`--sandbox namespace needs ${name}(1) from util-linux; install it, or choose --sandbox chroot or none`);
+  return p;
 }
 
 /** The server's pid in our pid namespace: unshare --fork's one child. */
@@ -78,8 +93,11 @@ const SIGSYS_STATUS = 128 + 31;
 /** Starts the server inside new namespaces and supervises it; resolves to the exit status to exit with. */
 export async function superviseInNamespaces(o: SupervisorOptions): Promise<number> {
   const namespaces = o.namespaces ?? true;
-  const unshare = namespaces ? findUnshare() : process.execPath;
-  const userns = namespaces && process.geteuid?.() !== 0;
+  const unshare = namespaces ? findUtilLinux('unshare') : process.execPath;
+  const euid = process.geteuid?.() ?? 0;
+  const egid = process.getegid?.() ?? 0;
+  const userns = namespaces && euid !== 0;
+  const maps = userns && hasUsernsMaps(o.usernsMaps) ? o.usernsMaps : undefined;
   const inherit = [...new Set(o.inheritFds ?? [])];
   // The channel and the FUSE fd go at the first numbers no inherited fd takes.
   const taken = new Set([0, 1, 2, ...inherit]);
@@ -113,19 +131,39 @@ export async function superviseInNamespaces(o: SupervisorOptions): Promise<numbe
     ...(fuseAt !== undefined ? { [FUSE_FD_ENV]: String(fuseAt) } : {}),
     ...(userns ? { [USERNS_ENV]: '1' } : {}),
   };
-  const args = namespaces
-    ? [...unshareArgs({ newNet: o.newNet, userns }), '--', process.execPath, ...process.execArgv, ...o.argv]
-    : [...process.execArgv, ...o.argv];
+  const server = [process.execPath, ...process.execArgv, ...o.argv];
+  let args: string[];
+  if (maps) {
+    const l = usernsLaunch({ maps, euid, egid, newNet: o.newNet, channelFd: channelAt, setpriv: findUtilLinux('setpriv'), command: server, log: o.log });
+    args = [...l.unshare, '--', ...l.command];
+  } else {
+    args = namespaces ? [...unshareArgs({ newNet: o.newNet, userns }), '--', ...server] : server.slice(1);
+  }
   if (namespaces && !o.newNet) o.log.info('sandbox: the server keeps the host network namespace (9P listens on TCP; a new namespace would have no interfaces)');
   const watch = SeccompWatch.open(); // every seccomp record from now on, to name a killing call
   const child = spawn(unshare, args, { stdio, env });
   if (fuseFd !== undefined) close(fuseFd); // the server has its copy
   const sockets = new Set<string>();
-  const channel = child.stdio[channelAt] as Readable | null;
+  const channel = child.stdio[channelAt] as (Readable & { write?: (s: string) => boolean }) | null;
+  let mapFailure: Error | undefined;
+  let mapped = false;
+  const mapNamespace = (): void => {
+    if (!maps || mapped || child.pid === undefined) return;
+    mapped = true;
+    try {
+      applyUsernsMaps(child.pid, { maps, euid, egid, findTool, log: o.log });
+      channel?.write?.('go\n');
+    } catch (e) {
+      mapFailure = e as Error;
+      o.log.error(mapFailure.message);
+      child.kill('SIGKILL');
+    }
+  };
   if (channel) {
     createInterface({ input: channel }).on('line', (line) => {
       try {
-        const ev = JSON.parse(line) as { sockets?: string[] };
+        const ev = JSON.parse(line) as { sockets?: string[]; userns?: string };
+        if (ev.userns === USERNS_WAITING) return mapNamespace();
         for (const s of ev.sockets ?? []) sockets.add(s);
         if (findServer() !== undefined && pending) forward(pending);
       } catch {
@@ -133,8 +171,8 @@ export async function superviseInNamespaces(o: SupervisorOptions): Promise<numbe
       }
     });
   }
-  let server: number | undefined; // its pid here, known once it reports
-  const findServer = (): number | undefined => (server ??= child.pid === undefined ? undefined : namespaces ? serverPid(child.pid) : child.pid);
+  let serverAt: number | undefined; // its pid here, known once it reports
+  const findServer = (): number | undefined => (serverAt ??= child.pid === undefined ? undefined : namespaces ? serverPid(child.pid) : child.pid);
   let pending: NodeJS.Signals | undefined;
   const forward = (sig: NodeJS.Signals): void => {
     const pid = findServer();
@@ -175,14 +213,15 @@ export async function superviseInNamespaces(o: SupervisorOptions): Promise<numbe
   // unshare --fork exits with the server's status, or dies of its signal.
   const sig = signal ?? (code !== null && code > 128 ? signalName(code - 128) : null);
   if (sig === 'SIGSYS' || code === SIGSYS_STATUS) {
-    const line = server !== undefined
-      ? await describeSeccompDeath(server, { watch })
+    const line = serverAt !== undefined
+      ? await describeSeccompDeath(serverAt, { watch })
       : 'the server died of SIGSYS before it reported: a forbidden system call under seccomp (look for "type=1326" in dmesg or the audit log)';
     watch?.close();
     o.log.error({ signal: 'SIGSYS' }, line);
     return SIGSYS_STATUS;
   }
   watch?.close();
+  if (mapFailure) return 1; // said above, as virtiofsd's helper says it; virtiofsd exits 1 too
   if (sig !== null && sig !== 'SIGTERM' && sig !== 'SIGINT') o.log.error({ signal: sig }, `the server died of ${sig}`);
   return code ?? 128 + (signalNumber(signal) ?? 1);
 }

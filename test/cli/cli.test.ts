@@ -79,6 +79,16 @@ test('--version prints the version and exits 0; usage errors exit 2', () => {
   expect(run(['serve', '--shared-dir', exportDir, '--9p-tcp', '0', '--translate-uid', 'map:1']).status).toBe(2);
 });
 
+test("--uid-map/--gid-map: virtiofsd's syntax and messages, a bad value is a usage error (exit 2)", () => {
+  const bad = run(['serve', '--shared-dir', exportDir, '--9p-tcp', '0', '--uid-map', ':0:1000:1:', '--uid-map=:1:x:5:']);
+  expect([bad.status, bad.error]).toEqual([2, "duofs: invalid value ':1:x:5:' for '--uid-map <UID_MAP>': invalid digit found in string"]);
+  const gid = run(['serve', '--shared-dir', exportDir, '--9p-tcp', '0', '--gid-map', '::']);
+  expect([gid.status, gid.error]).toEqual([2, "duofs: invalid value '::' for '--gid-map <GID_MAP>': The map is empty or incorrect number of values are provided"]);
+  const none = run(['serve', '--shared-dir', exportDir, '--9p-tcp', '0', '--gid-map']);
+  expect([none.status, none.error]).toEqual([2, 'Not enough arguments following: gid-map']);
+  expect(run(['serve', '--help']).stdout).toMatch(/--uid-map[\s\S]*:NAMESPACE_UID:HOST_UID:COUNT:[\s\S]*--gid-map/);
+});
+
 test('--log-format text gives virtiofsd-style lines, json (the default off a terminal) pino\'s', async () => {
   const lines = async (extra: string[]): Promise<string[]> => {
     const d = start(['serve', '--shared-dir', exportDir, '--9p-socket', path.join(tmp, `s${extra.length}.sock`), ...extra]);

@@ -135,7 +135,6 @@ test('--thread-pool-size sizes the pool of the threads engine; 0 (virtiofsd: no 
 });
 
 test.each([
-  ['--uid-map', ':0:1000:1:'], ['--gid-map', ':0:1000:1:'],
   ['--allow-direct-io'], ['--migration-mode', 'file-handles'],
   ['--migration-on-error', 'abort'], ['--migration-verify-handles'], ['--migration-confirm-paths'],
   ['--security-label'], ['--security-label=always'], ['--security-label=auto'], ['--inode-file-handles=mandatory'],
@@ -143,6 +142,54 @@ test.each([
   const e = refused([...base, ...opt]);
   expect(e.message).toMatch(/not supported by duofs: \S/);
   expect(e.message.startsWith(opt[0]!.split('=')[0]!)).toBe(true);
+});
+
+test("--uid-map/--gid-map: libvirt's session maps, repeatable, in order, any non-alphanumeric delimiter (virtiofsd 1.14)", () => {
+  const r = parseVirtiofsdArgs(['--fd=3', '-o', 'source=/srv/x,xattr', '--uid-map=:0:1000:1:', '--uid-map=:1:100000:65536:',
+    '--gid-map=:0:1000:1:', '--gid-map', ':1:100000:65536:']);
+  expect(r.usernsMaps).toEqual({
+    uid: [{ inside: 0, outside: 1000, count: 1 }, { inside: 1, outside: 100000, count: 65536 }],
+    gid: [{ inside: 0, outside: 1000, count: 1 }, { inside: 1, outside: 100000, count: 65536 }],
+  });
+  expect(r.notes).toEqual([]);
+  expect(parseVirtiofsdArgs(base).usernsMaps).toEqual({ uid: [], gid: [] });
+  // accepted by virtiofsd too (checked against its binary): other delimiters, a leading +, u32's maximum
+  for (const [v, want] of [['/0/1000/1/', [0, 1000, 1]], ['_5_6_7_', [5, 6, 7]], ['×0×1×2×', [0, 1, 2]], [':0:+5:1:', [0, 5, 1]],
+    [':4294967295:0:1:', [4294967295, 0, 1]]] as const) {
+    const m = parseVirtiofsdArgs([...base, `--uid-map=${v}`]).usernsMaps.uid[0]!;
+    expect([v, m.inside, m.outside, m.count]).toEqual([v, ...want]);
+  }
+});
+
+test.each([
+  // [value, virtiofsd 1.14's message for it (read from its binary)]
+  [':0:1000', 'A delimiter has been found that does not match the delimiter the map started with'],
+  ['', 'The map is empty or incorrect number of values are provided'],
+  [':', 'A delimiter has been found that does not match the delimiter the map started with'],
+  ['::', 'The map is empty or incorrect number of values are provided'],
+  ['0:1000:1:', 'A delimiter has been found that does not match the delimiter the map started with'],
+  [':0:1000:1', 'A delimiter has been found that does not match the delimiter the map started with'],
+  ['a0a1a2a', 'A delimiter has been found that does not match the delimiter the map started with'],
+  ['é0é1é1é', 'A delimiter has been found that does not match the delimiter the map started with'],
+  [':0:1000:1:2:', 'The map is empty or incorrect number of values are provided'],
+  [' :0:1:1: ', 'The map is empty or incorrect number of values are provided'],
+  [':0:x:1:', 'invalid digit found in string'],
+  [':0:-1:1:', 'invalid digit found in string'],
+  [':0:0x1:1:', 'invalid digit found in string'],
+  [':0:+:1:', 'invalid digit found in string'],
+  [':0::1:', 'cannot parse integer from empty string'],
+  [':0:99999999999:1:', 'number too large to fit in target type'],
+  [':4294967296:0:1:', 'number too large to fit in target type'],
+])('--uid-map=%j is refused as virtiofsd refuses it: %s', (v, why) => {
+  const e = refused([...base, `--uid-map=${v}`]);
+  expect(e.message).toBe(`invalid value '${v}' for '--uid-map <UID_MAP>': ${why}`);
+  expect(e.option).toBe('--uid-map');
+  expect(refused([...base, '--gid-map', v]).message).toBe(`invalid value '${v}' for '--gid-map <GID_MAP>': ${why}`);
+});
+
+test('--uid-map and --gid-map without a value: clap\'s words', () => {
+  expect(refused([...base, '--uid-map']).message).toBe("a value is required for '--uid-map <UID_MAP>' but none was supplied");
+  expect(refused([...base, '--gid-map']).message).toBe("a value is required for '--gid-map <GID_MAP>' but none was supplied");
 });
 
 test('--socket-group is carried for the socket duofs creates, and conflicts with --fd', () => {

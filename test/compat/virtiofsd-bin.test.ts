@@ -132,6 +132,16 @@ test('usage errors exit 2 as virtiofsd\'s do: unknown option, bad value, missing
   expect(run(['--shared-dir', tmp, '--socket-path', path.join(tmp, 's'), '--posix-acl', '--translate-uid', 'map:0:1:1']).status).toBe(1);
 });
 
+test('a bad --uid-map/--gid-map exits 2 with virtiofsd\'s message; libvirt\'s session maps are carried', () => {
+  const bad = run(['--fd=3', '-o', `source=${tmp}`, '--uid-map=:0:1000:1:', '--gid-map=:0:1000']);
+  expect([bad.status, bad.stdout, bad.stderr]).toEqual([2, '',
+    "duofs-virtiofsd: invalid value ':0:1000' for '--gid-map <GID_MAP>': A delimiter has been found that does not match the delimiter the map started with\n"]);
+  const ok = run(['--fd=3', '-o', `source=${tmp}`, '--uid-map=:0:1000:1:', '--uid-map=:1:100000:65536:', '--gid-map=:0:1000:1:', '--gid-map=:1:100000:65536:'],
+    { DUOFS_VIRTIOFSD_DRY_RUN: '1' });
+  expect(ok.status).toBe(0);
+  expect(JSON.parse(ok.stdout)).toMatchObject({ uidMap: [':0:1000:1:', ':1:100000:65536:'], gidMap: [':0:1000:1:', ':1:100000:65536:'], notes: [] });
+});
+
 test('an --fd that is not an inherited socket is refused before serving', () => {
   const r = run(['--fd=97', '--shared-dir', tmp]);
   expect(r.status).toBe(1);
