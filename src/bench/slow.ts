@@ -37,11 +37,11 @@ export class SlowStorage {
   }
 
   /** Mounts `real` on `mountpoint` (an empty folder outside `real`) with every read, write and fsync MS late. */
-  static async start(real: string, mountpoint: string, ms: number, extraArgs: string[] = []): Promise<SlowStorage> {
+  static async start(real: string, mountpoint: string, ms: number, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<SlowStorage> {
     if (!Number.isFinite(ms) || ms < 0) throw new BenchError(`--slow-storage ${ms}: expected milliseconds (0 or more)`);
     const args = [join(repoRoot, 'bin', 'duofs.js'), 'serve', '--shared-dir', real, '--fuse-mount', mountpoint,
       '--debug-io-latency-ms', String(ms), '--cache', 'never', '--log-level', 'warn', ...extraArgs];
-    const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     const s = new SlowStorage(real, mountpoint, ms, child);
     live.add(s);
     if (!exitHooked) {

@@ -40,6 +40,17 @@ function setGroups(groups: readonly number[]): void {
   groupsKey = key;
 }
 
+const own = { ...current, key: groupsKey };
+
+/**
+ * Whether host calls as `cr` are host calls as the process itself, so any
+ * thread may make them (libuv's pool threads keep the process's ids; only
+ * the calling thread's fs ids are ever switched).
+ */
+export function asProcess(cr: Credentials | undefined): boolean {
+  return cr === undefined || (cr.uid === own.uid && cr.gid === own.gid && keyOf(cr.groups) === own.key);
+}
+
 /** Switches this thread's fs credentials; a no-op when they are unchanged. */
 export function switchCredentials(cr: Credentials): void {
   if (cr === current) return;

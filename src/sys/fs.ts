@@ -209,3 +209,16 @@ export function preadv(fd: number, iov: Buffer, count: number, offset: number | 
 export function pwritev(fd: number, iov: Buffer, count: number, offset: number | bigint, what = 'fd'): number {
   return check(Number(c.pwritev(fd, iov, count, offset)), 'pwritev', what);
 }
+
+/** openat(2) on libuv's pool (see statxOnPool); resolves to the new fd. */
+export function openatOnPool(dirfd: number, name: Buffer, flags: number, what: string): Promise<number> {
+  const path = cstr(name);
+  return new Promise<number>((resolve, reject) => {
+    c.openat.async(dirfd, path, flags | O_CLOEXEC, 0, (err: unknown, r: number) => {
+      void path;
+      if (err) reject(new SysError(5, 'openat', what));
+      else if (r < 0) reject(new SysError(errno(), 'openat', what));
+      else resolve(r);
+    });
+  });
+}

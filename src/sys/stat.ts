@@ -105,3 +105,25 @@ export function fstatfs(fd: number, what = 'fd'): StatFs {
     flags: Number(b.readBigInt64LE(80)),
   };
 }
+
+const STATX_MASK = STATX_BASIC_STATS | STATX_BTIME | STATX_MNT_ID;
+
+/**
+ * statx of `name` in `dirfd` (an empty name: `dirfd` itself) on libuv's
+ * pool, for filesystems where a stat can wait on a server (FUSE, NFS).
+ * `dirfd` must stay open until the promise settles (the caller holds it);
+ * a failure rejects with the SysError naming `what`.
+ */
+export function statxOnPool(dirfd: number, name: Buffer | undefined, what: string): Promise<Stat> {
+  const out = Buffer.alloc(256);
+  const path = name ? cstr(name) : EMPTY_PATH;
+  const flags = AT_SYMLINK_NOFOLLOW | (name ? 0 : AT_EMPTY_PATH);
+  return new Promise<Stat>((resolve, reject) => {
+    c.statx.async(dirfd, path, flags, STATX_MASK, out, (err: unknown, r: number) => {
+      void path;
+      if (err) reject(new SysError(5, 'statx', what));
+      else if (r < 0) reject(new SysError(errno(), 'statx', what));
+      else resolve(decode(out));
+    });
+  });
+}

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { DAEMON, LocalBackend } from '../../src/backend/backend.js';
+import { now } from '../support/now.js';
 
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
@@ -19,13 +20,13 @@ afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 test('inodes beyond the budget are evicted and reopened on use', async () => {
   const b = new LocalBackend({ sharedDir: dir, inodeFdBudget: 50 });
   const entries = [];
-  for (let i = 0; i < 300; i++) entries.push(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`)).inode);
+  for (let i = 0; i < 300; i++) entries.push(now(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`))).inode);
   await tick();
   expect(b.inodes.openFds).toBeLessThanOrEqual(50);
   expect(b.inodes.evictions).toBeGreaterThan(200);
   // Every inode still answers, through its handle.
   for (let i = 0; i < 300; i++) {
-    const st = b.getattr(entries[i]!);
+    const st = now(b.getattr(entries[i]!));
     expect(st.size).toBe(`content ${i}`.length);
     expect(st.ino).toBe(BigInt(fs.statSync(path.join(dir, `f${i}`)).ino));
   }
@@ -41,20 +42,20 @@ test('inodes beyond the budget are evicted and reopened on use', async () => {
 
 test('an open file keeps its inode fd (an unlinked file stays reachable)', async () => {
   const b = new LocalBackend({ sharedDir: dir, inodeFdBudget: 10 });
-  const victim = b.lookup(DAEMON, b.root, Buffer.from('f0')).inode;
+  const victim = now(b.lookup(DAEMON, b.root, Buffer.from('f0'))).inode;
   const file = b.open(DAEMON, victim, 2);
   b.unlink(DAEMON, b.root, Buffer.from('f0'), 0);
   const others = [];
-  for (let i = 1; i < 100; i++) others.push(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`)).inode);
+  for (let i = 1; i < 100; i++) others.push(now(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`))).inode);
   await tick();
   expect(victim.rawFd).toBeGreaterThanOrEqual(0);
-  expect(b.getattr(victim).nlink).toBe(0);
+  expect(now(b.getattr(victim)).nlink).toBe(0);
   b.closeFile(file);
 });
 
 test('no budget (unprivileged daemon): nothing is evicted', async () => {
   const b = new LocalBackend({ sharedDir: dir });
-  for (let i = 0; i < 300; i++) b.lookup(DAEMON, b.root, Buffer.from(`f${i}`));
+  for (let i = 0; i < 300; i++) now(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`)));
   await tick();
   expect(b.inodes.evictions).toBe(0);
 });
@@ -63,20 +64,20 @@ test('open inodes count against the budget: the others make room, and closed one
   const b = new LocalBackend({ sharedDir: dir, inodeFdBudget: 50 });
   const opened = [];
   for (let i = 0; i < 30; i++) {
-    const e = b.lookup(DAEMON, b.root, Buffer.from(`f${i}`)).inode;
+    const e = now(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`))).inode;
     opened.push(b.open(DAEMON, e, 0));
     b.release(e);
   }
   const walked = [];
-  for (let i = 30; i < 200; i++) walked.push(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`)).inode);
+  for (let i = 30; i < 200; i++) walked.push(now(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`))).inode);
   await tick();
   // 30 open inodes keep their fds; the walked ones share what is left.
   expect(b.inodes.fdsHeld).toBeLessThanOrEqual(50);
   for (const f of opened) b.closeFile(f);
-  for (let i = 200; i < 300; i++) walked.push(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`)).inode);
+  for (let i = 200; i < 300; i++) walked.push(now(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`))).inode);
   await tick();
   expect(b.inodes.fdsHeld).toBeLessThanOrEqual(50);
-  for (const e of walked) expect(b.getattr(e).size).toBeGreaterThan(0);
+  for (const e of walked) expect(now(b.getattr(e)).size).toBeGreaterThan(0);
   for (const e of walked) b.release(e);
   await tick();
   expect(b.inodes.fdsHeld).toBe(1); // the root
@@ -89,18 +90,18 @@ test('a burst of requests past the hard cap evicts at once, never what the curre
   // 150 requests in one go: the deferred eviction never gets to run.
   for (let i = 0; i < 150; i++) {
     b.beginRequest();
-    entries.push(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`)).inode);
+    entries.push(now(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`))).inode);
     most = Math.max(most, b.inodes.fdsHeld);
   }
   expect(most).toBeLessThanOrEqual(80);
-  for (let i = 0; i < 150; i++) expect(b.getattr(entries[i]!).size).toBe(`content ${i}`.length);
+  for (let i = 0; i < 150; i++) expect(now(b.getattr(entries[i]!)).size).toBe(`content ${i}`.length);
   // One request that alone wants more than the cap: ENFILE past it, the table stays within it.
   b.beginRequest();
   let refused = '';
   const mine = [];
   for (let i = 150; i < 300 && !refused; i++) {
     try {
-      mine.push(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`)).inode);
+      mine.push(now(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`))).inode);
     } catch (e) {
       refused = (e as Error).message;
     }
@@ -118,8 +119,8 @@ test('a new file that reuses an evicted, deleted inode\'s host number is a new i
   // free. New files may get that number (ext4 and tmpfs reuse them): each must
   // come back as itself, never as f0's entry (whose handle is stale).
   const b = new LocalBackend({ sharedDir: dir, inodeFdBudget: 10 });
-  const victim = b.lookup(DAEMON, b.root, Buffer.from('f0')).inode;
-  for (let i = 1; i < 100; i++) b.lookup(DAEMON, b.root, Buffer.from(`f${i}`));
+  const victim = now(b.lookup(DAEMON, b.root, Buffer.from('f0'))).inode;
+  for (let i = 1; i < 100; i++) now(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`)));
   await tick();
   expect(victim.rawFd).toBe(-1); // evicted
   const freed = victim.ino;
@@ -134,15 +135,15 @@ test('a new file that reuses an evicted, deleted inode\'s host number is a new i
   const until = Date.now() + 20_000;
   for (let k = 0; !reused && Date.now() < until; k++) {
     const name = `n${k}`;
-    const e = b.mknod(DAEMON, b.root, Buffer.from(name), 0o100644, 0n);
+    const e = now(b.mknod(DAEMON, b.root, Buffer.from(name), 0o100644, 0n));
     if (e.stat.ino === freed) reused++;
     expect(e.inode.id).not.toBe(victim.id); // not the deleted f0's entry
-    expect(b.getattr(e.inode).ino).toBe(BigInt(fs.statSync(path.join(dir, name)).ino));
-    expect(b.lookup(DAEMON, b.root, Buffer.from(name)).inode.id).toBe(e.inode.id);
+    expect(now(b.getattr(e.inode)).ino).toBe(BigInt(fs.statSync(path.join(dir, name)).ino));
+    expect(now(b.lookup(DAEMON, b.root, Buffer.from(name))).inode.id).toBe(e.inode.id);
     b.release(e.inode);
     if (k % 1000 === 999) await new Promise((r) => setTimeout(r, 250));
   }
   if (reused === 0) throw new Error(`the host did not reuse inode ${freed} in 20 s: this test proves nothing here`);
   // The guest's old reference still names the deleted file.
-  expect(() => b.getattr(victim)).toThrow(/ESTALE/);
+  expect(() => now(b.getattr(victim))).toThrow(/ESTALE/);
 }, 30_000);

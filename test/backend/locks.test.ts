@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { DAEMON, LocalBackend } from '../../src/backend/backend.js';
 import { Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_RDWR, SysError } from '../../src/sys/index.js';
+import { now } from '../support/now.js';
 
 let dir: string;
 let b: LocalBackend;
@@ -23,7 +24,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const whole = (type: number) => ({ type, start: 0, len: 0 });
 
 function open() {
-  const e = b.lookup(DAEMON, b.root, Buffer.from('f'));
+  const e = now(b.lookup(DAEMON, b.root, Buffer.from('f')));
   const file = b.open(DAEMON, e.inode, O_RDWR);
   b.release(e.inode);
   return file;
