@@ -15,7 +15,7 @@ import {
   SysError, XATTR_SIZE_MAX, O_NOFOLLOW, accessPathFd, asProcess, openatOnPool, statxOnPool, close, fail, lseek, fchownFd, fstat, fstatfs, ftruncate, getxattr,
   fstatat, isSysError, linkFd, F_UNLCK, listxattr, openPath, openat, procPath, removexattr,
   renameat2, reopen, setxattr, syncfs, truncatePathFd, umask, unlinkat, utimensFd, withCredentials,
-  type Credentials, type LockRange, type Stat, type StatFs, 
+  type Credentials, type Dirent, type LockRange, type Stat, type StatFs, 
 } from '../sys/index.js';
 import { DAEMON, type Awaitable, type Backend, type Caller, type Entry, type GuestDirent, type OpenOptions, type SetAttr } from './api.js';
 import type { Logger } from '../log.js';
@@ -263,7 +263,7 @@ export class LocalBackend implements Backend {
 
   // ---- metadata calls on the pool ------------------------------------------------
   // Where a stat or an open can wait on a server (FUSE, NFS, CIFS: FsSpeed
-  // 'remote'), lookup and getattr run their host calls on libuv's pool, so
+  // 'remote'), lookup, getattr and readdir run their host calls on libuv's pool, so
   // one slow name never holds up every other request. Only with the
   // process's own credentials: a pool thread carries those, not a caller's
   // (a 9P --9p-permissions host caller other than the daemon's user stays
@@ -433,14 +433,17 @@ export class LocalBackend implements Backend {
    * remapped across filesystems; '..' of the root is the root, as lookup
    * says).
    */
-  readdir(dir: DirStream, offset: bigint, emit: (d: GuestDirent) => boolean): void {
+  readdir(dir: DirStream, offset: bigint, emit: (d: GuestDirent) => boolean): Awaitable<void> {
     const atRoot = dir.inode === this.root;
     const dev = dir.inode.dev;
-    dir.read(offset, (d) => {
+    const guest = (d: Dirent): boolean => {
       const dotdotAtRoot = atRoot && d.name.length === 2 && d.name[0] === 0x2e && d.name[1] === 0x2e;
       const guestIno = dotdotAtRoot ? this.root.guestIno : this.inoMap.guestIno(dev, d.ino);
       return emit({ ino: d.ino, off: d.off, type: d.type, name: d.name, guestIno });
-    });
+    };
+    // getdents on a server's directory waits for the server: on the pool.
+    if (this.offloads(undefined, dir.inode)) return dir.readOnPool(offset, guest);
+    dir.read(offset, guest);
   }
 
   closeFile(file: OpenFile): void {

@@ -1,6 +1,6 @@
 // Open files and directory streams: the host fds behind a client's open
 // handle (a 9P fid after Tlopen, a FUSE fh).
-import { DT_UNKNOWN, close, getdents, seekdir, type Dirent } from '../sys/index.js';
+import { DT_UNKNOWN, Errno, SysError, close, getdents, getdentsOnPool, seekdir, type Dirent } from '../sys/index.js';
 import type { Inode } from './inode-table.js';
 import type { FdAccount } from './fd-budget.js';
 import type { FsSpeed } from '../io/engine.js';
@@ -65,6 +65,10 @@ export class DirStream {
   /** cookie of the position the next pending entry (or host read) starts at */
   private pos = 0n;
   private closed = false;
+  /** a read on the pool still uses the fd (and the buffer) */
+  private busy = false;
+  /** reads on the pool, one after another (the position and buffer are shared) */
+  private queue: Promise<void> = Promise.resolve();
   /** the session whose fd budget this fd is charged to */
   account: FdAccount | undefined;
 
@@ -101,24 +105,83 @@ export class DirStream {
     }
   }
 
+  /**
+   * read(), with getdents on libuv's pool (a directory on a server). Reads
+   * of one stream run one after another; the fd stays open until the last
+   * one ends, even if the client releases the stream meanwhile.
+   */
+  readOnPool(offset: bigint, emit: (d: Dirent) => boolean): Promise<void> {
+    const run = this.queue.then(() => this.readLater(offset, emit));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private async readLater(offset: bigint, emit: (d: Dirent) => boolean): Promise<void> {
+    if (this.closed) throw new SysError(Errno.EBADF, 'getdents64', `${this.inode.label} (released)`);
+    this.busy = true;
+    try {
+      if (offset !== this.pos) {
+        seekdir(this.fd, offset, this.inode.label);
+        this.pending = [];
+        this.pos = offset;
+      }
+      for (;;) {
+        if (this.pending.length === 0) {
+          this.pending = await this.fetchOnPool();
+          if (this.pending.length === 0) return;
+        }
+        while (this.pending.length > 0) {
+          const d = this.pending[0]!;
+          if (!emit(d)) return;
+          this.pending.shift();
+          this.pos = d.off;
+        }
+      }
+    } finally {
+      this.busy = false;
+      if (this.closed) this.closeFd();
+    }
+  }
+
   /** One batch from the host, minus names the security model keeps for itself. */
   private fetch(): Dirent[] {
     for (;;) {
-      const batch = getdents(this.fd, this.buf, this.inode.label);
-      if (batch.length === 0) return batch;
-      const { hide, unknownTypes } = this.opts;
-      const kept = hide ? batch.filter((d) => !hide(d.name)) : batch;
-      if (unknownTypes) for (const d of kept) d.type = DT_UNKNOWN;
-      if (kept.length > 0) return kept;
-      // A hidden entry's cookie still moves the position on.
-      this.pos = batch[batch.length - 1]!.off;
+      const kept = this.keep(getdents(this.fd, this.buf, this.inode.label));
+      if (kept) return kept;
     }
+  }
+
+  private async fetchOnPool(): Promise<Dirent[]> {
+    for (;;) {
+      const kept = this.keep(await getdentsOnPool(this.fd, this.buf, this.inode.label));
+      if (kept) return kept;
+    }
+  }
+
+  /** The entries of a batch the client sees; undefined when all were hidden (read on). */
+  private keep(batch: Dirent[]): Dirent[] | undefined {
+    if (batch.length === 0) return batch;
+    const { hide, unknownTypes } = this.opts;
+    const kept = hide ? batch.filter((d) => !hide(d.name)) : batch;
+    if (unknownTypes) for (const d of kept) d.type = DT_UNKNOWN;
+    if (kept.length > 0) return kept;
+    // A hidden entry's cookie still moves the position on.
+    this.pos = batch[batch.length - 1]!.off;
+    return undefined;
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.inode.handleClosed();
+    if (!this.busy) this.closeFd();
+  }
+
+  private fdClosed = false;
+
+  private closeFd(): void {
+    if (this.fdClosed) return;
+    this.fdClosed = true;
     try {
       close(this.fd);
     } finally {

@@ -18,6 +18,25 @@ export interface Dirent {
 export function getdents(fd: number, buf: Buffer, what = 'dir'): Dirent[] {
   const n = Number(c.getdents64(fd, buf, buf.length));
   if (n < 0) throw new SysError(errno(), 'getdents64', what);
+  return decodeDirents(buf, n);
+}
+
+/**
+ * getdents(), on libuv's pool (a directory on a server: FUSE, NFS). `fd`
+ * and `buf` must stay untouched until the promise settles.
+ */
+export function getdentsOnPool(fd: number, buf: Buffer, what = 'dir'): Promise<Dirent[]> {
+  return new Promise<Dirent[]>((resolve, reject) => {
+    c.getdents64.async(fd, buf, buf.length, (err: unknown, r: number | bigint) => {
+      const n = Number(r);
+      if (err) reject(new SysError(5, 'getdents64', what));
+      else if (n < 0) reject(new SysError(errno(), 'getdents64', what));
+      else resolve(decodeDirents(buf, n));
+    });
+  });
+}
+
+function decodeDirents(buf: Buffer, n: number): Dirent[] {
   const out: Dirent[] = [];
   let p = 0;
   while (p < n) {

@@ -47,15 +47,16 @@ async function serve(ioEngine: 'threads' | 'sync'): Promise<string> {
 }
 
 /** Runs `slowCall`, and meanwhile 5 getattrs of a local file from another client; the order they finished in. */
-async function race(address: string, slowCall: (c: P9Client, dirFid: number) => Promise<unknown>): Promise<string[]> {
+async function race(address: string, slowCall: (c: P9Client, fid: number) => Promise<unknown>, setup?: (c: P9Client, dirFid: number) => Promise<number>): Promise<string[]> {
   const a = await P9Client.session(address, { aname: exp });
   const b = await P9Client.session(address, { aname: exp });
   const dirFid = a.c.newFid();
   await a.c.walk(a.root, dirFid, ['slow', 'dir']); // the slow part of the tree (this walk is slow too)
+  const target = setup ? await setup(a.c, dirFid) : dirFid;
   const here = b.c.newFid();
   await b.c.walk(b.root, here, ['here']);
   const order: string[] = [];
-  const slowDone = slowCall(a.c, dirFid).then(() => order.push('slow'));
+  const slowDone = slowCall(a.c, target).then(() => order.push('slow'));
   await new Promise((r) => setTimeout(r, 50)); // the slow call is in flight
   for (let i = 0; i < 5; i++) {
     await b.c.getattr(here);
@@ -91,4 +92,19 @@ test('--io-engine sync keeps them inline: the other client waits (what the pool 
   const address = await serve('sync');
   const order = await race(address, (c, dir) => c.walk(dir, c.newFid(), ['f2']));
   expect(order[0]).toBe('slow');
+});
+
+test('a readdir on the slow filesystem does not hold up another client (threads engine)', async () => {
+  const address = await serve('threads');
+  let names: string[] = [];
+  const order = await race(address, async (c, d) => {
+    names = (await c.readdirAll(d)).map((e) => e.name.toString()).sort();
+  }, async (c, dir) => {
+    const d = c.newFid();
+    await c.walk(dir, d, []);
+    await c.lopen(d, 0);
+    return d;
+  });
+  expect(order).toEqual([...others, 'slow']);
+  expect(names).toEqual(['.', '..', ...Array.from({ length: 8 }, (_, i) => `f${i}`)].sort());
 });
