@@ -12,7 +12,7 @@
 import {
   AT_FDCWD, AT_REMOVEDIR, Errno, O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL, O_NONBLOCK, O_PATH, O_RDONLY,
   O_TMPFILE, O_TRUNC, RENAME_EXCHANGE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
-  SysError, XATTR_SIZE_MAX, O_NOFOLLOW, accessPathFd, asProcess, openatOnPool, statxOnPool, close, fail, lseek, fchownFd, fstat, fstatfs, ftruncate, getxattr,
+  SysError, XATTR_SIZE_MAX, O_NOFOLLOW, accessPathFd, asProcess, openatOnPool, reopenOnPool, statxOnPool, close, fail, lseek, fchownFd, fstat, fstatfs, ftruncate, getxattr,
   fstatat, isSysError, linkFd, F_UNLCK, listxattr, openPath, openat, procPath, removexattr,
   renameat2, reopen, setxattr, syncfs, truncatePathFd, umask, unlinkat, utimensFd, withCredentials,
   type Credentials, type Dirent, type LockRange, type Stat, type StatFs, 
@@ -263,7 +263,7 @@ export class LocalBackend implements Backend {
 
   // ---- metadata calls on the pool ------------------------------------------------
   // Where a stat or an open can wait on a server (FUSE, NFS, CIFS: FsSpeed
-  // 'remote'), lookup, getattr and readdir run their host calls on libuv's pool, so
+  // 'remote'), lookup, getattr, open, opendir and readdir run their host calls on libuv's pool, so
   // one slow name never holds up every other request. Only with the
   // process's own credentials: a pool thread carries those, not a caller's
   // (a 9P --9p-permissions host caller other than the daemon's user stays
@@ -393,7 +393,12 @@ export class LocalBackend implements Backend {
   // ---- opening -------------------------------------------------------------
 
   /** Opens an inode for I/O. Special files never block and devices are refused. */
-  open(c: Caller, inode: Inode, flags: number, o: OpenOptions = {}): OpenFile {
+  open(c: Caller, inode: Inode, flags: number, o: OpenOptions = {}): Awaitable<OpenFile> {
+    return this.openAs(c, inode, flags, o, true);
+  }
+
+  /** open(); `mayWait` false: inline whatever the filesystem (the backend's own use). */
+  private openAs(c: Caller, inode: Inode, flags: number, o: OpenOptions, mayWait: boolean): Awaitable<OpenFile> {
     let f = openFlags(flags);
     if (inode.isSymlink) fail(Errno.ELOOP, 'open', inode.label);
     switch (inode.hostKind) {
@@ -412,13 +417,21 @@ export class LocalBackend implements Backend {
     }
     if (f & O_TRUNC) this.checkWritable('open(O_TRUNC)', inode.label);
     if ((f & O_ACCMODE) !== O_RDONLY) this.checkWritable('open for write', inode.label);
-    const fd = withCredentials(this.host(c), () => reopen(inode.fd, f, inode.label));
-    const file = this.opened(new OpenFile(this.ref(inode), fd, f));
-    if (o.killSuidgid && f & O_TRUNC) this.killSuidgid(inode);
-    return file;
+    const made = (fd: number): OpenFile => {
+      const file = this.opened(new OpenFile(this.ref(inode), fd, f));
+      if (o.killSuidgid && f & O_TRUNC) this.killSuidgid(inode);
+      return file;
+    };
+    // An open on a server's filesystem waits for the server (FUSE OPEN, NFS): on the pool.
+    if (mayWait && this.offloads(c, inode)) return this.holding(inode, (pfd) => reopenOnPool(pfd, f, inode.label)).then(made);
+    return made(withCredentials(this.host(c), () => reopen(inode.fd, f, inode.label)));
   }
 
-  opendir(c: Caller, inode: Inode): DirStream {
+  opendir(c: Caller, inode: Inode): Awaitable<DirStream> {
+    if (inode.isDir && this.offloads(c, inode)) {
+      return this.holding(inode, (pfd) => reopenOnPool(pfd, O_RDONLY | O_DIRECTORY, inode.label))
+        .then((fd) => new DirStream(this.ref(inode), fd, this.model.readdirPolicy()));
+    }
     return this.opendirAs(c, inode);
   }
 
@@ -535,7 +548,7 @@ export class LocalBackend implements Backend {
     }
     try {
       if (entry.inode.isDir) fail(Errno.EISDIR, 'create', `${printable(name)} is a directory`);
-      return { entry, file: this.open(cr, entry.inode, flags & ~(O_CREAT | O_EXCL | O_DIRECTORY)) };
+      return { entry, file: this.openAs(cr, entry.inode, flags & ~(O_CREAT | O_EXCL | O_DIRECTORY), {}, false) as OpenFile };
     } catch (e) {
       this.release(entry.inode);
       throw e;

@@ -222,3 +222,8 @@ export function openatOnPool(dirfd: number, name: Buffer, flags: number, what: s
     });
   });
 }
+
+/** reopen() on libuv's pool (see statxOnPool): `pathFd` must stay open until the promise settles. */
+export function reopenOnPool(pathFd: number, flags: number, what = 'fd'): Promise<number> {
+  return openatOnPool(AT_FDCWD, Buffer.from(procPath(pathFd)), flags & ~O_NOFOLLOW, what);
+}

@@ -31,7 +31,7 @@ test('inodes beyond the budget are evicted and reopened on use', async () => {
     expect(st.ino).toBe(BigInt(fs.statSync(path.join(dir, `f${i}`)).ino));
   }
   // Opening reads the right file.
-  const f = b.open(DAEMON, entries[123]!, 0);
+  const f = now(b.open(DAEMON, entries[123]!, 0));
   const buf = Buffer.alloc(64);
   expect(fs.readSync(f.fd, buf, 0, 64, 0)).toBe('content 123'.length);
   b.closeFile(f);
@@ -43,7 +43,7 @@ test('inodes beyond the budget are evicted and reopened on use', async () => {
 test('an open file keeps its inode fd (an unlinked file stays reachable)', async () => {
   const b = new LocalBackend({ sharedDir: dir, inodeFdBudget: 10 });
   const victim = now(b.lookup(DAEMON, b.root, Buffer.from('f0'))).inode;
-  const file = b.open(DAEMON, victim, 2);
+  const file = now(b.open(DAEMON, victim, 2));
   b.unlink(DAEMON, b.root, Buffer.from('f0'), 0);
   const others = [];
   for (let i = 1; i < 100; i++) others.push(now(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`))).inode);
@@ -65,7 +65,7 @@ test('open inodes count against the budget: the others make room, and closed one
   const opened = [];
   for (let i = 0; i < 30; i++) {
     const e = now(b.lookup(DAEMON, b.root, Buffer.from(`f${i}`))).inode;
-    opened.push(b.open(DAEMON, e, 0));
+    opened.push(now(b.open(DAEMON, e, 0)));
     b.release(e);
   }
   const walked = [];

@@ -25,7 +25,7 @@ const whole = (type: number) => ({ type, start: 0, len: 0 });
 
 function open() {
   const e = now(b.lookup(DAEMON, b.root, Buffer.from('f')));
-  const file = b.open(DAEMON, e.inode, O_RDWR);
+  const file = now(b.open(DAEMON, e.inode, O_RDWR));
   b.release(e.inode);
   return file;
 }

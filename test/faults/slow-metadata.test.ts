@@ -108,3 +108,13 @@ test('a readdir on the slow filesystem does not hold up another client (threads 
   expect(order).toEqual([...others, 'slow']);
   expect(names).toEqual(['.', '..', ...Array.from({ length: 8 }, (_, i) => `f${i}`)].sort());
 });
+
+test('an open on the slow filesystem does not hold up another client (threads engine)', async () => {
+  const address = await serve('threads');
+  const order = await race(address, (c, f) => c.lopen(f, 0), async (c, dir) => {
+    const f = c.newFid();
+    await c.walk(dir, f, ['f3']);
+    return f;
+  });
+  expect(order).toEqual([...others, 'slow']);
+});
