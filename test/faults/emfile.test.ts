@@ -94,7 +94,15 @@ test('out of fds: the client gets EMFILE, acknowledged writes are kept, and both
 test('out of fds at accept: a new 9P client is turned away, a virtio-fs frontend waits without a spin, and both are served once fds are free', async () => {
   const pid = srv.proc.pid!;
   const logBefore = srv.log().length;
-  const held = fs.readdirSync(`/proc/${pid}/fd`).length;
+  // The last test's connections may still be closing: wait until the server's fds are steady,
+  // so none is freed after the squeeze (a freed fd would let the next client in).
+  let held = fs.readdirSync(`/proc/${pid}/fd`).length;
+  for (let steady = 0; steady < 3; ) {
+    await new Promise((r) => setTimeout(r, 150));
+    const n = fs.readdirSync(`/proc/${pid}/fd`).length;
+    steady = n === held ? steady + 1 : 0;
+    held = n;
+  }
   const limit = held + 30;
   execFileSync('prlimit', ['--pid', String(pid), `--nofile=${limit}:${limit}`]);
   const { c, root } = await P9Client.session({ path: path.join(base, '9p.sock') }, { aname: exp });
