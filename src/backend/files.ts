@@ -86,23 +86,29 @@ export class DirStream {
    * directory ends.
    */
   read(offset: bigint, emit: (d: Dirent) => boolean): void {
-    if (offset !== this.pos) {
-      seekdir(this.fd, offset, this.inode.label);
-      this.pending = [];
-      this.pos = offset;
+    this.seekTo(offset);
+    while (this.emitPending(emit)) {
+      this.pending = this.fetch();
+      if (this.pending.length === 0) return;
     }
-    for (;;) {
-      if (this.pending.length === 0) {
-        this.pending = this.fetch();
-        if (this.pending.length === 0) return;
-      }
-      while (this.pending.length > 0) {
-        const d = this.pending[0]!;
-        if (!emit(d)) return;
-        this.pending.shift();
-        this.pos = d.off;
-      }
+  }
+
+  private seekTo(offset: bigint): void {
+    if (offset === this.pos) return;
+    seekdir(this.fd, offset, this.inode.label);
+    this.pending = [];
+    this.pos = offset;
+  }
+
+  /** Hands out the pending entries; false once `emit` is full (that entry stays pending). */
+  private emitPending(emit: (d: Dirent) => boolean): boolean {
+    while (this.pending.length > 0) {
+      const d = this.pending[0]!;
+      if (!emit(d)) return false;
+      this.pending.shift();
+      this.pos = d.off;
     }
+    return true;
   }
 
   /**
@@ -120,22 +126,10 @@ export class DirStream {
     if (this.closed) throw new SysError(Errno.EBADF, 'getdents64', `${this.inode.label} (released)`);
     this.busy = true;
     try {
-      if (offset !== this.pos) {
-        seekdir(this.fd, offset, this.inode.label);
-        this.pending = [];
-        this.pos = offset;
-      }
-      for (;;) {
-        if (this.pending.length === 0) {
-          this.pending = await this.fetchOnPool();
-          if (this.pending.length === 0) return;
-        }
-        while (this.pending.length > 0) {
-          const d = this.pending[0]!;
-          if (!emit(d)) return;
-          this.pending.shift();
-          this.pos = d.off;
-        }
+      this.seekTo(offset);
+      while (this.emitPending(emit)) {
+        this.pending = await this.fetchOnPool();
+        if (this.pending.length === 0) return;
       }
     } finally {
       this.busy = false;
