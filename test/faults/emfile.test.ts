@@ -119,6 +119,19 @@ test('out of fds at accept: a new 9P client is turned away, a virtio-fs frontend
       break;
     }
   }
+  // A create needs more than one fd, so one may still be free: take the rest one at a time
+  // (an open of a file the server already holds costs exactly one).
+  for (let i = 0; i < 50; i++) {
+    const f = c.newFid();
+    try {
+      await c.walk(root, f, ['g0']);
+      fids.push(f);
+      await c.lopen(f, O.RDONLY);
+    } catch (e) {
+      expect((e as { code?: string }).code).toBe('EMFILE');
+      break;
+    }
+  }
   // A 9P client now: libuv accepts and closes it (it cannot be served), the daemon lives on.
   const turnedAway = await P9Client.session({ path: path.join(base, '9p.sock') }, { aname: exp }).then(
     async (s) => { await s.c.close(); return 'served'; }, () => 'turned away');
