@@ -20,7 +20,10 @@ function help(bin, args) {
 
 /** Text as a roff no-fill block: backslashes and leading control characters escaped. */
 function verbatim(text) {
-  const lines = text.replace(/\s+$/, '').split('\n').map((l) => l.replaceAll('\\', '\\e').replace(/^([.'])/, '\\&$1'));
+  const lines = text
+    .replace(/\s+$/, '')
+    .split('\n')
+    .map((l) => l.replaceAll('\\', '\\e').replace(/^([.'])/, '\\&$1'));
   return ['.nf', ...lines, '.fi'].join('\n');
 }
 
@@ -39,20 +42,31 @@ function page(name, summary, synopsis, sections) {
 }
 
 const pages = {
-  'duofs.1': page('duofs', 'serve one host directory to virtual machines over 9P2000.L and virtio-fs',
-    ['duofs serve [options]', 'duofs convert <export> --from MODEL --to MODEL [options]', 'duofs bench [options]', 'duofs --version'], [
+  'duofs.1': page(
+    'duofs',
+    'serve one host directory to virtual machines over 9P2000.L and virtio-fs',
+    ['duofs serve [options]', 'duofs convert <export> --from MODEL --to MODEL [options]', 'duofs bench [options]', 'duofs --version'],
+    [
       ['DESCRIPTION', verbatim(help('duofs.js', ['--help']))],
       ['SERVE', verbatim(help('duofs.js', ['serve', '--help']))],
       ['CONVERT', verbatim(help('duofs.js', ['convert', '--help']))],
       ['BENCH', verbatim(help('duofs.js', ['bench', '--help']))],
       ['EXIT STATUS', '0 on success; 1 when duofs cannot start or convert; 2 for a command line it does not take.'],
-    ]),
-  'duofs-virtiofsd.1': page('duofs-virtiofsd', 'duofs with the command line of virtiofsd',
-    ['duofs-virtiofsd --shared-dir DIR (--socket-path PATH | --fd N) [options]', 'duofs-virtiofsd --fd=N -o source=DIR[,...]'], [
+    ],
+  ),
+  'duofs-virtiofsd.1': page(
+    'duofs-virtiofsd',
+    'duofs with the command line of virtiofsd',
+    ['duofs-virtiofsd --shared-dir DIR (--socket-path PATH | --fd N) [options]', 'duofs-virtiofsd --fd=N -o source=DIR[,...]'],
+    [
       ['OPTIONS', verbatim(help('duofs-virtiofsd.js', ['--help']))],
-      ['EXIT STATUS', '0 after --help, --version and --print-capabilities; 2 for a command line it does not take (as virtiofsd); 1 when it cannot start.'],
+      [
+        'EXIT STATUS',
+        '0 after --help, --version and --print-capabilities; 2 for a command line it does not take (as virtiofsd); 1 when it cannot start.',
+      ],
       ['FILES', 'share/qemu/vhost-user/60-duofs-virtiofsd.json: the vhost-user backend description for libvirt.'],
-    ]),
+    ],
+  ),
 };
 
 const check = process.argv.includes('--check');

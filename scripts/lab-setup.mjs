@@ -18,9 +18,7 @@
 // Needs root, Debian's package mirrors (the default mirror of debootstrap).
 import { createHash } from 'node:crypto';
 import { spawn, spawnSync } from 'node:child_process';
-import {
-  existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync, openSync, closeSync,
-} from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync, openSync, closeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -57,12 +55,20 @@ const SANITY = ['usr/bin/qemu-system-x86_64', 'usr/sbin/diod', 'usr/bin/socat', 
 const quiet = process.argv.includes('--quiet');
 const t0 = Date.now();
 const secs = () => ((Date.now() - t0) / 1000).toFixed(1) + 's';
-const say = (msg) => { if (!quiet) process.stderr.write(`lab-setup: ${msg}\n`); };
-const fail = (msg) => { process.stderr.write(`lab-setup: ERROR: ${msg}\n`); process.exitCode = 1; throw new LabSetupError(msg); };
+const say = (msg) => {
+  if (!quiet) process.stderr.write(`lab-setup: ${msg}\n`);
+};
+const fail = (msg) => {
+  process.stderr.write(`lab-setup: ERROR: ${msg}\n`);
+  process.exitCode = 1;
+  throw new LabSetupError(msg);
+};
 class LabSetupError extends Error {}
 
 export function recipeHash() {
-  return createHash('sha256').update(JSON.stringify({ SUITE, LAYOUT_VERSION, PACKAGES, variant: 'minbase' })).digest('hex');
+  return createHash('sha256')
+    .update(JSON.stringify({ SUITE, LAYOUT_VERSION, PACKAGES, variant: 'minbase' }))
+    .digest('hex');
 }
 
 /** Reads the stamp if the root is complete and current; null otherwise. */
@@ -114,7 +120,12 @@ function safeRemove(dir) {
 
 const lockDir = join(labDir, 'setup.lock');
 function pidAlive(pid) {
-  try { process.kill(pid, 0); return true; } catch (e) { return e.code === 'EPERM'; }
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return e.code === 'EPERM';
+  }
 }
 async function takeLock() {
   mkdirSync(labDir, { recursive: true });
@@ -128,14 +139,27 @@ async function takeLock() {
     } catch (e) {
       if (e.code !== 'EEXIST') throw e;
       let pid = 0;
-      try { pid = Number(readFileSync(join(lockDir, 'pid'), 'utf8')); } catch { /* being written */ }
-      if (pid && !pidAlive(pid)) { rmSync(lockDir, { recursive: true, force: true }); continue; }
+      try {
+        pid = Number(readFileSync(join(lockDir, 'pid'), 'utf8'));
+      } catch {
+        /* being written */
+      }
+      if (pid && !pidAlive(pid)) {
+        rmSync(lockDir, { recursive: true, force: true });
+        continue;
+      }
       if (!pid) {
         // Created but no pid yet: give the owner a moment, then treat as stale.
         const age = Date.now() - statSync(lockDir, { throwIfNoEntry: false })?.mtimeMs;
-        if (age > 10_000) { rmSync(lockDir, { recursive: true, force: true }); continue; }
+        if (age > 10_000) {
+          rmSync(lockDir, { recursive: true, force: true });
+          continue;
+        }
       }
-      if (!told) { say(`waiting for another lab setup (pid ${pid || '?'}) to finish`); told = true; }
+      if (!told) {
+        say(`waiting for another lab setup (pid ${pid || '?'}) to finish`);
+        told = true;
+      }
       if (Date.now() > deadline) fail('timed out waiting for another lab setup');
       await new Promise((r) => setTimeout(r, 1000));
     }
@@ -157,7 +181,10 @@ function run(label, cmd, args, { env = {}, quietOk = false } = {}) {
     const log = openSync(join(labDir, 'setup.log'), 'a');
     writeFileSync(log, `\n### ${new Date().toISOString()} ${label}: ${cmd} ${args.join(' ')}\n`);
     // setpriv --pdeathsig: if this script dies (even by SIGKILL), so does the step.
-    const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', cmd, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+    });
     let output = '';
     let lastShown = 0;
     let partial = '';
@@ -179,7 +206,9 @@ function run(label, cmd, args, { env = {}, quietOk = false } = {}) {
     };
     child.stdout.on('data', onData);
     child.stderr.on('data', onData);
-    child.on('error', (e) => { output += `\nspawn error: ${e.message}\n`; });
+    child.on('error', (e) => {
+      output += `\nspawn error: ${e.message}\n`;
+    });
     child.on('close', (status, signal) => {
       closeSync(log);
       resolve({ status: status ?? (signal ? 128 : 1), output });
@@ -237,34 +266,51 @@ async function build() {
   mkdirSync(buildDir, { recursive: true });
 
   say(`debootstrap --variant=minbase ${SUITE} (about 30 s)`);
-  let r = await run('debootstrap', 'unshare', ['--mount', '--propagation', 'private', '--fork', '--kill-child',
-    'debootstrap', '--variant=minbase', SUITE, root]);
+  let r = await run('debootstrap', 'unshare', [
+    '--mount',
+    '--propagation',
+    'private',
+    '--fork',
+    '--kill-child',
+    'debootstrap',
+    '--variant=minbase',
+    SUITE,
+    root,
+  ]);
   if (r.status !== 0) {
     const pk = failedPackages(r.output);
-    fail(`debootstrap failed${pk.length ? ` (could not fetch package${pk.length > 1 ? 's' : ''}: ${pk.join(', ')})` : ''}; ` +
-      `see .lab/setup.log. Last lines:\n${lastLines(r.output)}`);
+    fail(
+      `debootstrap failed${pk.length ? ` (could not fetch package${pk.length > 1 ? 's' : ''}: ${pk.join(', ')})` : ''}; ` +
+        `see .lab/setup.log. Last lines:\n${lastLines(r.output)}`,
+    );
   }
 
   // Configuration inside the root before installing anything.
   writeFileSync(join(root, 'usr/sbin/policy-rc.d'), '#!/bin/sh\nexit 101\n', { mode: 0o755 });
-  writeFileSync(join(root, 'etc/apt/apt.conf.d/90duofs-lab'), [
-    'Acquire::Check-Valid-Until "false";', // the mirror is a frozen snapshot
-    'APT::Install-Recommends "false";',
-    'APT::Install-Suggests "false";',
-    'Acquire::Retries "3";',
-    'Dpkg::Use-Pty "false";',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    join(root, 'etc/apt/apt.conf.d/90duofs-lab'),
+    [
+      'Acquire::Check-Valid-Until "false";', // the mirror is a frozen snapshot
+      'APT::Install-Recommends "false";',
+      'APT::Install-Suggests "false";',
+      'Acquire::Retries "3";',
+      'Dpkg::Use-Pty "false";',
+      '',
+    ].join('\n'),
+  );
   mkdirSync(join(root, 'etc/dpkg/dpkg.cfg.d'), { recursive: true });
-  writeFileSync(join(root, 'etc/dpkg/dpkg.cfg.d/90duofs-lab'), [
-    'force-unsafe-io',
-    'path-exclude=/usr/share/doc/*',
-    'path-exclude=/usr/share/man/*',
-    'path-exclude=/usr/share/info/*',
-    'path-exclude=/usr/share/locale/*',
-    'path-include=/usr/share/locale/locale.alias',
-    '',
-  ].join('\n'));
+  writeFileSync(
+    join(root, 'etc/dpkg/dpkg.cfg.d/90duofs-lab'),
+    [
+      'force-unsafe-io',
+      'path-exclude=/usr/share/doc/*',
+      'path-exclude=/usr/share/man/*',
+      'path-exclude=/usr/share/info/*',
+      'path-exclude=/usr/share/locale/*',
+      'path-include=/usr/share/locale/locale.alias',
+      '',
+    ].join('\n'),
+  );
   // No initramfs is needed (the root is virtiofs, built into the kernel); keep
   // initramfs-tools (a dependency of the kernel package) from building one.
   mkdirSync(join(root, 'etc/initramfs-tools'), { recursive: true });
@@ -285,13 +331,17 @@ async function build() {
   r = await run('apt-install', 'unshare', chrootArgs(root, install), { env });
   if (r.status !== 0) {
     const pk = failedPackages(r.output);
-    fail(`apt-get install inside the lab root failed${pk.length ? ` (cannot fetch or install package${pk.length > 1 ? 's' : ''}: ${pk.join(', ')})` : ''}; ` +
-      `see .lab/setup.log. Last lines:\n${lastLines(r.output)}`);
+    fail(
+      `apt-get install inside the lab root failed${pk.length ? ` (cannot fetch or install package${pk.length > 1 ? 's' : ''}: ${pk.join(', ')})` : ''}; ` +
+        `see .lab/setup.log. Last lines:\n${lastLines(r.output)}`,
+    );
   }
   await run('apt-clean', 'unshare', chrootArgs(root, 'apt-get clean; rm -rf /var/lib/apt/lists/*'), { env, quietOk: true });
 
   // Facts the harness needs.
-  const kernels = readdirSync(join(root, 'boot')).filter((f) => f.startsWith('vmlinuz-')).sort();
+  const kernels = readdirSync(join(root, 'boot'))
+    .filter((f) => f.startsWith('vmlinuz-'))
+    .sort();
   if (!kernels.length) fail('no kernel in the lab root (/boot/vmlinuz-*)');
   const kernel = kernels[kernels.length - 1];
   const kver = kernel.slice('vmlinuz-'.length);
@@ -307,8 +357,11 @@ async function build() {
   for (const f of SANITY) if (!existsSync(join(root, f))) fail(`missing in the lab root after install: /${f}`);
   for (const d of LAYOUT_DIRS) mkdirSync(join(root, d), { recursive: true });
 
-  const versions = spawnSync('unshare', chrootArgs(root,
-    `qemu-system-x86_64 --version | head -1; /${virtiofsd} --version | head -1; python3 --version`), { encoding: 'utf8' });
+  const versions = spawnSync(
+    'unshare',
+    chrootArgs(root, `qemu-system-x86_64 --version | head -1; /${virtiofsd} --version | head -1; python3 --version`),
+    { encoding: 'utf8' },
+  );
   const [qemuVersion = '?', virtiofsdVersion = '?', pythonVersion = '?'] = versions.stdout.trim().split('\n');
 
   // Swap in the finished root, then stamp it.
@@ -317,9 +370,18 @@ async function build() {
   renameSync(root, labRoot);
   safeRemove(buildDir);
   const stamp = {
-    hash: recipeHash(), suite: SUITE, layout: LAYOUT_VERSION, packages: PACKAGES,
-    kernel: `/boot/${kernel}`, kernelVersion: kver, virtiofsd: `/${virtiofsd}`,
-    qemuVersion, virtiofsdVersion, pythonVersion, builtAt: new Date().toISOString(), buildSeconds: Math.round((Date.now() - t0) / 1000),
+    hash: recipeHash(),
+    suite: SUITE,
+    layout: LAYOUT_VERSION,
+    packages: PACKAGES,
+    kernel: `/boot/${kernel}`,
+    kernelVersion: kver,
+    virtiofsd: `/${virtiofsd}`,
+    qemuVersion,
+    virtiofsdVersion,
+    pythonVersion,
+    builtAt: new Date().toISOString(),
+    buildSeconds: Math.round((Date.now() - t0) / 1000),
   };
   writeFileSync(stampPath, JSON.stringify(stamp, null, 2) + '\n');
   return stamp;

@@ -53,8 +53,10 @@ const bump = (m, k, n = 1) => m.set(k, (m.get(k) ?? 0) + n);
 
 function detailOf(name, a, ret) {
   switch (name) {
-    case 'socket': return a.split(',')[0] + ' ' + (a.split(',')[1] ?? '').trim().replace(/\|SOCK_(CLOEXEC|NONBLOCK)/g, '');
-    case 'socketpair': return a.split(',')[0];
+    case 'socket':
+      return a.split(',')[0] + ' ' + (a.split(',')[1] ?? '').trim().replace(/\|SOCK_(CLOEXEC|NONBLOCK)/g, '');
+    case 'socketpair':
+      return a.split(',')[0];
     case 'clone': {
       const f = /flags=([A-Z_|0-9x]+)/.exec(a)?.[1] ?? '?';
       return f.includes('CLONE_THREAD') ? 'thread' : `process ${f}`;
@@ -63,19 +65,36 @@ function detailOf(name, a, ret) {
       const f = /flags=([A-Z_|0-9x]+)/.exec(a)?.[1] ?? '?';
       return (f.includes('CLONE_THREAD') ? 'thread' : `process ${f}`) + ` = ${ret.split(' ')[0]}`;
     }
-    case 'ioctl': return a.split(',')[1]?.trim() ?? '?';
-    case 'prctl': return a.split(',')[0];
-    case 'kill': case 'tgkill': case 'tkill': return a;
-    case 'mmap': case 'mprotect': return (/PROT_EXEC/.test(a) ? 'exec' : 'noexec');
-    case 'fcntl': return a.split(',')[1]?.trim() ?? '?';
-    case 'setsockopt': case 'getsockopt': return a.split(',').slice(1, 3).join(',').trim();
-    case 'io_uring_register': return a.split(',')[1]?.trim() ?? '?';
-    case 'madvise': return a.split(',')[2]?.trim() ?? '?';
-    case 'rt_sigaction': return a.split(',')[0];
-    case 'futex': return a.split(',')[1]?.trim() ?? '?';
-    case 'openat': return /O_PATH/.test(a) ? 'O_PATH' : /O_WRONLY|O_RDWR/.test(a) ? 'write' : 'read';
-    case 'epoll_ctl': return a.split(',')[1]?.trim() ?? '?';
-    default: return undefined;
+    case 'ioctl':
+      return a.split(',')[1]?.trim() ?? '?';
+    case 'prctl':
+      return a.split(',')[0];
+    case 'kill':
+    case 'tgkill':
+    case 'tkill':
+      return a;
+    case 'mmap':
+    case 'mprotect':
+      return /PROT_EXEC/.test(a) ? 'exec' : 'noexec';
+    case 'fcntl':
+      return a.split(',')[1]?.trim() ?? '?';
+    case 'setsockopt':
+    case 'getsockopt':
+      return a.split(',').slice(1, 3).join(',').trim();
+    case 'io_uring_register':
+      return a.split(',')[1]?.trim() ?? '?';
+    case 'madvise':
+      return a.split(',')[2]?.trim() ?? '?';
+    case 'rt_sigaction':
+      return a.split(',')[0];
+    case 'futex':
+      return a.split(',')[1]?.trim() ?? '?';
+    case 'openat':
+      return /O_PATH/.test(a) ? 'O_PATH' : /O_WRONLY|O_RDWR/.test(a) ? 'write' : 'read';
+    case 'epoll_ctl':
+      return a.split(',')[1]?.trim() ?? '?';
+    default:
+      return undefined;
   }
 }
 
@@ -155,17 +174,44 @@ for (const [kind, k] of [...kinds].sort()) {
   };
   if (kind.startsWith('other:')) continue;
   console.log(`\n== ${kind}: ${k.processes} process(es), ${k.calls.size} distinct syscalls`);
-  console.log([...k.calls].sort((a, b) => a[0].localeCompare(b[0])).map(([n, c]) => `${n}:${c}`).join(' '));
-  for (const [n, m] of k.details) console.log(`  ${n}: ${[...m].sort((a, b) => b[1] - a[1]).slice(0, 30).map(([d, c]) => `${d} x${c}`).join('; ')}`);
+  console.log(
+    [...k.calls]
+      .sort((a, b) => a[0].localeCompare(b[0]))
+      .map(([n, c]) => `${n}:${c}`)
+      .join(' '),
+  );
+  for (const [n, m] of k.details)
+    console.log(
+      `  ${n}: ${[...m]
+        .sort((a, b) => b[1] - a[1])
+        .slice(0, 30)
+        .map(([d, c]) => `${d} x${c}`)
+        .join('; ')}`,
+    );
 }
-console.log('\nother programs: ' + [...kinds.keys()].filter((k) => k.startsWith('other:')).map((k) => k.slice(6)).join(' '));
+console.log(
+  '\nother programs: ' +
+    [...kinds.keys()]
+      .filter((k) => k.startsWith('other:'))
+      .map((k) => k.slice(6))
+      .join(' '),
+);
 
 // What the node processes call that the policy does not allow.
 try {
   const { execFileSync } = await import('node:child_process');
-  const policy = JSON.parse(execFileSync(process.execPath, ['--import', new URL('../test/lab/ts-hooks.mjs', import.meta.url).pathname,
-    '-e', "import('./src/sandbox/seccomp-policy.ts').then((m) => console.log(JSON.stringify({ allowed: m.allowedNames(), errno: Object.keys(m.ERRNO_CALLS) })))"],
-  { cwd: new URL('..', import.meta.url).pathname, encoding: 'utf8' }));
+  const policy = JSON.parse(
+    execFileSync(
+      process.execPath,
+      [
+        '--import',
+        new URL('../test/lab/ts-hooks.mjs', import.meta.url).pathname,
+        '-e',
+        "import('./src/sandbox/seccomp-policy.ts').then((m) => console.log(JSON.stringify({ allowed: m.allowedNames(), errno: Object.keys(m.ERRNO_CALLS) })))",
+      ],
+      { cwd: new URL('..', import.meta.url).pathname, encoding: 'utf8' },
+    ),
+  );
   const known = new Set([...policy.allowed, ...policy.errno]);
   for (const [kind, r] of Object.entries(result)) {
     if (kind.startsWith('other:')) continue;

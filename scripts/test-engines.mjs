@@ -12,7 +12,9 @@ let status = 0;
 for (const engine of engines) {
   console.error(`duofs: the whole suite on --io-engine ${engine}`);
   const r = spawnSync(process.execPath, [join(root, 'scripts/test.mjs'), ...process.argv.slice(2)], {
-    cwd: root, encoding: 'utf8', stdio: ['inherit', 'pipe', 'inherit'],
+    cwd: root,
+    encoding: 'utf8',
+    stdio: ['inherit', 'pipe', 'inherit'],
     env: { ...process.env, DUOFS_IO_ENGINE: engine, DUOFS_ENGINE_MATRIX: '' },
   });
   process.stdout.write(r.stdout ?? '');

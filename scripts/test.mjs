@@ -11,8 +11,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ensureDeps, root } from './ensure-deps.mjs';
 
-const run = (cmd, args, env = {}) =>
-  spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } }).status ?? 1;
+const run = (cmd, args, env = {}) => spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...env } }).status ?? 1;
 
 ensureDeps();
 
@@ -73,10 +72,18 @@ mkdirSync(resultsDir, { recursive: true });
 function jest(name, jestArgs, env = {}) {
   const file = join(resultsDir, `jest-results${name ? `-${name}` : ''}.json`);
   rmSync(file, { force: true });
-  const status = run(process.execPath, [
-    '--experimental-vm-modules', '--no-warnings=ExperimentalWarning',
-    join(root, 'node_modules/jest/bin/jest.js'), '--json', `--outputFile=${file}`, ...jestArgs,
-  ], env);
+  const status = run(
+    process.execPath,
+    [
+      '--experimental-vm-modules',
+      '--no-warnings=ExperimentalWarning',
+      join(root, 'node_modules/jest/bin/jest.js'),
+      '--json',
+      `--outputFile=${file}`,
+      ...jestArgs,
+    ],
+    env,
+  );
   if (!existsSync(file)) return { status: status || 1, passed: 0, failed: 1, skipped: 0 };
   const r = JSON.parse(readFileSync(file, 'utf8'));
   return { status, passed: r.numPassedTests, failed: r.numFailedTests + r.numRuntimeErrorTestSuites, skipped: r.numPendingTests + r.numTodoTests };

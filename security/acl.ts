@@ -90,11 +90,21 @@ export function aclMode(entries: AclEntry[]): { perms: number; equivalent: boole
   let mask: number | undefined;
   for (const e of entries) {
     switch (e.tag) {
-      case ACL_USER_OBJ: perms |= (e.perm & 7) << 6; break;
-      case ACL_GROUP_OBJ: group = e.perm & 7; break;
-      case ACL_OTHER: perms |= e.perm & 7; break;
-      case ACL_MASK: mask = e.perm & 7; equivalent = false; break;
-      default: equivalent = false;
+      case ACL_USER_OBJ:
+        perms |= (e.perm & 7) << 6;
+        break;
+      case ACL_GROUP_OBJ:
+        group = e.perm & 7;
+        break;
+      case ACL_OTHER:
+        perms |= e.perm & 7;
+        break;
+      case ACL_MASK:
+        mask = e.perm & 7;
+        equivalent = false;
+        break;
+      default:
+        equivalent = false;
     }
   }
   return { perms: perms | ((mask ?? group) << 3), equivalent };

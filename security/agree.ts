@@ -10,8 +10,13 @@ import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK 
 
 /** The file types a guest mode may name. */
 export const KIND_NAMES: Readonly<Record<number, string>> = {
-  [S_IFDIR]: 'directory', [S_IFREG]: 'regular', [S_IFLNK]: 'symlink', [S_IFCHR]: 'char-device',
-  [S_IFBLK]: 'block-device', [S_IFIFO]: 'fifo', [S_IFSOCK]: 'socket',
+  [S_IFDIR]: 'directory',
+  [S_IFREG]: 'regular',
+  [S_IFLNK]: 'symlink',
+  [S_IFCHR]: 'char-device',
+  [S_IFBLK]: 'block-device',
+  [S_IFIFO]: 'fifo',
+  [S_IFSOCK]: 'socket',
 };
 
 /** Why a stored `mode` cannot describe a host object of type `hostKind` (S_IFMT bits), or undefined if it can. */

@@ -4,7 +4,10 @@ import { Errno, fail, type Credentials, type Stat } from '../src/sys/index.js';
 import { ForbiddenIdError, type IdMap } from './id-map.js';
 
 export class HostIds {
-  constructor(private readonly uidMap: IdMap | undefined, private readonly gidMap: IdMap | undefined) {}
+  constructor(
+    private readonly uidMap: IdMap | undefined,
+    private readonly gidMap: IdMap | undefined,
+  ) {}
 
   /** A guest uid as the host's (EPERM if forbidden). */
   hostUid(id: number): number {

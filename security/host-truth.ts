@@ -1,11 +1,25 @@
 // passthrough and none: the host inode is the guest's view; no metadata.
 import {
-  AT_REMOVEDIR, Errno, S_IFDIR, S_IFLNK, S_IFMT, fail, fchmodPathFd, fchownFd, fstat, mkdirat, mknodat, readlinkFd,
-  symlinkat, umask as umaskSet, unlinkat, withCredentials, type Credentials, type Stat,
+  AT_REMOVEDIR,
+  Errno,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFMT,
+  fail,
+  fchmodPathFd,
+  fchownFd,
+  fstat,
+  mkdirat,
+  mknodat,
+  readlinkFd,
+  symlinkat,
+  umask as umaskSet,
+  unlinkat,
+  withCredentials,
+  type Credentials,
+  type Stat,
 } from '../src/sys/index.js';
-import type {
-  Creation, Location, ModelInode, ModelServices, NewNode, OwnerMode, ReaddirPolicy, SecurityModel, SecurityModelName,
-} from './model.js';
+import type { Creation, Location, ModelInode, ModelServices, NewNode, OwnerMode, ReaddirPolicy, SecurityModel, SecurityModelName } from './model.js';
 
 abstract class HostTruthModel implements SecurityModel {
   abstract readonly name: Extract<SecurityModelName, 'passthrough' | 'none'>;

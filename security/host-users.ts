@@ -4,11 +4,18 @@
 import { readFileSync } from 'node:fs';
 import type { Credentials } from '../src/sys/index.js';
 
-interface PasswdEntry { name: string; uid: number; gid: number }
+interface PasswdEntry {
+  name: string;
+  uid: number;
+  gid: number;
+}
 
 function readLines(path: string): string[][] {
   try {
-    return readFileSync(path, 'utf8').split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split(':'));
+    return readFileSync(path, 'utf8')
+      .split('\n')
+      .filter((l) => l && !l.startsWith('#'))
+      .map((l) => l.split(':'));
   } catch {
     return [];
   }
@@ -19,7 +26,10 @@ export class HostUsers {
   /** the files as read when the process entered its sandbox (after that, "/etc" is the export's) */
   private frozen: { passwd: string[][]; group: string[][] } | undefined;
 
-  constructor(private readonly passwdPath = '/etc/passwd', private readonly groupPath = '/etc/group') {}
+  constructor(
+    private readonly passwdPath = '/etc/passwd',
+    private readonly groupPath = '/etc/group',
+  ) {}
 
   /**
    * Reads both files now and never again: called before the root changes to

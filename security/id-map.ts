@@ -83,11 +83,21 @@ export function parseIdRule(text: string): IdRule {
     case 'map':
     case 'guest':
     case 'squash-guest':
-      rule = { kind: kind as IdRule['kind'], guest: parseU32(fields[0]!, 'guest id', text), host: parseU32(fields[1]!, 'host id', text), count: parseU32(fields[2]!, 'count', text) };
+      rule = {
+        kind: kind as IdRule['kind'],
+        guest: parseU32(fields[0]!, 'guest id', text),
+        host: parseU32(fields[1]!, 'host id', text),
+        count: parseU32(fields[2]!, 'count', text),
+      };
       break;
     case 'host':
     case 'squash-host':
-      rule = { kind: kind as IdRule['kind'], host: parseU32(fields[0]!, 'host id', text), guest: parseU32(fields[1]!, 'guest id', text), count: parseU32(fields[2]!, 'count', text) };
+      rule = {
+        kind: kind as IdRule['kind'],
+        host: parseU32(fields[0]!, 'host id', text),
+        guest: parseU32(fields[1]!, 'guest id', text),
+        count: parseU32(fields[2]!, 'count', text),
+      };
       break;
     default: // forbid-guest
       rule = { kind: 'forbid-guest', guest: parseU32(fields[0]!, 'guest id', text), host: 0, count: parseU32(fields[1]!, 'count', text) };
@@ -108,9 +118,15 @@ function checkRanges(r: IdRule, text: string): void {
 /** The rule in virtiofsd's canonical spelling. */
 export function formatIdRule(r: IdRule): string {
   switch (r.kind) {
-    case 'map': case 'guest': case 'squash-guest': return `${r.kind}:${r.guest}:${r.host}:${r.count}`;
-    case 'host': case 'squash-host': return `${r.kind}:${r.host}:${r.guest}:${r.count}`;
-    case 'forbid-guest': return `forbid-guest:${r.guest}:${r.count}`;
+    case 'map':
+    case 'guest':
+    case 'squash-guest':
+      return `${r.kind}:${r.guest}:${r.host}:${r.count}`;
+    case 'host':
+    case 'squash-host':
+      return `${r.kind}:${r.host}:${r.guest}:${r.count}`;
+    case 'forbid-guest':
+      return `forbid-guest:${r.guest}:${r.count}`;
   }
 }
 

@@ -2,13 +2,41 @@
 // file <dir>/.virtfs_metadata/<name> (the root's: <root>/.virtfs_metadata_root),
 // kept in step through link, rename and unlink as QEMU does.
 import {
-  AT_REMOVEDIR, Errno, fail, O_CREAT, O_DIRECTORY, O_NOFOLLOW, O_NONBLOCK, O_PATH, O_RDONLY, O_WRONLY, S_IFMT,
-  S_IFREG, close, fstat, isSysError, linkat, mkdirat, openat, pread, pwrite, renameat2, unlinkat, ftruncate,
+  AT_REMOVEDIR,
+  Errno,
+  fail,
+  O_CREAT,
+  O_DIRECTORY,
+  O_NOFOLLOW,
+  O_NONBLOCK,
+  O_PATH,
+  O_RDONLY,
+  O_WRONLY,
+  S_IFMT,
+  S_IFREG,
+  close,
+  fstat,
+  isSysError,
+  linkat,
+  mkdirat,
+  openat,
+  pread,
+  pwrite,
+  renameat2,
+  unlinkat,
+  ftruncate,
 } from '../src/sys/index.js';
 import type { Logger } from '../src/log.js';
 import {
-  METADATA_DIR, METADATA_DIR_MODE, METADATA_FILE_MODE, METADATA_MAX_BYTES, METADATA_ROOT, formatMetadata, isMetadataName,
-  parseMetadata, type GuestMeta,
+  METADATA_DIR,
+  METADATA_DIR_MODE,
+  METADATA_FILE_MODE,
+  METADATA_MAX_BYTES,
+  METADATA_ROOT,
+  formatMetadata,
+  isMetadataName,
+  parseMetadata,
+  type GuestMeta,
 } from './formats/mapped-file.js';
 import type { Location, ModelInode, ModelServices } from './model.js';
 import { BadMetadataLog } from './bad-metadata.js';

@@ -3,8 +3,19 @@ import { Errno, getxattr, isSysError, setxattr } from '../src/sys/index.js';
 import type { Logger } from '../src/log.js';
 import type { GuestMeta } from './formats/mapped-file.js';
 import {
-  ACL_ACCESS_GUEST, ACL_ACCESS_HOST, ACL_DEFAULT_GUEST, ACL_DEFAULT_HOST, XATTR_GID, XATTR_MODE, XATTR_RDEV, XATTR_UID,
-  decodeRdev, decodeU32, encodeRdev, encodeU32, isModelXattr,
+  ACL_ACCESS_GUEST,
+  ACL_ACCESS_HOST,
+  ACL_DEFAULT_GUEST,
+  ACL_DEFAULT_HOST,
+  XATTR_GID,
+  XATTR_MODE,
+  XATTR_RDEV,
+  XATTR_UID,
+  decodeRdev,
+  decodeU32,
+  encodeRdev,
+  encodeU32,
+  isModelXattr,
 } from './formats/mapped-xattr.js';
 import type { ModelInode, ModelServices } from './model.js';
 import { BadMetadataLog } from './bad-metadata.js';

@@ -3,16 +3,49 @@
 // (where, is the subclass's business). Special files and symlinks are
 // regular host files; owners and modes change in metadata only.
 import {
-  Errno, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_RDONLY, O_WRONLY, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, close, fail,
-  fstat, getxattr, isSysError, mkdirat, openat, pread, pwrite, readlinkFd, removexattr, reopen, setxattr, unlinkat,
-  type Credentials, type Stat,
+  Errno,
+  O_CREAT,
+  O_EXCL,
+  O_NOFOLLOW,
+  O_NONBLOCK,
+  O_RDONLY,
+  O_WRONLY,
+  S_IFDIR,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  close,
+  fail,
+  fstat,
+  getxattr,
+  isSysError,
+  mkdirat,
+  openat,
+  pread,
+  pwrite,
+  readlinkFd,
+  removexattr,
+  reopen,
+  setxattr,
+  unlinkat,
+  type Credentials,
+  type Stat,
 } from '../src/sys/index.js';
 import { aclMode, createMasq, formatAcl, parseAcl } from './acl.js';
 import type { GuestMeta } from './formats/mapped-file.js';
 import { ACL_ACCESS_GUEST, ACL_DEFAULT_GUEST } from './formats/mapped-xattr.js';
 import {
-  applyMeta, SYMLINK_MAX, type Creation, type Location, type ModelInode, type ModelServices, type NewNode, type OwnerMode,
-  type ReaddirPolicy, type SecurityModel, type SecurityModelName,
+  applyMeta,
+  SYMLINK_MAX,
+  type Creation,
+  type Location,
+  type ModelInode,
+  type ModelServices,
+  type NewNode,
+  type OwnerMode,
+  type ReaddirPolicy,
+  type SecurityModel,
+  type SecurityModelName,
 } from './model.js';
 
 export abstract class MappedModel implements SecurityModel {

@@ -60,10 +60,7 @@ export interface ModelServices {
 }
 
 /** A node that mkdir, mknod or symlink makes. */
-export type NewNode =
-  | { type: 0o040000; mode: number }
-  | { type: number; mode: number; rdev: bigint }
-  | { type: 0o120000; target: Buffer };
+export type NewNode = { type: 0o040000; mode: number } | { type: number; mode: number; rdev: bigint } | { type: 0o120000; target: Buffer };
 
 /** How a new object came to be: what the backend knows beyond its mode. */
 export interface Creation {

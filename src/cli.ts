@@ -20,7 +20,16 @@ import { ConvertError, convertExport, formatSummary } from './convert/convert.js
 import { ExportInUseError } from './convert/in-use.js';
 import { ENGINE_CHOICES, type EngineChoice } from './io/select.js';
 import { benchOptions, runBench, type BenchArgs } from './bench/main.js';
-import { DEFAULT_SANDBOX, DEFAULT_SECCOMP, FUSE_FD_ENV, SANDBOX_MODES, SECCOMP_MODES, supervised, type SandboxMode, type SeccompMode } from './sandbox/mode.js';
+import {
+  DEFAULT_SANDBOX,
+  DEFAULT_SECCOMP,
+  FUSE_FD_ENV,
+  SANDBOX_MODES,
+  SECCOMP_MODES,
+  supervised,
+  type SandboxMode,
+  type SeccompMode,
+} from './sandbox/mode.js';
 import { superviseInNamespaces } from './sandbox/supervisor.js';
 import { confine } from './sandbox/confine.js';
 import { prepareRoot } from './sandbox/root.js';
@@ -58,19 +67,60 @@ function poolSize(v: number): number {
 }
 
 async function serve(argv: {
-  sharedDir?: string; fsdev?: string; translateUid?: string[]; translateGid?: string[]; '9pSocket'?: string; '9pTcp'?: string; '9pFd'?: number; '9pMaxMsize': number;
-  readonly: boolean; logLevel: string; logFormat?: LogFormat; syslog: boolean; logBurst: number; logRate: number; fuseMount?: string; cache: CacheMode; writeback: boolean; xattr: boolean;
-  announceSubmounts: boolean; securityModel?: SecurityModelName; virtiofsSocket?: string[]; virtiofsFd?: number;
-  tag: string; numRequestQueues: number; '9pVhostSocket'?: string[]; '9pTag'?: string; fmode?: string; dmode?: string;
+  sharedDir?: string;
+  fsdev?: string;
+  translateUid?: string[];
+  translateGid?: string[];
+  '9pSocket'?: string;
+  '9pTcp'?: string;
+  '9pFd'?: number;
+  '9pMaxMsize': number;
+  readonly: boolean;
+  logLevel: string;
+  logFormat?: LogFormat;
+  syslog: boolean;
+  logBurst: number;
+  logRate: number;
+  fuseMount?: string;
+  cache: CacheMode;
+  writeback: boolean;
+  xattr: boolean;
+  announceSubmounts: boolean;
+  securityModel?: SecurityModelName;
+  virtiofsSocket?: string[];
+  virtiofsFd?: number;
+  tag: string;
+  numRequestQueues: number;
+  '9pVhostSocket'?: string[];
+  '9pTag'?: string;
+  fmode?: string;
+  dmode?: string;
   '9pPermissions'?: NinepPermissions;
-  '9pMaxFids': number; rlimitNofile?: number; sessionMaxOpen?: number;
-  ioEngine?: EngineChoice; threadPoolSize?: number; debugIoLatencyMs?: number;
-  sandbox?: SandboxMode; seccomp?: SeccompMode; modcaps?: string; landlock: boolean; uidMap?: string[]; gidMap?: string[];
+  '9pMaxFids': number;
+  rlimitNofile?: number;
+  sessionMaxOpen?: number;
+  ioEngine?: EngineChoice;
+  threadPoolSize?: number;
+  debugIoLatencyMs?: number;
+  sandbox?: SandboxMode;
+  seccomp?: SeccompMode;
+  modcaps?: string;
+  landlock: boolean;
+  uidMap?: string[];
+  gidMap?: string[];
 }): Promise<void> {
   const log = createLogger(argv.logLevel as LevelWithSilent, { format: argv.logFormat, syslog: argv.syslog });
 
   const logLimits = parseLogLimits(argv.logBurst, argv.logRate);
-  if (!argv['9pSocket'] && !argv['9pTcp'] && argv['9pFd'] === undefined && !argv.fuseMount && !argv.virtiofsSocket?.length && argv.virtiofsFd === undefined && !argv['9pVhostSocket']?.length) {
+  if (
+    !argv['9pSocket'] &&
+    !argv['9pTcp'] &&
+    argv['9pFd'] === undefined &&
+    !argv.fuseMount &&
+    !argv.virtiofsSocket?.length &&
+    argv.virtiofsFd === undefined &&
+    !argv['9pVhostSocket']?.length
+  ) {
     throw new StartupError('nothing to serve on: give --virtiofs-socket, --9p-vhost-socket, --9p-socket, --9p-tcp, --9p-fd or --fuse-mount');
   }
   // A QEMU -fsdev/-virtfs option string supplies what it names; explicit flags win.
@@ -106,7 +156,9 @@ async function serve(argv: {
   // acted on once the server is up. Under a supervisor this process is the
   // init of its pid namespace, which would simply ignore it.
   let early: string | undefined;
-  const onEarly = (signal: string) => (): void => { early ??= signal; };
+  const onEarly = (signal: string) => (): void => {
+    early ??= signal;
+  };
   const earlyInt = onEarly('SIGINT');
   const earlyTerm = onEarly('SIGTERM');
   process.on('SIGINT', earlyInt);
@@ -134,8 +186,20 @@ async function serve(argv: {
     translateGid: argv.translateGid ? asIdTranslations(parseIdRules(argv.translateGid)) : undefined,
     fuseMount: argv.fuseMount,
     fuseFd: supervised() && process.env[FUSE_FD_ENV] !== undefined ? Number(process.env[FUSE_FD_ENV]) : undefined,
-    confine: (made) => confine({ mode: sandbox, seccomp: argv.seccomp ?? DEFAULT_SECCOMP, exportPath: realpathSync(sharedDir), securityModel: model,
-      modcaps: argv.modcaps, landlock: argv.landlock, log, logFormat: argv.logFormat }, made),
+    confine: (made) =>
+      confine(
+        {
+          mode: sandbox,
+          seccomp: argv.seccomp ?? DEFAULT_SECCOMP,
+          exportPath: realpathSync(sharedDir),
+          securityModel: model,
+          modcaps: argv.modcaps,
+          landlock: argv.landlock,
+          log,
+          logFormat: argv.logFormat,
+        },
+        made,
+      ),
     virtiofsSocket: argv.virtiofsSocket,
     virtiofsFd: argv.virtiofsFd,
     tag: argv.tag,
@@ -170,62 +234,195 @@ export async function main(args: string[]): Promise<void> {
     .command(
       'serve',
       'serve an export',
-      (y) => y
-        .option('shared-dir', { type: 'string', describe: 'the host directory to export (the export root)' })
-        .option('fsdev', { type: 'string', describe: "take the export and its security model from a QEMU -fsdev/-virtfs option string as it appears in a VM definition, e.g. 'local,id=x,path=/srv/x,security_model=mapped-xattr,fmode=0644,dmode=0755,readonly=on'; options with no meaning here are refused by name" })
-        .option('translate-uid', { type: 'string', array: true, describe: 'virtiofsd-style uid translation rule (repeatable): map:GUEST:HOST:COUNT, squash-guest:GUEST:HOST:COUNT, squash-host:GUEST:HOST:COUNT, forbid-guest:GUEST:COUNT, guest:GUEST:HOST:COUNT, host:GUEST:HOST:COUNT' })
-        .option('translate-gid', { type: 'string', array: true, describe: 'the same for gids' })
-        .option('virtiofs-socket', { type: 'string', array: true, describe: 'serve virtio-fs as a vhost-user-fs device on this unix socket (repeatable: one device per socket, one guest each, all on the same export) (QEMU: -chardev socket,id=c,path=PATH[,reconnect=1] -device vhost-user-fs-pci,chardev=c,tag=TAG); duofs keeps serving when the guest goes away and accepts the next connection' })
-        .option('virtiofs-fd', { type: 'number', describe: 'virtio-fs on an inherited, already listening unix socket fd (socket activation, libvirt)' })
-        .option('tag', { type: 'string', default: 'duofs', describe: 'virtio-fs mount tag in the device config space (guests: mount -t virtiofs TAG DIR); at most 36 bytes' })
-        .option('num-request-queues', { type: 'number', default: 1, describe: 'virtio-fs request queues (queue 0 is the hiprio queue)' })
-        .option('9p-vhost-socket', { type: 'string', array: true, describe: 'serve 9P2000.L as a virtio-9p device over vhost-user on this unix socket (repeatable) (QEMU: -chardev socket,id=c,path=PATH -device vhost-user-test-device-pci,chardev=c,virtio-id=9,num_vqs=1,vq_size=1024,config_size=N; guests: mount -t 9p -o trans=virtio TAG DIR)' })
-        .option('9p-tag', { type: 'string', describe: 'virtio-9p mount tag (config space; default duofs9p, or the mount_tag of --fsdev)' })
-        .option('9p-socket', { type: 'string', describe: 'serve 9P2000.L on a unix socket at this path (guests: trans=unix, or QEMU -chardev socket for a virtio-serial relay); created 0600, a stale socket is replaced' })
-        .option('9p-tcp', { type: 'string', describe: 'serve 9P2000.L over TCP at HOST:PORT; a bare PORT listens on 127.0.0.1 only (guests: trans=tcp,port=PORT)' })
-        .option('9p-fd', { type: 'number', describe: 'serve 9P2000.L on an inherited, already connected stream fd (one client; guests: trans=fd)' })
-        .option('9p-max-msize', { type: 'number', default: DEFAULT_9P_MAX_MSIZE, describe: 'largest 9P msize offered; clients asking for more get this' })
-        .option('9p-permissions', { choices: NINEP_PERMISSIONS, describe: 'passthrough: who decides 9P permissions. guest = the client kernel (as QEMU\'s 9p: duofs acts as itself and gives new files the ids the request names; a guest\'s own supplementary groups work; any client that reaches the transport is trusted fully); host = the host kernel, as the attached uid with the host\'s groups of that uid (as diod). Default: guest on --9p-vhost-socket, host on --9p-socket/--9p-tcp/--9p-fd; see docs/operator-guide.md' })
-        .option('9p-max-fids', { type: 'number', default: DEFAULT_9P_MAX_FIDS, describe: 'most fids one 9P session may hold; a walk-only fid costs memory, not an fd (past the limit: EMFILE)' })
-        .option('rlimit-nofile', { type: 'number', describe: 'set the open-file limit (soft and hard) to N first, as virtiofsd; default: raise the soft limit to the hard one. Sessions share it as docs/operator-guide.md describes' })
-        .option('session-max-open', { type: 'number', describe: 'most files and directories one session (a 9P connection, a virtio-fs or virtio-9p guest, the FUSE mount) may hold open; past it, and when the shared pool runs out, its opens get EMFILE (default: half the pool)' })
-        .option('io-engine', { choices: ENGINE_CHOICES, describe: 'where reads, writes, fsync, fallocate and copy_file_range run, so a slow disk, NFS or FUSE filesystem under the export stalls no other request: io_uring (submission rings, completions in the event loop), threads (a thread pool; what the page cache answers stays inline), sync (everything inline on the one thread); auto = io_uring where the kernel allows it, else threads. Default: auto, or DUOFS_IO_ENGINE' })
-        .option('thread-pool-size', { type: 'number', describe: 'threads in the pool the threads engine (and copy_file_range) uses, as virtiofsd\'s flag; default 16 (or UV_THREADPOOL_SIZE)' })
-        .option('debug-io-latency-ms', { type: 'number', hidden: true, describe: 'tests and benchmarks: start every read, write and fsync this many ms late (a simulated slow disk)' })
-        .option('security-model', { choices: SECURITY_MODELS, describe: 'how guest owners, modes and file types map onto the host, as QEMU -fsdev local: passthrough (real owners; run as root), mapped-xattr (alias mapped; guest view in user.virtfs.* xattrs), mapped-file (in .virtfs_metadata files), none (like passthrough, ownership changes may fail silently)' })
-        .option('fmode', { type: 'string', describe: 'mapped models: host mode of created files, octal (default 0600)' })
-        .option('dmode', { type: 'string', describe: 'mapped models: host mode of created directories, octal (default 0700)' })
-        .option('fuse-mount', { type: 'string', describe: 'also mount the export on the host through /dev/fuse at this directory (outside the export), to see it exactly as a virtio-fs guest does; unmounted on exit' })
-        .option('cache', { choices: ['auto', 'always', 'metadata', 'never'] as const, default: 'auto' as const, describe: 'FUSE caching, as virtiofsd: never = no caching (direct I/O), auto = 1 s attribute/entry timeouts, metadata = long metadata timeouts with direct I/O, always = long timeouts and kept page cache' })
-        .option('writeback', { type: 'boolean', default: false, describe: 'FUSE: let the client kernel cache writes (writeback cache)' })
-        .option('xattr', { type: 'boolean', default: false, describe: 'FUSE: pass extended attributes through (9P always does)' })
-        .option('announce-submounts', { type: 'boolean', default: false, describe: 'FUSE: give each host filesystem mounted inside the export its own st_dev and announce it as a submount' })
-        .option('readonly', { type: 'boolean', default: false, describe: 'refuse every change to the export with EROFS' })
-        .option('sandbox', { choices: SANDBOX_MODES, describe: "confine the server once it is set up, as virtiofsd's --sandbox: namespace = new mount, pid, ipc, uts (and net, unless --9p-tcp) namespaces with the export as the root (pivot_root), a user namespace too when not run as root; chroot = chroot into the export (containers that made their namespaces already); none = the host's root. Default: namespace. See docs/operator-guide.md" })
-        .option('modcaps', { type: 'string', describe: "change the capabilities the server keeps, as virtiofsd's --modcaps: +cap adds, -cap drops, joined by ':' (e.g. +sys_admin:-mknod). Default: what the security model needs (passthrough as root: chown, dac_override, dac_read_search, fowner, fsetid, mknod, setfcap, setgid, setuid; mapped models: dac_override, dac_read_search, fowner; as a user: none)" })
-        .option('uid-map', { type: 'string', array: true, requiresArg: true, describe: "with --sandbox namespace as a non-root user: map host uids into the server's user namespace, as virtiofsd's --uid-map: :NAMESPACE_UID:HOST_UID:COUNT: (repeatable, one range each; libvirt's session mode passes :0:UID:1: and :1:SUBUID:COUNT:). Written with newuidmap (the uidmap package), checked against /etc/subuid; the server runs as uid 0 of the namespace. Default: only the own uid, as root of the namespace" })
-        .option('gid-map', { type: 'string', array: true, requiresArg: true, describe: 'the same for gids (:NAMESPACE_GID:HOST_GID:COUNT:, newgidmap, /etc/subgid)' })
-        .option('landlock', { type: 'boolean', default: true, describe: 'with --sandbox namespace or chroot: also restrict the server with Landlock to the export, where the kernel has it (--no-landlock: not)' })
-        .option('seccomp', { choices: SECCOMP_MODES, describe: "a system-call allow-list on every thread once the server is confined, as virtiofsd's --seccomp: kill = a call outside it ends the server (the supervisor and the kernel log say which), log = the kernel logs it and lets it run, trap = the server logs it and exits, none = no filter. Default: kill" })
-        .option('log-level', { choices: LOG_LEVELS, default: 'info', describe: 'log verbosity (trace logs every request)' })
-        .option('log-format', { choices: LOG_FORMATS, describe: "json: pino's JSON lines (the default when stderr is not a terminal); text: virtiofsd's '[time LEVEL duofs] message key=value' lines" })
-        .option('syslog', { type: 'boolean', default: false, describe: 'log to syslog (/dev/log: journald or rsyslog) instead of stderr; falls back to stderr, saying so, when /dev/log cannot be reached' })
-        .option('log-burst', { type: 'number', default: DEFAULT_LOG_LIMITS.burst, describe: 'lines of one kind (bad requests, broken chains, ...) one peer (9P connection, vhost-user socket, FUSE mount) may cause at once; after that they are counted ("suppressed": N); 0: no limit. Trace lines are never limited' })
-        .option('log-rate', { type: 'number', default: DEFAULT_LOG_LIMITS.perSecond * 60, describe: 'lines of one kind per peer per minute once the burst is spent' })
-        .example('$0 serve --shared-dir /srv/share --9p-socket /run/duofs/share.sock', 'serve /srv/share over a unix socket')
-        .example('$0 serve --shared-dir /srv/share --9p-tcp 5640', 'serve on 127.0.0.1:5640 (mount -t 9p -o trans=tcp,port=5640)'),
+      (y) =>
+        y
+          .option('shared-dir', { type: 'string', describe: 'the host directory to export (the export root)' })
+          .option('fsdev', {
+            type: 'string',
+            describe:
+              "take the export and its security model from a QEMU -fsdev/-virtfs option string as it appears in a VM definition, e.g. 'local,id=x,path=/srv/x,security_model=mapped-xattr,fmode=0644,dmode=0755,readonly=on'; options with no meaning here are refused by name",
+          })
+          .option('translate-uid', {
+            type: 'string',
+            array: true,
+            describe:
+              'virtiofsd-style uid translation rule (repeatable): map:GUEST:HOST:COUNT, squash-guest:GUEST:HOST:COUNT, squash-host:GUEST:HOST:COUNT, forbid-guest:GUEST:COUNT, guest:GUEST:HOST:COUNT, host:GUEST:HOST:COUNT',
+          })
+          .option('translate-gid', { type: 'string', array: true, describe: 'the same for gids' })
+          .option('virtiofs-socket', {
+            type: 'string',
+            array: true,
+            describe:
+              'serve virtio-fs as a vhost-user-fs device on this unix socket (repeatable: one device per socket, one guest each, all on the same export) (QEMU: -chardev socket,id=c,path=PATH[,reconnect=1] -device vhost-user-fs-pci,chardev=c,tag=TAG); duofs keeps serving when the guest goes away and accepts the next connection',
+          })
+          .option('virtiofs-fd', {
+            type: 'number',
+            describe: 'virtio-fs on an inherited, already listening unix socket fd (socket activation, libvirt)',
+          })
+          .option('tag', {
+            type: 'string',
+            default: 'duofs',
+            describe: 'virtio-fs mount tag in the device config space (guests: mount -t virtiofs TAG DIR); at most 36 bytes',
+          })
+          .option('num-request-queues', { type: 'number', default: 1, describe: 'virtio-fs request queues (queue 0 is the hiprio queue)' })
+          .option('9p-vhost-socket', {
+            type: 'string',
+            array: true,
+            describe:
+              'serve 9P2000.L as a virtio-9p device over vhost-user on this unix socket (repeatable) (QEMU: -chardev socket,id=c,path=PATH -device vhost-user-test-device-pci,chardev=c,virtio-id=9,num_vqs=1,vq_size=1024,config_size=N; guests: mount -t 9p -o trans=virtio TAG DIR)',
+          })
+          .option('9p-tag', { type: 'string', describe: 'virtio-9p mount tag (config space; default duofs9p, or the mount_tag of --fsdev)' })
+          .option('9p-socket', {
+            type: 'string',
+            describe:
+              'serve 9P2000.L on a unix socket at this path (guests: trans=unix, or QEMU -chardev socket for a virtio-serial relay); created 0600, a stale socket is replaced',
+          })
+          .option('9p-tcp', {
+            type: 'string',
+            describe: 'serve 9P2000.L over TCP at HOST:PORT; a bare PORT listens on 127.0.0.1 only (guests: trans=tcp,port=PORT)',
+          })
+          .option('9p-fd', { type: 'number', describe: 'serve 9P2000.L on an inherited, already connected stream fd (one client; guests: trans=fd)' })
+          .option('9p-max-msize', {
+            type: 'number',
+            default: DEFAULT_9P_MAX_MSIZE,
+            describe: 'largest 9P msize offered; clients asking for more get this',
+          })
+          .option('9p-permissions', {
+            choices: NINEP_PERMISSIONS,
+            describe:
+              "passthrough: who decides 9P permissions. guest = the client kernel (as QEMU's 9p: duofs acts as itself and gives new files the ids the request names; a guest's own supplementary groups work; any client that reaches the transport is trusted fully); host = the host kernel, as the attached uid with the host's groups of that uid (as diod). Default: guest on --9p-vhost-socket, host on --9p-socket/--9p-tcp/--9p-fd; see docs/operator-guide.md",
+          })
+          .option('9p-max-fids', {
+            type: 'number',
+            default: DEFAULT_9P_MAX_FIDS,
+            describe: 'most fids one 9P session may hold; a walk-only fid costs memory, not an fd (past the limit: EMFILE)',
+          })
+          .option('rlimit-nofile', {
+            type: 'number',
+            describe:
+              'set the open-file limit (soft and hard) to N first, as virtiofsd; default: raise the soft limit to the hard one. Sessions share it as docs/operator-guide.md describes',
+          })
+          .option('session-max-open', {
+            type: 'number',
+            describe:
+              'most files and directories one session (a 9P connection, a virtio-fs or virtio-9p guest, the FUSE mount) may hold open; past it, and when the shared pool runs out, its opens get EMFILE (default: half the pool)',
+          })
+          .option('io-engine', {
+            choices: ENGINE_CHOICES,
+            describe:
+              'where reads, writes, fsync, fallocate and copy_file_range run, so a slow disk, NFS or FUSE filesystem under the export stalls no other request: io_uring (submission rings, completions in the event loop), threads (a thread pool; what the page cache answers stays inline), sync (everything inline on the one thread); auto = io_uring where the kernel allows it, else threads. Default: auto, or DUOFS_IO_ENGINE',
+          })
+          .option('thread-pool-size', {
+            type: 'number',
+            describe: "threads in the pool the threads engine (and copy_file_range) uses, as virtiofsd's flag; default 16 (or UV_THREADPOOL_SIZE)",
+          })
+          .option('debug-io-latency-ms', {
+            type: 'number',
+            hidden: true,
+            describe: 'tests and benchmarks: start every read, write and fsync this many ms late (a simulated slow disk)',
+          })
+          .option('security-model', {
+            choices: SECURITY_MODELS,
+            describe:
+              'how guest owners, modes and file types map onto the host, as QEMU -fsdev local: passthrough (real owners; run as root), mapped-xattr (alias mapped; guest view in user.virtfs.* xattrs), mapped-file (in .virtfs_metadata files), none (like passthrough, ownership changes may fail silently)',
+          })
+          .option('fmode', { type: 'string', describe: 'mapped models: host mode of created files, octal (default 0600)' })
+          .option('dmode', { type: 'string', describe: 'mapped models: host mode of created directories, octal (default 0700)' })
+          .option('fuse-mount', {
+            type: 'string',
+            describe:
+              'also mount the export on the host through /dev/fuse at this directory (outside the export), to see it exactly as a virtio-fs guest does; unmounted on exit',
+          })
+          .option('cache', {
+            choices: ['auto', 'always', 'metadata', 'never'] as const,
+            default: 'auto' as const,
+            describe:
+              'FUSE caching, as virtiofsd: never = no caching (direct I/O), auto = 1 s attribute/entry timeouts, metadata = long metadata timeouts with direct I/O, always = long timeouts and kept page cache',
+          })
+          .option('writeback', { type: 'boolean', default: false, describe: 'FUSE: let the client kernel cache writes (writeback cache)' })
+          .option('xattr', { type: 'boolean', default: false, describe: 'FUSE: pass extended attributes through (9P always does)' })
+          .option('announce-submounts', {
+            type: 'boolean',
+            default: false,
+            describe: 'FUSE: give each host filesystem mounted inside the export its own st_dev and announce it as a submount',
+          })
+          .option('readonly', { type: 'boolean', default: false, describe: 'refuse every change to the export with EROFS' })
+          .option('sandbox', {
+            choices: SANDBOX_MODES,
+            describe:
+              "confine the server once it is set up, as virtiofsd's --sandbox: namespace = new mount, pid, ipc, uts (and net, unless --9p-tcp) namespaces with the export as the root (pivot_root), a user namespace too when not run as root; chroot = chroot into the export (containers that made their namespaces already); none = the host's root. Default: namespace. See docs/operator-guide.md",
+          })
+          .option('modcaps', {
+            type: 'string',
+            describe:
+              "change the capabilities the server keeps, as virtiofsd's --modcaps: +cap adds, -cap drops, joined by ':' (e.g. +sys_admin:-mknod). Default: what the security model needs (passthrough as root: chown, dac_override, dac_read_search, fowner, fsetid, mknod, setfcap, setgid, setuid; mapped models: dac_override, dac_read_search, fowner; as a user: none)",
+          })
+          .option('uid-map', {
+            type: 'string',
+            array: true,
+            requiresArg: true,
+            describe:
+              "with --sandbox namespace as a non-root user: map host uids into the server's user namespace, as virtiofsd's --uid-map: :NAMESPACE_UID:HOST_UID:COUNT: (repeatable, one range each; libvirt's session mode passes :0:UID:1: and :1:SUBUID:COUNT:). Written with newuidmap (the uidmap package), checked against /etc/subuid; the server runs as uid 0 of the namespace. Default: only the own uid, as root of the namespace",
+          })
+          .option('gid-map', {
+            type: 'string',
+            array: true,
+            requiresArg: true,
+            describe: 'the same for gids (:NAMESPACE_GID:HOST_GID:COUNT:, newgidmap, /etc/subgid)',
+          })
+          .option('landlock', {
+            type: 'boolean',
+            default: true,
+            describe:
+              'with --sandbox namespace or chroot: also restrict the server with Landlock to the export, where the kernel has it (--no-landlock: not)',
+          })
+          .option('seccomp', {
+            choices: SECCOMP_MODES,
+            describe:
+              "a system-call allow-list on every thread once the server is confined, as virtiofsd's --seccomp: kill = a call outside it ends the server (the supervisor and the kernel log say which), log = the kernel logs it and lets it run, trap = the server logs it and exits, none = no filter. Default: kill",
+          })
+          .option('log-level', { choices: LOG_LEVELS, default: 'info', describe: 'log verbosity (trace logs every request)' })
+          .option('log-format', {
+            choices: LOG_FORMATS,
+            describe:
+              "json: pino's JSON lines (the default when stderr is not a terminal); text: virtiofsd's '[time LEVEL duofs] message key=value' lines",
+          })
+          .option('syslog', {
+            type: 'boolean',
+            default: false,
+            describe:
+              'log to syslog (/dev/log: journald or rsyslog) instead of stderr; falls back to stderr, saying so, when /dev/log cannot be reached',
+          })
+          .option('log-burst', {
+            type: 'number',
+            default: DEFAULT_LOG_LIMITS.burst,
+            describe:
+              'lines of one kind (bad requests, broken chains, ...) one peer (9P connection, vhost-user socket, FUSE mount) may cause at once; after that they are counted ("suppressed": N); 0: no limit. Trace lines are never limited',
+          })
+          .option('log-rate', {
+            type: 'number',
+            default: DEFAULT_LOG_LIMITS.perSecond * 60,
+            describe: 'lines of one kind per peer per minute once the burst is spent',
+          })
+          .example('$0 serve --shared-dir /srv/share --9p-socket /run/duofs/share.sock', 'serve /srv/share over a unix socket')
+          .example('$0 serve --shared-dir /srv/share --9p-tcp 5640', 'serve on 127.0.0.1:5640 (mount -t 9p -o trans=tcp,port=5640)'),
       (argv) => serve(argv as never),
     )
     .command(
       'convert <export>',
       "rewrite an export's security-model metadata offline (refused while any server or process uses it)",
-      (y) => y
-        .positional('export', { type: 'string', demandOption: true, describe: 'the export root' })
-        .option('from', { choices: ['passthrough', 'mapped-xattr', 'mapped-file'] as const, demandOption: true, describe: 'the model the export is in now (passthrough: import a plain tree)' })
-        .option('to', { choices: ['mapped-xattr', 'mapped-file'] as const, demandOption: true, describe: 'the model to convert to' })
-        .option('dry-run', { type: 'boolean', default: false, describe: 'check and count everything, write nothing' })
-        .option('fmode', { type: 'string', describe: 'also set the host mode of every regular file (octal)' })
-        .option('dmode', { type: 'string', describe: 'also set the host mode of every directory (octal)' }),
+      (y) =>
+        y
+          .positional('export', { type: 'string', demandOption: true, describe: 'the export root' })
+          .option('from', {
+            choices: ['passthrough', 'mapped-xattr', 'mapped-file'] as const,
+            demandOption: true,
+            describe: 'the model the export is in now (passthrough: import a plain tree)',
+          })
+          .option('to', { choices: ['mapped-xattr', 'mapped-file'] as const, demandOption: true, describe: 'the model to convert to' })
+          .option('dry-run', { type: 'boolean', default: false, describe: 'check and count everything, write nothing' })
+          .option('fmode', { type: 'string', describe: 'also set the host mode of every regular file (octal)' })
+          .option('dmode', { type: 'string', describe: 'also set the host mode of every directory (octal)' }),
       async (argv) => {
         const summary = await convertExport({
           dir: argv.export as string,
@@ -269,7 +466,8 @@ main(hideBin(process.argv)).catch((e: unknown) => {
     console.error(`duofs: ${e.message}`);
     process.exit(2);
   }
-  if (e instanceof StartupError || e instanceof SysError || e instanceof ConvertError || e instanceof ExportInUseError) console.error(`duofs: ${e.message}`);
+  if (e instanceof StartupError || e instanceof SysError || e instanceof ConvertError || e instanceof ExportInUseError)
+    console.error(`duofs: ${e.message}`);
   else console.error('duofs:', e);
   process.exit(1);
 });

@@ -14,7 +14,10 @@ export class StartupError extends Error {
 function probe(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     const s = createConnection(path);
-    s.once('connect', () => { s.destroy(); resolve(true); });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
     s.once('error', () => resolve(false));
   });
 }
@@ -35,8 +38,10 @@ function keepListening(server: Server, where: string, log: Logger | undefined): 
       suppressed++;
       return;
     }
-    log?.warn({ listener: where, errno: e.code, suppressed },
-      `accept on ${where} failed (${e.code ?? e.message}): that client was disconnected; still listening`);
+    log?.warn(
+      { listener: where, errno: e.code, suppressed },
+      `accept on ${where} failed (${e.code ?? e.message}): that client was disconnected; still listening`,
+    );
     last = now;
     suppressed = 0;
   });
@@ -86,7 +91,11 @@ export async function listenUnix(path: string, onConnection: (s: Socket) => void
   } finally {
     umask(old);
   }
-  await startListening(server, (ready) => server.listen({ fd }, ready), (e) => `cannot listen on ${path}: ${e.code ?? e.message}`);
+  await startListening(
+    server,
+    (ready) => server.listen({ fd }, ready),
+    (e) => `cannot listen on ${path}: ${e.code ?? e.message}`,
+  );
   keepListening(server, `unix:${path}`, log);
   chmodSync(path, 0o600);
   return server;
@@ -108,9 +117,12 @@ export function parseHostPort(spec: string): HostPort {
 
 export async function listenTcp(addr: HostPort, onConnection: (s: Socket) => void, log?: Logger): Promise<{ server: Server; address: HostPort }> {
   const server = createServer({ noDelay: true }, onConnection);
-  await startListening(server, (ready) => server.listen(addr.port, addr.host, ready), (e) => e.code === 'EADDRINUSE'
-    ? `${addr.host}:${addr.port}: address in use`
-    : `cannot listen on ${addr.host}:${addr.port}: ${e.code ?? e.message}`);
+  await startListening(
+    server,
+    (ready) => server.listen(addr.port, addr.host, ready),
+    (e) =>
+      e.code === 'EADDRINUSE' ? `${addr.host}:${addr.port}: address in use` : `cannot listen on ${addr.host}:${addr.port}: ${e.code ?? e.message}`,
+  );
   keepListening(server, `tcp:${addr.host}:${addr.port}`, log);
   const a = server.address();
   const port = typeof a === 'object' && a ? a.port : addr.port;

@@ -18,13 +18,29 @@ import type { Logger } from './log.js';
 
 /** The kinds of line a peer can cause. One bucket per (peer, kind, level). */
 export type LogKind =
-  | '9p.frame' | '9p.bad-request' | '9p.failed' | '9p.unexpected' | '9p.version' | '9p.attach'
-  | 'virtio-9p.chain' | 'virtio-9p.reply'
-  | 'fuse.bad-request' | 'fuse.failed' | 'fuse.unexpected' | 'fuse.init' | 'fuse.forget'
-  | 'virtio-fs.chain' | 'virtio-fs.reply'
+  | '9p.frame'
+  | '9p.bad-request'
+  | '9p.failed'
+  | '9p.unexpected'
+  | '9p.version'
+  | '9p.attach'
+  | 'virtio-9p.chain'
+  | 'virtio-9p.reply'
+  | 'fuse.bad-request'
+  | 'fuse.failed'
+  | 'fuse.unexpected'
+  | 'fuse.init'
+  | 'fuse.forget'
+  | 'virtio-fs.chain'
+  | 'virtio-fs.reply'
   | 'dev-fuse.write'
-  | 'vhost-user.connection' | 'vhost-user.refused' | 'vhost-user.dropped' | 'vhost-user.unexpected' | 'vhost-user.queue'
-  | 'vhost-user.memory' | '9p.stream';
+  | 'vhost-user.connection'
+  | 'vhost-user.refused'
+  | 'vhost-user.dropped'
+  | 'vhost-user.unexpected'
+  | 'vhost-user.queue'
+  | 'vhost-user.memory'
+  | '9p.stream';
 
 export interface LogLimits {
   /** lines of one kind a peer may cause at once */
@@ -61,7 +77,11 @@ class Bucket {
   suppressed = 0;
   /** the message of the last suppressed line, for the summary */
   msg = '';
-  constructor(readonly level: LimitedLevel, burst: number, now: number) {
+  constructor(
+    readonly level: LimitedLevel,
+    burst: number,
+    now: number,
+  ) {
     this.tokens = burst;
     this.at = now;
   }
@@ -75,7 +95,11 @@ class Bucket {
 export class PeerLog {
   /** by level, then kind */
   private readonly buckets: Record<LimitedLevel, Map<LogKind, Bucket>> = {
-    fatal: new Map(), error: new Map(), warn: new Map(), info: new Map(), debug: new Map(),
+    fatal: new Map(),
+    error: new Map(),
+    warn: new Map(),
+    info: new Map(),
+    debug: new Map(),
   };
   private readonly burst: number;
   private readonly perMs: number;

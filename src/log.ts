@@ -42,7 +42,12 @@ const FACILITY_USER = 1;
 const SKIP = new Set(['level', 'time', 'pid', 'hostname', 'msg']);
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 
-interface Event { level: number; time: number; msg?: string; [k: string]: unknown }
+interface Event {
+  level: number;
+  time: number;
+  msg?: string;
+  [k: string]: unknown;
+}
 
 function fields(e: Event): string {
   let s = '';
@@ -98,11 +103,14 @@ export function createLogger(level: LevelWithSilent = 'info', o: LogOptions = {}
     if (fd !== undefined) {
       const sock = fd;
       const asText = (s: string): void => stderrLine(o.format === 'json' ? s : textLine(s, target));
-      const log = pino({ level, base: { pid: process.pid } }, {
-        write: (s: string) => {
-          if (sendDgram(sock, Buffer.from(syslogLine(s, target))) !== 0) asText(s);
+      const log = pino(
+        { level, base: { pid: process.pid } },
+        {
+          write: (s: string) => {
+            if (sendDgram(sock, Buffer.from(syslogLine(s, target))) !== 0) asText(s);
+          },
         },
-      });
+      );
       process.once('exit', () => closeDgram(sock));
       return log;
     }

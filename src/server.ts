@@ -191,8 +191,18 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     logLimits,
   };
   const pool = backend.fds.pool;
-  log.info({ nofile, reserve: fdLimits.reserve, inodeFds: fdLimits.inodeShare, pool, openPerSession: fdLimits.perSession,
-    floorPerSession: fdLimits.floor, fidsPer9pSession: ctx.maxFids }, 'file descriptor budget');
+  log.info(
+    {
+      nofile,
+      reserve: fdLimits.reserve,
+      inodeFds: fdLimits.inodeShare,
+      pool,
+      openPerSession: fdLimits.perSession,
+      floorPerSession: fdLimits.floor,
+      fidsPer9pSession: ctx.maxFids,
+    },
+    'file descriptor budget',
+  );
   // Accepted sockets are fds too: they come out of the reserve, so bound them.
   const maxConnections = Math.max(8, Math.floor(fdLimits.reserve / 2));
   // Each 9P transport defaults to the server it replaces: the stream sockets
@@ -204,10 +214,13 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
   const deviceCtx: SessionContext = { ...ctx, permissions: opts.ninepPermissions ?? 'guest' };
   if (backend.model.callerCredentials) {
     const on = (c: SessionContext, any: boolean) => (any ? c.permissions : undefined);
-    log.info({
-      streams: on(streamCtx, !!(opts.ninepSocket || opts.ninepTcp || opts.ninepFd !== undefined)),
-      virtio9p: on(deviceCtx, list(opts.ninepVhostSocket).length > 0),
-    }, '9p permissions: guest = the client kernel decides (QEMU), host = the host decides as the attached uid (diod)');
+    log.info(
+      {
+        streams: on(streamCtx, !!(opts.ninepSocket || opts.ninepTcp || opts.ninepFd !== undefined)),
+        virtio9p: on(deviceCtx, list(opts.ninepVhostSocket).length > 0),
+      },
+      '9p permissions: guest = the client kernel decides (QEMU), host = the host decides as the attached uid (diod)',
+    );
   }
   const servers: Server[] = [];
   const socketPaths: string[] = [];
@@ -237,25 +250,27 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
   // made waits, unread, until the server is confined.
   let confined = opts.confine === undefined;
   const early: (() => void)[] = [];
-  const accept = (label: string) => (sock: Socket): void => {
-    if (!confined) {
-      sock.pause();
-      early.push(() => {
-        accept(label)(sock);
-        sock.resume();
+  const accept =
+    (label: string) =>
+    (sock: Socket): void => {
+      if (!confined) {
+        sock.pause();
+        early.push(() => {
+          accept(label)(sock);
+          sock.resume();
+        });
+        return;
+      }
+      const peer = sock.remoteAddress ? `tcp:${sock.remoteAddress}:${sock.remotePort}` : `${label}#${++serial}`;
+      const origin = originLog(sock.remoteAddress ? `tcp:${sock.remoteAddress}` : label);
+      const conn = new StreamConnection(sock, streamCtx, peer, origin);
+      connections.add(conn);
+      origin.info('9p.stream', { peer }, '9p client connected');
+      sock.once('close', () => {
+        connections.delete(conn);
+        origin.info('9p.stream', { peer }, '9p client disconnected');
       });
-      return;
-    }
-    const peer = sock.remoteAddress ? `tcp:${sock.remoteAddress}:${sock.remotePort}` : `${label}#${++serial}`;
-    const origin = originLog(sock.remoteAddress ? `tcp:${sock.remoteAddress}` : label);
-    const conn = new StreamConnection(sock, streamCtx, peer, origin);
-    connections.add(conn);
-    origin.info('9p.stream', { peer }, '9p client connected');
-    sock.once('close', () => {
-      connections.delete(conn);
-      origin.info('9p.stream', { peer }, '9p client disconnected');
-    });
-  };
+    };
 
   const fuseOptions: FuseOptions = { ...defaultFuseOptions, ...opts.fuse };
   const fuseMounts: DevFuseMount[] = [];
@@ -285,10 +300,14 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     for (const target of vfsTargets) {
       const where = 'socketPath' in target ? target.socketPath : `fd ${target.listenFd}`;
       const tag = opts.tag ?? 'duofs';
-      const device = new VirtioFsDevice({ backend: api, log, options: fuseOptions, logLimits }, {
-        tag,
-        numRequestQueues: opts.numRequestQueues ?? 1,
-      }, `virtiofs:${where}`);
+      const device = new VirtioFsDevice(
+        { backend: api, log, options: fuseOptions, logLimits },
+        {
+          tag,
+          numRequestQueues: opts.numRequestQueues ?? 1,
+        },
+        `virtiofs:${where}`,
+      );
       vhostServers.push(listenVhostUser({ device, logger: log, logLimits, ...target, deferAccept: opts.confine !== undefined }));
       if ('socketPath' in target) socketPaths.push(target.socketPath);
       log.info({ socket: where, tag, export: opts.sharedDir }, 'serving virtio-fs (vhost-user-fs)');
@@ -315,7 +334,8 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
       let dropped = 0;
       s.on('drop', () => {
         // One line for the first, then one per 1000: a flood must not flood the log.
-        if (dropped++ % 1000 === 0) log.warn({ maxConnections, dropped }, '9P connection refused: too many connections (each needs an fd from the reserve)');
+        if (dropped++ % 1000 === 0)
+          log.warn({ maxConnections, dropped }, '9P connection refused: too many connections (each needs an fd from the reserve)');
       });
     }
     if (opts.confine) {
@@ -368,7 +388,10 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
 async function openEngine(opts: ServeOptions, log: Logger): Promise<IoEngine> {
   const pool = threadPoolSize();
   if (opts.threadPoolSize !== undefined && opts.threadPoolSize !== pool) {
-    log.warn({ asked: opts.threadPoolSize, pool }, `thread pool size ${opts.threadPoolSize} asked for, but the pool has ${pool} threads: it was sized before the option was read (start duofs through bin/, or set UV_THREADPOOL_SIZE)`);
+    log.warn(
+      { asked: opts.threadPoolSize, pool },
+      `thread pool size ${opts.threadPoolSize} asked for, but the pool has ${pool} threads: it was sized before the option was read (start duofs through bin/, or set UV_THREADPOOL_SIZE)`,
+    );
   }
   if (opts.engine) return opts.engine;
   let engine = await createEngine({ choice: opts.ioEngine ?? defaultEngineChoice(), threadPoolSize: pool, log });

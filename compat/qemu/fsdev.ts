@@ -48,12 +48,13 @@ const MODELS: Record<string, SecurityModel> = {
 };
 
 /** Why max_xattr is accepted but does not change duofs's limits. */
-export const MAX_XATTR_NOTE = 'accepted; duofs does not count a 9P session\'s open xattr fids: every fid counts against the session\'s fid limit, and pending Txattrcreate values against an 8 MiB budget, which bound the memory a guest can pin through xattr fids as max_xattr does in QEMU';
+export const MAX_XATTR_NOTE =
+  "accepted; duofs does not count a 9P session's open xattr fids: every fid counts against the session's fid limit, and pending Txattrcreate values against an 8 MiB budget, which bound the memory a guest can pin through xattr fids as max_xattr does in QEMU";
 
 /** QEMU drivers duofs refuses by name, with the reason. */
 const OTHER_DRIVERS: Record<string, string> = {
   proxy: 'the proxy driver (virtfs-proxy-helper) was removed from QEMU 8.1+ and has no duofs equivalent; use local',
-  synth: 'the synth driver is QEMU\'s in-memory test filesystem; duofs serves host directories only (use local)',
+  synth: "the synth driver is QEMU's in-memory test filesystem; duofs serves host directories only (use local)",
   handle: 'the handle driver was removed from QEMU 4.0; use local',
 };
 
@@ -96,15 +97,25 @@ export function parseFsdevSpec(spec: string): FsdevParse {
   if (driver === undefined) throw new CompatError('no fsdriver: the string must start with "local," (or give fsdriver=local)', 'fsdriver');
   if (driver !== 'local') {
     const why = OTHER_DRIVERS[driver];
-    throw new CompatError(why ? `fsdriver ${driver}: not supported by duofs: ${why}` : `fsdriver ${driver}: unknown driver (QEMU: fsdriver ${driver} not found); duofs supports local`, 'fsdriver');
+    throw new CompatError(
+      why
+        ? `fsdriver ${driver}: not supported by duofs: ${why}`
+        : `fsdriver ${driver}: unknown driver (QEMU: fsdriver ${driver} not found); duofs supports local`,
+      'fsdriver',
+    );
   }
 
   for (const [name] of values) {
     if (isThrottling(name)) {
-      throw new CompatError(`${name}: duofs has no I/O throttling; remove the throttling.* options (or throttle the guest's device in QEMU instead)`, name);
+      throw new CompatError(
+        `${name}: duofs has no I/O throttling; remove the throttling.* options (or throttle the guest's device in QEMU instead)`,
+        name,
+      );
     }
     if (name in REFUSED) throw new CompatError(`${name}: not supported by duofs (${REFUSED[name]})`, name);
-    if (!['fsdriver', 'id', 'path', 'security_model', 'writeout', 'readonly', 'multidevs', 'fmode', 'dmode', 'mount_tag', 'max_xattr'].includes(name)) {
+    if (
+      !['fsdriver', 'id', 'path', 'security_model', 'writeout', 'readonly', 'multidevs', 'fmode', 'dmode', 'mount_tag', 'max_xattr'].includes(name)
+    ) {
       throw new CompatError(`${name}: not a -fsdev/-virtfs option QEMU knows (Invalid parameter '${name}')`, name);
     }
   }
@@ -129,7 +140,8 @@ export function parseFsdevSpec(spec: string): FsdevParse {
   const sm = get('security_model');
   if (sm === undefined) throw new CompatError('security_model property not set: passthrough, mapped-xattr, mapped-file or none', 'security_model');
   const model = MODELS[sm];
-  if (!model) throw new CompatError(`security_model=${sm}: invalid; valid: passthrough, mapped-xattr (or mapped), mapped-file, none`, 'security_model');
+  if (!model)
+    throw new CompatError(`security_model=${sm}: invalid; valid: passthrough, mapped-xattr (or mapped), mapped-file, none`, 'security_model');
   options.securityModel = model;
 
   for (const which of ['fmode', 'dmode'] as const) {
@@ -156,7 +168,9 @@ export function parseFsdevSpec(spec: string): FsdevParse {
   if (wo !== undefined) {
     if (wo !== 'immediate') throw new CompatError(`writeout=${wo}: the only value is immediate`, 'writeout');
     writeoutImmediate = true;
-    notes.push('writeout=immediate: duofs does not start writeback after each write (it has no effect on data integrity in QEMU either: it is not a sync)');
+    notes.push(
+      'writeout=immediate: duofs does not start writeback after each write (it has no effect on data integrity in QEMU either: it is not a sync)',
+    );
   }
 
   const mx = get('max_xattr');
@@ -172,10 +186,15 @@ export function parseFsdevSpec(spec: string): FsdevParse {
       case 'remap':
         break;
       case 'warn':
-        notes.push('multidevs=warn: duofs always remaps inode numbers of files on other host filesystems (multidevs=remap), so guests never see colliding inode numbers and nothing needs warning about');
+        notes.push(
+          'multidevs=warn: duofs always remaps inode numbers of files on other host filesystems (multidevs=remap), so guests never see colliding inode numbers and nothing needs warning about',
+        );
         break;
       case 'forbid':
-        throw new CompatError('multidevs=forbid: duofs cannot forbid access to host filesystems mounted inside the export; it always remaps their inode numbers (multidevs=remap). Remove the option, or unmount what the export should not show', 'multidevs');
+        throw new CompatError(
+          'multidevs=forbid: duofs cannot forbid access to host filesystems mounted inside the export; it always remaps their inode numbers (multidevs=remap). Remove the option, or unmount what the export should not show',
+          'multidevs',
+        );
       default:
         throw new CompatError(`multidevs=${md}: invalid; valid: remap, forbid, warn`, 'multidevs');
     }

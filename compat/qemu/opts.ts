@@ -71,9 +71,18 @@ export function parseQemuOpts(spec: string, impliedName?: string): QemuOpt[] {
 /** QEMU's boolean spellings (qapi_bool_parse). */
 export function parseQemuBool(name: string, value: string): boolean {
   switch (value) {
-    case 'on': case 'yes': case 'true': case 'y': return true;
-    case 'off': case 'no': case 'false': case 'n': return false;
-    default: throw new CompatError(`${name}=${value}: expected on/off, yes/no or true/false`, name);
+    case 'on':
+    case 'yes':
+    case 'true':
+    case 'y':
+      return true;
+    case 'off':
+    case 'no':
+    case 'false':
+    case 'n':
+      return false;
+    default:
+      throw new CompatError(`${name}=${value}: expected on/off, yes/no or true/false`, name);
   }
 }
 
@@ -85,7 +94,12 @@ export function parseQemuNumber(name: string, value: string): number {
   const m = /^(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$/.exec(value.trim());
   if (!m) throw new CompatError(`${name}=${value}: not a number (QEMU reads 0644 as octal, 0x1a4 as hex, 420 as decimal)`, name);
   const s = m[1]!;
-  const n = s.startsWith('0x') || s.startsWith('0X') ? parseInt(s.slice(2), 16) : s.length > 1 && s.startsWith('0') ? parseInt(s.slice(1), 8) : parseInt(s, 10);
+  const n =
+    s.startsWith('0x') || s.startsWith('0X')
+      ? parseInt(s.slice(2), 16)
+      : s.length > 1 && s.startsWith('0')
+        ? parseInt(s.slice(1), 8)
+        : parseInt(s, 10);
   if (!Number.isSafeInteger(n)) throw new CompatError(`${name}=${value}: number out of range`, name);
   return n;
 }

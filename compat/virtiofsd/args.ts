@@ -68,8 +68,10 @@ export interface VirtiofsdArgs {
 
 /** Accepted options that change nothing in duofs, and why (the documented table). */
 export const NO_EFFECT: Readonly<Record<string, string>> = {
-  '--inode-file-handles': 'never, prefer and fallback are accepted: duofs decides per inode whether it keeps an O_PATH fd or a file handle (mandatory is refused: duofs cannot promise it)',
-  '--no-killpriv-v2': 'duofs always offers FUSE_HANDLE_KILLPRIV_V2 and clears setuid/setgid bits itself on write, truncate and chown, as the host kernel would (virtiofsd\'s default is off)',
+  '--inode-file-handles':
+    'never, prefer and fallback are accepted: duofs decides per inode whether it keeps an O_PATH fd or a file handle (mandatory is refused: duofs cannot promise it)',
+  '--no-killpriv-v2':
+    "duofs always offers FUSE_HANDLE_KILLPRIV_V2 and clears setuid/setgid bits itself on write, truncate and chown, as the host kernel would (virtiofsd's default is off)",
   '--killpriv-v2': 'duofs always offers FUSE_HANDLE_KILLPRIV_V2 (what this option asks virtiofsd for)',
   '-o killpriv_v2': 'see --killpriv-v2',
   '--preserve-noatime': 'duofs always passes O_NOATIME through (virtiofsd strips it unless this is given)',
@@ -82,8 +84,10 @@ export const NO_EFFECT: Readonly<Record<string, string>> = {
 
 /** Options duofs refuses, and why (the documented table). */
 export const REFUSED: Readonly<Record<string, string>> = {
-  '--security-label': 'duofs does not read the security context (FUSE_SECURITY_CTX) of create requests, so it cannot label new files as the guest asks (--security-label=never is accepted)',
-  '--allow-direct-io': 'duofs drops guest O_DIRECT on the host fd: its data path reads into and writes from guest memory at any alignment, which O_DIRECT would refuse with EINVAL',
+  '--security-label':
+    'duofs does not read the security context (FUSE_SECURITY_CTX) of create requests, so it cannot label new files as the guest asks (--security-label=never is accepted)',
+  '--allow-direct-io':
+    'duofs drops guest O_DIRECT on the host fd: its data path reads into and writes from guest memory at any alignment, which O_DIRECT would refuse with EINVAL',
   '--migration-mode': 'duofs does not support live migration (it does not advertise migrate-precopy)',
   '--migration-on-error': 'duofs does not support live migration',
   '--migration-verify-handles': 'duofs does not support live migration',
@@ -97,17 +101,52 @@ type Kind = 'flag' | 'value' | 'optional' | 'equals';
 
 /** Every long option virtiofsd 1.14 has, by how it takes its value; plus duofs's own. */
 const LONG: Record<string, Kind> = {
-  'shared-dir': 'value', tag: 'value', socket: 'value', 'socket-path': 'value', 'socket-group': 'value', fd: 'value',
-  'thread-pool-size': 'value', xattr: 'flag', 'posix-acl': 'optional', xattrmap: 'value', sandbox: 'value', readonly: 'flag',
-  seccomp: 'value', 'announce-submounts': 'flag', 'no-announce-submounts': 'flag', 'inode-file-handles': 'equals',
-  cache: 'value', 'allow-mmap': 'flag', 'no-readdirplus': 'flag', writeback: 'flag', 'allow-direct-io': 'flag',
-  'print-capabilities': 'flag', modcaps: 'value', 'log-level': 'value', syslog: 'flag', 'rlimit-nofile': 'value',
-  'no-killpriv-v2': 'flag', 'killpriv-v2': 'flag', 'security-label': 'optional', 'uid-map': 'value', 'gid-map': 'value',
-  'translate-uid': 'value', 'translate-gid': 'value', 'preserve-noatime': 'flag', 'migration-mode': 'value',
-  'migration-on-error': 'value', 'migration-verify-handles': 'flag', 'migration-confirm-paths': 'flag',
-  help: 'flag', version: 'flag',
+  'shared-dir': 'value',
+  tag: 'value',
+  socket: 'value',
+  'socket-path': 'value',
+  'socket-group': 'value',
+  fd: 'value',
+  'thread-pool-size': 'value',
+  xattr: 'flag',
+  'posix-acl': 'optional',
+  xattrmap: 'value',
+  sandbox: 'value',
+  readonly: 'flag',
+  seccomp: 'value',
+  'announce-submounts': 'flag',
+  'no-announce-submounts': 'flag',
+  'inode-file-handles': 'equals',
+  cache: 'value',
+  'allow-mmap': 'flag',
+  'no-readdirplus': 'flag',
+  writeback: 'flag',
+  'allow-direct-io': 'flag',
+  'print-capabilities': 'flag',
+  modcaps: 'value',
+  'log-level': 'value',
+  syslog: 'flag',
+  'rlimit-nofile': 'value',
+  'no-killpriv-v2': 'flag',
+  'killpriv-v2': 'flag',
+  'security-label': 'optional',
+  'uid-map': 'value',
+  'gid-map': 'value',
+  'translate-uid': 'value',
+  'translate-gid': 'value',
+  'preserve-noatime': 'flag',
+  'migration-mode': 'value',
+  'migration-on-error': 'value',
+  'migration-verify-handles': 'flag',
+  'migration-confirm-paths': 'flag',
+  help: 'flag',
+  version: 'flag',
   // duofs extensions (documented in the README beside this file)
-  'security-model': 'value', fmode: 'value', dmode: 'value', 'log-format': 'value', 'io-engine': 'value',
+  'security-model': 'value',
+  fmode: 'value',
+  dmode: 'value',
+  'log-format': 'value',
+  'io-engine': 'value',
 };
 
 const SHORT: Record<string, Kind> = { o: 'value', d: 'flag', f: 'flag', h: 'flag', V: 'flag' };
@@ -129,7 +168,12 @@ export function parseUsernsOption(flag: '--uid-map' | '--gid-map', v: string): U
 }
 
 const LOG_LEVELS: Record<string, LevelWithSilent> = {
-  error: 'error', warn: 'warn', info: 'info', debug: 'debug', trace: 'trace', off: 'silent',
+  error: 'error',
+  warn: 'warn',
+  info: 'info',
+  debug: 'debug',
+  trace: 'trace',
+  off: 'silent',
 };
 const CACHE: Record<string, CacheMode> = { auto: 'auto', always: 'always', never: 'never', metadata: 'metadata' };
 const MODELS: readonly SecurityModel[] = ['passthrough', 'mapped-xattr', 'mapped-file', 'none'];
@@ -170,7 +214,10 @@ function tokenize(argv: readonly string[]): Raw[] {
           else {
             const v = argv[i + 1];
             if (v === undefined) {
-              throw new CompatError(VALUE_NAME[name] ? `a value is required for '${name} ${VALUE_NAME[name]}' but none was supplied` : `${name} needs a value`, name);
+              throw new CompatError(
+                VALUE_NAME[name] ? `a value is required for '${name} ${VALUE_NAME[name]}' but none was supplied` : `${name} needs a value`,
+                name,
+              );
             }
             out.push({ name, value: v });
             i++;
@@ -305,7 +352,8 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
             break;
           }
           case 'sandbox':
-            if (o.value !== 'namespace' && o.value !== 'chroot') throw new CompatError(`-o sandbox=${o.value}: invalid (namespace, chroot)`, '-o sandbox');
+            if (o.value !== 'namespace' && o.value !== 'chroot')
+              throw new CompatError(`-o sandbox=${o.value}: invalid (namespace, chroot)`, '-o sandbox');
             sandbox = o.value;
             break;
           case 'xattrmap':
@@ -322,23 +370,53 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
       // Single words. parseQemuOpts turned `noX` into X=off; undo that.
       const word = o.value === 'off' ? `no${o.name}` : o.name;
       switch (word) {
-        case 'xattr': fuse.xattr = true; break;
-        case 'no_xattr': fuse.xattr = false; break;
-        case 'writeback': fuse.writeback = true; break;
-        case 'announce_submounts': fuse.announceSubmounts = true; break;
-        case 'no_writeback': fuse.writeback = false; break;
-        case 'readdirplus': fuse.readdirplus = true; break;
-        case 'no_readdirplus': fuse.readdirplus = false; break;
-        case 'posix_lock': fuse.posixLocks = true; break; // virtiofsd refuses it; duofs takes host locks
-        case 'no_posix_lock': fuse.posixLocks = false; break;
-        case 'flock': fuse.flockLocks = true; break; // likewise
-        case 'no_flock': fuse.flockLocks = false; break;
-        case 'posix_acl': posixAcl = 'always'; break;
-        case 'no_posix_acl': posixAcl = 'never'; break;
-        case 'no_allow_direct_io': case 'no_security_label': case 'no_killpriv_v2': case 'killpriv_v2':
+        case 'xattr':
+          fuse.xattr = true;
+          break;
+        case 'no_xattr':
+          fuse.xattr = false;
+          break;
+        case 'writeback':
+          fuse.writeback = true;
+          break;
+        case 'announce_submounts':
+          fuse.announceSubmounts = true;
+          break;
+        case 'no_writeback':
+          fuse.writeback = false;
+          break;
+        case 'readdirplus':
+          fuse.readdirplus = true;
+          break;
+        case 'no_readdirplus':
+          fuse.readdirplus = false;
+          break;
+        case 'posix_lock':
+          fuse.posixLocks = true;
+          break; // virtiofsd refuses it; duofs takes host locks
+        case 'no_posix_lock':
+          fuse.posixLocks = false;
+          break;
+        case 'flock':
+          fuse.flockLocks = true;
+          break; // likewise
+        case 'no_flock':
+          fuse.flockLocks = false;
+          break;
+        case 'posix_acl':
+          posixAcl = 'always';
+          break;
+        case 'no_posix_acl':
+          posixAcl = 'never';
+          break;
+        case 'no_allow_direct_io':
+        case 'no_security_label':
+        case 'no_killpriv_v2':
+        case 'killpriv_v2':
           noEffect(`-o ${word}`);
           break;
-        case 'allow_direct_io': case 'security_label':
+        case 'allow_direct_io':
+        case 'security_label':
           refuse(`-o ${word}`);
           break;
         default:
@@ -355,7 +433,8 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
         sharedDir = v;
         break;
       case '--tag':
-        if (v === '' || Buffer.byteLength(v) > MAX_TAG_LEN) throw new CompatError(`--tag ${JSON.stringify(v)}: must be 1 to ${MAX_TAG_LEN} bytes`, name);
+        if (v === '' || Buffer.byteLength(v) > MAX_TAG_LEN)
+          throw new CompatError(`--tag ${JSON.stringify(v)}: must be 1 to ${MAX_TAG_LEN} bytes`, name);
         opts.tag = v;
         break;
       case '--socket':
@@ -377,7 +456,10 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
         // keeps blocking calls off its one thread whatever the size (io_uring
         // needs no pool), so 0 keeps the default pool rather than stalling.
         const n = uint(name, v);
-        if (n === 0) notes.push(`${name}=0: duofs still runs blocking I/O off its event loop (io_uring, or a pool of the default size); 0 does not make it serve inline`);
+        if (n === 0)
+          notes.push(
+            `${name}=0: duofs still runs blocking I/O off its event loop (io_uring, or a pool of the default size); 0 does not make it serve inline`,
+          );
         else if (n > 1024) notes.push(`${name}=${v}: libuv's pool has at most 1024 threads; using 1024`);
         opts.threadPoolSize = n === 0 ? undefined : Math.min(n, 1024);
         break;
@@ -433,7 +515,8 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
         break;
       case '--inode-file-handles':
         if (v === 'mandatory') refuse('--inode-file-handles=mandatory');
-        if (!['never', 'prefer', 'fallback'].includes(v)) throw new CompatError(`--inode-file-handles=${v}: invalid (never, prefer, mandatory)`, name);
+        if (!['never', 'prefer', 'fallback'].includes(v))
+          throw new CompatError(`--inode-file-handles=${v}: invalid (never, prefer, mandatory)`, name);
         noEffect(name, `--inode-file-handles=${v}`);
         break;
       case '--cache': {
@@ -515,7 +598,21 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
     }
   }
 
-  const result: VirtiofsdArgs = { options: opts, printCapabilities, help, version, rlimitNofile, socketGroup, syslog, logFormat, sandbox, seccomp, modcaps, usernsMaps, notes };
+  const result: VirtiofsdArgs = {
+    options: opts,
+    printCapabilities,
+    help,
+    version,
+    rlimitNofile,
+    socketGroup,
+    syslog,
+    logFormat,
+    sandbox,
+    seccomp,
+    modcaps,
+    usernsMaps,
+    notes,
+  };
   if (help || version || printCapabilities) return result;
 
   // Cross-option rules, as virtiofsd's clap definitions state them.
@@ -530,9 +627,15 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
     throw new CompatError(sawCompat ? 'missing "--shared-dir" or "-o source" option' : '--shared-dir is required', '--shared-dir');
   }
   if ((fmode !== undefined || dmode !== undefined) && model !== 'mapped-xattr' && model !== 'mapped-file') {
-    throw new CompatError('--fmode/--dmode are only valid with --security-model mapped-xattr or mapped-file', fmode !== undefined ? '--fmode' : '--dmode');
+    throw new CompatError(
+      '--fmode/--dmode are only valid with --security-model mapped-xattr or mapped-file',
+      fmode !== undefined ? '--fmode' : '--dmode',
+    );
   }
-  for (const [rules, flag] of [[uidRules, '--translate-uid'], [gidRules, '--translate-gid']] as const) {
+  for (const [rules, flag] of [
+    [uidRules, '--translate-uid'],
+    [gidRules, '--translate-gid'],
+  ] as const) {
     try {
       new IdMap(rules);
     } catch (e) {
@@ -547,14 +650,19 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
     fuse.posixAcl = posixAcl;
     if (posixAcl !== 'never') fuse.xattr = true;
     if (posixAcl !== 'never' && (uidRules.length || gidRules.length)) {
-      throw new StartupError(`Cannot use --translate-uid or --translate-gid with --posix-acl=${posixAcl}, translating UIDs/GIDs would break posix ACLs`);
+      throw new StartupError(
+        `Cannot use --translate-uid or --translate-gid with --posix-acl=${posixAcl}, translating UIDs/GIDs would break posix ACLs`,
+      );
     }
   } else {
     fuse.posixAcl = 'never'; // virtiofsd's default: no ACLs, system.posix_acl_* refused
   }
   if (xattrmap !== undefined) {
     fuse.xattr = true;
-    if (fuse.xattrMap!.unterminated) notes.push(`--xattrmap ${JSON.stringify(xattrmap)}: no rule matches every name; duofs refuses unmatched guest names with EPERM and hides unmatched host names (virtiofsd would abort)`);
+    if (fuse.xattrMap!.unterminated)
+      notes.push(
+        `--xattrmap ${JSON.stringify(xattrmap)}: no rule matches every name; duofs refuses unmatched guest names with EPERM and hides unmatched host names (virtiofsd would abort)`,
+      );
   }
 
   opts.sharedDir = sharedDir;

@@ -85,7 +85,13 @@ export async function main(argv: string[]): Promise<number> {
   if (process.env['DUOFS_VIRTIOFSD_DRY_RUN'] === '1') {
     const { rlimitNofile, socketGroup, syslog, logFormat, notes, usernsMaps } = args;
     const maps = { uidMap: usernsMaps.uid.map(formatUsernsRange), gidMap: usernsMaps.gid.map(formatUsernsRange) };
-    process.stdout.write(JSON.stringify({ options: serve, rlimitNofile: rlimitNofile ?? null, socketGroup: socketGroup ?? null, syslog, logFormat, ...maps, notes }, null, 2) + '\n');
+    process.stdout.write(
+      JSON.stringify(
+        { options: serve, rlimitNofile: rlimitNofile ?? null, socketGroup: socketGroup ?? null, syslog, logFormat, ...maps, notes },
+        null,
+        2,
+      ) + '\n',
+    );
     return 0;
   }
   if (serve.virtiofsFd !== undefined) {
@@ -99,19 +105,32 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (args.rlimitNofile !== undefined) setNofile(args.rlimitNofile);
 
-  const log = createLogger(serve.logLevel ?? 'info', { format: args.logFormat, target: NAME, syslog: args.syslog, quietSyslogFallback: supervised() });
+  const log = createLogger(serve.logLevel ?? 'info', {
+    format: args.logFormat,
+    target: NAME,
+    syslog: args.syslog,
+    quietSyslogFallback: supervised(),
+  });
   // virtiofsd: --uid-map/--gid-map only unprivileged, in a namespace (exit 1).
   if (!supervised()) checkUsernsMapsAllowed(args.usernsMaps, args.sandbox, process.geteuid?.() ?? 0);
   if (args.sandbox === 'namespace' && !insideNamespaces()) {
     // As virtiofsd's parent: this process supervises, the server runs inside.
-    return superviseInNamespaces({ argv: process.argv.slice(1), log, newNet: true, inheritFds: serve.virtiofsFd !== undefined ? [serve.virtiofsFd] : [], usernsMaps: args.usernsMaps });
+    return superviseInNamespaces({
+      argv: process.argv.slice(1),
+      log,
+      newNet: true,
+      inheritFds: serve.virtiofsFd !== undefined ? [serve.virtiofsFd] : [],
+      usernsMaps: args.usernsMaps,
+    });
   }
   for (const note of args.notes) log.info({ compat: 'virtiofsd' }, note);
   // Handlers first: a signal during start-up is acted on once the server is up
   // (as the init of its pid namespace it would otherwise be ignored).
   let early: string | undefined;
   const earlyHandlers = (['SIGINT', 'SIGTERM', 'SIGHUP'] as const).map((sig) => {
-    const h = (): void => { early ??= sig; };
+    const h = (): void => {
+      early ??= sig;
+    };
     process.on(sig, h);
     return [sig, h] as const;
   });
@@ -122,7 +141,19 @@ export async function main(argv: string[]): Promise<number> {
     confine: (made) => {
       // The socket's group is set by name, before the root changes.
       if (args.socketGroup !== undefined && serve.virtiofsSocket !== undefined) applySocketGroup(String(serve.virtiofsSocket), args.socketGroup);
-      return confine({ mode: args.sandbox, seccomp: args.seccomp, exportPath: realpathSync(serve.sharedDir), securityModel: serve.securityModel ?? 'passthrough', modcaps: args.modcaps, log, logFormat: args.logFormat, logTarget: NAME }, made);
+      return confine(
+        {
+          mode: args.sandbox,
+          seccomp: args.seccomp,
+          exportPath: realpathSync(serve.sharedDir),
+          securityModel: serve.securityModel ?? 'passthrough',
+          modcaps: args.modcaps,
+          log,
+          logFormat: args.logFormat,
+          logTarget: NAME,
+        },
+        made,
+      );
     },
   });
   log.info({ export: serve.sharedDir, fd: serve.virtiofsFd, socket: serve.virtiofsSocket }, `${NAME} started`);

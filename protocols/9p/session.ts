@@ -5,21 +5,65 @@
 // data path, fsync, and any call the backend had to run on its engine) is
 // answered when that call ends and never holds up the others; after such a
 // wait a handler checks that its fids are still what they were.
-import { after, printable, type Awaitable, type Backend, type Caller, type DirStream, type Entry, type FdAccount, type Inode, type OpenFile, type SetAttr } from '../../src/backend/api.js';
 import {
-  DT_DIR, DT_LNK, Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_SYNC, SysError, XATTR_CREATE, XATTR_REPLACE, XATTR_SIZE_MAX, errnoName,
-  O_ACCMODE, O_DIRECTORY, O_RDONLY, fail, makedev, type Credentials, type Stat, type TimeArg,
+  after,
+  printable,
+  type Awaitable,
+  type Backend,
+  type Caller,
+  type DirStream,
+  type Entry,
+  type FdAccount,
+  type Inode,
+  type OpenFile,
+  type SetAttr,
+} from '../../src/backend/api.js';
+import {
+  DT_DIR,
+  DT_LNK,
+  Errno,
+  F_RDLCK,
+  F_UNLCK,
+  F_WRLCK,
+  O_SYNC,
+  SysError,
+  XATTR_CREATE,
+  XATTR_REPLACE,
+  XATTR_SIZE_MAX,
+  errnoName,
+  O_ACCMODE,
+  O_DIRECTORY,
+  O_RDONLY,
+  fail,
+  makedev,
+  type Credentials,
+  type Stat,
+  type TimeArg,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
 import { PeerLog, type LogLimits } from '../../src/log-limit.js';
 import {
-  AT_REMOVEDIR, ATTR, DOTL_SYNC, GETATTR, HEADER_SIZE, IOHDRSZ, LOCK_STATUS, LOCK_TYPE, MAX_WALK_NAMES, MIN_MSIZE,
-  NOFID, NONUNAME, QTDIR, QTFILE, QTSYMLINK, T, VERSION_9P2000_L,
+  AT_REMOVEDIR,
+  ATTR,
+  DOTL_SYNC,
+  GETATTR,
+  HEADER_SIZE,
+  IOHDRSZ,
+  LOCK_STATUS,
+  LOCK_TYPE,
+  MAX_WALK_NAMES,
+  MIN_MSIZE,
+  NOFID,
+  NONUNAME,
+  QTDIR,
+  QTFILE,
+  QTSYMLINK,
+  T,
+  VERSION_9P2000_L,
 } from './constants.js';
 import { Fid } from './fid.js';
 import { qidOf } from './qid.js';
 import { ProtocolError, QID_SIZE, Reader, Writer, encodeRlerror, type Qid } from './wire.js';
-
 
 /**
  * Who a Tattach names, as the host knows them: uid, primary gid and
@@ -76,9 +120,7 @@ type Handler = (r: Reader, tag: number) => Awaitable<Result>;
  * the transport sends the Rread once it resolves. On failure it rejects,
  * before sending anything, and the session answers Rlerror.
  */
-export type DirectRead = (
-  tag: number, count: number, fill: (dst: readonly Buffer[], skip: number, max: number) => Promise<number>,
-) => Promise<void>;
+export type DirectRead = (tag: number, count: number, fill: (dst: readonly Buffer[], skip: number, max: number) => Promise<number>) => Promise<void>;
 
 /** Linux errno from whatever a handler threw; unknown errors become EIO. */
 function errnoOf(e: unknown): number {
@@ -114,13 +156,33 @@ export class Session {
     this.logs = logs ?? new PeerLog(ctx.log, peer, ctx.logLimits);
     this.fds = ctx.backend.fds.account(peer);
     this.handlers = new Map<number, Handler>([
-      [T.auth, this.auth], [T.attach, this.attach], [T.walk, this.walk], [T.lopen, this.lopen],
-      [T.lcreate, this.lcreate], [T.getattr, this.getattr], [T.setattr, this.setattr], [T.readdir, this.readdir],
-      [T.read, this.read], [T.write, this.write], [T.clunk, this.clunk], [T.remove, this.remove],
-      [T.statfs, this.statfs], [T.fsync, this.fsync], [T.lock, this.lock], [T.getlock, this.getlock],
-      [T.xattrwalk, this.xattrwalk], [T.xattrcreate, this.xattrcreate], [T.readlink, this.readlink],
-      [T.symlink, this.symlink], [T.mknod, this.mknod], [T.mkdir, this.mkdir], [T.link, this.link],
-      [T.rename, this.rename], [T.renameat, this.renameat], [T.unlinkat, this.unlinkat], [T.flush, this.flush],
+      [T.auth, this.auth],
+      [T.attach, this.attach],
+      [T.walk, this.walk],
+      [T.lopen, this.lopen],
+      [T.lcreate, this.lcreate],
+      [T.getattr, this.getattr],
+      [T.setattr, this.setattr],
+      [T.readdir, this.readdir],
+      [T.read, this.read],
+      [T.write, this.write],
+      [T.clunk, this.clunk],
+      [T.remove, this.remove],
+      [T.statfs, this.statfs],
+      [T.fsync, this.fsync],
+      [T.lock, this.lock],
+      [T.getlock, this.getlock],
+      [T.xattrwalk, this.xattrwalk],
+      [T.xattrcreate, this.xattrcreate],
+      [T.readlink, this.readlink],
+      [T.symlink, this.symlink],
+      [T.mknod, this.mknod],
+      [T.mkdir, this.mkdir],
+      [T.link, this.link],
+      [T.rename, this.rename],
+      [T.renameat, this.renameat],
+      [T.unlinkat, this.unlinkat],
+      [T.flush, this.flush],
     ]);
   }
 
@@ -171,10 +233,20 @@ export class Session {
     if (result === SENT) {
       trace(0);
     } else if (result instanceof Promise) {
-      const done = result.then(
-        (reply) => { if (reply !== SENT) this.reply(reply); trace(0); },
-        (e) => { this.fail(type, tag, e); trace(errnoOf(e)); },
-      ).finally(() => { if (this.inflight.get(tag) === done) this.inflight.delete(tag); });
+      const done = result
+        .then(
+          (reply) => {
+            if (reply !== SENT) this.reply(reply);
+            trace(0);
+          },
+          (e) => {
+            this.fail(type, tag, e);
+            trace(errnoOf(e));
+          },
+        )
+        .finally(() => {
+          if (this.inflight.get(tag) === done) this.inflight.delete(tag);
+        });
       this.inflight.set(tag, done);
     } else {
       this.reply(result);
@@ -191,7 +263,8 @@ export class Session {
     if (!(e instanceof SysError)) {
       this.logs.error('9p.unexpected', { peer: this.peer, type, tag, err: e }, '9p request failed unexpectedly');
     } else if (e instanceof ProtocolError || errno === Errno.EPROTO || errno === Errno.EBADF || errno === Errno.EOPNOTSUPP) {
-      if (this.logs.wants('warn')) this.logs.warn('9p.bad-request', { peer: this.peer, type, tag, errno: errnoName(errno) }, `bad 9p request: ${e.message}`);
+      if (this.logs.wants('warn'))
+        this.logs.warn('9p.bad-request', { peer: this.peer, type, tag, errno: errnoName(errno) }, `bad 9p request: ${e.message}`);
     } else if (this.logs.wants('debug')) {
       this.logs.debug('9p.failed', { peer: this.peer, type, tag, errno: errnoName(errno) }, e.message);
     }
@@ -235,7 +308,11 @@ export class Session {
     if (this.fids.has(n)) fail(Errno.EBADF, 'fid', `${n} is already in use`);
     if (this.fids.size >= this.ctx.maxFids) {
       // One line per episode: it ends when the client has clunked a quarter of them.
-      if (!this.atFidLimit) this.ctx.log.warn({ peer: this.peer, fids: this.fids.size }, `${this.peer} holds ${this.fids.size} fids, its limit (--9p-max-fids): new fids get EMFILE`);
+      if (!this.atFidLimit)
+        this.ctx.log.warn(
+          { peer: this.peer, fids: this.fids.size },
+          `${this.peer} holds ${this.fids.size} fids, its limit (--9p-max-fids): new fids get EMFILE`,
+        );
       this.atFidLimit = true;
       fail(Errno.EMFILE, 'fid', `${n}: ${this.peer} holds ${this.fids.size} fids (the per-session limit)`);
     }
@@ -289,11 +366,17 @@ export class Session {
     if (version !== VERSION_9P2000_L) {
       this.msize = 0;
       this.logs.info('9p.version', { peer: this.peer, version }, 'client asked for an unsupported 9P version');
-      return new Writer(32).u32(Math.min(msize, this.ctx.maxMsize)).str('unknown').finish(T.version + 1, tag);
+      return new Writer(32)
+        .u32(Math.min(msize, this.ctx.maxMsize))
+        .str('unknown')
+        .finish(T.version + 1, tag);
     }
     this.msize = Math.min(msize, this.ctx.maxMsize);
     if (this.logs.wants('debug')) this.logs.debug('9p.version', { peer: this.peer, msize: this.msize }, '9p session started');
-    return new Writer(32).u32(this.msize).str(VERSION_9P2000_L).finish(T.version + 1, tag);
+    return new Writer(32)
+      .u32(this.msize)
+      .str(VERSION_9P2000_L)
+      .finish(T.version + 1, tag);
   }
 
   /** No authentication: Rlerror(ENOENT) is how diod says so, and its tools expect it. */
@@ -400,7 +483,11 @@ export class Session {
         } catch (e) {
           return failed(i, e);
         }
-        if (next instanceof Promise) return next.then((e) => (advance(i, e), step(i + 1)), (e: unknown) => failed(i, e));
+        if (next instanceof Promise)
+          return next.then(
+            (e) => (advance(i, e), step(i + 1)),
+            (e: unknown) => failed(i, e),
+          );
         advance(i, next);
       }
       return bind();
@@ -434,7 +521,12 @@ export class Session {
       }
       if (h.inode.isDir) f.dir = h as DirStream;
       else f.file = h as OpenFile;
-      return after(backend.getattrOpen(h), (st) => new Writer(32).qid(this.qid(f.inode, st)).u32(this.iounit()).finish(T.lopen + 1, tag));
+      return after(backend.getattrOpen(h), (st) =>
+        new Writer(32)
+          .qid(this.qid(f.inode, st))
+          .u32(this.iounit())
+          .finish(T.lopen + 1, tag),
+      );
     });
   }
 
@@ -456,8 +548,12 @@ export class Session {
     const gid = r.u32();
     if (f.isOpen) fail(Errno.EBADF, 'Tlcreate', `${f.inode.label} is open`);
     const { backend } = this.ctx;
-    const made = this.fds.openWith<{ entry: Entry; file: OpenFile }>('Tlcreate', printable(name),
-      () => backend.create(Session.createCr(f, gid), f.inode, name, flags, mode), (c) => c.file);
+    const made = this.fds.openWith<{ entry: Entry; file: OpenFile }>(
+      'Tlcreate',
+      printable(name),
+      () => backend.create(Session.createCr(f, gid), f.inode, name, flags, mode),
+      (c) => c.file,
+    );
     return after(made, ({ entry, file }) => {
       if (!this.still(fidNo, f) || f.isOpen) {
         backend.closeFile(file);
@@ -470,7 +566,10 @@ export class Session {
       f.name = Buffer.from(name);
       f.inode = entry.inode;
       f.file = file;
-      return new Writer(32).qid(this.qid(entry.inode, entry.stat)).u32(this.iounit()).finish(T.lcreate + 1, tag);
+      return new Writer(32)
+        .qid(this.qid(entry.inode, entry.stat))
+        .u32(this.iounit())
+        .finish(T.lcreate + 1, tag);
     });
   }
 
@@ -489,7 +588,9 @@ export class Session {
     const major = r.u32();
     const minor = r.u32();
     const gid = r.u32();
-    return after(this.ctx.backend.mknod(Session.createCr(f, gid), f.inode, name, mode, makedev(major, minor)), (e) => this.entryReply(e.inode, e.stat, T.mknod, tag));
+    return after(this.ctx.backend.mknod(Session.createCr(f, gid), f.inode, name, mode, makedev(major, minor)), (e) =>
+      this.entryReply(e.inode, e.stat, T.mknod, tag),
+    );
   }
 
   private mkdir(r: Reader, tag: number): Awaitable<Buffer> {
@@ -529,13 +630,24 @@ export class Session {
     const w = new Writer(160);
     w.u64(GETATTR.BASIC | (st.btime ? GETATTR.BTIME : 0))
       .qid(this.qid(inode, st))
-      .u32(st.mode).u32(st.uid).u32(st.gid)
-      .u64(st.nlink).u64(st.rdev).u64(st.size).u64(st.blksize).u64(st.blocks)
-      .u64(st.atime.sec).u64(st.atime.nsec)
-      .u64(st.mtime.sec).u64(st.mtime.nsec)
-      .u64(st.ctime.sec).u64(st.ctime.nsec)
-      .u64(st.btime?.sec ?? 0).u64(st.btime?.nsec ?? 0)
-      .u64(0).u64(0); // gen, data_version: not provided (not in valid)
+      .u32(st.mode)
+      .u32(st.uid)
+      .u32(st.gid)
+      .u64(st.nlink)
+      .u64(st.rdev)
+      .u64(st.size)
+      .u64(st.blksize)
+      .u64(st.blocks)
+      .u64(st.atime.sec)
+      .u64(st.atime.nsec)
+      .u64(st.mtime.sec)
+      .u64(st.mtime.nsec)
+      .u64(st.ctime.sec)
+      .u64(st.ctime.nsec)
+      .u64(st.btime?.sec ?? 0)
+      .u64(st.btime?.nsec ?? 0)
+      .u64(0)
+      .u64(0); // gen, data_version: not provided (not in valid)
     return w.finish(T.getattr + 1, tag);
   }
 
@@ -566,10 +678,19 @@ export class Session {
 
   private statfs(r: Reader, tag: number): Awaitable<Buffer> {
     const f = this.fid(r.u32());
-    return after(this.ctx.backend.statfs(f.inode), (s) => new Writer(72)
-      .u32(s.type).u32(s.bsize).u64(s.blocks).u64(s.bfree).u64(s.bavail).u64(s.files).u64(s.ffree)
-      .u64(s.fsid).u32(s.namelen)
-      .finish(T.statfs + 1, tag));
+    return after(this.ctx.backend.statfs(f.inode), (s) =>
+      new Writer(72)
+        .u32(s.type)
+        .u32(s.bsize)
+        .u64(s.blocks)
+        .u64(s.bfree)
+        .u64(s.bavail)
+        .u64(s.files)
+        .u64(s.ffree)
+        .u64(s.fsid)
+        .u32(s.namelen)
+        .finish(T.statfs + 1, tag),
+    );
   }
 
   // ---- data ------------------------------------------------------------------
@@ -662,7 +783,12 @@ export class Session {
       // A directory fid is not open as a file: an fd for the call, charged to this session.
       const { backend } = this.ctx;
       const opened = this.fds.open('Tfsync', f.inode.label, () => backend.open(f.cr, f.inode, O_RDONLY));
-      return Promise.resolve(opened).then((d) => backend.fsync(d, false).then(() => reply).finally(() => backend.closeFile(d)));
+      return Promise.resolve(opened).then((d) =>
+        backend
+          .fsync(d, false)
+          .then(() => reply)
+          .finally(() => backend.closeFile(d)),
+      );
     }
     if (!file) fail(Errno.EBADF, 'Tfsync', `${f.inode.label} is not open`);
     return this.ctx.backend.fsync(file, datasync !== 0).then(() => reply);
@@ -701,8 +827,10 @@ export class Session {
     const free = l.type === F_UNLCK;
     return new Writer(40 + clientId.length)
       .u8(free ? LOCK_TYPE.UNLCK : l.type === F_WRLCK ? LOCK_TYPE.WRLCK : LOCK_TYPE.RDLCK)
-      .u64(free ? start : l.start).u64(free ? length : l.len)
-      .u32(free ? procId : l.pid).str(free ? clientId : '')
+      .u64(free ? start : l.start)
+      .u64(free ? length : l.len)
+      .u32(free ? procId : l.pid)
+      .str(free ? clientId : '')
       .finish(T.getlock + 1, tag);
   }
 
@@ -721,9 +849,10 @@ export class Session {
     const inode = backend.ref(f.inode); // the new fid's, taken now: f may be clunked while the call waits
     let read: Awaitable<Buffer>;
     try {
-      read = name.length === 0
-        ? after(backend.listxattr(f.cr, inode), (names) => Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])])))
-        : backend.getxattr(f.cr, inode, name);
+      read =
+        name.length === 0
+          ? after(backend.listxattr(f.cr, inode), (names) => Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])])))
+          : backend.getxattr(f.cr, inode, name);
     } catch (e) {
       backend.release(inode);
       throw e;
@@ -747,7 +876,11 @@ export class Session {
         throw e;
       }
     };
-    if (read instanceof Promise) return read.then(bound, (e: unknown) => { backend.release(inode); throw e; });
+    if (read instanceof Promise)
+      return read.then(bound, (e: unknown) => {
+        backend.release(inode);
+        throw e;
+      });
     return bound(read);
   }
 
@@ -830,8 +963,8 @@ export class Session {
     const f = this.fid(n);
     // Tremove clunks the fid whatever the outcome.
     this.fids.delete(n);
-    const unlink = (): Awaitable<void> => after(this.verifiedName(f, 'Tremove'),
-      ({ parent, name }) => this.ctx.backend.unlink(f.cr, parent, name, f.inode.isDir ? AT_REMOVEDIR : 0));
+    const unlink = (): Awaitable<void> =>
+      after(this.verifiedName(f, 'Tremove'), ({ parent, name }) => this.ctx.backend.unlink(f.cr, parent, name, f.inode.isDir ? AT_REMOVEDIR : 0));
     return this.thenDrop(f, unlink, () => new Writer(8).finish(T.remove + 1, tag));
   }
 
@@ -842,15 +975,17 @@ export class Session {
     const newName = r.str();
     const { backend } = this.ctx;
     const to = dir.inode;
-    return after(this.verifiedName(f, 'Trename'), ({ parent, name }) => after(backend.rename(f.cr, parent, name, to, newName), () => {
-      // The fid follows its file, unless it was clunked or moved meanwhile.
-      if (this.still(fidNo, f) && f.parent === parent) {
-        f.parent = backend.ref(to);
-        backend.release(parent);
-        f.name = Buffer.from(newName);
-      }
-      return new Writer(8).finish(T.rename + 1, tag);
-    }));
+    return after(this.verifiedName(f, 'Trename'), ({ parent, name }) =>
+      after(backend.rename(f.cr, parent, name, to, newName), () => {
+        // The fid follows its file, unless it was clunked or moved meanwhile.
+        if (this.still(fidNo, f) && f.parent === parent) {
+          f.parent = backend.ref(to);
+          backend.release(parent);
+          f.name = Buffer.from(newName);
+        }
+        return new Writer(8).finish(T.rename + 1, tag);
+      }),
+    );
   }
 
   private renameat(r: Reader, tag: number): Awaitable<Buffer> {
@@ -877,10 +1012,14 @@ function dotlFlags(f: number): number {
 
 function lockType(t: number): number {
   switch (t) {
-    case LOCK_TYPE.RDLCK: return F_RDLCK;
-    case LOCK_TYPE.WRLCK: return F_WRLCK;
-    case LOCK_TYPE.UNLCK: return F_UNLCK;
-    default: fail(Errno.EINVAL, 'lock', `type ${t}`);
+    case LOCK_TYPE.RDLCK:
+      return F_RDLCK;
+    case LOCK_TYPE.WRLCK:
+      return F_WRLCK;
+    case LOCK_TYPE.UNLCK:
+      return F_UNLCK;
+    default:
+      fail(Errno.EINVAL, 'lock', `type ${t}`);
   }
 }
 

@@ -50,7 +50,8 @@ export class StreamConnection {
         this.socket.once('drain', () => {
           this.awaitingDrain = false;
           if (this.closed || this.stopping) return;
-          if (this.backlogPaused) this.continueLater(); // it resumes the socket once caught up
+          if (this.backlogPaused)
+            this.continueLater(); // it resumes the socket once caught up
           else this.socket.resume();
         });
       }

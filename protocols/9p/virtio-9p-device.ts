@@ -33,7 +33,11 @@ export class Virtio9pDevice implements VhostUserDevice {
   /** One allowance for the device, whichever guest session: a reset buys no fresh one. */
   private readonly logs: PeerLog;
 
-  constructor(private readonly ctx: SessionContext, private readonly tag: string, private readonly peer: string) {
+  constructor(
+    private readonly ctx: SessionContext,
+    private readonly tag: string,
+    private readonly peer: string,
+  ) {
     if (Buffer.byteLength(tag) === 0 || Buffer.byteLength(tag) > MAX_TAG) {
       throw new SysError(Errno.EINVAL, 'virtio-9p tag', `${JSON.stringify(tag)} must be 1..${MAX_TAG} bytes`);
     }
@@ -42,8 +46,13 @@ export class Virtio9pDevice implements VhostUserDevice {
   }
 
   private newSession(): Session {
-    return new Session(this.ctx, `${this.peer}#${++this.generation}`, (frame) => this.deliver(frame), (tag, count, fill) =>
-      this.directRead(tag, count, fill), this.logs);
+    return new Session(
+      this.ctx,
+      `${this.peer}#${++this.generation}`,
+      (frame) => this.deliver(frame),
+      (tag, count, fill) => this.directRead(tag, count, fill),
+      this.logs,
+    );
   }
 
   config(): Buffer {
@@ -77,7 +86,11 @@ export class Virtio9pDevice implements VhostUserDevice {
     const tag = head.readUInt16LE(5);
     // The size field must agree with the descriptors and the negotiated msize.
     if (size < HEADER_SIZE || size > chain.readableLength || size > max) {
-      this.logs.warn('virtio-9p.chain', { peer: this.peer, size, readable: chain.readableLength, max }, 'virtio-9p frame size disagrees with its descriptors');
+      this.logs.warn(
+        'virtio-9p.chain',
+        { peer: this.peer, size, readable: chain.readableLength, max },
+        'virtio-9p frame size disagrees with its descriptors',
+      );
       return this.replyError(chain, tag, Errno.EPROTO);
     }
     if (this.pending.has(tag)) {
@@ -104,7 +117,11 @@ export class Virtio9pDevice implements VhostUserDevice {
     this.pending.delete(tag);
     if (frame.length > chain.writableLength) {
       // The reply would not fit: answer with an Rlerror that does, if possible.
-      this.logs.warn('virtio-9p.reply', { peer: this.peer, tag, need: frame.length, writable: chain.writableLength }, 'virtio-9p reply does not fit the guest buffers');
+      this.logs.warn(
+        'virtio-9p.reply',
+        { peer: this.peer, tag, need: frame.length, writable: chain.writableLength },
+        'virtio-9p reply does not fit the guest buffers',
+      );
       return this.replyError(chain, tag, Errno.ENOBUFS);
     }
     scatter(chain.writable, frame);

@@ -25,7 +25,12 @@ export class Reader {
    * `tail`: a Twrite's data left where the transport found it (guest
    * memory), logically following the frame's bytes; see data().
    */
-  constructor(private readonly buf: Buffer, start = HEADER_SIZE, private readonly end = buf.length, private readonly tail?: readonly Buffer[]) {
+  constructor(
+    private readonly buf: Buffer,
+    start = HEADER_SIZE,
+    private readonly end = buf.length,
+    private readonly tail?: readonly Buffer[],
+  ) {
     this.off = start;
   }
 

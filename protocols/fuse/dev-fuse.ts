@@ -3,8 +3,21 @@
 // The fd is non-blocking and watched from Node's event loop; this thread
 // never touches the mount itself (that would deadlock on its own requests).
 import {
-  AT_FDCWD, Errno, MNT_DETACH, MS_NODEV, MS_NOSUID, O_CLOEXEC, O_NONBLOCK, O_RDWR, SysError, close, mount, openat,
-  readRaw, umount2, writeRaw,
+  AT_FDCWD,
+  Errno,
+  MNT_DETACH,
+  MS_NODEV,
+  MS_NOSUID,
+  O_CLOEXEC,
+  O_NONBLOCK,
+  O_RDWR,
+  SysError,
+  close,
+  mount,
+  openat,
+  readRaw,
+  umount2,
+  writeRaw,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
 import { pollFd, type FdPoll, type PollCallback } from '../../src/sys/poll.js';
@@ -24,7 +37,6 @@ export const REQUESTS_PER_TURN = 32;
  * costs at most this many request buffers.
  */
 export const MAX_IN_FLIGHT = 64;
-
 
 export class DevFuseMount {
   private readonly fd: number;
@@ -80,8 +92,13 @@ export class DevFuseMount {
   static mountChannel(mountpoint: string, maxWrite: number): number {
     const fd = openat(AT_FDCWD, '/dev/fuse', O_RDWR | O_NONBLOCK | O_CLOEXEC);
     try {
-      mount('duofs', mountpoint, 'fuse.duofs', MS_NOSUID | MS_NODEV,
-        `fd=${fd},rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other,max_read=${maxWrite}`);
+      mount(
+        'duofs',
+        mountpoint,
+        'fuse.duofs',
+        MS_NOSUID | MS_NODEV,
+        `fd=${fd},rootmode=40000,user_id=0,group_id=0,default_permissions,allow_other,max_read=${maxWrite}`,
+      );
     } catch (e) {
       close(fd);
       throw e;
@@ -234,7 +251,8 @@ export class DevFuseMount {
     if (this.closed) return false;
     const r = writeRaw(this.fd, frame);
     // ENOENT: the request was interrupted and is gone.
-    if (r < 0 && r !== -Errno.ENOENT) this.session.logs.warn('dev-fuse.write', { mountpoint: this.mountpoint, errno: -r }, 'writing a FUSE reply failed');
+    if (r < 0 && r !== -Errno.ENOENT)
+      this.session.logs.warn('dev-fuse.write', { mountpoint: this.mountpoint, errno: -r }, 'writing a FUSE reply failed');
     return r >= 0;
   }
 

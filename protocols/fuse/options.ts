@@ -49,9 +49,12 @@ export const defaultFuseOptions: FuseOptions = {
 /** Entry/attribute timeouts in seconds for a cache mode, as virtiofsd sets them. */
 export function timeouts(mode: CacheMode): { entry: number; attr: number } {
   switch (mode) {
-    case 'never': return { entry: 0, attr: 0 };
-    case 'auto': return { entry: 1, attr: 1 };
+    case 'never':
+      return { entry: 0, attr: 0 };
+    case 'auto':
+      return { entry: 1, attr: 1 };
     case 'metadata':
-    case 'always': return { entry: 86400, attr: 86400 };
+    case 'always':
+      return { entry: 86400, attr: 86400 };
   }
 }

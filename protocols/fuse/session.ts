@@ -3,30 +3,114 @@
 // is 1); every entry reply adds one lookup reference that FORGET gives back.
 // Each session counts its own lookups, so a guest can never forget
 // references that 9P fids or other sessions hold.
-import { DirStream, OpenFile, after, printable, type Awaitable, type Backend, type Caller, type GuestDirent, type Entry, type FdAccount, type Inode, type SetAttr } from '../../src/backend/api.js';
 import {
-  AT_REMOVEDIR, Errno, F_RDLCK, F_UNLCK, F_WRLCK, O_ACCMODE, O_APPEND, O_RDONLY, O_RDWR, O_WRONLY,
-  SEEK_DATA, SEEK_HOLE, STATX_BASIC_STATS, STATX_BTIME, SysError, errnoName, fail, major, minor,type Stat, type TimeArg,
+  DirStream,
+  OpenFile,
+  after,
+  printable,
+  type Awaitable,
+  type Backend,
+  type Caller,
+  type GuestDirent,
+  type Entry,
+  type FdAccount,
+  type Inode,
+  type SetAttr,
+} from '../../src/backend/api.js';
+import {
+  AT_REMOVEDIR,
+  Errno,
+  F_RDLCK,
+  F_UNLCK,
+  F_WRLCK,
+  O_ACCMODE,
+  O_APPEND,
+  O_RDONLY,
+  O_RDWR,
+  O_WRONLY,
+  SEEK_DATA,
+  SEEK_HOLE,
+  STATX_BASIC_STATS,
+  STATX_BTIME,
+  SysError,
+  errnoName,
+  fail,
+  major,
+  minor,
+  type Stat,
+  type TimeArg,
 } from '../../src/sys/index.js';
 import type { Logger } from '../../src/log.js';
 import { PeerLog, type LogLimits } from '../../src/log-limit.js';
 import {
-  ACCESS_IN_SIZE, BATCH_FORGET_IN_SIZE, COPY_FILE_RANGE_IN_SIZE, CREATE_IN_SIZE, ENTRY_OUT_SIZE, FALLOCATE_IN_SIZE, FATTR,
-  FLUSH_IN_SIZE, FOPEN, FORGET_IN_SIZE, FORGET_ONE_SIZE, FSYNC_IN_SIZE, FUSE_ATTR_SUBMOUNT, FUSE_COMPAT_22_INIT_OUT_SIZE,
-  FUSE_COMPAT_INIT_OUT_SIZE, FUSE_COMPAT_SETXATTR_IN_SIZE, FUSE_FSYNC_FDATASYNC, FUSE_GETATTR_FH, FUSE_KERNEL_MINOR_VERSION,
-  FUSE_KERNEL_VERSION, FUSE_LK_FLOCK, FUSE_OPEN_KILL_SUIDGID, FUSE_RELEASE_FLOCK_UNLOCK, FUSE_ROOT_ID, FUSE_WRITE_KILL_SUIDGID,
-  GETATTR_IN_SIZE, GETXATTR_IN_SIZE, IN_HEADER_SIZE, INIT, INIT_IN_SIZE, INIT_OUT_FULL_MINOR, INTERRUPT_IN_SIZE, LK_IN_SIZE,
-  LSEEK_IN_SIZE, OFFSET_MAX, OP, OPEN_IN_SIZE, READ_IN_SIZE, RELEASE_IN_SIZE, SETATTR_IN_SIZE, SETXATTR_IN_SIZE, STATX_IN_SIZE,
-  SYNCFS_IN_SIZE, WRITE_IN_SIZE,
+  ACCESS_IN_SIZE,
+  BATCH_FORGET_IN_SIZE,
+  COPY_FILE_RANGE_IN_SIZE,
+  CREATE_IN_SIZE,
+  ENTRY_OUT_SIZE,
+  FALLOCATE_IN_SIZE,
+  FATTR,
+  FLUSH_IN_SIZE,
+  FOPEN,
+  FORGET_IN_SIZE,
+  FORGET_ONE_SIZE,
+  FSYNC_IN_SIZE,
+  FUSE_ATTR_SUBMOUNT,
+  FUSE_COMPAT_22_INIT_OUT_SIZE,
+  FUSE_COMPAT_INIT_OUT_SIZE,
+  FUSE_COMPAT_SETXATTR_IN_SIZE,
+  FUSE_FSYNC_FDATASYNC,
+  FUSE_GETATTR_FH,
+  FUSE_KERNEL_MINOR_VERSION,
+  FUSE_KERNEL_VERSION,
+  FUSE_LK_FLOCK,
+  FUSE_OPEN_KILL_SUIDGID,
+  FUSE_RELEASE_FLOCK_UNLOCK,
+  FUSE_ROOT_ID,
+  FUSE_WRITE_KILL_SUIDGID,
+  GETATTR_IN_SIZE,
+  GETXATTR_IN_SIZE,
+  IN_HEADER_SIZE,
+  INIT,
+  INIT_IN_SIZE,
+  INIT_OUT_FULL_MINOR,
+  INTERRUPT_IN_SIZE,
+  LK_IN_SIZE,
+  LSEEK_IN_SIZE,
+  OFFSET_MAX,
+  OP,
+  OPEN_IN_SIZE,
+  READ_IN_SIZE,
+  RELEASE_IN_SIZE,
+  SETATTR_IN_SIZE,
+  SETXATTR_IN_SIZE,
+  STATX_IN_SIZE,
+  SYNCFS_IN_SIZE,
+  WRITE_IN_SIZE,
 } from './constants.js';
 import { timeouts, type FuseOptions } from './options.js';
 import { parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
 import {
-  ArgReader, attrOut, direntplusSize, direntSize, dtToMode, encodeDirent, encodeGetxattrOut, encodeInitOut, encodeLkOut,
-  encodeLseekOut, encodeStatxOut, encodeWriteOut, entryOut, newDecodeDev, newEncodeDev, noEntryOut, openOut, statfsOut,
+  ArgReader,
+  attrOut,
+  direntplusSize,
+  direntSize,
+  dtToMode,
+  encodeDirent,
+  encodeGetxattrOut,
+  encodeInitOut,
+  encodeLkOut,
+  encodeLseekOut,
+  encodeStatxOut,
+  encodeWriteOut,
+  entryOut,
+  newDecodeDev,
+  newEncodeDev,
+  noEntryOut,
+  openOut,
+  statfsOut,
   type FuseAttr,
 } from './wire.js';
-
 
 export interface FuseSessionContext {
   backend: Backend;
@@ -84,18 +168,50 @@ export class FuseSession {
     this.logs = logs ?? new PeerLog(ctx.log, peer, ctx.logLimits);
     this.fds = ctx.backend.fds.account(peer);
     const h: [number, Handler][] = [
-      [OP.INIT, this.init], [OP.DESTROY, this.destroy], [OP.LOOKUP, this.lookup], [OP.FORGET, this.forget],
-      [OP.BATCH_FORGET, this.batchForget], [OP.GETATTR, this.getattr], [OP.SETATTR, this.setattr],
-      [OP.READLINK, this.readlink], [OP.SYMLINK, this.symlink], [OP.MKNOD, this.mknod], [OP.MKDIR, this.mkdir],
-      [OP.UNLINK, this.unlink], [OP.RMDIR, this.rmdir], [OP.RENAME, this.rename], [OP.RENAME2, this.rename2],
-      [OP.LINK, this.link], [OP.OPEN, this.open], [OP.CREATE, this.create], [OP.TMPFILE, this.tmpfile],
-      [OP.READ, this.read], [OP.WRITE, this.write], [OP.STATFS, this.statfs], [OP.RELEASE, this.release],
-      [OP.FLUSH, this.flush], [OP.FSYNC, this.fsync], [OP.OPENDIR, this.opendir], [OP.READDIR, this.readdir],
-      [OP.READDIRPLUS, this.readdirplus], [OP.RELEASEDIR, this.releasedir], [OP.FSYNCDIR, this.fsyncdir],
-      [OP.SETXATTR, this.setxattr], [OP.GETXATTR, this.getxattr], [OP.LISTXATTR, this.listxattr],
-      [OP.REMOVEXATTR, this.removexattr], [OP.ACCESS, this.access], [OP.FALLOCATE, this.fallocate],
-      [OP.LSEEK, this.lseek], [OP.COPY_FILE_RANGE, this.copyFileRange], [OP.SYNCFS, this.syncfs],
-      [OP.STATX, this.statx], [OP.GETLK, this.getlk], [OP.SETLK, this.setlk], [OP.SETLKW, this.setlkw], [OP.INTERRUPT, this.interrupt],
+      [OP.INIT, this.init],
+      [OP.DESTROY, this.destroy],
+      [OP.LOOKUP, this.lookup],
+      [OP.FORGET, this.forget],
+      [OP.BATCH_FORGET, this.batchForget],
+      [OP.GETATTR, this.getattr],
+      [OP.SETATTR, this.setattr],
+      [OP.READLINK, this.readlink],
+      [OP.SYMLINK, this.symlink],
+      [OP.MKNOD, this.mknod],
+      [OP.MKDIR, this.mkdir],
+      [OP.UNLINK, this.unlink],
+      [OP.RMDIR, this.rmdir],
+      [OP.RENAME, this.rename],
+      [OP.RENAME2, this.rename2],
+      [OP.LINK, this.link],
+      [OP.OPEN, this.open],
+      [OP.CREATE, this.create],
+      [OP.TMPFILE, this.tmpfile],
+      [OP.READ, this.read],
+      [OP.WRITE, this.write],
+      [OP.STATFS, this.statfs],
+      [OP.RELEASE, this.release],
+      [OP.FLUSH, this.flush],
+      [OP.FSYNC, this.fsync],
+      [OP.OPENDIR, this.opendir],
+      [OP.READDIR, this.readdir],
+      [OP.READDIRPLUS, this.readdirplus],
+      [OP.RELEASEDIR, this.releasedir],
+      [OP.FSYNCDIR, this.fsyncdir],
+      [OP.SETXATTR, this.setxattr],
+      [OP.GETXATTR, this.getxattr],
+      [OP.LISTXATTR, this.listxattr],
+      [OP.REMOVEXATTR, this.removexattr],
+      [OP.ACCESS, this.access],
+      [OP.FALLOCATE, this.fallocate],
+      [OP.LSEEK, this.lseek],
+      [OP.COPY_FILE_RANGE, this.copyFileRange],
+      [OP.SYNCFS, this.syncfs],
+      [OP.STATX, this.statx],
+      [OP.GETLK, this.getlk],
+      [OP.SETLK, this.setlk],
+      [OP.SETLKW, this.setlkw],
+      [OP.INTERRUPT, this.interrupt],
     ];
     this.handlers = new Map(h);
   }
@@ -118,8 +234,13 @@ export class FuseSession {
     const body = new RequestBody(request.slices(IN_HEADER_SIZE, request.length - IN_HEADER_SIZE));
     if (h.totalExtlen) parseExtensions(h, body);
     if (h.len !== request.length) {
-      this.logs.warn('fuse.bad-request', { peer: this.peer, opcode: h.opcode, len: h.len, bytes: request.length }, 'fuse header length disagrees with the request');
-      if (h.len > request.length) return this.replyError(h, out, new SysError(Errno.EINVAL, 'fuse request', `len ${h.len} > ${request.length} bytes`));
+      this.logs.warn(
+        'fuse.bad-request',
+        { peer: this.peer, opcode: h.opcode, len: h.len, bytes: request.length },
+        'fuse header length disagrees with the request',
+      );
+      if (h.len > request.length)
+        return this.replyError(h, out, new SysError(Errno.EINVAL, 'fuse request', `len ${h.len} > ${request.length} bytes`));
     }
     const started = process.hrtime.bigint();
     const traced: ReplyTo = this.ctx.log.isLevelEnabled('trace') ? this.tracing(h, out, started) : out;
@@ -135,14 +256,31 @@ export class FuseSession {
   }
 
   private tracing(h: InHeader, out: ReplyTo, started: bigint): ReplyTo {
-    const log = (errno: number): void => this.ctx.log.trace({
-      peer: this.peer, op: h.opcode, unique: h.unique.toString(), nodeid: h.nodeid.toString(), errno,
-      us: Number(process.hrtime.bigint() - started) / 1000,
-    }, 'fuse request');
+    const log = (errno: number): void =>
+      this.ctx.log.trace(
+        {
+          peer: this.peer,
+          op: h.opcode,
+          unique: h.unique.toString(),
+          nodeid: h.nodeid.toString(),
+          errno,
+          us: Number(process.hrtime.bigint() - started) / 1000,
+        },
+        'fuse request',
+      );
     return {
-      send: (e, b) => { log(e); return out.send(e, b); },
-      sendRead: (s, fill) => { out.sendRead(s, fill); log(0); },
-      none: () => { log(0); out.none(); },
+      send: (e, b) => {
+        log(e);
+        return out.send(e, b);
+      },
+      sendRead: (s, fill) => {
+        out.sendRead(s, fill);
+        log(0);
+      },
+      none: () => {
+        log(0);
+        out.none();
+      },
     };
   }
 
@@ -153,7 +291,8 @@ export class FuseSession {
     if (!(e instanceof SysError)) {
       this.logs.error('fuse.unexpected', { peer: this.peer, opcode: h.opcode, err: e }, 'fuse request failed unexpectedly');
     } else if (errno === Errno.EPROTO || errno === Errno.EBADF || (errno === Errno.EINVAL && /^fuse/i.test(e.op))) {
-      if (this.logs.wants('warn')) this.logs.warn('fuse.bad-request', { peer: this.peer, opcode: h.opcode, errno: errnoName(errno) }, `bad fuse request: ${e.message}`);
+      if (this.logs.wants('warn'))
+        this.logs.warn('fuse.bad-request', { peer: this.peer, opcode: h.opcode, errno: errnoName(errno) }, `bad fuse request: ${e.message}`);
     } else if (this.logs.wants('debug')) {
       this.logs.debug('fuse.failed', { peer: this.peer, opcode: h.opcode, errno: errnoName(errno) }, e.message);
     }
@@ -237,12 +376,21 @@ export class FuseSession {
     const { backend, options } = this.ctx;
     const submount = options.announceSubmounts && backend.isSubmountRoot(inode);
     return {
-      ino: inode.guestIno, size: st.size, blocks: st.blocks, atime: st.atime, mtime: st.mtime, ctime: st.ctime,
-      mode: st.mode, nlink: st.nlink, uid: st.uid, gid: st.gid, rdev: Number(newEncodeDev(st.rdev)), blksize: st.blksize,
+      ino: inode.guestIno,
+      size: st.size,
+      blocks: st.blocks,
+      atime: st.atime,
+      mtime: st.mtime,
+      ctime: st.ctime,
+      mode: st.mode,
+      nlink: st.nlink,
+      uid: st.uid,
+      gid: st.gid,
+      rdev: Number(newEncodeDev(st.rdev)),
+      blksize: st.blksize,
       flags: submount ? FUSE_ATTR_SUBMOUNT : 0,
     };
   }
-
 
   private entryOut(e: Entry, into?: Buffer, at?: number): Buffer {
     return entryOut(BigInt(e.inode.id), timeouts(this.ctx.options.cache), this.fuseAttr(e.inode, e.stat), into, at);
@@ -259,7 +407,9 @@ export class FuseSession {
 
   /** An empty success reply once `work` has ended. */
   private done(out: ReplyTo, work: Awaitable<void>): Awaitable<void> {
-    return after(work, () => { out.send(0, []); });
+    return after(work, () => {
+      out.send(0, []);
+    });
   }
 
   /** replyEntry once the backend has the entry. */
@@ -316,7 +466,8 @@ export class FuseSession {
   /** Lock requests of a kind that was not offered in INIT (-o no_posix_lock / no_flock) get ENOSYS. */
   private locksEnabled(flock: boolean): void {
     const o = this.ctx.options;
-    if (flock ? !o.flockLocks : !o.posixLocks) fail(Errno.ENOSYS, flock ? 'FLOCK' : 'LK', `${flock ? 'flock' : 'POSIX'} locks are off (-o ${flock ? 'no_flock' : 'no_posix_lock'})`);
+    if (flock ? !o.flockLocks : !o.posixLocks)
+      fail(Errno.ENOSYS, flock ? 'FLOCK' : 'LK', `${flock ? 'flock' : 'POSIX'} locks are off (-o ${flock ? 'no_flock' : 'no_posix_lock'})`);
   }
 
   // ---- session ----------------------------------------------------------------
@@ -340,10 +491,20 @@ export class FuseSession {
     if (this.initialized) this.close();
     if (this.fds.isClosed) this.fds = this.ctx.backend.fds.account(this.peer);
     const { options } = this.ctx;
-    let want = INIT.ASYNC_READ | INIT.ATOMIC_O_TRUNC | INIT.EXPORT_SUPPORT | INIT.BIG_WRITES |
-      INIT.AUTO_INVAL_DATA | INIT.ASYNC_DIO |
-      INIT.PARALLEL_DIROPS | INIT.ABORT_ERROR | INIT.MAX_PAGES | INIT.CACHE_SYMLINKS | INIT.HANDLE_KILLPRIV_V2 |
-      INIT.INIT_EXT | INIT.CREATE_SUPP_GROUP;
+    let want =
+      INIT.ASYNC_READ |
+      INIT.ATOMIC_O_TRUNC |
+      INIT.EXPORT_SUPPORT |
+      INIT.BIG_WRITES |
+      INIT.AUTO_INVAL_DATA |
+      INIT.ASYNC_DIO |
+      INIT.PARALLEL_DIROPS |
+      INIT.ABORT_ERROR |
+      INIT.MAX_PAGES |
+      INIT.CACHE_SYMLINKS |
+      INIT.HANDLE_KILLPRIV_V2 |
+      INIT.INIT_EXT |
+      INIT.CREATE_SUPP_GROUP;
     // Without POSIX_LOCKS / FLOCK_LOCKS the guest kernel keeps those locks
     // local to the guest (virtiofsd's -o no_posix_lock / no_flock).
     if (options.posixLocks) want |= INIT.POSIX_LOCKS;
@@ -357,7 +518,11 @@ export class FuseSession {
     const acl = INIT.POSIX_ACL | INIT.DONT_MASK;
     const aclMode = options.posixAcl ?? (options.xattr ? 'auto' : 'never');
     if (aclMode === 'always' && (offered & acl) !== acl) {
-      this.logs.error('fuse.init', { peer: this.peer, offered: `0x${offered.toString(16)}` }, 'fuse: --posix-acl=always, but the kernel does not offer POSIX_ACL and DONT_MASK');
+      this.logs.error(
+        'fuse.init',
+        { peer: this.peer, offered: `0x${offered.toString(16)}` },
+        'fuse: --posix-acl=always, but the kernel does not offer POSIX_ACL and DONT_MASK',
+      );
       out.send(Errno.EPROTO, []);
       return;
     }
@@ -369,9 +534,15 @@ export class FuseSession {
     this.initialized = true;
     const maxPages = Math.ceil(options.maxWrite / PAGE_SIZE);
     const b = encodeInitOut({
-      major: FUSE_KERNEL_VERSION, minor: this.minor, maxReadahead, flags: want,
-      maxBackground: MAX_BACKGROUND, congestionThreshold: CONGESTION_THRESHOLD, maxWrite: options.maxWrite,
-      timeGran: TIME_GRAN_NS, maxPages: Math.min(maxPages, 0xffff),
+      major: FUSE_KERNEL_VERSION,
+      minor: this.minor,
+      maxReadahead,
+      flags: want,
+      maxBackground: MAX_BACKGROUND,
+      congestionThreshold: CONGESTION_THRESHOLD,
+      maxWrite: options.maxWrite,
+      timeGran: TIME_GRAN_NS,
+      maxPages: Math.min(maxPages, 0xffff),
     });
     this.logs.info('fuse.init', { peer: this.peer, minor, flags: `0x${want.toString(16)}` }, 'fuse session initialized');
     // Older kernels (minor < 23) expect a 24-byte reply.
@@ -395,7 +566,8 @@ export class FuseSession {
     const inode = this.ctx.backend.inodeById(nodeid);
     const held = inode ? this.lookups.get(inode) : undefined;
     if (!inode || held === undefined) {
-      if (this.logs.wants('debug')) this.logs.debug('fuse.forget', { peer: this.peer, nodeid: nodeid.toString() }, 'fuse: FORGET of a node id this session does not hold');
+      if (this.logs.wants('debug'))
+        this.logs.debug('fuse.forget', { peer: this.peer, nodeid: nodeid.toString() }, 'fuse: FORGET of a node id this session does not hold');
       return;
     }
     // Never more than this session looked up: other users keep theirs.
@@ -429,7 +601,9 @@ export class FuseSession {
     const flags = a.u32('fuse_getattr_in.getattr_flags');
     a.skip(4, 'fuse_getattr_in.dummy');
     const st = this.attrsOf(inode, flags, a.u64('fuse_getattr_in.fh'));
-    return after(st, (attrs) => { out.send(0, [this.attrOut(inode, attrs)]); });
+    return after(st, (attrs) => {
+      out.send(0, [this.attrOut(inode, attrs)]);
+    });
   }
 
   /** STATX (7.39): like GETATTR, plus the birth time when the host has one. */
@@ -442,11 +616,25 @@ export class FuseSession {
     a.u32('fuse_statx_in.sx_flags');
     a.u32('fuse_statx_in.sx_mask');
     return after(this.attrsOf(inode, flags, fh), (st) => {
-      out.send(0, [encodeStatxOut(timeouts(this.ctx.options.cache).attr, {
-        mask: STATX_BASIC_STATS | (st.btime ? STATX_BTIME : 0), blksize: st.blksize, nlink: st.nlink, uid: st.uid, gid: st.gid,
-        mode: st.mode, ino: inode.guestIno, size: st.size, blocks: st.blocks,
-        atime: st.atime, btime: st.btime, ctime: st.ctime, mtime: st.mtime, rdevMajor: major(st.rdev), rdevMinor: minor(st.rdev),
-      })]);
+      out.send(0, [
+        encodeStatxOut(timeouts(this.ctx.options.cache).attr, {
+          mask: STATX_BASIC_STATS | (st.btime ? STATX_BTIME : 0),
+          blksize: st.blksize,
+          nlink: st.nlink,
+          uid: st.uid,
+          gid: st.gid,
+          mode: st.mode,
+          ino: inode.guestIno,
+          size: st.size,
+          blocks: st.blocks,
+          atime: st.atime,
+          btime: st.btime,
+          ctime: st.ctime,
+          mtime: st.mtime,
+          rdevMajor: major(st.rdev),
+          rdevMinor: minor(st.rdev),
+        }),
+      ]);
     });
   }
 
@@ -481,11 +669,15 @@ export class FuseSession {
     // HANDLE_KILLPRIV_V2: the kernel asks when the caller lacks CAP_FSETID.
     if (valid & FATTR.KILL_SUIDGID) s.killSuidgid = true;
     const st = this.ctx.backend.setattr(FuseSession.caller(h), inode, s, file instanceof OpenFile ? file : undefined);
-    return after(st, (attrs) => { out.send(0, [this.attrOut(inode, attrs)]); });
+    return after(st, (attrs) => {
+      out.send(0, [this.attrOut(inode, attrs)]);
+    });
   }
 
   private readlink(h: InHeader, _b: RequestBody, out: ReplyTo): Awaitable<void> {
-    return after(this.ctx.backend.readlink(this.inode(h.nodeid)), (target) => { out.send(0, [target]); });
+    return after(this.ctx.backend.readlink(this.inode(h.nodeid)), (target) => {
+      out.send(0, [target]);
+    });
   }
 
   private symlink(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
@@ -562,7 +754,9 @@ export class FuseSession {
     const flags = a.u32('fuse_open_in.flags');
     const openFlags = a.u32('fuse_open_in.open_flags');
     const killSuidgid = (openFlags & FUSE_OPEN_KILL_SUIDGID) !== 0;
-    const opened = this.fds.open('OPEN', inode.label, () => this.ctx.backend.open(FuseSession.caller(h), inode, this.writebackFlags(flags), { killSuidgid }));
+    const opened = this.fds.open('OPEN', inode.label, () =>
+      this.ctx.backend.open(FuseSession.caller(h), inode, this.writebackFlags(flags), { killSuidgid }),
+    );
     return after(opened, (file) => {
       const fh = this.addHandle(file);
       if (!out.send(0, [this.openOut(fh, false)])) this.dropHandle(fh);
@@ -588,8 +782,12 @@ export class FuseSession {
     const umask = a.u32('fuse_create_in.umask');
     const killSuidgid = (a.u32('fuse_create_in.open_flags') & FUSE_OPEN_KILL_SUIDGID) !== 0;
     const name = a.name('name');
-    const made = this.fds.openWith<Made>('CREATE', printable(name),
-      () => this.ctx.backend.create(this.creator(h, umask), parent, name, this.writebackFlags(flags), mode, { killSuidgid }), (c) => c.file);
+    const made = this.fds.openWith<Made>(
+      'CREATE',
+      printable(name),
+      () => this.ctx.backend.create(this.creator(h, umask), parent, name, this.writebackFlags(flags), mode, { killSuidgid }),
+      (c) => c.file,
+    );
     return after(made, (m) => this.replyCreated(out, m));
   }
 
@@ -610,8 +808,12 @@ export class FuseSession {
     const mode = a.u32('fuse_create_in.mode');
     const umask = a.u32('fuse_create_in.umask');
     a.u32('fuse_create_in.open_flags');
-    const made = this.fds.openWith<Made>('TMPFILE', parent.label,
-      () => this.ctx.backend.tmpfile(this.creator(h, umask), parent, this.writebackFlags(flags), mode), (c) => c.file);
+    const made = this.fds.openWith<Made>(
+      'TMPFILE',
+      parent.label,
+      () => this.ctx.backend.tmpfile(this.creator(h, umask), parent, this.writebackFlags(flags), mode),
+      (c) => c.file,
+    );
     return after(made, (m) => this.replyCreated(out, m));
   }
 
@@ -650,7 +852,9 @@ export class FuseSession {
 
   private statfs(h: InHeader, _b: RequestBody, out: ReplyTo): Awaitable<void> {
     const s = this.ctx.backend.statfs(this.inode(h.nodeid === 0n ? BigInt(FUSE_ROOT_ID) : h.nodeid));
-    return after(s, (fs) => { out.send(0, [statfsOut(fs)]); });
+    return after(s, (fs) => {
+      out.send(0, [statfsOut(fs)]);
+    });
   }
 
   private release(_h: InHeader, body: RequestBody, out: ReplyTo): void {
@@ -683,7 +887,9 @@ export class FuseSession {
     const datasync = a.u32('fuse_fsync_in.fsync_flags') & FUSE_FSYNC_FDATASYNC;
     a.skip(4, 'fuse_fsync_in.padding');
     const file = this.file(fh, 'FSYNC');
-    return this.ctx.backend.fsync(file, datasync !== 0).then(() => { out.send(0, []); });
+    return this.ctx.backend.fsync(file, datasync !== 0).then(() => {
+      out.send(0, []);
+    });
   }
 
   private async fallocate(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
@@ -767,7 +973,14 @@ export class FuseSession {
     // Through an fd of its own (RELEASEDIR may close the stream's while the call runs), charged to this session.
     const { backend } = this.ctx;
     const opened = this.fds.open('FSYNCDIR', d.inode.label, () => backend.open(FuseSession.caller(h), d.inode, O_RDONLY));
-    return Promise.resolve(opened).then((f) => backend.fsync(f, false).then(() => { out.send(0, []); }).finally(() => backend.closeFile(f)));
+    return Promise.resolve(opened).then((f) =>
+      backend
+        .fsync(f, false)
+        .then(() => {
+          out.send(0, []);
+        })
+        .finally(() => backend.closeFile(f)),
+    );
   }
 
   private readdir(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
@@ -805,7 +1018,7 @@ export class FuseSession {
       ents.push(ent);
       return true;
     });
-    return after(listed, () => plus ? this.replyDirentsPlus(h, out, d, ents, size) : this.replyDirents(out, ents, size));
+    return after(listed, () => (plus ? this.replyDirentsPlus(h, out, d, ents, size) : this.replyDirents(out, ents, size)));
   }
 
   private replyDirents(out: ReplyTo, ents: readonly GuestDirent[], size: number): void {
@@ -864,7 +1077,10 @@ export class FuseSession {
           break;
         }
         if (e instanceof Promise) {
-          return e.then((found) => (put(ent, found), step(i + 1)), (err: unknown) => (failed(err) === 'skip' ? step(i + 1) : send()));
+          return e.then(
+            (found) => (put(ent, found), step(i + 1)),
+            (err: unknown) => (failed(err) === 'skip' ? step(i + 1) : send()),
+          );
         }
         put(ent, e);
       }
@@ -886,7 +1102,10 @@ export class FuseSession {
     a.skip(fixed - FUSE_COMPAT_SETXATTR_IN_SIZE, ext ? 'fuse_setxattr_in.setxattr_flags' : 'fuse_setxattr_in');
     const name = a.name('name');
     if (size > a.remaining) fail(Errno.EINVAL, 'SETXATTR', `value size ${size} beyond the request`);
-    return this.done(out, this.ctx.backend.setxattr(FuseSession.caller(h), inode, this.hostXattrName('SETXATTR', name), a.bytes(size, 'value'), flags));
+    return this.done(
+      out,
+      this.ctx.backend.setxattr(FuseSession.caller(h), inode, this.hostXattrName('SETXATTR', name), a.bytes(size, 'value'), flags),
+    );
   }
 
   private getxattr(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
@@ -944,7 +1163,10 @@ export class FuseSession {
     return `fuse:${this.peer}:${lockOwner}`;
   }
 
-  private lkArgs(body: RequestBody, op: string): { file: OpenFile; owner: string; start: number; len: number; type: number; flock: boolean; pid: number } {
+  private lkArgs(
+    body: RequestBody,
+    op: string,
+  ): { file: OpenFile; owner: string; start: number; len: number; type: number; flock: boolean; pid: number } {
     const a = args(body, op, LK_IN_SIZE);
     const fh = a.u64('fuse_lk_in.fh');
     const owner = this.owner(a.u64('fuse_lk_in.owner'));
@@ -967,16 +1189,22 @@ export class FuseSession {
   private getlk(_h: InHeader, body: RequestBody, out: ReplyTo): void {
     const l = this.lkArgs(body, 'GETLK');
     const r = this.ctx.backend.getlk(l.file, l.owner, { type: l.type, start: l.start, len: l.len });
-    out.send(0, [encodeLkOut({
-      start: BigInt(r.start), end: r.len === 0 ? OFFSET_MAX : BigInt(r.start + r.len - 1),
-      type: r.type, pid: r.type === F_UNLCK ? 0 : Math.max(r.pid, 0),
-    })]);
+    out.send(0, [
+      encodeLkOut({
+        start: BigInt(r.start),
+        end: r.len === 0 ? OFFSET_MAX : BigInt(r.start + r.len - 1),
+        type: r.type,
+        pid: r.type === F_UNLCK ? 0 : Math.max(r.pid, 0),
+      }),
+    ]);
   }
 
   private setlk(_h: InHeader, body: RequestBody, out: ReplyTo): void {
     const l = this.lkArgs(body, 'SETLK');
     const { backend } = this.ctx;
-    const ok = l.flock ? backend.flock(l.file, l.owner, l.type) : backend.setlk(l.file, l.owner, { type: l.type, start: l.start, len: l.len }, { pid: l.pid });
+    const ok = l.flock
+      ? backend.flock(l.file, l.owner, l.type)
+      : backend.setlk(l.file, l.owner, { type: l.type, start: l.start, len: l.len }, { pid: l.pid });
     out.send(ok ? 0 : Errno.EAGAIN, []);
   }
 
@@ -988,9 +1216,14 @@ export class FuseSession {
     const l = this.lkArgs(body, 'SETLKW');
     const cancel = new AbortController();
     this.waiting.set(h.unique, cancel);
-    return this.ctx.backend.setlkw(l.file, l.owner, { type: l.type, start: l.start, len: l.len }, { pid: l.pid, flock: l.flock, signal: cancel.signal })
-      .then(() => { out.send(0, []); })
-      .finally(() => { if (this.waiting.get(h.unique) === cancel) this.waiting.delete(h.unique); });
+    return this.ctx.backend
+      .setlkw(l.file, l.owner, { type: l.type, start: l.start, len: l.len }, { pid: l.pid, flock: l.flock, signal: cancel.signal })
+      .then(() => {
+        out.send(0, []);
+      })
+      .finally(() => {
+        if (this.waiting.get(h.unique) === cancel) this.waiting.delete(h.unique);
+      });
   }
 
   private interrupt(_h: InHeader, body: RequestBody, out: ReplyTo): void {

@@ -37,7 +37,11 @@ export class VirtioFsDevice implements VhostUserDevice {
   /** One allowance for the device, whichever guest session: a reset buys no fresh one. */
   private readonly log: PeerLog;
 
-  constructor(private readonly ctx: FuseSessionContext, private readonly opts: VirtioFsOptions, private readonly peer: string) {
+  constructor(
+    private readonly ctx: FuseSessionContext,
+    private readonly opts: VirtioFsOptions,
+    private readonly peer: string,
+  ) {
     if (Buffer.byteLength(opts.tag) > TAG_SIZE) throw new SysError(Errno.EINVAL, 'virtio-fs tag', `${opts.tag} is longer than ${TAG_SIZE} bytes`);
     this.numQueues = 1 + opts.numRequestQueues;
     this.log = new PeerLog(ctx.log, peer, ctx.logLimits);
@@ -112,7 +116,11 @@ export class VirtioFsDevice implements VhostUserDevice {
         if (error) return fail(error);
         const len = OUT_HEADER_SIZE + body.reduce((a, b) => a + b.length, 0);
         if (len > chain.writableLength) {
-          this.log.warn('virtio-fs.reply', { peer: this.peer, need: len, writable: chain.writableLength }, 'virtio-fs reply does not fit the guest buffers');
+          this.log.warn(
+            'virtio-fs.reply',
+            { peer: this.peer, need: len, writable: chain.writableLength },
+            'virtio-fs reply does not fit the guest buffers',
+          );
           return fail(Errno.EOVERFLOW);
         }
         put(out(len, 0), 0);

@@ -4,8 +4,21 @@
 // protocols/fuse writes a reply structure at a literal offset.
 import { Errno, SysError, type StatFs } from '../../src/sys/index.js';
 import {
-  ATTR_OUT_SIZE, ATTR_SIZE, DIRENT_ALIGN, DIRENT_SIZE, DIRENTPLUS_SIZE, ENTRY_OUT_SIZE, GETXATTR_OUT_SIZE, INIT_OUT_SIZE, LK_OUT_SIZE, LSEEK_OUT_SIZE, OFFSET_MAX,
-  OPEN_OUT_SIZE, OUT_HEADER_SIZE, STATX_OUT_SIZE, WRITE_OUT_SIZE,
+  ATTR_OUT_SIZE,
+  ATTR_SIZE,
+  DIRENT_ALIGN,
+  DIRENT_SIZE,
+  DIRENTPLUS_SIZE,
+  ENTRY_OUT_SIZE,
+  GETXATTR_OUT_SIZE,
+  INIT_OUT_SIZE,
+  LK_OUT_SIZE,
+  LSEEK_OUT_SIZE,
+  OFFSET_MAX,
+  OPEN_OUT_SIZE,
+  OUT_HEADER_SIZE,
+  STATX_OUT_SIZE,
+  WRITE_OUT_SIZE,
 } from './constants.js';
 
 /** Largest file offset (off_t). */
@@ -19,7 +32,10 @@ const OFF_MAX = OFFSET_MAX;
 export class ArgReader {
   private off = 0;
 
-  constructor(private readonly b: Buffer, private readonly op: string) {}
+  constructor(
+    private readonly b: Buffer,
+    private readonly op: string,
+  ) {}
 
   get offsetInBlock(): number {
     return this.off;
@@ -38,11 +54,22 @@ export class ArgReader {
     return at;
   }
 
-  u16(field: string): number { return this.b.readUInt16LE(this.need(2, field)); }
-  u32(field: string): number { return this.b.readUInt32LE(this.need(4, field)); }
-  i32(field: string): number { return this.b.readInt32LE(this.need(4, field)); }
-  u64(field: string): bigint { return this.b.readBigUInt64LE(this.need(8, field)); }
-  skip(n: number, field = 'padding'): this { this.need(n, field); return this; }
+  u16(field: string): number {
+    return this.b.readUInt16LE(this.need(2, field));
+  }
+  u32(field: string): number {
+    return this.b.readUInt32LE(this.need(4, field));
+  }
+  i32(field: string): number {
+    return this.b.readInt32LE(this.need(4, field));
+  }
+  u64(field: string): bigint {
+    return this.b.readBigUInt64LE(this.need(8, field));
+  }
+  skip(n: number, field = 'padding'): this {
+    this.need(n, field);
+    return this;
+  }
 
   /** A file offset: a number when exact, a bigint past 2^53, EINVAL past off_t. */
   offset(field: string): number | bigint {
@@ -217,9 +244,27 @@ export function entryOut(nodeid: bigint, valid: Validity, a: FuseAttr, into?: Bu
  */
 export function noEntryOut(mode: number, into: Buffer, at: number): void {
   const none = { sec: 0, nsec: 0 };
-  entryOut(0n, { entry: 0, attr: 0 }, {
-    ino: 0n, size: 0, blocks: 0, atime: none, mtime: none, ctime: none, mode, nlink: 0, uid: 0, gid: 0, rdev: 0, blksize: 0, flags: 0,
-  }, into, at);
+  entryOut(
+    0n,
+    { entry: 0, attr: 0 },
+    {
+      ino: 0n,
+      size: 0,
+      blocks: 0,
+      atime: none,
+      mtime: none,
+      ctime: none,
+      mode,
+      nlink: 0,
+      uid: 0,
+      gid: 0,
+      rdev: 0,
+      blksize: 0,
+      flags: 0,
+    },
+    into,
+    at,
+  );
 }
 
 /** DTTOIF: the S_IFMT bits of a d_type (DT_* is the file type shifted down by 12). */
@@ -383,7 +428,6 @@ export function encodeOutHeader(b: Buffer, len: number, errno: number, unique: b
 }
 
 /** A fresh out header. */
-export const outHeader = (len: number, errno: number, unique: bigint): Buffer =>
-  encodeOutHeader(Buffer.alloc(OUT_HEADER_SIZE), len, errno, unique);
+export const outHeader = (len: number, errno: number, unique: bigint): Buffer => encodeOutHeader(Buffer.alloc(OUT_HEADER_SIZE), len, errno, unique);
 
 export { ATTR_SIZE };

@@ -44,7 +44,10 @@ export interface XattrRule {
 export class XattrMapError extends Error {
   override name = 'XattrMapError';
   /** 1-based number of the rule at fault, as virtiofsd counts (expanded map rules included) */
-  constructor(message: string, readonly rule: number | undefined) {
+  constructor(
+    message: string,
+    readonly rule: number | undefined,
+  ) {
     super(rule === undefined ? message : `rule ${rule}: ${message}`);
   }
 }
@@ -110,13 +113,17 @@ export class XattrMap {
 
   /** The rules (map expanded) in virtiofsd's syntax, e.g. for a dry run's JSON. */
   toJSON(): string {
-    return this.rules.map((r) => `:${r.type}:${r.client && r.server ? 'all' : r.client ? 'client' : 'server'}:${r.key.toString('latin1')}:${r.prepend.toString('latin1')}:`).join(' ');
+    return this.rules
+      .map(
+        (r) =>
+          `:${r.type}:${r.client && r.server ? 'all' : r.client ? 'client' : 'server'}:${r.key.toString('latin1')}:${r.prepend.toString('latin1')}:`,
+      )
+      .join(' ');
   }
 
   /** True when some client or some server name can fall through every rule. */
   get unterminated(): boolean {
-    const catchAll = (side: 'client' | 'server'): boolean =>
-      this.rules.some((r) => r[side] && (side === 'client' ? r.key : r.prepend).length === 0);
+    const catchAll = (side: 'client' | 'server'): boolean => this.rules.some((r) => r[side] && (side === 'client' ? r.key : r.prepend).length === 0);
     return !catchAll('client') || !catchAll('server');
   }
 
@@ -125,10 +132,14 @@ export class XattrMap {
     const r = this.rules.find((x) => x.client && startsWith(name, x.key));
     if (!r) return { errno: 'EPERM' };
     switch (r.type) {
-      case 'ok': return { name };
-      case 'bad': return { errno: 'EPERM' };
-      case 'unsupported': return { errno: 'ENOTSUP' };
-      case 'prefix': return { name: Buffer.concat([r.prepend, name]) };
+      case 'ok':
+        return { name };
+      case 'bad':
+        return { errno: 'EPERM' };
+      case 'unsupported':
+        return { errno: 'ENOTSUP' };
+      case 'prefix':
+        return { name: Buffer.concat([r.prepend, name]) };
     }
   }
 
@@ -137,9 +148,13 @@ export class XattrMap {
     const r = this.rules.find((x) => x.server && startsWith(name, x.prepend));
     if (!r) return undefined;
     switch (r.type) {
-      case 'ok': return name;
-      case 'bad': case 'unsupported': return undefined;
-      case 'prefix': return name.subarray(r.prepend.length);
+      case 'ok':
+        return name;
+      case 'bad':
+      case 'unsupported':
+        return undefined;
+      case 'prefix':
+        return name.subarray(r.prepend.length);
     }
   }
 

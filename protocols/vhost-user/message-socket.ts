@@ -116,7 +116,9 @@ export class MessageSocket {
         const n = this.io.recv(this.fd, this.header, this.headerGot, HEADER_SIZE - this.headerGot, this.fds);
         if (n < 0) return null;
         if (n === 0) {
-          this.close(this.headerGot === 0 && this.fds.length === 0 ? { kind: 'eof' } : { kind: 'error', message: 'connection closed inside a message header' });
+          this.close(
+            this.headerGot === 0 && this.fds.length === 0 ? { kind: 'eof' } : { kind: 'error', message: 'connection closed inside a message header' },
+          );
           return null;
         }
         this.headerGot += n;

@@ -74,7 +74,8 @@ export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
 
   /** Starts listening; throws StartupError for problems an operator can fix. */
   static listen(o: VhostUserServerOptions): VhostUserServer {
-    if ((o.socketPath === undefined) === (o.listenFd === undefined)) throw new StartupError('vhost-user: give exactly one of a socket path and a listening fd');
+    if ((o.socketPath === undefined) === (o.listenFd === undefined))
+      throw new StartupError('vhost-user: give exactly one of a socket path and a listening fd');
     let fd: number;
     if (o.socketPath !== undefined) {
       fd = listenAt(o.socketPath);
@@ -152,15 +153,19 @@ export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
     };
     this.logs.info('vhost-user.connection', { peer: info.peer }, 'vhost-user: frontend connected');
     this.current = info;
-    this.session = new Session(fd, {
-      device: this.o.device,
-      log: this.logs,
-      peer: info.peer,
-      maxQueueSize: Math.min(this.o.maxQueueSize ?? MAX_QUEUE_SIZE, MAX_QUEUE_SIZE),
-      drainTimeoutMs: this.o.drainTimeoutMs ?? 3000,
-      offerBackendChannel: this.o.offerBackendChannel ?? false,
-      maxMemSlots: this.o.maxMemSlots ?? 509,
-    }, (reason) => this.onSessionEnd(info, reason));
+    this.session = new Session(
+      fd,
+      {
+        device: this.o.device,
+        log: this.logs,
+        peer: info.peer,
+        maxQueueSize: Math.min(this.o.maxQueueSize ?? MAX_QUEUE_SIZE, MAX_QUEUE_SIZE),
+        drainTimeoutMs: this.o.drainTimeoutMs ?? 3000,
+        offerBackendChannel: this.o.offerBackendChannel ?? false,
+        maxMemSlots: this.o.maxMemSlots ?? 509,
+      },
+      (reason) => this.onSessionEnd(info, reason),
+    );
     this.emit('connect', info);
     this.session.start();
   }
@@ -174,7 +179,11 @@ export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
   private acceptFailed(e: unknown): void {
     this.listenPoll?.stop();
     const wait = Math.min(1000, this.acceptRetry ? this.acceptRetry * 2 : 50);
-    if (!this.acceptRetry) this.o.logger.error({ err: e }, `vhost-user: accept failed (${e instanceof Error ? e.message : String(e)}); the frontend waits in the backlog, retrying`);
+    if (!this.acceptRetry)
+      this.o.logger.error(
+        { err: e },
+        `vhost-user: accept failed (${e instanceof Error ? e.message : String(e)}); the frontend waits in the backlog, retrying`,
+      );
     this.acceptRetry = wait;
     this.acceptTimer = setTimeout(() => {
       this.acceptTimer = undefined;
@@ -186,8 +195,14 @@ export class VhostUserServer extends EventEmitter<VhostUserServerEvents> {
     this.session = null;
     this.current = null;
     const peer = info.peer;
-    if (reason.kind === 'error') this.logs.warn('vhost-user.connection', { peer, fault: reason.message }, 'vhost-user: frontend connection ended; device reset');
-    else this.logs.info('vhost-user.connection', { peer, reason: reason.kind === 'eof' ? 'closed by the frontend' : reason.message }, 'vhost-user: frontend disconnected; device reset');
+    if (reason.kind === 'error')
+      this.logs.warn('vhost-user.connection', { peer, fault: reason.message }, 'vhost-user: frontend connection ended; device reset');
+    else
+      this.logs.info(
+        'vhost-user.connection',
+        { peer, reason: reason.kind === 'eof' ? 'closed by the frontend' : reason.message },
+        'vhost-user: frontend disconnected; device reset',
+      );
     this.logs.flush();
     this.emit('disconnect', info, reason);
     // Not from inside the session's own teardown stack: accept on the next turn.

@@ -15,9 +15,25 @@ import type { DescriptorChain } from '../virtqueue/chain.js';
 import type { VhostUserDevice } from './device.js';
 import { MessageSocket, type CloseReason } from './message-socket.js';
 import {
-  CONFIG_HEADER_SIZE, encodeMessage, FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, FLAG_VERSION_MASK, MAX_CONFIG_SIZE,
-  MAX_TABLE_REGIONS, MEMORY_REGION_SIZE, ProtocolFeature, Req, requestName, u64Payload, VirtioFeature,
-  VRING_F_LOG, VRING_INDEX_MASK, VRING_NOFD_MASK, vringStatePayload, type Message,
+  CONFIG_HEADER_SIZE,
+  encodeMessage,
+  FLAG_NEED_REPLY,
+  FLAG_REPLY,
+  FLAG_VERSION,
+  FLAG_VERSION_MASK,
+  MAX_CONFIG_SIZE,
+  MAX_TABLE_REGIONS,
+  MEMORY_REGION_SIZE,
+  ProtocolFeature,
+  Req,
+  requestName,
+  u64Payload,
+  VirtioFeature,
+  VRING_F_LOG,
+  VRING_INDEX_MASK,
+  VRING_NOFD_MASK,
+  vringStatePayload,
+  type Message,
 } from './protocol.js';
 import { closeFd, setNonBlocking } from '../../src/sys/fd.js';
 import { drainEventFd, signalEventFd } from '../../src/sys/eventfd.js';
@@ -85,13 +101,22 @@ export class Session {
   private backendChannelFd = -1;
   private ended = false;
 
-  constructor(fd: number, private readonly o: SessionOptions, private readonly onEnd: (reason: CloseReason) => void) {
+  constructor(
+    fd: number,
+    private readonly o: SessionOptions,
+    private readonly onEnd: (reason: CloseReason) => void,
+  ) {
     this.device = o.device;
     this.log = o.log;
     this.memory = new GuestMemory(o.maxMemSlots);
     this.offeredFeatures = TRANSPORT_FEATURES | o.device.deviceFeatures;
-    this.offeredProtocol = ProtocolFeature.MQ | ProtocolFeature.REPLY_ACK | ProtocolFeature.CONFIGURE_MEM_SLOTS
-      | ProtocolFeature.RESET_DEVICE | ProtocolFeature.CONFIG | (o.offerBackendChannel ? ProtocolFeature.BACKEND_REQ : 0n);
+    this.offeredProtocol =
+      ProtocolFeature.MQ |
+      ProtocolFeature.REPLY_ACK |
+      ProtocolFeature.CONFIGURE_MEM_SLOTS |
+      ProtocolFeature.RESET_DEVICE |
+      ProtocolFeature.CONFIG |
+      (o.offerBackendChannel ? ProtocolFeature.BACKEND_REQ : 0n);
     this.slots = Array.from({ length: o.device.numQueues }, (_, i) => new QueueSlot(i));
     this.dispatchers = this.slots.map((s) => (chain: DescriptorChain) => this.dispatch(s.index, chain));
     this.socket = new MessageSocket(fd, {
@@ -118,7 +143,8 @@ export class Session {
       this.drop(`${name} with bad flags 0x${m.flags.toString(16)} (version must be 1, no REPLY bit)`);
       return;
     }
-    if (this.log.log.isLevelEnabled('trace')) this.log.log.trace({ peer: this.peer, req: name, size: m.size, fds: m.fds.length, flags: m.flags }, 'vhost-user message');
+    if (this.log.log.isLevelEnabled('trace'))
+      this.log.log.trace({ peer: this.peer, req: name, size: m.size, fds: m.fds.length, flags: m.flags }, 'vhost-user message');
     try {
       const r = this.handle(m);
       if (r instanceof Promise) {
@@ -292,7 +318,12 @@ export class Session {
   }
 
   private noteUnsealed(sealed: boolean, gpa: number): void {
-    if (!sealed && this.log.wants('debug')) this.log.debug('vhost-user.memory', { peer: this.peer, gpa }, 'vhost-user: memory region fd is not sealed against shrinking (a SIGBUS risk if the frontend shrinks it)');
+    if (!sealed && this.log.wants('debug'))
+      this.log.debug(
+        'vhost-user.memory',
+        { peer: this.peer, gpa },
+        'vhost-user: memory region fd is not sealed against shrinking (a SIGBUS risk if the frontend shrinks it)',
+      );
   }
 
   private remMemReg(m: Message): undefined {
@@ -355,9 +386,16 @@ export class Session {
     const flags = p.readUInt32LE(4);
     if (flags & VRING_F_LOG) throw new Fault('used-ring logging requested but LOG_ALL was not offered');
     if (s.size === 0) throw new Fault(`queue ${s.index} has no size yet (SET_VRING_NUM first)`);
-    const addr = { desc: safe(p.readBigUInt64LE(8), 'descriptor address'), used: safe(p.readBigUInt64LE(16), 'used address'), avail: safe(p.readBigUInt64LE(24), 'available address') };
+    const addr = {
+      desc: safe(p.readBigUInt64LE(8), 'descriptor address'),
+      used: safe(p.readBigUInt64LE(16), 'used address'),
+      avail: safe(p.readBigUInt64LE(24), 'available address'),
+    };
     const rings = this.resolveRings(s.size, addr);
-    if (!rings) throw new Fault(`queue ${s.index} rings (desc 0x${addr.desc.toString(16)}, avail 0x${addr.avail.toString(16)}, used 0x${addr.used.toString(16)}, size ${s.size}) are not inside guest memory`);
+    if (!rings)
+      throw new Fault(
+        `queue ${s.index} rings (desc 0x${addr.desc.toString(16)}, avail 0x${addr.avail.toString(16)}, used 0x${addr.used.toString(16)}, size ${s.size}) are not inside guest memory`,
+      );
     s.addr = addr;
     s.queue?.setRings(rings); // a running queue moves to the new rings; otherwise they are used at the kick
     return undefined;
@@ -392,7 +430,11 @@ export class Session {
       if (q.inflight > 0) {
         if (!(await q.whenIdle(this.o.drainTimeoutMs))) {
           const n = q.abandonInflight();
-          this.log.warn('vhost-user.queue', { peer: this.peer, queue: s.index, abandoned: n }, 'vhost-user: queue stopped with requests still outstanding; their replies will be dropped');
+          this.log.warn(
+            'vhost-user.queue',
+            { peer: this.peer, queue: s.index, abandoned: n },
+            'vhost-user: queue stopped with requests still outstanding; their replies will be dropped',
+          );
         }
       }
       s.base = q.lastAvail;
@@ -440,16 +482,19 @@ export class Session {
         this.stopKick(s);
         throw new Fault(`queue ${s.index} rings are not inside guest memory`);
       }
-      s.queue = new SplitQueue({
-        index: s.index,
-        size: s.size,
-        memory: this.memory,
-        eventIdx: (this.ackedFeatures & VirtioFeature.EVENT_IDX) !== 0n,
-        indirect: (this.ackedFeatures & VirtioFeature.INDIRECT_DESC) !== 0n,
-        lastAvail: s.base,
-        notify: () => this.interrupt(s),
-        onFault: (fault) => this.queueFault(s, fault),
-      }, rings);
+      s.queue = new SplitQueue(
+        {
+          index: s.index,
+          size: s.size,
+          memory: this.memory,
+          eventIdx: (this.ackedFeatures & VirtioFeature.EVENT_IDX) !== 0n,
+          indirect: (this.ackedFeatures & VirtioFeature.INDIRECT_DESC) !== 0n,
+          lastAvail: s.base,
+          notify: () => this.interrupt(s),
+          onFault: (fault) => this.queueFault(s, fault),
+        },
+        rings,
+      );
     }
     s.started = true;
     const kickFd = s.kickFd;
@@ -525,7 +570,11 @@ export class Session {
   }
 
   private queueFault(s: QueueSlot, fault: string): void {
-    this.log.warn('vhost-user.queue', { peer: this.peer, queue: s.index, fault }, 'virtqueue broken by the guest; ignored until the frontend resets it');
+    this.log.warn(
+      'vhost-user.queue',
+      { peer: this.peer, queue: s.index, fault },
+      'virtqueue broken by the guest; ignored until the frontend resets it',
+    );
     if (s.errFd >= 0) signalEventFd(s.errFd);
   }
 
@@ -596,8 +645,15 @@ export class Session {
 }
 
 function hasOwnReply(request: number): boolean {
-  return request === Req.GET_FEATURES || request === Req.GET_PROTOCOL_FEATURES || request === Req.GET_VRING_BASE
-    || request === Req.GET_QUEUE_NUM || request === Req.GET_MAX_MEM_SLOTS || request === Req.GET_CONFIG || request === Req.GET_STATUS;
+  return (
+    request === Req.GET_FEATURES ||
+    request === Req.GET_PROTOCOL_FEATURES ||
+    request === Req.GET_VRING_BASE ||
+    request === Req.GET_QUEUE_NUM ||
+    request === Req.GET_MAX_MEM_SLOTS ||
+    request === Req.GET_CONFIG ||
+    request === Req.GET_STATUS
+  );
 }
 
 function reqNames(request: number): string {
@@ -658,6 +714,7 @@ function configHeader(m: Message): { offset: number; size: number } {
   if (m.size < CONFIG_HEADER_SIZE) throw new Fault(`payload of ${m.size} bytes, expected at least ${CONFIG_HEADER_SIZE}`);
   const offset = m.payload.readUInt32LE(0);
   const size = m.payload.readUInt32LE(4);
-  if (size > MAX_CONFIG_SIZE || offset > MAX_CONFIG_SIZE || offset + size > MAX_CONFIG_SIZE) throw new Fault(`config range [${offset}, +${size}) beyond ${MAX_CONFIG_SIZE} bytes`);
+  if (size > MAX_CONFIG_SIZE || offset > MAX_CONFIG_SIZE || offset + size > MAX_CONFIG_SIZE)
+    throw new Fault(`config range [${offset}, +${size}) beyond ${MAX_CONFIG_SIZE} bytes`);
   return { offset, size };
 }

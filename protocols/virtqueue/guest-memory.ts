@@ -60,7 +60,9 @@ export class MappedRegion implements RegionSpec {
     const st = fstatFd(fd);
     if (st.type === S_IFREG) {
       if (st.size < spec.mmapOffset + spec.size) {
-        throw new GuestMemoryError(`region at gpa 0x${spec.guestAddr.toString(16)} needs ${spec.mmapOffset + spec.size} bytes of its fd, which has ${st.size}`);
+        throw new GuestMemoryError(
+          `region at gpa 0x${spec.guestAddr.toString(16)} needs ${spec.mmapOffset + spec.size} bytes of its fd, which has ${st.size}`,
+        );
       }
     } else if (st.type !== S_IFCHR && st.type !== S_IFBLK) {
       throw new GuestMemoryError(`region fd is not a file or device (mode 0${st.type.toString(8)})`);
@@ -274,7 +276,11 @@ function checkSpec(s: RegionSpec): void {
     throw new GuestMemoryError('memory region address, size or offset beyond 2^53');
   }
   if (s.size === 0) throw new GuestMemoryError('memory region of size 0');
-  for (const [what, base] of [['guest', s.guestAddr], ['user', s.userAddr], ['mmap offset', s.mmapOffset]] as const) {
+  for (const [what, base] of [
+    ['guest', s.guestAddr],
+    ['user', s.userAddr],
+    ['mmap offset', s.mmapOffset],
+  ] as const) {
     if (!Number.isSafeInteger(base + s.size)) throw new GuestMemoryError(`memory region ${what} range wraps past 2^53`);
   }
 }

@@ -182,7 +182,8 @@ export class SplitQueue implements ChainOwner {
     let i = head;
     let budget = this.size; // descriptors left before we call it a loop
     for (;;) {
-      if (budget-- === 0) return this.failChain(pins, `descriptor chain from head ${head} is longer than ${inIndirect ? 'its indirect table' : 'the queue'} (a loop?)`);
+      if (budget-- === 0)
+        return this.failChain(pins, `descriptor chain from head ${head} is longer than ${inIndirect ? 'its indirect table' : 'the queue'} (a loop?)`);
       const b = i * 4;
       const lo = table[b]!;
       const hi = table[b + 1]!;
@@ -190,13 +191,15 @@ export class SplitQueue implements ChainOwner {
       const fn = table[b + 3]!;
       const flags = fn & 0xffff;
       const next = fn >>> 16;
-      if (hi >= 0x200000) return this.failChain(pins, `descriptor ${i} address 0x${(BigInt(hi) << 32n | BigInt(lo)).toString(16)} is beyond guest memory`);
+      if (hi >= 0x200000)
+        return this.failChain(pins, `descriptor ${i} address 0x${((BigInt(hi) << 32n) | BigInt(lo)).toString(16)} is beyond guest memory`);
       const addr = hi * TWO32 + lo;
       if (flags & VRING_DESC_F_INDIRECT) {
         if (!this.indirect) return this.failChain(pins, `descriptor ${i} is indirect but INDIRECT_DESC was not negotiated`);
         if (inIndirect) return this.failChain(pins, `indirect descriptor ${i} inside an indirect table`);
         if (flags & VRING_DESC_F_NEXT) return this.failChain(pins, `indirect descriptor ${i} also has NEXT set`);
-        if (len === 0 || len % 16 !== 0 || len / 16 > MAX_INDIRECT) return this.failChain(pins, `indirect table length ${len} is not a multiple of 16 between 16 and ${16 * MAX_INDIRECT}`);
+        if (len === 0 || len % 16 !== 0 || len / 16 > MAX_INDIRECT)
+          return this.failChain(pins, `indirect table length ${len} is not a multiple of 16 between 16 and ${16 * MAX_INDIRECT}`);
         const t = this.indirectTable(addr, len);
         if (t === undefined) return this.failChain(pins, `indirect table [0x${addr.toString(16)}, +${len}) is outside guest memory`);
         table = t;
@@ -209,7 +212,8 @@ export class SplitQueue implements ChainOwner {
       if (len !== 0) {
         const out = flags & VRING_DESC_F_WRITE ? writable : readable;
         if (out === readable && writable.length !== 0) return this.failChain(pins, `device-readable descriptor ${i} after a device-writable one`);
-        if (!this.memory.translate(addr, len, out, pins)) return this.failChain(pins, `descriptor ${i} [0x${addr.toString(16)}, +${len}) is outside guest memory`);
+        if (!this.memory.translate(addr, len, out, pins))
+          return this.failChain(pins, `descriptor ${i} [0x${addr.toString(16)}, +${len}) is outside guest memory`);
       }
       if (!(flags & VRING_DESC_F_NEXT)) break;
       if (next >= tableLen) return this.failChain(pins, `descriptor ${i} links to ${next}, outside its table of ${tableLen}`);

@@ -10,12 +10,66 @@
 // The security model (security/) decides whose credentials host calls run
 // with and where the guest's owners, modes and file types live.
 import {
-  AT_FDCWD, AT_REMOVEDIR, Errno, O_ACCMODE, O_CREAT, O_DIRECTORY, O_EXCL, O_NONBLOCK, O_PATH, O_RDONLY,
-  O_TMPFILE, O_TRUNC, RENAME_EXCHANGE, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
-  SysError, XATTR_SIZE_MAX, O_NOFOLLOW, accessPathFd, asProcess, openatOnPool, reopenOnPool, statxOnPool, close, fail, lseek, fchownFd, fstat, fstatfs, ftruncate, getxattr,
-  fstatat, isSysError, linkFd, F_UNLCK, listxattr, openPath, openat, procPath, removexattr,
-  renameat2, reopen, setxattr, syncfs, truncatePathFd, umask, unlinkat, utimensFd, withCredentials,
-  type Credentials, type Dirent, type LockRange, type Stat, type StatFs, 
+  AT_FDCWD,
+  AT_REMOVEDIR,
+  Errno,
+  O_ACCMODE,
+  O_CREAT,
+  O_DIRECTORY,
+  O_EXCL,
+  O_NONBLOCK,
+  O_PATH,
+  O_RDONLY,
+  O_TMPFILE,
+  O_TRUNC,
+  RENAME_EXCHANGE,
+  S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  S_IFSOCK,
+  SysError,
+  XATTR_SIZE_MAX,
+  O_NOFOLLOW,
+  accessPathFd,
+  asProcess,
+  openatOnPool,
+  reopenOnPool,
+  statxOnPool,
+  close,
+  fail,
+  lseek,
+  fchownFd,
+  fstat,
+  fstatfs,
+  ftruncate,
+  getxattr,
+  fstatat,
+  isSysError,
+  linkFd,
+  F_UNLCK,
+  listxattr,
+  openPath,
+  openat,
+  procPath,
+  removexattr,
+  renameat2,
+  reopen,
+  setxattr,
+  syncfs,
+  truncatePathFd,
+  umask,
+  unlinkat,
+  utimensFd,
+  withCredentials,
+  type Credentials,
+  type Dirent,
+  type LockRange,
+  type Stat,
+  type StatFs,
 } from '../sys/index.js';
 import { DAEMON, type Awaitable, type Backend, type Caller, type Entry, type GuestDirent, type OpenOptions, type SetAttr } from './api.js';
 import type { Logger } from '../log.js';
@@ -93,14 +147,18 @@ export class LocalBackend implements Backend {
     this.readonly = opts.readonly ?? false;
     this.ids = new HostIds(opts.uidMap, opts.gidMap);
     this.modelName = opts.securityModel ?? 'passthrough';
-    this.model = createSecurityModel(this.modelName, {
-      ids: this.ids,
-      fmode: (opts.fmode ?? 0o600) & 0o777,
-      dmode: (opts.dmode ?? 0o700) & 0o777,
-      ref: (i) => this.ref(i as Inode),
-      release: (i) => this.release(i as Inode),
-      liveAt: (parent, name) => this.liveAt(parent as Inode, name),
-    }, opts.log ?? silentLogger());
+    this.model = createSecurityModel(
+      this.modelName,
+      {
+        ids: this.ids,
+        fmode: (opts.fmode ?? 0o600) & 0o777,
+        dmode: (opts.dmode ?? 0o700) & 0o777,
+        ref: (i) => this.ref(i as Inode),
+        release: (i) => this.release(i as Inode),
+        liveAt: (parent, name) => this.liveAt(parent as Inode, name),
+      },
+      opts.log ?? silentLogger(),
+    );
     // Guests send modes with their own umask already applied.
     umask(0);
     const fd = openat(AT_FDCWD, opts.sharedDir, O_PATH | O_DIRECTORY);
@@ -108,16 +166,21 @@ export class LocalBackend implements Backend {
     this.inoMap = new InoMap(st.dev);
     const log = opts.log ?? silentLogger();
     this.inodes = new InodeTable(this.inoMap, opts.inodeFdBudget ?? 0, opts.inodeFdCap ?? 0, (held) =>
-      log.warn({ held, cap: opts.inodeFdCap }, `inode table full: ${held} inodes hold fds and cannot trade them for file handles; new lookups get ENFILE`));
+      log.warn(
+        { held, cap: opts.inodeFdCap },
+        `inode table full: ${held} inodes hold fds and cannot trade them for file handles; new lookups get ENFILE`,
+      ),
+    );
     const n = Number.MAX_SAFE_INTEGER;
-    this.fds = new FdBudget(opts.fdLimits ?? { limit: n, reserve: 0, inodeShare: 0, perSession: n, floor: 0 },
-      log, () => this.inodes.fdsHeld);
+    this.fds = new FdBudget(opts.fdLimits ?? { limit: n, reserve: 0, inodeShare: 0, perSession: n, floor: 0 }, log, () => this.inodes.fdsHeld);
     this.root = this.inodes.intern(fd, st); // the root's reference is never dropped
     this.inodes.pin(this.root);
     const noHandles = this.inodes.probeHandles(this.root);
     if (noHandles) {
-      log.info({ errno: noHandles.code },
-        `inode fds cannot be traded for file handles here (${noHandles.message}): every live inode keeps its O_PATH fd`);
+      log.info(
+        { errno: noHandles.code },
+        `inode fds cannot be traded for file handles here (${noHandles.message}): every live inode keeps its O_PATH fd`,
+      );
     }
     this.model.setRoot(this.root);
   }
@@ -245,7 +308,8 @@ export class LocalBackend implements Backend {
   }
 
   getattr(inode: Inode): Awaitable<Stat> {
-    if (this.offloads(undefined, inode)) return this.holding(inode, (fd) => statxOnPool(fd, undefined, inode.label)).then((st) => this.view(inode, st));
+    if (this.offloads(undefined, inode))
+      return this.holding(inode, (fd) => statxOnPool(fd, undefined, inode.label)).then((st) => this.view(inode, st));
     return this.statNow(inode);
   }
 
@@ -429,8 +493,9 @@ export class LocalBackend implements Backend {
 
   opendir(c: Caller, inode: Inode): Awaitable<DirStream> {
     if (inode.isDir && this.offloads(c, inode)) {
-      return this.holding(inode, (pfd) => reopenOnPool(pfd, O_RDONLY | O_DIRECTORY, inode.label))
-        .then((fd) => new DirStream(this.ref(inode), fd, this.model.readdirPolicy()));
+      return this.holding(inode, (pfd) => reopenOnPool(pfd, O_RDONLY | O_DIRECTORY, inode.label)).then(
+        (fd) => new DirStream(this.ref(inode), fd, this.model.readdirPolicy()),
+      );
     }
     return this.opendirAs(c, inode);
   }
@@ -587,7 +652,7 @@ export class LocalBackend implements Backend {
   mknod(c: Caller, parent: Inode, name: Buffer, mode: number, rdev: bigint): Entry {
     this.beginCreate('mknod', parent, name);
     const cr = this.creator(c);
-    const type = (mode & S_IFMT) || S_IFREG;
+    const type = mode & S_IFMT || S_IFREG;
     if (![S_IFREG, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK].includes(type)) fail(Errno.EINVAL, 'mknod', printable(name));
     this.model.makeNode(cr, parent, name, { type, mode, rdev }, cr.umask);
     const isDev = type === S_IFCHR || type === S_IFBLK;
@@ -716,16 +781,20 @@ export class LocalBackend implements Backend {
    */
   fsync(file: OpenFile, datasync: boolean): Promise<void> {
     const op = datasync ? 'fdatasync' : 'fsync';
-    return file.use((fd) => this.engine.fsync(fd, datasync, file.speed)).then((r) => {
-      if (r < 0) throw new SysError(-r, op, file.inode.label);
-    });
+    return file
+      .use((fd) => this.engine.fsync(fd, datasync, file.speed))
+      .then((r) => {
+        if (r < 0) throw new SysError(-r, op, file.inode.label);
+      });
   }
 
   fallocate(file: OpenFile, mode: number, offset: number, length: number): Promise<void> {
     this.checkWritable('fallocate', file.inode.label);
-    return file.use((fd) => this.engine.fallocate(fd, mode, offset, length)).then((r) => {
-      if (r < 0) throw new SysError(-r, 'fallocate', file.inode.label);
-    });
+    return file
+      .use((fd) => this.engine.fallocate(fd, mode, offset, length))
+      .then((r) => {
+        if (r < 0) throw new SysError(-r, 'fallocate', file.inode.label);
+      });
   }
 
   /** lseek(2) on an open file; SEEK_DATA/SEEK_HOLE are what clients send through. */
@@ -737,10 +806,12 @@ export class LocalBackend implements Backend {
   copyFileRange(from: OpenFile, fromOffset: number, to: OpenFile, toOffset: number, length: number | bigint): Promise<number> {
     this.checkWritable('copy_file_range', to.inode.label);
     const len = BigInt(length) > 0x7ffff000n ? 0x7ffff000 : Number(length);
-    return from.use((fdIn) => to.use((fdOut) => this.engine.copyFileRange(fdIn, fromOffset, fdOut, toOffset, len))).then((r) => {
-      if (r < 0) throw new SysError(-r, 'copy_file_range', `${from.inode.label} -> ${to.inode.label}`);
-      return r;
-    });
+    return from
+      .use((fdIn) => to.use((fdOut) => this.engine.copyFileRange(fdIn, fromOffset, fdOut, toOffset, len)))
+      .then((r) => {
+        if (r < 0) throw new SysError(-r, 'copy_file_range', `${from.inode.label} -> ${to.inode.label}`);
+        return r;
+      });
   }
 
   // ---- locks -----------------------------------------------------------------

@@ -9,8 +9,29 @@ import type { Backend } from './api.js';
 
 /** The methods the API lets complete later (Awaitable results). */
 const AWAITABLE = new Set<string>([
-  'lookup', 'getattr', 'getattrOpen', 'setattr', 'readlink', 'statfs', 'syncfs', 'access', 'open', 'opendir', 'readdir',
-  'create', 'tmpfile', 'mkdir', 'mknod', 'symlink', 'link', 'unlink', 'rename', 'getxattr', 'listxattr', 'setxattr', 'removexattr',
+  'lookup',
+  'getattr',
+  'getattrOpen',
+  'setattr',
+  'readlink',
+  'statfs',
+  'syncfs',
+  'access',
+  'open',
+  'opendir',
+  'readdir',
+  'create',
+  'tmpfile',
+  'mkdir',
+  'mknod',
+  'symlink',
+  'link',
+  'unlink',
+  'rename',
+  'getxattr',
+  'listxattr',
+  'setxattr',
+  'removexattr',
 ]);
 
 /**

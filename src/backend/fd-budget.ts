@@ -125,17 +125,30 @@ export class FdBudget {
   /** @internal one line when a session starts being refused */
   refusedLine(a: FdAccount, why: 'session' | 'pool', op: string, what: string): void {
     const l = this.limits;
-    this.log.warn({
-      session: a.label, op, object: what, errno: 'EMFILE', held: a.held, perSession: l.perSession,
-      poolInUse: this.used, pool: this.pool, sessions: this.accounts.size,
-    }, why === 'session'
-      ? `${a.label} is over its open-file budget (${a.held} of ${l.perSession} open): its opens get EMFILE until it closes some`
-      : `${a.label}: open-file budget pool exhausted (${this.used} of ${this.pool} in use by ${this.accounts.size} sessions): its opens get EMFILE`);
+    this.log.warn(
+      {
+        session: a.label,
+        op,
+        object: what,
+        errno: 'EMFILE',
+        held: a.held,
+        perSession: l.perSession,
+        poolInUse: this.used,
+        pool: this.pool,
+        sessions: this.accounts.size,
+      },
+      why === 'session'
+        ? `${a.label} is over its open-file budget (${a.held} of ${l.perSession} open): its opens get EMFILE until it closes some`
+        : `${a.label}: open-file budget pool exhausted (${this.used} of ${this.pool} in use by ${this.accounts.size} sessions): its opens get EMFILE`,
+    );
   }
 
   /** @internal */
   recoveredLine(a: FdAccount, refused: number): void {
-    this.log.info({ session: a.label, held: a.held, refused }, `${a.label} is back under its open-file budget (${refused} opens were refused with EMFILE)`);
+    this.log.info(
+      { session: a.label, held: a.held, refused },
+      `${a.label} is back under its open-file budget (${refused} opens were refused with EMFILE)`,
+    );
   }
 }
 
@@ -154,7 +167,10 @@ export class FdAccount {
   private refusedFor: 'session' | 'pool' = 'session';
   private closed = false;
 
-  constructor(private readonly budget: FdBudget, readonly label: string) {}
+  constructor(
+    private readonly budget: FdBudget,
+    readonly label: string,
+  ) {}
 
   /**
    * Charges one fd for `op` on `what`; throws SysError(EMFILE) when the
@@ -170,9 +186,11 @@ export class FdAccount {
         this.budget.refusedLine(this, r, op, what);
       }
       this.refused++;
-      throw new SysError(Errno.EMFILE, op, r === 'session'
-        ? `${what}: ${this.label} holds ${this.held} open files (its budget)`
-        : `${what}: the open-file pool is exhausted`);
+      throw new SysError(
+        Errno.EMFILE,
+        op,
+        r === 'session' ? `${what}: ${this.label} holds ${this.held} open files (its budget)` : `${what}: the open-file pool is exhausted`,
+      );
     }
     this.held++;
     // Refused for the pool, not for itself: it ends when room is back.
@@ -191,7 +209,7 @@ export class FdAccount {
     this.held--;
     // The episode ends once the session is well below where it was refused
     // (hysteresis: a client hovering at the limit gets no line per request).
-    if (this.refusedAt >= 0 && this.refusedFor === 'session' && this.held <= Math.floor(this.refusedAt * 3 / 4)) this.endEpisode();
+    if (this.refusedAt >= 0 && this.refusedFor === 'session' && this.held <= Math.floor((this.refusedAt * 3) / 4)) this.endEpisode();
   }
 
   /** Charges one fd around `open`; the handle gives it back when its fd closes. */

@@ -14,7 +14,11 @@ export class OpenFile {
   /** the speed class of its filesystem: what the engine may run inline */
   speed: FsSpeed = 'remote';
 
-  constructor(readonly inode: Inode, readonly fd: number, readonly flags: number) {
+  constructor(
+    readonly inode: Inode,
+    readonly fd: number,
+    readonly flags: number,
+  ) {
     inode.openCount++;
   }
 

@@ -9,8 +9,21 @@
 // virtiofsd's --inode-file-handles does. That needs CAP_DAC_READ_SEARCH;
 // without it (an unprivileged daemon) entries keep their fds.
 import {
-  Errno, O_DIRECTORY, O_NOFOLLOW, O_PATH, O_RDONLY, S_IFDIR, SysError, close, fstat, nameToHandle, openByHandle, reopen as reopenFd,
-  type FileHandle, type Stat, S_IFMT,
+  Errno,
+  O_DIRECTORY,
+  O_NOFOLLOW,
+  O_PATH,
+  O_RDONLY,
+  S_IFDIR,
+  SysError,
+  close,
+  fstat,
+  nameToHandle,
+  openByHandle,
+  reopen as reopenFd,
+  type FileHandle,
+  type Stat,
+  S_IFMT,
 } from '../sys/index.js';
 import type { InoMap } from './ino-map.js';
 

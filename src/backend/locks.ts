@@ -22,7 +22,19 @@
 // doubling to 100 ms); the caller's AbortSignal (FUSE INTERRUPT, a session
 // ending) and the handle closing end the wait.
 import {
-  Errno, SysError, close, F_RDLCK, F_UNLCK, F_WRLCK, O_RDONLY, O_RDWR, flockNb, ofdGetLock, ofdSetLock, reopen, type LockRange,
+  Errno,
+  SysError,
+  close,
+  F_RDLCK,
+  F_UNLCK,
+  F_WRLCK,
+  O_RDONLY,
+  O_RDWR,
+  flockNb,
+  ofdGetLock,
+  ofdSetLock,
+  reopen,
+  type LockRange,
 } from '../sys/index.js';
 import type { OpenFile } from './files.js';
 

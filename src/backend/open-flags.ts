@@ -2,8 +2,19 @@
 // truncation are decided by the operation, O_NOFOLLOW is always forced, and
 // flags that make no sense for a server-held fd are dropped (as QEMU does).
 import {
-  O_ACCMODE, O_APPEND, O_CREAT, O_DIRECT, O_DIRECTORY, O_DSYNC, O_EXCL, O_LARGEFILE, O_NOATIME,
-  O_NOFOLLOW, O_NONBLOCK, O_SYNC, O_TRUNC,
+  O_ACCMODE,
+  O_APPEND,
+  O_CREAT,
+  O_DIRECT,
+  O_DIRECTORY,
+  O_DSYNC,
+  O_EXCL,
+  O_LARGEFILE,
+  O_NOATIME,
+  O_NOFOLLOW,
+  O_NONBLOCK,
+  O_SYNC,
+  O_TRUNC,
 } from '../sys/index.js';
 
 const PASSED = O_ACCMODE | O_APPEND | O_TRUNC | O_DSYNC | O_SYNC | O_DIRECTORY | O_NOATIME | O_NONBLOCK | O_LARGEFILE;

@@ -22,7 +22,11 @@ export interface GuestCell {
 }
 
 /** Turns one cell file (and fio's output beside it, read through `readSibling`) into a CellResult. */
-export function cellFromGuest(g: GuestCell, job: GuestJobDef | undefined, readSibling: (name: string) => string | undefined): CellResult & { fioVersion?: string } {
+export function cellFromGuest(
+  g: GuestCell,
+  job: GuestJobDef | undefined,
+  readSibling: (name: string) => string | undefined,
+): CellResult & { fioVersion?: string } {
   const cell: CellResult & { fioVersion?: string } = { server: g.server, job: g.job, rep: g.rep, ok: false, metrics: {}, wallSecs: g.wallSecs };
   if (g.notes.length) cell.notes = [...g.notes];
   if (g.error) {
@@ -65,6 +69,14 @@ export function cellFromGuest(g: GuestCell, job: GuestJobDef | undefined, readSi
 
 /** The guest's text about a failed mount, without the kernel log lines init prints after it. */
 export function mountMessage(text: string): string {
-  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l && !/^\[\s*\d+\.\d+\]/.test(l));
-  return (lines.join(' ').replace(/\s*dmesg\(1\) may have more information after failed mount system call\.?/, '').slice(0, 300)) || 'no message';
+  const lines = text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !/^\[\s*\d+\.\d+\]/.test(l));
+  return (
+    lines
+      .join(' ')
+      .replace(/\s*dmesg\(1\) may have more information after failed mount system call\.?/, '')
+      .slice(0, 300) || 'no message'
+  );
 }

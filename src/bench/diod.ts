@@ -43,8 +43,14 @@ export async function waitListening(opts: net.NetConnectOpts, ms = 10_000, proc?
   for (;;) {
     const ok = await new Promise<boolean>((res) => {
       const s = net.connect(opts);
-      s.once('connect', () => { s.destroy(); res(true); });
-      s.once('error', () => { s.destroy(); res(false); });
+      s.once('connect', () => {
+        s.destroy();
+        res(true);
+      });
+      s.once('error', () => {
+        s.destroy();
+        res(false);
+      });
     });
     if (ok) return;
     if (proc && proc.exitCode !== null) throw new Error(`server exited with ${proc.exitCode} before listening`);
@@ -84,12 +90,26 @@ export async function startDiod(exportDir: string, o: DiodOptions = {}): Promise
   for (let attempt = 0; ; attempt++) {
     const port = o.socketPath ? undefined : await freePort();
     const listen = o.socketPath ?? `127.0.0.1:${port}`;
-    const args = ['-f', '-n', '-N', '-L', 'stderr', '-e', exportDir, '-l', listen,
-      ...(o.threads ? ['-w', String(o.threads)] : []), ...(o.args ?? [])];
+    const args = [
+      '-f',
+      '-n',
+      '-N',
+      '-L',
+      'stderr',
+      '-e',
+      exportDir,
+      '-l',
+      listen,
+      ...(o.threads ? ['-w', String(o.threads)] : []),
+      ...(o.args ?? []),
+    ];
     // cwd beside the export (a temp folder): diod 1.0.24 sometimes dumps core when stopped, and a core must not land in the checkout.
     const proc = spawn(bin, args, { stdio: ['ignore', 'ignore', 'pipe'], cwd: dirname(exportDir) });
     let log = '';
-    proc.stderr!.on('data', (d: Buffer) => { log += d.toString(); if (log.length > 1 << 20) log = log.slice(-(1 << 19)); });
+    proc.stderr!.on('data', (d: Buffer) => {
+      log += d.toString();
+      if (log.length > 1 << 20) log = log.slice(-(1 << 19));
+    });
     const exited = new Promise<void>((r) => proc.once('exit', () => r()));
     try {
       await waitListening(o.socketPath ? { path: o.socketPath } : { host: '127.0.0.1', port: port! }, 10_000, proc);
@@ -113,7 +133,10 @@ export async function startDiod(exportDir: string, o: DiodOptions = {}): Promise
         }
       },
     };
-    if (port !== undefined) { srv.host = '127.0.0.1'; srv.port = port; } else srv.socketPath = o.socketPath!;
+    if (port !== undefined) {
+      srv.host = '127.0.0.1';
+      srv.port = port;
+    } else srv.socketPath = o.socketPath!;
     return srv;
   }
 }

@@ -32,10 +32,13 @@ export interface LabStampInfo {
 
 /** The lab root's stamp, or a BenchError naming the fix. */
 export function requireLab(tools: { path: string; what: string }[] = []): LabStampInfo {
-  if (process.getuid?.() !== 0) throw new BenchError('duofs bench boots lab guests and starts servers as root: run it as root (sudo npm run bench ...)');
+  if (process.getuid?.() !== 0)
+    throw new BenchError('duofs bench boots lab guests and starts servers as root: run it as root (sudo npm run bench ...)');
   const stampPath = join(labDir, 'stamp.json');
   if (!existsSync(stampPath) || !existsSync(labRoot)) {
-    throw new BenchError(`no lab root at ${labRoot} (QEMU, virtiofsd, diod, fio and a guest kernel live there): run \`${LAB_FIX}\` first (about a minute, ~600 MB)`);
+    throw new BenchError(
+      `no lab root at ${labRoot} (QEMU, virtiofsd, diod, fio and a guest kernel live there): run \`${LAB_FIX}\` first (about a minute, ~600 MB)`,
+    );
   }
   const stamp = JSON.parse(readFileSync(stampPath, 'utf8')) as LabStampInfo;
   for (const t of tools) {
@@ -57,8 +60,10 @@ let hooked = false;
 export async function importLabModule<T>(name: 'guest' | 'lab' | 'daemons'): Promise<T> {
   const loader = join(repoRoot, 'test', 'lab', 'ts-loader.mjs');
   const src = join(repoRoot, 'test', 'lab', `${name}.ts`);
-  if (!existsSync(loader) || !existsSync(src)) throw new BenchError(`the lab harness is missing (${src}); duofs bench runs from a checkout of the repository`);
-  if (!existsSync(join(repoRoot, 'node_modules', '@swc', 'core'))) throw new BenchError('@swc/core is missing (the lab harness runs through it): run `npm install`');
+  if (!existsSync(loader) || !existsSync(src))
+    throw new BenchError(`the lab harness is missing (${src}); duofs bench runs from a checkout of the repository`);
+  if (!existsSync(join(repoRoot, 'node_modules', '@swc', 'core')))
+    throw new BenchError('@swc/core is missing (the lab harness runs through it): run `npm install`');
   if (!hooked) {
     register(pathToFileURL(loader).href);
     hooked = true;
@@ -157,6 +162,13 @@ export class MachineWatch {
     this.sample();
     const loadEnd = os.loadavg()[0]!;
     const otherEnd = Math.max(0, qemuProcesses() - this.ours);
-    return { loadStart: this.loadStart, loadEnd, loadMax: Math.max(this.loadMax, loadEnd), otherGuestsStart: this.otherStart, otherGuestsEnd: otherEnd, otherGuestsMax: Math.max(this.otherMax, otherEnd) };
+    return {
+      loadStart: this.loadStart,
+      loadEnd,
+      loadMax: Math.max(this.loadMax, loadEnd),
+      otherGuestsStart: this.otherStart,
+      otherGuestsEnd: otherEnd,
+      otherGuestsMax: Math.max(this.otherMax, otherEnd),
+    };
   }
 }

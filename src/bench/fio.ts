@@ -79,7 +79,13 @@ export function extractJson(text: string): { json: string; notes: string[] } {
     }
   }
   if (end < 0) throw new FioParseError('fio output: the JSON document is truncated (fio killed?)');
-  return { json: lines.slice(start, end + 1).join('\n'), notes: lines.slice(0, start).map((l) => l.trim()).filter(Boolean) };
+  return {
+    json: lines.slice(start, end + 1).join('\n'),
+    notes: lines
+      .slice(0, start)
+      .map((l) => l.trim())
+      .filter(Boolean),
+  };
 }
 
 /**

@@ -7,7 +7,20 @@
 // written, parses fio's JSON itself, and can tell the guest that a server it
 // started has died (bench-out/dead/<server>).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, copyFileSync, existsSync, linkSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  copyFileSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { LabDaemon, LabDaemonsModule, LabGuestModule, LabGuestRun, LabModule, LabMountSpec } from './lab-api.js';
 import { BenchError, MachineWatch, importLabModule, labDir, labRoot, machineBasics, repoRoot, requireLab } from './env.js';
@@ -93,7 +106,9 @@ function duofsVersion(): string {
   let v = 'unknown';
   try {
     v = (JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')) as { version: string }).version;
-  } catch { /* no package.json */ }
+  } catch {
+    /* no package.json */
+  }
   const rev = spawnSync('git', ['-C', repoRoot, 'describe', '--always', '--dirty'], { encoding: 'utf8' });
   return rev.status === 0 ? `${v} (${rev.stdout.trim()})` : v;
 }
@@ -122,7 +137,8 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
     { path: 'usr/bin/python3', what: 'python3' },
     { path: 'usr/bin/socat', what: 'socat' },
   ]);
-  if (!existsSync(join(repoRoot, 'dist', 'src', 'cli.js'))) throw new BenchError('duofs is not built (dist/src/cli.js missing): run `npm run build` (npm run bench builds first)');
+  if (!existsSync(join(repoRoot, 'dist', 'src', 'cli.js')))
+    throw new BenchError('duofs is not built (dist/src/cli.js missing): run `npm run build` (npm run bench builds first)');
   const servers: ServerDef[] = s.servers.map((n) => {
     const d = GUEST_SERVERS.find((x) => x.name === n);
     if (!d) throw new BenchError(`unknown server ${n}; known: ${GUEST_SERVERS.map((x) => x.name).join(', ')}`);
@@ -212,12 +228,19 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
     const plan = {
       servers: servers.map((x) => ({ name: x.name, protocol: x.protocol, mount: `/mnt/${x.name}`, workdir: `${benchDirName}/${x.name}` })),
       jobs: jobs.map((j) => ({
-        name: j.name, kind: j.kind, timeoutSec: jobTimeoutSec(j, s),
-        ...(j.fio ? {
-          file: j.fio.file, args: fioArgs(j, fioSettings),
-          // 9p gets its requests in flight from several jobs (see GuestJobDef.fio.qd)
-          ...(j.fio.qd !== undefined ? { argsByProtocol: { virtiofs: fioArgs(j, fioSettings, 'virtiofs'), '9p': fioArgs(j, fioSettings, '9p') } } : {}),
-        } : {}),
+        name: j.name,
+        kind: j.kind,
+        timeoutSec: jobTimeoutSec(j, s),
+        ...(j.fio
+          ? {
+              file: j.fio.file,
+              args: fioArgs(j, fioSettings),
+              // 9p gets its requests in flight from several jobs (see GuestJobDef.fio.qd)
+              ...(j.fio.qd !== undefined
+                ? { argsByProtocol: { virtiofs: fioArgs(j, fioSettings, 'virtiofs'), '9p': fioArgs(j, fioSettings, '9p') } }
+                : {}),
+            }
+          : {}),
       })),
       repeat: s.repeat,
       sizeMiB: s.sizeMiB,
@@ -257,8 +280,16 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
         case 'virtiofsd':
         case 'virtiofsd-t16':
           mount = {
-            kind: 'virtiofsd', name: srv.name, dir: tree,
-            args: ['--sandbox=chroot', '--log-level=warn', '--rlimit-nofile=20000', ...(s.xattr ? ['--xattr'] : []), ...(srv.name === 'virtiofsd-t16' ? ['--thread-pool-size=16'] : [])],
+            kind: 'virtiofsd',
+            name: srv.name,
+            dir: tree,
+            args: [
+              '--sandbox=chroot',
+              '--log-level=warn',
+              '--rlimit-nofile=20000',
+              ...(s.xattr ? ['--xattr'] : []),
+              ...(srv.name === 'virtiofsd-t16' ? ['--thread-pool-size=16'] : []),
+            ],
           };
           break;
         case 'qemu-9p':
@@ -277,9 +308,21 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
         progress.status(`starting ${srv.name}`);
         try {
           const d = await daemons.startHostDaemon({
-            name: srv.name, command: process.execPath,
+            name: srv.name,
+            command: process.execPath,
             // A profile is written at exit to a host path, which a sandboxed server no longer sees.
-            args: [...nodeArgs, duofsBin, 'serve', '--shared-dir', tree, '--log-level', 'warn', ...front, ...(s.cpuProf ? ['--sandbox', 'none'] : []), ...s.duofsArgs],
+            args: [
+              ...nodeArgs,
+              duofsBin,
+              'serve',
+              '--shared-dir',
+              tree,
+              '--log-level',
+              'warn',
+              ...front,
+              ...(s.cpuProf ? ['--sandbox', 'none'] : []),
+              ...s.duofsArgs,
+            ],
             waitFor: [sock],
           });
           const h: DuofsHandle = { server: srv.name, daemon: d };
@@ -292,7 +335,9 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
             deadServers.set(srv.name, why);
             try {
               writeFileSync(join(benchOut, 'dead', srv.name), why);
-            } catch { /* the work folder is gone */ }
+            } catch {
+              /* the work folder is gone */
+            }
             progress.line(`!! ${why}`);
           });
         } catch (e) {
@@ -310,8 +355,10 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
     const estimate = 60 + servers.length * (10 + s.sizeMiB / 20) + s.repeat * servers.length * jobs.reduce((n, j) => n + jobEstimateSec(j, s), 0);
     const timeoutSec = s.timeoutSec ?? Math.max(900, Math.ceil(3 * estimate));
     const total = s.repeat * jobs.length * servers.length;
-    progress.line(`duofs bench: ${servers.length} servers x ${jobs.length} jobs x ${s.repeat} repetitions = ${total} cells on ${tree}; ` +
-      `about ${fmtDuration(estimate)} (limit ${fmtDuration(timeoutSec)}); results in ${s.outDir}`);
+    progress.line(
+      `duofs bench: ${servers.length} servers x ${jobs.length} jobs x ${s.repeat} repetitions = ${total} cells on ${tree}; ` +
+        `about ${fmtDuration(estimate)} (limit ${fmtDuration(timeoutSec)}); results in ${s.outDir}`,
+    );
 
     // Progress from the guest console.
     let cellsDone = 0;
@@ -325,13 +372,17 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
     const readCell = (id: string): (CellResult & { fioVersion?: string }) | undefined => {
       try {
         const g = JSON.parse(readFileSync(join(benchOut, 'cells', `${id}.json`), 'utf8')) as GuestCell;
-        return cellFromGuest(g, jobs.find((j) => j.name === g.job), (name) => {
-          try {
-            return readFileSync(join(benchOut, 'cells', name), 'utf8');
-          } catch {
-            return undefined;
-          }
-        });
+        return cellFromGuest(
+          g,
+          jobs.find((j) => j.name === g.job),
+          (name) => {
+            try {
+              return readFileSync(join(benchOut, 'cells', name), 'utf8');
+            } catch {
+              return undefined;
+            }
+          },
+        );
       } catch {
         return undefined;
       }
@@ -359,9 +410,20 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
           cellSecs += Number(secs ?? 0);
           const c = readCell(`r${rep}-${job}-${server}`);
           const jd = jobs.find((j) => j.name === job);
-          const shown = c?.ok && jd ? jd.metrics.filter((x) => x.shown).map((x) => `${fmtValue(c.metrics[x.key] ?? NaN)} ${x.key === x.unit ? '' : x.label === x.unit ? '' : x.label + ' '}${x.unit}`).join(', ') : '';
-          progress.line(what === 'skip' ? `${label}: skipped (${(c?.error ?? 'server failed').slice(0, 120)})`
-            : c?.ok ? `${label}: ${shown} (${Number(secs).toFixed(1)} s)` : `${label}: FAILED ${(c?.error ?? `rc ${m[7]}`).slice(0, 200)}`);
+          const shown =
+            c?.ok && jd
+              ? jd.metrics
+                  .filter((x) => x.shown)
+                  .map((x) => `${fmtValue(c.metrics[x.key] ?? NaN)} ${x.key === x.unit ? '' : x.label === x.unit ? '' : x.label + ' '}${x.unit}`)
+                  .join(', ')
+              : '';
+          progress.line(
+            what === 'skip'
+              ? `${label}: skipped (${(c?.error ?? 'server failed').slice(0, 120)})`
+              : c?.ok
+                ? `${label}: ${shown} (${Number(secs).toFixed(1)} s)`
+                : `${label}: FAILED ${(c?.error ?? `rc ${m[7]}`).slice(0, 200)}`,
+          );
         }
       }
       refresh();
@@ -371,9 +433,17 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
     let run: LabGuestRun | undefined;
     try {
       run = await guestMod.runGuest({
-        label: 'bench', workDir: work, mounts, scenario: 'bench-run.py', scenarioOn: ['bench-out'],
-        timeoutMs: timeoutSec * 1000, allowMountFailure: true, memoryMiB: s.memMiB, cpus: s.cpus,
-        keepWorkDir: s.keep, onConsole: (t) => splitter.push(t),
+        label: 'bench',
+        workDir: work,
+        mounts,
+        scenario: 'bench-run.py',
+        scenarioOn: ['bench-out'],
+        timeoutMs: timeoutSec * 1000,
+        allowMountFailure: true,
+        memoryMiB: s.memMiB,
+        cpus: s.cpus,
+        keepWorkDir: s.keep,
+        onConsole: (t) => splitter.push(t),
       });
       for (const [name, text] of Object.entries(run.mountFailures)) mountErrors.set(name, `mount failed: ${mountMessage(text)}`);
       const sec = run.sections.find((x) => x.mount === 'bench-out');
@@ -426,7 +496,14 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
           if (!rest.ok && mountErrors.has(srv.name)) rest.error = mountErrors.get(srv.name)!;
           out.push(rest);
         } else {
-          out.push({ server: srv.name, job: j.name, rep, ok: false, metrics: {}, error: mountErrors.get(srv.name) ?? deadServers.get(srv.name) ?? `not run${guestError ? ` (${guestError.slice(0, 200)})` : ''}` });
+          out.push({
+            server: srv.name,
+            job: j.name,
+            rep,
+            ok: false,
+            metrics: {},
+            error: mountErrors.get(srv.name) ?? deadServers.get(srv.name) ?? `not run${guestError ? ` (${guestError.slice(0, 200)})` : ''}`,
+          });
         }
       }
     }
@@ -435,19 +512,29 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
   notes.push(
     `Guest: QEMU TCG (software emulation), ${s.cpus} vCPU, ${s.memMiB} MiB, kernel ${stamp.kernelVersion}; every server mounts the same host tree (${ownTree ? 'a fresh folder under .lab/work' : tree}), each works in its own folder ${benchDirName}/<server>.`,
     `Guest caches dropped (sync; echo 3 > /proc/sys/vm/drop_caches) before every cell and between the metadata phases. The host page cache is not dropped: each server's data file is written through that server before its first read, so reads are served from the host page cache for every server alike (the run measures protocols and servers, not the host disk).`,
-    s.direct ? `fio runs with --direct=1 where the mount accepts O_DIRECT: the guest page cache stays out of the figures, 9p (no cache) and virtiofs (cache=auto) are treated alike, and libaio really keeps ${s.iodepth} requests in flight (without O_DIRECT, io_submit on these file systems completes each request before returning).`
+    s.direct
+      ? `fio runs with --direct=1 where the mount accepts O_DIRECT: the guest page cache stays out of the figures, 9p (no cache) and virtiofs (cache=auto) are treated alike, and libaio really keeps ${s.iodepth} requests in flight (without O_DIRECT, io_submit on these file systems completes each request before returning).`
       : 'fio runs buffered (--no-direct): figures include the guest page cache and readahead; libaio degrades to synchronous I/O.',
     `Each cell is time based (${s.runtimeSec} s of fio per cell); the order of the servers rotates between jobs and repetitions. Metadata job: ${s.files} empty files in one directory (create, stat, readdir listings, unlink), from Python. Untar: ${tarball ? `${tarball.files} entries, ${(tarball.bytes / 1e6).toFixed(1)} MB (${tarball.source})` : 'not run'}, extracted from guest memory.`,
   );
   if (slow) {
-    notes.push(`Slow storage (--slow-storage ${s.slowMs}): every server exports a FUSE mount of the real folder served by a second duofs (serve --fuse-mount --debug-io-latency-ms ${s.slowMs} --cache never), so every read, write and fsync a server issues starts ${s.slowMs} ms late, for all servers alike (the data files are written by the host on the real folder, not through the servers); --cache never makes the mount's I/O direct (no host page cache), one server read is one slow read. Jobs with a queue depth use libaio at that iodepth on virtio-fs and psync with that many fio jobs on 9p.`);
+    notes.push(
+      `Slow storage (--slow-storage ${s.slowMs}): every server exports a FUSE mount of the real folder served by a second duofs (serve --fuse-mount --debug-io-latency-ms ${s.slowMs} --cache never), so every read, write and fsync a server issues starts ${s.slowMs} ms late, for all servers alike (the data files are written by the host on the real folder, not through the servers); --cache never makes the mount's I/O direct (no host page cache), one server read is one slow read. Jobs with a queue depth use libaio at that iodepth on virtio-fs and psync with that many fio jobs on 9p.`,
+    );
   }
-  if (s.servers.includes('diod')) notes.push('diod: reached over the 9P stream relay like duofs-9p-stream; the lab has seen it refuse the guest kernel\'s attach ("user lookup: Operation not permitted"), see docs/lab.md.');
+  if (s.servers.includes('diod'))
+    notes.push(
+      'diod: reached over the 9P stream relay like duofs-9p-stream; the lab has seen it refuse the guest kernel\'s attach ("user lookup: Operation not permitted"), see docs/lab.md.',
+    );
   const serverStatus = servers.map((d) => {
     const mine = out.filter((c) => c.server === d.name);
     const ok = mine.filter((c) => c.ok).length;
     const error = mountErrors.get(d.name) ?? deadServers.get(d.name) ?? mine.find((c) => !c.ok)?.error;
-    return { ...d, status: ok === mine.length ? 'ok' as const : ok === 0 ? 'failed' as const : 'partial' as const, ...(ok === mine.length || !error ? {} : { error }) };
+    return {
+      ...d,
+      status: ok === mine.length ? ('ok' as const) : ok === 0 ? ('failed' as const) : ('partial' as const),
+      ...(ok === mine.length || !error ? {} : { error }),
+    };
   });
   const result: BenchResult = {
     format: RESULT_FORMAT,
@@ -466,8 +553,17 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
     },
     settings: {
       ...(s.slowMs !== undefined ? { slowStorageMs: s.slowMs } : {}),
-      size: `${s.sizeMiB}M`, runtime: s.runtimeSec, repeat: s.repeat, iodepth: s.iodepth, direct: s.direct, files: s.files,
-      xattr: s.xattr, vcpus: s.cpus, memMiB: s.memMiB, msize: 512000, tree: ownTree ? '(fresh folder)' : tree,
+      size: `${s.sizeMiB}M`,
+      runtime: s.runtimeSec,
+      repeat: s.repeat,
+      iodepth: s.iodepth,
+      direct: s.direct,
+      files: s.files,
+      xattr: s.xattr,
+      vcpus: s.cpus,
+      memMiB: s.memMiB,
+      msize: 512000,
+      tree: ownTree ? '(fresh folder)' : tree,
       ...(s.duofsArgs.length ? { duofsArgs: s.duofsArgs.join(' ') } : {}),
     },
     servers: slow ? slowReferences(serverStatus) : serverStatus,
@@ -480,14 +576,15 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
 
 let stopping = false;
 
-
 /** SIGTERM, and time to write a CPU profile, before the harness's SIGKILL. */
 async function stopGracefully(d: LabDaemon, lab: LabModule): Promise<void> {
   const p = d.process;
   if (p.exitCode === null && p.signalCode === null && p.pid !== undefined) {
     try {
       process.kill(p.pid, 'SIGTERM');
-    } catch { /* gone */ }
+    } catch {
+      /* gone */
+    }
     await Promise.race([lab.exited(p), new Promise((r) => setTimeout(r, 60_000).unref())]);
   }
   await d.stop();

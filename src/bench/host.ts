@@ -143,7 +143,9 @@ async function fuseTarget(server: string, socketPath: string, pid: () => number 
       try {
         if (leaf !== undefined && lookups > 0n) await c.forget(leaf, lookups);
         for (const fh of [fhSmall, fhBig, fhW]) await c.release(fh);
-      } catch { /* closing anyway */ }
+      } catch {
+        /* closing anyway */
+      }
       fe.close();
     },
   };
@@ -260,7 +262,9 @@ function track(child: ChildProcess): void {
       for (const c of children) {
         try {
           c.kill('SIGKILL');
-        } catch { /* gone */ }
+        } catch {
+          /* gone */
+        }
       }
     });
   }
@@ -280,7 +284,9 @@ async function startProc(what: string, command: string, args: string[], sockets:
   while (!sockets.every((s) => existsSync(s))) {
     if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
-      throw new BenchError(`${what} did not start (${child.exitCode ?? child.signalCode ?? 'no socket within 20 s'}):\n$ ${command} ${args.join(' ')}\n${out.slice(-2000)}`);
+      throw new BenchError(
+        `${what} did not start (${child.exitCode ?? child.signalCode ?? 'no socket within 20 s'}):\n$ ${command} ${args.join(' ')}\n${out.slice(-2000)}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 25));
   }
@@ -324,12 +330,14 @@ async function measure(t: Target, load: string, seconds: number, concurrency: nu
   const deadline = performance.now() + seconds * 1000;
   let ops = 0;
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: concurrency }, async (_, w) => {
-    for (let i = 0; performance.now() < deadline; i++) {
-      await t.op(load, w, i);
-      ops++;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, w) => {
+      for (let i = 0; performance.now() < deadline; i++) {
+        await t.op(load, w, i);
+        ops++;
+      }
+    }),
+  );
   const secs = (performance.now() - t0) / 1000;
   const cpu1 = pid !== undefined ? cpuSeconds(pid) : undefined;
   return { ops: ops / secs, cpuUsPerOp: cpu0 !== undefined && cpu1 !== undefined && ops > 0 ? ((cpu1 - cpu0) * 1e6) / ops : undefined };
@@ -382,14 +390,20 @@ export async function headOfLine(load: Target, probe: Target, seconds: number, s
   await Promise.all(workers);
   if (failure !== undefined) throw new Error(`the slow reads failed: ${(failure as Error).message}`);
   const m = {
-    p50Idle: quantile(idle, 0.5), p99Idle: quantile(idle, 0.99),
-    p50Loaded: quantile(loaded, 0.5), p99Loaded: quantile(loaded, 0.99),
-    loadIops: (r1 - r0) / secs, probesLoaded: loaded.length / secs,
+    p50Idle: quantile(idle, 0.5),
+    p99Idle: quantile(idle, 0.99),
+    p50Loaded: quantile(loaded, 0.5),
+    p99Loaded: quantile(loaded, 0.99),
+    loadIops: (r1 - r0) / secs,
+    probesLoaded: loaded.length / secs,
   };
   return { ...m, p50Ratio: m.p50Loaded / m.p50Idle, p99Ratio: m.p99Loaded / m.p99Idle };
 }
 
-export async function runHostBench(s: HostSettings, progress: Progress): Promise<{ result: BenchResult; profiles: { server: string; file: string }[] }> {
+export async function runHostBench(
+  s: HostSettings,
+  progress: Progress,
+): Promise<{ result: BenchResult; profiles: { server: string; file: string }[] }> {
   const servers: ServerDef[] = s.servers.map((n) => HOST_SERVERS.find((x) => x.name === n)!);
   const loads = [...HOL_LOADS, ...HOST_LOADS].filter((l) => s.jobs.includes(l.name));
   const slow = s.slowMs !== undefined;
@@ -421,7 +435,10 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
   const profFile = join(profDir, 'duofs-host.cpuprofile');
   try {
     mkdirSync(benchTree, { recursive: true });
-    makeTree(benchTree, servers.map((x) => x.name));
+    makeTree(
+      benchTree,
+      servers.map((x) => x.name),
+    );
     if (slow) {
       mkdirSync(exportTree);
       progress.status(`mounting the slow storage (${s.slowMs} ms per read and write)`);
@@ -439,15 +456,28 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
       if (s.cpuProf) mkdirSync(profDir, { recursive: true });
       const front: string[] = [];
       const fronts = bothFronts ? ['duofs-virtiofs', 'duofs-9p'] : wantDuofs.map((x) => x.name);
-      if (fronts.includes('duofs-virtiofs')) front.push('--virtiofs-socket', sock('duofs-virtiofs'), '--tag', 'bench', ...(s.xattr ? ['--xattr'] : []));
+      if (fronts.includes('duofs-virtiofs'))
+        front.push('--virtiofs-socket', sock('duofs-virtiofs'), '--tag', 'bench', ...(s.xattr ? ['--xattr'] : []));
       if (fronts.includes('duofs-9p')) front.push('--9p-socket', sock('duofs-9p'));
       progress.status('starting duofs');
-      duofsProc = await startProc('duofs', process.execPath, [
-        ...(s.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, '--cpu-prof-name=duofs-host.cpuprofile'] : []),
-        join(repoRoot, 'bin', 'duofs.js'), 'serve', '--shared-dir', exportTree, '--log-level', 'warn', ...front,
-        // A profile is written at exit to a host path, which a sandboxed server no longer sees.
-        ...(s.cpuProf ? ['--sandbox', 'none'] : []), ...s.duofsArgs,
-      ], fronts.map((x) => sock(x)));
+      duofsProc = await startProc(
+        'duofs',
+        process.execPath,
+        [
+          ...(s.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, '--cpu-prof-name=duofs-host.cpuprofile'] : []),
+          join(repoRoot, 'bin', 'duofs.js'),
+          'serve',
+          '--shared-dir',
+          exportTree,
+          '--log-level',
+          'warn',
+          ...front,
+          // A profile is written at exit to a host path, which a sandboxed server no longer sees.
+          ...(s.cpuProf ? ['--sandbox', 'none'] : []),
+          ...s.duofsArgs,
+        ],
+        fronts.map((x) => sock(x)),
+      );
       procs.push(duofsProc);
     }
     const vfsds = new Map<string, Proc>();
@@ -455,9 +485,22 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
       if (!servers.some((x) => x.name === name)) continue;
       const loader = join(labRoot, 'lib64', 'ld-linux-x86-64.so.2');
       progress.status(`starting ${name}`);
-      const p = await startProc(name, loader, ['--library-path', join(labRoot, 'usr/lib/x86_64-linux-gnu'), join(labRoot, 'usr/libexec/virtiofsd'),
-        `--socket-path=${sock(name)}`, `--shared-dir=${exportTree}`, '--sandbox=none', '--log-level=warn', ...(s.xattr ? ['--xattr'] : []),
-        ...(name === 'virtiofsd-t16' ? ['--thread-pool-size=16'] : [])], [sock(name)]);
+      const p = await startProc(
+        name,
+        loader,
+        [
+          '--library-path',
+          join(labRoot, 'usr/lib/x86_64-linux-gnu'),
+          join(labRoot, 'usr/libexec/virtiofsd'),
+          `--socket-path=${sock(name)}`,
+          `--shared-dir=${exportTree}`,
+          '--sandbox=none',
+          '--log-level=warn',
+          ...(s.xattr ? ['--xattr'] : []),
+          ...(name === 'virtiofsd-t16' ? ['--thread-pool-size=16'] : []),
+        ],
+        [sock(name)],
+      );
       procs.push(p);
       vfsds.set(name, p);
       versions.virtiofsd = stamp!.virtiofsdVersion.replace(/^virtiofsd /, '');
@@ -471,11 +514,13 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
       }
       versions.diod = diodVersion();
     }
-    const pidOf = (name: string) => (): number | undefined => (name.startsWith('duofs-') ? duofsProc?.child.pid : name === 'diod' ? diod?.proc.pid : vfsds.get(name)?.child.pid);
+    const pidOf = (name: string) => (): number | undefined =>
+      name.startsWith('duofs-') ? duofsProc?.child.pid : name === 'diod' ? diod?.proc.pid : vfsds.get(name)?.child.pid;
     // 9P sessions are per connection; FUSE has one frontend per server (a second client shares its queue, as guest processes do).
-    const connectTo = (name: string): Promise<Target> => (name === 'duofs-9p' || name === 'diod'
-      ? ninepTarget(name, sock(name), pidOf(name), exportTree)
-      : fuseTarget(name, sock(name), pidOf(name), exportTree));
+    const connectTo = (name: string): Promise<Target> =>
+      name === 'duofs-9p' || name === 'diod'
+        ? ninepTarget(name, sock(name), pidOf(name), exportTree)
+        : fuseTarget(name, sock(name), pidOf(name), exportTree);
     /** The reads' client and the getattrs' client of a head-of-line pair, or undefined when the pair does not apply. */
     const holPair = async (load: string, t: Target): Promise<{ reads: Target; probe: Target; how: string } | undefined> => {
       const proto = HOST_SERVERS.find((x) => x.name === t.server)!.protocol;
@@ -491,7 +536,11 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
       }
       if (!t.server.startsWith('duofs-')) return undefined;
       const other = proto === 'virtiofs' ? 'duofs-9p' : 'duofs-virtiofs';
-      return { reads: await reuse(other, other), probe: t, how: `reads through ${other === 'duofs-9p' ? '9P' : 'virtio-fs'}, getattrs through ${proto === '9p' ? '9P' : 'virtio-fs'}, one duofs process` };
+      return {
+        reads: await reuse(other, other),
+        probe: t,
+        how: `reads through ${other === 'duofs-9p' ? '9P' : 'virtio-fs'}, getattrs through ${proto === '9p' ? '9P' : 'virtio-fs'}, one duofs process`,
+      };
     };
     for (const srv of servers) {
       progress.status(`connecting to ${srv.name}`);
@@ -502,7 +551,9 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
         progress.line(`!! ${srv.name}: ${dead.get(srv.name)}`);
       }
     }
-    progress.line(`duofs bench --host: ${loads.length} loads x ${servers.length} servers x ${s.repeat} repetitions, ${s.seconds} s each, ${s.concurrency} requests in flight; tree ${benchTree}`);
+    progress.line(
+      `duofs bench --host: ${loads.length} loads x ${servers.length} servers x ${s.repeat} repetitions, ${s.seconds} s each, ${s.concurrency} requests in flight; tree ${benchTree}`,
+    );
     const t0 = Date.now();
     const total = loads.length * s.repeat * targets.length;
     let done = 0;
@@ -520,12 +571,16 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
             try {
               const pair = await holPair(load.name, t);
               if (!pair) continue; // one protocol only: no cross pair
-              progress.status(`[${done}/${total}] ${load.name} on ${t.server}, rep ${rep + 1}/${s.repeat} (${fmtDuration((Date.now() - t0) / 1000)})`);
+              progress.status(
+                `[${done}/${total}] ${load.name} on ${t.server}, rep ${rep + 1}/${s.repeat} (${fmtDuration((Date.now() - t0) / 1000)})`,
+              );
               if (rep === 0) await probeLatencies(pair.probe, Math.min(0.5, s.seconds / 4)); // warm up
               const metrics = await headOfLine(pair.reads, pair.probe, s.seconds, s.slowMs!);
               cells.push({ server: t.server, job: load.name, rep, ok: true, metrics, wallSecs: 2 * s.seconds, notes: [pair.how] });
-              progress.line(`[${done}/${total}] ${load.name} on ${t.server} rep ${rep + 1}: getattr p50 ${fmtValue(metrics.p50Idle!)} -> ${fmtValue(metrics.p50Loaded!)} µs, ` +
-                `p99 ${fmtValue(metrics.p99Idle!)} -> ${fmtValue(metrics.p99Loaded!)} µs, ${fmtValue(metrics.loadIops!)} slow reads/s meanwhile`);
+              progress.line(
+                `[${done}/${total}] ${load.name} on ${t.server} rep ${rep + 1}: getattr p50 ${fmtValue(metrics.p50Idle!)} -> ${fmtValue(metrics.p50Loaded!)} µs, ` +
+                  `p99 ${fmtValue(metrics.p99Idle!)} -> ${fmtValue(metrics.p99Loaded!)} µs, ${fmtValue(metrics.loadIops!)} slow reads/s meanwhile`,
+              );
             } catch (e) {
               const err = `${(e as Error).message}`.slice(0, 300);
               cells.push({ server: t.server, job: load.name, rep, ok: false, metrics: {}, error: err });
@@ -561,7 +616,9 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
             const cell: CellResult = { server: t.server, job: load.name, rep, ok: true, metrics, wallSecs: s.seconds };
             if (load.name === 'create-unlink' && t.notes().length) cell.notes = t.notes();
             cells.push(cell);
-            progress.line(`[${done}/${total}] ${load.name} on ${t.server} rep ${rep + 1}: ${fmtValue(m.ops)} ops/s${metrics.mbps !== undefined ? `, ${fmtValue(metrics.mbps)} MB/s` : ''}${m.cpuUsPerOp !== undefined ? `, ${fmtValue(m.cpuUsPerOp)} µs CPU/op` : ''}`);
+            progress.line(
+              `[${done}/${total}] ${load.name} on ${t.server} rep ${rep + 1}: ${fmtValue(m.ops)} ops/s${metrics.mbps !== undefined ? `, ${fmtValue(metrics.mbps)} MB/s` : ''}${m.cpuUsPerOp !== undefined ? `, ${fmtValue(m.cpuUsPerOp)} µs CPU/op` : ''}`,
+            );
           } catch (e) {
             const err = `${(e as Error).message}`.slice(0, 300);
             cells.push({ server: t.server, job: load.name, rep, ok: false, metrics: {}, error: err });
@@ -574,7 +631,9 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
     }
     for (const srv of servers) {
       if (!targets.some((t) => t.server === srv.name)) {
-        for (const load of loads) for (let rep = 0; rep < s.repeat; rep++) cells.push({ server: srv.name, job: load.name, rep, ok: false, metrics: {}, error: dead.get(srv.name) ?? 'not run' });
+        for (const load of loads)
+          for (let rep = 0; rep < s.repeat; rep++)
+            cells.push({ server: srv.name, job: load.name, rep, ok: false, metrics: {}, error: dead.get(srv.name) ?? 'not run' });
       }
     }
   } finally {
@@ -587,8 +646,10 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
     if (s.sharedDir) spawnSync('rm', ['-rf', '--one-file-system', benchTree]);
   }
   if (slow) {
-    notes.push(`Slow storage (--slow-storage ${s.slowMs}): the servers export a FUSE mount of the tree served by a second duofs (serve --fuse-mount --debug-io-latency-ms ${s.slowMs} --cache never): every read, write and fsync a server issues starts ${s.slowMs} ms late, for every server alike, and nothing is cached by the host. ` +
-      'Head-of-line jobs: the getattr client runs alone for the measured time (unloaded), then again while another client keeps 16 reads of 4 KiB at spread offsets in flight (loaded); p50/p99 are of the individual getattr latencies, 9P getattr = walk + getattr + clunk of the file. virtiofsd-t16 is virtiofsd with --thread-pool-size=16; with slow storage the virtio-fs ratios are against it.');
+    notes.push(
+      `Slow storage (--slow-storage ${s.slowMs}): the servers export a FUSE mount of the tree served by a second duofs (serve --fuse-mount --debug-io-latency-ms ${s.slowMs} --cache never): every read, write and fsync a server issues starts ${s.slowMs} ms late, for every server alike, and nothing is cached by the host. ` +
+        'Head-of-line jobs: the getattr client runs alone for the measured time (unloaded), then again while another client keeps 16 reads of 4 KiB at spread offsets in flight (loaded); p50/p99 are of the individual getattr latencies, 9P getattr = walk + getattr + clunk of the file. virtiofsd-t16 is virtiofsd with --thread-pool-size=16; with slow storage the virtio-fs ratios are against it.',
+    );
   }
   if (s.cpuProf && existsSync(profFile)) profiles.push({ server: 'duofs (both front-ends)', file: profFile });
   notes.push(
@@ -606,13 +667,26 @@ export async function runHostBench(s: HostSettings, progress: Progress): Promise
     command: s.command,
     machine: { ...machineBasics(), ...machine },
     versions,
-    settings: { ...(slow ? { slowStorageMs: s.slowMs! } : {}), seconds: s.seconds, repeat: s.repeat, concurrency: s.concurrency, xattr: s.xattr, ...(s.duofsArgs.length ? { duofsArgs: s.duofsArgs.join(' ') } : {}) },
-    servers: (slow ? slowReferences : <T,>(x: T) => x)(servers.map((d) => {
-      const mine = cells.filter((c) => c.server === d.name);
-      const ok = mine.filter((c) => c.ok).length;
-      const error = dead.get(d.name) ?? mine.find((c) => !c.ok)?.error;
-      return { ...d, status: ok === mine.length ? 'ok' as const : ok === 0 ? 'failed' as const : 'partial' as const, ...(ok < mine.length && error ? { error } : {}) };
-    })),
+    settings: {
+      ...(slow ? { slowStorageMs: s.slowMs! } : {}),
+      seconds: s.seconds,
+      repeat: s.repeat,
+      concurrency: s.concurrency,
+      xattr: s.xattr,
+      ...(s.duofsArgs.length ? { duofsArgs: s.duofsArgs.join(' ') } : {}),
+    },
+    servers: (slow ? slowReferences : <T>(x: T) => x)(
+      servers.map((d) => {
+        const mine = cells.filter((c) => c.server === d.name);
+        const ok = mine.filter((c) => c.ok).length;
+        const error = dead.get(d.name) ?? mine.find((c) => !c.ok)?.error;
+        return {
+          ...d,
+          status: ok === mine.length ? ('ok' as const) : ok === 0 ? ('failed' as const) : ('partial' as const),
+          ...(ok < mine.length && error ? { error } : {}),
+        };
+      }),
+    ),
     jobs: loads.map((l) => ({ name: l.name, title: l.title, metrics: l.metrics })),
     cells,
     notes,

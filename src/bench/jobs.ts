@@ -29,7 +29,10 @@ export interface GuestJobDef extends JobDef {
   kind: GuestJobKind;
   /** fio: the I/O pattern */
   fio?: {
-    rw: 'read' | 'write' | 'randread' | 'randwrite'; bs: string; engine: 'psync' | 'libaio'; file: 'data' | 'seqw';
+    rw: 'read' | 'write' | 'randread' | 'randwrite';
+    bs: string;
+    engine: 'psync' | 'libaio';
+    file: 'data' | 'seqw';
     /**
      * requests in flight, the way each protocol can have them: libaio at this
      * iodepth on virtio-fs, psync with this many jobs on 9p (as issue 12
@@ -58,7 +61,9 @@ export const GUEST_JOBS: readonly GuestJobDef[] = [
   fioJob('rand-read-aio', 'rand read 4K libaio', { rw: 'randread', bs: '4k', engine: 'libaio', file: 'data' }),
   fioJob('rand-write-aio', 'rand write 4K libaio', { rw: 'randwrite', bs: '4k', engine: 'libaio', file: 'data' }),
   {
-    name: 'meta', title: 'metadata', kind: 'meta',
+    name: 'meta',
+    title: 'metadata',
+    kind: 'meta',
     metrics: [
       { key: 'create', label: 'create', unit: 'ops/s', higherIsBetter: true, shown: true },
       { key: 'stat', label: 'stat', unit: 'ops/s', higherIsBetter: true, shown: true },
@@ -67,7 +72,9 @@ export const GUEST_JOBS: readonly GuestJobDef[] = [
     ],
   },
   {
-    name: 'untar', title: 'untar', kind: 'untar',
+    name: 'untar',
+    title: 'untar',
+    kind: 'untar',
     metrics: [
       { key: 'files', label: 'files/s', unit: 'files/s', higherIsBetter: true, shown: true },
       { key: 'mbps', label: 'MB/s', unit: 'MB/s', higherIsBetter: true, shown: false },
@@ -81,17 +88,30 @@ export const GUEST_JOBS: readonly GuestJobDef[] = [
  * requests in flight on a tree where every read and write takes MS. Short
  * runs on a small file: each request costs MS whatever the server.
  */
-export const SLOW_GUEST_JOBS: readonly GuestJobDef[] = ([['read', 'randread'], ['write', 'randwrite']] as const).flatMap(([what, rw]) =>
-  [1, 16].map((qd) => fioJob(`slow-${what}-qd${qd}`, `slow rand ${what} 4K QD${qd}`, { rw, bs: '4k', engine: 'libaio', file: 'data', qd })));
+export const SLOW_GUEST_JOBS: readonly GuestJobDef[] = (
+  [
+    ['read', 'randread'],
+    ['write', 'randwrite'],
+  ] as const
+).flatMap(([what, rw]) =>
+  [1, 16].map((qd) => fioJob(`slow-${what}-qd${qd}`, `slow rand ${what} 4K QD${qd}`, { rw, bs: '4k', engine: 'libaio', file: 'data', qd })),
+);
 
 /** The host-side loads (requests pushed straight at the servers, no guest). */
 export const HOST_LOADS: readonly JobDef[] = [
   ...['getattr', 'lookup'].map((name) => ({
-    name, title: name === 'lookup' ? 'lookup (9P: walk+clunk)' : 'getattr',
+    name,
+    title: name === 'lookup' ? 'lookup (9P: walk+clunk)' : 'getattr',
     metrics: [{ key: 'ops', label: 'ops/s', unit: 'ops/s' as Unit, higherIsBetter: true, shown: true }, cpu()],
   })),
-  ...[['read-4k', 'read 4K'], ['write-4k', 'write 4K'], ['read-1m', 'read 1M'], ['write-1m', 'write 1M']].map(([name, title]) => ({
-    name: name!, title: title!,
+  ...[
+    ['read-4k', 'read 4K'],
+    ['write-4k', 'write 4K'],
+    ['read-1m', 'read 1M'],
+    ['write-1m', 'write 1M'],
+  ].map(([name, title]) => ({
+    name: name!,
+    title: title!,
     metrics: [
       { key: 'ops', label: 'ops/s', unit: 'ops/s' as Unit, higherIsBetter: true, shown: !name!.endsWith('1m') },
       { key: 'mbps', label: 'MB/s', unit: 'MB/s' as Unit, higherIsBetter: true, shown: name!.endsWith('1m') },
@@ -99,7 +119,8 @@ export const HOST_LOADS: readonly JobDef[] = [
     ],
   })),
   {
-    name: 'create-unlink', title: 'create+unlink',
+    name: 'create-unlink',
+    title: 'create+unlink',
     metrics: [{ key: 'ops', label: 'ops/s', unit: 'ops/s', higherIsBetter: true, shown: true }, cpu()],
   },
 ];
@@ -115,7 +136,8 @@ export const HOL_LOADS: readonly JobDef[] = [
   ['hol-same', 'head-of-line, reads on the same protocol'],
   ['hol-cross', 'head-of-line, reads on the other protocol'],
 ].map(([name, title]) => ({
-  name: name!, title: title!,
+  name: name!,
+  title: title!,
   metrics: [
     { key: 'p50Idle', label: 'getattr p50 unloaded', unit: 'µs' as Unit, higherIsBetter: false, shown: true },
     { key: 'p99Idle', label: 'getattr p99 unloaded', unit: 'µs' as Unit, higherIsBetter: false, shown: true },
@@ -146,10 +168,30 @@ export const GUEST_SERVERS: readonly ServerDef[] = [
   { name: 'duofs-virtiofs', protocol: 'virtiofs', reference: 'virtiofsd', description: 'duofs serve --virtiofs-socket (vhost-user-fs-pci)' },
   { name: 'virtiofsd', protocol: 'virtiofs', reference: 'virtiofsd', description: 'virtiofsd (Rust) from the lab root, --sandbox=chroot' },
   { name: 'duofs-9p', protocol: '9p', reference: 'qemu-9p', description: 'duofs serve --9p-vhost-socket (vhost-user-test-device-pci, trans=virtio)' },
-  { name: 'qemu-9p', protocol: '9p', reference: 'qemu-9p', description: "QEMU's built-in 9p (-fsdev local, security_model=passthrough, trans=virtio)" },
-  { name: 'duofs-9p-stream', protocol: '9p', reference: 'qemu-9p', description: 'duofs serve --9p-socket over a virtio-serial port and the in-guest socat relay (trans=unix)' },
-  { name: 'diod', protocol: '9p', reference: 'qemu-9p', description: 'diod from the lab root over the stream relay (the kernel\'s attach is refused: see docs/lab.md)' },
-  { name: 'virtiofsd-t16', protocol: 'virtiofs', reference: 'virtiofsd', description: 'virtiofsd (Rust) from the lab root, --sandbox=chroot --thread-pool-size=16' },
+  {
+    name: 'qemu-9p',
+    protocol: '9p',
+    reference: 'qemu-9p',
+    description: "QEMU's built-in 9p (-fsdev local, security_model=passthrough, trans=virtio)",
+  },
+  {
+    name: 'duofs-9p-stream',
+    protocol: '9p',
+    reference: 'qemu-9p',
+    description: 'duofs serve --9p-socket over a virtio-serial port and the in-guest socat relay (trans=unix)',
+  },
+  {
+    name: 'diod',
+    protocol: '9p',
+    reference: 'qemu-9p',
+    description: "diod from the lab root over the stream relay (the kernel's attach is refused: see docs/lab.md)",
+  },
+  {
+    name: 'virtiofsd-t16',
+    protocol: 'virtiofs',
+    reference: 'virtiofsd',
+    description: 'virtiofsd (Rust) from the lab root, --sandbox=chroot --thread-pool-size=16',
+  },
 ];
 
 /** diod is known to refuse the guest kernel's attach, and the thread-pool variant matters only on slow storage: run when asked for. */
@@ -168,9 +210,19 @@ export function slowReferences<T extends ServerDef>(servers: T[]): T[] {
 }
 
 export const HOST_SERVERS: readonly ServerDef[] = [
-  { name: 'duofs-virtiofs', protocol: 'virtiofs', reference: 'virtiofsd', description: 'duofs serve --virtiofs-socket, driven by the test vhost-user frontend' },
+  {
+    name: 'duofs-virtiofs',
+    protocol: 'virtiofs',
+    reference: 'virtiofsd',
+    description: 'duofs serve --virtiofs-socket, driven by the test vhost-user frontend',
+  },
   { name: 'virtiofsd', protocol: 'virtiofs', reference: 'virtiofsd', description: 'virtiofsd 1.14 from the lab root, --sandbox=none, same frontend' },
-  { name: 'virtiofsd-t16', protocol: 'virtiofs', reference: 'virtiofsd', description: 'virtiofsd 1.14 from the lab root, --sandbox=none --thread-pool-size=16, same frontend' },
+  {
+    name: 'virtiofsd-t16',
+    protocol: 'virtiofs',
+    reference: 'virtiofsd',
+    description: 'virtiofsd 1.14 from the lab root, --sandbox=none --thread-pool-size=16, same frontend',
+  },
   { name: 'duofs-9p', protocol: '9p', reference: 'diod', description: 'duofs serve --9p-socket, the test 9P client over a unix socket' },
   { name: 'diod', protocol: '9p', reference: 'diod', description: 'diod -n -N on a unix socket, same client' },
 ];
@@ -193,7 +245,7 @@ export function fioArgs(job: GuestJobDef, s: FioSettings, protocol: Protocol = '
   const f = job.fio;
   const write = f.rw === 'write' || f.rw === 'randwrite';
   const engine = f.qd !== undefined && protocol === '9p' ? 'psync' : f.engine;
-  const depth = engine !== 'libaio' ? 1 : f.qd ?? s.iodepth;
+  const depth = engine !== 'libaio' ? 1 : (f.qd ?? s.iodepth);
   const jobs = f.qd !== undefined && protocol === '9p' && f.qd > 1 ? [`--numjobs=${f.qd}`] : [];
   return [
     `--name=${job.name}`,

@@ -15,7 +15,17 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { BenchError, labDir } from './env.js';
-import { DEFAULT_GUEST_SERVERS, GUEST_JOBS, GUEST_SERVERS, HOL_LOADS, HOST_LOADS, HOST_SERVERS, SLOW_GUEST_JOBS, SLOW_GUEST_SERVERS, parseSizeMiB } from './jobs.js';
+import {
+  DEFAULT_GUEST_SERVERS,
+  GUEST_JOBS,
+  GUEST_SERVERS,
+  HOL_LOADS,
+  HOST_LOADS,
+  HOST_SERVERS,
+  SLOW_GUEST_JOBS,
+  SLOW_GUEST_SERVERS,
+  parseSizeMiB,
+} from './jobs.js';
 import { RESULT_FORMAT, type BenchResult } from './model.js';
 import { Progress } from './progress.js';
 import { renderMarkdown, renderText } from './render-table.js';
@@ -61,37 +71,79 @@ export function defaultServers(host: boolean, slow: boolean): string[] {
 }
 
 const list = (v: (string | number)[] | undefined): string[] | undefined =>
-  v?.flatMap((x) => String(x).split(',')).map((x) => x.trim()).filter(Boolean);
+  v
+    ?.flatMap((x) => String(x).split(','))
+    .map((x) => x.trim())
+    .filter(Boolean);
 
 /** The yargs options of `duofs bench` (plug into .command('bench', ..., benchOptions, ...)). */
 export function benchOptions<T>(y: Argv<T>) {
   return y
-    .usage('$0 bench [options]\n\nCompare protocol and server throughput on one tree: every server mounts the same export in one lab guest ' +
-      '(QEMU/TCG) and runs the same fio, metadata and untar jobs, repeated, with ratios to the reference server of each protocol ' +
-      '(duofs-virtiofs : virtiofsd, duofs-9p : QEMU 9p). --host pushes requests at the servers from this process instead (no guest). ' +
-      'Writes a table (stdout, bench.md), bench.json and a chart (bench.svg). Needs root and the lab (npm run lab:setup).')
-    .option('shared-dir', { type: 'string', describe: 'the tree every server exports (the bench works in DIR/.duofs-bench and removes it); default: a fresh folder under .lab/work' })
-    .option('host', { type: 'boolean', default: false, describe: 'host-side mode, no guest: the vhost-user test frontend drives duofs and virtiofsd with FUSE requests, the 9P client drives duofs and diod over unix sockets' })
-    .option('servers', { type: 'string', array: true, describe: `servers, comma separated. Guest: ${GUEST_SERVERS.map((s) => s.name).join(', ')} (default: all but diod). Host: ${HOST_SERVERS.map((s) => s.name).join(', ')} (default: all)` })
-    .option('jobs', { type: 'string', array: true, describe: `jobs, comma separated. Guest: ${GUEST_JOBS.map((j) => j.name).join(', ')}. Host: ${HOST_LOADS.map((j) => j.name).join(', ')}. Default: all` })
+    .usage(
+      '$0 bench [options]\n\nCompare protocol and server throughput on one tree: every server mounts the same export in one lab guest ' +
+        '(QEMU/TCG) and runs the same fio, metadata and untar jobs, repeated, with ratios to the reference server of each protocol ' +
+        '(duofs-virtiofs : virtiofsd, duofs-9p : QEMU 9p). --host pushes requests at the servers from this process instead (no guest). ' +
+        'Writes a table (stdout, bench.md), bench.json and a chart (bench.svg). Needs root and the lab (npm run lab:setup).',
+    )
+    .option('shared-dir', {
+      type: 'string',
+      describe: 'the tree every server exports (the bench works in DIR/.duofs-bench and removes it); default: a fresh folder under .lab/work',
+    })
+    .option('host', {
+      type: 'boolean',
+      default: false,
+      describe:
+        'host-side mode, no guest: the vhost-user test frontend drives duofs and virtiofsd with FUSE requests, the 9P client drives duofs and diod over unix sockets',
+    })
+    .option('servers', {
+      type: 'string',
+      array: true,
+      describe: `servers, comma separated. Guest: ${GUEST_SERVERS.map((s) => s.name).join(', ')} (default: all but diod). Host: ${HOST_SERVERS.map((s) => s.name).join(', ')} (default: all)`,
+    })
+    .option('jobs', {
+      type: 'string',
+      array: true,
+      describe: `jobs, comma separated. Guest: ${GUEST_JOBS.map((j) => j.name).join(', ')}. Host: ${HOST_LOADS.map((j) => j.name).join(', ')}. Default: all`,
+    })
     .option('size', { type: 'string', describe: 'guest: size of the fio data file per server (K/M/G); default 128M, 32M with --slow-storage' })
     .option('repeat', { type: 'number', default: 3, describe: 'repetitions of every cell (the table shows median [min–max])' })
     .option('runtime', { type: 'number', describe: 'seconds per fio job in the guest (default 5) or per host-side measurement (default 2)' })
     .option('iodepth', { type: 'number', default: 16, describe: 'guest: queue depth of the libaio jobs' })
     .option('direct', { type: 'boolean', default: true, describe: 'guest: fio with O_DIRECT where the mount allows it (--no-direct: buffered)' })
     .option('files', { type: 'number', default: 1000, describe: 'guest: files of the metadata job' })
-    .option('xattr', { type: 'boolean', default: false, describe: 'virtio-fs servers with extended attributes (duofs --xattr, virtiofsd --xattr); off for both by default' })
+    .option('xattr', {
+      type: 'boolean',
+      default: false,
+      describe: 'virtio-fs servers with extended attributes (duofs --xattr, virtiofsd --xattr); off for both by default',
+    })
     .option('concurrency', { type: 'number', default: 8, describe: 'host: requests in flight per load' })
-    .option('cpu-prof', { type: 'boolean', default: false, describe: 'run duofs under node --cpu-prof; profiles (.cpuprofile, open in Chrome DevTools) go to OUT/profiles and a summary of the hot spots is printed' })
-    .option('out', { type: 'string', describe: 'folder for bench.json, bench.md, bench.txt, bench.svg (default .lab/results/bench-<mode>-<time>; an installed duofs without a lab: the working directory)' })
+    .option('cpu-prof', {
+      type: 'boolean',
+      default: false,
+      describe:
+        'run duofs under node --cpu-prof; profiles (.cpuprofile, open in Chrome DevTools) go to OUT/profiles and a summary of the hot spots is printed',
+    })
+    .option('out', {
+      type: 'string',
+      describe:
+        'folder for bench.json, bench.md, bench.txt, bench.svg (default .lab/results/bench-<mode>-<time>; an installed duofs without a lab: the working directory)',
+    })
     .option('timeout', { type: 'number', describe: 'guest: wall-clock limit in seconds (default: three times the estimate, at least 15 minutes)' })
     .option('mem', { type: 'number', default: 1024, describe: 'guest memory, MiB' })
     .option('cpus', { type: 'number', default: 1, describe: 'guest vCPUs (1 is fastest on a 2-core host under TCG)' })
-    .option('duofs-arg', { type: 'string', array: true, describe: 'extra argument for every duofs serve (repeatable), e.g. --duofs-arg=--cache=always' })
+    .option('duofs-arg', {
+      type: 'string',
+      array: true,
+      describe: 'extra argument for every duofs serve (repeatable), e.g. --duofs-arg=--cache=always',
+    })
     .option('keep', { type: 'boolean', default: false, describe: 'keep the work folder (trees, sockets, logs, raw fio output)' })
     .option('render', { type: 'string', describe: 'only render an earlier bench.json again (table, Markdown, SVG next to it)' })
     .option('quiet', { type: 'boolean', default: false, describe: 'no progress lines' })
-    .option('slow-storage', { type: 'number', describe: 'every server exports a FUSE mount of the tree (a second duofs, --fuse-mount --cache never) whose reads, writes and fsyncs start MS late. Guest: 4 KiB random I/O at queue depth 1 and 16 (slow-read-qd1 ...), virtiofsd also with --thread-pool-size=16 (virtiofsd-t16). Host: head-of-line jobs, getattr latency while 16 slow reads are in flight (hol-same, hol-cross)' })
+    .option('slow-storage', {
+      type: 'number',
+      describe:
+        'every server exports a FUSE mount of the tree (a second duofs, --fuse-mount --cache never) whose reads, writes and fsyncs start MS late. Guest: 4 KiB random I/O at queue depth 1 and 16 (slow-read-qd1 ...), virtiofsd also with --thread-pool-size=16 (virtiofsd-t16). Host: head-of-line jobs, getattr latency while 16 slow reads are in flight (hol-same, hol-cross)',
+    })
     .example('$0 bench', 'every server, every guest job, 3 repetitions (about an hour under TCG)')
     .example('$0 bench --servers duofs-virtiofs,virtiofsd --jobs seq-read,seq-write --repeat 5', 'virtio-fs only, sequential I/O')
     .example('$0 bench --host --cpu-prof', 'host-side request rates, with a CPU profile of duofs')
@@ -124,9 +176,13 @@ export function reportMarkdown(r: BenchResult, extraText = ''): string {
     `Machine: ${m.cpus} × ${m.cpuModel}, ${m.memGiB} GiB, Linux ${m.kernel}, node ${m.node}. Load average ${m.loadStart.toFixed(2)} at the start, ${m.loadEnd.toFixed(2)} at the end, ${m.loadMax.toFixed(2)} at most; ` +
       `other QEMU guests running: ${m.otherGuestsStart} at the start, ${m.otherGuestsEnd} at the end, ${m.otherGuestsMax} at most.`,
     '',
-    `Versions: ${Object.entries(r.versions).map(([k, v]) => `${k} ${v}`).join('; ')}.`,
+    `Versions: ${Object.entries(r.versions)
+      .map(([k, v]) => `${k} ${v}`)
+      .join('; ')}.`,
     '',
-    `Settings: ${Object.entries(r.settings).map(([k, v]) => `${k}=${v}`).join(', ')}.`,
+    `Settings: ${Object.entries(r.settings)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(', ')}.`,
     '',
     renderMarkdown(r),
     ...r.servers.map((s) => `* **${s.name}**: ${s.description}${s.status !== 'ok' ? ` — ${s.status}${s.error ? `: ${s.error}` : ''}` : ''}`),
@@ -165,14 +221,16 @@ export async function runBench(argv: BenchArgs): Promise<number> {
     const host = argv.host === true;
     const slowMs = argv.slowStorage;
     const slow = slowMs !== undefined;
-    if (slow && !(Number.isFinite(slowMs) && slowMs >= 0 && slowMs <= 10_000)) throw new BenchError(`--slow-storage ${String(slowMs)}: expected milliseconds, 0 to 10000`);
+    if (slow && !(Number.isFinite(slowMs) && slowMs >= 0 && slowMs <= 10_000))
+      throw new BenchError(`--slow-storage ${String(slowMs)}: expected milliseconds, 0 to 10000`);
     const catalogue = jobCatalogue(host, slow);
     const servers = list(argv.servers) ?? defaultServers(host, slow);
     const jobs = list(argv.jobs) ?? catalogue.defaults;
     const known = (host ? HOST_SERVERS : GUEST_SERVERS).map((s) => s.name);
     const mode = `${host ? '--host' : 'the guest bench'}${slow ? ' with --slow-storage' : ''}`;
     for (const s of servers) if (!known.includes(s)) throw new BenchError(`unknown server ${s} for ${mode}; known: ${known.join(', ')}`);
-    for (const j of jobs) if (!catalogue.known.includes(j)) throw new BenchError(`unknown job ${j} for ${mode}; known: ${catalogue.known.join(', ')}`);
+    for (const j of jobs)
+      if (!catalogue.known.includes(j)) throw new BenchError(`unknown job ${j} for ${mode}; known: ${catalogue.known.join(', ')}`);
     if (servers.length === 0 || jobs.length === 0) throw new BenchError('nothing to run: give at least one server and one job');
     const repeat = argv.repeat ?? 3;
     if (!Number.isInteger(repeat) || repeat < 1) throw new BenchError('--repeat: a whole number of at least 1');
@@ -191,19 +249,49 @@ export async function runBench(argv: BenchArgs): Promise<number> {
     let profiles: { server: string; file: string }[];
     if (host) {
       const { runHostBench } = await import('./host.js');
-      ({ result, profiles } = await runHostBench({
-        servers, jobs, repeat, seconds: argv.runtime ?? 2, concurrency: argv.concurrency ?? 8, cpuProf: argv.cpuProf === true,
-        outDir, sharedDir: argv.sharedDir, xattr: argv.xattr === true, duofsArgs: list(argv.duofsArg) ?? [], command,
-        ...(slow ? { slowMs } : {}),
-      }, progress));
+      ({ result, profiles } = await runHostBench(
+        {
+          servers,
+          jobs,
+          repeat,
+          seconds: argv.runtime ?? 2,
+          concurrency: argv.concurrency ?? 8,
+          cpuProf: argv.cpuProf === true,
+          outDir,
+          sharedDir: argv.sharedDir,
+          xattr: argv.xattr === true,
+          duofsArgs: list(argv.duofsArg) ?? [],
+          command,
+          ...(slow ? { slowMs } : {}),
+        },
+        progress,
+      ));
     } else {
       const { runGuestBench } = await import('./guest.js');
-      ({ result, profiles } = await runGuestBench({
-        sharedDir: argv.sharedDir, servers, jobs, sizeMiB, runtimeSec: argv.runtime ?? 5, repeat, iodepth: argv.iodepth ?? 16,
-        direct: argv.direct !== false, files: argv.files ?? 1000, xattr: argv.xattr === true, cpuProf: argv.cpuProf === true, outDir,
-        keep: argv.keep === true, timeoutSec: argv.timeout, memMiB: argv.mem ?? 1024, cpus: argv.cpus ?? 1,
-        duofsArgs: list(argv.duofsArg) ?? [], command, ...(slow ? { slowMs } : {}),
-      }, progress));
+      ({ result, profiles } = await runGuestBench(
+        {
+          sharedDir: argv.sharedDir,
+          servers,
+          jobs,
+          sizeMiB,
+          runtimeSec: argv.runtime ?? 5,
+          repeat,
+          iodepth: argv.iodepth ?? 16,
+          direct: argv.direct !== false,
+          files: argv.files ?? 1000,
+          xattr: argv.xattr === true,
+          cpuProf: argv.cpuProf === true,
+          outDir,
+          keep: argv.keep === true,
+          timeoutSec: argv.timeout,
+          memMiB: argv.mem ?? 1024,
+          cpus: argv.cpus ?? 1,
+          duofsArgs: list(argv.duofsArg) ?? [],
+          command,
+          ...(slow ? { slowMs } : {}),
+        },
+        progress,
+      ));
     }
     const { repoRoot } = await import('./env.js');
     const prof = profileSummaries(profiles, repoRoot);
@@ -211,7 +299,9 @@ export async function runBench(argv: BenchArgs): Promise<number> {
     progress.done();
     process.stdout.write('\n' + renderText(result));
     if (prof) process.stdout.write('\n' + prof);
-    progress.line(`\nwrote ${files.txt}\n      ${files.md}\n      ${files.json}\n      ${files.svg}${profiles.length ? `\n      ${profiles.map((p) => p.file).join('\n      ')}` : ''}`);
+    progress.line(
+      `\nwrote ${files.txt}\n      ${files.md}\n      ${files.json}\n      ${files.svg}${profiles.length ? `\n      ${profiles.map((p) => p.file).join('\n      ')}` : ''}`,
+    );
     return result.cells.every((c) => c.ok) ? 0 : 1;
   } catch (e) {
     progress.done();

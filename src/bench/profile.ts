@@ -116,7 +116,12 @@ export function summarizeProfile(p: CpuProfile, o: { top?: number; root?: string
     selfPct: (100 * (self.get(k) ?? 0)) / busy,
     totalPct: (100 * (total.get(k) ?? 0)) / busy,
   });
-  const rank = (m: Map<string, number>, skip: Set<string>) => [...m.entries()].filter(([k]) => !skip.has(k)).sort((a, b) => b[1] - a[1]).slice(0, top).map(([k]) => spot(k));
+  const rank = (m: Map<string, number>, skip: Set<string>) =>
+    [...m.entries()]
+      .filter(([k]) => !skip.has(k))
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([k]) => spot(k));
   return {
     durationMs: durationUs / 1000,
     idleMs: idle / 1000,

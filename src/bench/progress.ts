@@ -15,7 +15,11 @@ export class Progress implements ProgressSink {
   private readonly tty: boolean;
   private readonly t0 = Date.now();
 
-  constructor(private readonly out: NodeJS.WritableStream & { isTTY?: boolean; columns?: number } = process.stderr, tty?: boolean, private readonly quiet = false) {
+  constructor(
+    private readonly out: NodeJS.WritableStream & { isTTY?: boolean; columns?: number } = process.stderr,
+    tty?: boolean,
+    private readonly quiet = false,
+  ) {
     this.tty = tty ?? out.isTTY === true;
   }
 

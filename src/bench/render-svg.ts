@@ -46,29 +46,42 @@ export function renderSvg(r: BenchResult, o: { title?: string } = {}): string {
     // The scale: the longest whisker of the row fills the bar area.
     const best = Math.max(...present.map((c) => c.spread?.max ?? 0), 1e-12);
     const groupH = present.length * (barH + gap) - gap;
-    const label = row.metric.label === row.metric.unit || row.metric.label === 'IOPS' || row.metric.label === 'MB/s' ? row.title : `${row.title}: ${row.metric.label}`;
+    const label =
+      row.metric.label === row.metric.unit || row.metric.label === 'IOPS' || row.metric.label === 'MB/s'
+        ? row.title
+        : `${row.title}: ${row.metric.label}`;
     parts.push(`<text x="${labelW}" y="${n2(y + groupH / 2 - 2)}" text-anchor="end" class="lbl">${xmlEscape(label)}</text>`);
-    parts.push(`<text x="${labelW}" y="${n2(y + groupH / 2 + 11)}" text-anchor="end" class="unit">${xmlEscape(row.metric.unit)}${row.metric.higherIsBetter ? ', higher is better' : ', lower is better'}</text>`);
+    parts.push(
+      `<text x="${labelW}" y="${n2(y + groupH / 2 + 11)}" text-anchor="end" class="unit">${xmlEscape(row.metric.unit)}${row.metric.higherIsBetter ? ', higher is better' : ', lower is better'}</text>`,
+    );
     for (const c of present) {
       const color = serverColor(c.server, servers.indexOf(c.server));
       if (c.spread) {
         const s = c.spread;
         const w = Math.max(1, (s.median / best) * barMax);
-        parts.push(`<rect x="${barX}" y="${n2(y)}" width="${n2(w)}" height="${barH}" fill="${color}"><title>${xmlEscape(`${c.server}: ${fmtValue(s.median)} ${row.metric.unit} (min ${fmtValue(s.min)}, max ${fmtValue(s.max)}, n=${s.n})`)}</title></rect>`);
+        parts.push(
+          `<rect x="${barX}" y="${n2(y)}" width="${n2(w)}" height="${barH}" fill="${color}"><title>${xmlEscape(`${c.server}: ${fmtValue(s.median)} ${row.metric.unit} (min ${fmtValue(s.min)}, max ${fmtValue(s.max)}, n=${s.n})`)}</title></rect>`,
+        );
         if (s.n > 1 && s.max > s.min) {
           const x1 = barX + (s.min / best) * barMax;
           const x2 = barX + (s.max / best) * barMax;
           const cy = y + barH / 2;
-          parts.push(`<path d="M${n2(x1)} ${n2(cy)}H${n2(x2)}M${n2(x1)} ${n2(cy - 4)}V${n2(cy + 4)}M${n2(x2)} ${n2(cy - 4)}V${n2(cy + 4)}" class="whisker"/>`);
+          parts.push(
+            `<path d="M${n2(x1)} ${n2(cy)}H${n2(x2)}M${n2(x1)} ${n2(cy - 4)}V${n2(cy + 4)}M${n2(x2)} ${n2(cy - 4)}V${n2(cy + 4)}" class="whisker"/>`,
+          );
         }
         const ratio = c.reference === '' ? (c.ratio === 1 ? 'reference' : '') : `${fmtRatio(c.ratio)} ${c.reference}`;
         const failed = c.failed ? `, ${c.failed} failed` : '';
         const xText = barX + (s.max / best) * barMax + 6;
         // U+00A0: renderers drop ordinary spaces at the edge of a tspan.
-        parts.push(`<text x="${n2(xText)}" y="${n2(y + barH - 2)}" class="val">${xmlEscape(`${c.server}\u00a0\u00a0${fmtValue(s.median)}`)}<tspan class="ratio">${xmlEscape(ratio ? `\u00a0\u00b7\u00a0${ratio}` : '')}${xmlEscape(failed)}</tspan></text>`);
+        parts.push(
+          `<text x="${n2(xText)}" y="${n2(y + barH - 2)}" class="val">${xmlEscape(`${c.server}\u00a0\u00a0${fmtValue(s.median)}`)}<tspan class="ratio">${xmlEscape(ratio ? `\u00a0\u00b7\u00a0${ratio}` : '')}${xmlEscape(failed)}</tspan></text>`,
+        );
       } else {
         parts.push(`<rect x="${barX}" y="${n2(y)}" width="3" height="${barH}" fill="${color}"/>`);
-        parts.push(`<text x="${barX + 9}" y="${n2(y + barH - 2)}" class="fail">${xmlEscape(`${c.server}\u00a0\u00a0failed${c.error ? `: ${c.error.slice(0, 90)}` : ''}`)}</text>`);
+        parts.push(
+          `<text x="${barX + 9}" y="${n2(y + barH - 2)}" class="fail">${xmlEscape(`${c.server}\u00a0\u00a0failed${c.error ? `: ${c.error.slice(0, 90)}` : ''}`)}</text>`,
+        );
       }
       y += barH + gap;
     }
@@ -83,12 +96,17 @@ export function renderSvg(r: BenchResult, o: { title?: string } = {}): string {
     legend.push(`<text x="${lx + 16}" y="56" class="lbl">${xmlEscape(s.name)}</text>`);
     lx += 26 + s.name.length * 6.6;
   }
-  const settings = Object.entries(r.settings).filter(([k]) => ['size', 'runtime', 'repeat', 'direct', 'iodepth', 'files', 'concurrency', 'seconds'].includes(k))
-    .map(([k, v]) => `${k}=${v}`).join(', ');
-  const title = o.title ?? `duofs bench (${r.kind === 'guest' ? 'in a QEMU/TCG guest' : 'host-side, no guest'}) — ${r.startedAt.slice(0, 16).replace('T', ' ')}`;
+  const settings = Object.entries(r.settings)
+    .filter(([k]) => ['size', 'runtime', 'repeat', 'direct', 'iodepth', 'files', 'concurrency', 'seconds'].includes(k))
+    .map(([k, v]) => `${k}=${v}`)
+    .join(', ');
+  const title =
+    o.title ?? `duofs bench (${r.kind === 'guest' ? 'in a QEMU/TCG guest' : 'host-side, no guest'}) — ${r.startedAt.slice(0, 16).replace('T', ' ')}`;
   const sub = `${settings}; load ${r.machine.loadStart.toFixed(1)}→${r.machine.loadEnd.toFixed(1)} on ${r.machine.cpus} cores; bars: median, whiskers: min–max, ratio: vs the reference of the same protocol`;
   const H = y + 28;
-  const foot = `${r.machine.cpuModel}; ${Object.entries(r.versions).map(([k, v]) => `${k} ${v}`).join('; ')}`.slice(0, 190);
+  const foot = `${r.machine.cpuModel}; ${Object.entries(r.versions)
+    .map(([k, v]) => `${k} ${v}`)
+    .join('; ')}`.slice(0, 190);
   return `<?xml version="1.0" encoding="UTF-8"?>
 <svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${n2(H)}" viewBox="0 0 ${W} ${n2(H)}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">
 <style>

@@ -45,9 +45,17 @@ export interface Table {
 export function buildTable(r: BenchResult, rows: SummaryRow[] = summarize(r)): Table {
   const fn = footnotes();
   const header = ['job', 'unit', ...r.servers.map((s) => s.name)];
-  const subheader = ['', '', ...r.servers.map((s) => (s.reference === s.name ? 'reference' : r.servers.some((x) => x.name === s.reference) ? `vs ${s.reference}` : 'no reference'))];
+  const subheader = [
+    '',
+    '',
+    ...r.servers.map((s) =>
+      s.reference === s.name ? 'reference' : r.servers.some((x) => x.name === s.reference) ? `vs ${s.reference}` : 'no reference',
+    ),
+  ];
   const body = rows.map((row) => [
-    row.metric.label === row.metric.unit || row.metric.label === 'IOPS' || row.metric.label === 'MB/s' ? row.title : `${row.title}: ${row.metric.label}`,
+    row.metric.label === row.metric.unit || row.metric.label === 'IOPS' || row.metric.label === 'MB/s'
+      ? row.title
+      : `${row.title}: ${row.metric.label}`,
     row.metric.unit,
     ...row.cells.map((c) => cellText(c, fn)),
   ]);
@@ -56,14 +64,19 @@ export function buildTable(r: BenchResult, rows: SummaryRow[] = summarize(r)): T
 }
 
 const width = (s: string): number => [...s].length;
-const pad = (s: string, n: number, right = false): string => (right ? ' '.repeat(Math.max(0, n - width(s))) + s : s + ' '.repeat(Math.max(0, n - width(s))));
+const pad = (s: string, n: number, right = false): string =>
+  right ? ' '.repeat(Math.max(0, n - width(s))) + s : s + ' '.repeat(Math.max(0, n - width(s)));
 
 /** Aligned plain text, for a terminal. */
 export function renderText(r: BenchResult): string {
   const t = buildTable(r);
   const all = [t.header, t.subheader, ...t.rows];
   const w = t.header.map((_, i) => Math.max(...all.map((row) => width(row[i] ?? ''))));
-  const line = (row: string[]) => row.map((c, i) => pad(c, w[i]!, i >= 2)).join('  ').trimEnd();
+  const line = (row: string[]) =>
+    row
+      .map((c, i) => pad(c, w[i]!, i >= 2))
+      .join('  ')
+      .trimEnd();
   const out = [line(t.header), line(t.subheader), w.map((n) => '-'.repeat(n)).join('  '), ...t.rows.map(line)];
   out.push('', 'Each cell: median [min–max] over the repetitions, then median / the median of the reference server of the same protocol.');
   for (const [i, f] of t.footnotes.entries()) out.push(`[${i + 1}] ${f}`);

@@ -20,7 +20,9 @@ export interface SlowCheck {
 }
 
 const mounted = (dir: string): boolean =>
-  readFileSync('/proc/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === dir);
+  readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .some((l) => l.split(' ')[1] === dir);
 
 const live = new Set<SlowStorage>();
 let exitHooked = false;
@@ -28,7 +30,12 @@ let exitHooked = false;
 export class SlowStorage {
   private output = '';
 
-  private constructor(readonly real: string, readonly mountpoint: string, readonly ms: number, private readonly child: ChildProcess) {
+  private constructor(
+    readonly real: string,
+    readonly mountpoint: string,
+    readonly ms: number,
+    private readonly child: ChildProcess,
+  ) {
     const grab = (b: Buffer): void => {
       if (this.output.length < 1e5) this.output += b.toString('utf8');
     };
@@ -39,9 +46,25 @@ export class SlowStorage {
   /** Mounts `real` on `mountpoint` (an empty folder outside `real`) with every read, write and fsync MS late. */
   static async start(real: string, mountpoint: string, ms: number, extraArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<SlowStorage> {
     if (!Number.isFinite(ms) || ms < 0) throw new BenchError(`--slow-storage ${ms}: expected milliseconds (0 or more)`);
-    const args = [join(repoRoot, 'bin', 'duofs.js'), 'serve', '--shared-dir', real, '--fuse-mount', mountpoint,
-      '--debug-io-latency-ms', String(ms), '--cache', 'never', '--log-level', 'warn', ...extraArgs];
-    const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const args = [
+      join(repoRoot, 'bin', 'duofs.js'),
+      'serve',
+      '--shared-dir',
+      real,
+      '--fuse-mount',
+      mountpoint,
+      '--debug-io-latency-ms',
+      String(ms),
+      '--cache',
+      'never',
+      '--log-level',
+      'warn',
+      ...extraArgs,
+    ];
+    const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', process.execPath, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
+    });
     const s = new SlowStorage(real, mountpoint, ms, child);
     live.add(s);
     if (!exitHooked) {
@@ -55,7 +78,9 @@ export class SlowStorage {
     while (!mounted(mountpoint)) {
       if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) {
         await s.stop();
-        throw new BenchError(`the slow storage did not mount (${child.exitCode ?? child.signalCode ?? 'not mounted within 20 s'}):\n$ node ${args.join(' ')}\n${s.output.slice(-2000)}`);
+        throw new BenchError(
+          `the slow storage did not mount (${child.exitCode ?? child.signalCode ?? 'not mounted within 20 s'}):\n$ node ${args.join(' ')}\n${s.output.slice(-2000)}`,
+        );
       }
       await new Promise((r) => setTimeout(r, 25));
     }
@@ -76,13 +101,20 @@ export class SlowStorage {
    * the parallel ones MS together, not `parallel` × MS.
    */
   async check(file: string, parallel = 16): Promise<SlowCheck> {
-    const dd = (dir: string, block: number): Promise<number> => new Promise((resolve, reject) => {
-      const t0 = performance.now();
-      const p = spawn('dd', [`if=${join(dir, file)}`, 'of=/dev/null', 'bs=4k', 'count=1', `skip=${block}`, 'iflag=direct', 'status=none'], { stdio: ['ignore', 'ignore', 'pipe'] });
-      let err = '';
-      p.stderr.on('data', (b: Buffer) => (err += b.toString()));
-      p.once('exit', (code) => (code === 0 ? resolve(performance.now() - t0) : reject(new BenchError(`slow storage check: dd of ${join(dir, file)} failed (${code}): ${err.trim()}`))));
-    });
+    const dd = (dir: string, block: number): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const t0 = performance.now();
+        const p = spawn('dd', [`if=${join(dir, file)}`, 'of=/dev/null', 'bs=4k', 'count=1', `skip=${block}`, 'iflag=direct', 'status=none'], {
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        let err = '';
+        p.stderr.on('data', (b: Buffer) => (err += b.toString()));
+        p.once('exit', (code) =>
+          code === 0
+            ? resolve(performance.now() - t0)
+            : reject(new BenchError(`slow storage check: dd of ${join(dir, file)} failed (${code}): ${err.trim()}`)),
+        );
+      });
     const baselineMs = await dd(this.real, 1);
     const oneMs = await dd(this.mountpoint, 3);
     const t0 = performance.now();
@@ -111,14 +143,21 @@ export class SlowStorage {
 
 /** A sentence for the notes: what the check measured. */
 export function describeCheck(ms: number, c: SlowCheck): string {
-  return `Slow storage checked before the run with dd (4 KiB, O_DIRECT, through the mount): one read ${c.oneMs.toFixed(1)} ms, ` +
-    `${c.parallel} at once ${c.parallelMs.toFixed(1)} ms together (dd on the real folder: ${c.baselineMs.toFixed(1)} ms; ${ms} ms asked).`;
+  return (
+    `Slow storage checked before the run with dd (4 KiB, O_DIRECT, through the mount): one read ${c.oneMs.toFixed(1)} ms, ` +
+    `${c.parallel} at once ${c.parallelMs.toFixed(1)} ms together (dd on the real folder: ${c.baselineMs.toFixed(1)} ms; ${ms} ms asked).`
+  );
 }
 
 /** Throws when the slow mount does not delay reads, or serializes them. */
 export function judgeCheck(ms: number, c: SlowCheck): void {
-  if (ms > 0 && c.oneMs < 0.8 * ms) throw new BenchError(`slow storage: one read took ${c.oneMs.toFixed(1)} ms through the mount, less than the ${ms} ms asked: the latency is not applied`);
+  if (ms > 0 && c.oneMs < 0.8 * ms)
+    throw new BenchError(
+      `slow storage: one read took ${c.oneMs.toFixed(1)} ms through the mount, less than the ${ms} ms asked: the latency is not applied`,
+    );
   if (ms > 0 && c.parallelMs > Math.max(4 * ms + 4 * c.baselineMs, (c.parallel * ms) / 2)) {
-    throw new BenchError(`slow storage: ${c.parallel} reads at once took ${c.parallelMs.toFixed(1)} ms (one: ${c.oneMs.toFixed(1)} ms): the mount serializes reads, the comparison would measure it rather than the servers`);
+    throw new BenchError(
+      `slow storage: ${c.parallel} reads at once took ${c.parallelMs.toFixed(1)} ms (one: ${c.oneMs.toFixed(1)} ms): the mount serializes reads, the comparison would measure it rather than the servers`,
+    );
   }
 }

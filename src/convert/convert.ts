@@ -41,22 +41,66 @@
 import type { SecurityModelName as SecurityModel } from '../../security/model.js';
 import { metadataMisfit } from '../../security/agree.js';
 import {
-  AT_FDCWD, AT_REMOVEDIR, O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_RDONLY, O_WRONLY,
-  S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK,
+  AT_FDCWD,
+  AT_REMOVEDIR,
+  O_CREAT,
+  O_DIRECTORY,
+  O_EXCL,
+  O_NOFOLLOW,
+  O_NONBLOCK,
+  O_RDONLY,
+  O_WRONLY,
+  S_IFBLK,
+  S_IFCHR,
+  S_IFDIR,
+  S_IFIFO,
+  S_IFLNK,
+  S_IFMT,
+  S_IFREG,
+  S_IFSOCK,
 } from '../sys/constants.js';
 import { Errno, SysError, isSysError } from '../sys/errno.js';
 import {
-  close, fchmodPathFd, fchownFd, linkat, mkdirat, openPath, openat, pread, pwrite, readlinkat, renameat2, unlinkat, utimensat,
+  close,
+  fchmodPathFd,
+  fchownFd,
+  linkat,
+  mkdirat,
+  openPath,
+  openat,
+  pread,
+  pwrite,
+  readlinkat,
+  renameat2,
+  unlinkat,
+  utimensat,
 } from '../sys/fs.js';
 import { fstat, fstatat, type Stat } from '../sys/stat.js';
 import { getdents } from '../sys/dirents.js';
 import { getxattr, removexattr, setxattr } from '../sys/xattr.js';
 import {
-  ACL_ACCESS_GUEST, ACL_ACCESS_HOST, ACL_DEFAULT_GUEST, ACL_DEFAULT_HOST, XATTR_GID, XATTR_MODE, XATTR_RDEV, XATTR_UID,
-  decodeRdev, decodeU32, encodeRdev, encodeU32,
+  ACL_ACCESS_GUEST,
+  ACL_ACCESS_HOST,
+  ACL_DEFAULT_GUEST,
+  ACL_DEFAULT_HOST,
+  XATTR_GID,
+  XATTR_MODE,
+  XATTR_RDEV,
+  XATTR_UID,
+  decodeRdev,
+  decodeU32,
+  encodeRdev,
+  encodeU32,
 } from '../../security/formats/mapped-xattr.js';
 import {
-  METADATA_DIR, METADATA_DIR_MODE, METADATA_FILE_MODE, METADATA_MAX_BYTES, METADATA_ROOT, formatMetadata, parseMetadata, type GuestMeta,
+  METADATA_DIR,
+  METADATA_DIR_MODE,
+  METADATA_FILE_MODE,
+  METADATA_MAX_BYTES,
+  METADATA_ROOT,
+  formatMetadata,
+  parseMetadata,
+  type GuestMeta,
 } from '../../security/formats/mapped-file.js';
 import { acquireConvertLock, findProcessesUsing, ExportInUseError } from './in-use.js';
 
@@ -117,7 +161,10 @@ export interface ConvertSummary {
 
 export class ConvertError extends Error {
   override name = 'ConvertError';
-  constructor(message: string, readonly problems: Problem[] = []) {
+  constructor(
+    message: string,
+    readonly problems: Problem[] = [],
+  ) {
     super(message);
   }
 }
@@ -164,8 +211,13 @@ interface CleanupMdDir {
 type Step = Action | CleanupMdDir;
 
 const KIND_BY_TYPE: Record<number, Kind> = {
-  [S_IFDIR]: 'directory', [S_IFREG]: 'regular', [S_IFLNK]: 'symlink', [S_IFCHR]: 'char-device',
-  [S_IFBLK]: 'block-device', [S_IFIFO]: 'fifo', [S_IFSOCK]: 'socket',
+  [S_IFDIR]: 'directory',
+  [S_IFREG]: 'regular',
+  [S_IFLNK]: 'symlink',
+  [S_IFCHR]: 'char-device',
+  [S_IFBLK]: 'block-device',
+  [S_IFIFO]: 'fifo',
+  [S_IFSOCK]: 'socket',
 };
 
 const DIRENT_BUF = Buffer.alloc(64 * 1024);
@@ -211,7 +263,8 @@ function metaFitsHost(meta: GuestMeta, hostType: number): string | undefined {
   if (meta.mode === undefined) return undefined;
   const misfit = metadataMisfit(hostType, meta.mode);
   if (misfit !== undefined) return misfit;
-  if (hostType !== S_IFDIR && hostType !== S_IFREG) return `metadata on a host ${KIND_BY_TYPE[hostType] ?? 'special file'}, which a mapped model cannot hold`;
+  if (hostType !== S_IFDIR && hostType !== S_IFREG)
+    return `metadata on a host ${KIND_BY_TYPE[hostType] ?? 'special file'}, which a mapped model cannot hold`;
   return undefined;
 }
 
@@ -272,7 +325,8 @@ class Planner {
     if (fromFile && names.some((n) => n.equals(METADATA_DIR))) {
       try {
         const mst = fstatat(fd, METADATA_DIR);
-        if (typeOf(mst.mode) !== S_IFDIR) mdBroken = `${show(dir, METADATA_DIR)} is a ${KIND_BY_TYPE[typeOf(mst.mode)] ?? 'special file'}, not a directory`;
+        if (typeOf(mst.mode) !== S_IFDIR)
+          mdBroken = `${show(dir, METADATA_DIR)} is a ${KIND_BY_TYPE[typeOf(mst.mode)] ?? 'special file'}, not a directory`;
         else mdFd = openat(fd, METADATA_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
       } catch (e) {
         mdBroken = `${show(dir, METADATA_DIR)}: ${(e as Error).message}`;
@@ -283,7 +337,11 @@ class Planner {
       for (const name of names) {
         if (isMdName(name)) {
           if (fromFile) continue;
-          if (toFile) this.fatal.push({ path: show(dir, name), problem: `the name ${name.toString()} is reserved by mapped-file (QEMU would read it as metadata); rename it first` });
+          if (toFile)
+            this.fatal.push({
+              path: show(dir, name),
+              problem: `the name ${name.toString()} is reserved by mapped-file (QEMU would read it as metadata); rename it first`,
+            });
           continue;
         }
         let st: Stat;
@@ -322,9 +380,22 @@ class Planner {
     const path = show(dir, name);
     const hostType = typeOf(st.mode);
     const base: Action = {
-      dir, name, path, dev: st.dev, ino: st.ino, hostType, hostUid: st.uid, hostGid: st.gid,
-      parentUid: parentSt.uid, parentGid: parentSt.gid, nlink: st.nlink,
-      meta: {}, acls: {}, removeXattrs: [], removeMdFile: false, removeRealAcls: [],
+      dir,
+      name,
+      path,
+      dev: st.dev,
+      ino: st.ino,
+      hostType,
+      hostUid: st.uid,
+      hostGid: st.gid,
+      parentUid: parentSt.uid,
+      parentGid: parentSt.gid,
+      nlink: st.nlink,
+      meta: {},
+      acls: {},
+      removeXattrs: [],
+      removeMdFile: false,
+      removeRealAcls: [],
     };
     const canHoldXattrs = hostType === S_IFDIR || hostType === S_IFREG;
     let pathFd: number | undefined;
@@ -348,8 +419,16 @@ class Planner {
     }
     if (this.o.fmode !== undefined && (hostType === S_IFREG || base.replace) && (st.mode & 0o777) !== this.o.fmode) base.setMode = this.o.fmode;
     if (this.o.dmode !== undefined && hostType === S_IFDIR && (st.mode & 0o777) !== this.o.dmode) base.setMode = this.o.dmode;
-    if (isEmptyMeta(base.meta) && !base.acls.access && !base.acls.default && !base.replace && base.setMode === undefined &&
-      base.removeXattrs.length === 0 && !base.removeMdFile && base.removeRealAcls.length === 0) {
+    if (
+      isEmptyMeta(base.meta) &&
+      !base.acls.access &&
+      !base.acls.default &&
+      !base.replace &&
+      base.setMode === undefined &&
+      base.removeXattrs.length === 0 &&
+      !base.removeMdFile &&
+      base.removeRealAcls.length === 0
+    ) {
       this.unchanged++;
       return;
     }
@@ -374,8 +453,10 @@ class Planner {
   private fromXattr(a: Action, fd: number | undefined): boolean {
     if (fd === undefined) return this.hostSpecial();
     const raw = {
-      uid: readXattr(fd, XATTR_UID, a.path), gid: readXattr(fd, XATTR_GID, a.path),
-      mode: readXattr(fd, XATTR_MODE, a.path), rdev: readXattr(fd, XATTR_RDEV, a.path),
+      uid: readXattr(fd, XATTR_UID, a.path),
+      gid: readXattr(fd, XATTR_GID, a.path),
+      mode: readXattr(fd, XATTR_MODE, a.path),
+      rdev: readXattr(fd, XATTR_RDEV, a.path),
     };
     const bad: string[] = [];
     const meta: GuestMeta = {};
@@ -401,11 +482,18 @@ class Planner {
       return false;
     }
     a.meta = meta;
-    for (const k of ['uid', 'gid', 'mode', 'rdev'] as const) if (raw[k] !== undefined) a.removeXattrs.push([XATTR_UID, XATTR_GID, XATTR_MODE, XATTR_RDEV][['uid', 'gid', 'mode', 'rdev'].indexOf(k)]!);
+    for (const k of ['uid', 'gid', 'mode', 'rdev'] as const)
+      if (raw[k] !== undefined) a.removeXattrs.push([XATTR_UID, XATTR_GID, XATTR_MODE, XATTR_RDEV][['uid', 'gid', 'mode', 'rdev'].indexOf(k)]!);
     const acc = readXattr(fd, ACL_ACCESS_HOST, a.path);
     const def = readXattr(fd, ACL_DEFAULT_HOST, a.path);
-    if (acc) { a.acls.access = acc; a.removeXattrs.push(ACL_ACCESS_HOST); }
-    if (def) { a.acls.default = def; a.removeXattrs.push(ACL_DEFAULT_HOST); }
+    if (acc) {
+      a.acls.access = acc;
+      a.removeXattrs.push(ACL_ACCESS_HOST);
+    }
+    if (def) {
+      a.acls.default = def;
+      a.removeXattrs.push(ACL_DEFAULT_HOST);
+    }
     return this.checkLinks(a);
   }
 
@@ -459,8 +547,14 @@ class Planner {
     if (this.hasModelXattrs(a, fd)) return false;
     const acc = readXattr(fd, ACL_ACCESS_GUEST, a.path);
     const def = readXattr(fd, ACL_DEFAULT_GUEST, a.path);
-    if (acc) { a.acls.access = acc; a.removeRealAcls.push(ACL_ACCESS_GUEST); }
-    if (def) { a.acls.default = def; a.removeRealAcls.push(ACL_DEFAULT_GUEST); }
+    if (acc) {
+      a.acls.access = acc;
+      a.removeRealAcls.push(ACL_ACCESS_GUEST);
+    }
+    if (def) {
+      a.acls.default = def;
+      a.removeRealAcls.push(ACL_DEFAULT_GUEST);
+    }
     return this.checkLinks(a);
   }
 
@@ -490,8 +584,14 @@ class Planner {
       if (this.o.to === 'mapped-xattr') {
         const acc = readXattr(fd, ACL_ACCESS_GUEST, a.path);
         const def = readXattr(fd, ACL_DEFAULT_GUEST, a.path);
-        if (acc) { a.acls.access = acc; a.removeRealAcls.push(ACL_ACCESS_GUEST); }
-        if (def) { a.acls.default = def; a.removeRealAcls.push(ACL_DEFAULT_GUEST); }
+        if (acc) {
+          a.acls.access = acc;
+          a.removeRealAcls.push(ACL_ACCESS_GUEST);
+        }
+        if (def) {
+          a.acls.default = def;
+          a.removeRealAcls.push(ACL_DEFAULT_GUEST);
+        }
       }
     } else {
       if (!a.name) {
@@ -519,11 +619,22 @@ class Applier {
   acls = 0;
   modesSet = 0;
   readonly kinds: Record<Kind, number> = {
-    directory: 0, regular: 0, symlink: 0, 'char-device': 0, 'block-device': 0, fifo: 0, socket: 0,
+    directory: 0,
+    regular: 0,
+    symlink: 0,
+    'char-device': 0,
+    'block-device': 0,
+    fifo: 0,
+    socket: 0,
   };
   readonly changed: string[] = [];
 
-  constructor(private readonly rootFd: number, private readonly o: ConvertOptions, private readonly problems: Problem[], private readonly dryRun: boolean) {}
+  constructor(
+    private readonly rootFd: number,
+    private readonly o: ConvertOptions,
+    private readonly problems: Problem[],
+    private readonly dryRun: boolean,
+  ) {}
 
   /** Runs fn with an fd on the directory at `dir`, walked from the root with O_NOFOLLOW at every step. */
   private inDir<T>(dir: Buffer[], fn: (fd: number) => T): T {
@@ -596,7 +707,10 @@ class Applier {
       this.inDir(s.dir, (fd) => unlinkat(fd, METADATA_DIR, AT_REMOVEDIR));
     } catch (e) {
       if (isSysError(e, Errno.ENOTEMPTY) || isSysError(e, Errno.EEXIST)) {
-        this.problems.push({ path: s.path, problem: 'kept: it still holds metadata that was not converted (see the other problems) or files for names that do not exist' });
+        this.problems.push({
+          path: s.path,
+          problem: 'kept: it still holds metadata that was not converted (see the other problems) or files for names that do not exist',
+        });
       } else if (!isSysError(e, Errno.ENOENT)) {
         this.problems.push({ path: s.path, problem: `cannot remove: ${(e as Error).message}` });
       }
@@ -668,11 +782,17 @@ class Applier {
       if (first) {
         // QEMU keeps the metadata files of hard links hard-linked too (local_link).
         try {
-          this.inDir(first.dir, (fdir) => this.inMdDir(fdir, false, (fmd) => this.inDir(a.dir, (d) => this.inMdDir(d, true, (md) => {
-            const tmp = this.tmpName();
-            linkat(fmd, first.name, md, tmp);
-            renameat2(md, tmp, md, a.name!, 0);
-          }))));
+          this.inDir(first.dir, (fdir) =>
+            this.inMdDir(fdir, false, (fmd) =>
+              this.inDir(a.dir, (d) =>
+                this.inMdDir(d, true, (md) => {
+                  const tmp = this.tmpName();
+                  linkat(fmd, first.name, md, tmp);
+                  renameat2(md, tmp, md, a.name!, 0);
+                }),
+              ),
+            ),
+          );
           linked = true;
         } catch {
           // fall back to a separate file with the same content
@@ -680,7 +800,8 @@ class Applier {
       }
       if (!linked) {
         this.inDir(a.dir, (d) => {
-          if (a.name) this.inMdDir(d, true, (md) => this.writeFileAtomic(md, a.name!, formatMetadata(a.meta), METADATA_FILE_MODE, a.parentUid, a.parentGid));
+          if (a.name)
+            this.inMdDir(d, true, (md) => this.writeFileAtomic(md, a.name!, formatMetadata(a.meta), METADATA_FILE_MODE, a.parentUid, a.parentGid));
           else this.writeFileAtomic(d, METADATA_ROOT, formatMetadata(a.meta), METADATA_FILE_MODE, a.parentUid, a.parentGid);
         });
         if (linkable && !this.mdFirst.has(key)) this.mdFirst.set(key, { dir: a.dir, name: a.name! });
@@ -724,11 +845,13 @@ class Applier {
     const first = a.nlink > 1 ? this.standIns.get(key) : undefined;
     if (first) {
       // Another name of the same special: link to its stand-in, keeping the link count.
-      this.inDir(first.dir, (fdir) => this.inDir(a.dir, (d) => {
-        const tmp = this.tmpName();
-        linkat(fdir, first.name, d, tmp);
-        renameat2(d, tmp, d, name, 0);
-      }));
+      this.inDir(first.dir, (fdir) =>
+        this.inDir(a.dir, (d) => {
+          const tmp = this.tmpName();
+          linkat(fdir, first.name, d, tmp);
+          renameat2(d, tmp, d, name, 0);
+        }),
+      );
       return;
     }
     const mode = this.o.fmode ?? 0o600;
@@ -767,10 +890,15 @@ const TARGETS: readonly string[] = ['mapped-xattr', 'mapped-file'];
 export async function convertExport(o: ConvertOptions): Promise<ConvertSummary> {
   if (!SOURCES.includes(o.from)) throw new ConvertError(`--from ${o.from}: unknown model (${SOURCES.join(', ')})`);
   if (!TARGETS.includes(o.to)) {
-    throw new ConvertError(`--to ${o.to}: duofs converts into mapped-xattr or mapped-file only (into passthrough would mean chowning to guest ids and creating real device nodes)`);
+    throw new ConvertError(
+      `--to ${o.to}: duofs converts into mapped-xattr or mapped-file only (into passthrough would mean chowning to guest ids and creating real device nodes)`,
+    );
   }
   if (o.from === o.to) throw new ConvertError(`--from and --to are both ${o.to}: nothing to convert`);
-  for (const [k, v] of [['fmode', o.fmode], ['dmode', o.dmode]] as const) {
+  for (const [k, v] of [
+    ['fmode', o.fmode],
+    ['dmode', o.dmode],
+  ] as const) {
     if (v !== undefined && (!Number.isInteger(v) || v < 0 || v > 0o777)) throw new ConvertError(`--${k} ${v}: expected permission bits (0 to 0777)`);
   }
   const maxPaths = o.maxPaths ?? 20;
@@ -790,7 +918,10 @@ export async function convertExport(o: ConvertOptions): Promise<ConvertSummary> 
       if (scan.holders.length) {
         const h = scan.holders[0]!;
         const more = scan.holders.length > 1 ? ` (and ${scan.holders.length - 1} more)` : '';
-        throw new ExportInUseError(`${o.dir}: in use: process ${h.pid} (${h.command}) has ${h.how === 'fd' ? 'open' : `as its ${h.how}`} ${h.target}${more}; stop it first`, scan.holders);
+        throw new ExportInUseError(
+          `${o.dir}: in use: process ${h.pid} (${h.command}) has ${h.how === 'fd' ? 'open' : `as its ${h.how}`} ${h.target}${more}; stop it first`,
+          scan.holders,
+        );
       }
     }
   } catch (e) {
@@ -802,12 +933,18 @@ export async function convertExport(o: ConvertOptions): Promise<ConvertSummary> 
     planner.plan(rootFd);
     if (planner.fatal.length) {
       const f = planner.fatal[0]!;
-      throw new ConvertError(`${f.path}: ${f.problem}${planner.fatal.length > 1 ? ` (and ${planner.fatal.length - 1} more)` : ''}; nothing was changed`, planner.fatal);
+      throw new ConvertError(
+        `${f.path}: ${f.problem}${planner.fatal.length > 1 ? ` (and ${planner.fatal.length - 1} more)` : ''}; nothing was changed`,
+        planner.fatal,
+      );
     }
     const applier = new Applier(rootFd, o, planner.problems, dryRun);
     applier.run(planner.steps, maxPaths);
     return {
-      dir: o.dir, from: o.from, to: o.to, dryRun,
+      dir: o.dir,
+      from: o.from,
+      to: o.to,
+      dryRun,
       entries: planner.entries,
       converted: applier.converted,
       kinds: applier.kinds,
@@ -832,7 +969,10 @@ export function formatSummary(s: ConvertSummary): string {
   const verb = s.dryRun ? 'would convert' : 'converted';
   lines.push(`${s.dir}: ${s.from} -> ${s.to}${s.dryRun ? ' (dry run: nothing written)' : ''}`);
   lines.push(`  ${s.entries} entries looked at; ${verb} ${s.converted}; ${s.unchanged} had no metadata to carry`);
-  const kinds = Object.entries(s.kinds).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`).join(', ');
+  const kinds = Object.entries(s.kinds)
+    .filter(([, n]) => n > 0)
+    .map(([k, n]) => `${n} ${k}`)
+    .join(', ');
   if (kinds) lines.push(`  by guest file type: ${kinds}`);
   if (s.replaced) lines.push(`  ${s.replaced} symlinks/devices/fifos/sockets ${s.dryRun ? 'would become' : 'became'} regular stand-ins`);
   if (s.acls) lines.push(`  ${s.acls} entries with POSIX ACLs moved`);

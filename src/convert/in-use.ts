@@ -49,7 +49,10 @@ export interface InUseHolder {
 
 export class ExportInUseError extends Error {
   override name = 'ExportInUseError';
-  constructor(message: string, readonly holders: InUseHolder[] = []) {
+  constructor(
+    message: string,
+    readonly holders: InUseHolder[] = [],
+  ) {
     super(message);
   }
 }
@@ -87,7 +90,13 @@ function lockByte(exportDir: string, mine: number, theirs: number, what: string,
  * ExportInUseError while `duofs convert` is rewriting the export.
  */
 export function acquireServeLock(exportDir: string): ExportLock {
-  return lockByte(exportDir, SERVE_LOCK_OFFSET, CONVERT_LOCK_OFFSET, 'serve', '`duofs convert` is rewriting this export; serve it when the conversion has finished');
+  return lockByte(
+    exportDir,
+    SERVE_LOCK_OFFSET,
+    CONVERT_LOCK_OFFSET,
+    'serve',
+    '`duofs convert` is rewriting this export; serve it when the conversion has finished',
+  );
 }
 
 /**

@@ -10,13 +10,55 @@ import { errnoName } from '../sys/index.js';
 import type { Completion, VhostUserFrontend } from './vhost-user-frontend.js';
 
 export const OP = {
-  LOOKUP: 1, FORGET: 2, GETATTR: 3, SETATTR: 4, READLINK: 5, SYMLINK: 6, MKNOD: 8, MKDIR: 9,
-  UNLINK: 10, RMDIR: 11, RENAME: 12, LINK: 13, OPEN: 14, READ: 15, WRITE: 16, STATFS: 17,
-  RELEASE: 18, FSYNC: 20, SETXATTR: 21, GETXATTR: 22, LISTXATTR: 23, REMOVEXATTR: 24, FLUSH: 25,
-  INIT: 26, OPENDIR: 27, READDIR: 28, RELEASEDIR: 29, FSYNCDIR: 30, GETLK: 31, SETLK: 32,
-  SETLKW: 33, ACCESS: 34, CREATE: 35, INTERRUPT: 36, BMAP: 37, DESTROY: 38, IOCTL: 39, POLL: 40,
-  BATCH_FORGET: 42, FALLOCATE: 43, READDIRPLUS: 44, RENAME2: 45, LSEEK: 46,
-  COPY_FILE_RANGE: 47, SETUPMAPPING: 48, REMOVEMAPPING: 49, SYNCFS: 50, TMPFILE: 51, STATX: 52,
+  LOOKUP: 1,
+  FORGET: 2,
+  GETATTR: 3,
+  SETATTR: 4,
+  READLINK: 5,
+  SYMLINK: 6,
+  MKNOD: 8,
+  MKDIR: 9,
+  UNLINK: 10,
+  RMDIR: 11,
+  RENAME: 12,
+  LINK: 13,
+  OPEN: 14,
+  READ: 15,
+  WRITE: 16,
+  STATFS: 17,
+  RELEASE: 18,
+  FSYNC: 20,
+  SETXATTR: 21,
+  GETXATTR: 22,
+  LISTXATTR: 23,
+  REMOVEXATTR: 24,
+  FLUSH: 25,
+  INIT: 26,
+  OPENDIR: 27,
+  READDIR: 28,
+  RELEASEDIR: 29,
+  FSYNCDIR: 30,
+  GETLK: 31,
+  SETLK: 32,
+  SETLKW: 33,
+  ACCESS: 34,
+  CREATE: 35,
+  INTERRUPT: 36,
+  BMAP: 37,
+  DESTROY: 38,
+  IOCTL: 39,
+  POLL: 40,
+  BATCH_FORGET: 42,
+  FALLOCATE: 43,
+  READDIRPLUS: 44,
+  RENAME2: 45,
+  LSEEK: 46,
+  COPY_FILE_RANGE: 47,
+  SETUPMAPPING: 48,
+  REMOVEMAPPING: 49,
+  SYNCFS: 50,
+  TMPFILE: 51,
+  STATX: 52,
 } as const;
 
 export const ROOT = 1n;
@@ -28,16 +70,40 @@ export const ATTR_OUT = 16 + ATTR_SIZE;
 export const STATX_OUT = 32 + 256;
 
 export const INIT_FLAGS = {
-  ASYNC_READ: 1n << 0n, POSIX_LOCKS: 1n << 1n, FILE_OPS: 1n << 2n, ATOMIC_O_TRUNC: 1n << 3n,
-  EXPORT_SUPPORT: 1n << 4n, BIG_WRITES: 1n << 5n, DONT_MASK: 1n << 6n, SPLICE_WRITE: 1n << 7n,
-  SPLICE_MOVE: 1n << 8n, SPLICE_READ: 1n << 9n, FLOCK_LOCKS: 1n << 10n, HAS_IOCTL_DIR: 1n << 11n,
-  AUTO_INVAL_DATA: 1n << 12n, DO_READDIRPLUS: 1n << 13n, READDIRPLUS_AUTO: 1n << 14n,
-  ASYNC_DIO: 1n << 15n, WRITEBACK_CACHE: 1n << 16n, NO_OPEN_SUPPORT: 1n << 17n,
-  PARALLEL_DIROPS: 1n << 18n, HANDLE_KILLPRIV: 1n << 19n, POSIX_ACL: 1n << 20n,
-  ABORT_ERROR: 1n << 21n, MAX_PAGES: 1n << 22n, CACHE_SYMLINKS: 1n << 23n,
-  NO_OPENDIR_SUPPORT: 1n << 24n, EXPLICIT_INVAL_DATA: 1n << 25n, MAP_ALIGNMENT: 1n << 26n,
-  SUBMOUNTS: 1n << 27n, HANDLE_KILLPRIV_V2: 1n << 28n, SETXATTR_EXT: 1n << 29n,
-  INIT_EXT: 1n << 30n, INIT_RESERVED: 1n << 31n, SECURITY_CTX: 1n << 32n, HAS_INODE_DAX: 1n << 33n,
+  ASYNC_READ: 1n << 0n,
+  POSIX_LOCKS: 1n << 1n,
+  FILE_OPS: 1n << 2n,
+  ATOMIC_O_TRUNC: 1n << 3n,
+  EXPORT_SUPPORT: 1n << 4n,
+  BIG_WRITES: 1n << 5n,
+  DONT_MASK: 1n << 6n,
+  SPLICE_WRITE: 1n << 7n,
+  SPLICE_MOVE: 1n << 8n,
+  SPLICE_READ: 1n << 9n,
+  FLOCK_LOCKS: 1n << 10n,
+  HAS_IOCTL_DIR: 1n << 11n,
+  AUTO_INVAL_DATA: 1n << 12n,
+  DO_READDIRPLUS: 1n << 13n,
+  READDIRPLUS_AUTO: 1n << 14n,
+  ASYNC_DIO: 1n << 15n,
+  WRITEBACK_CACHE: 1n << 16n,
+  NO_OPEN_SUPPORT: 1n << 17n,
+  PARALLEL_DIROPS: 1n << 18n,
+  HANDLE_KILLPRIV: 1n << 19n,
+  POSIX_ACL: 1n << 20n,
+  ABORT_ERROR: 1n << 21n,
+  MAX_PAGES: 1n << 22n,
+  CACHE_SYMLINKS: 1n << 23n,
+  NO_OPENDIR_SUPPORT: 1n << 24n,
+  EXPLICIT_INVAL_DATA: 1n << 25n,
+  MAP_ALIGNMENT: 1n << 26n,
+  SUBMOUNTS: 1n << 27n,
+  HANDLE_KILLPRIV_V2: 1n << 28n,
+  SETXATTR_EXT: 1n << 29n,
+  INIT_EXT: 1n << 30n,
+  INIT_RESERVED: 1n << 31n,
+  SECURITY_CTX: 1n << 32n,
+  HAS_INODE_DAX: 1n << 33n,
   CREATE_SUPP_GROUP: 1n << 34n,
 } as const;
 
@@ -45,8 +111,18 @@ export const INIT_FLAGS = {
 export const ALL_INIT_FLAGS = Object.values(INIT_FLAGS).reduce((a, b) => a | b, 0n) & ~INIT_FLAGS.INIT_RESERVED;
 
 export const FATTR = {
-  MODE: 1 << 0, UID: 1 << 1, GID: 1 << 2, SIZE: 1 << 3, ATIME: 1 << 4, MTIME: 1 << 5, FH: 1 << 6,
-  ATIME_NOW: 1 << 7, MTIME_NOW: 1 << 8, LOCKOWNER: 1 << 9, CTIME: 1 << 10, KILL_SUIDGID: 1 << 11,
+  MODE: 1 << 0,
+  UID: 1 << 1,
+  GID: 1 << 2,
+  SIZE: 1 << 3,
+  ATIME: 1 << 4,
+  MTIME: 1 << 5,
+  FH: 1 << 6,
+  ATIME_NOW: 1 << 7,
+  MTIME_NOW: 1 << 8,
+  LOCKOWNER: 1 << 9,
+  CTIME: 1 << 10,
+  KILL_SUIDGID: 1 << 11,
 } as const;
 
 export const FOPEN = { DIRECT_IO: 1, KEEP_CACHE: 2, NONSEEKABLE: 4, CACHE_DIR: 8, PARALLEL_DIRECT_WRITES: 64 } as const;
@@ -76,7 +152,11 @@ export const S_IFCHR = 0o020000;
 export class FuseError extends Error {
   /** the errno's name, e.g. "ENOENT" */
   readonly code: string;
-  constructor(readonly errno: number, readonly op: string, readonly unique: bigint) {
+  constructor(
+    readonly errno: number,
+    readonly op: string,
+    readonly unique: bigint,
+  ) {
     super(`${op}: ${errnoName(errno)} (${errno})`);
     this.name = 'FuseError';
     this.code = errnoName(errno);
@@ -278,7 +358,12 @@ export function parseDirents(b: Buffer): Dirent[] {
     if (at + 24 > b.length) throw new FuseProtocolError(`dirent header at ${at} runs past ${b.length} bytes`);
     const namelen = b.readUInt32LE(at + 16);
     if (at + 24 + namelen > b.length) throw new FuseProtocolError(`dirent name at ${at} runs past ${b.length} bytes`);
-    out.push({ ino: b.readBigUInt64LE(at), off: b.readBigUInt64LE(at + 8), type: b.readUInt32LE(at + 20), name: Buffer.from(b.subarray(at + 24, at + 24 + namelen)) });
+    out.push({
+      ino: b.readBigUInt64LE(at),
+      off: b.readBigUInt64LE(at + 8),
+      type: b.readUInt32LE(at + 20),
+      name: Buffer.from(b.subarray(at + 24, at + 24 + namelen)),
+    });
     at += (24 + namelen + 7) & ~7;
   }
   return out;
@@ -294,7 +379,13 @@ export function parseDirentsPlus(b: Buffer): DirentPlus[] {
     const d = at + ENTRY_OUT;
     const namelen = b.readUInt32LE(d + 16);
     if (d + 24 + namelen > b.length) throw new FuseProtocolError(`direntplus name at ${at} runs past ${b.length} bytes`);
-    out.push({ entry, ino: b.readBigUInt64LE(d), off: b.readBigUInt64LE(d + 8), type: b.readUInt32LE(d + 20), name: Buffer.from(b.subarray(d + 24, d + 24 + namelen)) });
+    out.push({
+      entry,
+      ino: b.readBigUInt64LE(d),
+      off: b.readBigUInt64LE(d + 8),
+      type: b.readUInt32LE(d + 20),
+      name: Buffer.from(b.subarray(d + 24, d + 24 + namelen)),
+    });
     at += (ENTRY_OUT + 24 + namelen + 7) & ~7;
   }
   return out;
@@ -302,9 +393,14 @@ export function parseDirentsPlus(b: Buffer): DirentPlus[] {
 
 export function parseStatfs(b: Buffer): Statfs {
   return {
-    blocks: b.readBigUInt64LE(0), bfree: b.readBigUInt64LE(8), bavail: b.readBigUInt64LE(16),
-    files: b.readBigUInt64LE(24), ffree: b.readBigUInt64LE(32), bsize: b.readUInt32LE(40),
-    namelen: b.readUInt32LE(44), frsize: b.readUInt32LE(48),
+    blocks: b.readBigUInt64LE(0),
+    bfree: b.readBigUInt64LE(8),
+    bavail: b.readBigUInt64LE(16),
+    files: b.readBigUInt64LE(24),
+    ffree: b.readBigUInt64LE(32),
+    bsize: b.readUInt32LE(40),
+    namelen: b.readUInt32LE(44),
+    frsize: b.readUInt32LE(48),
   };
 }
 
@@ -474,7 +570,10 @@ export class FuseClient {
   /** node id of each open handle, for the header of handle operations (the kernel sends it; virtiofsd needs it) */
   private readonly fhNodes = new Map<bigint, bigint>();
 
-  constructor(readonly fe: VhostUserFrontend, readonly queue = 1) {}
+  constructor(
+    readonly fe: VhostUserFrontend,
+    readonly queue = 1,
+  ) {}
 
   /** The node id a kernel would put in the header of a request on handle `fh` (0 for a handle never opened). */
   nodeOf(fh: bigint): bigint {
@@ -539,8 +638,11 @@ export class FuseClient {
     const header = inHeader(o.len ?? IN_HEADER + argLen, opcode, unique, o.nodeid ?? 0n, { ...this.caller, ...o });
     const whole = Buffer.concat([header, ...args]);
     const out = o.split ? splitBytes(whole, o.split) : argLen > 0 ? [header, Buffer.concat(args)] : [header];
-    const c = await deadline(this.fe.request(o.queue ?? 0, { out, in: o.in ?? [], indirect: o.indirect ?? false }), o.timeoutMs ?? this.timeoutMs,
-      `${opName(opcode)} unique ${unique} was never returned to the driver`);
+    const c = await deadline(
+      this.fe.request(o.queue ?? 0, { out, in: o.in ?? [], indirect: o.indirect ?? false }),
+      o.timeoutMs ?? this.timeoutMs,
+      `${opName(opcode)} unique ${unique} was never returned to the driver`,
+    );
     return c.len;
   }
 
@@ -564,7 +666,9 @@ export class FuseClient {
   // ---- names -------------------------------------------------------------------------
 
   async lookup(parent: bigint, name: string | Buffer, o: SendOptions = {}): Promise<EntryOut> {
-    return parseEntry(FuseClient.expectSize('LOOKUP', await this.call(OP.LOOKUP, [cstr(name)], { nodeid: parent, in: [OUT_HEADER, ENTRY_OUT], ...o }), ENTRY_OUT));
+    return parseEntry(
+      FuseClient.expectSize('LOOKUP', await this.call(OP.LOOKUP, [cstr(name)], { nodeid: parent, in: [OUT_HEADER, ENTRY_OUT], ...o }), ENTRY_OUT),
+    );
   }
 
   forget(nodeid: bigint, nlookup: bigint, o: SendOptions = {}): Promise<number> {
@@ -578,11 +682,15 @@ export class FuseClient {
 
   async getattr(nodeid: bigint, fh?: bigint, o: SendOptions = {}): Promise<AttrOut> {
     const args = Buffer.concat([u32(fh === undefined ? 0 : FUSE_GETATTR_FH, 0), u64(fh ?? 0n)]);
-    return parseAttrOut(FuseClient.expectSize('GETATTR', await this.call(OP.GETATTR, [args], { nodeid, in: [OUT_HEADER, ATTR_OUT], ...o }), ATTR_OUT));
+    return parseAttrOut(
+      FuseClient.expectSize('GETATTR', await this.call(OP.GETATTR, [args], { nodeid, in: [OUT_HEADER, ATTR_OUT], ...o }), ATTR_OUT),
+    );
   }
 
   async setattr(nodeid: bigint, s: SetattrIn, o: SendOptions = {}): Promise<AttrOut> {
-    return parseAttrOut(FuseClient.expectSize('SETATTR', await this.call(OP.SETATTR, [setattrIn(s)], { nodeid, in: [OUT_HEADER, ATTR_OUT], ...o }), ATTR_OUT));
+    return parseAttrOut(
+      FuseClient.expectSize('SETATTR', await this.call(OP.SETATTR, [setattrIn(s)], { nodeid, in: [OUT_HEADER, ATTR_OUT], ...o }), ATTR_OUT),
+    );
   }
 
   async statx(nodeid: bigint, fh?: bigint, o: SendOptions & { sxMask?: number } = {}): Promise<Statx> {
@@ -595,17 +703,27 @@ export class FuseClient {
   }
 
   async symlink(parent: bigint, name: string | Buffer, target: string | Buffer, o: SendOptions = {}): Promise<EntryOut> {
-    return parseEntry(FuseClient.expectSize('SYMLINK', await this.call(OP.SYMLINK, [cstr(name), cstr(target)], { nodeid: parent, in: [OUT_HEADER, ENTRY_OUT], ...o }), ENTRY_OUT));
+    return parseEntry(
+      FuseClient.expectSize(
+        'SYMLINK',
+        await this.call(OP.SYMLINK, [cstr(name), cstr(target)], { nodeid: parent, in: [OUT_HEADER, ENTRY_OUT], ...o }),
+        ENTRY_OUT,
+      ),
+    );
   }
 
   async mknod(parent: bigint, name: string | Buffer, mode: number, rdev = 0, o: SendOptions & { umask?: number } = {}): Promise<EntryOut> {
     const args = Buffer.concat([u32(mode, rdev, o.umask ?? 0, 0), cstr(name)]);
-    return parseEntry(FuseClient.expectSize('MKNOD', await this.call(OP.MKNOD, [args], { nodeid: parent, in: [OUT_HEADER, ENTRY_OUT], ...o }), ENTRY_OUT));
+    return parseEntry(
+      FuseClient.expectSize('MKNOD', await this.call(OP.MKNOD, [args], { nodeid: parent, in: [OUT_HEADER, ENTRY_OUT], ...o }), ENTRY_OUT),
+    );
   }
 
   async mkdir(parent: bigint, name: string | Buffer, mode = 0o755, o: SendOptions & { umask?: number } = {}): Promise<EntryOut> {
     const args = Buffer.concat([u32(mode, o.umask ?? 0), cstr(name)]);
-    return parseEntry(FuseClient.expectSize('MKDIR', await this.call(OP.MKDIR, [args], { nodeid: parent, in: [OUT_HEADER, ENTRY_OUT], ...o }), ENTRY_OUT));
+    return parseEntry(
+      FuseClient.expectSize('MKDIR', await this.call(OP.MKDIR, [args], { nodeid: parent, in: [OUT_HEADER, ENTRY_OUT], ...o }), ENTRY_OUT),
+    );
   }
 
   async unlink(parent: bigint, name: string | Buffer, o: SendOptions = {}): Promise<void> {
@@ -617,36 +735,73 @@ export class FuseClient {
   }
 
   async rename(parent: bigint, oldName: string | Buffer, newdir: bigint, newName: string | Buffer, o: SendOptions = {}): Promise<void> {
-    FuseClient.expectSize('RENAME', await this.call(OP.RENAME, [u64(newdir), cstr(oldName), cstr(newName)], { nodeid: parent, in: [OUT_HEADER], ...o }), 0);
+    FuseClient.expectSize(
+      'RENAME',
+      await this.call(OP.RENAME, [u64(newdir), cstr(oldName), cstr(newName)], { nodeid: parent, in: [OUT_HEADER], ...o }),
+      0,
+    );
   }
 
-  async rename2(parent: bigint, oldName: string | Buffer, newdir: bigint, newName: string | Buffer, flags: number, o: SendOptions = {}): Promise<void> {
-    FuseClient.expectSize('RENAME2', await this.call(OP.RENAME2, [u64(newdir), u32(flags, 0), cstr(oldName), cstr(newName)], { nodeid: parent, in: [OUT_HEADER], ...o }), 0);
+  async rename2(
+    parent: bigint,
+    oldName: string | Buffer,
+    newdir: bigint,
+    newName: string | Buffer,
+    flags: number,
+    o: SendOptions = {},
+  ): Promise<void> {
+    FuseClient.expectSize(
+      'RENAME2',
+      await this.call(OP.RENAME2, [u64(newdir), u32(flags, 0), cstr(oldName), cstr(newName)], { nodeid: parent, in: [OUT_HEADER], ...o }),
+      0,
+    );
   }
 
   async link(oldNodeid: bigint, newParent: bigint, name: string | Buffer, o: SendOptions = {}): Promise<EntryOut> {
-    return parseEntry(FuseClient.expectSize('LINK', await this.call(OP.LINK, [u64(oldNodeid), cstr(name)], { nodeid: newParent, in: [OUT_HEADER, ENTRY_OUT], ...o }), ENTRY_OUT));
+    return parseEntry(
+      FuseClient.expectSize(
+        'LINK',
+        await this.call(OP.LINK, [u64(oldNodeid), cstr(name)], { nodeid: newParent, in: [OUT_HEADER, ENTRY_OUT], ...o }),
+        ENTRY_OUT,
+      ),
+    );
   }
 
   // ---- files ---------------------------------------------------------------------------
 
   /** OPEN; `openFlags` is fuse_open_in.open_flags (FUSE_OPEN_KILL_SUIDGID). */
   async open(nodeid: bigint, flags: number, o: SendOptions & { openFlags?: number } = {}): Promise<OpenOut> {
-    const r = parseOpen(FuseClient.expectSize('OPEN', await this.call(OP.OPEN, [u32(flags, o.openFlags ?? 0)], { nodeid, in: [OUT_HEADER, 16], ...o }), 16));
+    const r = parseOpen(
+      FuseClient.expectSize('OPEN', await this.call(OP.OPEN, [u32(flags, o.openFlags ?? 0)], { nodeid, in: [OUT_HEADER, 16], ...o }), 16),
+    );
     this.opened(r.fh, nodeid);
     return r;
   }
 
-  async create(parent: bigint, name: string | Buffer, flags: number, mode = 0o644, o: SendOptions & { umask?: number; openFlags?: number } = {}): Promise<{ entry: EntryOut; open: OpenOut }> {
+  async create(
+    parent: bigint,
+    name: string | Buffer,
+    flags: number,
+    mode = 0o644,
+    o: SendOptions & { umask?: number; openFlags?: number } = {},
+  ): Promise<{ entry: EntryOut; open: OpenOut }> {
     const args = Buffer.concat([u32(flags, mode, o.umask ?? 0, o.openFlags ?? 0), cstr(name)]);
-    const b = FuseClient.expectSize('CREATE', await this.call(OP.CREATE, [args], { nodeid: parent, in: [OUT_HEADER, ENTRY_OUT + 16], ...o }), ENTRY_OUT + 16);
+    const b = FuseClient.expectSize(
+      'CREATE',
+      await this.call(OP.CREATE, [args], { nodeid: parent, in: [OUT_HEADER, ENTRY_OUT + 16], ...o }),
+      ENTRY_OUT + 16,
+    );
     const r = { entry: parseEntry(b), open: parseOpen(b, ENTRY_OUT) };
     this.opened(r.open.fh, r.entry.nodeid);
     return r;
   }
 
   async tmpfile(parent: bigint, flags: number, mode = 0o600, o: SendOptions = {}): Promise<{ entry: EntryOut; open: OpenOut }> {
-    const b = FuseClient.expectSize('TMPFILE', await this.call(OP.TMPFILE, [u32(flags, mode, 0, 0)], { nodeid: parent, in: [OUT_HEADER, ENTRY_OUT + 16], ...o }), ENTRY_OUT + 16);
+    const b = FuseClient.expectSize(
+      'TMPFILE',
+      await this.call(OP.TMPFILE, [u32(flags, mode, 0, 0)], { nodeid: parent, in: [OUT_HEADER, ENTRY_OUT + 16], ...o }),
+      ENTRY_OUT + 16,
+    );
     const r = { entry: parseEntry(b), open: parseOpen(b, ENTRY_OUT) };
     this.opened(r.open.fh, r.entry.nodeid);
     return r;
@@ -676,9 +831,16 @@ export class FuseClient {
 
   /** WRITE; `split` lays the whole request (header, write_in, data) over readable descriptors. */
   async write(fh: bigint, offset: bigint, data: Buffer, o: SendOptions & { writeFlags?: number; size?: number } = {}): Promise<number> {
-    const b = FuseClient.expectSize('WRITE', await this.call(OP.WRITE, [this.writeIn(fh, offset, o.size ?? data.length, o.writeFlags ?? 0), data], {
-      nodeid: this.nodeOf(fh), in: [OUT_HEADER, 8], split: o.split ?? [IN_HEADER, 40, data.length], ...o,
-    }), 8);
+    const b = FuseClient.expectSize(
+      'WRITE',
+      await this.call(OP.WRITE, [this.writeIn(fh, offset, o.size ?? data.length, o.writeFlags ?? 0), data], {
+        nodeid: this.nodeOf(fh),
+        in: [OUT_HEADER, 8],
+        split: o.split ?? [IN_HEADER, 40, data.length],
+        ...o,
+      }),
+      8,
+    );
     return b.readUInt32LE(0);
   }
 
@@ -697,11 +859,23 @@ export class FuseClient {
   }
 
   async flush(fh: bigint, lockOwner: bigint, o: SendOptions = {}): Promise<void> {
-    FuseClient.expectSize('FLUSH', await this.call(OP.FLUSH, [Buffer.concat([u64(fh), u32(0, 0), u64(lockOwner)])], { nodeid: this.nodeOf(fh), in: [OUT_HEADER], ...o }), 0);
+    FuseClient.expectSize(
+      'FLUSH',
+      await this.call(OP.FLUSH, [Buffer.concat([u64(fh), u32(0, 0), u64(lockOwner)])], { nodeid: this.nodeOf(fh), in: [OUT_HEADER], ...o }),
+      0,
+    );
   }
 
   async fsync(fh: bigint, datasync = false, o: SendOptions & { opcode?: number } = {}): Promise<void> {
-    FuseClient.expectSize('FSYNC', await this.call(o.opcode ?? OP.FSYNC, [Buffer.concat([u64(fh), u32(datasync ? 1 : 0, 0)])], { nodeid: this.nodeOf(fh), in: [OUT_HEADER], ...o }), 0);
+    FuseClient.expectSize(
+      'FSYNC',
+      await this.call(o.opcode ?? OP.FSYNC, [Buffer.concat([u64(fh), u32(datasync ? 1 : 0, 0)])], {
+        nodeid: this.nodeOf(fh),
+        in: [OUT_HEADER],
+        ...o,
+      }),
+      0,
+    );
   }
 
   fsyncdir(fh: bigint, datasync = false, o: SendOptions = {}): Promise<void> {
@@ -709,16 +883,41 @@ export class FuseClient {
   }
 
   async fallocate(fh: bigint, offset: bigint, length: bigint, mode = 0, o: SendOptions = {}): Promise<void> {
-    FuseClient.expectSize('FALLOCATE', await this.call(OP.FALLOCATE, [Buffer.concat([u64(fh, offset, length), u32(mode, 0)])], { nodeid: this.nodeOf(fh), in: [OUT_HEADER], ...o }), 0);
+    FuseClient.expectSize(
+      'FALLOCATE',
+      await this.call(OP.FALLOCATE, [Buffer.concat([u64(fh, offset, length), u32(mode, 0)])], { nodeid: this.nodeOf(fh), in: [OUT_HEADER], ...o }),
+      0,
+    );
   }
 
   async lseek(fh: bigint, offset: bigint, whence: number, o: SendOptions = {}): Promise<bigint> {
-    const b = FuseClient.expectSize('LSEEK', await this.call(OP.LSEEK, [Buffer.concat([u64(fh, offset), u32(whence, 0)])], { nodeid: this.nodeOf(fh), in: [OUT_HEADER, 8], ...o }), 8);
+    const b = FuseClient.expectSize(
+      'LSEEK',
+      await this.call(OP.LSEEK, [Buffer.concat([u64(fh, offset), u32(whence, 0)])], { nodeid: this.nodeOf(fh), in: [OUT_HEADER, 8], ...o }),
+      8,
+    );
     return b.readBigUInt64LE(0);
   }
 
-  async copyFileRange(fhIn: bigint, offIn: bigint, nodeOut: bigint, fhOut: bigint, offOut: bigint, len: bigint, flags = 0n, o: SendOptions = {}): Promise<number> {
-    const b = FuseClient.expectSize('COPY_FILE_RANGE', await this.call(OP.COPY_FILE_RANGE, [u64(fhIn, offIn, nodeOut, fhOut, offOut, len, flags)], { nodeid: this.nodeOf(fhIn), in: [OUT_HEADER, 8], ...o }), 8);
+  async copyFileRange(
+    fhIn: bigint,
+    offIn: bigint,
+    nodeOut: bigint,
+    fhOut: bigint,
+    offOut: bigint,
+    len: bigint,
+    flags = 0n,
+    o: SendOptions = {},
+  ): Promise<number> {
+    const b = FuseClient.expectSize(
+      'COPY_FILE_RANGE',
+      await this.call(OP.COPY_FILE_RANGE, [u64(fhIn, offIn, nodeOut, fhOut, offOut, len, flags)], {
+        nodeid: this.nodeOf(fhIn),
+        in: [OUT_HEADER, 8],
+        ...o,
+      }),
+      8,
+    );
     return b.readUInt32LE(0);
   }
 
@@ -765,7 +964,11 @@ export class FuseClient {
   // ---- xattrs -----------------------------------------------------------------------------------
 
   async setxattr(nodeid: bigint, name: string, value: Buffer, flags = 0, o: SendOptions = {}): Promise<void> {
-    FuseClient.expectSize('SETXATTR', await this.call(OP.SETXATTR, [u32(value.length, flags), cstr(name), value], { nodeid, in: [OUT_HEADER], ...o }), 0);
+    FuseClient.expectSize(
+      'SETXATTR',
+      await this.call(OP.SETXATTR, [u32(value.length, flags), cstr(name), value], { nodeid, in: [OUT_HEADER], ...o }),
+      0,
+    );
   }
 
   /** GETXATTR with size 0 returns the value's length (a number); otherwise the value. */
@@ -788,7 +991,9 @@ export class FuseClient {
   // ---- locks ------------------------------------------------------------------------------------
 
   async getlk(nodeid: bigint, fh: bigint, owner: bigint, lk: Parameters<typeof lkIn>[2], lkFlags = 0, o: SendOptions = {}): Promise<FileLock> {
-    return parseLock(FuseClient.expectSize('GETLK', await this.call(OP.GETLK, [lkIn(fh, owner, lk, lkFlags)], { nodeid, in: [OUT_HEADER, 24], ...o }), 24));
+    return parseLock(
+      FuseClient.expectSize('GETLK', await this.call(OP.GETLK, [lkIn(fh, owner, lk, lkFlags)], { nodeid, in: [OUT_HEADER, 24], ...o }), 24),
+    );
   }
 
   async setlk(nodeid: bigint, fh: bigint, owner: bigint, lk: Parameters<typeof lkIn>[2], lkFlags = 0, o: SendOptions = {}): Promise<void> {
@@ -812,7 +1017,9 @@ export function deadline<T>(p: Promise<T>, ms: number, what: string): Promise<T>
   let t: NodeJS.Timeout | undefined;
   return Promise.race([
     p.finally(() => clearTimeout(t)),
-    new Promise<T>((_, reject) => { t = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms); }),
+    new Promise<T>((_, reject) => {
+      t = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+    }),
   ]);
 }
 

@@ -7,13 +7,35 @@
 // are. Rlerror surfaces as a P9Error carrying the errno and its name.
 import net from 'node:net';
 import {
-  type Attr, type DirEntry, HEADER_SIZE, IOHDRSZ, type LockArgs, type LockInfo, NOFID, NOTAG, type Name, type Qid, Reader,
-  type SetattrArgs, type Statfs, T, Writer, errnoName, frame, parseAttr, parseDirents, typeName, GETATTR,
+  type Attr,
+  type DirEntry,
+  HEADER_SIZE,
+  IOHDRSZ,
+  type LockArgs,
+  type LockInfo,
+  NOFID,
+  NOTAG,
+  type Name,
+  type Qid,
+  Reader,
+  type SetattrArgs,
+  type Statfs,
+  T,
+  Writer,
+  errnoName,
+  frame,
+  parseAttr,
+  parseDirents,
+  typeName,
+  GETATTR,
 } from './p9-proto.js';
 
 export class P9Error extends Error {
   readonly code: string;
-  constructor(readonly errno: number, readonly op: string) {
+  constructor(
+    readonly errno: number,
+    readonly op: string,
+  ) {
     super(`${op}: ${errnoName(errno)} (${errno})`);
     this.name = 'P9Error';
     this.code = errnoName(errno);
@@ -21,21 +43,38 @@ export class P9Error extends Error {
 }
 /** The connection closed while the request was outstanding. */
 export class P9ClosedError extends Error {
-  constructor(op: string) { super(`${op}: connection closed`); this.name = 'P9ClosedError'; }
+  constructor(op: string) {
+    super(`${op}: connection closed`);
+    this.name = 'P9ClosedError';
+  }
 }
 export class P9TimeoutError extends Error {
-  constructor(op: string, ms: number) { super(`${op}: no reply within ${ms} ms`); this.name = 'P9TimeoutError'; }
+  constructor(op: string, ms: number) {
+    super(`${op}: no reply within ${ms} ms`);
+    this.name = 'P9TimeoutError';
+  }
 }
 /** The request was flushed (Rflush arrived before its reply). */
 export class P9FlushedError extends Error {
-  constructor(op: string) { super(`${op}: flushed`); this.name = 'P9FlushedError'; }
+  constructor(op: string) {
+    super(`${op}: flushed`);
+    this.name = 'P9FlushedError';
+  }
 }
 /** The server answered with a type that does not match the request. */
 export class P9ProtocolError extends Error {
-  constructor(msg: string) { super(msg); this.name = 'P9ProtocolError'; }
+  constructor(msg: string) {
+    super(msg);
+    this.name = 'P9ProtocolError';
+  }
 }
 
-export interface Reply { type: number; tag: number; body: Buffer; raw: Buffer }
+export interface Reply {
+  type: number;
+  tag: number;
+  body: Buffer;
+  raw: Buffer;
+}
 
 export type Address = string | { path: string } | { host: string; port: number };
 
@@ -78,13 +117,20 @@ export class P9Client {
   private rxLen = 0;
   private timeoutMs: number;
 
-  private constructor(readonly sock: net.Socket, opts: ClientOptions) {
+  private constructor(
+    readonly sock: net.Socket,
+    opts: ClientOptions,
+  ) {
     this.timeoutMs = opts.timeoutMs ?? 20_000;
     sock.setNoDelay?.(true);
     let resolveClosed!: () => void;
-    this.closed = new Promise((r) => { resolveClosed = r; });
+    this.closed = new Promise((r) => {
+      resolveClosed = r;
+    });
     sock.on('data', (d: Buffer) => this.onData(d));
-    sock.on('error', () => { /* surfaced through close */ });
+    sock.on('error', () => {
+      /* surfaced through close */
+    });
     sock.on('close', () => {
       this.isClosed = true;
       for (const [tag, p] of this.pending) {
@@ -109,8 +155,10 @@ export class P9Client {
   }
 
   /** Connects, negotiates the version and attaches; returns the client and its root fid. */
-  static async session(addr: Address, o: { msize?: number; uid?: number; aname?: string; uname?: string; timeoutMs?: number } = {}):
-    Promise<{ c: P9Client; root: number; qid: Qid }> {
+  static async session(
+    addr: Address,
+    o: { msize?: number; uid?: number; aname?: string; uname?: string; timeoutMs?: number } = {},
+  ): Promise<{ c: P9Client; root: number; qid: Qid }> {
     const c = await P9Client.connect(addr, o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {});
     await c.version(o.msize ?? 65536);
     const root = c.newFid();
@@ -119,7 +167,9 @@ export class P9Client {
   }
 
   /** A fid number not yet handed out by this client. */
-  newFid(): number { return this.fidCounter++; }
+  newFid(): number {
+    return this.fidCounter++;
+  }
 
   close(): Promise<void> {
     if (!this.isClosed) this.sock.destroy();
@@ -131,20 +181,26 @@ export class P9Client {
     let t: NodeJS.Timeout | undefined;
     const r = await Promise.race([
       this.closed.then(() => true),
-      new Promise<boolean>((res) => { t = setTimeout(() => res(false), ms); }),
+      new Promise<boolean>((res) => {
+        t = setTimeout(() => res(false), ms);
+      }),
     ]);
     if (t) clearTimeout(t);
     return r;
   }
 
-  get inFlight(): number { return this.pending.size; }
+  get inFlight(): number {
+    return this.pending.size;
+  }
 
   private onData(d: Buffer): void {
     this.rx.push(d);
     this.rxLen += d.length;
     for (;;) {
       if (this.rxLen < 4) return;
-      if (this.rx.length > 1) { this.rx = [Buffer.concat(this.rx)]; }
+      if (this.rx.length > 1) {
+        this.rx = [Buffer.concat(this.rx)];
+      }
       const buf = this.rx[0]!;
       const size = buf.readUInt32LE(0);
       if (size < HEADER_SIZE) {
@@ -164,12 +220,20 @@ export class P9Client {
 
   private dispatch(r: Reply): void {
     const p = this.pending.get(r.tag);
-    if (!p) { this.strays.push(r); this.violations.push(`reply ${typeName(r.type)} for unknown tag ${r.tag}`); return; }
+    if (!p) {
+      this.strays.push(r);
+      this.violations.push(`reply ${typeName(r.type)} for unknown tag ${r.tag}`);
+      return;
+    }
     this.pending.delete(r.tag);
     if (p.timer) clearTimeout(p.timer);
     if (r.type === T.Rlerror) {
       let errno = -1;
-      try { errno = new Reader(r.body).u32(); } catch { /* malformed */ }
+      try {
+        errno = new Reader(r.body).u32();
+      } catch {
+        /* malformed */
+      }
       p.reject(new P9Error(errno, p.op));
       return;
     }
@@ -230,7 +294,9 @@ export class P9Client {
   }
 
   /** A tag that is free right now (for hand-built frames). */
-  freeTag(): number { return this.allocTag(); }
+  freeTag(): number {
+    return this.allocTag();
+  }
 
   private async call(type: number, w: Writer, o: { timeoutMs?: number } = {}): Promise<Reader> {
     const r = await this.request(type, w.done(), o);
@@ -301,8 +367,17 @@ export class P9Client {
   }
 
   async setattr(fid: number, a: SetattrArgs): Promise<void> {
-    const w = new Writer().u32(fid).u32(a.valid).u32(a.mode ?? 0).u32(a.uid ?? 0).u32(a.gid ?? 0)
-      .u64(a.size ?? 0).u64(a.atimeSec ?? 0).u64(a.atimeNsec ?? 0).u64(a.mtimeSec ?? 0).u64(a.mtimeNsec ?? 0);
+    const w = new Writer()
+      .u32(fid)
+      .u32(a.valid)
+      .u32(a.mode ?? 0)
+      .u32(a.uid ?? 0)
+      .u32(a.gid ?? 0)
+      .u64(a.size ?? 0)
+      .u64(a.atimeSec ?? 0)
+      .u64(a.atimeNsec ?? 0)
+      .u64(a.mtimeSec ?? 0)
+      .u64(a.mtimeNsec ?? 0);
     P9Client.strict(await this.call(T.setattr, w), undefined);
   }
 
@@ -373,8 +448,15 @@ export class P9Client {
   async statfs(fid: number): Promise<Statfs> {
     const r = await this.call(T.statfs, new Writer().u32(fid));
     return P9Client.strict(r, {
-      type: r.u32(), bsize: r.u32(), blocks: r.u64(), bfree: r.u64(), bavail: r.u64(),
-      files: r.u64(), ffree: r.u64(), fsid: r.u64(), namelen: r.u32(),
+      type: r.u32(),
+      bsize: r.u32(),
+      blocks: r.u64(),
+      bfree: r.u64(),
+      bavail: r.u64(),
+      files: r.u64(),
+      ffree: r.u64(),
+      fsid: r.u64(),
+      namelen: r.u32(),
     });
   }
 
@@ -383,14 +465,26 @@ export class P9Client {
   }
 
   async lock(fid: number, a: LockArgs): Promise<number> {
-    const w = new Writer().u32(fid).u8(a.type).u32(a.flags ?? 0).u64(a.start ?? 0).u64(a.length ?? 0)
-      .u32(a.procId ?? 0).str(a.clientId ?? '');
+    const w = new Writer()
+      .u32(fid)
+      .u8(a.type)
+      .u32(a.flags ?? 0)
+      .u64(a.start ?? 0)
+      .u64(a.length ?? 0)
+      .u32(a.procId ?? 0)
+      .str(a.clientId ?? '');
     const r = await this.call(T.lock, w);
     return P9Client.strict(r, r.u8());
   }
 
   async getlock(fid: number, a: LockArgs): Promise<LockInfo> {
-    const w = new Writer().u32(fid).u8(a.type).u64(a.start ?? 0).u64(a.length ?? 0).u32(a.procId ?? 0).str(a.clientId ?? '');
+    const w = new Writer()
+      .u32(fid)
+      .u8(a.type)
+      .u64(a.start ?? 0)
+      .u64(a.length ?? 0)
+      .u32(a.procId ?? 0)
+      .str(a.clientId ?? '');
     const r = await this.call(T.getlock, w);
     return P9Client.strict(r, { type: r.u8(), start: r.u64(), length: r.u64(), procId: r.u32(), clientId: r.str() });
   }

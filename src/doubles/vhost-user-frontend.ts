@@ -10,15 +10,29 @@
 // tables anywhere, raw avail indexes, and raw vhost-user frames.
 import { MessageSocket, type CloseReason } from '../../protocols/vhost-user/message-socket.js';
 import {
-  encodeMessage, FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, MEMORY_REGION_SIZE, ProtocolFeature, Req, requestName,
-  u64Payload, VirtioFeature, vringStatePayload, type Message,
+  encodeMessage,
+  FLAG_NEED_REPLY,
+  FLAG_REPLY,
+  FLAG_VERSION,
+  MEMORY_REGION_SIZE,
+  ProtocolFeature,
+  Req,
+  requestName,
+  u64Payload,
+  VirtioFeature,
+  vringStatePayload,
+  type Message,
 } from '../../protocols/vhost-user/protocol.js';
 import { closeFd } from '../sys/fd.js';
 import { connectUnixSocket } from '../sys/sockets.js';
 import { createEventFd, drainEventFd, signalEventFd } from '../sys/eventfd.js';
 import { pollFd, type FdPoll } from '../sys/poll.js';
 import {
-  VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY,
+  VRING_AVAIL_F_NO_INTERRUPT,
+  VRING_DESC_F_INDIRECT,
+  VRING_DESC_F_NEXT,
+  VRING_DESC_F_WRITE,
+  VRING_USED_F_NO_NOTIFY,
 } from '../../protocols/virtqueue/split-queue.js';
 import { GuestRam, type RegionLayout } from './guest-ram.js';
 
@@ -45,8 +59,8 @@ export interface FrontendOptions {
 }
 
 export const DEFAULT_FEATURES = VirtioFeature.VERSION_1 | VirtioFeature.INDIRECT_DESC | VirtioFeature.EVENT_IDX | VirtioFeature.PROTOCOL_FEATURES;
-export const DEFAULT_PROTOCOL_FEATURES = ProtocolFeature.MQ | ProtocolFeature.REPLY_ACK | ProtocolFeature.CONFIGURE_MEM_SLOTS
-  | ProtocolFeature.RESET_DEVICE | ProtocolFeature.CONFIG;
+export const DEFAULT_PROTOCOL_FEATURES =
+  ProtocolFeature.MQ | ProtocolFeature.REPLY_ACK | ProtocolFeature.CONFIGURE_MEM_SLOTS | ProtocolFeature.RESET_DEVICE | ProtocolFeature.CONFIG;
 
 export interface RawDescriptor {
   addr: number | bigint;
@@ -104,7 +118,11 @@ export class DriverQueue {
   /** Used entries whose id matched no outstanding chain. */
   readonly strayUsed: { id: number; len: number }[] = [];
 
-  constructor(private readonly fe: VhostUserFrontend, readonly index: number, readonly size: number) {
+  constructor(
+    private readonly fe: VhostUserFrontend,
+    readonly index: number,
+    readonly size: number,
+  ) {
     const ram = fe.ram;
     this.descGpa = ram.alloc(16 * size, 4096);
     this.availGpa = ram.alloc(6 + 2 * size, 4096);
@@ -343,7 +361,10 @@ export class VhostUserFrontend {
       onMessage: (m) => this.onReply(m),
       onClose: (reason) => {
         this.closeReason = reason;
-        for (const e of this.expects.splice(0)) e.reject(new Error(`backend closed the connection before answering ${requestName(e.request)} (${reason.kind === 'eof' ? 'eof' : reason.message})`));
+        for (const e of this.expects.splice(0))
+          e.reject(
+            new Error(`backend closed the connection before answering ${requestName(e.request)} (${reason.kind === 'eof' ? 'eof' : reason.message})`),
+          );
         this.resolveClosed(reason);
       },
     });
@@ -508,7 +529,11 @@ export class VhostUserFrontend {
     const p = Buffer.alloc(8 + MEMORY_REGION_SIZE * regionIndexes.length);
     p.writeUInt32LE(regionIndexes.length, 0);
     regionIndexes.forEach((ri, i) => this.regionDescriptor(ri).copy(p, 8 + MEMORY_REGION_SIZE * i));
-    return this.sendOk(Req.SET_MEM_TABLE, p, regionIndexes.map(() => this.ram.fd));
+    return this.sendOk(
+      Req.SET_MEM_TABLE,
+      p,
+      regionIndexes.map(() => this.ram.fd),
+    );
   }
 
   /** The 32-byte region description of RAM region `i`. */

@@ -7,8 +7,8 @@ import type { FsSpeed } from './engine.js';
 
 const MEMORY = new Set([0x01021994 /* tmpfs */, 0x858458f6 /* ramfs */]);
 const LOCAL = new Set([
-  0xef53 /* ext2/3/4 */, 0x58465342 /* xfs */, 0x9123683e /* btrfs */, 0xf2f52010 /* f2fs */,
-  0x794c7630 /* overlayfs */, 0x2fc12fc1 /* zfs */, 0xca451a4e /* bcachefs */, 0x4244 /* hfs */, 0x3153464a /* jfs */,
+  0xef53 /* ext2/3/4 */, 0x58465342 /* xfs */, 0x9123683e /* btrfs */, 0xf2f52010 /* f2fs */, 0x794c7630 /* overlayfs */, 0x2fc12fc1 /* zfs */,
+  0xca451a4e /* bcachefs */, 0x4244 /* hfs */, 0x3153464a /* jfs */,
 ]);
 
 /** The speed class of a filesystem type (statfs f_type). */

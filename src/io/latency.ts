@@ -11,7 +11,10 @@ export type DelayedCall = 'read' | 'write' | 'fsync';
 export type Delay = number | ((call: DelayedCall, fd: number) => number);
 
 export class LatencyEngine implements IoEngine {
-  constructor(private readonly inner: IoEngine, private readonly delay: Delay) {}
+  constructor(
+    private readonly inner: IoEngine,
+    private readonly delay: Delay,
+  ) {}
 
   get kind() {
     return this.inner.kind;
@@ -27,11 +30,13 @@ export class LatencyEngine implements IoEngine {
     const ms = typeof this.delay === 'number' ? this.delay : this.delay(what, fd);
     if (ms <= 0) return call();
     this.waiting++;
-    return new Promise((resolve) => setTimeout(() => {
-      this.waiting--;
-      resolve(call());
-      if (this.waiting === 0) this.wakeIdle();
-    }, ms));
+    return new Promise((resolve) =>
+      setTimeout(() => {
+        this.waiting--;
+        resolve(call());
+        if (this.waiting === 0) this.wakeIdle();
+      }, ms),
+    );
   }
 
   private idle: (() => void)[] = [];

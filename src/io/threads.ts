@@ -57,8 +57,9 @@ export class ThreadsEngine implements IoEngine {
     if ('done' in a) return this.inline(a.done);
     if (a.got) this.inlineCalls++;
     const got = a.got;
-    return this.offload((done) => preadvOnPool(fd, a.rest.iov, a.rest.count, a.offset, done), a.rest)
-      .then((n) => (got === 0 ? n : n < 0 ? got : got + n));
+    return this.offload((done) => preadvOnPool(fd, a.rest.iov, a.rest.count, a.offset, done), a.rest).then((n) =>
+      got === 0 ? n : n < 0 ? got : got + n,
+    );
   }
 
   writev(fd: number, v: IoVecs, offset: Offset, speed: FsSpeed = 'remote'): Promise<number> {

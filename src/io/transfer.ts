@@ -48,9 +48,7 @@ export interface Target {
  * in (after a reply header). Resolves to the bytes read (fewer at end of
  * file); rejects with a SysError naming preadv and the file.
  */
-export async function readInto(
-  engine: IoEngine, t: Target, offset: Offset, segments: readonly Buffer[], skip: number, max: number,
-): Promise<number> {
+export async function readInto(engine: IoEngine, t: Target, offset: Offset, segments: readonly Buffer[], skip: number, max: number): Promise<number> {
   const views = viewsOf(segments, skip, max);
   const r = rangesOf(views);
   let done = 0;

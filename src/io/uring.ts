@@ -12,9 +12,7 @@
 // calls beyond that, or beyond a full SQ, wait in a JS queue in order and
 // are never dropped. copy_file_range has no io_uring opcode: it runs on the
 // fallback engine (threads).
-import {
-  IORING_FSYNC_DATASYNC, IORING_OP_FALLOCATE, IORING_OP_FSYNC, IORING_OP_READV, IORING_OP_WRITEV, IoUring,
-} from '../sys/uring.js';
+import { IORING_FSYNC_DATASYNC, IORING_OP_FALLOCATE, IORING_OP_FSYNC, IORING_OP_READV, IORING_OP_WRITEV, IoUring } from '../sys/uring.js';
 import { addressOf } from '../sys/raw-io.js';
 import type { EngineStats, FsSpeed, IoEngine, IoVecs, Offset } from './engine.js';
 import { fsyncInline, readInlineFirst, writeInline } from './inline-first.js';
@@ -63,7 +61,11 @@ export class UringEngine implements IoEngine {
   private readonly flushNow = (): void => this.flush();
   private readonly completeCall = (id: number, res: number): void => this.complete(id, res);
 
-  constructor(entries: number, private readonly fallback: IoEngine, private readonly inlineFirst = true) {
+  constructor(
+    entries: number,
+    private readonly fallback: IoEngine,
+    private readonly inlineFirst = true,
+  ) {
     this.ring = new IoUring(entries);
     const n = Math.min(this.ring.cqEntries, 65536);
     this.slots = new Array<Call | undefined>(n).fill(undefined);
@@ -178,8 +180,9 @@ export class UringEngine implements IoEngine {
     if ('done' in a) return this.inline(a.done);
     const got = a.got;
     if (got) this.inlineCalls++;
-    return this.start({ opcode: IORING_OP_READV, fd, off: a.offset, addr: addressOf(a.rest.iov), len: a.rest.count, opFlags: 0, keep: a.rest })
-      .then((n) => (got === 0 ? n : n < 0 ? got : got + n));
+    return this.start({ opcode: IORING_OP_READV, fd, off: a.offset, addr: addressOf(a.rest.iov), len: a.rest.count, opFlags: 0, keep: a.rest }).then(
+      (n) => (got === 0 ? n : n < 0 ? got : got + n),
+    );
   }
 
   writev(fd: number, v: IoVecs, offset: Offset, speed: FsSpeed = 'remote'): Promise<number> {
@@ -229,7 +232,10 @@ export class UringEngine implements IoEngine {
     const w = this.idle;
     this.idle = [];
     // On a later turn: the callers' reactions to the last calls (queued now) run first.
-    if (w.length > 0) setImmediate(() => { for (const f of w) f(); });
+    if (w.length > 0)
+      setImmediate(() => {
+        for (const f of w) f();
+      });
   }
 
   /** Stops taking calls; once every call in flight has completed, releases the ring. The fallback engine is not ours to close. */

@@ -36,8 +36,19 @@
 import type { Logger } from '../log.js';
 import type { SecurityModelName } from '../../security/model.js';
 import {
-  CAP_NAMES, ambientClearAll, capMask, capNames, capbsetDrop, capbsetDropOnPool, capbsetRead, capget, capset, capsetCall,
-  capsetOnPool, lastCap, type CapName,
+  CAP_NAMES,
+  ambientClearAll,
+  capMask,
+  capNames,
+  capbsetDrop,
+  capbsetDropOnPool,
+  capbsetRead,
+  capget,
+  capset,
+  capsetCall,
+  capsetOnPool,
+  lastCap,
+  type CapName,
 } from '../sys/caps.js';
 import { gettid, listTasks, type TaskStatus } from '../sys/tasks.js';
 import { errnoName } from '../sys/errno.js';
@@ -122,7 +133,12 @@ export interface DropOptions {
 
 const hex = (m: bigint): string => m.toString(16).padStart(16, '0');
 
-function dropOnThisThread(keep: bigint, toDrop: readonly number[], bounding: boolean, call = capsetCall({ effective: keep, permitted: keep, inheritable: 0n })): void {
+function dropOnThisThread(
+  keep: bigint,
+  toDrop: readonly number[],
+  bounding: boolean,
+  call = capsetCall({ effective: keep, permitted: keep, inheritable: 0n }),
+): void {
   if (bounding) for (const i of toDrop) if (capbsetRead(i)) capbsetDrop(i);
   ambientClearAll();
   capset(call);
@@ -174,7 +190,8 @@ export async function dropCapabilities(kept: readonly CapName[], o: DropOptions 
   };
   if (run.failures.length) {
     const f = run.failures[0]!;
-    report.pool.reason ??= `${f.what} failed on pool thread ${f.tid}: ${errnoName(f.errno)}` + (run.failures.length > 1 ? ` (and ${run.failures.length - 1} more)` : '');
+    report.pool.reason ??=
+      `${f.what} failed on pool thread ${f.tid}: ${errnoName(f.errno)}` + (run.failures.length > 1 ? ` (and ${run.failures.length - 1} more)` : '');
   }
   let tasks: TaskStatus[] = [];
   try {
@@ -208,8 +225,11 @@ export async function dropCapabilities(kept: readonly CapName[], o: DropOptions 
     if (report.missing.length) o.log.warn({ missing: report.missing }, `capabilities wanted but never held: ${report.missing.join(',')}`);
     if (!report.pool.complete) o.log.error(fields, `capabilities not dropped everywhere: ${report.pool.reason}`);
     else {
-      o.log.info(fields, `capabilities: kept ${report.kept.join(',') || 'none'} on the main thread and ${report.pool.threads} pool threads` +
-        (others.length ? `; ${others.length} threads out of reach (V8 platform workers) keep theirs` : ''));
+      o.log.info(
+        fields,
+        `capabilities: kept ${report.kept.join(',') || 'none'} on the main thread and ${report.pool.threads} pool threads` +
+          (others.length ? `; ${others.length} threads out of reach (V8 platform workers) keep theirs` : ''),
+      );
     }
   }
   return report;

@@ -46,8 +46,10 @@ export async function confine(plan: SandboxPlan, made: { socketPaths: readonly s
   const exportFd = openat(AT_FDCWD, plan.exportPath, O_PATH | O_DIRECTORY);
   try {
     const procRoot = changeRoot(plan.mode, plan.exportPath);
-    log.info({ sandbox: plan.mode, userNamespace: inUserNamespace() || undefined },
-      plan.mode === 'none' ? 'sandbox: none (the host root stays visible)' : `sandbox: ${plan.mode}, the export is the root`);
+    log.info(
+      { sandbox: plan.mode, userNamespace: inUserNamespace() || undefined },
+      plan.mode === 'none' ? 'sandbox: none (the host root stays visible)' : `sandbox: ${plan.mode}, the export is the root`,
+    );
     try {
       const euid = process.geteuid?.() ?? 0;
       // Root can reopen inodes from file handles (src/server.ts), which needs DAC_READ_SEARCH.
@@ -60,8 +62,12 @@ export async function confine(plan: SandboxPlan, made: { socketPaths: readonly s
   } finally {
     close(exportFd);
   }
-  const trapLine = (name: string, nr: number): string => preparedLine(plan.logFormat, plan.logTarget ?? 'duofs', 60,
-    `seccomp: forbidden system call ${name} (${nr}); ending the process (SIGSYS)`, { seccomp: 'trap', syscall: name, nr });
+  const trapLine = (name: string, nr: number): string =>
+    preparedLine(plan.logFormat, plan.logTarget ?? 'duofs', 60, `seccomp: forbidden system call ${name} (${nr}); ending the process (SIGSYS)`, {
+      seccomp: 'trap',
+      syscall: name,
+      nr,
+    });
   installSeccomp(plan.seccomp, { log, trapLine });
   runEscapeProbe(log);
 }

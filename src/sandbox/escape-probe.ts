@@ -18,7 +18,16 @@ export const ESCAPE_PID_ENV = 'DUOFS_TEST_ESCAPE_PID';
 /** a directory outside the export to mount a tmpfs on */
 export const ESCAPE_MOUNT_ENV = 'DUOFS_TEST_ESCAPE_MOUNT';
 
-export const ESCAPE_ATTEMPTS = ['read-shadow', 'write-outside', 'ptrace', 'mount', 'init-module', 'exec-shell', 'raw-socket', 'file-capability'] as const;
+export const ESCAPE_ATTEMPTS = [
+  'read-shadow',
+  'write-outside',
+  'ptrace',
+  'mount',
+  'init-module',
+  'exec-shell',
+  'raw-socket',
+  'file-capability',
+] as const;
 export type EscapeAttempt = (typeof ESCAPE_ATTEMPTS)[number];
 
 const errnoName = (neg: number): string => {
@@ -40,18 +49,25 @@ function tryOpen(path: string, flags: number, data?: string): number {
   }
 }
 
-
 function attempt(a: EscapeAttempt, env: NodeJS.ProcessEnv): number {
   const outside = env[ESCAPE_OUTSIDE_ENV] ?? '/etc/hostname';
   switch (a) {
-    case 'read-shadow': return tryOpen('/etc/shadow', O_RDONLY);
-    case 'write-outside': return tryOpen(outside, O_WRONLY | O_APPEND, 'escaped\n');
-    case 'ptrace': return ptraceAttach(Number(env[ESCAPE_PID_ENV] ?? 1));
-    case 'mount': return mountTmpfs(env[ESCAPE_MOUNT_ENV] ?? '/mnt');
-    case 'init-module': return initModule();
-    case 'exec-shell': return execve('/bin/sh', ['sh', '-c', `echo escaped >> '${outside}'; exit 97`]);
-    case 'raw-socket': return rawSocket();
-    case 'file-capability': return setFileCapability(outside);
+    case 'read-shadow':
+      return tryOpen('/etc/shadow', O_RDONLY);
+    case 'write-outside':
+      return tryOpen(outside, O_WRONLY | O_APPEND, 'escaped\n');
+    case 'ptrace':
+      return ptraceAttach(Number(env[ESCAPE_PID_ENV] ?? 1));
+    case 'mount':
+      return mountTmpfs(env[ESCAPE_MOUNT_ENV] ?? '/mnt');
+    case 'init-module':
+      return initModule();
+    case 'exec-shell':
+      return execve('/bin/sh', ['sh', '-c', `echo escaped >> '${outside}'; exit 97`]);
+    case 'raw-socket':
+      return rawSocket();
+    case 'file-capability':
+      return setFileCapability(outside);
   }
 }
 

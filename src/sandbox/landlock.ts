@@ -25,8 +25,16 @@ import { S_IFDIR, S_IFMT } from '../sys/constants.js';
 import { errnoName } from '../sys/errno.js';
 import { setNoNewPrivs, setNoNewPrivsOnPool } from '../sys/caps.js';
 import {
-  FILE_ACCESS, FS_ACCESS, LANDLOCK_RESTRICT_SELF_TSYNC, addPathBeneath, createRuleset, fsAccessForAbi, fsAccessNames,
-  landlockAbi, restrictSelf, restrictSelfOnPool,
+  FILE_ACCESS,
+  FS_ACCESS,
+  LANDLOCK_RESTRICT_SELF_TSYNC,
+  addPathBeneath,
+  createRuleset,
+  fsAccessForAbi,
+  fsAccessNames,
+  landlockAbi,
+  restrictSelf,
+  restrictSelfOnPool,
 } from '../sys/landlock.js';
 import { threadPoolSize } from '../io/select.js';
 import { onEveryPoolThread } from './every-thread.js';
@@ -84,10 +92,13 @@ export async function applyLandlock(exportFd: number, log?: Logger, o: LandlockO
       report.threads = 'tsync';
     } else {
       // Pool threads first: the main thread still reads /proc to corner them.
-      const run = await onEveryPoolThread([
-        { what: 'PR_SET_NO_NEW_PRIVS', run: (d) => setNoNewPrivsOnPool(d) },
-        { what: 'landlock_restrict_self', run: (d) => restrictSelfOnPool(rs, d) },
-      ], { poolSize: o.poolSize ?? threadPoolSize(), ...(o.timeoutMs ? { timeoutMs: o.timeoutMs } : {}) });
+      const run = await onEveryPoolThread(
+        [
+          { what: 'PR_SET_NO_NEW_PRIVS', run: (d) => setNoNewPrivsOnPool(d) },
+          { what: 'landlock_restrict_self', run: (d) => restrictSelfOnPool(rs, d) },
+        ],
+        { poolSize: o.poolSize ?? threadPoolSize(), ...(o.timeoutMs ? { timeoutMs: o.timeoutMs } : {}) },
+      );
       setNoNewPrivs();
       restrictSelf(rs);
       report.threads = 'per-thread';
@@ -105,8 +116,14 @@ export async function applyLandlock(exportFd: number, log?: Logger, o: LandlockO
   if (log) {
     const fields = { abi, handled: report.handled, allowed: report.allowed, threads: report.threads, pool: report.pool };
     if (report.pool && !report.pool.complete) log.error(fields, `landlock: not every pool thread restricted: ${report.pool.reason}`);
-    else log.info(fields, `landlock: ABI ${abi}, filesystem access limited to the export` +
-      (report.threads === 'per-thread' ? ` (main thread and ${report.pool!.threads} pool threads; V8's platform threads are out of reach before ABI 8)` : ''));
+    else
+      log.info(
+        fields,
+        `landlock: ABI ${abi}, filesystem access limited to the export` +
+          (report.threads === 'per-thread'
+            ? ` (main thread and ${report.pool!.threads} pool threads; V8's platform threads are out of reach before ABI 8)`
+            : ''),
+      );
   }
   return report;
 }

@@ -28,7 +28,9 @@ export class SandboxError extends Error {}
 export function prepareRoot(mode: SandboxMode, exportPath: string): void {
   if (mode !== 'namespace') return;
   if (!insideNamespaces()) {
-    throw new SandboxError('--sandbox namespace: this process was not started inside new namespaces (the supervisor does that; run duofs through its bin)');
+    throw new SandboxError(
+      '--sandbox namespace: this process was not started inside new namespaces (the supervisor does that; run duofs through its bin)',
+    );
   }
   let real: string;
   try {
@@ -49,7 +51,9 @@ export function prepareRoot(mode: SandboxMode, exportPath: string): void {
 export function changeRoot(mode: SandboxMode, exportPath: string): number | undefined {
   if (mode === 'none') return undefined;
   if (mode === 'namespace' && !insideNamespaces()) {
-    throw new SandboxError('--sandbox namespace: this process was not started inside new namespaces (the supervisor does that; run duofs through its bin)');
+    throw new SandboxError(
+      '--sandbox namespace: this process was not started inside new namespaces (the supervisor does that; run duofs through its bin)',
+    );
   }
   const procFd = openat(AT_FDCWD, '/proc/self/fd', O_RDONLY | O_DIRECTORY);
   const procRoot = openat(AT_FDCWD, '/proc', O_RDONLY | O_DIRECTORY);

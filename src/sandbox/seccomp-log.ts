@@ -52,7 +52,10 @@ export interface SeccompRecord {
 const AUDIT_LOG = '/var/log/audit/audit.log';
 
 const byNumber = (t: Readonly<Record<string, number>>): Map<number, string> => new Map(Object.entries(t).map(([k, v]) => [v, k]));
-const NAMES = new Map<number, Map<number, string>>([[0xc000003e, byNumber(SYSCALLS_X86_64)], [0xc00000b7, byNumber(SYSCALLS_AARCH64)]]);
+const NAMES = new Map<number, Map<number, string>>([
+  [0xc000003e, byNumber(SYSCALLS_X86_64)],
+  [0xc00000b7, byNumber(SYSCALLS_AARCH64)],
+]);
 
 /** The name of syscall `nr` on an AUDIT_ARCH_* architecture (x86_64 when not given). */
 export function syscallName(nr: number, arch = 0xc000003e): string {
@@ -85,9 +88,17 @@ export function parseSeccompRecord(text: string, seq: number, source: SeccompRec
   if (pid === undefined || syscall === undefined || arch === undefined || code === undefined) return undefined;
   const serial = /audit\([\d.]+:(\d+)\)/.exec(text);
   return {
-    pid, comm: f.get('comm') ?? '', exe: f.get('exe') ?? '', sig: num('sig') ?? 0, arch, syscall,
-    name: syscallName(syscall, arch), code, action: actionOf(code),
-    seq: source !== 'kmsg' && serial ? Number(serial[1]) : seq, source,
+    pid,
+    comm: f.get('comm') ?? '',
+    exe: f.get('exe') ?? '',
+    sig: num('sig') ?? 0,
+    arch,
+    syscall,
+    name: syscallName(syscall, arch),
+    code,
+    action: actionOf(code),
+    seq: source !== 'kmsg' && serial ? Number(serial[1]) : seq,
+    source,
   };
 }
 
@@ -131,7 +142,10 @@ export interface RecordQuery {
 }
 
 /** Where the logs end now: read with `after` to get only what comes later. */
-export interface SeccompLogCursor { kmsg: number; audit: number }
+export interface SeccompLogCursor {
+  kmsg: number;
+  audit: number;
+}
 
 /** Whether the kernel's seccomp records can be read here (root, or dmesg_restrict 0; or a readable audit log). */
 export function seccompLogReadable(): boolean {
@@ -246,8 +260,9 @@ export interface DeathOptions {
  * when the kernel's record can be found.
  */
 export async function describeSeccompDeath(pid: number, o: DeathOptions = {}): Promise<string> {
-  const r = await waitForKillRecord(pid, o) ?? (o.watch ? await waitForKillRecord(pid, { ...o, watch: undefined, timeoutMs: 100 }) : undefined);
-  if (r) return `the server (pid ${pid}) was killed by seccomp: it made the forbidden system call ${r.name} (${r.syscall}); run with --seccomp log to find every missing call`;
+  const r = (await waitForKillRecord(pid, o)) ?? (o.watch ? await waitForKillRecord(pid, { ...o, watch: undefined, timeoutMs: 100 }) : undefined);
+  if (r)
+    return `the server (pid ${pid}) was killed by seccomp: it made the forbidden system call ${r.name} (${r.syscall}); run with --seccomp log to find every missing call`;
   const where = o.watch || seccompLogReadable() ? 'no kernel record was found' : 'the kernel log cannot be read here (dmesg_restrict)';
   return `the server (pid ${pid}) died of SIGSYS: a forbidden system call under seccomp; ${where} (look for "type=1326" in dmesg or the audit log)`;
 }

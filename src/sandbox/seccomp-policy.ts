@@ -40,7 +40,7 @@ export const ALLOW: Readonly<Record<string, string>> = {
   exit_group: '',
   sched_getaffinity: 'libuv counts CPUs (uv_available_parallelism)',
   sched_yield: 'not measured: V8 and glibc spin-then-yield locks',
-  membarrier: 'not measured: V8 may flush other cores\' instruction caches after patching code',
+  membarrier: "not measured: V8 may flush other cores' instruction caches after patching code",
   restart_syscall: 'not measured: the kernel restarts an interrupted nanosleep/futex/poll through it',
   // -- signals
   rt_sigaction: '',
@@ -111,19 +111,36 @@ export const ALLOW: Readonly<Record<string, string>> = {
   faccessat2: 'glibc faccessat',
   umask: 'the mapped models and mknod set and restore the umask around creations',
   // path forms on /proc/self/fd/N for O_PATH inodes; f* on open files (sys/xattr.ts)
-  getxattr: '', fgetxattr: 'not measured: xattrs on open files (sys/xattr.ts)', setxattr: '', fsetxattr: 'not measured: see fgetxattr', listxattr: '', removexattr: '',
+  getxattr: '',
+  fgetxattr: 'not measured: xattrs on open files (sys/xattr.ts)',
+  setxattr: '',
+  fsetxattr: 'not measured: see fgetxattr',
+  listxattr: '',
+  removexattr: '',
   // legacy path forms Node's fs uses: no more power than their *at forms above
   unlink: 'fs.unlinkSync of the socket files at shutdown',
   chmod: '',
   readlink: 'vhost-user checks kick/call fds through /proc/self/fd/N',
   access: '',
-  open: '', stat: '', lstat: '', mkdir: '', rmdir: '', rename: '', link: '', symlink: '', chown: '',
+  open: '',
+  stat: '',
+  lstat: '',
+  mkdir: '',
+  rmdir: '',
+  rename: '',
+  link: '',
+  symlink: '',
+  chown: '',
   getcwd: 'process.cwd()',
   // -- credentials: per-thread fs ids around each passthrough request (sys/creds.ts)
   setfsuid: '',
   setfsgid: '',
   setgroups: 'raw syscall, this thread only',
-  getuid: '', geteuid: '', getgid: '', getegid: '', getgroups: '',
+  getuid: '',
+  geteuid: '',
+  getgid: '',
+  getegid: '',
+  getgroups: '',
   capget: 'Node checks capabilities before trusting some environment variables',
   getppid: '',
   // -- sockets that exist already: accepting, fd passing, peer credentials
@@ -146,10 +163,7 @@ export const ALLOW: Readonly<Record<string, string>> = {
 };
 
 /** An argument check: the low 32 bits of argument `arg` (every argument filtered here is an int). */
-export type ArgRule =
-  | { arg: number; oneOf: readonly number[] }
-  | { arg: number; allOf: number; noneOf: number }
-  | { arg: number; self: 'pid' };
+export type ArgRule = { arg: number; oneOf: readonly number[] } | { arg: number; allOf: number; noneOf: number } | { arg: number; self: 'pid' };
 
 /** Allowed only when every check holds; otherwise the mode's action (kill, log or trap). */
 export const ALLOW_IF: Readonly<Record<string, { rules: readonly ArgRule[]; why: string }>> = {
@@ -167,18 +181,33 @@ export const ALLOW_IF: Readonly<Record<string, { rules: readonly ArgRule[]; why:
     why: 'F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK/SETLK/SETLKW, F_DUPFD_CLOEXEC, F_GET_SEALS; not F_SETOWN/F_SETSIG (signals to others), F_SETLEASE, F_NOTIFY',
   },
   ioctl: {
-    rules: [{ arg: 1, oneOf: [0x5401 /* TCGETS */, 0x5413 /* TIOCGWINSZ */, 0x5421 /* FIONBIO */, 0x5451 /* FIOCLEX */, 0x5450 /* FIONCLEX */, 0x541b /* FIONREAD */] }],
-    why: 'what libuv and Node ask of fds and terminals; never TIOCSTI (typing into the operator\'s terminal)',
+    rules: [
+      {
+        arg: 1,
+        oneOf: [
+          0x5401 /* TCGETS */, 0x5413 /* TIOCGWINSZ */, 0x5421 /* FIONBIO */, 0x5451 /* FIOCLEX */, 0x5450 /* FIONCLEX */, 0x541b /* FIONREAD */,
+        ],
+      },
+    ],
+    why: "what libuv and Node ask of fds and terminals; never TIOCSTI (typing into the operator's terminal)",
   },
   prctl: {
-    rules: [{ arg: 0, oneOf: [15 /* PR_SET_NAME */, 16 /* PR_GET_NAME */, 0x53564d41 /* PR_SET_VMA */, 39 /* PR_GET_NO_NEW_PRIVS */, 21 /* PR_GET_SECCOMP */] }],
+    rules: [
+      {
+        arg: 0,
+        oneOf: [15 /* PR_SET_NAME */, 16 /* PR_GET_NAME */, 0x53564d41 /* PR_SET_VMA */, 39 /* PR_GET_NO_NEW_PRIVS */, 21 /* PR_GET_SECCOMP */],
+      },
+    ],
     why: 'thread names (libuv), anonymous-memory names (mimalloc in native addons)',
   },
   prlimit64: { rules: [{ arg: 0, oneOf: [0] }], why: 'this process only (glibc/libuv read RLIMIT_STACK for each new thread)' },
-  tgkill: { rules: [{ arg: 0, self: 'pid' }], why: 'not measured: only this process\'s own threads (abort(), raise(), the SIGSYS handler)' },
+  tgkill: { rules: [{ arg: 0, self: 'pid' }], why: "not measured: only this process's own threads (abort(), raise(), the SIGSYS handler)" },
   // The ring's eventfd goes at close. Nothing else: no new files or buffers
   // registered, no io-wq tuning, no personalities.
-  io_uring_register: { rules: [{ arg: 1, oneOf: [4 /* IORING_REGISTER_EVENTFD */, 5 /* IORING_UNREGISTER_EVENTFD */] }], why: 'the completion eventfd only' },
+  io_uring_register: {
+    rules: [{ arg: 1, oneOf: [4 /* IORING_REGISTER_EVENTFD */, 5 /* IORING_UNREGISTER_EVENTFD */] }],
+    why: 'the completion eventfd only',
+  },
 };
 
 /** Refused with an errno instead of the mode's action: name -> [errno, why]. */
@@ -197,19 +226,57 @@ export const ERRNO_CALLS: Readonly<Record<string, { errno: number; why: string }
  * needs them and an attacker would. Listed so nobody adds one to ALLOW.
  */
 export const FORBIDDEN: Readonly<Record<string, string>> = {
-  execve: 'running a program', execveat: 'running a program', fork: 'a process', vfork: 'a process',
-  ptrace: 'other processes', process_vm_readv: 'other processes', process_vm_writev: 'other processes', kill: 'signals to other processes',
-  mount: 'the mount table', pivot_root: 'the mount table', chroot: 'the root', move_mount: 'the mount table', open_tree: 'the mount table',
-  fsopen: 'the mount table', fsmount: 'the mount table', fsconfig: 'the mount table',
-  init_module: 'the kernel', finit_module: 'the kernel', delete_module: 'the kernel', kexec_load: 'the kernel', kexec_file_load: 'the kernel',
-  bpf: 'the kernel', perf_event_open: 'the kernel (Node does not need it)', reboot: 'the machine', swapon: 'the machine', swapoff: 'the machine',
-  setns: 'namespaces', unshare: 'namespaces', connect: 'reaching other sockets (nothing the server does connects)',
-  bind: 'new listeners (all are made before)', listen: 'new listeners', memfd_create: 'executable anonymous files',
-  setuid: 'process credentials', setgid: 'process credentials', setresuid: 'process credentials', setresgid: 'process credentials', capset: 'capabilities',
+  execve: 'running a program',
+  execveat: 'running a program',
+  fork: 'a process',
+  vfork: 'a process',
+  ptrace: 'other processes',
+  process_vm_readv: 'other processes',
+  process_vm_writev: 'other processes',
+  kill: 'signals to other processes',
+  mount: 'the mount table',
+  pivot_root: 'the mount table',
+  chroot: 'the root',
+  move_mount: 'the mount table',
+  open_tree: 'the mount table',
+  fsopen: 'the mount table',
+  fsmount: 'the mount table',
+  fsconfig: 'the mount table',
+  init_module: 'the kernel',
+  finit_module: 'the kernel',
+  delete_module: 'the kernel',
+  kexec_load: 'the kernel',
+  kexec_file_load: 'the kernel',
+  bpf: 'the kernel',
+  perf_event_open: 'the kernel (Node does not need it)',
+  reboot: 'the machine',
+  swapon: 'the machine',
+  swapoff: 'the machine',
+  setns: 'namespaces',
+  unshare: 'namespaces',
+  connect: 'reaching other sockets (nothing the server does connects)',
+  bind: 'new listeners (all are made before)',
+  listen: 'new listeners',
+  memfd_create: 'executable anonymous files',
+  setuid: 'process credentials',
+  setgid: 'process credentials',
+  setresuid: 'process credentials',
+  setresgid: 'process credentials',
+  capset: 'capabilities',
   io_uring_setup: 'a new ring would bypass the filter (io_uring operations are not syscalls)',
-  keyctl: 'the keyring', add_key: 'the keyring', request_key: 'the keyring', userfaultfd: 'a classic exploit primitive',
-  personality: 'exec domains', quotactl: 'quotas', acct: 'accounting', settimeofday: 'the clock', clock_settime: 'the clock',
-  sethostname: 'the host name', setdomainname: 'the domain name', iopl: 'hardware', ioperm: 'hardware',
+  keyctl: 'the keyring',
+  add_key: 'the keyring',
+  request_key: 'the keyring',
+  userfaultfd: 'a classic exploit primitive',
+  personality: 'exec domains',
+  quotactl: 'quotas',
+  acct: 'accounting',
+  settimeofday: 'the clock',
+  clock_settime: 'the clock',
+  sethostname: 'the host name',
+  setdomainname: 'the domain name',
+  iopl: 'hardware',
+  ioperm: 'hardware',
 };
 
 /**
@@ -217,9 +284,26 @@ export const FORBIDDEN: Readonly<Record<string, string>> = {
  * legacy syscall, aarch64's call the generic one (not measured on aarch64).
  */
 export const AARCH64_EQUIVALENTS: Readonly<Record<string, string>> = {
-  open: 'openat', stat: 'newfstatat', lstat: 'newfstatat', poll: 'ppoll', epoll_wait: 'epoll_pwait', epoll_create: 'epoll_create1',
-  pipe: 'pipe2', dup2: 'dup3', access: 'faccessat', readlink: 'readlinkat', unlink: 'unlinkat', chmod: 'fchmodat', rename: 'renameat',
-  mkdir: 'mkdirat', rmdir: 'unlinkat', getdents: 'getdents64', time: 'clock_gettime', select: 'pselect6', fstat: 'fstat', getrlimit: 'prlimit64',
+  open: 'openat',
+  stat: 'newfstatat',
+  lstat: 'newfstatat',
+  poll: 'ppoll',
+  epoll_wait: 'epoll_pwait',
+  epoll_create: 'epoll_create1',
+  pipe: 'pipe2',
+  dup2: 'dup3',
+  access: 'faccessat',
+  readlink: 'readlinkat',
+  unlink: 'unlinkat',
+  chmod: 'fchmodat',
+  rename: 'renameat',
+  mkdir: 'mkdirat',
+  rmdir: 'unlinkat',
+  getdents: 'getdents64',
+  time: 'clock_gettime',
+  select: 'pselect6',
+  fstat: 'fstat',
+  getrlimit: 'prlimit64',
 };
 
 /** Every name the policy lets through (allowed, or allowed on conditions). */

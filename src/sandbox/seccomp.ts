@@ -21,9 +21,27 @@
 // ENOSYS and umount2 EPERM (seccomp-policy.ts says why).
 import type { Logger } from '../log.js';
 import {
-  SECCOMP_FILTER_FLAG_TSYNC, SECCOMP_RET_ALLOW, SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_LOG, SECCOMP_RET_TRAP, X32_SYSCALL_BIT,
-  SECCOMP_DATA_ARCH, SECCOMP_DATA_NR, argLow, bpf, encodeProgram, installFilter, installSigsysHandler, nativeArch, noNewPrivs,
-  retErrno, seccompActionAvailable, seccompMode, setNoNewPrivs, sigsysHandlerSupported, type Insn,
+  SECCOMP_FILTER_FLAG_TSYNC,
+  SECCOMP_RET_ALLOW,
+  SECCOMP_RET_KILL_PROCESS,
+  SECCOMP_RET_LOG,
+  SECCOMP_RET_TRAP,
+  X32_SYSCALL_BIT,
+  SECCOMP_DATA_ARCH,
+  SECCOMP_DATA_NR,
+  argLow,
+  bpf,
+  encodeProgram,
+  installFilter,
+  installSigsysHandler,
+  nativeArch,
+  noNewPrivs,
+  retErrno,
+  seccompActionAvailable,
+  seccompMode,
+  setNoNewPrivs,
+  sigsysHandlerSupported,
+  type Insn,
 } from '../sys/seccomp.js';
 import { SysError } from '../sys/errno.js';
 import { AARCH64_EQUIVALENTS, ALLOW, ALLOW_IF, ERRNO_CALLS, type ArgRule } from './seccomp-policy.js';
@@ -55,7 +73,12 @@ export interface SeccompResult {
 
 type Table = Readonly<Record<string, number>>;
 
-interface Rule { nr: number; name: string; action: number; checks?: readonly ArgRule[] }
+interface Rule {
+  nr: number;
+  name: string;
+  action: number;
+  checks?: readonly ArgRule[];
+}
 
 /** The rules for one architecture's table: allow, allow-if, errno. Names the table lacks are skipped. */
 export function policyRules(table: Table, o: Pick<SeccompOptions, 'allow' | 'deny'> = {}, aarch64 = false): Rule[] {
@@ -161,17 +184,28 @@ function archTable(): { name: 'x86_64' | 'aarch64'; audit: number; table: Table 
 
 const DENY: Record<Exclude<SeccompMode, 'none'>, number> = { kill: SECCOMP_RET_KILL_PROCESS, log: SECCOMP_RET_LOG, trap: SECCOMP_RET_TRAP };
 
-const defaultTrapLine = (name: string, nr: number): string => JSON.stringify({
-  level: 60, pid: process.pid, seccomp: 'trap', syscall: name, nr,
-  msg: `seccomp: forbidden system call ${name} (${nr}); ending the process (SIGSYS)`,
-}) + '\n';
+const defaultTrapLine = (name: string, nr: number): string =>
+  JSON.stringify({
+    level: 60,
+    pid: process.pid,
+    seccomp: 'trap',
+    syscall: name,
+    nr,
+    msg: `seccomp: forbidden system call ${name} (${nr}); ending the process (SIGSYS)`,
+  }) + '\n';
 
 /** The program installSeccomp would install in `mode` (tests, and `--seccomp` diagnostics). */
-export function seccompProgram(mode: Exclude<SeccompMode, 'none'>, o: Pick<SeccompOptions, 'allow' | 'deny'> = {}): { program: Insn[]; rules: Rule[] } {
+export function seccompProgram(
+  mode: Exclude<SeccompMode, 'none'>,
+  o: Pick<SeccompOptions, 'allow' | 'deny'> = {},
+): { program: Insn[]; rules: Rule[] } {
   const a = archTable();
   const rules = policyRules(a.table, o, a.name === 'aarch64');
   const program = buildProgram({
-    arch: a.audit, x32: a.name === 'x86_64', rules, deny: DENY[mode],
+    arch: a.audit,
+    x32: a.name === 'x86_64',
+    rules,
+    deny: DENY[mode],
     // Another ABI is never Node: killed in every mode (letting it run in log
     // mode would open a hole; in trap mode the handler would name an i386
     // number after the x86_64 call that has it).
@@ -206,17 +240,26 @@ export function installSeccomp(mode: SeccompMode, o: SeccompOptions): SeccompRes
       const names = new Map(Object.entries(a.table).map(([k, v]) => [v, k]));
       const max = Math.max(...names.keys()) + 1;
       const line = o.trapLine ?? defaultTrapLine;
-      installSigsysHandler(Array.from({ length: max }, (_, nr) => line(names.get(nr) ?? `syscall ${nr}`, nr)), line('unknown (another ABI or number)', -1), o.trapFd ?? 2);
+      installSigsysHandler(
+        Array.from({ length: max }, (_, nr) => line(names.get(nr) ?? `syscall ${nr}`, nr)),
+        line('unknown (another ABI or number)', -1),
+        o.trapFd ?? 2,
+      );
     } else {
-      o.log.warn({ arch: process.arch }, 'seccomp trap: no SIGSYS handler for this architecture; a forbidden call ends the process by SIGSYS without a line');
+      o.log.warn(
+        { arch: process.arch },
+        'seccomp trap: no SIGSYS handler for this architecture; a forbidden call ends the process by SIGSYS without a line',
+      );
     }
   }
   if (!noNewPrivs()) setNoNewPrivs();
   installFilter(code, SECCOMP_FILTER_FLAG_TSYNC);
   installedMode = mode;
   const allowed = rules.filter((r) => r.action === SECCOMP_RET_ALLOW).length;
-  o.log.info({ seccomp: mode, syscalls: allowed, conditional: rules.filter((r) => r.checks).length, instructions: program.length, threads: 'all (TSYNC)' },
-    `seccomp: ${mode} mode, ${allowed} system calls allowed`);
+  o.log.info(
+    { seccomp: mode, syscalls: allowed, conditional: rules.filter((r) => r.checks).length, instructions: program.length, threads: 'all (TSYNC)' },
+    `seccomp: ${mode} mode, ${allowed} system calls allowed`,
+  );
   return { installed: true, mode, syscalls: allowed, instructions: program.length };
 }
 

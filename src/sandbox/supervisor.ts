@@ -52,7 +52,13 @@ export interface SupervisorOptions {
 export function unshareArgs(o: { newNet: boolean; userns: boolean }): string[] {
   return [
     ...(o.userns ? ['--user', '--map-root-user'] : []),
-    '--mount', '--pid', '--fork', '--kill-child', '--mount-proc', '--ipc', '--uts',
+    '--mount',
+    '--pid',
+    '--fork',
+    '--kill-child',
+    '--mount-proc',
+    '--ipc',
+    '--uts',
     ...(o.newNet ? ['--net'] : []),
   ];
 }
@@ -134,12 +140,22 @@ export async function superviseInNamespaces(o: SupervisorOptions): Promise<numbe
   const server = [process.execPath, ...process.execArgv, ...o.argv];
   let args: string[];
   if (maps) {
-    const l = usernsLaunch({ maps, euid, egid, newNet: o.newNet, channelFd: channelAt, setpriv: findUtilLinux('setpriv'), command: server, log: o.log });
+    const l = usernsLaunch({
+      maps,
+      euid,
+      egid,
+      newNet: o.newNet,
+      channelFd: channelAt,
+      setpriv: findUtilLinux('setpriv'),
+      command: server,
+      log: o.log,
+    });
     args = [...l.unshare, '--', ...l.command];
   } else {
     args = namespaces ? [...unshareArgs({ newNet: o.newNet, userns }), '--', ...server] : server.slice(1);
   }
-  if (namespaces && !o.newNet) o.log.info('sandbox: the server keeps the host network namespace (9P listens on TCP; a new namespace would have no interfaces)');
+  if (namespaces && !o.newNet)
+    o.log.info('sandbox: the server keeps the host network namespace (9P listens on TCP; a new namespace would have no interfaces)');
   const watch = SeccompWatch.open(); // every seccomp record from now on, to name a killing call
   const child = spawn(unshare, args, { stdio, env });
   if (fuseFd !== undefined) close(fuseFd); // the server has its copy
@@ -213,9 +229,10 @@ export async function superviseInNamespaces(o: SupervisorOptions): Promise<numbe
   // unshare --fork exits with the server's status, or dies of its signal.
   const sig = signal ?? (code !== null && code > 128 ? signalName(code - 128) : null);
   if (sig === 'SIGSYS' || code === SIGSYS_STATUS) {
-    const line = serverAt !== undefined
-      ? await describeSeccompDeath(serverAt, { watch })
-      : 'the server died of SIGSYS before it reported: a forbidden system call under seccomp (look for "type=1326" in dmesg or the audit log)';
+    const line =
+      serverAt !== undefined
+        ? await describeSeccompDeath(serverAt, { watch })
+        : 'the server died of SIGSYS before it reported: a forbidden system call under seccomp (look for "type=1326" in dmesg or the audit log)';
     watch?.close();
     o.log.error({ signal: 'SIGSYS' }, line);
     return SIGSYS_STATUS;

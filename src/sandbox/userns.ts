@@ -65,29 +65,54 @@ export interface UsernsLaunch {
  * redirections take one).
  */
 export function usernsLaunch(o: {
-  maps: UsernsMaps; euid: number; egid: number; newNet: boolean; channelFd: number; setpriv: string; command: string[]; log: Logger;
+  maps: UsernsMaps;
+  euid: number;
+  egid: number;
+  newNet: boolean;
+  channelFd: number;
+  setpriv: string;
+  command: string[];
+  log: Logger;
 }): UsernsLaunch {
   if (o.channelFd > 9) {
-    throw new StartupError(`--uid-map/--gid-map: too many inherited file descriptors (the sandbox channel would be fd ${o.channelFd}; the start-up shell takes 3 to 9)`);
+    throw new StartupError(
+      `--uid-map/--gid-map: too many inherited file descriptors (the sandbox channel would be fd ${o.channelFd}; the start-up shell takes 3 to 9)`,
+    );
   }
   const n = o.channelFd;
   const wait = `printf '%s\\n' '{"userns":"${USERNS_WAITING}"}' >&${n} && read -r go <&${n} && [ "$go" = go ] || exit 1; exec "$@"`;
   const uidRoot = mapsRoot(effectiveRanges(o.maps.uid, o.euid));
   const gidRoot = mapsRoot(effectiveRanges(o.maps.gid, o.egid));
   // virtiofsd warns and goes on as the id it has (setresuid/setresgid fail).
-  if (!uidRoot) o.log.warn('sandbox: uid 0 is not mapped in the user namespace (--uid-map): the server keeps the uid it has there, without capabilities');
+  if (!uidRoot)
+    o.log.warn('sandbox: uid 0 is not mapped in the user namespace (--uid-map): the server keeps the uid it has there, without capabilities');
   if (!gidRoot) o.log.warn('sandbox: gid 0 is not mapped in the user namespace (--gid-map): the server keeps the gid it has there');
-  const setpriv = uidRoot || gidRoot
-    ? [o.setpriv, ...(uidRoot ? ['--reuid=0'] : []), ...(gidRoot ? ['--regid=0', '--keep-groups'] : []), '--']
-    : [];
+  const setpriv = uidRoot || gidRoot ? [o.setpriv, ...(uidRoot ? ['--reuid=0'] : []), ...(gidRoot ? ['--regid=0', '--keep-groups'] : []), '--'] : [];
   return {
-    unshare: ['--user', '--keep-caps', '--mount', '--pid', '--fork', '--kill-child', '--mount-proc', '--ipc', '--uts', ...(o.newNet ? ['--net'] : [])],
+    unshare: [
+      '--user',
+      '--keep-caps',
+      '--mount',
+      '--pid',
+      '--fork',
+      '--kill-child',
+      '--mount-proc',
+      '--ipc',
+      '--uts',
+      ...(o.newNet ? ['--net'] : []),
+    ],
     command: ['/bin/sh', '-c', wait, 'duofs-userns', ...setpriv, ...o.command],
   };
 }
 
 /** One map, as virtiofsd's setup_id_mappings writes it; throws StartupError with virtiofsd's texts. */
-function writeMap(kind: 'uid' | 'gid', pid: number, ranges: readonly UsernsRange[], ownId: number, findTool: (name: string) => string | undefined): void {
+function writeMap(
+  kind: 'uid' | 'gid',
+  pid: number,
+  ranges: readonly UsernsRange[],
+  ownId: number,
+  findTool: (name: string) => string | undefined,
+): void {
   const tool = kind === 'uid' ? 'newuidmap' : 'newgidmap';
   const fail = (msg: string): never => {
     throw new StartupError(`sandbox: couldn't setup id mappings: write to ${kind} map failed: ${msg}`);
@@ -111,10 +136,16 @@ function writeMap(kind: 'uid' | 'gid', pid: number, ranges: readonly UsernsRange
 }
 
 /** Step 3: the maps of the namespace `pid` is in (the operator's, or the own id 1:1 for a kind not given). */
-export function applyUsernsMaps(pid: number, o: { maps: UsernsMaps; euid: number; egid: number; findTool: (name: string) => string | undefined; log: Logger }): void {
+export function applyUsernsMaps(
+  pid: number,
+  o: { maps: UsernsMaps; euid: number; egid: number; findTool: (name: string) => string | undefined; log: Logger },
+): void {
   const uid = effectiveRanges(o.maps.uid, o.euid);
   const gid = effectiveRanges(o.maps.gid, o.egid);
   writeMap('uid', pid, uid, o.euid, o.findTool);
   writeMap('gid', pid, gid, o.egid, o.findTool);
-  o.log.info({ uidMap: uid.map(formatUsernsRange).join(' '), gidMap: gid.map(formatUsernsRange).join(' ') }, 'sandbox: user namespace mapped (--uid-map/--gid-map)');
+  o.log.info(
+    { uidMap: uid.map(formatUsernsRange).join(' '), gidMap: gid.map(formatUsernsRange).join(' ') },
+    'sandbox: user namespace mapped (--uid-map/--gid-map)',
+  );
 }

@@ -32,11 +32,46 @@ const PR_CAP_AMBIENT_CLEAR_ALL = 4;
  * is the last one Linux 6.x knows.
  */
 export const CAP_NAMES = [
-  'chown', 'dac_override', 'dac_read_search', 'fowner', 'fsetid', 'kill', 'setgid', 'setuid', 'setpcap',
-  'linux_immutable', 'net_bind_service', 'net_broadcast', 'net_admin', 'net_raw', 'ipc_lock', 'ipc_owner',
-  'sys_module', 'sys_rawio', 'sys_chroot', 'sys_ptrace', 'sys_pacct', 'sys_admin', 'sys_boot', 'sys_nice',
-  'sys_resource', 'sys_time', 'sys_tty_config', 'mknod', 'lease', 'audit_write', 'audit_control', 'setfcap',
-  'mac_override', 'mac_admin', 'syslog', 'wake_alarm', 'block_suspend', 'audit_read', 'perfmon', 'bpf',
+  'chown',
+  'dac_override',
+  'dac_read_search',
+  'fowner',
+  'fsetid',
+  'kill',
+  'setgid',
+  'setuid',
+  'setpcap',
+  'linux_immutable',
+  'net_bind_service',
+  'net_broadcast',
+  'net_admin',
+  'net_raw',
+  'ipc_lock',
+  'ipc_owner',
+  'sys_module',
+  'sys_rawio',
+  'sys_chroot',
+  'sys_ptrace',
+  'sys_pacct',
+  'sys_admin',
+  'sys_boot',
+  'sys_nice',
+  'sys_resource',
+  'sys_time',
+  'sys_tty_config',
+  'mknod',
+  'lease',
+  'audit_write',
+  'audit_control',
+  'setfcap',
+  'mac_override',
+  'mac_admin',
+  'syslog',
+  'wake_alarm',
+  'block_suspend',
+  'audit_read',
+  'perfmon',
+  'bpf',
   'checkpoint_restore',
 ] as const;
 
@@ -104,10 +139,13 @@ export function capset(call: CapsetCall): void {
 }
 
 type Done = (r: number) => void;
-const settle = (done: Done) => (err: unknown, r: number | bigint): void => {
-  if (err) done(-5); // koffi itself failed: EIO
-  else done(Number(r) < 0 ? -errno() : Number(r));
-};
+const settle =
+  (done: Done) =>
+  (err: unknown, r: number | bigint): void => {
+    if (err)
+      done(-5); // koffi itself failed: EIO
+    else done(Number(r) < 0 ? -errno() : Number(r));
+  };
 
 /** capset(2) on whichever pool thread runs it; `done` gets 0 or -errno. */
 export function capsetOnPool(call: CapsetCall, done: Done): void {

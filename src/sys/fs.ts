@@ -3,9 +3,7 @@
 // raw bytes; the caller (the backend) has already refused '/', NUL, '.' and
 // '..' where they are not allowed.
 import { c, cstr, errno, EMPTY_PATH, openat2Raw } from './libc.js';
-import {
-  AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, O_CLOEXEC, O_NOFOLLOW, O_PATH, UTIME_OMIT,
-} from './constants.js';
+import { AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, O_CLOEXEC, O_NOFOLLOW, O_PATH, UTIME_OMIT } from './constants.js';
 import { SysError } from './errno.js';
 
 function check(ret: number, op: string, what: string | Buffer): number {
@@ -111,7 +109,10 @@ export function fchmodPathFd(fd: number, mode: number, what = 'fd'): void {
   check(c.fchmodat(AT_FDCWD, cstr(procPath(fd)), mode, 0), 'fchmodat', what);
 }
 
-export interface TimeSpec { sec: number; nsec: number }
+export interface TimeSpec {
+  sec: number;
+  nsec: number;
+}
 export type TimeArg = TimeSpec | 'now' | 'omit';
 
 const timesBuf = Buffer.alloc(32);

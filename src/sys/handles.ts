@@ -30,4 +30,3 @@ export function openByHandle(mountFd: number, h: FileHandle, flags: number, what
   if (fd < 0) throw new SysError(errno(), 'open_by_handle_at', what);
   return fd;
 }
-

@@ -101,5 +101,6 @@ export function restrictSelf(rulesetFd: number, flags = 0): void {
 /** The same on whichever pool thread runs it; `done` gets 0 or -errno. */
 export function restrictSelfOnPool(rulesetFd: number, done: (r: number) => void): void {
   sysRestrict.async(SYS_landlock_restrict_self, rulesetFd, 0, (err: unknown, r: number | bigint) =>
-    done(err ? -5 : Number(r) < 0 ? -errno() : Number(r)));
+    done(err ? -5 : Number(r) < 0 ? -errno() : Number(r)),
+  );
 }

@@ -44,7 +44,9 @@ export const c = {
   copyFileRangeAt: lib.func('copy_file_range', 'int64_t', ['int', 'void *', 'int', 'void *', 'size_t', 'uint32_t']),
   /** memmove(p, p, 0) returns p: the address of a Buffer's memory, for iovecs and io_uring entries */
   addressOf: lib.func('memmove', 'uintptr_t', ['void *', 'void *', 'size_t']),
-  copy_file_range: lib.func('int64_t copy_file_range(int fdin, _Inout_ int64_t *offin, int fdout, _Inout_ int64_t *offout, size_t len, uint32_t flags)'),
+  copy_file_range: lib.func(
+    'int64_t copy_file_range(int fdin, _Inout_ int64_t *offin, int fdout, _Inout_ int64_t *offout, size_t len, uint32_t flags)',
+  ),
   fcntl: lib.func('int fcntl(int fd, int cmd, void *arg)'),
   fcntlInt: lib.func('fcntl', 'int', ['int', 'int', 'long']),
   getxattr: lib.func('int64_t getxattr(const void *path, const void *name, _Out_ void *value, size_t size)'),
@@ -81,10 +83,8 @@ export const errno = (): number => koffi.errno();
 const SYS_setgroups = 116;
 const SYS_openat2 = 437;
 
-export const openat2Raw = (dirfd: number, path: Buffer, how: Buffer): number =>
-  Number(sysOpenat2(SYS_openat2, dirfd, path, how, how.length));
-export const setgroupsRaw = (count: number, list: Buffer): number =>
-  Number(sysSetgroups(SYS_setgroups, count, list));
+export const openat2Raw = (dirfd: number, path: Buffer, how: Buffer): number => Number(sysOpenat2(SYS_openat2, dirfd, path, how, how.length));
+export const setgroupsRaw = (count: number, list: Buffer): number => Number(sysSetgroups(SYS_setgroups, count, list));
 
 /** A NUL-terminated copy of `s` for a `const char *` argument. */
 export function cstr(s: Buffer | string): Buffer {

@@ -51,8 +51,11 @@ export function sethostname(name: string): void {
 
 /** mount(2) with any of source, fstype and data absent (a bind, a propagation change). */
 export function mountAt(source: string | null, target: string, fstype: string | null, flags: number, data: string | null = null): void {
-  check(mountNull(source === null ? null : cstr(source), cstr(target), fstype === null ? null : cstr(fstype), flags,
-    data === null ? null : cstr(data)), 'mount', target);
+  check(
+    mountNull(source === null ? null : cstr(source), cstr(target), fstype === null ? null : cstr(fstype), flags, data === null ? null : cstr(data)),
+    'mount',
+    target,
+  );
 }
 
 /** umount2(2) */

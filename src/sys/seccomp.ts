@@ -65,7 +65,12 @@ const BPF_JMP_JSET_K = 0x45; // BPF_JMP | BPF_JSET | BPF_K
 const BPF_RET_K = 0x06; // BPF_RET | BPF_K
 const BPF_MAXINSNS = 4096;
 
-export interface Insn { code: number; jt: number; jf: number; k: number }
+export interface Insn {
+  code: number;
+  jt: number;
+  jf: number;
+  k: number;
+}
 
 export const bpf = {
   /** A = the 32-bit word at `offset` in seccomp_data */
@@ -187,25 +192,84 @@ export function handlerCode(n: number, table: bigint, fd: number): Buffer {
   const u32 = (v: number): number[] => [v & 0xff, (v >>> 8) & 0xff, (v >>> 16) & 0xff, (v >>> 24) & 0xff];
   const u64 = (v: bigint): number[] => [...u32(Number(v & 0xffffffffn)), ...u32(Number(v >> 32n))];
   return Buffer.from([
-    0x8b, 0x46, 0x18, // mov eax, [rsi+24]
-    0x3d, ...u32(n), // cmp eax, n
-    0x72, 0x05, // jb +5
-    0xb8, ...u32(n), // mov eax, n
-    0x48, 0xc1, 0xe0, 0x04, // shl rax, 4
-    0x48, 0xb9, ...u64(table), // movabs rcx, table
-    0x48, 0x8b, 0x34, 0x01, // mov rsi, [rcx+rax]
-    0x48, 0x8b, 0x54, 0x01, 0x08, // mov rdx, [rcx+rax+8]
-    0xbf, ...u32(fd), // mov edi, fd
-    0xb8, 1, 0, 0, 0, 0x0f, 0x05, // write
-    0xb8, 39, 0, 0, 0, 0x0f, 0x05, // getpid
-    0x89, 0xc7, // mov edi, eax
-    0xb8, 186, 0, 0, 0, 0x0f, 0x05, // gettid
-    0x89, 0xc6, // mov esi, eax
-    0xba, SIGSYS, 0, 0, 0, // mov edx, SIGSYS
-    0xb8, 234, 0, 0, 0, 0x0f, 0x05, // tgkill
-    0xbf, 159, 0, 0, 0, // mov edi, 159
-    0xb8, 231, 0, 0, 0, 0x0f, 0x05, // exit_group
-    0x0f, 0x0b, // ud2
+    0x8b,
+    0x46,
+    0x18, // mov eax, [rsi+24]
+    0x3d,
+    ...u32(n), // cmp eax, n
+    0x72,
+    0x05, // jb +5
+    0xb8,
+    ...u32(n), // mov eax, n
+    0x48,
+    0xc1,
+    0xe0,
+    0x04, // shl rax, 4
+    0x48,
+    0xb9,
+    ...u64(table), // movabs rcx, table
+    0x48,
+    0x8b,
+    0x34,
+    0x01, // mov rsi, [rcx+rax]
+    0x48,
+    0x8b,
+    0x54,
+    0x01,
+    0x08, // mov rdx, [rcx+rax+8]
+    0xbf,
+    ...u32(fd), // mov edi, fd
+    0xb8,
+    1,
+    0,
+    0,
+    0,
+    0x0f,
+    0x05, // write
+    0xb8,
+    39,
+    0,
+    0,
+    0,
+    0x0f,
+    0x05, // getpid
+    0x89,
+    0xc7, // mov edi, eax
+    0xb8,
+    186,
+    0,
+    0,
+    0,
+    0x0f,
+    0x05, // gettid
+    0x89,
+    0xc6, // mov esi, eax
+    0xba,
+    SIGSYS,
+    0,
+    0,
+    0, // mov edx, SIGSYS
+    0xb8,
+    234,
+    0,
+    0,
+    0,
+    0x0f,
+    0x05, // tgkill
+    0xbf,
+    159,
+    0,
+    0,
+    0, // mov edi, 159
+    0xb8,
+    231,
+    0,
+    0,
+    0,
+    0x0f,
+    0x05, // exit_group
+    0x0f,
+    0x0b, // ud2
   ]);
 }
 
@@ -296,7 +360,7 @@ export function readAuditRecords(fd: number): { type: number; text: string }[] {
       throw new SysError(e, 'recv', 'NETLINK_AUDIT');
     }
     // nlmsghdr { u32 len; u16 type; u16 flags; u32 seq; u32 pid; } then the record's text
-    for (let at = 0; at + 16 <= n;) {
+    for (let at = 0; at + 16 <= n; ) {
       const len = buf.readUInt32LE(at);
       if (len < 16 || at + len > n) break;
       out.push({ type: buf.readUInt16LE(at + 4), text: buf.toString('utf8', at + 16, at + len).replace(/\0+$/, '') });

@@ -7,7 +7,10 @@ export const STATX_BASIC_STATS = 0x7ff;
 export const STATX_BTIME = 0x800;
 export const STATX_MNT_ID = 0x1000;
 
-export interface Timespec { sec: number; nsec: number }
+export interface Timespec {
+  sec: number;
+  nsec: number;
+}
 
 export interface Stat {
   /** st_dev, glibc makedev() encoding */

@@ -105,8 +105,13 @@ function parseStatus(tid: number, comm: string, text: string): TaskStatus {
   };
   const hex = (k: string): bigint => BigInt('0x' + field(k));
   return {
-    tid, comm,
-    capInh: hex('CapInh'), capPrm: hex('CapPrm'), capEff: hex('CapEff'), capBnd: hex('CapBnd'), capAmb: hex('CapAmb'),
+    tid,
+    comm,
+    capInh: hex('CapInh'),
+    capPrm: hex('CapPrm'),
+    capEff: hex('CapEff'),
+    capBnd: hex('CapBnd'),
+    capAmb: hex('CapAmb'),
     noNewPrivs: field('NoNewPrivs') === '1',
     seccomp: Number(field('Seccomp')),
   };
@@ -142,7 +147,7 @@ export function listTasks(pid: number | 'self' = 'self', procFd?: number): TaskS
       const comm = readSmall(dirfd, `${base}/${tid}/comm`).trim();
       out.push(parseStatus(tid, comm, readSmall(dirfd, `${base}/${tid}/status`)));
     } catch (e) {
-      if (!(e instanceof SysError && e.errno === 2 /* ENOENT: the thread ended */)) throw e;
+      if (!((e instanceof SysError && e.errno === 2) /* ENOENT: the thread ended */)) throw e;
     }
   }
   return out;

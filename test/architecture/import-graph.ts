@@ -5,8 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-export type Layer =
-  | 'sys' | 'log' | 'io' | 'security' | 'backend' | 'transport' | 'protocol' | 'binding' | 'doubles' | 'tools' | 'app';
+export type Layer = 'sys' | 'log' | 'io' | 'security' | 'backend' | 'transport' | 'protocol' | 'binding' | 'doubles' | 'tools' | 'app';
 
 /** What each layer may import (its own layer is always allowed). */
 export const MAY_USE: Record<Layer, readonly Layer[]> = {
@@ -25,7 +24,10 @@ export const MAY_USE: Record<Layer, readonly Layer[]> = {
 
 /** Files that bind a protocol to a transport (the only protocol files that may import transports). */
 const BINDINGS = new Set([
-  'protocols/9p/virtio-9p-device.ts', 'protocols/9p/stream.ts', 'protocols/fuse/virtio-fs-device.ts', 'protocols/fuse/dev-fuse.ts',
+  'protocols/9p/virtio-9p-device.ts',
+  'protocols/9p/stream.ts',
+  'protocols/fuse/virtio-fs-device.ts',
+  'protocols/fuse/dev-fuse.ts',
 ]);
 
 /** The one backend file protocols and bindings may import: the interface, not its implementation. */

@@ -52,8 +52,12 @@ describe('the checker itself', () => {
     expect(violations([e('protocols/fuse/virtio-fs-device.ts', 'protocols/vhost-user/session.ts')])).toEqual([]);
     expect(violations([e('src/bench/host.ts', 'test/p9/client.ts')])[0]).toMatch(/product imports test/);
     expect(violations([e('src/backend/backend.ts', 'src/sys/fs.ts'), e('protocols/9p/session.ts', 'src/backend/api.ts')])).toEqual([]);
-    expect(violations([e('protocols/9p/session.ts', 'src/backend/inode-table.ts')])[0]).toMatch(/reaches the backend only through src\/backend\/api.ts/);
-    expect(violations([e('protocols/vhost-user/session.ts', 'koffi')])).toEqual(['protocols/vhost-user/session.ts -> koffi (koffi binding outside src/sys)']);
+    expect(violations([e('protocols/9p/session.ts', 'src/backend/inode-table.ts')])[0]).toMatch(
+      /reaches the backend only through src\/backend\/api.ts/,
+    );
+    expect(violations([e('protocols/vhost-user/session.ts', 'koffi')])).toEqual([
+      'protocols/vhost-user/session.ts -> koffi (koffi binding outside src/sys)',
+    ]);
     expect(violations([e('src/sys/poll.ts', 'koffi')])).toEqual([]);
     expect(cycles([e('a.ts', 'b.ts'), e('b.ts', 'c.ts'), e('c.ts', 'a.ts'), e('c.ts', 'd.ts')])).toEqual([['a.ts', 'b.ts', 'c.ts']]);
   });
@@ -69,7 +73,11 @@ describe('the checker itself', () => {
       "import koffi from 'koffi';",
     ].join('\n');
     expect(importsOf('src/backend/backend.ts', text).map((x) => [x.to, x.typeOnly])).toEqual([
-      ['src/sys/index.ts', false], ['src/backend/b.ts', true], ['src/backend/c.ts', false], ['src/backend/side.ts', false], ['test/x.ts', false],
+      ['src/sys/index.ts', false],
+      ['src/backend/b.ts', true],
+      ['src/backend/c.ts', false],
+      ['src/backend/side.ts', false],
+      ['test/x.ts', false],
       ['koffi', false],
     ]);
   });

@@ -7,8 +7,24 @@ import { FdBudget, defaultFdLimits, type FdAccount } from '../../src/backend/fd-
 
 function logged(): { log: pino.Logger; lines: () => { level: number; msg: string; session?: string; refused?: number }[] } {
   const out: string[] = [];
-  const log = pino({ level: 'debug' }, new Writable({ write(c, _e, cb) { out.push(String(c)); cb(); } }));
-  return { log, lines: () => out.join('').split('\n').filter(Boolean).map((l) => JSON.parse(l)) };
+  const log = pino(
+    { level: 'debug' },
+    new Writable({
+      write(c, _e, cb) {
+        out.push(String(c));
+        cb();
+      },
+    }),
+  );
+  return {
+    log,
+    lines: () =>
+      out
+        .join('')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l)),
+  };
 }
 
 /** Charges until refused; returns how many succeeded and the refusal's errno. */
@@ -109,7 +125,11 @@ test('open() gives the fd back when the open itself fails', () => {
   const { log } = logged();
   const b = new FdBudget({ limit: 1000, reserve: 100, inodeShare: 100, perSession: 800, floor: 10 }, log);
   const a = b.account('a');
-  expect(() => a.open('open', 'x', () => { throw new SysError(Errno.EACCES, 'open', 'x'); })).toThrow('EACCES');
+  expect(() =>
+    a.open('open', 'x', () => {
+      throw new SysError(Errno.EACCES, 'open', 'x');
+    }),
+  ).toThrow('EACCES');
   expect(a.held).toBe(0);
   expect(b.inUse).toBe(0);
   const h = a.open('open', 'y', () => ({ account: undefined as FdAccount | undefined }));

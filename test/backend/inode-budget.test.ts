@@ -113,7 +113,7 @@ test('a burst of requests past the hard cap evicts at once, never what the curre
   for (const e of [...entries, ...mine]) b.release(e);
 });
 
-test('a new file that reuses an evicted, deleted inode\'s host number is a new inode, not the stale entry', async () => {
+test("a new file that reuses an evicted, deleted inode's host number is a new inode, not the stale entry", async () => {
   // The guest still holds f0 (a lookup reference) after its fd was traded for a
   // handle; f0 is unlinked, so nothing keeps the host inode and its number is
   // free. New files may get that number (ext4 and tmpfs reuse them): each must

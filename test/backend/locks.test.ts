@@ -34,8 +34,13 @@ function open() {
 async function state(p: Promise<void>, ms: number): Promise<'pending' | number> {
   let t: NodeJS.Timeout | undefined;
   const r = await Promise.race([
-    p.then(() => 0, (e: unknown) => (e instanceof SysError ? e.errno : -1)),
-    new Promise<'pending'>((res) => { t = setTimeout(() => res('pending'), ms); }),
+    p.then(
+      () => 0,
+      (e: unknown) => (e instanceof SysError ? e.errno : -1),
+    ),
+    new Promise<'pending'>((res) => {
+      t = setTimeout(() => res('pending'), ms);
+    }),
   ]);
   clearTimeout(t);
   return r;

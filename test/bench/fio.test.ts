@@ -39,8 +39,10 @@ describe('parseFioOutput', () => {
   });
 
   test('notes fio printed before the document are kept apart', () => {
-    const text = 'note: both iodepth >= 1 and synchronous I/O engine are selected, queue depth will be capped at 1\n' +
-      readFixture('r0-rand-write-virtiofsd.fio.json') + '\nfio: some trailing remark\n';
+    const text =
+      'note: both iodepth >= 1 and synchronous I/O engine are selected, queue depth will be capped at 1\n' +
+      readFixture('r0-rand-write-virtiofsd.fio.json') +
+      '\nfio: some trailing remark\n';
     const r = parseFioOutput(text);
     expect(r.notes).toEqual(['note: both iodepth >= 1 and synchronous I/O engine are selected, queue depth will be capped at 1']);
     expect(fioMetrics(r).iops).toBeCloseTo(3160.41979, 4);

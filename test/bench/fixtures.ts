@@ -20,13 +20,17 @@ export function fixtureCells(): CellResult[] {
   for (const f of readdirSync(cellsDir).sort()) {
     if (!f.endsWith('.json') || f.endsWith('.fio.json')) continue;
     const g = JSON.parse(readFixture(f)) as GuestCell;
-    const { fioVersion: _v, ...cell } = cellFromGuest(g, GUEST_JOBS.find((j) => j.name === g.job), (n) => {
-      try {
-        return readFixture(n);
-      } catch {
-        return undefined;
-      }
-    });
+    const { fioVersion: _v, ...cell } = cellFromGuest(
+      g,
+      GUEST_JOBS.find((j) => j.name === g.job),
+      (n) => {
+        try {
+          return readFixture(n);
+        } catch {
+          return undefined;
+        }
+      },
+    );
     out.push(cell);
   }
   return out;
@@ -44,12 +48,25 @@ export function fixtureResult(): BenchResult {
     finishedAt: '2026-11-21T15:20:00.000Z',
     command: 'duofs bench --servers duofs-virtiofs,virtiofsd,qemu-9p,diod --repeat 1 --runtime 2 --size 16M --files 100',
     machine: {
-      cpus: 2, cpuModel: 'AMD EPYC', memGiB: 24, kernel: '6.1.0', node: 'v20.20.2',
-      loadStart: 2.1, loadEnd: 2.5, loadMax: 3, otherGuestsStart: 2, otherGuestsEnd: 0, otherGuestsMax: 2,
+      cpus: 2,
+      cpuModel: 'AMD EPYC',
+      memGiB: 24,
+      kernel: '6.1.0',
+      node: 'v20.20.2',
+      loadStart: 2.1,
+      loadEnd: 2.5,
+      loadMax: 3,
+      otherGuestsStart: 2,
+      otherGuestsEnd: 0,
+      otherGuestsMax: 2,
     },
     versions: { qemu: '11.1.3', virtiofsd: '1.14.0', fio: '3.41' },
     settings: { size: '16M', runtime: 2, repeat: 1, direct: true, iodepth: 16, files: 100 },
-    servers: FIXTURE_SERVERS.map((n) => ({ ...GUEST_SERVERS.find((s) => s.name === n)!, status: n === 'diod' ? 'failed' as const : 'ok' as const, ...(n === 'diod' ? { error: 'mount failed: mount: /mnt/diod: permission denied.' } : {}) })),
+    servers: FIXTURE_SERVERS.map((n) => ({
+      ...GUEST_SERVERS.find((s) => s.name === n)!,
+      status: n === 'diod' ? ('failed' as const) : ('ok' as const),
+      ...(n === 'diod' ? { error: 'mount failed: mount: /mnt/diod: permission denied.' } : {}),
+    })),
     jobs: GUEST_JOBS.map((j) => ({ name: j.name, title: j.title, metrics: j.metrics })),
     cells,
     notes: ['recorded fixture'],

@@ -9,8 +9,4 @@ import type { LabDaemonsModule, LabGuestModule, LabModule } from '../../src/benc
 /** Resolves only when U can be used where T is expected. */
 type Fits<T, U extends T> = U;
 
-export type LabHarnessFits = [
-  Fits<LabModule, typeof LabMod>,
-  Fits<LabGuestModule, typeof GuestMod>,
-  Fits<LabDaemonsModule, typeof DaemonsMod>,
-];
+export type LabHarnessFits = [Fits<LabModule, typeof LabMod>, Fits<LabGuestModule, typeof GuestMod>, Fits<LabDaemonsModule, typeof DaemonsMod>];

@@ -19,7 +19,16 @@ describe('options', () => {
   test('defaults and lists given either way', () => {
     const a = parse([]);
     expect(a).toMatchObject({ host: false, repeat: 3, iodepth: 16, direct: true, files: 1000, cpuProf: false });
-    const b = parse(['--servers', 'duofs-9p,qemu-9p', '--servers', 'virtiofsd', '--jobs=seq-read', '--no-direct', '--cpu-prof', '--duofs-arg=--cache=always']);
+    const b = parse([
+      '--servers',
+      'duofs-9p,qemu-9p',
+      '--servers',
+      'virtiofsd',
+      '--jobs=seq-read',
+      '--no-direct',
+      '--cpu-prof',
+      '--duofs-arg=--cache=always',
+    ]);
     expect(b.servers).toEqual(['duofs-9p,qemu-9p', 'virtiofsd']);
     expect(b.jobs).toEqual(['seq-read']);
     expect(b.direct).toBe(false);
@@ -44,7 +53,19 @@ describe('fio command lines', () => {
 
   test('sequential and random, time based, JSON output', () => {
     const a = fioArgs(job('seq-read'), s);
-    expect(a).toEqual(expect.arrayContaining(['--rw=read', '--bs=1M', '--ioengine=psync', '--iodepth=1', '--direct=1', '--size=64M', '--time_based=1', '--runtime=5', '--output-format=json']));
+    expect(a).toEqual(
+      expect.arrayContaining([
+        '--rw=read',
+        '--bs=1M',
+        '--ioengine=psync',
+        '--iodepth=1',
+        '--direct=1',
+        '--size=64M',
+        '--time_based=1',
+        '--runtime=5',
+        '--output-format=json',
+      ]),
+    );
     expect(a.some((x) => x.startsWith('--filename') || x.startsWith('--output='))).toBe(false);
     expect(fioArgs(job('rand-write'), s)).toEqual(expect.arrayContaining(['--rw=randwrite', '--bs=4k', '--iodepth=1']));
   });
@@ -63,7 +84,9 @@ describe('runBench', () => {
     const err = jest.spyOn(console, 'error').mockImplementation(() => undefined);
     try {
       expect(await runBench({ servers: ['nfs'], quiet: true })).toBe(2);
-      expect(String(err.mock.calls[0]![0])).toMatch(/unknown server nfs .*known: duofs-virtiofs, virtiofsd, duofs-9p, qemu-9p, duofs-9p-stream, diod/);
+      expect(String(err.mock.calls[0]![0])).toMatch(
+        /unknown server nfs .*known: duofs-virtiofs, virtiofsd, duofs-9p, qemu-9p, duofs-9p-stream, diod/,
+      );
       expect(await runBench({ host: true, jobs: ['seq-read'], quiet: true })).toBe(2);
       expect(String(err.mock.calls[1]![0])).toMatch(/unknown job seq-read for --host/);
       expect(await runBench({ repeat: 0, quiet: true })).toBe(2);
@@ -103,7 +126,12 @@ describe('runBench', () => {
 describe('progress', () => {
   test('not a terminal: plain lines only, no status, no escape codes', () => {
     let text = '';
-    const sink = { write: (s: string) => { text += s; return true; } } as unknown as NodeJS.WritableStream;
+    const sink = {
+      write: (s: string) => {
+        text += s;
+        return true;
+      },
+    } as unknown as NodeJS.WritableStream;
     const p = new Progress(sink, false);
     p.status('[1/9] working');
     p.line('cell done');
@@ -113,7 +141,13 @@ describe('progress', () => {
 
   test('a terminal: the status line is redrawn around permanent lines', () => {
     let text = '';
-    const sink = { write: (s: string) => { text += s; return true; }, columns: 40 } as unknown as NodeJS.WritableStream;
+    const sink = {
+      write: (s: string) => {
+        text += s;
+        return true;
+      },
+      columns: 40,
+    } as unknown as NodeJS.WritableStream;
     const p = new Progress(sink, true);
     p.status('[1/9] working');
     p.line('cell done');

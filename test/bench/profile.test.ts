@@ -29,7 +29,10 @@ describe('summarizeProfile', () => {
     expect(s.idleMs).toBe(5);
     expect(s.gcMs).toBe(0);
     expect(s.busyMs).toBe(5);
-    expect(s.bySelf.map((h) => [h.where, h.selfMs])).toEqual([['pread (native)', 3], ['serve (dist/a.js:10)', 1]]);
+    expect(s.bySelf.map((h) => [h.where, h.selfMs])).toEqual([
+      ['pread (native)', 3],
+      ['serve (dist/a.js:10)', 1],
+    ]);
     const serve = s.byTotal.find((h) => h.where === 'serve (dist/a.js:10)')!;
     expect(serve.totalMs).toBe(4);
     expect(serve.totalPct).toBeCloseTo(80);
@@ -37,7 +40,12 @@ describe('summarizeProfile', () => {
   });
 
   test('without timeDeltas, hit counts share the duration', () => {
-    const p: CpuProfile = { ...profile, samples: undefined, timeDeltas: undefined, nodes: profile.nodes.map((n) => ({ ...n, hitCount: n.id === 3 ? 3 : n.id === 4 ? 1 : 0 })) };
+    const p: CpuProfile = {
+      ...profile,
+      samples: undefined,
+      timeDeltas: undefined,
+      nodes: profile.nodes.map((n) => ({ ...n, hitCount: n.id === 3 ? 3 : n.id === 4 ? 1 : 0 })),
+    };
     const s = summarizeProfile(p);
     expect(s.bySelf[0]!.where).toBe('pread (native)');
     expect(s.bySelf[0]!.selfMs).toBeCloseTo(7.5);

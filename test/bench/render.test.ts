@@ -25,9 +25,21 @@ describe('cells from the guest', () => {
     expect(diod.error).toMatch(/not mounted/);
   });
 
-  test('a fio cell without its output file, or with fio\'s error code, fails with the reason', () => {
+  test("a fio cell without its output file, or with fio's error code, fails with the reason", () => {
     const job = GUEST_JOBS.find((j) => j.name === 'seq-read');
-    const g = { id: 'x', server: 's', job: 'seq-read', rep: 0, rc: 0, wallSecs: 1, direct: true, error: null, fioFile: 'x.fio.json', result: null, notes: [] };
+    const g = {
+      id: 'x',
+      server: 's',
+      job: 'seq-read',
+      rep: 0,
+      rc: 0,
+      wallSecs: 1,
+      direct: true,
+      error: null,
+      fioFile: 'x.fio.json',
+      result: null,
+      notes: [],
+    };
     expect(cellFromGuest(g, job, () => undefined)).toMatchObject({ ok: false, error: 'fio wrote no output file' });
     expect(cellFromGuest(g, job, () => '{\n"jobs": [{"error": 5, "read": {}, "write": {}}]\n}').error).toMatch(/read/);
     const buffered = cellFromGuest({ ...g, direct: false }, job, (n) => (n === 'x.fio.json' ? fixtureText() : undefined));
@@ -36,14 +48,31 @@ describe('cells from the guest', () => {
   });
 
   test('mount errors lose the kernel log lines', () => {
-    expect(mountMessage('mount: /mnt/diod: permission denied.\n       dmesg(1) may have more information after failed mount system call.\n[    3.915138] HOME=/\n[    5.41] 9pnet: x'))
-      .toBe('mount: /mnt/diod: permission denied.');
+    expect(
+      mountMessage(
+        'mount: /mnt/diod: permission denied.\n       dmesg(1) may have more information after failed mount system call.\n[    3.915138] HOME=/\n[    5.41] 9pnet: x',
+      ),
+    ).toBe('mount: /mnt/diod: permission denied.');
     expect(mountMessage('')).toBe('no message');
   });
 });
 
 function fixtureText(): string {
-  return JSON.stringify({ 'fio version': 'fio-3.41', jobs: [{ jobname: 'seq-read', error: 0, read: { io_bytes: 1e6, bw_bytes: 5e5, iops: 1, runtime: 2000 }, write: { io_bytes: 0, bw_bytes: 0, iops: 0, runtime: 0 } }] }, null, 1);
+  return JSON.stringify(
+    {
+      'fio version': 'fio-3.41',
+      jobs: [
+        {
+          jobname: 'seq-read',
+          error: 0,
+          read: { io_bytes: 1e6, bw_bytes: 5e5, iops: 1, runtime: 2000 },
+          write: { io_bytes: 0, bw_bytes: 0, iops: 0, runtime: 0 },
+        },
+      ],
+    },
+    null,
+    1,
+  );
 }
 
 describe('the table', () => {
@@ -133,7 +162,9 @@ describe('the SVG chart', () => {
     expect(svg).not.toMatch(/href=|<script|<image/);
     // bars: one per server that produced the row's figure (diod: a failure marker instead)
     const bars = (svg.match(/<rect x="240" [^>]*fill="#[0-9a-f]{6}"><title>/g) ?? []).length;
-    const figures = r.cells.filter((c) => c.ok).reduce((n, c) => n + GUEST_JOBS.find((j) => j.name === c.job)!.metrics.filter((m) => m.shown).length, 0);
+    const figures = r.cells
+      .filter((c) => c.ok)
+      .reduce((n, c) => n + GUEST_JOBS.find((j) => j.name === c.job)!.metrics.filter((m) => m.shown).length, 0);
     expect(bars).toBe(figures);
     expect(svg).toContain('>seq read 1M</text>');
     expect(svg).toContain('0.64× virtiofsd');

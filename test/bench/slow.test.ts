@@ -34,7 +34,9 @@ describe('--slow-storage', () => {
     const vfs = fioArgs(job('slow-read-qd16'), settings, 'virtiofs');
     expect(vfs).toEqual(expect.arrayContaining(['--rw=randread', '--bs=4k', '--ioengine=libaio', '--iodepth=16', '--direct=1', '--size=32M']));
     expect(vfs.some((a) => a.startsWith('--numjobs'))).toBe(false);
-    expect(fioArgs(job('slow-write-qd16'), settings, '9p')).toEqual(expect.arrayContaining(['--rw=randwrite', '--ioengine=psync', '--iodepth=1', '--numjobs=16']));
+    expect(fioArgs(job('slow-write-qd16'), settings, '9p')).toEqual(
+      expect.arrayContaining(['--rw=randwrite', '--ioengine=psync', '--iodepth=1', '--numjobs=16']),
+    );
     expect(fioArgs(job('slow-read-qd1'), settings, 'virtiofs')).toEqual(expect.arrayContaining(['--ioengine=libaio', '--iodepth=1']));
     const p1 = fioArgs(job('slow-read-qd1'), settings, '9p');
     expect(p1).toEqual(expect.arrayContaining(['--ioengine=psync', '--iodepth=1']));
@@ -47,7 +49,11 @@ describe('--slow-storage', () => {
     const pick = (names: string[]) => GUEST_SERVERS.filter((s) => names.includes(s.name));
     const r = slowReferences(pick(['duofs-virtiofs', 'virtiofsd', 'virtiofsd-t16', 'duofs-9p', 'qemu-9p']));
     expect(Object.fromEntries(r.map((s) => [s.name, s.reference]))).toEqual({
-      'duofs-virtiofs': 'virtiofsd-t16', virtiofsd: 'virtiofsd-t16', 'virtiofsd-t16': 'virtiofsd-t16', 'duofs-9p': 'qemu-9p', 'qemu-9p': 'qemu-9p',
+      'duofs-virtiofs': 'virtiofsd-t16',
+      virtiofsd: 'virtiofsd-t16',
+      'virtiofsd-t16': 'virtiofsd-t16',
+      'duofs-9p': 'qemu-9p',
+      'qemu-9p': 'qemu-9p',
     });
     expect(slowReferences(pick(['duofs-virtiofs', 'virtiofsd']))[0]!.reference).toBe('virtiofsd');
     expect(HOST_SERVERS.find((s) => s.name === 'virtiofsd-t16')!.protocol).toBe('virtiofs');

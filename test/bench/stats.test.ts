@@ -5,20 +5,58 @@ import { fmtRatio, fmtValue, median, ratio, spread, summarize } from '../../src/
 import { RESULT_FORMAT, type BenchResult, type CellResult } from '../../src/bench/model.js';
 import type { ServerDef } from '../../src/bench/jobs.js';
 
-const server = (name: string, protocol: '9p' | 'virtiofs', reference: string): ServerDef & { status: 'ok' } =>
-  ({ name, protocol, reference, description: name, status: 'ok' });
+const server = (name: string, protocol: '9p' | 'virtiofs', reference: string): ServerDef & { status: 'ok' } => ({
+  name,
+  protocol,
+  reference,
+  description: name,
+  status: 'ok',
+});
 
-function result(cells: CellResult[], servers = [server('a', 'virtiofs', 'ref'), server('ref', 'virtiofs', 'ref'), server('b', '9p', 'q')]): BenchResult {
+function result(
+  cells: CellResult[],
+  servers = [server('a', 'virtiofs', 'ref'), server('ref', 'virtiofs', 'ref'), server('b', '9p', 'q')],
+): BenchResult {
   return {
-    format: RESULT_FORMAT, kind: 'guest', startedAt: '2026-01-01T00:00:00Z', finishedAt: '2026-01-01T00:01:00Z', command: 'test',
-    machine: { cpus: 2, cpuModel: 'x', memGiB: 1, kernel: 'k', node: 'n', loadStart: 0, loadEnd: 0, loadMax: 0, otherGuestsStart: 0, otherGuestsEnd: 0, otherGuestsMax: 0 },
-    versions: {}, settings: {}, servers,
-    jobs: [{ name: 'j', title: 'job', metrics: [{ key: 'v', label: 'MB/s', unit: 'MB/s', higherIsBetter: true, shown: true }, { key: 'hidden', label: 'x', unit: 'µs', higherIsBetter: false, shown: false }] }],
-    cells, notes: [],
+    format: RESULT_FORMAT,
+    kind: 'guest',
+    startedAt: '2026-01-01T00:00:00Z',
+    finishedAt: '2026-01-01T00:01:00Z',
+    command: 'test',
+    machine: {
+      cpus: 2,
+      cpuModel: 'x',
+      memGiB: 1,
+      kernel: 'k',
+      node: 'n',
+      loadStart: 0,
+      loadEnd: 0,
+      loadMax: 0,
+      otherGuestsStart: 0,
+      otherGuestsEnd: 0,
+      otherGuestsMax: 0,
+    },
+    versions: {},
+    settings: {},
+    servers,
+    jobs: [
+      {
+        name: 'j',
+        title: 'job',
+        metrics: [
+          { key: 'v', label: 'MB/s', unit: 'MB/s', higherIsBetter: true, shown: true },
+          { key: 'hidden', label: 'x', unit: 'µs', higherIsBetter: false, shown: false },
+        ],
+      },
+    ],
+    cells,
+    notes: [],
   };
 }
 const cell = (srv: string, rep: number, v: number | undefined, error?: string): CellResult =>
-  v === undefined ? { server: srv, job: 'j', rep, ok: false, metrics: {}, error: error ?? 'boom' } : { server: srv, job: 'j', rep, ok: true, metrics: { v, hidden: 1 } };
+  v === undefined
+    ? { server: srv, job: 'j', rep, ok: false, metrics: {}, error: error ?? 'boom' }
+    : { server: srv, job: 'j', rep, ok: true, metrics: { v, hidden: 1 } };
 
 describe('median and spread', () => {
   test('odd and even counts, unsorted input', () => {
@@ -42,10 +80,7 @@ describe('median and spread', () => {
 
 describe('summarize', () => {
   test('median ratio and the paired per-repetition ratio range', () => {
-    const r = result([
-      cell('a', 0, 90), cell('a', 1, 120), cell('a', 2, 100),
-      cell('ref', 0, 100), cell('ref', 1, 100), cell('ref', 2, 200),
-    ]);
+    const r = result([cell('a', 0, 90), cell('a', 1, 120), cell('a', 2, 100), cell('ref', 0, 100), cell('ref', 1, 100), cell('ref', 2, 200)]);
     const [row] = summarize(r);
     expect(row!.metric.key).toBe('v');
     const a = row!.cells.find((c) => c.server === 'a')!;

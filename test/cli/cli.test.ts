@@ -83,13 +83,16 @@ test("--uid-map/--gid-map: virtiofsd's syntax and messages, a bad value is a usa
   const bad = run(['serve', '--shared-dir', exportDir, '--9p-tcp', '0', '--uid-map', ':0:1000:1:', '--uid-map=:1:x:5:']);
   expect([bad.status, bad.error]).toEqual([2, "duofs: invalid value ':1:x:5:' for '--uid-map <UID_MAP>': invalid digit found in string"]);
   const gid = run(['serve', '--shared-dir', exportDir, '--9p-tcp', '0', '--gid-map', '::']);
-  expect([gid.status, gid.error]).toEqual([2, "duofs: invalid value '::' for '--gid-map <GID_MAP>': The map is empty or incorrect number of values are provided"]);
+  expect([gid.status, gid.error]).toEqual([
+    2,
+    "duofs: invalid value '::' for '--gid-map <GID_MAP>': The map is empty or incorrect number of values are provided",
+  ]);
   const none = run(['serve', '--shared-dir', exportDir, '--9p-tcp', '0', '--gid-map']);
   expect([none.status, none.error]).toEqual([2, 'Not enough arguments following: gid-map']);
   expect(run(['serve', '--help']).stdout).toMatch(/--uid-map[\s\S]*:NAMESPACE_UID:HOST_UID:COUNT:[\s\S]*--gid-map/);
 });
 
-test('--log-format text gives virtiofsd-style lines, json (the default off a terminal) pino\'s', async () => {
+test("--log-format text gives virtiofsd-style lines, json (the default off a terminal) pino's", async () => {
   const lines = async (extra: string[]): Promise<string[]> => {
     const d = start(['serve', '--shared-dir', exportDir, '--9p-socket', path.join(tmp, `s${extra.length}.sock`), ...extra]);
     let err = '';
@@ -97,7 +100,10 @@ test('--log-format text gives virtiofsd-style lines, json (the default off a ter
     await waitFor(() => /serving 9P2000.L/.test(err));
     d.kill('SIGTERM');
     await exited(d); // (may beat the signal handlers: the status is not this test's subject)
-    return err.trim().split('\n').filter((l) => !/shutting down|closing/.test(l));
+    return err
+      .trim()
+      .split('\n')
+      .filter((l) => !/shutting down|closing/.test(l));
   };
   const text = await lines(['--log-format', 'text']);
   for (const l of text) expect(l).toMatch(/^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ (INFO |WARN |DEBUG|ERROR) duofs\] /);
@@ -106,13 +112,23 @@ test('--log-format text gives virtiofsd-style lines, json (the default off a ter
 });
 
 test('--fsdev with max_xattr (QEMU 11.1) serves, and says once at info how duofs treats it', async () => {
-  const d = start(['serve', '--fsdev', `local,id=x,path=${exportDir},security_model=mapped-xattr,max_xattr=1024`, '--9p-socket', path.join(tmp, 'f.sock')]);
+  const d = start([
+    'serve',
+    '--fsdev',
+    `local,id=x,path=${exportDir},security_model=mapped-xattr,max_xattr=1024`,
+    '--9p-socket',
+    path.join(tmp, 'f.sock'),
+  ]);
   let err = '';
   d.stderr!.on('data', (b: Buffer) => (err += b.toString()));
   await waitFor(() => /serving 9P2000.L/.test(err));
   d.kill('SIGTERM');
   await exited(d);
-  const notes = err.trim().split('\n').map((l) => JSON.parse(l) as { level: number; msg: string }).filter((l) => /max_xattr/.test(l.msg));
+  const notes = err
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { level: number; msg: string })
+    .filter((l) => /max_xattr/.test(l.msg));
   expect(notes).toEqual([expect.objectContaining({ level: 30, msg: expect.stringMatching(/^max_xattr=1024: accepted; /) })]);
 });
 
@@ -173,7 +189,9 @@ test('a live unix socket is not stolen; a stale one is replaced; SIGTERM removes
   expect(fs.existsSync(sock)).toBe(true);
   const d = start(['serve', '--shared-dir', exportDir, '--9p-socket', sock]);
   let err = '';
-  d.stderr!.on('data', (x: Buffer) => { err += x.toString(); });
+  d.stderr!.on('data', (x: Buffer) => {
+    err += x.toString();
+  });
   await waitFor(() => err.includes('serving 9P2000.L on a unix socket'));
   const s2 = await P9Client.session(sock);
   expect((await s2.c.walk(s2.root, s2.c.newFid(), ['hello.txt'])).length).toBe(1);
@@ -234,14 +252,19 @@ test('--log-burst and --log-rate bound the lines a client can cause; --log-burst
     const sock = path.join(tmp, `flood-${limitArgs.join('')}.sock`);
     const d = start(['serve', '--shared-dir', exportDir, '--9p-socket', sock, '--log-level', 'warn', ...limitArgs]);
     let err = '';
-    d.stderr!.on('data', (x: Buffer) => { err += x.toString(); });
+    d.stderr!.on('data', (x: Buffer) => {
+      err += x.toString();
+    });
     await waitFor(() => fs.existsSync(sock));
     const { c } = await P9Client.session(sock);
     for (let t = 1; t <= 50; t++) await expect(c.rawRequest(badWalk(t))).rejects.toThrow(/EBADF/);
     await c.close();
     d.kill('SIGTERM');
     expect(await exited(d)).toBe(0);
-    return err.trim().split('\n').filter((l) => /bad 9p request/.test(l));
+    return err
+      .trim()
+      .split('\n')
+      .filter((l) => /bad 9p request/.test(l));
   };
   const limited = await flood(['--log-burst', '3', '--log-rate', '0']);
   expect(limited).toHaveLength(4); // three lines, then the summary at the end of the session

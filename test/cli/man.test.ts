@@ -24,7 +24,10 @@ test('package.json installs both pages, and each names every option its --help n
 
 test('the pages render with man(1) when it is installed', () => {
   if (spawnSync('man', ['--version']).status !== 0) return;
-  const r = spawnSync('man', ['-l', path.join(root, 'share/man/man1/duofs-virtiofsd.1')], { encoding: 'utf8', env: { ...process.env, MANWIDTH: '80', MANPAGER: 'cat', PAGER: 'cat' } });
+  const r = spawnSync('man', ['-l', path.join(root, 'share/man/man1/duofs-virtiofsd.1')], {
+    encoding: 'utf8',
+    env: { ...process.env, MANWIDTH: '80', MANPAGER: 'cat', PAGER: 'cat' },
+  });
   expect(r.status).toBe(0);
   expect(r.stdout).toMatch(/DUOFS-VIRTIOFSD\(1\)/);
   expect(r.stdout).toMatch(/--shared-dir <DIR>/);

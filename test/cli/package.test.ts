@@ -16,12 +16,18 @@ let files: string[];
 
 beforeAll(() => {
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'duofs-pack-'));
-  const out = execFileSync('npm', ['pack', '--json', '--pack-destination', tmp], { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const out = execFileSync('npm', ['pack', '--json', '--pack-destination', tmp], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const info = JSON.parse(out.slice(out.indexOf('['))) as { filename: string; files: { path: string }[] }[];
   files = info[0]!.files.map((f) => f.path);
   const tarball = path.join(tmp, path.basename(info[0]!.filename));
   const prefix = path.join(tmp, 'prefix');
-  execFileSync('npm', ['install', '-g', '--prefer-offline', '--no-audit', '--no-fund', '--prefix', prefix, tarball], { stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync('npm', ['install', '-g', '--prefer-offline', '--no-audit', '--no-fund', '--prefix', prefix, tarball], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   bin = path.join(prefix, 'bin');
 });
 
@@ -30,8 +36,16 @@ afterAll(() => {
 });
 
 test('the tarball holds the compiled product and nothing of test/', () => {
-  expect(files).toEqual(expect.arrayContaining(['bin/duofs.js', 'bin/duofs-virtiofsd.js', 'dist/src/cli.js', 'dist/compat/virtiofsd/main.js', 'dist/src/doubles/p9-client.js']));
-  expect(files.filter((f) => f.startsWith('test/') || f.startsWith('dist/test/') || f.endsWith('.ts') && !f.endsWith('.d.ts'))).toEqual([]);
+  expect(files).toEqual(
+    expect.arrayContaining([
+      'bin/duofs.js',
+      'bin/duofs-virtiofsd.js',
+      'dist/src/cli.js',
+      'dist/compat/virtiofsd/main.js',
+      'dist/src/doubles/p9-client.js',
+    ]),
+  );
+  expect(files.filter((f) => f.startsWith('test/') || f.startsWith('dist/test/') || (f.endsWith('.ts') && !f.endsWith('.d.ts')))).toEqual([]);
 });
 
 test('duofs and duofs-virtiofsd run from the install', () => {
@@ -42,9 +56,16 @@ test('duofs and duofs-virtiofsd run from the install', () => {
 
 test('duofs bench --host runs from the install, writing its results where it is told', () => {
   const out = path.join(tmp, 'results');
-  const r = spawnSync(path.join(bin, 'duofs'), ['bench', '--host', '--servers', 'duofs-virtiofs,duofs-9p', '--jobs', 'getattr', '--repeat', '1', '--runtime', '0.5', '--out', out], {
-    encoding: 'utf8', cwd: tmp, timeout: 120_000, env: { ...process.env, DUOFS_LAB_DIR: path.join(tmp, 'no-lab') },
-  });
+  const r = spawnSync(
+    path.join(bin, 'duofs'),
+    ['bench', '--host', '--servers', 'duofs-virtiofs,duofs-9p', '--jobs', 'getattr', '--repeat', '1', '--runtime', '0.5', '--out', out],
+    {
+      encoding: 'utf8',
+      cwd: tmp,
+      timeout: 120_000,
+      env: { ...process.env, DUOFS_LAB_DIR: path.join(tmp, 'no-lab') },
+    },
+  );
   expect(r.status).toBe(0);
   expect(r.stdout).toMatch(/getattr\s+ops\/s/);
   const result = JSON.parse(fs.readFileSync(path.join(out, 'bench.json'), 'utf8')) as { cells: unknown[] };

@@ -16,7 +16,11 @@ function refusal(spec: string): CompatError {
 
 test('the example from the issue', () => {
   expect(parseFsdev('local,id=x,path=/srv/x,security_model=mapped-xattr,fmode=0644,dmode=0755,readonly=on')).toEqual({
-    sharedDir: '/srv/x', securityModel: 'mapped-xattr', fmode: 0o644, dmode: 0o755, readonly: true,
+    sharedDir: '/srv/x',
+    securityModel: 'mapped-xattr',
+    fmode: 0o644,
+    dmode: 0o755,
+    readonly: true,
   });
 });
 
@@ -42,8 +46,13 @@ test('doubled commas are literal commas in values (QEMU escaping)', () => {
 });
 
 test.each([
-  ['readonly', true], ['readonly=on', true], ['readonly=off', false], ['readonly=true', true],
-  ['readonly=false', false], ['readonly=yes', true], ['noreadonly', false],
+  ['readonly', true],
+  ['readonly=on', true],
+  ['readonly=off', false],
+  ['readonly=true', true],
+  ['readonly=false', false],
+  ['readonly=yes', true],
+  ['noreadonly', false],
 ])('%s', (opt, want) => {
   expect(parseFsdev(`local,id=f,path=/a,security_model=none,${opt}`).readonly).toBe(want);
 });
@@ -131,9 +140,28 @@ test('every option QEMU 11.1 lists for -fsdev local is accepted or refused by na
   // qemu-system-x86_64 -fsdev help (11.1.3): the options of qemu_fsdev_opts
   const known = ['id=f', 'writeout=immediate', 'readonly=on', 'multidevs=remap', 'max_xattr=8', 'mount_tag=t'];
   expect(() => parseFsdevSpec(`local,path=/a,security_model=mapped,fmode=0600,dmode=0700,${known.join(',')}`)).not.toThrow();
-  const throttles = ['bps-total', 'bps-read', 'bps-write', 'iops-total', 'iops-read', 'iops-write', 'bps-total-max', 'bps-read-max',
-    'bps-write-max', 'iops-total-max', 'iops-read-max', 'iops-write-max', 'bps-total-max-length', 'bps-read-max-length',
-    'bps-write-max-length', 'iops-total-max-length', 'iops-read-max-length', 'iops-write-max-length', 'iops-size', 'group'];
+  const throttles = [
+    'bps-total',
+    'bps-read',
+    'bps-write',
+    'iops-total',
+    'iops-read',
+    'iops-write',
+    'bps-total-max',
+    'bps-read-max',
+    'bps-write-max',
+    'iops-total-max',
+    'iops-read-max',
+    'iops-write-max',
+    'bps-total-max-length',
+    'bps-read-max-length',
+    'bps-write-max-length',
+    'iops-total-max-length',
+    'iops-read-max-length',
+    'iops-write-max-length',
+    'iops-size',
+    'group',
+  ];
   for (const t of throttles) expect(refusal(`local,path=/a,security_model=none,throttling.${t}=1`).message).toMatch(/no I\/O throttling/);
   for (const o of ['socket=/s', 'sock_fd=3']) expect(refusal(`local,path=/a,security_model=none,${o}`).message).toMatch(/proxy driver/);
 });

@@ -83,7 +83,9 @@ test('forbid-guest refuses with an EPERM signal; host->guest is unaffected', () 
 });
 
 test('overlapping source ranges in one direction are refused, as virtiofsd refuses them', () => {
-  expect(() => parseIdRules(['map:0:1000:10', 'squash-guest:5:0:1'])).toThrow(/Guest-to-host mapping 'squash-guest:5:0:1' intersects previously added entry 'map:0:1000:10'/);
+  expect(() => parseIdRules(['map:0:1000:10', 'squash-guest:5:0:1'])).toThrow(
+    /Guest-to-host mapping 'squash-guest:5:0:1' intersects previously added entry 'map:0:1000:10'/,
+  );
   expect(() => parseIdRules(['map:0:1000:10', 'host:1005:0:1'])).toThrow(/Host-to-guest/);
   // Different directions may cover the same numbers.
   expect(() => parseIdRules(['squash-guest:0:1000:10', 'squash-host:0:5:10'])).not.toThrow();
@@ -107,9 +109,11 @@ test('many rules: lookups hit the right range', () => {
 
 test('asIdTranslations carries every rule kind to src/server.ts IdTranslation, the one-way ones included', () => {
   expect(asIdTranslations([parseIdRule('map:1:2:3'), parseIdRule('forbid-guest:0:1')])).toEqual([
-    { kind: 'map', guest: 1, host: 2, count: 3 }, { kind: 'forbid-guest', guest: 0, host: 0, count: 1 },
+    { kind: 'map', guest: 1, host: 2, count: 3 },
+    { kind: 'forbid-guest', guest: 0, host: 0, count: 1 },
   ]);
   expect(asIdTranslations([parseIdRule('guest:1:2:3'), parseIdRule('host:7:8:9')])).toEqual([
-    { kind: 'guest', guest: 1, host: 2, count: 3 }, { kind: 'host', host: 7, guest: 8, count: 9 },
+    { kind: 'guest', guest: 1, host: 2, count: 3 },
+    { kind: 'host', host: 7, guest: 8, count: 9 },
   ]);
 });

@@ -19,7 +19,10 @@ function refused(argv: string[]): CompatError {
 test('the plain form: socket, export, defaults as virtiofsd 1.14 has them', () => {
   const r = parseVirtiofsdArgs(base);
   expect(r.options).toEqual({
-    sharedDir: '/srv/x', virtiofsSocket: '/run/vfs.sock', securityModel: 'passthrough', numRequestQueues: 1,
+    sharedDir: '/srv/x',
+    virtiofsSocket: '/run/vfs.sock',
+    securityModel: 'passthrough',
+    numRequestQueues: 1,
     fuse: { announceSubmounts: true, posixAcl: 'never' },
   });
   expect(r.syslog).toBe(false);
@@ -71,8 +74,16 @@ test('--tag is 1 to 36 bytes', () => {
 
 test('legacy -o: source with escaped commas, cache=none is never, xattr, locks', () => {
   const r = parseVirtiofsdArgs(['--fd=3', '-o', 'source=/srv/a,,b,cache=none,xattr,flock,posix_lock,sandbox=chroot', '-o', 'loglevel=warn']);
-  expect(r.options).toMatchObject({ sharedDir: '/srv/a,b', logLevel: 'warn', fuse: { cache: 'never', xattr: true, flockLocks: true, posixLocks: true } });
-  expect(parseVirtiofsdArgs(['--fd=3', '-osource=/d,no_xattr,no_flock,no_posix_lock']).options.fuse).toMatchObject({ xattr: false, flockLocks: false, posixLocks: false });
+  expect(r.options).toMatchObject({
+    sharedDir: '/srv/a,b',
+    logLevel: 'warn',
+    fuse: { cache: 'never', xattr: true, flockLocks: true, posixLocks: true },
+  });
+  expect(parseVirtiofsdArgs(['--fd=3', '-osource=/d,no_xattr,no_flock,no_posix_lock']).options.fuse).toMatchObject({
+    xattr: false,
+    flockLocks: false,
+    posixLocks: false,
+  });
   expect(parseVirtiofsdArgs(['--fd=3', '-o=source=/d']).options.sharedDir).toBe('/d');
   expect(refused(['--fd=3', '-o', 'source=/d,cache=never']).option).toBe('-o cache');
   expect(refused(['--fd=3', '-o', 'source=/d,norace']).message).toMatch(/-o norace: not a virtiofsd -o option/);
@@ -104,8 +115,15 @@ test('-d is debug, -f is accepted and noted', () => {
 });
 
 test('options accepted without effect are noted, with a reason from the table', () => {
-  const r = parseVirtiofsdArgs([...base, '--inode-file-handles=never', '--inode-file-handles=prefer',
-    '--no-killpriv-v2', '--killpriv-v2', '--preserve-noatime', '--security-label=never']);
+  const r = parseVirtiofsdArgs([
+    ...base,
+    '--inode-file-handles=never',
+    '--inode-file-handles=prefer',
+    '--no-killpriv-v2',
+    '--killpriv-v2',
+    '--preserve-noatime',
+    '--security-label=never',
+  ]);
   expect(r.notes).toHaveLength(5); // once each, though --inode-file-handles came twice: with its last value
   expect(r.notes[0]).toMatch(/^--inode-file-handles=prefer: /);
   for (const n of r.notes) expect(n).toMatch(/accepted, no effect in duofs: \S/);
@@ -113,7 +131,11 @@ test('options accepted without effect are noted, with a reason from the table', 
 
 test('--sandbox and --seccomp mean what they mean to virtiofsd (default namespace and kill); -o sandbox= too', () => {
   expect(parseVirtiofsdArgs(base)).toMatchObject({ sandbox: 'namespace', seccomp: 'kill' });
-  expect(parseVirtiofsdArgs([...base, '--sandbox', 'none', '--seccomp=kill', '--seccomp=log'])).toMatchObject({ sandbox: 'none', seccomp: 'log', notes: [] });
+  expect(parseVirtiofsdArgs([...base, '--sandbox', 'none', '--seccomp=kill', '--seccomp=log'])).toMatchObject({
+    sandbox: 'none',
+    seccomp: 'log',
+    notes: [],
+  });
   expect(parseVirtiofsdArgs([...base, '--sandbox=chroot', '--seccomp', 'trap'])).toMatchObject({ sandbox: 'chroot', seccomp: 'trap' });
   expect(parseVirtiofsdArgs(['--fd=3', '-o', 'source=/srv/a,sandbox=chroot'])).toMatchObject({ sandbox: 'chroot' });
   expect(refused([...base, '--sandbox', 'jail']).option).toBe('--sandbox');
@@ -135,9 +157,15 @@ test('--thread-pool-size sizes the pool of the threads engine; 0 (virtiofsd: no 
 });
 
 test.each([
-  ['--allow-direct-io'], ['--migration-mode', 'file-handles'],
-  ['--migration-on-error', 'abort'], ['--migration-verify-handles'], ['--migration-confirm-paths'],
-  ['--security-label'], ['--security-label=always'], ['--security-label=auto'], ['--inode-file-handles=mandatory'],
+  ['--allow-direct-io'],
+  ['--migration-mode', 'file-handles'],
+  ['--migration-on-error', 'abort'],
+  ['--migration-verify-handles'],
+  ['--migration-confirm-paths'],
+  ['--security-label'],
+  ['--security-label=always'],
+  ['--security-label=auto'],
+  ['--inode-file-handles=mandatory'],
 ])('%s is refused by name', (...opt) => {
   const e = refused([...base, ...opt]);
   expect(e.message).toMatch(/not supported by duofs: \S/);
@@ -145,17 +173,36 @@ test.each([
 });
 
 test("--uid-map/--gid-map: libvirt's session maps, repeatable, in order, any non-alphanumeric delimiter (virtiofsd 1.14)", () => {
-  const r = parseVirtiofsdArgs(['--fd=3', '-o', 'source=/srv/x,xattr', '--uid-map=:0:1000:1:', '--uid-map=:1:100000:65536:',
-    '--gid-map=:0:1000:1:', '--gid-map', ':1:100000:65536:']);
+  const r = parseVirtiofsdArgs([
+    '--fd=3',
+    '-o',
+    'source=/srv/x,xattr',
+    '--uid-map=:0:1000:1:',
+    '--uid-map=:1:100000:65536:',
+    '--gid-map=:0:1000:1:',
+    '--gid-map',
+    ':1:100000:65536:',
+  ]);
   expect(r.usernsMaps).toEqual({
-    uid: [{ inside: 0, outside: 1000, count: 1 }, { inside: 1, outside: 100000, count: 65536 }],
-    gid: [{ inside: 0, outside: 1000, count: 1 }, { inside: 1, outside: 100000, count: 65536 }],
+    uid: [
+      { inside: 0, outside: 1000, count: 1 },
+      { inside: 1, outside: 100000, count: 65536 },
+    ],
+    gid: [
+      { inside: 0, outside: 1000, count: 1 },
+      { inside: 1, outside: 100000, count: 65536 },
+    ],
   });
   expect(r.notes).toEqual([]);
   expect(parseVirtiofsdArgs(base).usernsMaps).toEqual({ uid: [], gid: [] });
   // accepted by virtiofsd too (checked against its binary): other delimiters, a leading +, u32's maximum
-  for (const [v, want] of [['/0/1000/1/', [0, 1000, 1]], ['_5_6_7_', [5, 6, 7]], ['×0×1×2×', [0, 1, 2]], [':0:+5:1:', [0, 5, 1]],
-    [':4294967295:0:1:', [4294967295, 0, 1]]] as const) {
+  for (const [v, want] of [
+    ['/0/1000/1/', [0, 1000, 1]],
+    ['_5_6_7_', [5, 6, 7]],
+    ['×0×1×2×', [0, 1, 2]],
+    [':0:+5:1:', [0, 5, 1]],
+    [':4294967295:0:1:', [4294967295, 0, 1]],
+  ] as const) {
     const m = parseVirtiofsdArgs([...base, `--uid-map=${v}`]).usernsMaps.uid[0]!;
     expect([v, m.inside, m.outside, m.count]).toEqual([v, ...want]);
   }
@@ -187,7 +234,7 @@ test.each([
   expect(refused([...base, '--gid-map', v]).message).toBe(`invalid value '${v}' for '--gid-map <GID_MAP>': ${why}`);
 });
 
-test('--uid-map and --gid-map without a value: clap\'s words', () => {
+test("--uid-map and --gid-map without a value: clap's words", () => {
   expect(refused([...base, '--uid-map']).message).toBe("a value is required for '--uid-map <UID_MAP>' but none was supplied");
   expect(refused([...base, '--gid-map']).message).toBe("a value is required for '--gid-map <GID_MAP>' but none was supplied");
 });
@@ -210,11 +257,13 @@ test('--posix-acl modes: bare is always, implies --xattr unless never; conflicts
   expect(parseVirtiofsdArgs([...base, '--posix-acl=never']).options.fuse).toEqual({ announceSubmounts: true, posixAcl: 'never' });
   expect(refused([...base, '--posix-acl=sometimes']).option).toBe('--posix-acl');
   // virtiofsd checks this at start-up (exit 1), not in clap
-  expect(() => parseVirtiofsdArgs([...base, '--posix-acl', '--translate-uid', 'map:0:1:1'])).toThrow(/Cannot use --translate-uid or --translate-gid with --posix-acl=always/);
+  expect(() => parseVirtiofsdArgs([...base, '--posix-acl', '--translate-uid', 'map:0:1:1'])).toThrow(
+    /Cannot use --translate-uid or --translate-gid with --posix-acl=always/,
+  );
   expect(parseVirtiofsdArgs([...base, '--posix-acl=never', '--translate-uid', 'map:0:1:1']).options.translateUid).toHaveLength(1);
 });
 
-test('--xattrmap: virtiofsd\'s rules, parsed; implies --xattr; bad rules are usage errors naming the rule', () => {
+test("--xattrmap: virtiofsd's rules, parsed; implies --xattr; bad rules are usage errors naming the rule", () => {
   const r = parseVirtiofsdArgs([...base, '--xattrmap', ':map::user.virtiofs.:']);
   expect(r.options.fuse).toMatchObject({ xattr: true });
   expect(r.options.fuse?.xattrMap?.toJSON()).toBe(':prefix:all::user.virtiofs.: :bad:all:::');
@@ -236,10 +285,17 @@ test('unknown options, stray arguments and bad syntax are refused', () => {
 });
 
 test('--translate-uid/gid: rules accumulate, are checked, and overlapping ones refused', () => {
-  const r = parseVirtiofsdArgs([...base, '--translate-uid', 'map:0:100000:65536', '--translate-uid=forbid-guest:65536:1',
-    '--translate-gid', 'squash-guest:0:1000:65536']);
+  const r = parseVirtiofsdArgs([
+    ...base,
+    '--translate-uid',
+    'map:0:100000:65536',
+    '--translate-uid=forbid-guest:65536:1',
+    '--translate-gid',
+    'squash-guest:0:1000:65536',
+  ]);
   expect(r.options.translateUid).toEqual([
-    { kind: 'map', guest: 0, host: 100000, count: 65536 }, { kind: 'forbid-guest', guest: 65536, host: 0, count: 1 },
+    { kind: 'map', guest: 0, host: 100000, count: 65536 },
+    { kind: 'forbid-guest', guest: 65536, host: 0, count: 1 },
   ]);
   expect(r.options.translateGid).toEqual([{ kind: 'squash-guest', guest: 0, host: 1000, count: 65536 }]);
   expect(refused([...base, '--translate-uid', 'map:0:1:10', '--translate-uid', 'map:5:100:1']).message).toMatch(/--translate-uid: .*intersects/);
@@ -272,7 +328,7 @@ test('--print-capabilities, --help and --version need nothing else', () => {
   expect(refused(['--print-capabilities', '--nope']).option).toBe('--nope');
 });
 
-test('the capabilities JSON has virtiofsd\'s shape and lists only what duofs supports', () => {
+test("the capabilities JSON has virtiofsd's shape and lists only what duofs supports", () => {
   const j = JSON.parse(capabilitiesJson()) as { type: string; features: string[] };
   expect(j.type).toBe('fs');
   expect(Array.isArray(j.features)).toBe(true);

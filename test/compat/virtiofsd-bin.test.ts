@@ -53,7 +53,7 @@ function run(args: string[], env: Record<string, string> = {}): { status: number
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-test('libvirt\'s argv for a virtiofs <filesystem> with cache=always, xattr and both locks', () => {
+test("libvirt's argv for a virtiofs <filesystem> with cache=always, xattr and both locks", () => {
   const exportDir = path.join(tmp, 'mail,store'); // a comma, which libvirt doubles
   fs.mkdirSync(exportDir);
   const argv = ['--fd=23', '-o', `source=${exportDir.replaceAll(',', ',,')},cache=always,xattr,flock,posix_lock`];
@@ -71,7 +71,7 @@ test('libvirt\'s argv for a virtiofs <filesystem> with cache=always, xattr and b
   expect(out.notes).toEqual([]);
 });
 
-test('libvirt\'s <lock posix=\'off\' flock=\'off\'/>: no_posix_lock,no_flock turn host locks off', () => {
+test("libvirt's <lock posix='off' flock='off'/>: no_posix_lock,no_flock turn host locks off", () => {
   const r = run(['--fd=23', '-o', `source=${tmp},cache=none,no_xattr,no_flock,no_posix_lock`], { DUOFS_VIRTIOFSD_DRY_RUN: '1' });
   expect(r.status).toBe(0);
   expect(JSON.parse(r.stdout).options.fuse).toMatchObject({ cache: 'never', xattr: false, flockLocks: false, posixLocks: false });
@@ -85,7 +85,10 @@ test.each([
   ['Kata 3.x', ['--syslog', '--cache=auto', `--shared-dir=SHARED`, '--fd=3', '--thread-pool-size=1', '--announce-submounts']],
   ['Kata 2.x', ['--fd=3', '-o', 'source=SHARED', '-o', 'cache=auto', '--syslog', '-o', 'no_posix_lock', '-f', '--thread-pool-size=1']],
 ])('%s argv is accepted', (_name, argv) => {
-  const r = run(argv.map((a) => a.replace('SHARED', tmp)), { DUOFS_VIRTIOFSD_DRY_RUN: '1' });
+  const r = run(
+    argv.map((a) => a.replace('SHARED', tmp)),
+    { DUOFS_VIRTIOFSD_DRY_RUN: '1' },
+  );
   expect(r.stderr).toBe('');
   expect(r.status).toBe(0);
   const out = JSON.parse(r.stdout) as { options: { sharedDir: string; virtiofsFd: number; fuse: { cache: string } }; syslog: boolean };
@@ -94,7 +97,15 @@ test.each([
 });
 
 test('the same XML through libvirt 10+ with the optional extras', () => {
-  const argv = ['--fd=23', '-o', `source=${tmp},cache=always,xattr,flock,posix_lock`, '--thread-pool-size=16', '--rlimit-nofile=4096', '-d', '--readonly'];
+  const argv = [
+    '--fd=23',
+    '-o',
+    `source=${tmp},cache=always,xattr,flock,posix_lock`,
+    '--thread-pool-size=16',
+    '--rlimit-nofile=4096',
+    '-d',
+    '--readonly',
+  ];
   const r = run(argv, { DUOFS_VIRTIOFSD_DRY_RUN: '1' });
   expect(r.status).toBe(0);
   const out = JSON.parse(r.stdout) as { options: Record<string, unknown>; rlimitNofile: number };
@@ -108,13 +119,13 @@ test('the separate-options form libvirt uses for binaries that advertise it', ()
   expect(JSON.parse(r.stdout).options).toMatchObject({ sharedDir: tmp, virtiofsFd: 23, fuse: { cache: 'always', xattr: true } });
 });
 
-test('--print-capabilities prints virtiofsd\'s JSON shape and exits 0', () => {
+test("--print-capabilities prints virtiofsd's JSON shape and exits 0", () => {
   const r = run(['--print-capabilities']);
   expect(r.status).toBe(0);
   expect(JSON.parse(r.stdout)).toEqual({ type: 'fs', features: ['posix-acl-negotiation-mode'] });
 });
 
-test('an option duofs refuses: exit status 2 (a usage error, as clap\'s), one line naming it', () => {
+test("an option duofs refuses: exit status 2 (a usage error, as clap's), one line naming it", () => {
   const r = run(['--fd=23', '--shared-dir', tmp, '--security-label']);
   expect(r.status).toBe(2);
   expect(r.stdout).toBe('');
@@ -122,9 +133,14 @@ test('an option duofs refuses: exit status 2 (a usage error, as clap\'s), one li
   expect(r.stderr).toMatch(/^duofs-virtiofsd: --security-label: not supported by duofs: .*FUSE_SECURITY_CTX/);
 });
 
-test('usage errors exit 2 as virtiofsd\'s do: unknown option, bad value, missing --shared-dir, bad -o word', () => {
-  for (const argv of [['--bogus'], ['--fd=3', '--shared-dir', tmp, '--cache', 'bogus'], ['--socket-path', '/tmp/x.sock'],
-    ['--fd=3', '-o', `source=${tmp},nope`], ['--fd=3', '--shared-dir', tmp, '--xattrmap', 'bogus']]) {
+test("usage errors exit 2 as virtiofsd's do: unknown option, bad value, missing --shared-dir, bad -o word", () => {
+  for (const argv of [
+    ['--bogus'],
+    ['--fd=3', '--shared-dir', tmp, '--cache', 'bogus'],
+    ['--socket-path', '/tmp/x.sock'],
+    ['--fd=3', '-o', `source=${tmp},nope`],
+    ['--fd=3', '--shared-dir', tmp, '--xattrmap', 'bogus'],
+  ]) {
     const r = run(argv);
     expect([argv.join(' '), r.status]).toEqual([argv.join(' '), 2]);
   }
@@ -132,12 +148,17 @@ test('usage errors exit 2 as virtiofsd\'s do: unknown option, bad value, missing
   expect(run(['--shared-dir', tmp, '--socket-path', path.join(tmp, 's'), '--posix-acl', '--translate-uid', 'map:0:1:1']).status).toBe(1);
 });
 
-test('a bad --uid-map/--gid-map exits 2 with virtiofsd\'s message; libvirt\'s session maps are carried', () => {
+test("a bad --uid-map/--gid-map exits 2 with virtiofsd's message; libvirt's session maps are carried", () => {
   const bad = run(['--fd=3', '-o', `source=${tmp}`, '--uid-map=:0:1000:1:', '--gid-map=:0:1000']);
-  expect([bad.status, bad.stdout, bad.stderr]).toEqual([2, '',
-    "duofs-virtiofsd: invalid value ':0:1000' for '--gid-map <GID_MAP>': A delimiter has been found that does not match the delimiter the map started with\n"]);
-  const ok = run(['--fd=3', '-o', `source=${tmp}`, '--uid-map=:0:1000:1:', '--uid-map=:1:100000:65536:', '--gid-map=:0:1000:1:', '--gid-map=:1:100000:65536:'],
-    { DUOFS_VIRTIOFSD_DRY_RUN: '1' });
+  expect([bad.status, bad.stdout, bad.stderr]).toEqual([
+    2,
+    '',
+    "duofs-virtiofsd: invalid value ':0:1000' for '--gid-map <GID_MAP>': A delimiter has been found that does not match the delimiter the map started with\n",
+  ]);
+  const ok = run(
+    ['--fd=3', '-o', `source=${tmp}`, '--uid-map=:0:1000:1:', '--uid-map=:1:100000:65536:', '--gid-map=:0:1000:1:', '--gid-map=:1:100000:65536:'],
+    { DUOFS_VIRTIOFSD_DRY_RUN: '1' },
+  );
   expect(ok.status).toBe(0);
   expect(JSON.parse(ok.stdout)).toMatchObject({ uidMap: [':0:1000:1:', ':1:100000:65536:'], gidMap: [':0:1000:1:', ':1:100000:65536:'], notes: [] });
 });
@@ -199,9 +220,21 @@ async function daemon(args: string[], until: RegExp, ready?: () => boolean): Pro
   }
 }
 
-test('logs are virtiofsd\'s text lines; an option without effect says so once, at info', async () => {
+test("logs are virtiofsd's text lines; an option without effect says so once, at info", async () => {
   const sock = path.join(tmp, 'v.sock');
-  const err = await daemon(['--shared-dir', tmp, '--socket-path', sock, '--inode-file-handles=never', '--inode-file-handles=prefer', '--thread-pool-size=4', '--thread-pool-size=8'], /duofs-virtiofsd started/);
+  const err = await daemon(
+    [
+      '--shared-dir',
+      tmp,
+      '--socket-path',
+      sock,
+      '--inode-file-handles=never',
+      '--inode-file-handles=prefer',
+      '--thread-pool-size=4',
+      '--thread-pool-size=8',
+    ],
+    /duofs-virtiofsd started/,
+  );
   expect(err).toMatch(/^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ INFO  duofs-virtiofsd\] /m);
   const handles = err.split('\n').filter((l) => l.includes('--inode-file-handles'));
   expect(handles).toHaveLength(1);
@@ -212,7 +245,7 @@ test('logs are virtiofsd\'s text lines; an option without effect says so once, a
   expect(err).not.toMatch(/^\{/m); // no JSON lines
 });
 
-test('--log-format json keeps pino\'s JSON lines', async () => {
+test("--log-format json keeps pino's JSON lines", async () => {
   const err = await daemon(['--shared-dir', tmp, '--socket-path', path.join(tmp, 'j.sock'), '--log-format', 'json'], /duofs-virtiofsd started/);
   for (const l of err.trim().split('\n')) expect(JSON.parse(l)).toHaveProperty('level');
 });
@@ -226,7 +259,11 @@ test('--syslog without a reachable /dev/log: one warning, then text lines on std
 
 test('--socket-group gives the socket to the group, mode 0660', async () => {
   const sock = path.join(tmp, 'g.sock');
-  const users = fs.readFileSync('/etc/group', 'utf8').split('\n').map((l) => l.split(':')).find((f) => f[0] === 'users');
+  const users = fs
+    .readFileSync('/etc/group', 'utf8')
+    .split('\n')
+    .map((l) => l.split(':'))
+    .find((f) => f[0] === 'users');
   if (!users) throw new Error('no group "users" on this host');
   await daemon(['--shared-dir', tmp, '--socket-path', sock, '--socket-group', 'users'], /duofs-virtiofsd started/, () => {
     try {
@@ -250,8 +287,9 @@ test('serves virtio-fs on the inherited listening socket libvirt passes, with it
   let fe: VhostUserFrontend | undefined;
   let stderr = '';
   try {
-    child = spawn(process.execPath, [bin, '--fd=3', '-o', `source=${exportDir},cache=always,xattr,flock,posix_lock`],
-      { stdio: ['ignore', 'ignore', 'pipe', listenFd] });
+    child = spawn(process.execPath, [bin, '--fd=3', '-o', `source=${exportDir},cache=always,xattr,flock,posix_lock`], {
+      stdio: ['ignore', 'ignore', 'pipe', listenFd],
+    });
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     closeFd(listenFd); // libvirt closes its copy too (VIR_COMMAND_PASS_FD_CLOSE_PARENT)
     fe = await within(VhostUserFrontend.connect({ socketPath: sock, queueSize: 256 }), 10_000, `vhost-user handshake (stderr: ${stderr})`);

@@ -46,8 +46,10 @@ describe('parsing', () => {
 
   test('map expands as virtiofsd does: with an empty key to prefix + bad; with a key to prefix + bad + ok', () => {
     expect(XattrMap.parse(':map::user.virtiofs.:').rules).toEqual(XattrMap.parse(':prefix:all::user.virtiofs.::bad:all:::').rules);
-    expect(XattrMap.parse('/map/trusted./user.virtiofs./').rules).toEqual(XattrMap.parse(`
-      /prefix/all/trusted./user.virtiofs./ /bad/all/user.virtiofs./trusted./ /ok/all///`).rules);
+    expect(XattrMap.parse('/map/trusted./user.virtiofs./').rules).toEqual(
+      XattrMap.parse(`
+      /prefix/all/trusted./user.virtiofs./ /bad/all/user.virtiofs./trusted./ /ok/all///`).rules,
+    );
   });
 
   test('errors name the rule, as virtiofsd counts them', () => {
@@ -69,7 +71,7 @@ describe('parsing', () => {
 });
 
 describe('mapping', () => {
-  test('example 1: everything under user.virtiofs. on the host, the host\'s own names hidden', () => {
+  test("example 1: everything under user.virtiofs. on the host, the host's own names hidden", () => {
     for (const text of [':prefix:all::user.virtiofs.::bad:all:::', ':map::user.virtiofs.:']) {
       const m = XattrMap.parse(text);
       expect(host(m, 'trusted.x')).toBe('user.virtiofs.trusted.x');

@@ -7,9 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { convertExport, formatSummary, ConvertError } from '../../src/convert/convert.js';
 import { acquireServeLock, ExportInUseError } from '../../src/convert/in-use.js';
-import {
-  AT_FDCWD, O_NOFOLLOW, O_PATH, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK, makedev,
-} from '../../src/sys/constants.js';
+import { AT_FDCWD, O_NOFOLLOW, O_PATH, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK, makedev } from '../../src/sys/constants.js';
 import { close, mknodat, openat } from '../../src/sys/fs.js';
 import { getxattr, setxattr } from '../../src/sys/xattr.js';
 import { isSysError, Errno } from '../../src/sys/errno.js';
@@ -83,7 +81,13 @@ function mknod(file: string, mode: number, dev = 0n): void {
 
 /** An extended POSIX ACL in the kernel's xattr format: u::rw-, u:1000:r--, g::r--, m::r--, o::---. */
 function aclXattr(): Buffer {
-  const entries: [number, number, number][] = [[0x01, 6, 0xffffffff], [0x02, 4, 1000], [0x04, 4, 0xffffffff], [0x10, 4, 0xffffffff], [0x20, 0, 0xffffffff]];
+  const entries: [number, number, number][] = [
+    [0x01, 6, 0xffffffff],
+    [0x02, 4, 1000],
+    [0x04, 4, 0xffffffff],
+    [0x10, 4, 0xffffffff],
+    [0x20, 0, 0xffffffff],
+  ];
   const b = Buffer.alloc(4 + entries.length * 8);
   b.writeUInt32LE(2, 0);
   entries.forEach(([tag, perm, id], i) => {
@@ -131,7 +135,12 @@ test('passthrough -> mapped-xattr: host owners/modes/devices become metadata, sp
   expect(xmeta(p('dir', 'link')).mode! & 0o170000).toBe(S_IFLNK);
 
   // Devices, fifos, sockets: empty regular files, type in mode, number in rdev.
-  for (const [n, type, dev] of [['tty', S_IFCHR, makedev(4, 1)], ['disk', S_IFBLK, makedev(8, 17)], ['fifo', S_IFIFO, 0n], ['sock', S_IFSOCK, 0n]] as const) {
+  for (const [n, type, dev] of [
+    ['tty', S_IFCHR, makedev(4, 1)],
+    ['disk', S_IFBLK, makedev(8, 17)],
+    ['fifo', S_IFIFO, 0n],
+    ['sock', S_IFSOCK, 0n],
+  ] as const) {
     const st = fs.lstatSync(p(n));
     expect(st.isFile()).toBe(true);
     expect(st.size).toBe(0);
@@ -185,7 +194,7 @@ function snapshot(): Record<string, string> {
   return out;
 }
 
-test('passthrough -> mapped-file writes QEMU\'s text files, 0700/0600, hard links share one', async () => {
+test("passthrough -> mapped-file writes QEMU's text files, 0700/0600, hard links share one", async () => {
   buildPassthroughTree();
   const s = await convertExport({ dir: ex, from: 'passthrough', to: 'mapped-file' });
   expect(s.problemCount).toBe(0);

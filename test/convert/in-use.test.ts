@@ -6,9 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  acquireConvertLock, acquireServeLock, ExportInUseError, findProcessesUsing, serveLockHeld,
-} from '../../src/convert/in-use.js';
+import { acquireConvertLock, acquireServeLock, ExportInUseError, findProcessesUsing, serveLockHeld } from '../../src/convert/in-use.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 let dir: string;

@@ -93,7 +93,7 @@ test('9P: a write the quota cuts short is acknowledged for what landed, the next
 test('virtio-fs: a WRITE the quota cuts short answers the short count, the next EDQUOT; fsync and a raised quota then succeed', async () => {
   const { c } = await fx.guest();
   const { open } = await c.create(ROOT, 'quota-vfs', O.RDWR | O.CREAT | O.EXCL, 0o644, { umask: 0 });
-  const r = await fill((off, d) => c.write(open.fh, BigInt(off), d), 100_609 / 3 | 0);
+  const r = await fill((off, d) => c.write(open.fh, BigInt(off), d), (100_609 / 3) | 0);
   expect(r.error).toBe('EDQUOT');
   expect(r.short).toBe(1);
   expect(r.acked.length).toBe(LIMIT);
@@ -109,16 +109,23 @@ test('virtio-fs: a WRITE the quota cuts short answers the short count, the next 
 // With the writeback cache the kernel takes a short success as the whole range written (defect 2):
 // the WRITE that meets the quota part way must fail with EDQUOT, and the error is what the guest's fsync reports.
 test('/dev/fuse path with --writeback: the WRITE the quota cuts short fails with EDQUOT, never a short success', async () => {
-  const s = new FuseSession({ backend: fx.duofs.backend, log: pino({ level: 'silent' }), options: { ...defaultFuseOptions, writeback: true } }, 'dev-fuse-like');
+  const s = new FuseSession(
+    { backend: fx.duofs.backend, log: pino({ level: 'silent' }), options: { ...defaultFuseOptions, writeback: true } },
+    'dev-fuse-like',
+  );
   let unique = 1n;
-  const call = (opcode: number, nodeid: bigint, ...args: Buffer[]): Promise<{ error: number; body: Buffer }> => new Promise((resolve) => {
-    const a = Buffer.concat(args);
-    s.handle(RequestBody.of(Buffer.concat([inHeader(40 + a.length, opcode, unique++, nodeid), a])), {
-      send: (error, body) => { resolve({ error, body: Buffer.concat(body) }); return true; },
-      sendRead: () => resolve({ error: 0, body: Buffer.alloc(0) }),
-      none: () => resolve({ error: -1, body: Buffer.alloc(0) }),
+  const call = (opcode: number, nodeid: bigint, ...args: Buffer[]): Promise<{ error: number; body: Buffer }> =>
+    new Promise((resolve) => {
+      const a = Buffer.concat(args);
+      s.handle(RequestBody.of(Buffer.concat([inHeader(40 + a.length, opcode, unique++, nodeid), a])), {
+        send: (error, body) => {
+          resolve({ error, body: Buffer.concat(body) });
+          return true;
+        },
+        sendRead: () => resolve({ error: 0, body: Buffer.alloc(0) }),
+        none: () => resolve({ error: -1, body: Buffer.alloc(0) }),
+      });
     });
-  });
   const init = await call(OP.INIT, 0n, initIn());
   expect(init.body.readUInt32LE(12) & (1 << 10)).not.toBe(0); // FUSE_WRITEBACK_CACHE negotiated
   const created = await call(OP.CREATE, 1n, Buffer.from([0o102, 0, 0, 0, 0xa4, 0x81, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), cstr('quota-devfuse'));

@@ -27,7 +27,10 @@ beforeAll(async () => {
   base = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'duofs-emfile-')));
   exp = path.join(base, 'export');
   fs.mkdirSync(exp);
-  srv = await startCli(exp, { socketPath: path.join(base, '9p.sock'), extraArgs: ['--virtiofs-socket', path.join(base, 'vfs.sock'), '--sandbox', 'none'] }); // prlimit and /proc/PID/fd act on the serving process itself
+  srv = await startCli(exp, {
+    socketPath: path.join(base, '9p.sock'),
+    extraArgs: ['--virtiofs-socket', path.join(base, 'vfs.sock'), '--sandbox', 'none'],
+  }); // prlimit and /proc/PID/fd act on the serving process itself
 });
 
 afterAll(async () => {
@@ -65,7 +68,10 @@ test('out of fds: the client gets EMFILE, acknowledged writes are kept, and both
   expect(acked.size).toBeGreaterThan(5);
   for (const [n, data] of acked) expect(fs.readFileSync(path.join(exp, n), 'utf8')).toBe(data);
   // The FUSE guest's CREATE gets the errno too.
-  const fuseErr = await earlyFuse.create(ROOT, 'squeezed', O.RDWR | O.CREAT | O.EXCL, 0o644, { umask: 0 }).then(() => 'created', (e: { code?: string }) => e.code);
+  const fuseErr = await earlyFuse.create(ROOT, 'squeezed', O.RDWR | O.CREAT | O.EXCL, 0o644, { umask: 0 }).then(
+    () => 'created',
+    (e: { code?: string }) => e.code,
+  );
   expect(fuseErr).toBe('EMFILE');
   early.close();
   for (const f of fids) await c.clunk(f).catch(() => {});
@@ -134,17 +140,29 @@ test('out of fds at accept: a new 9P client is turned away, a virtio-fs frontend
   }
   // A 9P client now: libuv accepts and closes it (it cannot be served), the daemon lives on.
   const turnedAway = await P9Client.session({ path: path.join(base, '9p.sock') }, { aname: exp }).then(
-    async (s) => { await s.c.close(); return 'served'; }, () => 'turned away');
+    async (s) => {
+      await s.c.close();
+      return 'served';
+    },
+    () => 'turned away',
+  );
   expect(turnedAway).toBe('turned away');
   // A virtio-fs frontend waits in the backlog: the server must not spin on the readable listener.
   const cpu0 = cpuTicks(pid);
   let connected = false;
-  const pending = VhostUserFrontend.connect({ socketPath: path.join(base, 'vfs.sock') }).then((fe) => { connected = true; return fe; });
+  const pending = VhostUserFrontend.connect({ socketPath: path.join(base, 'vfs.sock') }).then((fe) => {
+    connected = true;
+    return fe;
+  });
   await new Promise((r) => setTimeout(r, 1500));
   expect(connected).toBe(false);
   const spent = cpuTicks(pid) - cpu0;
   expect(spent).toBeLessThan(100); // clock ticks (1/100 s): a spinning accept loop burns ~150 in 1.5 s
-  const failures = srv.log().slice(logBefore).match(/vhost-user: accept failed/g) ?? [];
+  const failures =
+    srv
+      .log()
+      .slice(logBefore)
+      .match(/vhost-user: accept failed/g) ?? [];
   expect(failures.length).toBe(1); // said once, not once per poll
   for (const f of fids) await c.clunk(f).catch(() => {});
   const fe = await pending;

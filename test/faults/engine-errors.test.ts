@@ -43,7 +43,13 @@ afterAll(async () => {
 test('virtio-fs: each storage error is the reply to its own request; the rest of the export is served', async () => {
   const { c, fe } = await fx.guest();
   const open = async (name: string, flags: number) => (await c.open((await c.lookup(ROOT, name)).nodeid, flags)).fh;
-  const [bad, busy, full, lost, good] = await Promise.all([open('bad-sector', 0), open('busy', 0), open('full', 1), open('lost', 1), open('good', 0)]);
+  const [bad, busy, full, lost, good] = await Promise.all([
+    open('bad-sector', 0),
+    open('busy', 0),
+    open('full', 1),
+    open('lost', 1),
+    open('good', 0),
+  ]);
   const [e1, e2, e3, e4, ok] = await Promise.all([
     errnoOf(c.read(bad, 0n, 100)),
     errnoOf(c.read(busy, 0n, 100)),
@@ -66,10 +72,21 @@ test('9P: the same errors as Rlerror, on their own tags; the session goes on', a
     await c.lopen(fid, flags);
     return fid;
   };
-  const code = (p: Promise<unknown>) => p.then(() => 'OK', (e: unknown) => (e instanceof P9Error ? e.code : String(e)));
-  const [bad, busy, full, lost, good] = await Promise.all([open('bad-sector', 0), open('busy', 0), open('full', 1), open('lost', 1), open('good', 0)]);
-  expect(await Promise.all([code(c.read(bad, 0, 100)), code(c.read(busy, 0, 100)), code(c.write(full, 0, Buffer.from('more'))), code(c.fsync(lost))]))
-    .toEqual(['EIO', 'EAGAIN', 'ENOSPC', 'EIO']);
+  const code = (p: Promise<unknown>) =>
+    p.then(
+      () => 'OK',
+      (e: unknown) => (e instanceof P9Error ? e.code : String(e)),
+    );
+  const [bad, busy, full, lost, good] = await Promise.all([
+    open('bad-sector', 0),
+    open('busy', 0),
+    open('full', 1),
+    open('lost', 1),
+    open('good', 0),
+  ]);
+  expect(
+    await Promise.all([code(c.read(bad, 0, 100)), code(c.read(busy, 0, 100)), code(c.write(full, 0, Buffer.from('more'))), code(c.fsync(lost))]),
+  ).toEqual(['EIO', 'EAGAIN', 'ENOSPC', 'EIO']);
   expect((await c.read(good, 0, 100)).toString()).toBe('good data');
   expect(fx.crashes()).toEqual([]);
 });

@@ -34,8 +34,12 @@ beforeAll(async () => {
   fs.mkdirSync(exp);
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,nr_inodes=48,mode=0755', 'duofs-enospc', exp]);
   duofs = await startDuofs({
-    sharedDir: exp, virtiofsSocket: path.join(base, 'vfs.sock'), ninepSocket: path.join(base, '9p.sock'),
-    tag: 'enospc', fuse: { cache: 'never', xattr: false }, logLevel: 'silent',
+    sharedDir: exp,
+    virtiofsSocket: path.join(base, 'vfs.sock'),
+    ninepSocket: path.join(base, '9p.sock'),
+    tag: 'enospc',
+    fuse: { cache: 'never', xattr: false },
+    logLevel: 'silent',
   });
   fe = await VhostUserFrontend.connect({ socketPath: path.join(base, 'vfs.sock') });
   fuse = new FuseClient(fe);
@@ -50,7 +54,11 @@ afterAll(async () => {
   await p9?.close();
   fe?.close();
   await duofs?.close();
-  try { execFileSync('umount', ['-l', exp]); } catch { /* not mounted */ }
+  try {
+    execFileSync('umount', ['-l', exp]);
+  } catch {
+    /* not mounted */
+  }
   fs.rmSync(base, { recursive: true, force: true });
 });
 
@@ -102,7 +110,10 @@ maybe('virtio-fs: writes until the disk is full keep every acknowledged byte, an
       error = (e as { code: string }).code;
     }
   }
-  const fsyncErr = await fuse.fsync(open.fh).then(() => '', (e: { code: string }) => e.code);
+  const fsyncErr = await fuse.fsync(open.fh).then(
+    () => '',
+    (e: { code: string }) => e.code,
+  );
   await fuse.release(open.fh);
   const onDisk = fs.readFileSync(path.join(exp, 'vfs'));
   expect(error).toBe('ENOSPC');
@@ -121,10 +132,20 @@ maybe('creating names past the inode limit fails with ENOSPC through both protoc
     if (i % 2) {
       const f = p9.newFid();
       await p9.walk(p9root, f, []);
-      await p9.lcreate(f, `n${i}`, O.RDWR | O.CREAT | O.EXCL, 0o644, 0).then(() => {}, (e: { code: string }) => { errors.push(`9p ${e.code}`); });
+      await p9.lcreate(f, `n${i}`, O.RDWR | O.CREAT | O.EXCL, 0o644, 0).then(
+        () => {},
+        (e: { code: string }) => {
+          errors.push(`9p ${e.code}`);
+        },
+      );
       await p9.clunk(f).catch(() => {});
     } else {
-      await fuse.mkdir(ROOT, `d${i}`, 0o755, { umask: 0 }).then(() => {}, (e: { code: string }) => { errors.push(`fuse ${e.code}`); });
+      await fuse.mkdir(ROOT, `d${i}`, 0o755, { umask: 0 }).then(
+        () => {},
+        (e: { code: string }) => {
+          errors.push(`fuse ${e.code}`);
+        },
+      );
     }
   }
   expect(new Set(errors)).toEqual(new Set(['9p ENOSPC', 'fuse ENOSPC']));
@@ -149,16 +170,23 @@ maybe('/dev/fuse path with --writeback: a WRITE on a full disk is acknowledged w
   const { RequestBody } = await import('../../protocols/fuse/request.js');
   const { defaultFuseOptions } = await import('../../protocols/fuse/options.js');
   const { OP, inHeader, initIn, cstr } = await import('../fuse/client.js');
-  const s = new FuseSession({ backend: duofs.backend, log: pino({ level: 'silent' }), options: { ...defaultFuseOptions, writeback: true } }, 'dev-fuse-like');
+  const s = new FuseSession(
+    { backend: duofs.backend, log: pino({ level: 'silent' }), options: { ...defaultFuseOptions, writeback: true } },
+    'dev-fuse-like',
+  );
   let unique = 1n;
-  const call = (opcode: number, nodeid: bigint, ...args: Buffer[]): Promise<{ error: number; body: Buffer }> => new Promise((resolve) => {
-    const a = Buffer.concat(args);
-    s.handle(RequestBody.of(Buffer.concat([inHeader(40 + a.length, opcode, unique++, nodeid), a])), {
-      send: (error, body) => { resolve({ error, body: Buffer.concat(body) }); return true; },
-      sendRead: () => resolve({ error: 0, body: Buffer.alloc(0) }),
-      none: () => resolve({ error: -1, body: Buffer.alloc(0) }),
+  const call = (opcode: number, nodeid: bigint, ...args: Buffer[]): Promise<{ error: number; body: Buffer }> =>
+    new Promise((resolve) => {
+      const a = Buffer.concat(args);
+      s.handle(RequestBody.of(Buffer.concat([inHeader(40 + a.length, opcode, unique++, nodeid), a])), {
+        send: (error, body) => {
+          resolve({ error, body: Buffer.concat(body) });
+          return true;
+        },
+        sendRead: () => resolve({ error: 0, body: Buffer.alloc(0) }),
+        none: () => resolve({ error: -1, body: Buffer.alloc(0) }),
+      });
     });
-  });
   const init = await call(OP.INIT, 0n, initIn());
   expect(init.error).toBe(0);
   expect(init.body.readUInt32LE(12) & (1 << 10)).not.toBe(0); // FUSE_WRITEBACK_CACHE negotiated
@@ -175,7 +203,10 @@ maybe('/dev/fuse path with --writeback: a WRITE on a full disk is acknowledged w
     w.writeBigUInt64LE(off, 8);
     w.writeUInt32LE(data.length, 16);
     const r = await call(OP.WRITE, nodeid, w, data);
-    if (r.error) { answers.push(`errno ${r.error}`); break; }
+    if (r.error) {
+      answers.push(`errno ${r.error}`);
+      break;
+    }
     const n = r.body.readUInt32LE(0);
     if (n !== data.length) answers.push(`short ${n} of ${data.length}`);
     off += BigInt(n);

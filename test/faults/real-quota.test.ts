@@ -80,18 +80,35 @@ const outcome = (p: Promise<unknown>): Promise<string> => p.then(() => 'ok', cod
 const chunk = (i: number, n: number): Buffer => Buffer.alloc(n, 0x41 + (i % 26));
 
 /** 9P and virtio-fs on the `export` subvolume, in this process. */
-async function serveBoth(): Promise<{ duofs: Duofs; fe: VhostUserFrontend; fuse: FuseClient; p9: P9Client; p9root: number; exp: string; close(): Promise<void> }> {
+async function serveBoth(): Promise<{
+  duofs: Duofs;
+  fe: VhostUserFrontend;
+  fuse: FuseClient;
+  p9: P9Client;
+  p9root: number;
+  exp: string;
+  close(): Promise<void>;
+}> {
   const exp = path.join(top, 'export');
   const duofs = await startDuofs({
-    sharedDir: exp, virtiofsSocket: path.join(base, 'vfs.sock'), ninepSocket: path.join(base, '9p.sock'),
-    tag: 'quota', fuse: { cache: 'never', xattr: true }, logLevel: 'silent',
+    sharedDir: exp,
+    virtiofsSocket: path.join(base, 'vfs.sock'),
+    ninepSocket: path.join(base, '9p.sock'),
+    tag: 'quota',
+    fuse: { cache: 'never', xattr: true },
+    logLevel: 'silent',
   });
   const fe = await VhostUserFrontend.connect({ socketPath: path.join(base, 'vfs.sock') });
   const fuse = new FuseClient(fe);
   await fuse.doInit();
   const s = await P9Client.session({ path: path.join(base, '9p.sock') }, { aname: exp });
   return {
-    duofs, fe, fuse, p9: s.c, p9root: s.root, exp,
+    duofs,
+    fe,
+    fuse,
+    p9: s.c,
+    p9root: s.root,
+    exp,
     async close() {
       await s.c.close();
       fe.close();
@@ -158,7 +175,11 @@ maybe('at the limit, create, mkdir, symlink and setxattr fail with EDQUOT throug
   const fd = fs.openSync(path.join(exp, 'filler'), 'w');
   let hostError = '';
   for (let off = 0; off <= 2 * LIMIT && !hostError; off += 65536) {
-    try { fs.writeSync(fd, chunk(0, 65536), 0, 65536, off); } catch (e) { hostError = codeOf(e); }
+    try {
+      fs.writeSync(fd, chunk(0, 65536), 0, 65536, off);
+    } catch (e) {
+      hostError = codeOf(e);
+    }
   }
   fs.fsyncSync(fd);
   fs.closeSync(fd);
@@ -172,7 +193,12 @@ maybe('at the limit, create, mkdir, symlink and setxattr fail with EDQUOT throug
     '9p lcreate': await outcome(p9.lcreate(dir, 'f9', O.RDWR | O.CREAT | O.EXCL, 0o644, 0)),
     '9p mkdir': await outcome(p9.mkdir(p9root, 'd9', 0o755, 0)),
     '9p symlink': await outcome(p9.symlink(p9root, 's9', 'keep', 0)),
-    '9p xattr': await outcome(p9.xattrcreate(keep9, 'user.k', 3, 0).then(() => p9.write(keep9, 0, Buffer.from('abc'))).then(() => p9.clunk(keep9))),
+    '9p xattr': await outcome(
+      p9
+        .xattrcreate(keep9, 'user.k', 3, 0)
+        .then(() => p9.write(keep9, 0, Buffer.from('abc')))
+        .then(() => p9.clunk(keep9)),
+    ),
     'fuse create': await outcome(fuse.create(ROOT, 'ff', O.RDWR | O.CREAT | O.EXCL, 0o644, { umask: 0 })),
     'fuse mkdir': await outcome(fuse.mkdir(ROOT, 'df', 0o755, { umask: 0 })),
     'fuse symlink': await outcome(fuse.symlink(ROOT, 'sf', 'keep')),
@@ -231,7 +257,10 @@ function app(file: string, chunkSize: number, total: number): Promise<{ acked: n
   });
 }
 
-test.each([['--writeback', true], ['no writeback', false]])(
+test.each([
+  ['--writeback', true],
+  ['no writeback', false],
+])(
   '/dev/fuse path (%s): the host kernel reports EDQUOT to write+fsync, and every byte both acknowledged is on the host',
   async (_label, writeback) => {
     if (!root) return;

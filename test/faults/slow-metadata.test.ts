@@ -47,7 +47,11 @@ async function serve(ioEngine: 'threads' | 'sync'): Promise<string> {
 }
 
 /** Runs `slowCall`, and meanwhile 5 getattrs of a local file from another client; the order they finished in. */
-async function race(address: string, slowCall: (c: P9Client, fid: number) => Promise<unknown>, setup?: (c: P9Client, dirFid: number) => Promise<number>): Promise<string[]> {
+async function race(
+  address: string,
+  slowCall: (c: P9Client, fid: number) => Promise<unknown>,
+  setup?: (c: P9Client, dirFid: number) => Promise<number>,
+): Promise<string[]> {
   const a = await P9Client.session(address, { aname: exp });
   const b = await P9Client.session(address, { aname: exp });
   const dirFid = a.c.newFid();
@@ -97,24 +101,32 @@ test('--io-engine sync keeps them inline: the other client waits (what the pool 
 test('a readdir on the slow filesystem does not hold up another client (threads engine)', async () => {
   const address = await serve('threads');
   let names: string[] = [];
-  const order = await race(address, async (c, d) => {
-    names = (await c.readdirAll(d)).map((e) => e.name.toString()).sort();
-  }, async (c, dir) => {
-    const d = c.newFid();
-    await c.walk(dir, d, []);
-    await c.lopen(d, 0);
-    return d;
-  });
+  const order = await race(
+    address,
+    async (c, d) => {
+      names = (await c.readdirAll(d)).map((e) => e.name.toString()).sort();
+    },
+    async (c, dir) => {
+      const d = c.newFid();
+      await c.walk(dir, d, []);
+      await c.lopen(d, 0);
+      return d;
+    },
+  );
   expect(order).toEqual([...others, 'slow']);
   expect(names).toEqual(['.', '..', ...Array.from({ length: 8 }, (_, i) => `f${i}`)].sort());
 });
 
 test('an open on the slow filesystem does not hold up another client (threads engine)', async () => {
   const address = await serve('threads');
-  const order = await race(address, (c, f) => c.lopen(f, 0), async (c, dir) => {
-    const f = c.newFid();
-    await c.walk(dir, f, ['f3']);
-    return f;
-  });
+  const order = await race(
+    address,
+    (c, f) => c.lopen(f, 0),
+    async (c, dir) => {
+      const f = c.newFid();
+      await c.walk(dir, f, ['f3']);
+      return f;
+    },
+  );
   expect(order).toEqual([...others, 'slow']);
 });

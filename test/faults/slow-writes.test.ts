@@ -75,17 +75,24 @@ const HALF = 6000;
 
 test('many slow writes from 9P and two virtio-fs guests at once, a few failing: acknowledged bytes are on the host, the rest were errors', async () => {
   const cut = new Set<number>();
-  const { engine, faults, stats } = await slowFaultyEngine((call, fd, offset) => {
-    if (call !== 'write' || !pathOf(fd).endsWith('/shared')) return 0;
-    const i = Math.floor(offset / SIZE);
-    const at = offset - i * SIZE;
-    if (FAIL.has(i) && at === 0) return ENOSPC;
-    if (SHORT_THEN_FAIL.has(i)) {
-      if (at === 0 && !cut.has(i)) { cut.add(i); return { short: HALF }; }
-      if (at === HALF) return ENOSPC;
-    }
-    return 0;
-  }, 30, 40);
+  const { engine, faults, stats } = await slowFaultyEngine(
+    (call, fd, offset) => {
+      if (call !== 'write' || !pathOf(fd).endsWith('/shared')) return 0;
+      const i = Math.floor(offset / SIZE);
+      const at = offset - i * SIZE;
+      if (FAIL.has(i) && at === 0) return ENOSPC;
+      if (SHORT_THEN_FAIL.has(i)) {
+        if (at === 0 && !cut.has(i)) {
+          cut.add(i);
+          return { short: HALF };
+        }
+        if (at === HALF) return ENOSPC;
+      }
+      return 0;
+    },
+    30,
+    40,
+  );
   // Two virtio-fs guests: one vhost-user socket each (a socket serves one frontend at a time).
   fx = new FuseFixture();
   const second = path.join(fx.base, 'vfs2.sock');
@@ -112,7 +119,11 @@ test('many slow writes from 9P and two virtio-fs guests at once, a few failing: 
     return (who === 'fuse' ? plain : wb).write(fh[who], BigInt(i * SIZE), content(i));
   };
   const fsync = (who: Client): Promise<void> => (who === '9p' ? p9.fsync(fid) : (who === 'fuse' ? plain : wb).fsync(fh[who]));
-  const settle = <T>(p: Promise<T>) => p.then((ok) => ({ ok }), (e: { code?: string }) => ({ err: String(e.code ?? e) }));
+  const settle = <T>(p: Promise<T>) =>
+    p.then(
+      (ok) => ({ ok }),
+      (e: { code?: string }) => ({ err: String(e.code ?? e) }),
+    );
   // All at once, with an fsync from each client every 10 chunks in among them.
   const writes = Array.from({ length: CHUNKS }, (_, i) => settle(write(i)));
   const fsyncs = Array.from({ length: CHUNKS / 10 }, (_, k) => settle(fsync(clientOf(k))));
@@ -193,26 +204,33 @@ const APP_GROUP = 10;
 const APP_TOTAL = 40 * APP_CHUNK;
 const POISON = 2_500_123; // a byte the third fsync group writes: the write reaching it is short, then ENOSPC
 
-test.each([['--writeback', true], ['no writeback', false]])(
+test.each([
+  ['--writeback', true],
+  ['no writeback', false],
+])(
   'host kernel FUSE client (%s) on slow storage with a failing write, 9P writing beside it: the error reaches write or fsync, and every byte fsync acknowledged is on the host',
   async (_label, writeback) => {
     if (!root) return; // mounting needs root
     let poisoned = false;
-    const { engine, stats } = await slowFaultyEngine((call, fd, offset, length) => {
-      if (call !== 'write') return 0;
-      const p = pathOf(fd);
-      // The disk fills at POISON: the write that covers it comes back short, ending just before
-      // it, and every write reaching past it from then on fails.
-      if (p.endsWith('/app') && POISON < offset + length) {
-        if (poisoned) return ENOSPC;
-        if (offset < POISON) {
-          poisoned = true;
-          return { short: POISON - offset };
+    const { engine, stats } = await slowFaultyEngine(
+      (call, fd, offset, length) => {
+        if (call !== 'write') return 0;
+        const p = pathOf(fd);
+        // The disk fills at POISON: the write that covers it comes back short, ending just before
+        // it, and every write reaching past it from then on fails.
+        if (p.endsWith('/app') && POISON < offset + length) {
+          if (poisoned) return ENOSPC;
+          if (offset < POISON) {
+            poisoned = true;
+            return { short: POISON - offset };
+          }
         }
-      }
-      if (p.endsWith('/nine') && offset === 77 * SIZE) return ENOSPC;
-      return 0;
-    }, 20, 30);
+        if (p.endsWith('/nine') && offset === 77 * SIZE) return ENOSPC;
+        return 0;
+      },
+      20,
+      30,
+    );
     fx = new FuseFixture();
     const mnt = path.join(fx.base, 'mnt');
     fs.mkdirSync(mnt);
@@ -227,13 +245,23 @@ test.each([['--writeback', true], ['no writeback', false]])(
     const nineReplies: { i: number; r: string }[] = [];
     const nine = (async () => {
       for (let base = 0; !appDone && base < 2400; base += 24) {
-        await Promise.all(Array.from({ length: 24 }, (_, k) => base + k).map((i) => p9.write(fid, i * SIZE, content(i)).then(
-          (n) => { nineReplies.push({ i, r: String(n) }); },
-          (e: { code?: string }) => { nineReplies.push({ i, r: String(e.code ?? e) }); },
-        )));
+        await Promise.all(
+          Array.from({ length: 24 }, (_, k) => base + k).map((i) =>
+            p9.write(fid, i * SIZE, content(i)).then(
+              (n) => {
+                nineReplies.push({ i, r: String(n) });
+              },
+              (e: { code?: string }) => {
+                nineReplies.push({ i, r: String(e.code ?? e) });
+              },
+            ),
+          ),
+        );
       }
     })();
-    const r = await app(path.join(mnt, 'app'), APP_CHUNK, APP_GROUP, APP_TOTAL).finally(() => { appDone = true; });
+    const r = await app(path.join(mnt, 'app'), APP_CHUNK, APP_GROUP, APP_TOTAL).finally(() => {
+      appDone = true;
+    });
     await nine;
 
     expect(poisoned).toBe(true);
@@ -248,7 +276,9 @@ test.each([['--writeback', true], ['no writeback', false]])(
 
     // 9P beside it: each reply is the whole chunk (on the host) or, for the poisoned one, ENOSPC.
     const nineHost = fs.readFileSync(fx.p('nine'));
-    const bad = nineReplies.filter(({ i, r }) => (i === 77 ? r !== 'ENOSPC' : r !== String(SIZE) || !nineHost.subarray(i * SIZE, (i + 1) * SIZE).equals(content(i))));
+    const bad = nineReplies.filter(({ i, r }) =>
+      i === 77 ? r !== 'ENOSPC' : r !== String(SIZE) || !nineHost.subarray(i * SIZE, (i + 1) * SIZE).equals(content(i)),
+    );
     expect(bad).toEqual([]);
     expect(nineReplies.length).toBeGreaterThanOrEqual(48);
     expect(stats.peak).toBeGreaterThanOrEqual(12);

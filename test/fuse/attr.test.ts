@@ -29,9 +29,19 @@ describe('GETATTR', () => {
     const a = (await c.getattr(n)).attr;
     const fst = lstat(fx.p('ga'));
     expect(a).toMatchObject({
-      ino: fst.ino, size: 5000n, blocks: fst.blocks, mode: Number(fst.mode), uid: 0, gid: 0, blksize: Number(fst.blksize),
-      atime: fst.atimeNs / NS, mtime: fst.mtimeNs / NS, ctime: fst.ctimeNs / NS,
-      atimensec: Number(fst.atimeNs % NS), mtimensec: Number(fst.mtimeNs % NS), ctimensec: Number(fst.ctimeNs % NS),
+      ino: fst.ino,
+      size: 5000n,
+      blocks: fst.blocks,
+      mode: Number(fst.mode),
+      uid: 0,
+      gid: 0,
+      blksize: Number(fst.blksize),
+      atime: fst.atimeNs / NS,
+      mtime: fst.mtimeNs / NS,
+      ctime: fst.ctimeNs / NS,
+      atimensec: Number(fst.atimeNs % NS),
+      mtimensec: Number(fst.mtimeNs % NS),
+      ctimensec: Number(fst.ctimeNs % NS),
     });
   });
 
@@ -84,7 +94,13 @@ describe('SETATTR', () => {
   test('ATIME and MTIME with nanoseconds, also before 1970', async () => {
     const { c, fx } = ctx;
     const n = await file('sa-times');
-    const r = await c.setattr(n, { valid: FATTR.ATIME | FATTR.MTIME, atime: 1_000_000_000n, atimensec: 123_456_789, mtime: 1_234_567_890n, mtimensec: 987_654_321 });
+    const r = await c.setattr(n, {
+      valid: FATTR.ATIME | FATTR.MTIME,
+      atime: 1_000_000_000n,
+      atimensec: 123_456_789,
+      mtime: 1_234_567_890n,
+      mtimensec: 987_654_321,
+    });
     const st = lstat(fx.p('sa-times'));
     expect(st.atimeNs).toBe(1_000_000_000n * NS + 123_456_789n);
     expect(st.mtimeNs).toBe(1_234_567_890n * NS + 987_654_321n);
@@ -95,7 +111,7 @@ describe('SETATTR', () => {
     expect(await errnoOf(c.setattr(n, { valid: FATTR.MTIME, mtime: 1n, mtimensec: 1_000_000_000 }))).toBe('EINVAL');
   });
 
-  test('ATIME_NOW and MTIME_NOW set the server clock\'s now', async () => {
+  test("ATIME_NOW and MTIME_NOW set the server clock's now", async () => {
     const { c, fx } = ctx;
     const n = await file('sa-now');
     await c.setattr(n, { valid: FATTR.ATIME | FATTR.MTIME, atime: 1n, mtime: 1n });
@@ -211,7 +227,16 @@ describe('STATX', () => {
     const x = await c.statx(n);
     const st = fs.statSync(fx.p('sx'), { bigint: true });
     expect(x.mask & 0x7ff).toBe(0x7ff);
-    expect(x).toMatchObject({ ino: st.ino, size: 6n, nlink: 1, uid: 0, gid: 0, mode: Number(st.mode), blocks: st.blocks, blksize: Number(st.blksize) });
+    expect(x).toMatchObject({
+      ino: st.ino,
+      size: 6n,
+      nlink: 1,
+      uid: 0,
+      gid: 0,
+      mode: Number(st.mode),
+      blocks: st.blocks,
+      blksize: Number(st.blksize),
+    });
     expect(x.mtime.sec * NS + BigInt(x.mtime.nsec)).toBe(st.mtimeNs);
     expect(x.ctime.sec * NS + BigInt(x.ctime.nsec)).toBe(st.ctimeNs);
     if (st.birthtimeNs > 0n) {

@@ -7,7 +7,19 @@
 import { afterEach, describe, expect, test } from '@jest/globals';
 import fs from 'node:fs';
 import {
-  ENTRY_OUT, FATTR, IN_HEADER, OP, OUT_HEADER, ROOT, S_IFLNK, S_IFMT, cstr, errnoOf, inHeader, replyErrno, type FuseClient,
+  ENTRY_OUT,
+  FATTR,
+  IN_HEADER,
+  OP,
+  OUT_HEADER,
+  ROOT,
+  S_IFLNK,
+  S_IFMT,
+  cstr,
+  errnoOf,
+  inHeader,
+  replyErrno,
+  type FuseClient,
 } from './client.js';
 import { lstat, useFuse, type Guest } from './fixture.js';
 import { VRING_DESC_F_NEXT, VRING_DESC_F_WRITE } from '../vhost/driver.js';
@@ -75,7 +87,12 @@ async function rawChain(g: Guest, queue: number, readable: Buffer[], writable: n
   const done = q.awaitUsed(idx[0]!);
   q.publish(idx[0]!);
   let t: NodeJS.Timeout | undefined;
-  const c = await Promise.race([done, new Promise<never>((_, rej) => { t = setTimeout(() => rej(new Error('hand-written chain never returned')), 3000); })]);
+  const c = await Promise.race([
+    done,
+    new Promise<never>((_, rej) => {
+      t = setTimeout(() => rej(new Error('hand-written chain never returned')), 3000);
+    }),
+  ]);
   clearTimeout(t);
   const parts: Buffer[] = [];
   let left = c.len;
@@ -100,7 +117,11 @@ function req(opcode: number, nodeid: bigint, args: Buffer[], o: { unique?: bigin
   return Buffer.concat([inHeader(o.len ?? IN_HEADER + body.length, opcode, o.unique ?? 0x5151n, nodeid), body]);
 }
 
-const outError = (b: Buffer): { len: number; error: number; unique: bigint } => ({ len: b.readUInt32LE(0), error: b.readInt32LE(4), unique: b.readBigUInt64LE(8) });
+const outError = (b: Buffer): { len: number; error: number; unique: bigint } => ({
+  len: b.readUInt32LE(0),
+  error: b.readInt32LE(4),
+  unique: b.readBigUInt64LE(8),
+});
 
 async function file(name: string, data: string | Buffer = 'data'): Promise<bigint> {
   fs.writeFileSync(ctx.fx.p(name), data);
@@ -185,7 +206,10 @@ describe('FORGET beyond what was looked up', () => {
     const { c } = ctx;
     await c.lookup(ROOT, '.');
     await c.forget(ROOT, 1000n);
-    await c.batchForget([[ROOT, (1n << 64n) - 1n], [ROOT, 5n]]);
+    await c.batchForget([
+      [ROOT, (1n << 64n) - 1n],
+      [ROOT, 5n],
+    ]);
     expect((await c.getattr(ROOT)).attr.nlink).toBeGreaterThan(1);
     expect((await c.lookup(ROOT, 'shared-inode')).attr.size).toBe(10n);
   });
@@ -208,7 +232,15 @@ describe('FORGET beyond what was looked up', () => {
     expect(fx.inodeCount).toBe(base); // file() looked them up already
     await c.forget(a.nodeid, 1n);
     await c.forget(b.nodeid, 1n);
-    expect(await c.batchForget([[a.nodeid, 1n], [b.nodeid, 1n]], { count: 1000 })).toBe(0);
+    expect(
+      await c.batchForget(
+        [
+          [a.nodeid, 1n],
+          [b.nodeid, 1n],
+        ],
+        { count: 1000 },
+      ),
+    ).toBe(0);
     expect(await c.batchForget([], { count: 0xffffffff })).toBe(0);
     expect(fx.inodeCount).toBe(base - 2);
     expect(fx.warnings().some((l) => /BATCH_FORGET count exceeds/.test(l.msg))).toBe(true);
@@ -246,7 +278,7 @@ describe('lengths that lie', () => {
     expect(fx.warnings().some((l) => /shorter than a FUSE header/.test(l.msg))).toBe(true);
   });
 
-  test('arguments shorter than the opcode\'s struct are EINVAL', async () => {
+  test("arguments shorter than the opcode's struct are EINVAL", async () => {
     const { c } = ctx;
     const n = await file('short-args');
     const cases: [string, number, bigint, Buffer][] = [
@@ -334,7 +366,12 @@ describe('buffers too short for the reply', () => {
     const d = await c.lookup(ROOT, 'rdp-small');
     const h = await c.opendir(d.nodeid);
     const base = fx.inodeCount;
-    const r = await rawChain(g, 1, [req(OP.READDIRPLUS, d.nodeid, [Buffer.concat([u64(h.fh, 0n), u32(4096, 0), u64(0n), u32(0, 0)])])], [OUT_HEADER, 300]);
+    const r = await rawChain(
+      g,
+      1,
+      [req(OP.READDIRPLUS, d.nodeid, [Buffer.concat([u64(h.fh, 0n), u32(4096, 0), u64(0n), u32(0, 0)])])],
+      [OUT_HEADER, 300],
+    );
     expect(r.guardsIntact).toBe(true);
     expect(outError(r.reply).error).toBe(-75);
     expect(fx.inodeCount).toBe(base); // 20 entries were looked up for a reply the guest never got
@@ -480,7 +517,7 @@ describe('names', () => {
     expect(await errnoOf(c.mkdir(ROOT, 'n'.repeat(300)))).toBe('ENAMETOOLONG');
   });
 
-  test('bytes after the terminating NUL are ignored, as in the kernel\'s encoding', async () => {
+  test("bytes after the terminating NUL are ignored, as in the kernel's encoding", async () => {
     const { c } = ctx;
     await file('nul-trail');
     const e = await c.lookup(ROOT, Buffer.from('nul-trail\0garbage/../../x'));
@@ -524,7 +561,13 @@ describe('symlinks planted in the export pointing outside', () => {
     expect(await errnoOf(c.mknod(ROOT, 'evil-file', 0o100644))).toBe('EEXIST');
     const st = lstat(secret);
     expect(fs.readFileSync(secret, 'utf8')).toBe('outside-secret\n');
-    expect([st.mode, st.uid, st.gid, st.size, st.mtimeNs]).toEqual([secretStat.mode, secretStat.uid, secretStat.gid, secretStat.size, secretStat.mtimeNs]);
+    expect([st.mode, st.uid, st.gid, st.size, st.mtimeNs]).toEqual([
+      secretStat.mode,
+      secretStat.uid,
+      secretStat.gid,
+      secretStat.size,
+      secretStat.mtimeNs,
+    ]);
     expect(fs.readdirSync(fx.outside).sort()).toEqual(outsideList);
     expect(lstat(fx.p('evil-file')).uid).toBe(4321n);
   });

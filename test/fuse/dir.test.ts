@@ -93,7 +93,7 @@ describe('a 20 000-entry directory', () => {
     await c.releasedir(same.fh);
   });
 
-  test('READDIRPLUS: every name once, entries with attributes and node ids; the references are the guest\'s to forget', async () => {
+  test("READDIRPLUS: every name once, entries with attributes and node ids; the references are the guest's to forget", async () => {
     const { c, fx } = ctx;
     const base = fx.inodeCount;
     const h = await c.opendir(dir);

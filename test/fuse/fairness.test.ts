@@ -64,10 +64,17 @@ function run(cmd: string, args: string[], ms: number): Promise<{ code: number | 
     const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    p.stdout!.on('data', (b: Buffer) => { stdout += b.toString(); });
-    p.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
+    p.stdout!.on('data', (b: Buffer) => {
+      stdout += b.toString();
+    });
+    p.stderr!.on('data', (b: Buffer) => {
+      stderr += b.toString();
+    });
     const t = setTimeout(() => p.kill('SIGKILL'), ms);
-    p.once('close', (code) => { clearTimeout(t); resolve({ code, stdout, stderr }); });
+    p.once('close', (code) => {
+      clearTimeout(t);
+      resolve({ code, stdout, stderr });
+    });
   });
 }
 
@@ -91,11 +98,13 @@ asRoot('the /dev/fuse reader yields under a flood: a 9P client of the same daemo
     });
     let out = '';
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-    const started = new Promise<number>((r) => child.stdout!.on('data', (b: Buffer) => {
-      out += b.toString();
-      const m = /started (\d+)/.exec(out);
-      if (m) r(Number(m[1]));
-    }));
+    const started = new Promise<number>((r) =>
+      child.stdout!.on('data', (b: Buffer) => {
+        out += b.toString();
+        const m = /started (\d+)/.exec(out);
+        if (m) r(Number(m[1]));
+      }),
+    );
     const end = await Promise.race([started, exited.then(() => 0)]);
     // 9P requests one after the other; those answered before the flood's end
     // (the child's clock is ours) are counted.
@@ -153,18 +162,22 @@ asRoot('many readers and writers at once: reused request buffers carry the right
   const SIZE = 1 << 20;
   const THREADS_RW = 96;
   const ROUNDS = 40;
-  const gen = spawnSync('python3', ['-c', `
+  const gen = spawnSync('python3', [
+    '-c',
+    `
 import random, sys
 for f in range(8):
     open(f'${exp}/r{f}', 'wb').write(random.Random(f).randbytes(${SIZE}))
-`]);
+`,
+  ]);
   expect(gen.status).toBe(0);
   daemon = await startDaemon(['--shared-dir', exp, '--fuse-mount', mnt, '--cache', 'never', '--log-level', 'warn'], { mount: mnt });
   // Not spawnSync: this process must go on reading the daemon's log meanwhile.
   const r = await run('python3', ['-c', RW, mnt, String(THREADS_RW), String(ROUNDS), String(SIZE)], 40_000);
   expect(r.stderr).toBe('');
   expect(r.stdout.trim()).toBe('ok');
-  const want = (t: number) => spawnSync('python3', ['-c', `import random, sys; sys.stdout.buffer.write(random.Random(${2000 + t}).randbytes(${ROUNDS * 4096}))`]).stdout;
+  const want = (t: number) =>
+    spawnSync('python3', ['-c', `import random, sys; sys.stdout.buffer.write(random.Random(${2000 + t}).randbytes(${ROUNDS * 4096}))`]).stdout;
   for (const t of [0, 47, 95]) expect(fs.readFileSync(path.join(exp, `w${t}`)).equals(want(t))).toBe(true);
   expect(daemon.stderr()).not.toMatch(/"level":(40|50)/);
 });

@@ -74,7 +74,14 @@ export class FuseFixture {
   }
 
   async start(o: FixtureOptions = {}): Promise<this> {
-    const log = pino({ level: 'debug' }, { write: (s: string) => { this.lines.push(JSON.parse(s) as LogLine); } });
+    const log = pino(
+      { level: 'debug' },
+      {
+        write: (s: string) => {
+          this.lines.push(JSON.parse(s) as LogLine);
+        },
+      },
+    );
     this.duofs = await startDuofs({
       sharedDir: this.dir,
       virtiofsSocket: this.socketPath,
@@ -139,7 +146,7 @@ export function useFuse(o: FixtureOptions = {}): { fx: FuseFixture; g: Guest; c:
   });
   afterAll(async () => {
     const v = ctx.c?.violations ?? [];
-    const crashes = o.checkCrashes === false ? [] : ctx.fx?.crashes() ?? [];
+    const crashes = o.checkCrashes === false ? [] : (ctx.fx?.crashes() ?? []);
     await ctx.fx?.close();
     if (v.length) throw new Error(`protocol violations: ${v.join('; ')}`);
     if (crashes.length) throw new Error(`the server failed unexpectedly: ${JSON.stringify(crashes.slice(0, 3))}`);

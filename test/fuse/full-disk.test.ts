@@ -51,22 +51,25 @@ afterEach(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-test.each([['--writeback', ['--writeback']], ['no writeback', []]])(
-  'on a filling disk (%s) every byte write and fsync acknowledged is on the host, and the error reaches the application',
-  async (_label, extra) => {
-    const exp = path.join(tmp, 'export');
-    const mnt = path.join(tmp, 'mnt');
-    daemon = await startDaemon(['--shared-dir', exp, '--fuse-mount', mnt, '--log-level', 'warn', ...extra], { mount: mnt });
-    // 100609-byte writes: not page aligned, so a write straddles the point where the disk fills.
-    const total = 1 << 20;
-    const out = execFileSync('python3', ['-c', APP, path.join(mnt, 'full', 'f'), '100609', String(total)], { encoding: 'utf8', timeout: 30_000 }).trim();
-    const acked = Number(out.slice(0, out.indexOf(' ')));
-    const err = out.slice(out.indexOf(' ') + 1);
-    expect(err).toMatch(/space/i); // ENOSPC reached the application
-    expect(acked).toBeLessThan(total);
-    const host = fs.readFileSync(path.join(exp, 'full', 'f'));
-    expect(host.length).toBeGreaterThanOrEqual(acked);
-    const want = Buffer.from(Array.from({ length: acked }, (_, i) => (i * 7 + 3) % 251));
-    expect(host.subarray(0, acked).equals(want)).toBe(true);
-  },
-);
+test.each([
+  ['--writeback', ['--writeback']],
+  ['no writeback', []],
+])('on a filling disk (%s) every byte write and fsync acknowledged is on the host, and the error reaches the application', async (_label, extra) => {
+  const exp = path.join(tmp, 'export');
+  const mnt = path.join(tmp, 'mnt');
+  daemon = await startDaemon(['--shared-dir', exp, '--fuse-mount', mnt, '--log-level', 'warn', ...extra], { mount: mnt });
+  // 100609-byte writes: not page aligned, so a write straddles the point where the disk fills.
+  const total = 1 << 20;
+  const out = execFileSync('python3', ['-c', APP, path.join(mnt, 'full', 'f'), '100609', String(total)], {
+    encoding: 'utf8',
+    timeout: 30_000,
+  }).trim();
+  const acked = Number(out.slice(0, out.indexOf(' ')));
+  const err = out.slice(out.indexOf(' ') + 1);
+  expect(err).toMatch(/space/i); // ENOSPC reached the application
+  expect(acked).toBeLessThan(total);
+  const host = fs.readFileSync(path.join(exp, 'full', 'f'));
+  expect(host.length).toBeGreaterThanOrEqual(acked);
+  const want = Buffer.from(Array.from({ length: acked }, (_, i) => (i * 7 + 3) % 251));
+  expect(host.subarray(0, acked).equals(want)).toBe(true);
+});

@@ -44,10 +44,9 @@ afterEach(async () => {
 });
 
 test('the conformance scenario on --fuse-mount matches the local filesystem, check by check', async () => {
-  daemon = await startDaemon(
-    ['--shared-dir', path.join(tmp, 'export'), '--fuse-mount', path.join(tmp, 'mnt'), '--xattr', '--log-level', 'warn'],
-    { mount: path.join(tmp, 'mnt') },
-  );
+  daemon = await startDaemon(['--shared-dir', path.join(tmp, 'export'), '--fuse-mount', path.join(tmp, 'mnt'), '--xattr', '--log-level', 'warn'], {
+    mount: path.join(tmp, 'mnt'),
+  });
   const run = (dir: string): Map<string, string> =>
     checks(execFileSync('python3', [scenario, dir], { encoding: 'utf8', timeout: 240_000, maxBuffer: 64 << 20 }));
   const local = run(path.join(tmp, 'local'));

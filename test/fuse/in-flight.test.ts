@@ -41,7 +41,9 @@ const isSlow = (fd: number): boolean => {
 };
 
 beforeAll(async () => {
-  engine = new RecordingEngine(new LatencyEngine(await engineUnderTest(), (call, fd) => ((call === 'read' || call === 'write') && isSlow(fd) ? SLOW_MS : 0)));
+  engine = new RecordingEngine(
+    new LatencyEngine(await engineUnderTest(), (call, fd) => ((call === 'read' || call === 'write') && isSlow(fd) ? SLOW_MS : 0)),
+  );
   fx = await new FuseFixture().start({ serve: { engine } });
   for (const name of ['slow1', 'slow2', 'slow3', 'slow4']) fs.writeFileSync(fx.p(name), slowData);
   fs.writeFileSync(fx.p('fast'), 'fast data');
@@ -65,8 +67,14 @@ test('replies come as their I/O completes: a slow read does not hold up the requ
   const slow = await openByName(c, 'slow1');
   const fast = await openByName(c, 'fast');
   const order: string[] = [];
-  const slowRead = c.read(slow.fh, 0n, 4096).then((b) => { order.push('slow read'); return b; });
-  const fastRead = c.read(fast.fh, 0n, 100).then((b) => { order.push('fast read'); return b; });
+  const slowRead = c.read(slow.fh, 0n, 4096).then((b) => {
+    order.push('slow read');
+    return b;
+  });
+  const fastRead = c.read(fast.fh, 0n, 100).then((b) => {
+    order.push('fast read');
+    return b;
+  });
   const attr = c.getattr(fast.nodeid).then(() => order.push('getattr'));
   const [s, f] = await Promise.all([slowRead, fastRead, attr]);
   expect(order[2]).toBe('slow read');
@@ -83,9 +91,14 @@ test('multiqueue: a slow read on one request queue does not hold up the other qu
   const slow = await openByName(c, 'slow1');
   const fast = await openByName(c, 'fast');
   const order: string[] = [];
-  const slowReads = Promise.all([0, 1, 2, 3].map((i) => c.read(slow.fh, BigInt(i * 1024), 1024, { queue: 1 })))
-    .then((b) => { order.push('queue 1 reads'); return b; });
-  const fastRead = c.read(fast.fh, 0n, 100, { queue: 2 }).then((b) => { order.push('queue 2 read'); return b; });
+  const slowReads = Promise.all([0, 1, 2, 3].map((i) => c.read(slow.fh, BigInt(i * 1024), 1024, { queue: 1 }))).then((b) => {
+    order.push('queue 1 reads');
+    return b;
+  });
+  const fastRead = c.read(fast.fh, 0n, 100, { queue: 2 }).then((b) => {
+    order.push('queue 2 read');
+    return b;
+  });
   const [s, f] = await Promise.all([slowReads, fastRead]);
   expect(order).toEqual(['queue 2 read', 'queue 1 reads']);
   expect(Buffer.concat(s).equals(slowData)).toBe(true);

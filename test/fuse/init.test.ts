@@ -24,8 +24,20 @@ describe('INIT', () => {
   test('a 7.39 kernel offering everything: 7.39, max_write 1 MiB, 256 pages, ns timestamps', async () => {
     const r = await g.c.doInit({ minor: 39, flags: ALL_INIT_FLAGS });
     expect(r).toMatchObject({ major: 7, minor: 39, maxWrite: 1 << 20, maxPages: 256, timeGran: 1, maxReadahead: 128 * 1024, size: 64 });
-    const want = [F.ASYNC_READ, F.POSIX_LOCKS, F.ATOMIC_O_TRUNC, F.EXPORT_SUPPORT, F.BIG_WRITES, F.FLOCK_LOCKS,
-      F.DO_READDIRPLUS, F.READDIRPLUS_AUTO, F.PARALLEL_DIROPS, F.MAX_PAGES, F.HANDLE_KILLPRIV_V2, F.INIT_EXT];
+    const want = [
+      F.ASYNC_READ,
+      F.POSIX_LOCKS,
+      F.ATOMIC_O_TRUNC,
+      F.EXPORT_SUPPORT,
+      F.BIG_WRITES,
+      F.FLOCK_LOCKS,
+      F.DO_READDIRPLUS,
+      F.READDIRPLUS_AUTO,
+      F.PARALLEL_DIROPS,
+      F.MAX_PAGES,
+      F.HANDLE_KILLPRIV_V2,
+      F.INIT_EXT,
+    ];
     for (const f of want) expect((r.flags & f).toString(16)).toBe(f.toString(16));
     // Not asked for on this daemon (no --writeback, no --announce-submounts), and
     // nothing that needs support duofs does not have (DAX, security contexts).
@@ -129,7 +141,9 @@ describe('cache and feature options', () => {
       const e = await c.lookup(ROOT, 'f');
       expect([e.entryValid, e.attrValid]).toEqual([0n, 0n]);
       expect((await c.getattr(e.nodeid)).attrValid).toBe(0n);
-      expect((await c.open(e.nodeid, 0)).openFlags & (FOPEN.DIRECT_IO | FOPEN.PARALLEL_DIRECT_WRITES)).toBe(FOPEN.DIRECT_IO | FOPEN.PARALLEL_DIRECT_WRITES);
+      expect((await c.open(e.nodeid, 0)).openFlags & (FOPEN.DIRECT_IO | FOPEN.PARALLEL_DIRECT_WRITES)).toBe(
+        FOPEN.DIRECT_IO | FOPEN.PARALLEL_DIRECT_WRITES,
+      );
     });
   });
 

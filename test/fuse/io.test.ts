@@ -102,7 +102,10 @@ describe('OPEN, CREATE, TMPFILE, RELEASE', () => {
     const unblock = unblockFifoAfter(fx.p(fifo), 3000);
     try {
       const t0 = Date.now();
-      const r = await c.create(ROOT, fifo, O_WRONLY | O_CREAT, 0o644).then(() => 'opened', (e: Error) => e.message);
+      const r = await c.create(ROOT, fifo, O_WRONLY | O_CREAT, 0o644).then(
+        () => 'opened',
+        (e: Error) => e.message,
+      );
       expect(Date.now() - t0).toBeLessThan(1000);
       expect(r).toBeDefined();
       await c.getattr(ROOT);
@@ -161,7 +164,7 @@ describe('READ', () => {
     expect(tail.equals(data.subarray(data.length - 100))).toBe(true);
     expect((await c.read(fh, BigInt(data.length), 4096)).length).toBe(0);
     expect((await c.read(fh, 1n << 40n, 4096)).length).toBe(0);
-    expect((await c.read(fh, (1n << 62n), 10)).length).toBe(0);
+    expect((await c.read(fh, 1n << 62n, 10)).length).toBe(0);
   });
 
   test('a read larger than the guest buffers fills what there is (never beyond)', async () => {

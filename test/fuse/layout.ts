@@ -382,7 +382,12 @@ struct fuse_supp_groups {
 
 type Scalar = 'u8' | 'u16' | 'u32' | 'i32' | 'u64' | 'i64';
 const scalarOf: Record<string, Scalar> = {
-  char: 'u8', uint16_t: 'u16', uint32_t: 'u32', int32_t: 'i32', uint64_t: 'u64', int64_t: 'i64',
+  char: 'u8',
+  uint16_t: 'u16',
+  uint32_t: 'u32',
+  int32_t: 'i32',
+  uint64_t: 'u64',
+  int64_t: 'i64',
 };
 const scalarSize: Record<Scalar, number> = { u8: 1, u16: 2, u32: 4, i32: 4, u64: 8, i64: 8 };
 
@@ -412,7 +417,10 @@ export function layout(struct: string): Layout {
   const fields: Field[] = [];
   let off = 0;
   let align = 1;
-  for (const line of body.split(';').map((l) => l.trim()).filter(Boolean)) {
+  for (const line of body
+    .split(';')
+    .map((l) => l.trim())
+    .filter(Boolean)) {
     const m = /^(struct\s+\w+|\w+)\s+(\w+)(?:\[(\d*)\])?$/.exec(line.replace(/\s+/g, ' '));
     if (!m) throw new Error(`struct ${struct}: cannot read "${line}"`);
     const [, type, name, count] = m as unknown as [string, string, string, string | undefined];
@@ -459,12 +467,24 @@ export function build(struct: string, values: Record<string, number | bigint>, t
     const f = l.fields.find((x) => x.name === name);
     if (!f) throw new Error(`struct ${struct} has no field ${name}`);
     switch (f.type) {
-      case 'u8': b.writeUInt8(Number(v), f.offset); break;
-      case 'u16': b.writeUInt16LE(Number(v), f.offset); break;
-      case 'u32': b.writeUInt32LE(Number(v), f.offset); break;
-      case 'i32': b.writeInt32LE(Number(v), f.offset); break;
-      case 'u64': b.writeBigUInt64LE(BigInt(v), f.offset); break;
-      case 'i64': b.writeBigInt64LE(BigInt(v), f.offset); break;
+      case 'u8':
+        b.writeUInt8(Number(v), f.offset);
+        break;
+      case 'u16':
+        b.writeUInt16LE(Number(v), f.offset);
+        break;
+      case 'u32':
+        b.writeUInt32LE(Number(v), f.offset);
+        break;
+      case 'i32':
+        b.writeInt32LE(Number(v), f.offset);
+        break;
+      case 'u64':
+        b.writeBigUInt64LE(BigInt(v), f.offset);
+        break;
+      case 'i64':
+        b.writeBigInt64LE(BigInt(v), f.offset);
+        break;
     }
   }
   return Buffer.concat([b, tail]);

@@ -9,7 +9,17 @@ import { afterEach, describe, expect, test } from '@jest/globals';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import {
-  F_RDLCK, F_UNLCK, F_WRLCK, FUSE_LK_FLOCK, FUSE_RELEASE_FLOCK_UNLOCK, OFFSET_MAX, ROOT, errnoOf, replyErrno, type FuseClient, type Reply,
+  F_RDLCK,
+  F_UNLCK,
+  F_WRLCK,
+  FUSE_LK_FLOCK,
+  FUSE_RELEASE_FLOCK_UNLOCK,
+  OFFSET_MAX,
+  ROOT,
+  errnoOf,
+  replyErrno,
+  type FuseClient,
+  type Reply,
 } from './client.js';
 import { sleep, useFuse } from './fixture.js';
 import { LOCK_STATUS, LOCK_TYPE, O } from '../p9/proto.js';
@@ -34,7 +44,12 @@ async function openFile(name: string, c: FuseClient = ctx.c): Promise<Opened> {
 /** Resolves with the reply, or 'pending' if none came within `ms`. */
 async function settled(p: Promise<Reply>, ms: number): Promise<Reply | 'pending'> {
   let t: NodeJS.Timeout | undefined;
-  const r = await Promise.race([p, new Promise<'pending'>((res) => { t = setTimeout(() => res('pending'), ms); })]);
+  const r = await Promise.race([
+    p,
+    new Promise<'pending'>((res) => {
+      t = setTimeout(() => res('pending'), ms);
+    }),
+  ]);
   clearTimeout(t);
   return r;
 }
@@ -59,7 +74,9 @@ sys.stdin.read()
   const ch = spawn(PY, ['-c', script, path, kind], { stdio: ['pipe', 'pipe', 'inherit'] });
   children.push(ch);
   await new Promise<void>((resolve, reject) => {
-    ch.stdout!.on('data', (d: Buffer) => { if (d.toString().includes('locked')) resolve(); });
+    ch.stdout!.on('data', (d: Buffer) => {
+      if (d.toString().includes('locked')) resolve();
+    });
     ch.once('exit', (code) => reject(new Error(`lock holder exited (${code})`)));
   });
   return ch;
@@ -102,7 +119,7 @@ async function stop(ch: ChildProcess): Promise<void> {
 }
 
 describe('POSIX locks between FUSE lock owners', () => {
-  test('GETLK of a free range is F_UNLCK; conflicting owners get EAGAIN; GETLK reports the holder\'s range', async () => {
+  test("GETLK of a free range is F_UNLCK; conflicting owners get EAGAIN; GETLK reports the holder's range", async () => {
     const { c } = ctx;
     const f = await openFile('posix1');
     expect((await c.getlk(f.nodeid, f.fh, 1n, { type: F_WRLCK })).type).toBe(F_UNLCK);
@@ -161,7 +178,6 @@ describe('POSIX locks between FUSE lock owners', () => {
 });
 
 describe('against 9P and host processes', () => {
-
   test("a 9P client's lock excludes FUSE owners and the reverse", async () => {
     const { c } = ctx;
     const f = await openFile('vs9p');
@@ -243,7 +259,7 @@ describe('SETLKW', () => {
     await c.release(f.fh);
   });
 
-  test('waits for a 9P client\'s lock and for a host process\'s lock', async () => {
+  test("waits for a 9P client's lock and for a host process's lock", async () => {
     const { c, fx } = ctx;
     const f = await openFile('wait3');
     const p9 = await ninepOpen('wait3');

@@ -4,9 +4,7 @@
 // on the host.
 import { describe, expect, test } from '@jest/globals';
 import fs from 'node:fs';
-import {
-  RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, ROOT, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, errnoOf,
-} from './client.js';
+import { RENAME_EXCHANGE, RENAME_NOREPLACE, RENAME_WHITEOUT, ROOT, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, errnoOf } from './client.js';
 import { lstat, useFuse } from './fixture.js';
 
 const ctx = useFuse();

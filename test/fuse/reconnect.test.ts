@@ -37,14 +37,33 @@ async function startChild(o: { nofile?: number; extra?: string[] } = {}): Promis
   const dir = path.join(base, 'export');
   fs.mkdirSync(dir);
   const sock = path.join(base, 'vfs.sock');
-  const args = [path.join(repoRoot, 'bin/duofs.js'), 'serve', '--shared-dir', dir, '--virtiofs-socket', sock, '--tag', 'child',
-    '--num-request-queues', '2', '--log-level', 'warn', '--sandbox', 'none', ...(o.extra ?? [])]; // its fds are counted in /proc/PID
+  const args = [
+    path.join(repoRoot, 'bin/duofs.js'),
+    'serve',
+    '--shared-dir',
+    dir,
+    '--virtiofs-socket',
+    sock,
+    '--tag',
+    'child',
+    '--num-request-queues',
+    '2',
+    '--log-level',
+    'warn',
+    '--sandbox',
+    'none',
+    ...(o.extra ?? []),
+  ]; // its fds are counted in /proc/PID
   const proc = o.nofile
     ? spawn('/bin/bash', ['-c', `ulimit -n ${o.nofile} && exec "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
     : spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
-  proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
-  proc.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+  proc.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  proc.stderr!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   cleanups.push(async () => {
     if (proc.exitCode === null && proc.signalCode === null) {

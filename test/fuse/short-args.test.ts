@@ -57,7 +57,7 @@ const cases: Case[] = [
   ['REMOVEXATTR', OP.REMOVEXATTR, 'file', name('user.x'), 'name'],
 ];
 
-describe('a request one byte short of its opcode\'s arguments', () => {
+describe("a request one byte short of its opcode's arguments", () => {
   test('is EINVAL with a log line naming the operation and the field, for every opcode', async () => {
     const { c, fx } = ctx;
     fx.lines.length = 0;
@@ -69,7 +69,10 @@ describe('a request one byte short of its opcode\'s arguments', () => {
     for (const [op, opcode, node, full, field] of cases) {
       const before = fx.lines.length;
       const errno = await errnoOf(c.call(opcode, [full.subarray(0, full.length - 1)], { nodeid: nodes[node] }));
-      const lines = fx.lines.slice(before).filter((l) => l.level >= 40).map((l) => l.msg);
+      const lines = fx.lines
+        .slice(before)
+        .filter((l) => l.level >= 40)
+        .map((l) => l.msg);
       const named = lines.filter((m) => m.includes(`FUSE ${op} ${field}`));
       want[op] = `EINVAL, one line naming FUSE ${op} ${field}`;
       got[op] = errno === 'EINVAL' && named.length === 1 ? want[op] : `${errno}, log: ${lines.join(' | ') || '(none)'}`;
@@ -83,7 +86,10 @@ describe('a request one byte short of its opcode\'s arguments', () => {
     const before = fx.lines.length;
     expect(await c.noReply(OP.FORGET, [z(7)], { nodeid: ROOT })).toBe(0);
     expect(await c.noReply(OP.BATCH_FORGET, [z(7)])).toBe(0);
-    const lines = fx.lines.slice(before).filter((l) => l.level >= 40).map((l) => l.msg);
+    const lines = fx.lines
+      .slice(before)
+      .filter((l) => l.level >= 40)
+      .map((l) => l.msg);
     expect(lines.filter((m) => m.includes('FUSE FORGET fuse_forget_in.nlookup'))).toHaveLength(1);
     expect(lines.filter((m) => m.includes('FUSE BATCH_FORGET fuse_batch_forget_in.dummy'))).toHaveLength(1);
   });
@@ -152,7 +158,7 @@ const noStruct: Record<string, string> = {
 
 /** The field a body of `n` bytes runs short in: the first that does not fit. */
 const shortField = (struct: string, n: number): string => {
-  const f = fieldsOf(struct).find((x) => x.offset + ({ u8: 1, u16: 2, u32: 4, i32: 4, u64: 8, i64: 8 })[x.type] > n);
+  const f = fieldsOf(struct).find((x) => x.offset + { u8: 1, u16: 2, u32: 4, i32: 4, u64: 8, i64: 8 }[x.type] > n);
   return `${struct}.${f!.name}`;
 };
 
@@ -168,7 +174,10 @@ describe('every truncation of every fixed argument struct (linux/fuse.h)', () =>
       for (let n = 0; n < (size ?? sizeOf(struct)); n++) {
         const before = fx.lines.length;
         const errno = await errnoOf(c.call(opcode, n ? [Buffer.alloc(n)] : [], { nodeid: nodes[node] }));
-        const lines = fx.lines.slice(before).filter((l) => l.level >= 40).map((l) => l.msg);
+        const lines = fx.lines
+          .slice(before)
+          .filter((l) => l.level >= 40)
+          .map((l) => l.msg);
         const want = `FUSE ${op} ${shortField(struct, n)}:`;
         sent++;
         if (errno !== 'EINVAL' || lines.filter((m) => m.includes(want)).length !== 1 || lines.length !== 1) {
@@ -184,11 +193,17 @@ describe('every truncation of every fixed argument struct (linux/fuse.h)', () =>
   test('FORGET and BATCH_FORGET: every truncation is logged naming the field, and nothing is forgotten', async () => {
     const { c, fx } = ctx;
     const e = await c.lookup(ROOT, 'short-structs');
-    for (const [op, opcode, struct] of [['FORGET', OP.FORGET, 'fuse_forget_in'], ['BATCH_FORGET', OP.BATCH_FORGET, 'fuse_batch_forget_in']] as const) {
+    for (const [op, opcode, struct] of [
+      ['FORGET', OP.FORGET, 'fuse_forget_in'],
+      ['BATCH_FORGET', OP.BATCH_FORGET, 'fuse_batch_forget_in'],
+    ] as const) {
       for (let n = 0; n < sizeOf(struct); n++) {
         const before = fx.lines.length;
         expect(await c.noReply(opcode, n ? [Buffer.alloc(n, 0xff)] : [], { nodeid: e.nodeid })).toBe(0);
-        const lines = fx.lines.slice(before).filter((l) => l.level >= 40).map((l) => l.msg);
+        const lines = fx.lines
+          .slice(before)
+          .filter((l) => l.level >= 40)
+          .map((l) => l.msg);
         expect({ op, n, lines: lines.filter((m) => m.includes(`FUSE ${op} ${shortField(struct, n)}:`)).length }).toEqual({ op, n, lines: 1 });
       }
     }

@@ -9,8 +9,20 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  FATTR, FuseClient, FuseError, INIT_FLAGS as F, IN_HEADER, OP, ROOT, RENAME_NOREPLACE, S_IFMT, SEEK_DATA, SEEK_HOLE, cstr,
-  replyErrno, type Dirent,
+  FATTR,
+  FuseClient,
+  FuseError,
+  INIT_FLAGS as F,
+  IN_HEADER,
+  OP,
+  ROOT,
+  RENAME_NOREPLACE,
+  S_IFMT,
+  SEEK_DATA,
+  SEEK_HOLE,
+  cstr,
+  replyErrno,
+  type Dirent,
 } from './client.js';
 import { FuseFixture } from './fixture.js';
 import { VhostUserFrontend } from '../vhost/driver.js';
@@ -74,114 +86,292 @@ async function outcome(f: () => Promise<string>): Promise<Outcome> {
   }
 }
 
-const kind = (mode: number): string => ({ 0o100000: 'reg', 0o040000: 'dir', 0o120000: 'lnk', 0o010000: 'fifo', 0o020000: 'chr' } as Record<number, string>)[mode & S_IFMT] ?? '?';
+const kind = (mode: number): string =>
+  (({ 0o100000: 'reg', 0o040000: 'dir', 0o120000: 'lnk', 0o010000: 'fifo', 0o020000: 'chr' }) as Record<number, string>)[mode & S_IFMT] ?? '?';
 
 /** The cases: each returns a short description of the reply. */
 const cases: [string, (t: Target) => Promise<string>][] = [
-  ['INIT: version and max_write', async (t) => {
-    const r = t.c.init!;
-    return `${r.major}.${Math.min(r.minor, 38)} max_write ${r.maxWrite >= 128 * 1024 ? '>=128K' : r.maxWrite}`;
-  }],
-  ['INIT: lock, readdirplus and killpriv flags', async (t) => {
-    const f = t.c.init!.flags;
-    return [['POSIX_LOCKS', F.POSIX_LOCKS], ['FLOCK_LOCKS', F.FLOCK_LOCKS], ['DO_READDIRPLUS', F.DO_READDIRPLUS], ['HANDLE_KILLPRIV_V2', F.HANDLE_KILLPRIV_V2],
-      ['ASYNC_READ', F.ASYNC_READ], ['BIG_WRITES', F.BIG_WRITES], ['WRITEBACK_CACHE', F.WRITEBACK_CACHE]]
-      .filter(([, v]) => (f & (v as bigint)) !== 0n).map(([n]) => n).join(' ');
-  }],
+  [
+    'INIT: version and max_write',
+    async (t) => {
+      const r = t.c.init!;
+      return `${r.major}.${Math.min(r.minor, 38)} max_write ${r.maxWrite >= 128 * 1024 ? '>=128K' : r.maxWrite}`;
+    },
+  ],
+  [
+    'INIT: lock, readdirplus and killpriv flags',
+    async (t) => {
+      const f = t.c.init!.flags;
+      return [
+        ['POSIX_LOCKS', F.POSIX_LOCKS],
+        ['FLOCK_LOCKS', F.FLOCK_LOCKS],
+        ['DO_READDIRPLUS', F.DO_READDIRPLUS],
+        ['HANDLE_KILLPRIV_V2', F.HANDLE_KILLPRIV_V2],
+        ['ASYNC_READ', F.ASYNC_READ],
+        ['BIG_WRITES', F.BIG_WRITES],
+        ['WRITEBACK_CACHE', F.WRITEBACK_CACHE],
+      ]
+        .filter(([, v]) => (f & (v as bigint)) !== 0n)
+        .map(([n]) => n)
+        .join(' ');
+    },
+  ],
   ['GETATTR before INIT', async (t) => t.beforeInit],
-  ['LOOKUP file', async (t) => { const e = await t.c.lookup(ROOT, 'file'); return `${kind(e.attr.mode)} ${(e.attr.mode & 0o7777).toString(8)} size ${e.attr.size} nlink ${e.attr.nlink}`; }],
-  ['LOOKUP missing', async (t) => outcome(async () => { await t.c.lookup(ROOT, 'missing'); return 'OK'; })],
-  ['LOOKUP symlink', async (t) => { const e = await t.c.lookup(ROOT, 'link'); return `${kind(e.attr.mode)} size ${e.attr.size}`; }],
-  ['LOOKUP "a/b"', async (t) => outcome(async () => { await t.c.lookup(ROOT, 'dir/inner'); return 'OK'; })],
-  ['GETATTR of a node id never given out', async (t) => outcome(async () => { await t.c.getattr(987_654n); return 'OK'; })],
-  ['MKDIR new, mode 0750', async (t) => { const e = await t.c.mkdir(ROOT, 'newdir', 0o750); return `${kind(e.attr.mode)} ${(e.attr.mode & 0o7777).toString(8)} nlink ${e.attr.nlink}`; }],
-  ['MKDIR existing', async (t) => outcome(async () => { await t.c.mkdir(ROOT, 'dir'); return 'OK'; })],
-  ['CREATE O_EXCL existing', async (t) => outcome(async () => { await t.c.create(ROOT, 'file', 0o302); return 'OK'; })],
-  ['CREATE + WRITE + READ', async (t) => {
-    const r = await t.c.create(ROOT, 'created', 0o102, 0o640);
-    const n = await t.c.write(r.open.fh, 0n, Buffer.from('payload'));
-    const back = await t.c.read(r.open.fh, 2n, 100);
-    await t.c.release(r.open.fh);
-    return `mode ${(r.entry.attr.mode & 0o7777).toString(8)} wrote ${n} read "${back.toString()}" host "${fs.readFileSync(path.join(t.dir, 'created'), 'utf8')}"`;
-  }],
-  ['READ short at EOF, empty past it', async (t) => {
-    const e = await t.c.lookup(ROOT, 'file');
-    const o = await t.c.open(e.nodeid, 0);
-    const a = await t.c.read(o.fh, 6n, 100);
-    const b = await t.c.read(o.fh, 100n, 100);
-    await t.c.release(o.fh);
-    return `"${a.toString().trim()}" ${a.length} / ${b.length}`;
-  }],
-  ['READ with a handle never opened', async (t) => outcome(async () => { await t.c.read(4242n, 0n, 10); return 'OK'; })],
-  ['OPEN a symlink', async (t) => outcome(async () => { await t.c.open((await t.c.lookup(ROOT, 'link')).nodeid, 0); return 'OK'; })],
-  ['OPEN a directory for writing', async (t) => outcome(async () => { await t.c.open(ROOT, 1); return 'OK'; })],
-  ['SETATTR size 3', async (t) => { const e = await t.c.lookup(ROOT, 'file'); const a = await t.c.setattr(e.nodeid, { valid: FATTR.SIZE, size: 3n }); return `size ${a.attr.size} host ${fs.statSync(path.join(t.dir, 'file')).size}`; }],
-  ['SETATTR size+KILL_SUIDGID as uid 0, 04755', async (t) => {
-    const e = await t.c.lookup(ROOT, 'suid');
-    await t.c.setattr(e.nodeid, { valid: FATTR.SIZE | FATTR.KILL_SUIDGID, size: 0n }, { uid: 0, gid: 0 });
-    return (fs.statSync(path.join(t.dir, 'suid')).mode & 0o7777).toString(8);
-  }],
-  ['SETATTR size+KILL_SUIDGID as uid 1000, 02744', async (t) => {
-    const e = await t.c.lookup(ROOT, 'sgid-nox');
-    await t.c.setattr(e.nodeid, { valid: FATTR.SIZE | FATTR.KILL_SUIDGID, size: 0n }, { uid: 1000, gid: 1000 });
-    return (fs.statSync(path.join(t.dir, 'sgid-nox')).mode & 0o7777).toString(8);
-  }],
-  ['SETATTR size without KILL_SUIDGID as uid 1000, 04755', async (t) => {
-    const e = await t.c.lookup(ROOT, 'suid-keep');
-    await t.c.setattr(e.nodeid, { valid: FATTR.SIZE, size: 0n }, { uid: 1000, gid: 1000 });
-    return (fs.statSync(path.join(t.dir, 'suid-keep')).mode & 0o7777).toString(8);
-  }],
-  ['WRITE with WRITE_KILL_SUIDGID as uid 0, 04755', async (t) => {
-    const e = await t.c.lookup(ROOT, 'suid-write');
-    const o = await t.c.open(e.nodeid, 1);
-    await t.c.write(o.fh, 0n, Buffer.from('y'), { writeFlags: 4, uid: 0, gid: 0 });
-    await t.c.release(o.fh);
-    return (fs.statSync(path.join(t.dir, 'suid-write')).mode & 0o7777).toString(8);
-  }],
-  ['OPEN O_TRUNC with FUSE_OPEN_KILL_SUIDGID, 06755', async (t) => {
-    const e = await t.c.lookup(ROOT, 'trunc-suid');
-    const o = await t.c.open(e.nodeid, 0o1001, { openFlags: 1, uid: 1000, gid: 1000 });
-    await t.c.release(o.fh);
-    return (fs.statSync(path.join(t.dir, 'trunc-suid')).mode & 0o7777).toString(8);
-  }],
+  [
+    'LOOKUP file',
+    async (t) => {
+      const e = await t.c.lookup(ROOT, 'file');
+      return `${kind(e.attr.mode)} ${(e.attr.mode & 0o7777).toString(8)} size ${e.attr.size} nlink ${e.attr.nlink}`;
+    },
+  ],
+  [
+    'LOOKUP missing',
+    async (t) =>
+      outcome(async () => {
+        await t.c.lookup(ROOT, 'missing');
+        return 'OK';
+      }),
+  ],
+  [
+    'LOOKUP symlink',
+    async (t) => {
+      const e = await t.c.lookup(ROOT, 'link');
+      return `${kind(e.attr.mode)} size ${e.attr.size}`;
+    },
+  ],
+  [
+    'LOOKUP "a/b"',
+    async (t) =>
+      outcome(async () => {
+        await t.c.lookup(ROOT, 'dir/inner');
+        return 'OK';
+      }),
+  ],
+  [
+    'GETATTR of a node id never given out',
+    async (t) =>
+      outcome(async () => {
+        await t.c.getattr(987_654n);
+        return 'OK';
+      }),
+  ],
+  [
+    'MKDIR new, mode 0750',
+    async (t) => {
+      const e = await t.c.mkdir(ROOT, 'newdir', 0o750);
+      return `${kind(e.attr.mode)} ${(e.attr.mode & 0o7777).toString(8)} nlink ${e.attr.nlink}`;
+    },
+  ],
+  [
+    'MKDIR existing',
+    async (t) =>
+      outcome(async () => {
+        await t.c.mkdir(ROOT, 'dir');
+        return 'OK';
+      }),
+  ],
+  [
+    'CREATE O_EXCL existing',
+    async (t) =>
+      outcome(async () => {
+        await t.c.create(ROOT, 'file', 0o302);
+        return 'OK';
+      }),
+  ],
+  [
+    'CREATE + WRITE + READ',
+    async (t) => {
+      const r = await t.c.create(ROOT, 'created', 0o102, 0o640);
+      const n = await t.c.write(r.open.fh, 0n, Buffer.from('payload'));
+      const back = await t.c.read(r.open.fh, 2n, 100);
+      await t.c.release(r.open.fh);
+      return `mode ${(r.entry.attr.mode & 0o7777).toString(8)} wrote ${n} read "${back.toString()}" host "${fs.readFileSync(path.join(t.dir, 'created'), 'utf8')}"`;
+    },
+  ],
+  [
+    'READ short at EOF, empty past it',
+    async (t) => {
+      const e = await t.c.lookup(ROOT, 'file');
+      const o = await t.c.open(e.nodeid, 0);
+      const a = await t.c.read(o.fh, 6n, 100);
+      const b = await t.c.read(o.fh, 100n, 100);
+      await t.c.release(o.fh);
+      return `"${a.toString().trim()}" ${a.length} / ${b.length}`;
+    },
+  ],
+  [
+    'READ with a handle never opened',
+    async (t) =>
+      outcome(async () => {
+        await t.c.read(4242n, 0n, 10);
+        return 'OK';
+      }),
+  ],
+  [
+    'OPEN a symlink',
+    async (t) =>
+      outcome(async () => {
+        await t.c.open((await t.c.lookup(ROOT, 'link')).nodeid, 0);
+        return 'OK';
+      }),
+  ],
+  [
+    'OPEN a directory for writing',
+    async (t) =>
+      outcome(async () => {
+        await t.c.open(ROOT, 1);
+        return 'OK';
+      }),
+  ],
+  [
+    'SETATTR size 3',
+    async (t) => {
+      const e = await t.c.lookup(ROOT, 'file');
+      const a = await t.c.setattr(e.nodeid, { valid: FATTR.SIZE, size: 3n });
+      return `size ${a.attr.size} host ${fs.statSync(path.join(t.dir, 'file')).size}`;
+    },
+  ],
+  [
+    'SETATTR size+KILL_SUIDGID as uid 0, 04755',
+    async (t) => {
+      const e = await t.c.lookup(ROOT, 'suid');
+      await t.c.setattr(e.nodeid, { valid: FATTR.SIZE | FATTR.KILL_SUIDGID, size: 0n }, { uid: 0, gid: 0 });
+      return (fs.statSync(path.join(t.dir, 'suid')).mode & 0o7777).toString(8);
+    },
+  ],
+  [
+    'SETATTR size+KILL_SUIDGID as uid 1000, 02744',
+    async (t) => {
+      const e = await t.c.lookup(ROOT, 'sgid-nox');
+      await t.c.setattr(e.nodeid, { valid: FATTR.SIZE | FATTR.KILL_SUIDGID, size: 0n }, { uid: 1000, gid: 1000 });
+      return (fs.statSync(path.join(t.dir, 'sgid-nox')).mode & 0o7777).toString(8);
+    },
+  ],
+  [
+    'SETATTR size without KILL_SUIDGID as uid 1000, 04755',
+    async (t) => {
+      const e = await t.c.lookup(ROOT, 'suid-keep');
+      await t.c.setattr(e.nodeid, { valid: FATTR.SIZE, size: 0n }, { uid: 1000, gid: 1000 });
+      return (fs.statSync(path.join(t.dir, 'suid-keep')).mode & 0o7777).toString(8);
+    },
+  ],
+  [
+    'WRITE with WRITE_KILL_SUIDGID as uid 0, 04755',
+    async (t) => {
+      const e = await t.c.lookup(ROOT, 'suid-write');
+      const o = await t.c.open(e.nodeid, 1);
+      await t.c.write(o.fh, 0n, Buffer.from('y'), { writeFlags: 4, uid: 0, gid: 0 });
+      await t.c.release(o.fh);
+      return (fs.statSync(path.join(t.dir, 'suid-write')).mode & 0o7777).toString(8);
+    },
+  ],
+  [
+    'OPEN O_TRUNC with FUSE_OPEN_KILL_SUIDGID, 06755',
+    async (t) => {
+      const e = await t.c.lookup(ROOT, 'trunc-suid');
+      const o = await t.c.open(e.nodeid, 0o1001, { openFlags: 1, uid: 1000, gid: 1000 });
+      await t.c.release(o.fh);
+      return (fs.statSync(path.join(t.dir, 'trunc-suid')).mode & 0o7777).toString(8);
+    },
+  ],
   ['READLINK', async (t) => (await t.c.readlink((await t.c.lookup(ROOT, 'link')).nodeid)).toString()],
-  ['READLINK of a file', async (t) => outcome(async () => { await t.c.readlink((await t.c.lookup(ROOT, 'file')).nodeid); return 'OK'; })],
-  ['UNLINK a directory', async (t) => outcome(async () => { await t.c.unlink(ROOT, 'dir'); return 'OK'; })],
-  ['RMDIR non-empty', async (t) => outcome(async () => { await t.c.rmdir(ROOT, 'full'); return 'OK'; })],
-  ['RENAME2 NOREPLACE onto an existing name', async (t) => outcome(async () => { await t.c.rename2(ROOT, 'file', ROOT, 'locked', RENAME_NOREPLACE); return 'OK'; })],
-  ['GETXATTR missing', async (t) => outcome(async () => { await t.c.getxattr(ROOT, 'user.none', 10); return 'OK'; })],
-  ['SETXATTR, size-0 GETXATTR, ERANGE, LISTXATTR size', async (t) => {
-    const e = await t.c.lookup(ROOT, 'file');
-    await t.c.setxattr(e.nodeid, 'user.k', Buffer.from('value'));
-    const size = await t.c.getxattr(e.nodeid, 'user.k', 0);
-    const small = await outcome(async () => { await t.c.getxattr(e.nodeid, 'user.k', 2); return 'OK'; });
-    const list = await t.c.listxattr(e.nodeid, 0);
-    return `size ${String(size)} small ${small} list ${String(list)}`;
-  }],
-  ['LSEEK SEEK_DATA/SEEK_HOLE, past EOF', async (t) => {
-    const e = await t.c.lookup(ROOT, 'sparse');
-    const o = await t.c.open(e.nodeid, 0);
-    const r = [await t.c.lseek(o.fh, 0n, SEEK_HOLE), await t.c.lseek(o.fh, 4096n, SEEK_DATA)].join(' ');
-    const past = await outcome(async () => { await t.c.lseek(o.fh, 2n << 20n, SEEK_DATA); return 'OK'; });
-    await t.c.release(o.fh);
-    return `${r} ${past}`;
-  }],
+  [
+    'READLINK of a file',
+    async (t) =>
+      outcome(async () => {
+        await t.c.readlink((await t.c.lookup(ROOT, 'file')).nodeid);
+        return 'OK';
+      }),
+  ],
+  [
+    'UNLINK a directory',
+    async (t) =>
+      outcome(async () => {
+        await t.c.unlink(ROOT, 'dir');
+        return 'OK';
+      }),
+  ],
+  [
+    'RMDIR non-empty',
+    async (t) =>
+      outcome(async () => {
+        await t.c.rmdir(ROOT, 'full');
+        return 'OK';
+      }),
+  ],
+  [
+    'RENAME2 NOREPLACE onto an existing name',
+    async (t) =>
+      outcome(async () => {
+        await t.c.rename2(ROOT, 'file', ROOT, 'locked', RENAME_NOREPLACE);
+        return 'OK';
+      }),
+  ],
+  [
+    'GETXATTR missing',
+    async (t) =>
+      outcome(async () => {
+        await t.c.getxattr(ROOT, 'user.none', 10);
+        return 'OK';
+      }),
+  ],
+  [
+    'SETXATTR, size-0 GETXATTR, ERANGE, LISTXATTR size',
+    async (t) => {
+      const e = await t.c.lookup(ROOT, 'file');
+      await t.c.setxattr(e.nodeid, 'user.k', Buffer.from('value'));
+      const size = await t.c.getxattr(e.nodeid, 'user.k', 0);
+      const small = await outcome(async () => {
+        await t.c.getxattr(e.nodeid, 'user.k', 2);
+        return 'OK';
+      });
+      const list = await t.c.listxattr(e.nodeid, 0);
+      return `size ${String(size)} small ${small} list ${String(list)}`;
+    },
+  ],
+  [
+    'LSEEK SEEK_DATA/SEEK_HOLE, past EOF',
+    async (t) => {
+      const e = await t.c.lookup(ROOT, 'sparse');
+      const o = await t.c.open(e.nodeid, 0);
+      const r = [await t.c.lseek(o.fh, 0n, SEEK_HOLE), await t.c.lseek(o.fh, 4096n, SEEK_DATA)].join(' ');
+      const past = await outcome(async () => {
+        await t.c.lseek(o.fh, 2n << 20n, SEEK_DATA);
+        return 'OK';
+      });
+      await t.c.release(o.fh);
+      return `${r} ${past}`;
+    },
+  ],
   ['STATFS namelen', async (t) => `namelen ${(await t.c.statfs(ROOT)).namelen}`],
-  ['READDIR names', async (t) => {
-    const h = await t.c.opendir(ROOT);
-    const l = (await t.c.readdirAll(h.fh)) as Dirent[];
-    await t.c.releasedir(h.fh);
-    return l.map((d) => d.name.toString()).filter((n) => !['created', 'newdir', 'suid-keep', 'suid-write'].includes(n)).sort().join(',');
-  }],
-  ['SETLK conflict, GETLK', async (t) => {
-    const e = await t.c.lookup(ROOT, 'locked');
-    const o = await t.c.open(e.nodeid, 2);
-    await t.c.setlk(e.nodeid, o.fh, 1n, { type: 1, start: 0n, end: 9n });
-    const conflict = await outcome(async () => { await t.c.setlk(e.nodeid, o.fh, 2n, { type: 1, start: 5n, end: 5n }); return 'OK'; });
-    const g = await t.c.getlk(e.nodeid, o.fh, 2n, { type: 0 });
-    await t.c.release(o.fh);
-    return `${conflict} holder type ${g.type} ${g.start}-${g.end}`;
-  }],
+  [
+    'READDIR names',
+    async (t) => {
+      const h = await t.c.opendir(ROOT);
+      const l = (await t.c.readdirAll(h.fh)) as Dirent[];
+      await t.c.releasedir(h.fh);
+      return l
+        .map((d) => d.name.toString())
+        .filter((n) => !['created', 'newdir', 'suid-keep', 'suid-write'].includes(n))
+        .sort()
+        .join(',');
+    },
+  ],
+  [
+    'SETLK conflict, GETLK',
+    async (t) => {
+      const e = await t.c.lookup(ROOT, 'locked');
+      const o = await t.c.open(e.nodeid, 2);
+      await t.c.setlk(e.nodeid, o.fh, 1n, { type: 1, start: 0n, end: 9n });
+      const conflict = await outcome(async () => {
+        await t.c.setlk(e.nodeid, o.fh, 2n, { type: 1, start: 5n, end: 5n });
+        return 'OK';
+      });
+      const g = await t.c.getlk(e.nodeid, o.fh, 2n, { type: 0 });
+      await t.c.release(o.fh);
+      return `${conflict} holder type ${g.type} ${g.start}-${g.end}`;
+    },
+  ],
 ];
 
 /**
@@ -190,16 +380,43 @@ const cases: [string, (t: Target) => Promise<string>][] = [
  * came back (the queue is dead for the guest).
  */
 const hostileCases: [string, (t: Target) => Promise<string>][] = [
-  ['LOOKUP name without NUL', async (t) => outcome(async () => { await t.c.call(OP.LOOKUP, [Buffer.from('file')], { nodeid: ROOT }); return 'OK'; })],
-  ['unknown opcode 4096', async (t) => outcome(async () => { await t.c.call(4096, [Buffer.alloc(16)], { nodeid: ROOT }); return 'OK'; })],
-  ['RENAME with a short argument', async (t) => outcome(async () => { await t.c.call(OP.RENAME, [Buffer.alloc(4)], { nodeid: ROOT }); return 'OK'; })],
+  [
+    'LOOKUP name without NUL',
+    async (t) =>
+      outcome(async () => {
+        await t.c.call(OP.LOOKUP, [Buffer.from('file')], { nodeid: ROOT });
+        return 'OK';
+      }),
+  ],
+  [
+    'unknown opcode 4096',
+    async (t) =>
+      outcome(async () => {
+        await t.c.call(4096, [Buffer.alloc(16)], { nodeid: ROOT });
+        return 'OK';
+      }),
+  ],
+  [
+    'RENAME with a short argument',
+    async (t) =>
+      outcome(async () => {
+        await t.c.call(OP.RENAME, [Buffer.alloc(4)], { nodeid: ROOT });
+        return 'OK';
+      }),
+  ],
   ['header len beyond the chain', async (t) => replyErrno(t.c.send(OP.GETATTR, [Buffer.alloc(16)], { nodeid: ROOT, len: IN_HEADER + 4096 }).reply)],
-  ['READ above 1 MiB + 128 KiB', async (t) => {
-    const o = await t.c.open((await t.c.lookup(ROOT, 'file')).nodeid, 0);
-    const r = await outcome(async () => { await t.c.read(o.fh, 0n, (1 << 20) + (1 << 17) + 1, { in: [16, 4096] }); return 'OK'; });
-    await t.c.release(o.fh);
-    return r;
-  }],
+  [
+    'READ above 1 MiB + 128 KiB',
+    async (t) => {
+      const o = await t.c.open((await t.c.lookup(ROOT, 'file')).nodeid, 0);
+      const r = await outcome(async () => {
+        await t.c.read(o.fh, 0n, (1 << 20) + (1 << 17) + 1, { in: [16, 4096] });
+        return 'OK';
+      });
+      await t.c.release(o.fh);
+      return r;
+    },
+  ],
   ['LOOKUP reply buffer too small', async (t) => replyErrno(t.c.send(OP.LOOKUP, [cstr('file')], { nodeid: ROOT, in: [16, 40] }).reply)],
 ];
 
@@ -236,9 +453,25 @@ async function startVirtiofsd(frontends: VhostUserFrontend[]): Promise<Vfsd> {
   populate(shared);
   const sock = path.join(base, 'vfsd.sock');
   let stderr = '';
-  const proc = spawn(loader, ['--library-path', path.join(labRoot, 'usr/lib/x86_64-linux-gnu'), binary, `--socket-path=${sock}`, `--shared-dir=${shared}`,
-    '--sandbox=none', '--xattr', '--cache=auto', '--killpriv-v2', '--log-level=error'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  proc.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const proc = spawn(
+    loader,
+    [
+      '--library-path',
+      path.join(labRoot, 'usr/lib/x86_64-linux-gnu'),
+      binary,
+      `--socket-path=${sock}`,
+      `--shared-dir=${shared}`,
+      '--sandbox=none',
+      '--xattr',
+      '--cache=auto',
+      '--killpriv-v2',
+      '--log-level=error',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  proc.stderr!.on('data', (d: Buffer) => {
+    stderr += d.toString();
+  });
   const stop = (): void => {
     proc.kill('SIGKILL');
     fs.rmSync(base, { recursive: true, force: true });

@@ -31,7 +31,12 @@ function hostCanLock(p: string, kind: 'posix' | 'flock'): boolean {
 }
 
 const hostXattrs = (p: string): string[] =>
-  execFileSync('getfattr', ['-h', '-d', '-m', '-', '--absolute-names', p]).toString().split('\n').filter((l) => l && !l.startsWith('#')).map((l) => l.split('=')[0]!).sort();
+  execFileSync('getfattr', ['-h', '-d', '-m', '-', '--absolute-names', p])
+    .toString()
+    .split('\n')
+    .filter((l) => l && !l.startsWith('#'))
+    .map((l) => l.split('=')[0]!)
+    .sort();
 
 describe('-o no_posix_lock / -o no_flock', () => {
   test('defaults: both lock kinds offered and taken on the host', async () => {
@@ -134,10 +139,13 @@ describe('--posix-acl', () => {
 
 describe('one-way --translate-uid/--translate-gid kinds', () => {
   test('guest:1000:2000:1 maps what the guest creates to host 2000, and shows host ids unmapped', async () => {
-    fx = await new FuseFixture().start({ numRequestQueues: 1, serve: {
-      translateUid: [{ kind: 'guest', guest: 1000, host: 2000, count: 1 }],
-      translateGid: [{ kind: 'host', host: 3000, guest: 100, count: 1 }],
-    } });
+    fx = await new FuseFixture().start({
+      numRequestQueues: 1,
+      serve: {
+        translateUid: [{ kind: 'guest', guest: 1000, host: 2000, count: 1 }],
+        translateGid: [{ kind: 'host', host: 3000, guest: 100, count: 1 }],
+      },
+    });
     const g = await fx.guest();
     fs.chmodSync(fx.dir, 0o777);
     const e = await g.c.mkdir(ROOT, 'd', 0o755, { uid: 1000, gid: 1000 });

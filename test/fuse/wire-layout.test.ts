@@ -5,8 +5,21 @@
 import { describe, expect, test } from '@jest/globals';
 import * as C from '../../protocols/fuse/constants.js';
 import {
-  direntplusSize, direntSize, dtToMode, encodeDirent, encodeGetxattrOut, encodeInitOut, encodeLkOut, encodeLseekOut, encodeStatxOut,
-  encodeWriteOut, entryOut, newDecodeDev, newEncodeDev, noEntryOut, type FuseAttr,
+  direntplusSize,
+  direntSize,
+  dtToMode,
+  encodeDirent,
+  encodeGetxattrOut,
+  encodeInitOut,
+  encodeLkOut,
+  encodeLseekOut,
+  encodeStatxOut,
+  encodeWriteOut,
+  entryOut,
+  newDecodeDev,
+  newEncodeDev,
+  noEntryOut,
+  type FuseAttr,
 } from '../../protocols/fuse/wire.js';
 import { makedev } from '../../src/sys/index.js';
 import { build, offsetOf, sizeOf } from './layout.js';
@@ -72,8 +85,10 @@ describe('size constants are sizeof their linux/fuse.h struct', () => {
   });
 
   test('the compat fuse_init_out sizes end where 7.5 and 7.23 added fields (fuse.h: 8 and 24)', () => {
-    expect([C.FUSE_COMPAT_INIT_OUT_SIZE, C.FUSE_COMPAT_22_INIT_OUT_SIZE])
-      .toEqual([offsetOf('fuse_init_out', 'max_readahead'), offsetOf('fuse_init_out', 'time_gran')]);
+    expect([C.FUSE_COMPAT_INIT_OUT_SIZE, C.FUSE_COMPAT_22_INIT_OUT_SIZE]).toEqual([
+      offsetOf('fuse_init_out', 'max_readahead'),
+      offsetOf('fuse_init_out', 'time_gran'),
+    ]);
   });
 });
 
@@ -100,18 +115,37 @@ describe('locks', () => {
   });
 
   test('fuse_lk_out: no conflict (F_UNLCK, pid 0)', () => {
-    expect(hex(encodeLkOut({ start: 10n, end: 20n, type: 2, pid: 0 }))).toBe(hex(build('fuse_lk_out', { 'lk.start': 10, 'lk.end': 20, 'lk.type': 2 })));
+    expect(hex(encodeLkOut({ start: 10n, end: 20n, type: 2, pid: 0 }))).toBe(
+      hex(build('fuse_lk_out', { 'lk.start': 10, 'lk.end': 20, 'lk.type': 2 })),
+    );
   });
 });
 
 describe('fuse_init_out', () => {
   const init = {
-    major: 7, minor: 39, maxReadahead: 0x20000, flags: (1n << 34n) | (1n << 30n) | 0x8000_0001n,
-    maxBackground: 64, congestionThreshold: 48, maxWrite: 0x100000, timeGran: 1, maxPages: 256, mapAlignment: 12,
+    major: 7,
+    minor: 39,
+    maxReadahead: 0x20000,
+    flags: (1n << 34n) | (1n << 30n) | 0x8000_0001n,
+    maxBackground: 64,
+    congestionThreshold: 48,
+    maxWrite: 0x100000,
+    timeGran: 1,
+    maxPages: 256,
+    mapAlignment: 12,
   };
   const want = build('fuse_init_out', {
-    major: 7, minor: 39, max_readahead: 0x20000, flags: 0xc000_0001, flags2: 0x4,
-    max_background: 64, congestion_threshold: 48, max_write: 0x100000, time_gran: 1, max_pages: 256, map_alignment: 12,
+    major: 7,
+    minor: 39,
+    max_readahead: 0x20000,
+    flags: 0xc000_0001,
+    flags2: 0x4,
+    max_background: 64,
+    congestion_threshold: 48,
+    max_write: 0x100000,
+    time_gran: 1,
+    max_pages: 256,
+    map_alignment: 12,
   });
 
   test('every field where fuse.h puts it; the 64 flags split into flags and flags2', () => {
@@ -126,20 +160,53 @@ describe('fuse_init_out', () => {
 
 describe('fuse_statx_out', () => {
   const x = {
-    mask: 0xfff, blksize: 4096, attributes: 0x20n, nlink: 3, uid: 0xfffffffe, gid: 5, mode: 0o120777, ino: 0x1122334455667788n,
-    size: 2n ** 40n + 1n, blocks: 17, attributesMask: 0x30n,
-    atime: { sec: -5, nsec: 1 }, btime: { sec: 2n ** 33n, nsec: 2 }, ctime: { sec: 7, nsec: 999_999_999 }, mtime: { sec: 8, nsec: 4 },
-    rdevMajor: 259, rdevMinor: 0x12345, devMajor: 8, devMinor: 1,
+    mask: 0xfff,
+    blksize: 4096,
+    attributes: 0x20n,
+    nlink: 3,
+    uid: 0xfffffffe,
+    gid: 5,
+    mode: 0o120777,
+    ino: 0x1122334455667788n,
+    size: 2n ** 40n + 1n,
+    blocks: 17,
+    attributesMask: 0x30n,
+    atime: { sec: -5, nsec: 1 },
+    btime: { sec: 2n ** 33n, nsec: 2 },
+    ctime: { sec: 7, nsec: 999_999_999 },
+    mtime: { sec: 8, nsec: 4 },
+    rdevMajor: 259,
+    rdevMinor: 0x12345,
+    devMajor: 8,
+    devMinor: 1,
   };
-  const time = (f: string, t: { sec: number | bigint; nsec: number }): Record<string, number | bigint> =>
-    ({ [`stat.${f}.tv_sec`]: BigInt(t.sec), [`stat.${f}.tv_nsec`]: t.nsec });
+  const time = (f: string, t: { sec: number | bigint; nsec: number }): Record<string, number | bigint> => ({
+    [`stat.${f}.tv_sec`]: BigInt(t.sec),
+    [`stat.${f}.tv_nsec`]: t.nsec,
+  });
 
   test('every field of fuse_statx where fuse.h 7.39 puts it, after the attribute timeout', () => {
     const want = build('fuse_statx_out', {
-      attr_valid: 86400, 'stat.mask': 0xfff, 'stat.blksize': 4096, 'stat.attributes': 0x20n, 'stat.nlink': 3, 'stat.uid': 0xfffffffe,
-      'stat.gid': 5, 'stat.mode': 0o120777, 'stat.ino': x.ino, 'stat.size': x.size, 'stat.blocks': 17, 'stat.attributes_mask': 0x30n,
-      ...time('atime', x.atime), ...time('btime', x.btime), ...time('ctime', x.ctime), ...time('mtime', x.mtime),
-      'stat.rdev_major': 259, 'stat.rdev_minor': 0x12345, 'stat.dev_major': 8, 'stat.dev_minor': 1,
+      attr_valid: 86400,
+      'stat.mask': 0xfff,
+      'stat.blksize': 4096,
+      'stat.attributes': 0x20n,
+      'stat.nlink': 3,
+      'stat.uid': 0xfffffffe,
+      'stat.gid': 5,
+      'stat.mode': 0o120777,
+      'stat.ino': x.ino,
+      'stat.size': x.size,
+      'stat.blocks': 17,
+      'stat.attributes_mask': 0x30n,
+      ...time('atime', x.atime),
+      ...time('btime', x.btime),
+      ...time('ctime', x.ctime),
+      ...time('mtime', x.mtime),
+      'stat.rdev_major': 259,
+      'stat.rdev_minor': 0x12345,
+      'stat.dev_major': 8,
+      'stat.dev_minor': 1,
     });
     expect(hex(encodeStatxOut(86400, x))).toBe(hex(want));
   });
@@ -147,9 +214,20 @@ describe('fuse_statx_out', () => {
   test('a time left out (no birth time) and the optional fields stay zero', () => {
     const { btime: _b, attributes: _a, attributesMask: _m, devMajor: _j, devMinor: _n, ...rest } = x;
     const want = build('fuse_statx_out', {
-      'stat.mask': 0xfff, 'stat.blksize': 4096, 'stat.nlink': 3, 'stat.uid': 0xfffffffe, 'stat.gid': 5, 'stat.mode': 0o120777,
-      'stat.ino': x.ino, 'stat.size': x.size, 'stat.blocks': 17,
-      ...time('atime', x.atime), ...time('ctime', x.ctime), ...time('mtime', x.mtime), 'stat.rdev_major': 259, 'stat.rdev_minor': 0x12345,
+      'stat.mask': 0xfff,
+      'stat.blksize': 4096,
+      'stat.nlink': 3,
+      'stat.uid': 0xfffffffe,
+      'stat.gid': 5,
+      'stat.mode': 0o120777,
+      'stat.ino': x.ino,
+      'stat.size': x.size,
+      'stat.blocks': 17,
+      ...time('atime', x.atime),
+      ...time('ctime', x.ctime),
+      ...time('mtime', x.mtime),
+      'stat.rdev_major': 259,
+      'stat.rdev_minor': 0x12345,
     });
     expect(hex(encodeStatxOut(0, rest))).toBe(hex(want));
   });
@@ -162,8 +240,19 @@ describe('fuse_dirent and fuse_direntplus', () => {
     return Buffer.concat([n, Buffer.alloc(((fixed + n.length + 7) & ~7) - fixed - n.length)]);
   };
   const attr: FuseAttr = {
-    ino: 0x99n, size: 12, blocks: 8, atime: { sec: 1, nsec: 2 }, mtime: { sec: 3, nsec: 4 }, ctime: { sec: 5, nsec: 6 },
-    mode: 0o100644, nlink: 1, uid: 7, gid: 8, rdev: 0, blksize: 4096, flags: 0,
+    ino: 0x99n,
+    size: 12,
+    blocks: 8,
+    atime: { sec: 1, nsec: 2 },
+    mtime: { sec: 3, nsec: 4 },
+    ctime: { sec: 5, nsec: 6 },
+    mode: 0o100644,
+    nlink: 1,
+    uid: 7,
+    gid: 8,
+    rdev: 0,
+    blksize: 4096,
+    flags: 0,
   };
 
   test('FUSE_DIRENT_SIZE and FUSE_DIRENTPLUS_SIZE: the fixed part plus the name, to 64 bits', () => {
@@ -191,9 +280,17 @@ describe('fuse_dirent and fuse_direntplus', () => {
     const b = Buffer.alloc(200, 0xff);
     noEntryOut(dtToMode(4), b, 8);
     const n = encodeDirent(b, 8 + C.ENTRY_OUT_SIZE, { ino: 2n, off: 9n, type: 4, name: Buffer.from('..') });
-    const want = build('fuse_direntplus', {
-      'entry_out.attr.mode': 0o040000, 'dirent.ino': 2, 'dirent.off': 9, 'dirent.namelen': 2, 'dirent.type': 4,
-    }, padded('..', 152));
+    const want = build(
+      'fuse_direntplus',
+      {
+        'entry_out.attr.mode': 0o040000,
+        'dirent.ino': 2,
+        'dirent.off': 9,
+        'dirent.namelen': 2,
+        'dirent.type': 4,
+      },
+      padded('..', 152),
+    );
     expect(C.ENTRY_OUT_SIZE + n).toBe(direntplusSize(2));
     expect(hex(b.subarray(8, 8 + direntplusSize(2)))).toBe(hex(want));
   });
@@ -202,13 +299,33 @@ describe('fuse_dirent and fuse_direntplus', () => {
     const b = Buffer.alloc(direntplusSize(4));
     entryOut(42n, { entry: 1, attr: 2 }, attr, b, 0);
     encodeDirent(b, C.ENTRY_OUT_SIZE, { ino: 0x99n, off: 10n, type: 8, name: Buffer.from('file') });
-    const want = build('fuse_direntplus', {
-      'entry_out.nodeid': 42, 'entry_out.entry_valid': 1, 'entry_out.attr_valid': 2,
-      'entry_out.attr.ino': 0x99, 'entry_out.attr.size': 12, 'entry_out.attr.blocks': 8, 'entry_out.attr.atime': 1, 'entry_out.attr.mtime': 3,
-      'entry_out.attr.ctime': 5, 'entry_out.attr.atimensec': 2, 'entry_out.attr.mtimensec': 4, 'entry_out.attr.ctimensec': 6,
-      'entry_out.attr.mode': 0o100644, 'entry_out.attr.nlink': 1, 'entry_out.attr.uid': 7, 'entry_out.attr.gid': 8, 'entry_out.attr.blksize': 4096,
-      'dirent.ino': 0x99, 'dirent.off': 10, 'dirent.namelen': 4, 'dirent.type': 8,
-    }, padded('file', 152));
+    const want = build(
+      'fuse_direntplus',
+      {
+        'entry_out.nodeid': 42,
+        'entry_out.entry_valid': 1,
+        'entry_out.attr_valid': 2,
+        'entry_out.attr.ino': 0x99,
+        'entry_out.attr.size': 12,
+        'entry_out.attr.blocks': 8,
+        'entry_out.attr.atime': 1,
+        'entry_out.attr.mtime': 3,
+        'entry_out.attr.ctime': 5,
+        'entry_out.attr.atimensec': 2,
+        'entry_out.attr.mtimensec': 4,
+        'entry_out.attr.ctimensec': 6,
+        'entry_out.attr.mode': 0o100644,
+        'entry_out.attr.nlink': 1,
+        'entry_out.attr.uid': 7,
+        'entry_out.attr.gid': 8,
+        'entry_out.attr.blksize': 4096,
+        'dirent.ino': 0x99,
+        'dirent.off': 10,
+        'dirent.namelen': 4,
+        'dirent.type': 8,
+      },
+      padded('file', 152),
+    );
     expect(hex(b)).toBe(hex(want));
   });
 
@@ -218,10 +335,17 @@ describe('fuse_dirent and fuse_direntplus', () => {
   });
 });
 
-describe('device numbers (fuse_attr.rdev, fuse_mknod_in.rdev: the kernel\'s new_encode_dev form)', () => {
+describe("device numbers (fuse_attr.rdev, fuse_mknod_in.rdev: the kernel's new_encode_dev form)", () => {
   // new_encode_dev(MKDEV(ma, mi)) = (mi & 0xff) | (ma << 8) | ((mi & ~0xff) << 12), ma < 2^12, mi < 2^20
   const kernel = (ma: number, mi: number): number => ((mi & 0xff) | (ma << 8) | ((mi & ~0xff) << 12)) >>> 0;
-  const devs: [number, number][] = [[0, 0], [1, 3], [8, 17], [259, 0x12345], [0xfff, 0xfffff], [136, 256]];
+  const devs: [number, number][] = [
+    [0, 0],
+    [1, 3],
+    [8, 17],
+    [259, 0x12345],
+    [0xfff, 0xfffff],
+    [136, 256],
+  ];
 
   test.each(devs)('makedev(%i, %i) both ways', (ma, mi) => {
     expect(newEncodeDev(makedev(ma, mi))).toBe(BigInt(kernel(ma, mi)));

@@ -7,8 +7,19 @@ import { ATTR_OUT_SIZE, ENTRY_OUT_SIZE, OPEN_OUT_SIZE, OUT_HEADER_SIZE } from '.
 import { SysError } from '../../src/sys/index.js';
 
 const attr: FuseAttr = {
-  ino: 0x1122334455667788n, size: 2n ** 40n, blocks: 9, atime: { sec: -5, nsec: 1 }, mtime: { sec: 2n ** 33n, nsec: 2 },
-  ctime: { sec: 7, nsec: 999_999_999 }, mode: 0o100644, nlink: 3, uid: 0xfffffffe, gid: 4, rdev: 0x12345, blksize: 4096, flags: 1,
+  ino: 0x1122334455667788n,
+  size: 2n ** 40n,
+  blocks: 9,
+  atime: { sec: -5, nsec: 1 },
+  mtime: { sec: 2n ** 33n, nsec: 2 },
+  ctime: { sec: 7, nsec: 999_999_999 },
+  mode: 0o100644,
+  nlink: 3,
+  uid: 0xfffffffe,
+  gid: 4,
+  rdev: 0x12345,
+  blksize: 4096,
+  flags: 1,
 };
 
 describe('ArgReader', () => {

@@ -67,12 +67,33 @@ afterAll(async () => {
   tree?.cleanup();
 });
 
-const NAMES: (string | Buffer)[] = ['a', 'b', 'data', 'sub', '..', '.', '', 'x/y', '/', 'hello.txt', 'escape', 'scratch',
-  Buffer.from('n\0ul'), Buffer.from([0xff, 0xfe]), 'a'.repeat(255), 'b'.repeat(300)];
+const NAMES: (string | Buffer)[] = [
+  'a',
+  'b',
+  'data',
+  'sub',
+  '..',
+  '.',
+  '',
+  'x/y',
+  '/',
+  'hello.txt',
+  'escape',
+  'scratch',
+  Buffer.from('n\0ul'),
+  Buffer.from([0xff, 0xfe]),
+  'a'.repeat(255),
+  'b'.repeat(300),
+];
 const U32S = [0, 1, 2, 7, 0x7f, 0x80, 0xff, 0x100, 0xfff, 0x1000, 0xffff, 0x10000, 65536 - 11, 65537, 0x7fffffff, 0x80000000, 0xfffffffe, 0xffffffff];
 const U64S: bigint[] = [0n, 1n, 4095n, 4096n, 65536n, 2n ** 31n, 2n ** 32n, 2n ** 53n, 2n ** 62n, 2n ** 63n - 1n, 2n ** 63n, 2n ** 64n - 1n];
 
-interface Conn { c: P9Client; root: number; scratch: number; sent: number }
+interface Conn {
+  c: P9Client;
+  root: number;
+  scratch: number;
+  sent: number;
+}
 
 async function setup(c: P9Client, r: Rng): Promise<{ root: number; scratch: number }> {
   await c.version(r.pick([4096, 8192, 65536, 1 << 20]));
@@ -90,9 +111,36 @@ function genValid(r: Rng, conn: Conn): { type: number; body: Buffer } {
   const u32 = () => (r.chance(0.5) ? r.int(4096) : r.pick(U32S));
   const u64 = () => (r.chance(0.5) ? BigInt(r.int(100_000)) : r.pick(U64S));
   const w = new Writer();
-  const t = r.pick([T.walk, T.walk, T.lopen, T.lcreate, T.getattr, T.setattr, T.readdir, T.read, T.read, T.write, T.clunk,
-    T.remove, T.statfs, T.fsync, T.lock, T.getlock, T.xattrwalk, T.xattrcreate, T.readlink, T.symlink, T.mknod,
-    T.link, T.mkdir, T.rename, T.renameat, T.unlinkat, T.flush, T.version]);
+  const t = r.pick([
+    T.walk,
+    T.walk,
+    T.lopen,
+    T.lcreate,
+    T.getattr,
+    T.setattr,
+    T.readdir,
+    T.read,
+    T.read,
+    T.write,
+    T.clunk,
+    T.remove,
+    T.statfs,
+    T.fsync,
+    T.lock,
+    T.getlock,
+    T.xattrwalk,
+    T.xattrcreate,
+    T.readlink,
+    T.symlink,
+    T.mknod,
+    T.link,
+    T.mkdir,
+    T.rename,
+    T.renameat,
+    T.unlinkat,
+    T.flush,
+    T.version,
+  ]);
   switch (t) {
     case T.walk: {
       w.u32(fid()).u32(newfid());
@@ -101,28 +149,108 @@ function genValid(r: Rng, conn: Conn): { type: number; body: Buffer } {
       for (let i = 0; i < n; i++) w.str(name());
       break;
     }
-    case T.lopen: w.u32(fid()).u32(r.pick([O.RDONLY, O.WRONLY, O.RDWR, O.RDWR | O.TRUNC, O.RDONLY | O.DIRECTORY, u32()])); break;
-    case T.lcreate: w.u32(fid()).str(name()).u32(r.pick([O.RDWR | O.CREAT, O.WRONLY | O.CREAT | O.EXCL, u32()])).u32(r.pick([0o644, 0o777, u32()])).u32(NOBODY); break;
-    case T.getattr: w.u32(fid()).u64(r.pick([0x3fffn, 0x7ffn, u64()])); break;
-    case T.setattr: w.u32(fid()).u32(r.int(0x200)).u32(u32()).u32(u32()).u32(u32()).u64(r.chance(0.8) ? BigInt(r.int(100_000)) : u64()).u64(u64()).u64(u64()).u64(u64()).u64(u64()); break;
-    case T.readdir: w.u32(fid()).u64(u64()).u32(u32()); break;
-    case T.read: w.u32(fid()).u64(u64()).u32(u32()); break;
-    case T.write: { const d = r.bytes(r.int(r.chance(0.9) ? 200 : 3000)); w.u32(fid()).u64(r.chance(0.9) ? BigInt(r.int(20_000)) : u64()).u32(d.length).bytes(d); break; }
-    case T.clunk: case T.remove: case T.statfs: case T.readlink: w.u32(fid()); break;
-    case T.fsync: w.u32(fid()).u32(r.int(2)); break;
-    case T.lock: w.u32(fid()).u8(r.int(4)).u32(r.int(4)).u64(u64()).u64(u64()).u32(u32()).str(name()); break;
-    case T.getlock: w.u32(fid()).u8(r.int(4)).u64(u64()).u64(u64()).u32(u32()).str(name()); break;
-    case T.xattrwalk: w.u32(fid()).u32(newfid()).str(r.pick(['', 'user.a', 'user.b', 'trusted.x', 'security.selinux', 'system.posix_acl_access', name()])); break;
-    case T.xattrcreate: w.u32(fid()).str(r.pick(['user.a', 'user.b', 'trusted.x', name()])).u64(r.chance(0.8) ? BigInt(r.int(100)) : u64()).u32(r.int(4)); break;
-    case T.symlink: w.u32(fid()).str(name()).str(name()).u32(NOBODY); break;
-    case T.mknod: w.u32(fid()).str(name()).u32(r.pick([0o100644, 0o010644, 0o140644, 0o020644, 0o060644, 0o040755, u32()])).u32(r.int(300)).u32(r.int(300)).u32(NOBODY); break;
-    case T.link: w.u32(fid()).u32(fid()).str(name()); break;
-    case T.mkdir: w.u32(fid()).str(name()).u32(r.pick([0o755, 0o777, u32()])).u32(NOBODY); break;
-    case T.rename: w.u32(fid()).u32(fid()).str(name()); break;
-    case T.renameat: w.u32(fid()).str(name()).u32(fid()).str(name()); break;
-    case T.unlinkat: w.u32(fid()).str(name()).u32(r.pick([0, 0x200, u32()])); break;
-    case T.flush: w.u16(r.int(0x10000)); break;
-    case T.version: w.u32(r.pick([4096, 8192, 65536, u32()])).str(r.pick(['9P2000.L', '9P2000', 'x', ''])); break;
+    case T.lopen:
+      w.u32(fid()).u32(r.pick([O.RDONLY, O.WRONLY, O.RDWR, O.RDWR | O.TRUNC, O.RDONLY | O.DIRECTORY, u32()]));
+      break;
+    case T.lcreate:
+      w.u32(fid())
+        .str(name())
+        .u32(r.pick([O.RDWR | O.CREAT, O.WRONLY | O.CREAT | O.EXCL, u32()]))
+        .u32(r.pick([0o644, 0o777, u32()]))
+        .u32(NOBODY);
+      break;
+    case T.getattr:
+      w.u32(fid()).u64(r.pick([0x3fffn, 0x7ffn, u64()]));
+      break;
+    case T.setattr:
+      w.u32(fid())
+        .u32(r.int(0x200))
+        .u32(u32())
+        .u32(u32())
+        .u32(u32())
+        .u64(r.chance(0.8) ? BigInt(r.int(100_000)) : u64())
+        .u64(u64())
+        .u64(u64())
+        .u64(u64())
+        .u64(u64());
+      break;
+    case T.readdir:
+      w.u32(fid()).u64(u64()).u32(u32());
+      break;
+    case T.read:
+      w.u32(fid()).u64(u64()).u32(u32());
+      break;
+    case T.write: {
+      const d = r.bytes(r.int(r.chance(0.9) ? 200 : 3000));
+      w.u32(fid())
+        .u64(r.chance(0.9) ? BigInt(r.int(20_000)) : u64())
+        .u32(d.length)
+        .bytes(d);
+      break;
+    }
+    case T.clunk:
+    case T.remove:
+    case T.statfs:
+    case T.readlink:
+      w.u32(fid());
+      break;
+    case T.fsync:
+      w.u32(fid()).u32(r.int(2));
+      break;
+    case T.lock:
+      w.u32(fid()).u8(r.int(4)).u32(r.int(4)).u64(u64()).u64(u64()).u32(u32()).str(name());
+      break;
+    case T.getlock:
+      w.u32(fid()).u8(r.int(4)).u64(u64()).u64(u64()).u32(u32()).str(name());
+      break;
+    case T.xattrwalk:
+      w.u32(fid())
+        .u32(newfid())
+        .str(r.pick(['', 'user.a', 'user.b', 'trusted.x', 'security.selinux', 'system.posix_acl_access', name()]));
+      break;
+    case T.xattrcreate:
+      w.u32(fid())
+        .str(r.pick(['user.a', 'user.b', 'trusted.x', name()]))
+        .u64(r.chance(0.8) ? BigInt(r.int(100)) : u64())
+        .u32(r.int(4));
+      break;
+    case T.symlink:
+      w.u32(fid()).str(name()).str(name()).u32(NOBODY);
+      break;
+    case T.mknod:
+      w.u32(fid())
+        .str(name())
+        .u32(r.pick([0o100644, 0o010644, 0o140644, 0o020644, 0o060644, 0o040755, u32()]))
+        .u32(r.int(300))
+        .u32(r.int(300))
+        .u32(NOBODY);
+      break;
+    case T.link:
+      w.u32(fid()).u32(fid()).str(name());
+      break;
+    case T.mkdir:
+      w.u32(fid())
+        .str(name())
+        .u32(r.pick([0o755, 0o777, u32()]))
+        .u32(NOBODY);
+      break;
+    case T.rename:
+      w.u32(fid()).u32(fid()).str(name());
+      break;
+    case T.renameat:
+      w.u32(fid()).str(name()).u32(fid()).str(name());
+      break;
+    case T.unlinkat:
+      w.u32(fid())
+        .str(name())
+        .u32(r.pick([0, 0x200, u32()]));
+      break;
+    case T.flush:
+      w.u16(r.int(0x10000));
+      break;
+    case T.version:
+      w.u32(r.pick([4096, 8192, 65536, u32()])).str(r.pick(['9P2000.L', '9P2000', 'x', '']));
+      break;
   }
   return { type: t, body: w.done() };
 }
@@ -131,13 +259,29 @@ function genValid(r: Rng, conn: Conn): { type: number; body: Buffer } {
 function mutateBody(r: Rng, type: number, body: Buffer): { type: number; body: Buffer } {
   let b = Buffer.from(body);
   switch (r.int(7)) {
-    case 0: return { type, body: b };
-    case 1: for (let i = r.int(4) + 1; i > 0 && b.length; i--) b[r.int(b.length)] ^= 1 << r.int(8); break;
-    case 2: type = r.chance(0.5) ? r.int(256) : r.pick([0, 6, 7, 9, 99, 101, 106, 112, 124, 127, 200, 255]); break;
-    case 3: b = b.subarray(0, r.int(b.length + 1)); break;
-    case 4: b = Buffer.concat([b, r.bytes(r.int(64))]); break;
-    case 5: if (b.length >= 4) { const at = r.int(b.length - 3); b.writeUInt32LE(r.pick(U32S), at); } break;
-    case 6: b = r.bytes(r.int(100)); break;
+    case 0:
+      return { type, body: b };
+    case 1:
+      for (let i = r.int(4) + 1; i > 0 && b.length; i--) b[r.int(b.length)] ^= 1 << r.int(8);
+      break;
+    case 2:
+      type = r.chance(0.5) ? r.int(256) : r.pick([0, 6, 7, 9, 99, 101, 106, 112, 124, 127, 200, 255]);
+      break;
+    case 3:
+      b = b.subarray(0, r.int(b.length + 1));
+      break;
+    case 4:
+      b = Buffer.concat([b, r.bytes(r.int(64))]);
+      break;
+    case 5:
+      if (b.length >= 4) {
+        const at = r.int(b.length - 3);
+        b.writeUInt32LE(r.pick(U32S), at);
+      }
+      break;
+    case 6:
+      b = r.bytes(r.int(100));
+      break;
   }
   return { type, body: b };
 }
@@ -184,11 +328,21 @@ test(`fuzz (seed ${seed})`, async () => {
         const g = genValid(r, t);
         const f = frame(g.type, r.int(0xfff0), g.body);
         switch (r.int(5)) {
-          case 0: f.writeUInt32LE(r.pick([0, 1, 6]), 0); break;
-          case 1: f.writeUInt32LE(f.length + 1 + r.int(100), 0); break;
-          case 2: f.writeUInt32LE(r.pick([0xffffffff, 0x7fffffff, t.c.msize + 1]), 0); break;
-          case 3: t.c.sendRaw(f.subarray(0, r.int(f.length))); break;
-          case 4: f.writeUInt32LE(Math.max(7, f.length - 1 - r.int(Math.max(1, f.length - 7))), 0); break;
+          case 0:
+            f.writeUInt32LE(r.pick([0, 1, 6]), 0);
+            break;
+          case 1:
+            f.writeUInt32LE(f.length + 1 + r.int(100), 0);
+            break;
+          case 2:
+            f.writeUInt32LE(r.pick([0xffffffff, 0x7fffffff, t.c.msize + 1]), 0);
+            break;
+          case 3:
+            t.c.sendRaw(f.subarray(0, r.int(f.length)));
+            break;
+          case 4:
+            f.writeUInt32LE(Math.max(7, f.length - 1 - r.int(Math.max(1, f.length - 7))), 0);
+            break;
         }
         if (!forbidden(f.readUInt8(4))) t.c.sendRaw(f);
         await new Promise((res) => setTimeout(res, r.int(5)));

@@ -18,7 +18,10 @@ import { createHash } from 'node:crypto';
 
 /** What the target says went wrong; anything else thrown by exec() is a finding too. */
 export class Finding extends Error {
-  constructor(readonly kind: 'crash' | 'hang' | 'no-answer' | 'bad-reply' | 'escape' | 'property', message: string) {
+  constructor(
+    readonly kind: 'crash' | 'hang' | 'no-answer' | 'bad-reply' | 'escape' | 'property',
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -105,35 +108,70 @@ export function mutate(r: Rng, b: Buffer, maxLen: number, others: readonly Buffe
   for (let k = 0; k < n; k++) {
     const len = out.length;
     switch (r.int(12)) {
-      case 0: if (len) out[r.int(len)] ^= 1 << r.int(8); break;
-      case 1: if (len) out[r.int(len)] = r.int(256); break;
-      case 2: if (len) out[r.int(len)] = INTERESTING_8[r.int(INTERESTING_8.length)]!; break;
-      case 3: if (len >= 2) out.writeUInt16LE(INTERESTING_32[r.int(INTERESTING_32.length)]! & 0xffff, r.int(len - 1)); break;
-      case 4: if (len >= 4) out.writeUInt32LE(INTERESTING_32[r.int(INTERESTING_32.length)]! >>> 0, r.int(len - 3)); break;
-      case 5: if (len >= 4) { const at = r.int(len - 3); out.writeUInt32LE((out.readUInt32LE(at) + r.int(33) - 16) >>> 0, at); } break;
-      case 6: { // insert random bytes
+      case 0:
+        if (len) out[r.int(len)] ^= 1 << r.int(8);
+        break;
+      case 1:
+        if (len) out[r.int(len)] = r.int(256);
+        break;
+      case 2:
+        if (len) out[r.int(len)] = INTERESTING_8[r.int(INTERESTING_8.length)]!;
+        break;
+      case 3:
+        if (len >= 2) out.writeUInt16LE(INTERESTING_32[r.int(INTERESTING_32.length)]! & 0xffff, r.int(len - 1));
+        break;
+      case 4:
+        if (len >= 4) out.writeUInt32LE(INTERESTING_32[r.int(INTERESTING_32.length)]! >>> 0, r.int(len - 3));
+        break;
+      case 5:
+        if (len >= 4) {
+          const at = r.int(len - 3);
+          out.writeUInt32LE((out.readUInt32LE(at) + r.int(33) - 16) >>> 0, at);
+        }
+        break;
+      case 6: {
+        // insert random bytes
         const at = r.int(len + 1);
         const ins = Buffer.from(Array.from({ length: 1 + r.int(8) }, () => r.int(256)));
         out = Buffer.concat([out.subarray(0, at), ins, out.subarray(at)]);
         break;
       }
-      case 7: if (len) { const at = r.int(len); out = Buffer.concat([out.subarray(0, at), out.subarray(at + 1 + r.int(Math.min(16, len - at)))]); } break;
-      case 8: out = out.subarray(0, r.int(len + 1)); break;
-      case 9: if (len) { const at = r.int(len); const l = 1 + r.int(Math.min(32, len - at)); out = Buffer.concat([out.subarray(0, at + l), out.subarray(at, at + l), out.subarray(at + l)]); } break;
-      case 10: { // splice with another input
+      case 7:
+        if (len) {
+          const at = r.int(len);
+          out = Buffer.concat([out.subarray(0, at), out.subarray(at + 1 + r.int(Math.min(16, len - at)))]);
+        }
+        break;
+      case 8:
+        out = out.subarray(0, r.int(len + 1));
+        break;
+      case 9:
+        if (len) {
+          const at = r.int(len);
+          const l = 1 + r.int(Math.min(32, len - at));
+          out = Buffer.concat([out.subarray(0, at + l), out.subarray(at, at + l), out.subarray(at + l)]);
+        }
+        break;
+      case 10: {
+        // splice with another input
         const o = others[r.int(others.length)];
         if (!o?.length) break;
         const from = r.int(o.length);
         const piece = o.subarray(from, from + 1 + r.int(o.length - from));
         const at = r.int(len + 1);
-        out = r.chance(0.5) ? Buffer.concat([out.subarray(0, at), piece]) : Buffer.concat([out.subarray(0, at), piece, out.subarray(at + piece.length)]);
+        out = r.chance(0.5)
+          ? Buffer.concat([out.subarray(0, at), piece])
+          : Buffer.concat([out.subarray(0, at), piece, out.subarray(at + piece.length)]);
         break;
       }
-      case 11: { // a dictionary word over or into the input
+      case 11: {
+        // a dictionary word over or into the input
         const d = dict[r.int(dict.length)];
         if (!d) break;
         const at = r.int(len + 1);
-        out = r.chance(0.5) ? Buffer.concat([out.subarray(0, at), d, out.subarray(at + d.length)]) : Buffer.concat([out.subarray(0, at), d, out.subarray(at)]);
+        out = r.chance(0.5)
+          ? Buffer.concat([out.subarray(0, at), d, out.subarray(at + d.length)])
+          : Buffer.concat([out.subarray(0, at), d, out.subarray(at)]);
         break;
       }
     }
@@ -158,7 +196,10 @@ class Coverage {
   private post(method: string, params?: object): unknown {
     let out: unknown;
     let err: Error | null = null;
-    this.s.post(method, params ?? {}, (e, r) => { err = e; out = r; });
+    this.s.post(method, params ?? {}, (e, r) => {
+      err = e;
+      out = r;
+    });
     if (err) throw err;
     return out;
   }
@@ -180,7 +221,10 @@ class Coverage {
         const top = fn.ranges[0];
         if (!top || top.count === 0) continue;
         const fk = `${u}:${top.startOffset}`;
-        if (!this.seen.has(fk)) { this.seen.add(fk); fresh = true; }
+        if (!this.seen.has(fk)) {
+          this.seen.add(fk);
+          fresh = true;
+        }
         let known = this.blocks.get(fk);
         const notRun = new Set<string>();
         for (let i = 1; i < fn.ranges.length; i++) {
@@ -188,10 +232,16 @@ class Coverage {
           const bk = `${fk}/${b.startOffset}-${b.endOffset}`;
           if (b.count === 0) notRun.add(bk);
         }
-        if (!known) { known = new Set(); this.blocks.set(fk, known); }
+        if (!known) {
+          known = new Set();
+          this.blocks.set(fk, known);
+        }
         for (const bk of notRun) known.add(bk);
         for (const bk of known) {
-          if (!notRun.has(bk) && !this.seen.has(bk)) { this.seen.add(bk); fresh = true; }
+          if (!notRun.has(bk) && !this.seen.has(bk)) {
+            this.seen.add(bk);
+            fresh = true;
+          }
         }
       }
     }
@@ -199,14 +249,22 @@ class Coverage {
   }
 
   stop(): void {
-    try { this.post('Profiler.stopPreciseCoverage'); this.post('Profiler.disable'); } catch { /* already gone */ }
+    try {
+      this.post('Profiler.stopPreciseCoverage');
+      this.post('Profiler.disable');
+    } catch {
+      /* already gone */
+    }
     this.s.disconnect();
   }
 }
 
 export function loadCorpus(dir: string): Buffer[] {
   if (!fs.existsSync(dir)) return [];
-  return fs.readdirSync(dir).sort().filter((f) => !f.startsWith('.') && !f.endsWith('.md'))
+  return fs
+    .readdirSync(dir)
+    .sort()
+    .filter((f) => !f.startsWith('.') && !f.endsWith('.md'))
     .map((f) => fs.readFileSync(path.join(dir, f)));
 }
 
@@ -215,7 +273,10 @@ export const inputName = (b: Buffer): string => createHash('sha1').update(b).dig
 function describeError(e: unknown): { kind: string; message: string } {
   if (e instanceof Finding) return { kind: e.kind, message: e.message };
   const err = e as Error;
-  return { kind: 'uncaught', message: `${err?.name ?? 'Error'}: ${err?.message ?? String(e)}\n${(err?.stack ?? '').split('\n').slice(1, 6).join('\n')}` };
+  return {
+    kind: 'uncaught',
+    message: `${err?.name ?? 'Error'}: ${err?.message ?? String(e)}\n${(err?.stack ?? '').split('\n').slice(1, 6).join('\n')}`,
+  };
 }
 
 /** Runs one target for o.ms milliseconds. */
@@ -245,7 +306,11 @@ export async function fuzz(target: FuzzTarget, o: FuzzOptions): Promise<FuzzResu
     }
     findings.push(f);
     // The instance may be wedged or half-broken: start a fresh one.
-    try { await inst.stop(); } catch { /* it failed already */ }
+    try {
+      await inst.stop();
+    } catch {
+      /* it failed already */
+    }
     inst = await target.start();
   };
 
@@ -259,7 +324,11 @@ export async function fuzz(target: FuzzTarget, o: FuzzOptions): Promise<FuzzResu
       return;
     }
     if (execs % checkEvery === 0) {
-      try { await inst.check(); } catch (e) { await record(input, new Finding('no-answer', `after this input a good request failed: ${(e as Error).message}`)); }
+      try {
+        await inst.check();
+      } catch (e) {
+        await record(input, new Finding('no-answer', `after this input a good request failed: ${(e as Error).message}`));
+      }
     }
     if (execs % 256 === 0) o.onProgress?.(execs);
   };
@@ -287,12 +356,24 @@ export async function fuzz(target: FuzzTarget, o: FuzzOptions): Promise<FuzzResu
         }
       }
     }
-    try { await inst.check(); } catch (e) { await record(Buffer.alloc(0), new Finding('no-answer', `at the end a good request failed: ${(e as Error).message}`)); }
+    try {
+      await inst.check();
+    } catch (e) {
+      await record(Buffer.alloc(0), new Finding('no-answer', `at the end a good request failed: ${(e as Error).message}`));
+    }
   } finally {
     await inst.stop();
     cov?.stop();
   }
-  return { target: target.name, execs, ms: Date.now() - started, corpus: corpus.length, fromCorpusDir: fromDir.length, coverage: cov?.size ?? 0, findings };
+  return {
+    target: target.name,
+    execs,
+    ms: Date.now() - started,
+    corpus: corpus.length,
+    fromCorpusDir: fromDir.length,
+    coverage: cov?.size ?? 0,
+    findings,
+  };
 }
 
 /** Awaits p, or throws a hang Finding after ms. */
@@ -300,6 +381,8 @@ export function withinMs<T>(p: Promise<T>, ms: number, what: string): Promise<T>
   let t: NodeJS.Timeout;
   return Promise.race([
     p.finally(() => clearTimeout(t)),
-    new Promise<T>((_, reject) => { t = setTimeout(() => reject(new Finding('hang', `no answer within ${ms} ms: ${what}`)), ms); }),
+    new Promise<T>((_, reject) => {
+      t = setTimeout(() => reject(new Finding('hang', `no answer within ${ms} ms: ${what}`)), ms);
+    }),
   ]);
 }

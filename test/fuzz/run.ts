@@ -37,7 +37,10 @@ async function child(name: string): Promise<void> {
     coverage: !flag('no-coverage'),
     save: flag('save'),
     findingsDir: path.join(cacheDir, 'findings'),
-    onInput: (b) => { fs.ftruncateSync(cur, 0); fs.writeSync(cur, b, 0, b.length, 0); },
+    onInput: (b) => {
+      fs.ftruncateSync(cur, 0);
+      fs.writeSync(cur, b, 0, b.length, 0);
+    },
     onProgress: (n) => process.stdout.write(`progress ${n}\n`),
   });
   process.stdout.write(`result ${JSON.stringify(result)}\n`);
@@ -47,7 +50,15 @@ async function child(name: string): Promise<void> {
 
 function runChild(name: string, seconds: number): Promise<FuzzResult> {
   return new Promise((resolve) => {
-    const args = ['--import', path.join(root, 'test/lab/ts-hooks.mjs'), fileURLToPath(import.meta.url), '--child', name, '--seconds', String(seconds)];
+    const args = [
+      '--import',
+      path.join(root, 'test/lab/ts-hooks.mjs'),
+      fileURLToPath(import.meta.url),
+      '--child',
+      name,
+      '--seconds',
+      String(seconds),
+    ];
     for (const f of ['save', 'no-coverage']) if (flag(f)) args.push(`--${f}`);
     if (arg('seed') !== undefined) args.push('--seed', arg('seed')!);
     const p = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -81,8 +92,23 @@ function runChild(name: string, seconds: number): Promise<FuzzResult> {
       fs.mkdirSync(path.dirname(file), { recursive: true });
       fs.writeFileSync(file, input);
       resolve({
-        target: name, execs, ms: seconds * 1000, corpus: 0, fromCorpusDir: 0, coverage: 0,
-        findings: [{ kind: signal === 'SIGKILL' ? 'hang' : 'crash', message: signal === 'SIGKILL' ? `no progress for ${SILENCE_MS / 1000} s (process blocked)` : `the fuzzing process died (code ${code}, signal ${signal})`, input: input.toString('hex'), file }],
+        target: name,
+        execs,
+        ms: seconds * 1000,
+        corpus: 0,
+        fromCorpusDir: 0,
+        coverage: 0,
+        findings: [
+          {
+            kind: signal === 'SIGKILL' ? 'hang' : 'crash',
+            message:
+              signal === 'SIGKILL'
+                ? `no progress for ${SILENCE_MS / 1000} s (process blocked)`
+                : `the fuzzing process died (code ${code}, signal ${signal})`,
+            input: input.toString('hex'),
+            file,
+          },
+        ],
       });
     });
   });
@@ -92,7 +118,11 @@ async function main(): Promise<void> {
   const only = arg('target');
   const targets = allTargets().filter((t) => !only || t.name === only);
   if (!targets.length) {
-    console.error(`no target ${only}; targets: ${allTargets().map((t) => t.name).join(', ')}`);
+    console.error(
+      `no target ${only}; targets: ${allTargets()
+        .map((t) => t.name)
+        .join(', ')}`,
+    );
     process.exit(2);
   }
   if (flag('list')) {
@@ -104,8 +134,13 @@ async function main(): Promise<void> {
   for (const t of targets) {
     const r = await runChild(t.name, seconds);
     found += r.findings.length;
-    console.log(`${r.target.padEnd(20)} ${String(r.execs).padStart(9)} execs in ${(r.ms / 1000).toFixed(0)} s, corpus ${r.corpus} (${r.fromCorpusDir} checked in), coverage ${r.coverage} blocks, ${r.findings.length} findings`);
-    for (const f of r.findings) console.log(`  ${f.kind}: ${f.message.split('\n')[0]}\n    input ${f.input.slice(0, 160)}${f.input.length > 160 ? '…' : ''}${f.file ? `\n    saved ${path.relative(root, f.file)}` : ''}`);
+    console.log(
+      `${r.target.padEnd(20)} ${String(r.execs).padStart(9)} execs in ${(r.ms / 1000).toFixed(0)} s, corpus ${r.corpus} (${r.fromCorpusDir} checked in), coverage ${r.coverage} blocks, ${r.findings.length} findings`,
+    );
+    for (const f of r.findings)
+      console.log(
+        `  ${f.kind}: ${f.message.split('\n')[0]}\n    input ${f.input.slice(0, 160)}${f.input.length > 160 ? '…' : ''}${f.file ? `\n    saved ${path.relative(root, f.file)}` : ''}`,
+      );
   }
   process.exit(found ? 1 : 0);
 }

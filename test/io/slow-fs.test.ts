@@ -29,8 +29,21 @@ beforeAll(async () => {
   mnt = path.join(tmp, 'mnt');
   fs.mkdirSync(mnt);
   fs.writeFileSync(path.join(tmp, 'export', 'slow'), data);
-  daemon = await startDaemon(['--shared-dir', path.join(tmp, 'export'), '--fuse-mount', mnt, '--cache', 'never',
-    '--debug-io-latency-ms', String(LATENCY_MS), '--log-level', 'warn'], { mount: mnt });
+  daemon = await startDaemon(
+    [
+      '--shared-dir',
+      path.join(tmp, 'export'),
+      '--fuse-mount',
+      mnt,
+      '--cache',
+      'never',
+      '--debug-io-latency-ms',
+      String(LATENCY_MS),
+      '--log-level',
+      'warn',
+    ],
+    { mount: mnt },
+  );
 }, 30_000);
 
 afterAll(async () => {
@@ -45,8 +58,7 @@ async function readConcurrently(engine: IoEngine): Promise<{ ticks: number; got:
     let ticks = 0;
     const timer = setInterval(() => ticks++, 10);
     const got = Array.from({ length: READS }, () => Buffer.alloc(4096));
-    const results = await Promise.all(got.map((b, i) =>
-      engine.readv(fd, buildIov([addressOf(b)], [4096], 0, 1, [b]), i * 4096, 'remote')));
+    const results = await Promise.all(got.map((b, i) => engine.readv(fd, buildIov([addressOf(b)], [4096], 0, 1, [b]), i * 4096, 'remote')));
     clearInterval(timer);
     expect(results).toEqual(new Array(READS).fill(4096));
     return { ticks, got };
@@ -55,18 +67,22 @@ async function readConcurrently(engine: IoEngine): Promise<{ ticks: number; got:
   }
 }
 
-test.each<EngineKind>(['threads', 'io_uring'])('%s: reads on a filesystem that blocks leave the event loop running, and return the data', async (kind) => {
-  const engine = await createEngine({ choice: kind, threadPoolSize: 16 });
-  try {
-    const { ticks, got } = await readConcurrently(engine);
-    expect(Buffer.concat(got).equals(data)).toBe(true);
-    // At least one 300 ms wait happened with the loop free: ~30 ticks; 10 leaves room for a slow machine.
-    expect(ticks).toBeGreaterThanOrEqual(10);
-    expect(engine.stats().offloaded).toBeGreaterThanOrEqual(READS);
-  } finally {
-    await engine.close();
-  }
-}, 30_000);
+test.each<EngineKind>(['threads', 'io_uring'])(
+  '%s: reads on a filesystem that blocks leave the event loop running, and return the data',
+  async (kind) => {
+    const engine = await createEngine({ choice: kind, threadPoolSize: 16 });
+    try {
+      const { ticks, got } = await readConcurrently(engine);
+      expect(Buffer.concat(got).equals(data)).toBe(true);
+      // At least one 300 ms wait happened with the loop free: ~30 ticks; 10 leaves room for a slow machine.
+      expect(ticks).toBeGreaterThanOrEqual(10);
+      expect(engine.stats().offloaded).toBeGreaterThanOrEqual(READS);
+    } finally {
+      await engine.close();
+    }
+  },
+  30_000,
+);
 
 test('sync: the same reads hold the event loop (what the engines are for)', async () => {
   const engine = await createEngine({ choice: 'sync', threadPoolSize: 1 });

@@ -44,7 +44,13 @@ function readFileSyncNoCache(path: string): Buffer {
 
 /** An iovec array over `bufs`, in order. */
 function iov(bufs: Buffer[]): IoVecs {
-  return buildIov(bufs.map(addressOf), bufs.map((b) => b.length), 0, bufs.length, bufs);
+  return buildIov(
+    bufs.map(addressOf),
+    bufs.map((b) => b.length),
+    0,
+    bufs.length,
+    bufs,
+  );
 }
 
 function pattern(n: number, seed: number): Buffer {
@@ -125,7 +131,11 @@ onRing('the io_uring engine on a real file', () => {
       const b = [Buffer.alloc(40, 0xee), Buffer.alloc(4096, 0xee)];
       expect(await engine.readv(fd, iov(b), 50)).toBe(50);
       expect(Buffer.concat(b).subarray(0, 50).equals(pattern(100, 3).subarray(50))).toBe(true);
-      expect(Buffer.concat(b).subarray(50).every((x) => x === 0xee)).toBe(true);
+      expect(
+        Buffer.concat(b)
+          .subarray(50)
+          .every((x) => x === 0xee),
+      ).toBe(true);
       expect(await engine.readv(fd, iov(b), 200)).toBe(0);
     } finally {
       closeSync(fd);

@@ -63,7 +63,9 @@ export function compareChecks(results: Map<string, Map<string, string>>, protoco
         problems.push(`${check}: not printed by ${missing.join(', ')}`);
         verdict = 'MISSING';
       } else if (new Set(got).size > 1) {
-        problems.push(`${check}: servers differ (${servers.map((s, i) => `${s}=${got[i]}`).join(', ')}) and test/lab/intended-differences.json has no entry for it`);
+        problems.push(
+          `${check}: servers differ (${servers.map((s, i) => `${s}=${got[i]}`).join(', ')}) and test/lab/intended-differences.json has no entry for it`,
+        );
         verdict = 'DIFFERS';
       }
     } else {

@@ -14,9 +14,7 @@ import { join } from 'node:path';
 import { expectScenarioOk } from './guest.js';
 import { labAvailable, labDir } from './lab.js';
 import { compareChecks, loadIntendedDifferences } from './compare.js';
-import {
-  duofs9pStream, duofs9pVhost, duofsVirtiofs, qemu9p, runScenarioOn, virtiofsd, type LabServer, type ServerRun,
-} from './servers.js';
+import { duofs9pStream, duofs9pVhost, duofsVirtiofs, qemu9p, runScenarioOn, virtiofsd, type LabServer, type ServerRun } from './servers.js';
 
 interface Entry {
   server: LabServer;
@@ -80,8 +78,9 @@ d('conformance scenario on real guests', () => {
       for (const lane of LANES) {
         let prev: Promise<unknown> = Promise.resolve();
         for (const e of lane) {
-          const p = prev.catch(() => undefined).then(() =>
-            runScenarioOn(e.server, { scenario: 'conformance.py', scenarioTimeoutSec: e.limitS, timeoutMs: guestLimitMs(e) }));
+          const p = prev
+            .catch(() => undefined)
+            .then(() => runScenarioOn(e.server, { scenario: 'conformance.py', scenarioTimeoutSec: e.limitS, timeoutMs: guestLimitMs(e) }));
           p.catch(() => undefined); // reported by the server's own test
           runs.set(e.server.name, p);
           prev = p;
@@ -93,26 +92,35 @@ d('conformance scenario on real guests', () => {
   };
 
   for (const { server } of SERVERS) {
-    test(`${server.name}: the scenario runs to its end and prints every check once`, async () => {
-      if (!lab.ok) throw new Error(`lab unavailable: ${lab.why}`);
-      const r = await runOf(server.name);
-      expectScenarioOk(r.run);
-      expect(r.section.duplicates).toEqual([]);
-      expect(r.section.checks.size).toBeGreaterThan(200);
-      expect([...r.section.checks.keys()].filter((k) => k.endsWith('group_aborted'))).toEqual([]);
-      if (r.daemonLog !== undefined) {
-        // duofs ran confined, with the defaults: namespaces + pivot_root, seccomp kill.
-        expect(r.daemonLog).toMatch(/sandbox: namespace, the export is the root/);
-        expect(r.daemonLog).toMatch(/seccomp: kill mode/);
-      }
-      results.set(server.name, r.section.checks);
-      const out = join(labDir, 'results');
-      mkdirSync(out, { recursive: true });
-      writeFileSync(join(out, `conformance-${server.name}.txt`), r.section.output); // raw, for diff(1)
-      protocols.set(server.name, server.protocol);
-      const timing = r.section.output.split('\n').filter((l) => l.startsWith('INFO dir.big') || l.startsWith('INFO total')).join('; ');
-      process.stderr.write(`lab: ${server.name}: ${r.section.checks.size} checks, ${r.section.guestSeconds} s guest time, boot ${((r.run.bootMs ?? NaN) / 1000).toFixed(1)} s, wall ${(r.run.wallMs / 1000).toFixed(1)} s (${timing})\n`);
-    }, waitLimitMs.get(server.name));
+    test(
+      `${server.name}: the scenario runs to its end and prints every check once`,
+      async () => {
+        if (!lab.ok) throw new Error(`lab unavailable: ${lab.why}`);
+        const r = await runOf(server.name);
+        expectScenarioOk(r.run);
+        expect(r.section.duplicates).toEqual([]);
+        expect(r.section.checks.size).toBeGreaterThan(200);
+        expect([...r.section.checks.keys()].filter((k) => k.endsWith('group_aborted'))).toEqual([]);
+        if (r.daemonLog !== undefined) {
+          // duofs ran confined, with the defaults: namespaces + pivot_root, seccomp kill.
+          expect(r.daemonLog).toMatch(/sandbox: namespace, the export is the root/);
+          expect(r.daemonLog).toMatch(/seccomp: kill mode/);
+        }
+        results.set(server.name, r.section.checks);
+        const out = join(labDir, 'results');
+        mkdirSync(out, { recursive: true });
+        writeFileSync(join(out, `conformance-${server.name}.txt`), r.section.output); // raw, for diff(1)
+        protocols.set(server.name, server.protocol);
+        const timing = r.section.output
+          .split('\n')
+          .filter((l) => l.startsWith('INFO dir.big') || l.startsWith('INFO total'))
+          .join('; ');
+        process.stderr.write(
+          `lab: ${server.name}: ${r.section.checks.size} checks, ${r.section.guestSeconds} s guest time, boot ${((r.run.bootMs ?? NaN) / 1000).toFixed(1)} s, wall ${(r.run.wallMs / 1000).toFixed(1)} s (${timing})\n`,
+        );
+      },
+      waitLimitMs.get(server.name),
+    );
   }
 
   test('servers agree on every check except the intended differences', () => {
@@ -124,8 +132,11 @@ d('conformance scenario on real guests', () => {
     const problems = only ? cmp.problems.filter((p) => !p.includes('(stale entry?)')) : cmp.problems;
     const out = join(labDir, 'results');
     mkdirSync(out, { recursive: true });
-    writeFileSync(join(out, 'conformance.md'), `# Conformance: ${SERVERS.map((e) => e.server.name).join(' vs ')}\n\n${cmp.table}\n\n` +
-      (problems.length ? `## Problems\n\n${problems.map((p) => `- ${p}`).join('\n')}\n` : 'No problems.\n'));
+    writeFileSync(
+      join(out, 'conformance.md'),
+      `# Conformance: ${SERVERS.map((e) => e.server.name).join(' vs ')}\n\n${cmp.table}\n\n` +
+        (problems.length ? `## Problems\n\n${problems.map((p) => `- ${p}`).join('\n')}\n` : 'No problems.\n'),
+    );
     if (problems.length) {
       throw new Error(`${problems.length} unexpected result(s) (table: .lab/results/conformance.md):\n${problems.join('\n')}`);
     }

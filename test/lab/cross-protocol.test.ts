@@ -95,54 +95,89 @@ const EXPECTED: Record<string, string> = {
 };
 
 d('one duofs, one export, virtio-fs and virtio-9p in one guest', () => {
-  test('the cross-protocol scenario passes', async () => {
-    if (!lab.ok) throw new Error(`lab unavailable: ${lab.why}`);
-    const work = makeWorkDir('xproto');
-    const tree = freshTree(work, 'export');
-    mkdirSync(join(work, 'sock'));
-    const fsSock = join(work, 'sock', 'xf.sock');
-    const p9Sock = join(work, 'sock', 'x9.sock');
-    const duofs = await startDuofs(['serve', '--shared-dir', tree, '--virtiofs-socket', fsSock, '--tag', 'xf',
-      '--9p-vhost-socket', p9Sock, '--9p-tag', 'x9', '--xattr', '--log-level', 'info'], [fsSock, p9Sock]);
-    try {
-      const run = await runGuest({
-        label: 'xproto', workDir: work, timeoutMs: GUEST_LIMIT_MS, scenario: 'xproto-coherence.py', scenarioTimeoutSec: 180,
-        // the scenario runs once, on the virtio-fs mount, and is given the 9p mount as its second argument
-        scenarioOn: ['f'], scenarioArgs: ['/mnt/p'],
-        mounts: [
-          { kind: 'vhost-user-fs', name: 'f', socket: fsSock, tag: 'xf' },
-          // locktimeout=1: a blocked F_SETLKW through 9p is retried every second (9P2000.L has no wake-up)
-          { kind: 'vhost-user-9p', name: 'p', socket: p9Sock, tag: 'x9', msize: 512000, mountOptions: 'locktimeout=1' },
+  test(
+    'the cross-protocol scenario passes',
+    async () => {
+      if (!lab.ok) throw new Error(`lab unavailable: ${lab.why}`);
+      const work = makeWorkDir('xproto');
+      const tree = freshTree(work, 'export');
+      mkdirSync(join(work, 'sock'));
+      const fsSock = join(work, 'sock', 'xf.sock');
+      const p9Sock = join(work, 'sock', 'x9.sock');
+      const duofs = await startDuofs(
+        [
+          'serve',
+          '--shared-dir',
+          tree,
+          '--virtiofs-socket',
+          fsSock,
+          '--tag',
+          'xf',
+          '--9p-vhost-socket',
+          p9Sock,
+          '--9p-tag',
+          'x9',
+          '--xattr',
+          '--log-level',
+          'info',
         ],
-      });
-      const section = run.sections.find((s) => s.mount === 'f');
-      if (!section) throw new Error(`no scenario output\n${tail(run.console, 40)}`);
-      process.stderr.write(`lab: cross-protocol: ${section.checks.size} checks, ${section.guestSeconds} s guest time, wall ${(run.wallMs / 1000).toFixed(1)} s\n`);
-      expectScenarioOk(run);
-      expect(section.duplicates).toEqual([]);
-      // Host-side facts join the guest's checks, so that one failure shows every difference.
-      const hostIno = lstatSync(join(tree, 'xproto', 'i-file')).ino;
-      const got = {
-        ...Object.fromEntries([...section.checks].filter(([k]) => !k.startsWith('ino.i-file.'))),
-        // the numbers are the host's: virtio-fs st_ino is the host inode number, 9p's is qid.path + 2
-        'host.ino_vfs': String(Number(section.checks.get('ino.i-file.vfs')) === hostIno),
-        'host.ino_9p': String(Number(section.checks.get('ino.i-file.9p')) === hostIno + 2),
-        // what the guest wrote through open handles is on the host
-        'host.r1-renamed': readFileSync(join(tree, 'xproto', 'r1-renamed'), 'utf8'),
-        'host.r2-renamed': readFileSync(join(tree, 'xproto', 'sub', 'r2-renamed'), 'utf8'),
-        'host.unlinked_gone': readdirSync(join(tree, 'xproto')).filter((n) => n.startsWith('u')).join(',') || 'none',
-      };
-      expect(got).toEqual({
-        ...EXPECTED,
-        'host.ino_vfs': 'true', 'host.ino_9p': 'true', 'host.r1-renamed': 'after!', 'host.r2-renamed': 'after!', 'host.unlinked_gone': 'none',
-      });
-      expect(duofs.process.exitCode).toBeNull();
-    } catch (e) {
-      if (e instanceof Error) e.message += `\n--- duofs output (tail) ---\n${tail(duofs.output(), 30)}`;
-      throw e;
-    } finally {
-      await duofs.stop();
-      removeWorkDir(work);
-    }
-  }, GUEST_LIMIT_MS + 30_000);
+        [fsSock, p9Sock],
+      );
+      try {
+        const run = await runGuest({
+          label: 'xproto',
+          workDir: work,
+          timeoutMs: GUEST_LIMIT_MS,
+          scenario: 'xproto-coherence.py',
+          scenarioTimeoutSec: 180,
+          // the scenario runs once, on the virtio-fs mount, and is given the 9p mount as its second argument
+          scenarioOn: ['f'],
+          scenarioArgs: ['/mnt/p'],
+          mounts: [
+            { kind: 'vhost-user-fs', name: 'f', socket: fsSock, tag: 'xf' },
+            // locktimeout=1: a blocked F_SETLKW through 9p is retried every second (9P2000.L has no wake-up)
+            { kind: 'vhost-user-9p', name: 'p', socket: p9Sock, tag: 'x9', msize: 512000, mountOptions: 'locktimeout=1' },
+          ],
+        });
+        const section = run.sections.find((s) => s.mount === 'f');
+        if (!section) throw new Error(`no scenario output\n${tail(run.console, 40)}`);
+        process.stderr.write(
+          `lab: cross-protocol: ${section.checks.size} checks, ${section.guestSeconds} s guest time, wall ${(run.wallMs / 1000).toFixed(1)} s\n`,
+        );
+        expectScenarioOk(run);
+        expect(section.duplicates).toEqual([]);
+        // Host-side facts join the guest's checks, so that one failure shows every difference.
+        const hostIno = lstatSync(join(tree, 'xproto', 'i-file')).ino;
+        const got = {
+          ...Object.fromEntries([...section.checks].filter(([k]) => !k.startsWith('ino.i-file.'))),
+          // the numbers are the host's: virtio-fs st_ino is the host inode number, 9p's is qid.path + 2
+          'host.ino_vfs': String(Number(section.checks.get('ino.i-file.vfs')) === hostIno),
+          'host.ino_9p': String(Number(section.checks.get('ino.i-file.9p')) === hostIno + 2),
+          // what the guest wrote through open handles is on the host
+          'host.r1-renamed': readFileSync(join(tree, 'xproto', 'r1-renamed'), 'utf8'),
+          'host.r2-renamed': readFileSync(join(tree, 'xproto', 'sub', 'r2-renamed'), 'utf8'),
+          'host.unlinked_gone':
+            readdirSync(join(tree, 'xproto'))
+              .filter((n) => n.startsWith('u'))
+              .join(',') || 'none',
+        };
+        expect(got).toEqual({
+          ...EXPECTED,
+          'host.ino_vfs': 'true',
+          'host.ino_9p': 'true',
+          'host.r1-renamed': 'after!',
+          'host.r2-renamed': 'after!',
+          'host.unlinked_gone': 'none',
+        });
+        expect(duofs.process.exitCode).toBeNull();
+      } catch (e) {
+        if (e instanceof Error) e.message += `\n--- duofs output (tail) ---\n${tail(duofs.output(), 30)}`;
+        throw e;
+      } finally {
+        await duofs.stop();
+        removeWorkDir(work);
+      }
+    },
+    GUEST_LIMIT_MS + 30_000,
+  );
 });

@@ -45,11 +45,15 @@ export async function startHostDaemon(o: StartOptions): Promise<HostDaemon> {
   });
   trackProcess(child);
   let out = '';
-  const grab = (b: Buffer) => { if (out.length < 4e6) out += b.toString('utf8'); };
+  const grab = (b: Buffer) => {
+    if (out.length < 4e6) out += b.toString('utf8');
+  };
   child.stdout!.on('data', grab);
   child.stderr!.on('data', grab);
   let spawnError: Error | undefined;
-  child.once('error', (e) => { spawnError = e; });
+  child.once('error', (e) => {
+    spawnError = e;
+  });
   const d: HostDaemon = {
     name: o.name,
     process: child,
@@ -62,8 +66,10 @@ export async function startHostDaemon(o: StartOptions): Promise<HostDaemon> {
     const gone = child.exitCode !== null || child.signalCode !== null || spawnError;
     if (gone || Date.now() > deadline) {
       await d.stop();
-      throw new DaemonError(`${o.name} ${gone ? `exited (${spawnError?.message ?? child.exitCode ?? child.signalCode})` : 'did not become ready'} ` +
-        `before creating ${o.waitFor.join(', ')}\n$ ${o.command} ${o.args.join(' ')}\n--- ${o.name} output (tail) ---\n${tail(out, 40)}`);
+      throw new DaemonError(
+        `${o.name} ${gone ? `exited (${spawnError?.message ?? child.exitCode ?? child.signalCode})` : 'did not become ready'} ` +
+          `before creating ${o.waitFor.join(', ')}\n$ ${o.command} ${o.args.join(' ')}\n--- ${o.name} output (tail) ---\n${tail(out, 40)}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -77,8 +83,10 @@ let built = false;
 /** Compiles the project (tsc -> dist/) once per process, so bin/duofs.js runs current sources. */
 export function ensureDuofsBuilt(): void {
   if (built) return;
-  const r = spawnSync(process.execPath, [join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', repoRoot],
-    { cwd: repoRoot, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', repoRoot], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+  });
   if (!existsSync(duofsCli)) {
     throw new DaemonError(`duofs is not built (${duofsCli} missing); tsc said:\n${tail(r.stdout + r.stderr, 30)}`);
   }
@@ -93,7 +101,11 @@ export function ensureDuofsBuilt(): void {
  * `opts.user` runs it as an unprivileged host user (see StartOptions.user);
  * the export and socket folders must then be that user's.
  */
-export async function startDuofs(args: string[], waitFor: string[], opts: { readyTimeoutMs?: number; env?: Record<string, string>; user?: { uid: number; gid: number } } = {}): Promise<HostDaemon> {
+export async function startDuofs(
+  args: string[],
+  waitFor: string[],
+  opts: { readyTimeoutMs?: number; env?: Record<string, string>; user?: { uid: number; gid: number } } = {},
+): Promise<HostDaemon> {
   ensureDuofsBuilt();
   return startHostDaemon({ name: 'duofs', command: process.execPath, args: [duofsBin, ...args], waitFor, ...opts });
 }

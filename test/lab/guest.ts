@@ -16,9 +16,7 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, existsSync, writeFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { basename, dirname, extname, join, resolve } from 'node:path';
-import {
-  guestScriptsDir, keepWorkDir, labRoot, labStamp, makeWorkDir, removeWorkDir, sq, stopProcess, tail, trackProcess,
-} from './lab.js';
+import { guestScriptsDir, keepWorkDir, labRoot, labStamp, makeWorkDir, removeWorkDir, sq, stopProcess, tail, trackProcess } from './lab.js';
 import { parseConsole, type Section, type ParsedConsole } from './console.js';
 
 export type SecurityModel = 'passthrough' | 'mapped-xattr' | 'mapped-file' | 'none';
@@ -146,9 +144,17 @@ function buildPlan(opts: GuestOptions, workDir: string): Plan {
   const p9opts = (msize: number, extra?: string) => `version=9p2000.L,msize=${msize}${extra ? ',' + extra : ''}`;
 
   // The guest root, served read-only by its own virtiofsd.
-  startDaemon('virtiofsd-root', `${H}/sock/root.sock`, [stamp.virtiofsd, `--socket-path=${H}/sock/root.sock`,
-    '--shared-dir=/duofs-lab/guestroot', '--sandbox=none', '--readonly', '--inode-file-handles=never',
-    '--cache=always', '--log-level=warn', '--rlimit-nofile=20000']);
+  startDaemon('virtiofsd-root', `${H}/sock/root.sock`, [
+    stamp.virtiofsd,
+    `--socket-path=${H}/sock/root.sock`,
+    '--shared-dir=/duofs-lab/guestroot',
+    '--sandbox=none',
+    '--readonly',
+    '--inode-file-handles=never',
+    '--cache=always',
+    '--log-level=warn',
+    '--rlimit-nofile=20000',
+  ]);
   vhostUserFs('rootfs', `${H}/sock/root.sock`, 'rootfs');
 
   for (const m of opts.mounts) {
@@ -156,16 +162,24 @@ function buildPlan(opts: GuestOptions, workDir: string): Plan {
     switch (m.kind) {
       case 'qemu-9p': {
         const p = bindHost(m.dir, id);
-        qemu.push('-fsdev', `local,id=${id},path=${p},security_model=${m.securityModel ?? 'passthrough'}${m.fsdevOptions ? ',' + m.fsdevOptions : ''}`,
-          '-device', `virtio-9p-pci,fsdev=${id},mount_tag=${m.name}`);
+        qemu.push(
+          '-fsdev',
+          `local,id=${id},path=${p},security_model=${m.securityModel ?? 'passthrough'}${m.fsdevOptions ? ',' + m.fsdevOptions : ''}`,
+          '-device',
+          `virtio-9p-pci,fsdev=${id},mount_tag=${m.name}`,
+        );
         guestMounts.push(`  ${m.name}) { mount -t 9p -o trans=virtio,${p9opts(m.msize ?? 512000, m.mountOptions)} ${m.name} "$2"; };;`);
         break;
       }
       case 'virtiofsd': {
         const p = bindHost(m.dir, id);
         const sock = `${H}/sock/${m.name}.sock`;
-        startDaemon(`virtiofsd-${m.name}`, sock, [stamp.virtiofsd, `--socket-path=${sock}`, `--shared-dir=${p}`,
-          ...(m.args ?? ['--sandbox=chroot', '--xattr', '--log-level=warn', '--rlimit-nofile=20000'])]);
+        startDaemon(`virtiofsd-${m.name}`, sock, [
+          stamp.virtiofsd,
+          `--socket-path=${sock}`,
+          `--shared-dir=${p}`,
+          ...(m.args ?? ['--sandbox=chroot', '--xattr', '--log-level=warn', '--rlimit-nofile=20000']),
+        ]);
         vhostUserFs(id, sock, m.name);
         guestMounts.push(`  ${m.name}) { mount -t virtiofs${m.mountOptions ? ' -o ' + m.mountOptions : ''} ${m.name} "$2"; };;`);
         break;
@@ -180,8 +194,12 @@ function buildPlan(opts: GuestOptions, workDir: string): Plan {
       case 'vhost-user-9p': {
         const sock = `${bindHost(dirname(m.socket), id)}/${basename(m.socket)}`;
         const tag = m.tag ?? m.name;
-        qemu.push('-chardev', `socket,id=${id},path=${sock}`, '-device',
-          `vhost-user-test-device-pci,chardev=${id},virtio-id=9,num_vqs=1,vq_size=${m.queueSize ?? 1024},config_size=${2 + Buffer.byteLength(tag)}`);
+        qemu.push(
+          '-chardev',
+          `socket,id=${id},path=${sock}`,
+          '-device',
+          `vhost-user-test-device-pci,chardev=${id},virtio-id=9,num_vqs=1,vq_size=${m.queueSize ?? 1024},config_size=${2 + Buffer.byteLength(tag)}`,
+        );
         guestMounts.push(`  ${m.name}) { mount -t 9p -o trans=virtio,${p9opts(m.msize ?? 512000, m.mountOptions)} ${tag} "$2"; };;`);
         break;
       }
@@ -196,8 +214,10 @@ function buildPlan(opts: GuestOptions, workDir: string): Plan {
           sock = `${bindHost(dirname(m.socket), id)}/${basename(m.socket)}`;
         }
         serialPort(id, sock, `lab.${m.name}`);
-        guestMounts.push(`  ${m.name}) { lab_relay lab.${m.name} /run/lab/${m.name}.sock && ` +
-          `mount -t 9p -o trans=unix,${p9opts(m.msize ?? 512000, m.mountOptions)} /run/lab/${m.name}.sock "$2"; };;`);
+        guestMounts.push(
+          `  ${m.name}) { lab_relay lab.${m.name} /run/lab/${m.name}.sock && ` +
+            `mount -t 9p -o trans=unix,${p9opts(m.msize ?? 512000, m.mountOptions)} /run/lab/${m.name}.sock "$2"; };;`,
+        );
         break;
       }
       case 'serial-port': {
@@ -209,13 +229,45 @@ function buildPlan(opts: GuestOptions, workDir: string): Plan {
   }
 
   const mem = opts.memoryMiB ?? 1024;
-  const cmdline = ['console=ttyS0', 'rootfstype=virtiofs', 'root=rootfs', 'ro', 'init=/duofs-lab/scripts/init.sh',
-    'panic=-1', 'loglevel=4', 'mitigations=off', ...(opts.kernelArgs ?? [])].join(' ');
-  const qemuArgv = ['qemu-system-x86_64', '-accel', 'tcg', '-cpu', 'max', '-smp', String(opts.cpus ?? 1), '-m', `${mem}M`,
-    '-object', `memory-backend-memfd,id=mem,size=${mem}M,share=on`, '-numa', 'node,memdev=mem',
-    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-    '-serial', opts.shell ? 'mon:stdio' : 'stdio', ...(opts.shell ? [] : ['-monitor', 'none']),
-    '-kernel', stamp.kernel, '-append', cmdline, ...qemu];
+  const cmdline = [
+    'console=ttyS0',
+    'rootfstype=virtiofs',
+    'root=rootfs',
+    'ro',
+    'init=/duofs-lab/scripts/init.sh',
+    'panic=-1',
+    'loglevel=4',
+    'mitigations=off',
+    ...(opts.kernelArgs ?? []),
+  ].join(' ');
+  const qemuArgv = [
+    'qemu-system-x86_64',
+    '-accel',
+    'tcg',
+    '-cpu',
+    'max',
+    '-smp',
+    String(opts.cpus ?? 1),
+    '-m',
+    `${mem}M`,
+    '-object',
+    `memory-backend-memfd,id=mem,size=${mem}M,share=on`,
+    '-numa',
+    'node,memdev=mem',
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-no-reboot',
+    '-serial',
+    opts.shell ? 'mon:stdio' : 'stdio',
+    ...(opts.shell ? [] : ['-monitor', 'none']),
+    '-kernel',
+    stamp.kernel,
+    '-append',
+    cmdline,
+    ...qemu,
+  ];
 
   const launch = `#!/bin/sh
 # Generated by test/lab/guest.ts; runs as PID 1 of a private PID + mount namespace.
@@ -265,11 +317,18 @@ exit $rc
   }
   const guestPlan = `# Generated by test/lab/guest.ts; sourced by /duofs-lab/scripts/init.sh in the guest.
 LAB_LABEL=${sq(opts.label ?? 'guest')}
-LAB_MOUNTS=${sq(opts.mounts.filter((m) => m.kind !== 'serial-port').map((m) => m.name).join(' '))}
+LAB_MOUNTS=${sq(
+    opts.mounts
+      .filter((m) => m.kind !== 'serial-port')
+      .map((m) => m.name)
+      .join(' '),
+  )}
 LAB_RUN_ON=${sq(opts.scenario ? on.join(' ') : '')}
 LAB_SCENARIO_TIMEOUT=${opts.scenarioTimeoutSec ?? 0}
 LAB_SHELL=${opts.shell ? 1 : 0}
-${Object.entries(opts.env ?? {}).map(([k, v]) => `export ${k}=${sq(v)}`).join('\n')}
+${Object.entries(opts.env ?? {})
+  .map(([k, v]) => `export ${k}=${sq(v)}`)
+  .join('\n')}
 # lab_mount NAME DIR
 lab_mount() {
   case "$1" in
@@ -288,7 +347,9 @@ function daemonLogs(logs: Map<string, string>): string {
     try {
       const text = readFileSync(file, 'utf8').trim();
       if (text) out += `\n--- ${name} log (tail) ---\n${tail(text, 20)}`;
-    } catch { /* never started */ }
+    } catch {
+      /* never started */
+    }
   }
   return out;
 }
@@ -311,11 +372,14 @@ export async function runGuest(opts: GuestOptions): Promise<GuestRun> {
   writeFileSync(launchPath, plan.launch, { mode: 0o755 });
 
   const t0 = Date.now();
-  const child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--pid', '--fork', '--kill-child',
-    '--propagation', 'private', '/bin/sh', launchPath], {
-    stdio: opts.shell ? 'inherit' : ['ignore', 'pipe', 'pipe'],
-    detached: !opts.shell,
-  });
+  const child = spawn(
+    'setpriv',
+    ['--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--pid', '--fork', '--kill-child', '--propagation', 'private', '/bin/sh', launchPath],
+    {
+      stdio: opts.shell ? 'inherit' : ['ignore', 'pipe', 'pipe'],
+      detached: !opts.shell,
+    },
+  );
   trackProcess(child);
 
   let consoleText = '';
@@ -353,10 +417,12 @@ export async function runGuest(opts: GuestOptions): Promise<GuestRun> {
     clearInterval(nsProbe);
     leftoverPids = await reapNamespace(pidNs);
     const parsed = parseConsole(consoleText);
-    const describe = (why: string) => new GuestError(
-      `lab guest ${opts.label ?? ''} ${why}\n--- console (tail) ---\n${tail(consoleText, 60)}` +
-      `${stderr.trim() ? `\n--- launcher/qemu stderr (tail) ---\n${tail(stderr, 20)}` : ''}${daemonLogs(plan.logs)}` +
-      `\n(work folder: ${workDir}${opts.keepWorkDir || process.env.DUOFS_LAB_KEEP === '1' ? '' : ', removed; DUOFS_LAB_KEEP=1 keeps it'})`);
+    const describe = (why: string) =>
+      new GuestError(
+        `lab guest ${opts.label ?? ''} ${why}\n--- console (tail) ---\n${tail(consoleText, 60)}` +
+          `${stderr.trim() ? `\n--- launcher/qemu stderr (tail) ---\n${tail(stderr, 20)}` : ''}${daemonLogs(plan.logs)}` +
+          `\n(work folder: ${workDir}${opts.keepWorkDir || process.env.DUOFS_LAB_KEEP === '1' ? '' : ', removed; DUOFS_LAB_KEEP=1 keeps it'})`,
+      );
     if (failure) throw describe(failure);
     if (opts.shell) return { ...parsed, console: '', stderr, wallMs, bootMs, workDir, leftoverPids };
     if (!parsed.done) throw describe(`ended (exit status ${code}) before printing its DONE line`);
@@ -381,7 +447,9 @@ function childPidNs(pid: number): string | undefined {
       const ns = readlinkSync(`/proc/${k}/ns/pid`);
       if (ns !== own) return ns;
     }
-  } catch { /* not started yet, or gone */ }
+  } catch {
+    /* not started yet, or gone */
+  }
   return undefined;
 }
 
@@ -392,7 +460,9 @@ function pidsInNs(ns: string): number[] {
     if (!/^\d+$/.test(d)) continue;
     try {
       if (readlinkSync(`/proc/${d}/ns/pid`) === ns) out.push(Number(d));
-    } catch { /* exited meanwhile */ }
+    } catch {
+      /* exited meanwhile */
+    }
   }
   return out;
 }
@@ -407,7 +477,11 @@ async function reapNamespace(ns: string | undefined): Promise<number[]> {
     left = pidsInNs(ns);
   }
   for (const p of left) {
-    try { process.kill(p, 'SIGKILL'); } catch { /* gone */ }
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
   }
   return left;
 }
@@ -416,7 +490,11 @@ async function reapNamespace(ns: string | undefined): Promise<number[]> {
 export function expectScenarioOk(run: GuestRun): void {
   const bad = run.sections.filter((s: Section) => s.rc !== 0);
   if (bad.length) {
-    throw new GuestError(bad.map((s) => `scenario on ${s.mount} exited with ${s.rc}${s.rc === 124 ? ' (timed out in the guest)' : ''}:\n${tail(s.output, 40)}`).join('\n\n'));
+    throw new GuestError(
+      bad
+        .map((s) => `scenario on ${s.mount} exited with ${s.rc}${s.rc === 124 ? ' (timed out in the guest)' : ''}:\n${tail(s.output, 40)}`)
+        .join('\n\n'),
+    );
   }
 }
 

@@ -20,7 +20,10 @@ function requireLab(): void {
 /** No mount of the harness is ever visible on the host, and no guest process outlives its run. */
 function expectCleanTeardown(run: GuestRun): void {
   expect(run.leftoverPids).toEqual([]);
-  const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4]).filter((m) => m?.startsWith(labDir));
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((m) => m?.startsWith(labDir));
   expect(mounts).toEqual([]);
 }
 
@@ -36,7 +39,11 @@ d('lab harness (real guests under QEMU TCG)', () => {
     const trees = { pt: freshTree(work, 'pt'), mx: freshTree(work, 'mx'), vfs: freshTree(work, 'vfs') };
     for (const t of Object.values(trees)) writeFileSync(join(t, 'from-host.txt'), 'hello-from-host');
     const run = await runGuest({
-      label: 'smoke', workDir: work, timeoutMs: 120_000, scenario: 'smoke.sh', scenarioTimeoutSec: 60,
+      label: 'smoke',
+      workDir: work,
+      timeoutMs: 120_000,
+      scenario: 'smoke.sh',
+      scenarioTimeoutSec: 60,
       mounts: [
         { kind: 'qemu-9p', name: 'pt', dir: trees.pt, securityModel: 'passthrough' },
         { kind: 'qemu-9p', name: 'mx', dir: trees.mx, securityModel: 'mapped-xattr' },
@@ -67,7 +74,10 @@ d('lab harness (real guests under QEMU TCG)', () => {
     await stub.listen();
     try {
       const run = await runGuest({
-        label: 'relay', workDir: work, timeoutMs: 90_000, allowMountFailure: true,
+        label: 'relay',
+        workDir: work,
+        timeoutMs: 90_000,
+        allowMountFailure: true,
         mounts: [{ kind: '9p-stream', name: 'stream', socket: stub.path, msize: 65536 }],
       });
       // QEMU connected once; the kernel's Tversion came through the relay intact,
@@ -90,9 +100,16 @@ d('lab harness (real guests under QEMU TCG)', () => {
   test('a hung guest is killed at the timeout, with the console tail in the error', async () => {
     const t0 = Date.now();
     const err = await runGuest({
-      label: 'hang', workDir: work, timeoutMs: 45_000, scenario: 'misbehave.sh', scenarioArgs: ['hang'],
+      label: 'hang',
+      workDir: work,
+      timeoutMs: 45_000,
+      scenario: 'misbehave.sh',
+      scenarioArgs: ['hang'],
       mounts: [{ kind: 'qemu-9p', name: 'h', dir: freshTree(work, 'h') }],
-    }).then(() => undefined, (e: unknown) => e);
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(GuestError);
     expect((err as Error).message).toMatch(/timed out after 45000 ms/);
     expect((err as Error).message).toMatch(/CHECK about_to_hang yes/);
@@ -101,9 +118,16 @@ d('lab harness (real guests under QEMU TCG)', () => {
 
   test('a guest kernel panic ends the run at once, with the panic in the error', async () => {
     const err = await runGuest({
-      label: 'panic', workDir: work, timeoutMs: 90_000, scenario: 'misbehave.sh', scenarioArgs: ['panic'],
+      label: 'panic',
+      workDir: work,
+      timeoutMs: 90_000,
+      scenario: 'misbehave.sh',
+      scenarioArgs: ['panic'],
       mounts: [{ kind: 'virtiofsd', name: 'p', dir: freshTree(work, 'p') }],
-    }).then(() => undefined, (e: unknown) => e);
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(GuestError);
     expect((err as Error).message).toMatch(/before printing its DONE line/);
     expect((err as Error).message).toMatch(/Kernel panic|sysrq: Trigger a crash/);
@@ -111,7 +135,11 @@ d('lab harness (real guests under QEMU TCG)', () => {
 
   test('garbage on the console and a failing scenario are reported, not misparsed', async () => {
     const run = await runGuest({
-      label: 'garbage', workDir: work, timeoutMs: 90_000, scenario: 'misbehave.sh', scenarioArgs: ['garbage'],
+      label: 'garbage',
+      workDir: work,
+      timeoutMs: 90_000,
+      scenario: 'misbehave.sh',
+      scenarioArgs: ['garbage'],
       mounts: [{ kind: 'qemu-9p', name: 'g', dir: freshTree(work, 'g') }],
     });
     const [s] = run.sections;
@@ -119,7 +147,11 @@ d('lab harness (real guests under QEMU TCG)', () => {
     expect(s.checks.get('after_garbage')).toBe('yes');
     expect(s.duplicates).toEqual(['after_garbage']);
     const failing = await runGuest({
-      label: 'fail', workDir: work, timeoutMs: 90_000, scenario: 'misbehave.sh', scenarioArgs: ['fail'],
+      label: 'fail',
+      workDir: work,
+      timeoutMs: 90_000,
+      scenario: 'misbehave.sh',
+      scenarioArgs: ['fail'],
       mounts: [{ kind: 'qemu-9p', name: 'f', dir: freshTree(work, 'f') }],
     });
     expect(failing.sections[0].rc).toBe(3);
@@ -130,7 +162,9 @@ d('lab harness (real guests under QEMU TCG)', () => {
 
 d('host daemons for lab guests', () => {
   let work = '';
-  beforeEach(() => { work = makeWorkDir('daemons'); });
+  beforeEach(() => {
+    work = makeWorkDir('daemons');
+  });
   afterEach(() => removeWorkDir(work));
 
   const server = (sock: string, extra = '') =>
@@ -149,8 +183,15 @@ d('host daemons for lab guests', () => {
 
   test('a daemon that dies before its socket exists fails with its stderr', async () => {
     const sock = join(work, 'never.sock');
-    const err = await startHostDaemon({ name: 'broken', command: process.execPath, args: ['-e', 'console.error("bad flag --frobnicate"); process.exit(2)'], waitFor: [sock] })
-      .then(() => undefined, (e: unknown) => e);
+    const err = await startHostDaemon({
+      name: 'broken',
+      command: process.execPath,
+      args: ['-e', 'console.error("bad flag --frobnicate"); process.exit(2)'],
+      waitFor: [sock],
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(DaemonError);
     expect((err as Error).message).toMatch(/broken exited \(2\)[\s\S]*bad flag --frobnicate/);
   }, 30_000);

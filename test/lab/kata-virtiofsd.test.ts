@@ -36,7 +36,7 @@ function hostXattrs(path: string): string[] {
   return n <= 0 ? [] : buf.subarray(0, n).toString('latin1').split('\0').filter(Boolean).sort();
 }
 
-d('duofs-virtiofsd with Kata Containers\' argv, mounted by a real guest', () => {
+d("duofs-virtiofsd with Kata Containers' argv, mounted by a real guest", () => {
   let work = '';
   let src = '';
   let run: GuestRun | undefined;
@@ -56,12 +56,28 @@ d('duofs-virtiofsd with Kata Containers\' argv, mounted by a real guest', () => 
     const sock = join(work, 'vhost-fs.sock');
     const listenFd = listenUnixSocket(sock, 1);
     let child: ChildProcess | undefined;
-    const argv = [join(repoRoot, 'bin', 'duofs-virtiofsd.js'), '--syslog', '--cache=auto', `--shared-dir=${src}`, '--fd=3',
-      '--thread-pool-size=1', '--announce-submounts', '--xattrmap=:map::user.virtiofs.:', '-o', 'no_posix_lock'];
+    const argv = [
+      join(repoRoot, 'bin', 'duofs-virtiofsd.js'),
+      '--syslog',
+      '--cache=auto',
+      `--shared-dir=${src}`,
+      '--fd=3',
+      '--thread-pool-size=1',
+      '--announce-submounts',
+      '--xattrmap=:map::user.virtiofs.:',
+      '-o',
+      'no_posix_lock',
+    ];
     try {
-      child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', process.execPath, ...argv], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe', listenFd], detached: true });
+      child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', process.execPath, ...argv], {
+        cwd: repoRoot,
+        stdio: ['ignore', 'pipe', 'pipe', listenFd],
+        detached: true,
+      });
       trackProcess(child);
-      const grab = (b: Buffer) => { if (daemonOut.length < 1e6) daemonOut += b.toString('utf8'); };
+      const grab = (b: Buffer) => {
+        if (daemonOut.length < 1e6) daemonOut += b.toString('utf8');
+      };
       child.stdout!.on('data', grab);
       child.stderr!.on('data', grab);
     } finally {
@@ -86,7 +102,11 @@ d('duofs-virtiofsd with Kata Containers\' argv, mounted by a real guest', () => 
     };
     try {
       run = await runGuest({
-        label: 'kata', workDir: work, timeoutMs: 240_000, scenario: 'corpus-kata.py', scenarioTimeoutSec: 150,
+        label: 'kata',
+        workDir: work,
+        timeoutMs: 240_000,
+        scenario: 'corpus-kata.py',
+        scenarioTimeoutSec: 150,
         mounts: [{ kind: 'vhost-user-fs', name: 'x', socket: sock, tag: 'kataShared', queueSize: 1024 }],
         onConsole,
       });
@@ -118,7 +138,7 @@ d('duofs-virtiofsd with Kata Containers\' argv, mounted by a real guest', () => 
     expect(check('xattr_hostonly')).toBe('ENODATA'); // asked for as user.virtiofs.user.hostonly: not there
   });
 
-  test('--posix-acl=never (virtiofsd\'s default): the guest gets no ACLs', () => {
+  test("--posix-acl=never (virtiofsd's default): the guest gets no ACLs", () => {
     expect(check('acl_set')).toBe('ENOTSUP'); // errno 95 (EOPNOTSUPP); python's errno.errorcode names it ENOTSUP
     expect(hostXattrs(join(src, 'f.txt'))).not.toContain('system.posix_acl_access');
   });
@@ -129,7 +149,7 @@ d('duofs-virtiofsd with Kata Containers\' argv, mounted by a real guest', () => 
     expect(check('host_acknowledged')).toBe('ok');
   });
 
-  test('--syslog without /dev/log: one warning, virtiofsd\'s text lines, no error', () => {
+  test("--syslog without /dev/log: one warning, virtiofsd's text lines, no error", () => {
     if (existsSync('/dev/log')) return;
     expect(daemonOut.match(/can't enable syslog/g)).toHaveLength(1);
     expect(daemonOut).toMatch(/^\[\S+Z INFO  duofs-virtiofsd\] /m);

@@ -77,8 +77,16 @@ export function trackProcess(p: ChildProcess): void {
  */
 export function killTree(p: ChildProcess, signal: NodeJS.Signals = 'SIGKILL'): void {
   if (p.pid === undefined || p.exitCode !== null || p.signalCode !== null) return;
-  try { process.kill(-p.pid, signal); } catch { /* not a group leader */ }
-  try { process.kill(p.pid, signal); } catch { /* already gone */ }
+  try {
+    process.kill(-p.pid, signal);
+  } catch {
+    /* not a group leader */
+  }
+  try {
+    process.kill(p.pid, signal);
+  } catch {
+    /* already gone */
+  }
 }
 
 /** Resolves when the child has exited (immediately if it already has). */

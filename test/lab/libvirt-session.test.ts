@@ -77,9 +77,18 @@ const kids = (pid: number): number[] => {
   }
 };
 const mapOf = (pid: number, kind: 'uid' | 'gid'): number[][] =>
-  readFileSync(`/proc/${pid}/${kind}_map`, 'utf8').trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number));
+  readFileSync(`/proc/${pid}/${kind}_map`, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/).map(Number));
 
-interface Daemon { name: string; argv: string[]; child: ChildProcess; out: () => string; maps?: { uid: number[][]; gid: number[][] } }
+interface Daemon {
+  name: string;
+  argv: string[];
+  child: ChildProcess;
+  out: () => string;
+  maps?: { uid: number[][]; gid: number[][] };
+}
 
 d("duofs-virtiofsd as libvirt's session mode runs it (a user, --uid-map/--gid-map, --fd), mounted by a real guest", () => {
   let work = '';
@@ -101,19 +110,38 @@ d("duofs-virtiofsd as libvirt's session mode runs it (a user, --uid-map/--gid-ma
     chownSync(sockDir, u.uid, u.gid);
     const t0 = Date.now();
     try {
-      for (const [name, extra] of [['sp', []], ['sm', ['--security-model', 'mapped-xattr']]] as const) {
+      for (const [name, extra] of [
+        ['sp', []],
+        ['sm', ['--security-model', 'mapped-xattr']],
+      ] as const) {
         trees[name] = freshTree(work, name);
         chownSync(trees[name]!, u.uid, u.gid); // the user's directory, as a session domain's would be
         const sock = join(sockDir, `fs-${name}-fs.sock`);
         const fd = libvirtSocket(sock, u);
-        const argv = [join(repoRoot, 'bin', 'duofs-virtiofsd.js'), '--fd=3', '-o', `source=${trees[name]!.replaceAll(',', ',,')}`, ...libvirtSessionMaps(u), ...extra];
+        const argv = [
+          join(repoRoot, 'bin', 'duofs-virtiofsd.js'),
+          '--fd=3',
+          '-o',
+          `source=${trees[name]!.replaceAll(',', ',,')}`,
+          ...libvirtSessionMaps(u),
+          ...extra,
+        ];
         let out = '';
         try {
-          const child = spawn('setpriv', ['--pdeathsig', 'KILL', `--reuid=${u.uid}`, `--regid=${u.gid}`, '--init-groups', '--', process.execPath, ...argv], {
-            cwd: '/', stdio: ['ignore', 'pipe', 'pipe', fd], detached: true, env: { ...process.env, HOME: '/' },
-          });
+          const child = spawn(
+            'setpriv',
+            ['--pdeathsig', 'KILL', `--reuid=${u.uid}`, `--regid=${u.gid}`, '--init-groups', '--', process.execPath, ...argv],
+            {
+              cwd: '/',
+              stdio: ['ignore', 'pipe', 'pipe', fd],
+              detached: true,
+              env: { ...process.env, HOME: '/' },
+            },
+          );
           trackProcess(child);
-          const grab = (b: Buffer) => { if (out.length < 1e6) out += b.toString('utf8'); };
+          const grab = (b: Buffer) => {
+            if (out.length < 1e6) out += b.toString('utf8');
+          };
           child.stdout!.on('data', grab);
           child.stderr!.on('data', grab);
           daemons.push({ name, argv, child, out: () => out });
@@ -132,11 +160,22 @@ d("duofs-virtiofsd as libvirt's session mode runs it (a user, --uid-map/--gid-ma
         if (server !== undefined) dm.maps = { uid: mapOf(server, 'uid'), gid: mapOf(server, 'gid') };
       }
       run = await runGuest({
-        label: 'libvirt-session', workDir: work, timeoutMs: 240_000, scenario: 'libvirt-session.py', scenarioTimeoutSec: 120,
-        mounts: daemons.map((dm) => ({ kind: 'vhost-user-fs' as const, name: dm.name, socket: join(sockDir, `fs-${dm.name}-fs.sock`), tag: dm.name })),
+        label: 'libvirt-session',
+        workDir: work,
+        timeoutMs: 240_000,
+        scenario: 'libvirt-session.py',
+        scenarioTimeoutSec: 120,
+        mounts: daemons.map((dm) => ({
+          kind: 'vhost-user-fs' as const,
+          name: dm.name,
+          socket: join(sockDir, `fs-${dm.name}-fs.sock`),
+          tag: dm.name,
+        })),
       });
-      process.stderr.write(`lab: libvirt-session: wall ${((Date.now() - t0) / 1000).toFixed(1)} s, boot ${((run.bootMs ?? NaN) / 1000).toFixed(1)} s, ` +
-        `${run.sections.map((s) => `${s.mount} ${s.guestSeconds}s`).join(', ')}\n`);
+      process.stderr.write(
+        `lab: libvirt-session: wall ${((Date.now() - t0) / 1000).toFixed(1)} s, boot ${((run.bootMs ?? NaN) / 1000).toFixed(1)} s, ` +
+          `${run.sections.map((s) => `${s.mount} ${s.guestSeconds}s`).join(', ')}\n`,
+      );
     } catch (e) {
       if (e instanceof Error) for (const dm of daemons) e.message += `\n--- ${dm.name}: node ${dm.argv.join(' ')} (tail) ---\n${tail(dm.out(), 30)}`;
       throw e;
@@ -153,16 +192,30 @@ d("duofs-virtiofsd as libvirt's session mode runs it (a user, --uid-map/--gid-ma
   const checks = (mount: string) => Object.fromEntries(run?.sections.find((s) => s.mount === mount)?.checks ?? []);
   const host = (mount: string, rel: string) => {
     const st = lstatSync(join(trees[mount]!, rel));
-    return { uid: st.uid, gid: st.gid, mode: st.mode & 0o7777, type: st.isFile() ? 'reg' : st.isDirectory() ? 'dir' : st.isFIFO() ? 'fifo' : st.isCharacterDevice() ? 'chr' : '?' };
+    return {
+      uid: st.uid,
+      gid: st.gid,
+      mode: st.mode & 0o7777,
+      type: st.isFile() ? 'reg' : st.isDirectory() ? 'dir' : st.isFIFO() ? 'fifo' : st.isCharacterDevice() ? 'chr' : '?',
+    };
   };
 
   test("each daemon runs as the user in a user namespace with exactly libvirt's maps", () => {
     const u = user!;
     for (const dm of daemons) {
-      expect([dm.name, dm.maps]).toEqual([dm.name, {
-        uid: [[0, u.uid, 1], [1, u.subuid.start, u.subuid.count]],
-        gid: [[0, u.gid, 1], [1, u.subgid.start, u.subgid.count]],
-      }]);
+      expect([dm.name, dm.maps]).toEqual([
+        dm.name,
+        {
+          uid: [
+            [0, u.uid, 1],
+            [1, u.subuid.start, u.subuid.count],
+          ],
+          gid: [
+            [0, u.gid, 1],
+            [1, u.subgid.start, u.subgid.count],
+          ],
+        },
+      ]);
       expect(dm.out()).toMatch(/sandbox: namespace, the export is the root.*userNamespace=true/);
       expect(dm.out()).not.toMatch(/ ERROR duofs-virtiofsd\]/);
     }
@@ -191,7 +244,7 @@ d("duofs-virtiofsd as libvirt's session mode runs it (a user, --uid-map/--gid-ma
     });
   });
 
-  test('passthrough: on the host the ids are the namespace\'s — guest 0 is the user, guest N is SUBUID+N-1', () => {
+  test("passthrough: on the host the ids are the namespace's — guest 0 is the user, guest N is SUBUID+N-1", () => {
     const u = user!;
     const sub = (n: number) => u.subuid.start + n - 1;
     const subg = (n: number) => u.subgid.start + n - 1;
@@ -219,10 +272,14 @@ d("duofs-virtiofsd as libvirt's session mode runs it (a user, --uid-map/--gid-ma
     });
   });
 
-  test('mapped-xattr: on the host every object is the user\'s plain file or directory, the guest\'s view in user.virtfs.*', () => {
+  test("mapped-xattr: on the host every object is the user's plain file or directory, the guest's view in user.virtfs.*", () => {
     const u = user!;
     const p = (rel: string) => join(trees['sm']!, rel);
-    const meta = (rel: string) => ({ uid: xattrU32(p(rel), 'user.virtfs.uid'), gid: xattrU32(p(rel), 'user.virtfs.gid'), mode: xattrU32(p(rel), 'user.virtfs.mode') });
+    const meta = (rel: string) => ({
+      uid: xattrU32(p(rel), 'user.virtfs.uid'),
+      gid: xattrU32(p(rel), 'user.virtfs.gid'),
+      mode: xattrU32(p(rel), 'user.virtfs.mode'),
+    });
     for (const rel of ['by-root', 'owned', 'nobody', 'fifo', 'null', 'home/mine', 'home/fifo']) {
       expect([rel, host('sm', rel)]).toEqual([rel, { uid: u.uid, gid: u.gid, mode: 0o600, type: 'reg' }]);
     }

@@ -100,12 +100,21 @@ d('duofs-virtiofsd as libvirt runs it, mounted by a real guest', () => {
     let child: ChildProcess | undefined;
     const listenFd = libvirtListeningSocket(sock);
     try {
-      argv.push(join(repoRoot, 'bin', 'duofs-virtiofsd.js'), '--fd=3', '-o', `source=${src.replaceAll(',', ',,')},cache=always,xattr,flock,posix_lock`);
+      argv.push(
+        join(repoRoot, 'bin', 'duofs-virtiofsd.js'),
+        '--fd=3',
+        '-o',
+        `source=${src.replaceAll(',', ',,')},cache=always,xattr,flock,posix_lock`,
+      );
       child = spawn('setpriv', ['--pdeathsig', 'KILL', '--', process.execPath, ...argv], {
-        cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe', listenFd], detached: true,
+        cwd: repoRoot,
+        stdio: ['ignore', 'pipe', 'pipe', listenFd],
+        detached: true,
       });
       trackProcess(child);
-      const grab = (b: Buffer) => { if (daemonOut.length < 1e6) daemonOut += b.toString('utf8'); };
+      const grab = (b: Buffer) => {
+        if (daemonOut.length < 1e6) daemonOut += b.toString('utf8');
+      };
       child.stdout!.on('data', grab);
       child.stderr!.on('data', grab);
     } finally {
@@ -137,14 +146,20 @@ d('duofs-virtiofsd as libvirt runs it, mounted by a real guest', () => {
     const t0 = Date.now();
     try {
       run = await runGuest({
-        label: 'libvirt', workDir: work, timeoutMs: 240_000, scenario: 'corpus-libvirt.py', scenarioTimeoutSec: 150,
+        label: 'libvirt',
+        workDir: work,
+        timeoutMs: 240_000,
+        scenario: 'corpus-libvirt.py',
+        scenarioTimeoutSec: 150,
         // tag 'mailstore' from <target dir='mailstore'/>; queue='1024' is QEMU's queue-size
         mounts: [{ kind: 'vhost-user-fs', name: 'x', socket: sock, tag: 'mailstore', queueSize: 1024 }],
         onConsole,
       });
       aliveAfterGuest = child.exitCode === null && child.signalCode === null;
-      process.stderr.write(`lab: libvirt-virtiofsd: wall ${((Date.now() - t0) / 1000).toFixed(1)} s, boot ${((run.bootMs ?? NaN) / 1000).toFixed(1)} s, ` +
-        `scenario ${run.sections[0]?.guestSeconds} s\n`);
+      process.stderr.write(
+        `lab: libvirt-virtiofsd: wall ${((Date.now() - t0) / 1000).toFixed(1)} s, boot ${((run.bootMs ?? NaN) / 1000).toFixed(1)} s, ` +
+          `scenario ${run.sections[0]?.guestSeconds} s\n`,
+      );
     } catch (e) {
       if (e instanceof Error) e.message += `\n--- node ${argv.join(' ')} (tail of its output) ---\n${tail(daemonOut, 30)}`;
       throw e;
@@ -197,7 +212,7 @@ d('duofs-virtiofsd as libvirt runs it, mounted by a real guest', () => {
     expect(check('flock_after_unlock')).toBe('ok');
   });
 
-  test('the locks are real host locks: the guest sees the host\'s, the host sees the guest\'s', () => {
+  test("the locks are real host locks: the guest sees the host's, the host sees the guest's", () => {
     expect(check('host_posix_lock_seen')).toBe('EAGAIN');
     expect(check('host_posix_lock_getlk')).toBe('wrlck');
     expect(check('host_flock_seen')).toBe('EAGAIN');

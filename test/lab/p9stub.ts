@@ -23,7 +23,10 @@ export class P9Stub {
   private server: Server;
   private sockets = new Set<Socket>();
 
-  constructor(readonly path: string, readonly refuseWith = 13 /* EACCES */) {
+  constructor(
+    readonly path: string,
+    readonly refuseWith = 13 /* EACCES */,
+  ) {
     this.server = createServer((s) => this.serve(s));
   }
 
@@ -49,7 +52,8 @@ export class P9Stub {
       buf = Buffer.concat([buf, chunk]);
       while (buf.length >= 7) {
         const size = buf.readUInt32LE(0);
-        if (size < 7 || size > 1 << 24) { // not 9P: stop reading, keep what we have
+        if (size < 7 || size > 1 << 24) {
+          // not 9P: stop reading, keep what we have
           s.destroy();
           return;
         }

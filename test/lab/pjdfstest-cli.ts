@@ -37,9 +37,16 @@ let a;
 try {
   a = parseArgs({
     options: {
-      impl: { type: 'string', default: 'duofs' }, protocol: { type: 'string', default: 'all' }, model: { type: 'string', default: 'passthrough' },
-      unprivileged: { type: 'boolean', default: false }, 'also-unprivileged': { type: 'boolean', default: false },
-      tests: { type: 'string' }, 'server-args': { type: 'string' }, limit: { type: 'string', default: '5400' }, keep: { type: 'boolean', default: false }, help: { type: 'boolean', default: false },
+      impl: { type: 'string', default: 'duofs' },
+      protocol: { type: 'string', default: 'all' },
+      model: { type: 'string', default: 'passthrough' },
+      unprivileged: { type: 'boolean', default: false },
+      'also-unprivileged': { type: 'boolean', default: false },
+      tests: { type: 'string' },
+      'server-args': { type: 'string' },
+      limit: { type: 'string', default: '5400' },
+      keep: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
     },
   }).values;
 } catch (e) {
@@ -48,7 +55,8 @@ try {
 if (a.help) usage();
 const impl = a.impl as Impl;
 if (!['duofs', 'qemu', 'virtiofsd'].includes(impl)) usage(`unknown --impl ${a.impl}`);
-const protocols = a.protocol === 'all' ? (impl === 'duofs' ? PROTOCOLS : impl === 'qemu' ? ['9p' as const] : ['virtiofs' as const]) : [a.protocol as Protocol];
+const protocols =
+  a.protocol === 'all' ? (impl === 'duofs' ? PROTOCOLS : impl === 'qemu' ? ['9p' as const] : ['virtiofs' as const]) : [a.protocol as Protocol];
 if (!protocols.every((p) => PROTOCOLS.includes(p))) usage(`unknown --protocol ${a.protocol}`);
 const models = a.model === 'all' ? (impl === 'virtiofsd' ? ['passthrough' as const] : MODELS) : [a.model as SecurityModel];
 if (!models.every((m) => MODELS.includes(m))) usage(`unknown --model ${a.model}`);
@@ -95,10 +103,15 @@ for (const c of configs) {
   console.log(`\n== ${name}`);
   try {
     const run = await runPjdfstest(c, {
-      selection, limitS, keepWorkDir: a.keep,
+      selection,
+      limitS,
+      keepWorkDir: a.keep,
       onLine: (l) => {
         const m = /PJD-DIR (\S+) files=(\d+) planned=(\d+) passed=(\d+) secs=([\d.]+)/.exec(l);
-        if (m) console.log(`  ${m[1].padEnd(16)} ${m[4].padStart(5)}/${m[3].padEnd(5)} passed  ${m[2].padStart(3)} files  ${Number(m[5]).toFixed(0).padStart(5)} s  (${((Date.now() - t0) / 1000).toFixed(0)} s wall)`);
+        if (m)
+          console.log(
+            `  ${m[1].padEnd(16)} ${m[4].padStart(5)}/${m[3].padEnd(5)} passed  ${m[2].padStart(3)} files  ${Number(m[5]).toFixed(0).padStart(5)} s  (${((Date.now() - t0) / 1000).toFixed(0)} s wall)`,
+          );
         else if (/^PJD-NOTOK /.test(l)) console.log(`    ${l.slice(10)}`);
         else if (/^(PJD-ERROR|lab-guest:)/.test(l)) console.log(`  ${l}`);
       },
@@ -106,7 +119,8 @@ for (const c of configs) {
     writeFileSync(join(outDir, `${name}.txt`), run.output);
     const problems = compareRun(run, files, known);
     const failed = [...run.files.values()].reduce((n, r) => n + r.failed.length, 0);
-    const line = `${name}: ${run.total.passed}/${run.total.planned} passed in ${run.total.files} files (${failed} failed), ` +
+    const line =
+      `${name}: ${run.total.passed}/${run.total.planned} passed in ${run.total.files} files (${failed} failed), ` +
       `${((Date.now() - t0) / 60000).toFixed(1)} min${problems.length ? `, ${problems.length} PROBLEM(S)` : ', as expected'}`;
     summary.push(line);
     if (problems.length) {

@@ -15,8 +15,19 @@ import { join } from 'node:path';
 import { guestScriptsDir, labAvailable, labDir } from './lab.js';
 import { spawnSync } from 'node:child_process';
 import {
-  buildPjdfstest, compareRun, configName, expectedFailures, expectedFile, loadKnownFailures, parsePjdOutput, pjdTestFiles, runPjdfstest, stagePjdfstest,
-  type KnownFailure, type PjdConfig, type PjdRun,
+  buildPjdfstest,
+  compareRun,
+  configName,
+  expectedFailures,
+  expectedFile,
+  loadKnownFailures,
+  parsePjdOutput,
+  pjdTestFiles,
+  runPjdfstest,
+  stagePjdfstest,
+  type KnownFailure,
+  type PjdConfig,
+  type PjdRun,
 } from './pjdfstest.js';
 
 // Chosen for coverage per second (the */03.t name-length tests spend minutes in
@@ -25,7 +36,15 @@ import {
 // chmod/11.t sticky, chmod/12.t setuid/setgid on write), every file type
 // (open/00.t, mkfifo/00.t, link/00.t, rename/00.t), symlinks, truncate.
 const SUBSET = [
-  'chown/05.t', 'chmod/00.t', 'chmod/11.t', 'chmod/12.t', 'open/00.t', 'rename/00.t', 'link/00.t', 'mkfifo/00.t', 'truncate/00.t',
+  'chown/05.t',
+  'chmod/00.t',
+  'chmod/11.t',
+  'chmod/12.t',
+  'open/00.t',
+  'rename/00.t',
+  'link/00.t',
+  'mkfifo/00.t',
+  'truncate/00.t',
   ...['00', '01', '02', '04', '05', '06', '07', '08', '09', '10', '11', '12'].map((n) => `symlink/${n}.t`),
 ];
 /** Guest-side limit per run (seconds); generous for a loaded 2-core host. */
@@ -84,13 +103,17 @@ d('pjdfstest build and scenario on the host', () => {
 describe('pjdfstest results', () => {
   const output = [
     'PJD-PLAN files=2',
-    'PJD-NOTOK chown/00.t not ok 7 - tried \'symlink a b\', expected 0, got EEXIST',
+    "PJD-NOTOK chown/00.t not ok 7 - tried 'symlink a b', expected 0, got EEXIST",
     'PJD-FILE chown/00.t planned=10 run=10 passed=7 exit=0 secs=1.5 failed=7-8,10',
     'PJD-FILE chmod/12.t planned=14 run=12 passed=12 exit=1 secs=0.3 failed=13-14',
     'PJD-TOTAL files=2 planned=24 passed=19 secs=1.8',
   ].join('\n');
   const fakeRun = (config: string): PjdRun => ({
-    config, files: parsePjdOutput(output), total: { files: 2, planned: 24, passed: 19 }, output, guestRun: undefined as never,
+    config,
+    files: parsePjdOutput(output),
+    total: { files: 2, planned: 24, passed: 19 },
+    output,
+    guestRun: undefined as never,
   });
 
   test('per-file lines parse into failed check numbers and what they tried', () => {
@@ -123,25 +146,36 @@ d('pjdfstest subset on real guests', () => {
   const known = loadKnownFailures();
 
   test('the subset selects the files it names', () => {
-    expect(files).toEqual(expect.arrayContaining(['chown/05.t', 'chmod/12.t', 'rename/00.t', 'symlink/01.t', 'link/00.t', 'mkfifo/00.t', 'truncate/00.t']));
+    expect(files).toEqual(
+      expect.arrayContaining(['chown/05.t', 'chmod/12.t', 'rename/00.t', 'symlink/01.t', 'link/00.t', 'mkfifo/00.t', 'truncate/00.t']),
+    );
     expect(files).toHaveLength(SUBSET.length);
   });
 
   for (const c of CONFIGS) {
     const name = configName(c);
-    test(`${name}: every check of the subset passes but the known failures`, async () => {
-      if (!lab.ok) throw new Error(`lab unavailable: ${lab.why}`);
-      const run: PjdRun = await runPjdfstest(c, {
-        selection: SUBSET, limitS: LIMIT_S,
-        onLine: (l) => { if (l.startsWith('PJD-DIR ')) process.stderr.write(`lab: pjdfstest ${name}: ${l.slice(8)}\n`); },
-      });
-      const out = join(labDir, 'results', 'pjdfstest');
-      mkdirSync(out, { recursive: true });
-      writeFileSync(join(out, `subset-${name}.txt`), run.output);
-      process.stderr.write(`lab: pjdfstest ${name}: ${run.total.passed}/${run.total.planned} in ${run.total.files} files, ` +
-        `${run.guestRun.sections[0]?.guestSeconds} s guest time, wall ${(run.guestRun.wallMs / 1000).toFixed(0)} s\n`);
-      expect(compareRun(run, files, known)).toEqual([]);
-      expect(run.total.files).toBe(files.length);
-    }, (LIMIT_S + 180) * 1000);
+    test(
+      `${name}: every check of the subset passes but the known failures`,
+      async () => {
+        if (!lab.ok) throw new Error(`lab unavailable: ${lab.why}`);
+        const run: PjdRun = await runPjdfstest(c, {
+          selection: SUBSET,
+          limitS: LIMIT_S,
+          onLine: (l) => {
+            if (l.startsWith('PJD-DIR ')) process.stderr.write(`lab: pjdfstest ${name}: ${l.slice(8)}\n`);
+          },
+        });
+        const out = join(labDir, 'results', 'pjdfstest');
+        mkdirSync(out, { recursive: true });
+        writeFileSync(join(out, `subset-${name}.txt`), run.output);
+        process.stderr.write(
+          `lab: pjdfstest ${name}: ${run.total.passed}/${run.total.planned} in ${run.total.files} files, ` +
+            `${run.guestRun.sections[0]?.guestSeconds} s guest time, wall ${(run.guestRun.wallMs / 1000).toFixed(0)} s\n`,
+        );
+        expect(compareRun(run, files, known)).toEqual([]);
+        expect(run.total.files).toBe(files.length);
+      },
+      (LIMIT_S + 180) * 1000,
+    );
   }
 });

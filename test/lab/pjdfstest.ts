@@ -26,7 +26,10 @@ const cacheDir = join(repoRoot, '.cache', 'pjdfstest');
 export function buildPjdfstest(): string {
   const flags = ['-O2', '-static', '-Wall', '-Werror', '-I', vendorDir];
   const h = createHash('sha256');
-  for (const f of ['pjdfstest.c', 'config.h']) h.update(f).update('\0').update(readFileSync(join(vendorDir, f)));
+  for (const f of ['pjdfstest.c', 'config.h'])
+    h.update(f)
+      .update('\0')
+      .update(readFileSync(join(vendorDir, f)));
   h.update(flags.join(' '));
   const dir = join(cacheDir, h.digest('hex').slice(0, 16));
   const bin = join(dir, 'pjdfstest');
@@ -36,7 +39,9 @@ export function buildPjdfstest(): string {
   const r = spawnSync('gcc', [...flags, '-o', tmp, join(vendorDir, 'pjdfstest.c')], { encoding: 'utf8' });
   if (r.status !== 0) {
     rmSync(tmp, { force: true });
-    throw new Error(`building pjdfstest failed (gcc ${flags.join(' ')} -o ${tmp} pjdfstest.c: ${r.error?.message ?? `status ${r.status}`}):\n${tail(r.stdout + r.stderr, 30)}`);
+    throw new Error(
+      `building pjdfstest failed (gcc ${flags.join(' ')} -o ${tmp} pjdfstest.c: ${r.error?.message ?? `status ${r.status}`}):\n${tail(r.stdout + r.stderr, 30)}`,
+    );
   }
   renameSync(tmp, bin); // atomic: a concurrent build of the same sources yields the same file
   return bin;
@@ -53,8 +58,12 @@ export function stagePjdfstest(dst: string): void {
   chmodSync(join(dst, 'pjdfstest'), 0o755);
   cpSync(join(vendorDir, 'tests'), join(dst, 'tests'), { recursive: true });
   // tests/misc.sh names files with `openssl md5`; the lab root has md5sum but no openssl.
-  writeFileSync(join(dst, 'bin', 'openssl'), '#!/bin/sh\n# openssl md5 for pjdfstest\'s namegen (tests/misc.sh)\n' +
-    '[ "$1" = md5 ] || { echo "openssl shim: only md5" >&2; exit 1; }\nmd5sum | sed "s/ .*//"\n', { mode: 0o755 });
+  writeFileSync(
+    join(dst, 'bin', 'openssl'),
+    "#!/bin/sh\n# openssl md5 for pjdfstest's namegen (tests/misc.sh)\n" +
+      '[ "$1" = md5 ] || { echo "openssl shim: only md5" >&2; exit 1; }\nmd5sum | sed "s/ .*//"\n',
+    { mode: 0o755 },
+  );
 }
 
 /** Every .t under the vendored tests/, relative to tests/ (e.g. "chown/00.t"). */
@@ -63,7 +72,10 @@ export function pjdTestFiles(sel: string[] = ['.']): string[] {
   const out = new Set<string>();
   const visit = (rel: string) => {
     const abs = join(root, rel);
-    if (rel.endsWith('.t')) { out.add(rel); return; }
+    if (rel.endsWith('.t')) {
+      out.add(rel);
+      return;
+    }
     for (const n of readdirSync(abs, { withFileTypes: true })) {
       if (n.isDirectory()) visit(rel === '.' ? n.name : `${rel}/${n.name}`);
       else if (n.name.endsWith('.t')) out.add(rel === '.' ? n.name : `${rel}/${n.name}`);
@@ -100,14 +112,19 @@ export function configName(c: PjdConfig): string {
 export function checkConfig(c: PjdConfig): void {
   const name = configName(c);
   if (c.impl === 'qemu' && c.protocol !== '9p') throw new Error(`${name}: QEMU's own server is 9p only`);
-  if (c.impl === 'virtiofsd' && (c.protocol !== 'virtiofs' || c.model !== 'passthrough')) throw new Error(`${name}: virtiofsd serves virtio-fs with passthrough only`);
-  if (c.unprivileged && (c.impl !== 'duofs' || !c.model.startsWith('mapped'))) throw new Error(`${name}: only duofs with a mapped model runs unprivileged`);
+  if (c.impl === 'virtiofsd' && (c.protocol !== 'virtiofs' || c.model !== 'passthrough'))
+    throw new Error(`${name}: virtiofsd serves virtio-fs with passthrough only`);
+  if (c.unprivileged && (c.impl !== 'duofs' || !c.model.startsWith('mapped')))
+    throw new Error(`${name}: only duofs with a mapped model runs unprivileged`);
 }
 
 /** The unprivileged user duofs runs as (a bare uid/gid, as in unprivileged.test.ts). */
 export const UNPRIV = { uid: 64123, gid: 64123 };
 
-interface Served { mount: MountSpec; daemon?: HostDaemon }
+interface Served {
+  mount: MountSpec;
+  daemon?: HostDaemon;
+}
 
 /**
  * Starts what serves `tree` for the configuration. duofs: virtio-fs on a
@@ -132,14 +149,16 @@ async function serve(c: PjdConfig, workDir: string, tree: string): Promise<Serve
     chownSync(sockDir, UNPRIV.uid, UNPRIV.gid);
   }
   const common = ['--shared-dir', tree, '--security-model', c.model, '--log-level', 'warn'];
-  const args = c.protocol === 'virtiofs'
-    ? ['serve', ...common, '--virtiofs-socket', sock, '--tag', name, '--xattr']
-    : ['serve', ...common, '--9p-vhost-socket', sock, '--9p-tag', name];
+  const args =
+    c.protocol === 'virtiofs'
+      ? ['serve', ...common, '--virtiofs-socket', sock, '--tag', name, '--xattr']
+      : ['serve', ...common, '--9p-vhost-socket', sock, '--9p-tag', name];
   args.push(...(c.args ?? []));
   const daemon = await startDuofs(args, [sock], c.unprivileged ? { user: UNPRIV } : {});
-  const mount: MountSpec = c.protocol === 'virtiofs'
-    ? { kind: 'vhost-user-fs', name, socket: sock, tag: name }
-    : { kind: 'vhost-user-9p', name, socket: sock, tag: name, msize: 512000 };
+  const mount: MountSpec =
+    c.protocol === 'virtiofs'
+      ? { kind: 'vhost-user-fs', name, socket: sock, tag: name }
+      : { kind: 'vhost-user-9p', name, socket: sock, tag: name, msize: 512000 };
   return { mount, daemon };
 }
 
@@ -182,12 +201,18 @@ export function parsePjdOutput(output: string): Map<string, FileResult> {
   const notok = new Map<string, string[]>();
   for (const line of output.split('\n')) {
     const n = /^PJD-NOTOK (\S+) (.*)$/.exec(line);
-    if (n) { (notok.get(n[1]) ?? notok.set(n[1], []).get(n[1])!).push(n[2]); continue; }
+    if (n) {
+      (notok.get(n[1]) ?? notok.set(n[1], []).get(n[1])!).push(n[2]);
+      continue;
+    }
     const m = /^PJD-FILE (\S+) planned=(\d+) run=(\d+) passed=(\d+) exit=(-?\d+) secs=([\d.]+) failed=(\S+)\s*$/.exec(line);
     if (!m) continue;
     files.set(m[1], { file: m[1], planned: +m[2], run: +m[3], passed: +m[4], exit: +m[5], secs: +m[6], failed: expandList(m[7]), notok: [] });
   }
-  for (const [f, l] of notok) { const r = files.get(f); if (r) r.notok = l; }
+  for (const [f, l] of notok) {
+    const r = files.get(f);
+    if (r) r.notok = l;
+  }
   return files;
 }
 
@@ -215,17 +240,29 @@ export async function runPjdfstest(c: PjdConfig, o: RunOptions): Promise<PjdRun>
     served = await serve(c, workDir, tree);
     let partial = '';
     const guestRun = await runGuest({
-      label: `pjd-${config}`, workDir, mounts: [served.mount], scenario: 'pjdfstest.pl', scenarioArgs: selection,
-      scenarioTimeoutSec: o.limitS, timeoutMs: (o.limitS + 120) * 1000, memoryMiB: 1024, keepWorkDir: o.keepWorkDir,
-      onConsole: o.onLine && ((s) => {
-        const lines = (partial + s).split('\n');
-        partial = lines.pop() ?? '';
-        for (const l of lines) o.onLine!(l.replace(/\r/g, ''));
-      }),
+      label: `pjd-${config}`,
+      workDir,
+      mounts: [served.mount],
+      scenario: 'pjdfstest.pl',
+      scenarioArgs: selection,
+      scenarioTimeoutSec: o.limitS,
+      timeoutMs: (o.limitS + 120) * 1000,
+      memoryMiB: 1024,
+      keepWorkDir: o.keepWorkDir,
+      onConsole:
+        o.onLine &&
+        ((s) => {
+          const lines = (partial + s).split('\n');
+          partial = lines.pop() ?? '';
+          for (const l of lines) o.onLine!(l.replace(/\r/g, ''));
+        }),
     });
     const section = guestRun.sections.find((s) => s.mount === served!.mount.name);
     if (!section) throw new GuestError(`pjdfstest on ${config}: no scenario output\n${tail(guestRun.console, 40)}`);
-    if (section.rc !== 0) throw new GuestError(`pjdfstest on ${config}: the scenario exited with ${section.rc}${section.rc === 124 ? ` (guest limit ${o.limitS} s)` : ''}\n${tail(section.output, 40)}`);
+    if (section.rc !== 0)
+      throw new GuestError(
+        `pjdfstest on ${config}: the scenario exited with ${section.rc}${section.rc === 124 ? ` (guest limit ${o.limitS} s)` : ''}\n${tail(section.output, 40)}`,
+      );
     const files = parsePjdOutput(section.output);
     const t = /^PJD-TOTAL files=(\d+) planned=(\d+) passed=(\d+)/m.exec(section.output);
     if (!t) throw new GuestError(`pjdfstest on ${config}: no PJD-TOTAL line\n${tail(section.output, 40)}`);
@@ -256,7 +293,13 @@ export function loadKnownFailures(): KnownFailure[] {
   return (JSON.parse(readFileSync(expectedFile, 'utf8')) as { known: KnownFailure[] }).known;
 }
 
-const globRe = (g: string) => new RegExp(`^${g.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+const globRe = (g: string) =>
+  new RegExp(
+    `^${g
+      .split('*')
+      .map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+      .join('.*')}$`,
+  );
 
 /** The checks of `file` expected to fail on `config`. */
 export function expectedFailures(known: KnownFailure[], config: string, file: string): number[] {
@@ -274,12 +317,18 @@ export function compareRun(run: PjdRun, files: string[], known: KnownFailure[]):
   const problems: string[] = [];
   for (const f of files) {
     const r = run.files.get(f);
-    if (!r) { problems.push(`${f}: did not run`); continue; }
+    if (!r) {
+      problems.push(`${f}: did not run`);
+      continue;
+    }
     if (r.planned === 0 || r.run !== r.planned) problems.push(`${f}: ran ${r.run} of ${r.planned} planned checks (exit ${r.exit})`);
     const want = expectedFailures(known, run.config, f);
     const extra = r.failed.filter((n) => !want.includes(n));
     const fixed = want.filter((n) => !r.failed.includes(n));
-    if (extra.length) problems.push(`${f}: ${extra.length} unexpected failure(s): ${extra.join(',')}${r.notok.length ? `\n    ${r.notok.slice(0, 6).join('\n    ')}` : ''}`);
+    if (extra.length)
+      problems.push(
+        `${f}: ${extra.length} unexpected failure(s): ${extra.join(',')}${r.notok.length ? `\n    ${r.notok.slice(0, 6).join('\n    ')}` : ''}`,
+      );
     if (fixed.length) problems.push(`${f}: known failure(s) ${fixed.join(',')} passed now (update ${expectedFile})`);
   }
   for (const f of run.files.keys()) if (!files.includes(f)) problems.push(`${f}: ran but was not selected`);

@@ -21,9 +21,18 @@ export function reconnectBinSha(): string {
 
 /** JSON log lines of a duofs whose msg is `msg`. */
 export function logLines(daemon: HostDaemon, msg: string): Record<string, unknown>[] {
-  return daemon.output().split('\n').filter((l) => l.startsWith('{')).map((l) => {
-    try { return JSON.parse(l) as Record<string, unknown>; } catch { return {}; }
-  }).filter((o) => o.msg === msg);
+  return daemon
+    .output()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => {
+      try {
+        return JSON.parse(l) as Record<string, unknown>;
+      } catch {
+        return {};
+      }
+    })
+    .filter((o) => o.msg === msg);
 }
 
 /** Appends the tail of each daemon's output to an error's message. */
@@ -57,7 +66,11 @@ export async function runReconnect(c: ReconnectCase): Promise<void> {
       const bootDir = join(work, `boot${boot}`);
       mkdirSync(bootDir);
       const run = await runGuest({
-        label: `${c.label}-${boot}`, workDir: bootDir, timeoutMs: 120_000, scenario: 'reconnect-rw.sh', scenarioTimeoutSec: 60,
+        label: `${c.label}-${boot}`,
+        workDir: bootDir,
+        timeoutMs: 120_000,
+        scenario: 'reconnect-rw.sh',
+        scenarioTimeoutSec: 60,
         env: { LAB_BOOT: String(boot), LAB_TOKEN: token },
         mounts: [c.mount(sock)],
       });
@@ -83,7 +96,12 @@ export async function runReconnect(c: ReconnectCase): Promise<void> {
     // Both boots' writes reached the host.
     for (const boot of [1, 2]) {
       expect(readFileSync(join(tree, 'reconnect', `boot-${boot}.txt`), 'utf8')).toBe(`${token} boot ${boot}\n`);
-      expect(createHash('sha256').update(readFileSync(join(tree, 'reconnect', `boot-${boot}.bin`))).digest('hex').slice(0, 16)).toBe(sha);
+      expect(
+        createHash('sha256')
+          .update(readFileSync(join(tree, 'reconnect', `boot-${boot}.bin`)))
+          .digest('hex')
+          .slice(0, 16),
+      ).toBe(sha);
     }
     // duofs saw two frontends, one after the other.
     expect(logLines(duofs, 'vhost-user: frontend connected').length).toBe(2);

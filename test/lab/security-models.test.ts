@@ -76,9 +76,22 @@ function hostXattrs(path: string): Array<[string, string]> {
   });
 }
 
-const TYPE: Record<number, string> = { 0o140000: 'sock', 0o120000: 'link', 0o100000: 'reg', 0o060000: 'blk', 0o040000: 'dir', 0o020000: 'chr', 0o010000: 'fifo' };
+const TYPE: Record<number, string> = {
+  0o140000: 'sock',
+  0o120000: 'link',
+  0o100000: 'reg',
+  0o060000: 'blk',
+  0o040000: 'dir',
+  0o020000: 'chr',
+  0o010000: 'fifo',
+};
 
-interface SnapEntry { path: string; line: string; ino: bigint; times: string }
+interface SnapEntry {
+  path: string;
+  line: string;
+  ino: bigint;
+  times: string;
+}
 
 /**
  * Every host object under root (symlinks not followed), in byte order of the
@@ -95,12 +108,15 @@ function snapshot(root: string): SnapEntry[] {
     if (type === 'link') extra = ` -> ${readlinkSync(abs, { encoding: 'buffer' }).toString('latin1')}`;
     if (type === 'reg') {
       const data = readFileSync(abs);
-      extra = rel.includes('.virtfs_metadata') ? ` content=${JSON.stringify(data.toString('latin1'))}`
+      extra = rel.includes('.virtfs_metadata')
+        ? ` content=${JSON.stringify(data.toString('latin1'))}`
         : ` md5=${createHash('md5').update(data).digest('hex')}`;
     }
     const dev = type === 'chr' || type === 'blk' ? ` rdev=${(st.rdev >> 8n) & 0xfffn}:${(st.rdev & 0xffn) | ((st.rdev >> 12n) & 0xfff00n)}` : '';
     const size = type === 'dir' ? '' : ` size=${st.size}`;
-    const xattrs = hostXattrs(abs).map(([k, v]) => ` ${k}=${v}`).join('');
+    const xattrs = hostXattrs(abs)
+      .map(([k, v]) => ` ${k}=${v}`)
+      .join('');
     out.push({
       path: rel || '.',
       line: `${rel || '.'} ${type} mode=${(Number(st.mode) & 0o7777).toString(8)} ${st.uid}:${st.gid}${dev}${size} nlink=${st.nlink}${extra}${xattrs}`,
@@ -108,7 +124,9 @@ function snapshot(root: string): SnapEntry[] {
       times: `mtime=${st.mtimeNs} ctime=${st.ctimeNs}`,
     });
     if (type === 'dir') {
-      const names = readdirSync(abs, { encoding: 'buffer' }).map((b) => b.toString('latin1')).sort();
+      const names = readdirSync(abs, { encoding: 'buffer' })
+        .map((b) => b.toString('latin1'))
+        .sort();
       for (const n of names) walk(rel ? `${rel}/${Buffer.from(n, 'latin1').toString()}` : Buffer.from(n, 'latin1').toString());
     }
   };
@@ -119,10 +137,14 @@ function snapshot(root: string): SnapEntry[] {
 /** A snapshot as text: inode numbers as ordinals (hard-link groups), optionally with times. */
 function snapText(s: SnapEntry[], withTimes: boolean): string {
   const ord = new Map<bigint, number>();
-  return s.map((e) => {
-    if (!ord.has(e.ino)) ord.set(e.ino, ord.size);
-    return `${e.line} ino#${ord.get(e.ino)}${withTimes ? ` ${e.times}` : ''}`;
-  }).join('\n') + '\n';
+  return (
+    s
+      .map((e) => {
+        if (!ord.has(e.ino)) ord.set(e.ino, ord.size);
+        return `${e.line} ino#${ord.get(e.ino)}${withTimes ? ` ${e.times}` : ''}`;
+      })
+      .join('\n') + '\n'
+  );
 }
 
 // ------------------------------------------------------------ guest dumps
@@ -131,24 +153,27 @@ function snapText(s: SnapEntry[], withTimes: boolean): string {
 function normaliseDump(text: string, withTimes: boolean): string {
   const ord = new Map<string, number>();
   let section = '';
-  return text.split('\n').map((line) => {
-    if (line.startsWith('== ')) {
-      section = line.slice(3);
-      return line;
-    }
-    if (section === 'stat') {
-      const f = line.split('|');
-      if (f.length >= 13) {
-        const ino = f[11];
-        if (!ord.has(ino)) ord.set(ino, ord.size);
-        f[11] = `ino#${ord.get(ino)}`;
-        if (!withTimes) f[12] = 'TIME';
-        return f.join('|');
+  return text
+    .split('\n')
+    .map((line) => {
+      if (line.startsWith('== ')) {
+        section = line.slice(3);
+        return line;
       }
-    }
-    if (section === 'ls' && !withTimes) return line.replace(/\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ [+-]\d{4}/, 'TIME');
-    return line;
-  }).join('\n');
+      if (section === 'stat') {
+        const f = line.split('|');
+        if (f.length >= 13) {
+          const ino = f[11];
+          if (!ord.has(ino)) ord.set(ino, ord.size);
+          f[11] = `ino#${ord.get(ino)}`;
+          if (!withTimes) f[12] = 'TIME';
+          return f.join('|');
+        }
+      }
+      if (section === 'ls' && !withTimes) return line.replace(/\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ [+-]\d{4}/, 'TIME');
+      return line;
+    })
+    .join('\n');
 }
 
 /** diff -u of two texts (both written under results/), or '' when equal. */
@@ -255,20 +280,48 @@ function makedev(major: number, minor: number): bigint {
   const mi = BigInt(minor);
   return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) | (mi & 0xffn);
 }
-const le32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(n); return b.toString('hex'); };
-const le64 = (n: bigint) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(n); return b.toString('hex'); };
+const le32 = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n);
+  return b.toString('hex');
+};
+const le64 = (n: bigint) => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(n);
+  return b.toString('hex');
+};
 
 // ------------------------------------------------------------ the run
 
-interface Duofs { d: HostDaemon; sock9: string; sockV: string }
+interface Duofs {
+  d: HostDaemon;
+  sock9: string;
+  sockV: string;
+}
 
 /** One duofs serving `tree` as duofs-9p (vhost-user) and duofs-virtiofs (with --xattr) at once. */
 async function startBoth(sockDir: string, name: string, modelArgs: string[]): Promise<Duofs> {
   mkdirSync(sockDir, { recursive: true });
   const sock9 = join(sockDir, `${name}-9p.sock`);
   const sockV = join(sockDir, `${name}-fs.sock`);
-  const d = await startDuofs(['serve', ...modelArgs, '--9p-vhost-socket', sock9, '--9p-tag', `${name}-9`,
-    '--virtiofs-socket', sockV, '--tag', `${name}-v`, '--xattr', '--log-level', 'info'], [sock9, sockV]);
+  const d = await startDuofs(
+    [
+      'serve',
+      ...modelArgs,
+      '--9p-vhost-socket',
+      sock9,
+      '--9p-tag',
+      `${name}-9`,
+      '--virtiofs-socket',
+      sockV,
+      '--tag',
+      `${name}-v`,
+      '--xattr',
+      '--log-level',
+      'info',
+    ],
+    [sock9, sockV],
+  );
   return { d, sock9, sockV };
 }
 
@@ -320,48 +373,98 @@ d('security models: QEMU -fsdev local and duofs (9p and virtio-fs) read and writ
 
     // Boot 1: QEMU builds the A trees (c1; c2 only made), duofs the B trees (c1 over 9p, c2 over virtio-fs).
     const t1 = Date.now();
-    const b = await Promise.all(MODELS.map((m) => startBoth(join(work, 'sock1'), `b-${SHORT[m]}`, ['--shared-dir', trees.get(`b-${SHORT[m]}`)!, '--security-model', m])));
-    const run1 = await withDaemons(b, duofsLogs, () => runGuest({
-      label: 'secmodels-build', workDir: work, timeoutMs: 420_000, scenario: 'corpus-run.sh', scenarioTimeoutSec: 240,
-      mounts: [
-        ...MODELS.map((m): MountSpec => ({ kind: 'qemu-9p', name: `a-${SHORT[m]}-q`, dir: trees.get(`a-${SHORT[m]}`)!, securityModel: m, mountOptions: P9_OPTIONS })),
-        ...MODELS.flatMap((m, i) => duofsMounts(`b-${SHORT[m]}`, b[i])),
-        { kind: 'virtiofsd', name: 'out', dir: out1 },
-      ],
-      scenarioOn: MODELS.flatMap((m) => [`a-${SHORT[m]}-q`, `b-${SHORT[m]}-9`, `b-${SHORT[m]}-v`]),
-      env: {
-        CORPUS_OUT: '/mnt/out',
-        CORPUS_PLAN: MODELS.flatMap((m) => [`a-${SHORT[m]}-q=build:c1+c2=empty`, `b-${SHORT[m]}-9=build:c1`, `b-${SHORT[m]}-v=build:c2`]).join(' '),
-      },
-    }));
+    const b = await Promise.all(
+      MODELS.map((m) => startBoth(join(work, 'sock1'), `b-${SHORT[m]}`, ['--shared-dir', trees.get(`b-${SHORT[m]}`)!, '--security-model', m])),
+    );
+    const run1 = await withDaemons(b, duofsLogs, () =>
+      runGuest({
+        label: 'secmodels-build',
+        workDir: work,
+        timeoutMs: 420_000,
+        scenario: 'corpus-run.sh',
+        scenarioTimeoutSec: 240,
+        mounts: [
+          ...MODELS.map(
+            (m): MountSpec => ({
+              kind: 'qemu-9p',
+              name: `a-${SHORT[m]}-q`,
+              dir: trees.get(`a-${SHORT[m]}`)!,
+              securityModel: m,
+              mountOptions: P9_OPTIONS,
+            }),
+          ),
+          ...MODELS.flatMap((m, i) => duofsMounts(`b-${SHORT[m]}`, b[i])),
+          { kind: 'virtiofsd', name: 'out', dir: out1 },
+        ],
+        scenarioOn: MODELS.flatMap((m) => [`a-${SHORT[m]}-q`, `b-${SHORT[m]}-9`, `b-${SHORT[m]}-v`]),
+        env: {
+          CORPUS_OUT: '/mnt/out',
+          CORPUS_PLAN: MODELS.flatMap((m) => [`a-${SHORT[m]}-q=build:c1+c2=empty`, `b-${SHORT[m]}-9=build:c1`, `b-${SHORT[m]}-v=build:c2`]).join(' '),
+        },
+      }),
+    );
     const errs1 = buildErrors(run1);
-    buildErrs.set('a', errs1.filter((e) => e.startsWith('a-')));
-    buildErrs.set('b', errs1.filter((e) => !e.startsWith('a-')));
-    timing.push(`boot 1 (build): wall ${((Date.now() - t1) / 1000).toFixed(1)} s, boot ${((run1.bootMs ?? NaN) / 1000).toFixed(1)} s, guest ${run1.sections.map((s) => `${s.mount} ${s.guestSeconds}s`).join(', ')}`);
+    buildErrs.set(
+      'a',
+      errs1.filter((e) => e.startsWith('a-')),
+    );
+    buildErrs.set(
+      'b',
+      errs1.filter((e) => !e.startsWith('a-')),
+    );
+    timing.push(
+      `boot 1 (build): wall ${((Date.now() - t1) / 1000).toFixed(1)} s, boot ${((run1.bootMs ?? NaN) / 1000).toFixed(1)} s, guest ${run1.sections.map((s) => `${s.mount} ${s.guestSeconds}s`).join(', ')}`,
+    );
     for (const [k, dir] of trees) snap1.set(k, snapshot(dir));
 
     // Boot 2: every tree through QEMU 9p, duofs-9p and duofs-virtiofs at once, read only.
     const t2 = Date.now();
-    const readers = await Promise.all([...trees.entries()].map(([k, dir]) => {
-      const m = MODELS.find((x) => k.endsWith(SHORT[x]))!;
-      // A trees: duofs takes the model from the VM's -fsdev string, as an operator migrating would.
-      return startBoth(join(work, 'sock2'), k, k.startsWith('a-') ? ['--fsdev', `local,id=fsdev0,path=${dir},security_model=${m}`] : ['--shared-dir', dir, '--security-model', m]);
-    }));
+    const readers = await Promise.all(
+      [...trees.entries()].map(([k, dir]) => {
+        const m = MODELS.find((x) => k.endsWith(SHORT[x]))!;
+        // A trees: duofs takes the model from the VM's -fsdev string, as an operator migrating would.
+        return startBoth(
+          join(work, 'sock2'),
+          k,
+          k.startsWith('a-') ? ['--fsdev', `local,id=fsdev0,path=${dir},security_model=${m}`] : ['--shared-dir', dir, '--security-model', m],
+        );
+      }),
+    );
     const keys = [...trees.keys()];
-    const run2 = await withDaemons(readers, duofsLogs, () => runGuest({
-      label: 'secmodels-read', workDir: work, timeoutMs: 420_000, scenario: 'corpus-run.sh', scenarioTimeoutSec: 120,
-      mounts: [
-        ...keys.map((k): MountSpec => ({ kind: 'qemu-9p', name: `${k}-q`, dir: trees.get(k)!, securityModel: MODELS.find((x) => k.endsWith(SHORT[x]))!, mountOptions: P9_OPTIONS })),
-        ...keys.flatMap((k, i) => duofsMounts(k, readers[i])),
-        { kind: 'virtiofsd', name: 'out', dir: out2 },
-      ],
-      scenarioOn: keys.flatMap((k) => [`${k}-q`, `${k}-9`, `${k}-v`]),
-      env: { CORPUS_OUT: '/mnt/out', CORPUS_PLAN: keys.flatMap((k) => [`${k}-q=dump`, `${k}-9=dump`, `${k}-v=dump`]).join(' ') },
-    }));
+    const run2 = await withDaemons(readers, duofsLogs, () =>
+      runGuest({
+        label: 'secmodels-read',
+        workDir: work,
+        timeoutMs: 420_000,
+        scenario: 'corpus-run.sh',
+        scenarioTimeoutSec: 120,
+        mounts: [
+          ...keys.map(
+            (k): MountSpec => ({
+              kind: 'qemu-9p',
+              name: `${k}-q`,
+              dir: trees.get(k)!,
+              securityModel: MODELS.find((x) => k.endsWith(SHORT[x]))!,
+              mountOptions: P9_OPTIONS,
+            }),
+          ),
+          ...keys.flatMap((k, i) => duofsMounts(k, readers[i])),
+          { kind: 'virtiofsd', name: 'out', dir: out2 },
+        ],
+        scenarioOn: keys.flatMap((k) => [`${k}-q`, `${k}-9`, `${k}-v`]),
+        env: { CORPUS_OUT: '/mnt/out', CORPUS_PLAN: keys.flatMap((k) => [`${k}-q=dump`, `${k}-9=dump`, `${k}-v=dump`]).join(' ') },
+      }),
+    );
     for (const s of run2.sections) if (s.rc !== 0) throw new Error(`dump on ${s.mount} exited ${s.rc}:\n${tail(s.output, 20)}`);
-    timing.push(`boot 2 (read): wall ${((Date.now() - t2) / 1000).toFixed(1)} s, boot ${((run2.bootMs ?? NaN) / 1000).toFixed(1)} s, guest ${run2.sections.reduce((a, s) => a + s.guestSeconds, 0).toFixed(1)} s of dumps (${run2.sections.map((s) => `${s.mount} ${s.guestSeconds}`).join(', ')})`);
+    timing.push(
+      `boot 2 (read): wall ${((Date.now() - t2) / 1000).toFixed(1)} s, boot ${((run2.bootMs ?? NaN) / 1000).toFixed(1)} s, guest ${run2.sections.reduce((a, s) => a + s.guestSeconds, 0).toFixed(1)} s of dumps (${run2.sections.map((s) => `${s.mount} ${s.guestSeconds}`).join(', ')})`,
+    );
     for (const k of keys) {
-      for (const [s, suffix] of [['q', 'q'], ['d9', '9'], ['dv', 'v']] as const) {
+      for (const [s, suffix] of [
+        ['q', 'q'],
+        ['d9', '9'],
+        ['dv', 'v'],
+      ] as const) {
         const f = join(out2, `${k}-${suffix}.txt`);
         dumps.set(`${k}-${s}`, existsSync(f) ? readFileSync(f, 'latin1') : '');
       }
@@ -392,7 +495,12 @@ d('security models: QEMU -fsdev local and duofs (9p and virtio-fs) read and writ
 
   test('no duofs logged a warning or an error (QEMU-made metadata is read as valid, nothing failed)', () => {
     expect(duofsLogs.size).toBe(9);
-    const bad = [...duofsLogs].flatMap(([sock, out]) => out.split('\n').filter((l) => /"level":(40|50|60)/.test(l)).map((l) => `${sock}: ${l}`));
+    const bad = [...duofsLogs].flatMap(([sock, out]) =>
+      out
+        .split('\n')
+        .filter((l) => /"level":(40|50|60)/.test(l))
+        .map((l) => `${sock}: ${l}`),
+    );
     expect(bad).toEqual([]);
   });
 
@@ -417,7 +525,9 @@ d('security models: QEMU -fsdev local and duofs (9p and virtio-fs) read and writ
       expect(statFields(dump, './c1/acl_dir/umask_ignored')).toBe('./c1/acl_dir/umask_ignored|81b4|664|-rw-rw-r--|regular file|0|0|0|0|1|1');
       expect(dump).toContain('./c1/link_rel|plain\n');
       expect(dump).toContain('./c1/link_long|segment00/segment01/');
-      expect(dump).toMatch(/# file: \.\/c1\/acl_file\n# owner: 0\n# group: 0\nuser::rw-\nuser:1000:rw-\nuser:1001:r--\ngroup::r--\ngroup:100:rw-\nmask::rw-\nother::---\n/);
+      expect(dump).toMatch(
+        /# file: \.\/c1\/acl_file\n# owner: 0\n# group: 0\nuser::rw-\nuser:1000:rw-\nuser:1001:r--\ngroup::r--\ngroup:100:rw-\nmask::rw-\nother::---\n/,
+      );
       expect(dump).toMatch(/# file: \.\/c1\/xattr_file\nuser\.big=0x000102[0-9a-f]+656e64\nuser\.binary=0x0001feff00\n/);
     });
 
@@ -430,14 +540,26 @@ d('security models: QEMU -fsdev local and duofs (9p and virtio-fs) read and writ
         expect(line('c1/link_owned')).toMatch(/^c1\/link_owned link mode=777 1000:1001 .* -> owned_1000 /);
         expect(line('c1/fifo')).toMatch(/^c1\/fifo fifo mode=644 1000:1000 /);
       } else if (m === 'mapped-xattr') {
-        expect(line('c1/chr_big')).toMatch(new RegExp(`^c1/chr_big reg mode=600 0:0 size=0 nlink=1 md5=\\S+ user\\.virtfs\\.gid=${le32(0)} user\\.virtfs\\.mode=${le32(0o20600)} user\\.virtfs\\.rdev=${le64(makedev(300, 70000))} user\\.virtfs\\.uid=${le32(0)} `));
-        expect(line('c1/setuid')).toContain(`reg mode=600 0:0 size=18 nlink=1 md5=46bbbe8aa98cc0714426e948474eaaf4 user.virtfs.gid=${le32(1000)} user.virtfs.mode=${le32(0o104755)} user.virtfs.uid=${le32(1000)} `);
-        expect(line('c1/link_owned')).toContain(`reg mode=600 0:0 size=10 nlink=1 md5=${createHash('md5').update('owned_1000').digest('hex')} user.virtfs.gid=${le32(1001)} user.virtfs.mode=${le32(0o120777)} user.virtfs.uid=${le32(1000)} `);
+        expect(line('c1/chr_big')).toMatch(
+          new RegExp(
+            `^c1/chr_big reg mode=600 0:0 size=0 nlink=1 md5=\\S+ user\\.virtfs\\.gid=${le32(0)} user\\.virtfs\\.mode=${le32(0o20600)} user\\.virtfs\\.rdev=${le64(makedev(300, 70000))} user\\.virtfs\\.uid=${le32(0)} `,
+          ),
+        );
+        expect(line('c1/setuid')).toContain(
+          `reg mode=600 0:0 size=18 nlink=1 md5=46bbbe8aa98cc0714426e948474eaaf4 user.virtfs.gid=${le32(1000)} user.virtfs.mode=${le32(0o104755)} user.virtfs.uid=${le32(1000)} `,
+        );
+        expect(line('c1/link_owned')).toContain(
+          `reg mode=600 0:0 size=10 nlink=1 md5=${createHash('md5').update('owned_1000').digest('hex')} user.virtfs.gid=${le32(1001)} user.virtfs.mode=${le32(0o120777)} user.virtfs.uid=${le32(1000)} `,
+        );
         expect(line('c1/acl_file')).toContain(' user.virtfs.system.posix_acl_access=02000000');
       } else {
         expect(line('c1/chr_big')).toMatch(/^c1\/chr_big reg mode=600 0:0 size=0 nlink=1 /);
-        expect(line('c1/.virtfs_metadata/chr_big')).toContain(`reg mode=600 0:0 size=65 nlink=1 content="virtfs.uid=0\\nvirtfs.gid=0\\nvirtfs.mode=${0o20600}\\nvirtfs.rdev=${makedev(300, 70000)}\\n"`);
-        expect(line('c1/.virtfs_metadata/blk_big')).toContain(`content="virtfs.uid=0\\nvirtfs.gid=0\\nvirtfs.mode=${0o60640}\\nvirtfs.rdev=${Number(BigInt.asIntN(32, makedev(259, 1048575)))}\\n"`);
+        expect(line('c1/.virtfs_metadata/chr_big')).toContain(
+          `reg mode=600 0:0 size=65 nlink=1 content="virtfs.uid=0\\nvirtfs.gid=0\\nvirtfs.mode=${0o20600}\\nvirtfs.rdev=${makedev(300, 70000)}\\n"`,
+        );
+        expect(line('c1/.virtfs_metadata/blk_big')).toContain(
+          `content="virtfs.uid=0\\nvirtfs.gid=0\\nvirtfs.mode=${0o60640}\\nvirtfs.rdev=${Number(BigInt.asIntN(32, makedev(259, 1048575)))}\\n"`,
+        );
         expect(line('c1/.virtfs_metadata')).toMatch(/^c1\/\.virtfs_metadata dir mode=700 0:0 /);
         expect(line('.virtfs_metadata_root')).toContain('content="virtfs.uid=0\\nvirtfs.gid=10\\nvirtfs.mode=16873\\n"');
         // hard links share one metadata file (QEMU links it too)
@@ -459,7 +581,10 @@ d('security models: QEMU -fsdev local and duofs (9p and virtio-fs) read and writ
       }
     }
 
-    for (const [sub, srv] of [['c1', 'd9'], ['c2', 'dv']] as const) {
+    for (const [sub, srv] of [
+      ['c1', 'd9'],
+      ['c2', 'dv'],
+    ] as const) {
       test(`${m}: what duofs builds over ${srv === 'd9' ? '9p' : 'virtio-fs'} is what QEMU's 9p builds, as guests see it and byte for byte on disk`, () => {
         const guest = diffTexts(`a-${s}-c1-q`, qemuView(`a-${s}`, 'c1'), `b-${s}-${sub}-q`, qemuView(`b-${s}`, sub));
         const root = sub === 'c1' ? diffTexts(`a-${s}-root-q`, qemuView(`a-${s}`, '.'), `b-${s}-root-q`, qemuView(`b-${s}`, '.')) : '';
@@ -472,7 +597,9 @@ d('security models: QEMU -fsdev local and duofs (9p and virtio-fs) read and writ
     test(`${m}: reading through three servers at once changed nothing on disk`, () => {
       for (const side of ['a', 'b']) {
         const k = `${side}-${s}`;
-        expect(diffTexts(`host-${k}-after-build`, snapText(snap1.get(k) ?? [], true), `host-${k}-after-read`, snapText(snap2.get(k) ?? [], true))).toBe('');
+        expect(
+          diffTexts(`host-${k}-after-build`, snapText(snap1.get(k) ?? [], true), `host-${k}-after-read`, snapText(snap2.get(k) ?? [], true)),
+        ).toBe('');
       }
     });
   }

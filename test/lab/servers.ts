@@ -38,8 +38,25 @@ export interface LabServer {
 }
 
 /** QEMU's built-in 9p server (-fsdev local), guest trans=virtio. */
-export function qemu9p(name: string, o: { securityModel?: SecurityModel; msize?: number; fsdevOptions?: string; mountOptions?: string } = {}): LabServer {
-  return { name, protocol: '9p', prepare: async ({ tree }) => ({ mount: { kind: 'qemu-9p', name, dir: tree, securityModel: o.securityModel ?? 'passthrough', msize: o.msize ?? 512000, fsdevOptions: o.fsdevOptions, mountOptions: o.mountOptions } }) };
+export function qemu9p(
+  name: string,
+  o: { securityModel?: SecurityModel; msize?: number; fsdevOptions?: string; mountOptions?: string } = {},
+): LabServer {
+  return {
+    name,
+    protocol: '9p',
+    prepare: async ({ tree }) => ({
+      mount: {
+        kind: 'qemu-9p',
+        name,
+        dir: tree,
+        securityModel: o.securityModel ?? 'passthrough',
+        msize: o.msize ?? 512000,
+        fsdevOptions: o.fsdevOptions,
+        mountOptions: o.mountOptions,
+      },
+    }),
+  };
 }
 
 /** virtiofsd 1.14 from the lab root (default: --sandbox=chroot --xattr). */
@@ -58,13 +75,21 @@ export function diod(name: string, args?: string[]): LabServer {
  *   node bin/duofs.js serve --shared-dir TREE --9p-socket SOCK --log-level info [extraArgs]
  */
 export function duofs9pStream(name: string, extraArgs: string[] = [], o: { msize?: number; mountOptions?: string } = {}): LabServer {
-  return duofsServer(name, '9p',
+  return duofsServer(
+    name,
+    '9p',
     (tree, sock) => ['serve', '--shared-dir', tree, '--9p-socket', sock, '--log-level', 'info', ...extraArgs],
-    (sock) => ({ kind: '9p-stream', name, socket: sock, msize: o.msize ?? 512000, mountOptions: o.mountOptions }));
+    (sock) => ({ kind: '9p-stream', name, socket: sock, msize: o.msize ?? 512000, mountOptions: o.mountOptions }),
+  );
 }
 
 /** Starts duofs with `args(tree, socket)` and returns the guest mount built from the socket. */
-function duofsServer(name: string, protocol: Protocol, args: (tree: string, sock: string) => string[], mount: (sock: string) => MountSpec): LabServer {
+function duofsServer(
+  name: string,
+  protocol: Protocol,
+  args: (tree: string, sock: string) => string[],
+  mount: (sock: string) => MountSpec,
+): LabServer {
   return {
     name,
     protocol,
@@ -83,9 +108,12 @@ function duofsServer(name: string, protocol: Protocol, args: (tree: string, sock
  *   node bin/duofs.js serve --shared-dir TREE --virtiofs-socket SOCK --tag NAME --log-level info [extraArgs]
  */
 export function duofsVirtiofs(name: string, extraArgs: string[] = [], o: { mountOptions?: string } = {}): LabServer {
-  return duofsServer(name, 'virtiofs',
+  return duofsServer(
+    name,
+    'virtiofs',
     (tree, sock) => ['serve', '--shared-dir', tree, '--virtiofs-socket', sock, '--tag', name, '--log-level', 'info', ...extraArgs],
-    (sock) => ({ kind: 'vhost-user-fs', name, socket: sock, tag: name, mountOptions: o.mountOptions }));
+    (sock) => ({ kind: 'vhost-user-fs', name, socket: sock, tag: name, mountOptions: o.mountOptions }),
+  );
 }
 
 /**
@@ -93,9 +121,12 @@ export function duofsVirtiofs(name: string, extraArgs: string[] = [], o: { mount
  *   node bin/duofs.js serve --shared-dir TREE --9p-vhost-socket SOCK --9p-tag NAME --log-level info [extraArgs]
  */
 export function duofs9pVhost(name: string, extraArgs: string[] = [], o: { msize?: number; mountOptions?: string } = {}): LabServer {
-  return duofsServer(name, '9p',
+  return duofsServer(
+    name,
+    '9p',
     (tree, sock) => ['serve', '--shared-dir', tree, '--9p-vhost-socket', sock, '--9p-tag', name, '--log-level', 'info', ...extraArgs],
-    (sock) => ({ kind: 'vhost-user-9p', name, socket: sock, tag: name, msize: o.msize ?? 512000, mountOptions: o.mountOptions }));
+    (sock) => ({ kind: 'vhost-user-9p', name, socket: sock, tag: name, msize: o.msize ?? 512000, mountOptions: o.mountOptions }),
+  );
 }
 
 export interface ServerRun {

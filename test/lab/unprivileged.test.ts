@@ -32,9 +32,25 @@ const UID = 64123;
 const GID = 64123;
 const resultsDir = join(labDir, 'results', 'unprivileged');
 
-interface HostEntry { path: string; type: string; mode: number; uid: number; gid: number; xattrs: Map<string, Buffer>; content?: Buffer }
+interface HostEntry {
+  path: string;
+  type: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  xattrs: Map<string, Buffer>;
+  content?: Buffer;
+}
 
-const TYPE: Record<number, string> = { 0o140000: 'sock', 0o120000: 'link', 0o100000: 'reg', 0o060000: 'blk', 0o040000: 'dir', 0o020000: 'chr', 0o010000: 'fifo' };
+const TYPE: Record<number, string> = {
+  0o140000: 'sock',
+  0o120000: 'link',
+  0o100000: 'reg',
+  0o060000: 'blk',
+  0o040000: 'dir',
+  0o020000: 'chr',
+  0o010000: 'fifo',
+};
 
 function hostXattrs(path: string): Map<string, Buffer> {
   const out = new Map<string, Buffer>();
@@ -56,7 +72,15 @@ function walk(root: string): HostEntry[] {
     const abs = rel ? join(root, rel) : root;
     const st = lstatSync(abs);
     const type = TYPE[st.mode & 0o170000] ?? 'unknown';
-    out.push({ path: rel || '.', type, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, xattrs: hostXattrs(abs), content: type === 'reg' ? readFileSync(abs) : undefined });
+    out.push({
+      path: rel || '.',
+      type,
+      mode: st.mode & 0o7777,
+      uid: st.uid,
+      gid: st.gid,
+      xattrs: hostXattrs(abs),
+      content: type === 'reg' ? readFileSync(abs) : undefined,
+    });
     if (type === 'dir') for (const n of readdirSync(abs).sort()) visit(rel ? `${rel}/${n}` : n);
   };
   visit('');
@@ -81,13 +105,16 @@ function statFields(dump: string, path: string): string | undefined {
 /** Inode numbers (stat %i) as ordinals: QEMU's qid paths and duofs's inode numbers differ; which names share one does not. */
 function normaliseInodes(dump: string): string {
   const ord = new Map<string, number>();
-  return dump.split('\n').map((l) => {
-    const f = l.split('|');
-    if (f.length !== 13 || !f[0].startsWith('.')) return l;
-    if (!ord.has(f[11])) ord.set(f[11], ord.size);
-    f[11] = `ino#${ord.get(f[11])}`;
-    return f.join('|');
-  }).join('\n');
+  return dump
+    .split('\n')
+    .map((l) => {
+      const f = l.split('|');
+      if (f.length !== 13 || !f[0].startsWith('.')) return l;
+      if (!ord.has(f[11])) ord.set(f[11], ord.size);
+      f[11] = `ino#${ord.get(f[11])}`;
+      return f.join('|');
+    })
+    .join('\n');
 }
 
 function procIds(pid: number): { uid: string; gid: string; groups: string } {
@@ -119,11 +146,35 @@ d('duofs as an unprivileged user with mapped-xattr (real guest)', () => {
     const t0 = Date.now();
     let daemon: HostDaemon | undefined;
     try {
-      daemon = await startDuofs(['serve', '--shared-dir', tree, '--security-model', 'mapped-xattr', '--9p-vhost-socket', s9, '--9p-tag', 'u-9',
-        '--virtiofs-socket', sv, '--tag', 'u-v', '--xattr', '--log-level', 'info'], [s9, sv], { user: { uid: UID, gid: GID } });
+      daemon = await startDuofs(
+        [
+          'serve',
+          '--shared-dir',
+          tree,
+          '--security-model',
+          'mapped-xattr',
+          '--9p-vhost-socket',
+          s9,
+          '--9p-tag',
+          'u-9',
+          '--virtiofs-socket',
+          sv,
+          '--tag',
+          'u-v',
+          '--xattr',
+          '--log-level',
+          'info',
+        ],
+        [s9, sv],
+        { user: { uid: UID, gid: GID } },
+      );
       ids = procIds(daemon.process.pid!);
       run = await runGuest({
-        label: 'unpriv', workDir: work, timeoutMs: 240_000, scenario: 'corpus-run.sh', scenarioTimeoutSec: 120,
+        label: 'unpriv',
+        workDir: work,
+        timeoutMs: 240_000,
+        scenario: 'corpus-run.sh',
+        scenarioTimeoutSec: 120,
         mounts: [
           { kind: 'vhost-user-9p', name: 'u-9', socket: s9, tag: 'u-9', mountOptions: 'posixacl' },
           { kind: 'vhost-user-fs', name: 'u-v', socket: sv, tag: 'u-v' },
@@ -147,8 +198,10 @@ d('duofs as an unprivileged user with mapped-xattr (real guest)', () => {
     host = walk(tree);
     mkdirSync(resultsDir, { recursive: true });
     for (const [n, t] of dumps) writeFileSync(join(resultsDir, `dump-${n}.txt`), t);
-    process.stderr.write(`lab: unprivileged: wall ${((Date.now() - t0) / 1000).toFixed(1)} s, boot ${((run.bootMs ?? NaN) / 1000).toFixed(1)} s, ` +
-      `${run.sections.map((s) => `${s.mount} ${s.guestSeconds}s`).join(', ')}\n`);
+    process.stderr.write(
+      `lab: unprivileged: wall ${((Date.now() - t0) / 1000).toFixed(1)} s, boot ${((run.bootMs ?? NaN) / 1000).toFixed(1)} s, ` +
+        `${run.sections.map((s) => `${s.mount} ${s.guestSeconds}s`).join(', ')}\n`,
+    );
   }, 300_000);
 
   afterAll(() => {
@@ -168,12 +221,25 @@ d('duofs as an unprivileged user with mapped-xattr (real guest)', () => {
     }
     expect(failed).toEqual([]);
     const steps = [...run!.sections.find((s) => s.mount === 'u-9')!.checks.keys(), ...run!.sections.find((s) => s.mount === 'u-v')!.checks.keys()];
-    for (const step of ['c1.owned_1000', 'c1.setuid', 'c1.chr_big', 'c1.blk_sda1', 'c1.fifo', 'c1.link_owned', 'c2.owned_1000', 'c2.setuid', 'c2.chr_big', 'c2.blk_sda1', 'c2.fifo', 'c2.link_owned']) {
+    for (const step of [
+      'c1.owned_1000',
+      'c1.setuid',
+      'c1.chr_big',
+      'c1.blk_sda1',
+      'c1.fifo',
+      'c1.link_owned',
+      'c2.owned_1000',
+      'c2.setuid',
+      'c2.chr_big',
+      'c2.blk_sda1',
+      'c2.fifo',
+      'c2.link_owned',
+    ]) {
       expect(steps).toContain(step);
     }
   });
 
-  test('the guest sees what it made, the same through duofs-9p, duofs-virtiofs and QEMU\'s 9p', () => {
+  test("the guest sees what it made, the same through duofs-9p, duofs-virtiofs and QEMU's 9p", () => {
     const want: Record<string, string> = {
       setuid: 'setuid|89ed|4755|-rwsr-xr-x|regular file|1000|1000|0|0|18|1',
       setuid_setgid: 'setuid_setgid|8de8|6750|-rwsr-s---|regular empty file|1001|1001|0|0|0|1',
@@ -210,18 +276,24 @@ d('duofs as an unprivileged user with mapped-xattr (real guest)', () => {
 
   test(`on the host, everything is a regular file or directory of uid ${UID}, without setuid/setgid/sticky bits`, () => {
     expect(host.length).toBeGreaterThan(100);
-    const bad = host.filter((e) => !['reg', 'dir'].includes(e.type) || e.uid !== UID || e.gid !== GID || (e.mode & 0o7000) !== 0)
+    const bad = host
+      .filter((e) => !['reg', 'dir'].includes(e.type) || e.uid !== UID || e.gid !== GID || (e.mode & 0o7000) !== 0)
       .map((e) => `${e.path}: ${e.type} ${e.mode.toString(8)} ${e.uid}:${e.gid}`);
     expect(bad).toEqual([]);
     // no host device numbers, no guest-visible metadata leaking into host modes
     expect(host.filter((e) => e.type === 'reg' && (e.mode & 0o7777) !== 0o600).map((e) => `${e.path} ${e.mode.toString(8)}`)).toEqual([]);
   });
 
-  test('on the host, the guest\'s owners, modes, file types and device numbers are in user.virtfs.* xattrs', () => {
+  test("on the host, the guest's owners, modes, file types and device numbers are in user.virtfs.* xattrs", () => {
     const byPath = new Map(host.map((e) => [e.path, e]));
     const meta = (p: string) => {
       const x = byPath.get(p)?.xattrs;
-      return { uid: u32(x?.get('user.virtfs.uid')), gid: u32(x?.get('user.virtfs.gid')), mode: u32(x?.get('user.virtfs.mode')), rdev: u64(x?.get('user.virtfs.rdev')) };
+      return {
+        uid: u32(x?.get('user.virtfs.uid')),
+        gid: u32(x?.get('user.virtfs.gid')),
+        mode: u32(x?.get('user.virtfs.mode')),
+        rdev: u64(x?.get('user.virtfs.rdev')),
+      };
     };
     for (const sub of ['c1', 'c2']) {
       expect(meta(`${sub}/setuid`)).toMatchObject({ uid: 1000, gid: 1000, mode: 0o104755 });

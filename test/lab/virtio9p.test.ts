@@ -16,7 +16,7 @@ const lab = labAvailable();
 const d = skip ? describe.skip : describe;
 
 d('duofs virtio-9p (vhost-user) on real guests', () => {
-  test('trans=virtio at msize 512000; a second boot against the same running duofs sees the first boot\'s writes', async () => {
+  test("trans=virtio at msize 512000; a second boot against the same running duofs sees the first boot's writes", async () => {
     if (!lab.ok) throw new Error(`lab unavailable: ${lab.why}`);
     await runReconnect({
       label: 'v9p-reconnect',

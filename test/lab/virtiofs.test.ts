@@ -19,7 +19,7 @@ const lab = labAvailable();
 const d = skip ? describe.skip : describe;
 
 d('duofs virtio-fs on real guests', () => {
-  test('a second boot against the same running duofs mounts and sees the first boot\'s writes', async () => {
+  test("a second boot against the same running duofs mounts and sees the first boot's writes", async () => {
     if (!lab.ok) throw new Error(`lab unavailable: ${lab.why}`);
     await runReconnect({
       label: 'vfs-reconnect',
@@ -29,8 +29,10 @@ d('duofs virtio-fs on real guests', () => {
       check: (runs, duofs) => {
         expect(runs[0]!.sections[0].checks.get('mount.fstype')).toBe('virtiofs');
         // the device was reset between the two frontends
-        expect(logLines(duofs, 'vhost-user: frontend disconnected; device reset').length +
-          logLines(duofs, 'vhost-user: frontend connection ended; device reset').length).toBe(2);
+        expect(
+          logLines(duofs, 'vhost-user: frontend disconnected; device reset').length +
+            logLines(duofs, 'vhost-user: frontend connection ended; device reset').length,
+        ).toBe(2);
       },
     });
   }, 300_000);
@@ -47,8 +49,28 @@ d('duofs virtio-fs on real guests', () => {
     const daemons: HostDaemon[] = [];
     try {
       // One process: virtio-fs for guest A; virtio-fs and virtio-9p for guest B.
-      daemons.push(await startDuofs(['serve', '--shared-dir', tree, '--virtiofs-socket', s('fa'), '--virtiofs-socket', s('fb'), '--tag', 'lk',
-        '--9p-vhost-socket', s('pb'), '--9p-tag', 'pb', '--log-level', 'info'], [s('fa'), s('fb'), s('pb')]));
+      daemons.push(
+        await startDuofs(
+          [
+            'serve',
+            '--shared-dir',
+            tree,
+            '--virtiofs-socket',
+            s('fa'),
+            '--virtiofs-socket',
+            s('fb'),
+            '--tag',
+            'lk',
+            '--9p-vhost-socket',
+            s('pb'),
+            '--9p-tag',
+            'pb',
+            '--log-level',
+            'info',
+          ],
+          [s('fa'), s('fb'), s('pb')],
+        ),
+      );
       const sync = { kind: 'virtiofsd' as const, name: 'sync', dir: syncDir, args: ['--sandbox=chroot', '--cache=never', '--log-level=warn'] };
       // Rounds name:kind:mount. A always locks through virtio-fs; B through 9p, then virtio-fs.
       const roundsA = ['p9:posix:/mnt/fa', 'pvfs:posix:/mnt/fa', 'fvfs:flock:/mnt/fa'];
@@ -56,13 +78,23 @@ d('duofs virtio-fs on real guests', () => {
       const args = (role: string, rounds: string[]) => ['--role', role, '--sync', '/mnt/sync', ...rounds.flatMap((r) => ['--round', r])];
       const [a, b] = await Promise.all([
         runGuest({
-          label: 'locks-a', workDir: join(work, 'a'), timeoutMs: 300_000, scenario: 'locks-two-guests.py', scenarioTimeoutSec: 240,
-          scenarioOn: ['fa'], scenarioArgs: args('holder', roundsA),
+          label: 'locks-a',
+          workDir: join(work, 'a'),
+          timeoutMs: 300_000,
+          scenario: 'locks-two-guests.py',
+          scenarioTimeoutSec: 240,
+          scenarioOn: ['fa'],
+          scenarioArgs: args('holder', roundsA),
           mounts: [{ kind: 'vhost-user-fs', name: 'fa', socket: s('fa'), tag: 'lk' }, sync],
         }),
         runGuest({
-          label: 'locks-b', workDir: join(work, 'b'), timeoutMs: 300_000, scenario: 'locks-two-guests.py', scenarioTimeoutSec: 240,
-          scenarioOn: ['pb'], scenarioArgs: args('contender', roundsB),
+          label: 'locks-b',
+          workDir: join(work, 'b'),
+          timeoutMs: 300_000,
+          scenario: 'locks-two-guests.py',
+          scenarioTimeoutSec: 240,
+          scenarioOn: ['pb'],
+          scenarioArgs: args('contender', roundsB),
           mounts: [
             // locktimeout=1: the guest's 9p client retries a blocked F_SETLKW every second (9P2000.L has no wake-up)
             { kind: 'vhost-user-9p', name: 'pb', socket: s('pb'), tag: 'pb', msize: 512000, mountOptions: 'locktimeout=1' },

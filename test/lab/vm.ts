@@ -69,7 +69,13 @@ async function main(): Promise<number> {
       switch (a) {
         case '--qemu-9p': {
           const s = parseSpec(next());
-          mounts.push({ kind: 'qemu-9p', name: s.name, dir: tree(s.name, s.value), securityModel: (s.opts.security_model ?? 'passthrough') as SecurityModel, msize: s.opts.msize ? Number(s.opts.msize) : undefined });
+          mounts.push({
+            kind: 'qemu-9p',
+            name: s.name,
+            dir: tree(s.name, s.value),
+            securityModel: (s.opts.security_model ?? 'passthrough') as SecurityModel,
+            msize: s.opts.msize ? Number(s.opts.msize) : undefined,
+          });
           break;
         }
         case '--virtiofsd': {
@@ -106,7 +112,11 @@ async function main(): Promise<number> {
           const s = parseSpec(next());
           mkdirSync(`${workDir}/sock`, { recursive: true });
           const sock = `${workDir}/sock/${s.name}.sock`;
-          const flag = { '--duofs-9p': ['--9p-socket', sock], '--duofs-9p-vhost': ['--9p-vhost-socket', sock, '--9p-tag', s.name], '--duofs-virtiofs': ['--virtiofs-socket', sock, '--tag', s.name] }[a]!;
+          const flag = {
+            '--duofs-9p': ['--9p-socket', sock],
+            '--duofs-9p-vhost': ['--9p-vhost-socket', sock, '--9p-tag', s.name],
+            '--duofs-virtiofs': ['--virtiofs-socket', sock, '--tag', s.name],
+          }[a]!;
           const d = await startDuofs(['serve', '--shared-dir', tree(s.name, s.value), ...flag, '--log-level', 'info'], [sock]);
           daemons.push(d);
           if (a === '--duofs-9p') mounts.push({ kind: '9p-stream', name: s.name, socket: sock });
@@ -114,21 +124,45 @@ async function main(): Promise<number> {
           else mounts.push({ kind: 'vhost-user-fs', name: s.name, socket: sock, tag: s.name });
           break;
         }
-        case '--scenario': scenario = next(); break;
-        case '--on': on = next().split(','); break;
-        case '--timeout': timeout = Number(next()); break;
-        case '--mem': mem = Number(next()); break;
-        case '--cpus': cpus = Number(next()); break;
-        case '--shell': shell = true; break;
-        case '--keep': break;
-        default: throw new Error(`unknown argument ${a}\n\n${HELP}`);
+        case '--scenario':
+          scenario = next();
+          break;
+        case '--on':
+          on = next().split(',');
+          break;
+        case '--timeout':
+          timeout = Number(next());
+          break;
+        case '--mem':
+          mem = Number(next());
+          break;
+        case '--cpus':
+          cpus = Number(next());
+          break;
+        case '--shell':
+          shell = true;
+          break;
+        case '--keep':
+          break;
+        default:
+          throw new Error(`unknown argument ${a}\n\n${HELP}`);
       }
     }
     if (!scenario) shell = true;
     const t0 = Date.now();
     const run = await runGuest({
-      label: 'vm', mounts, scenario, scenarioArgs, scenarioOn: on, shell, workDir, keepWorkDir: keep,
-      timeoutMs: shell ? 24 * 3600_000 : timeout * 1000, memoryMiB: mem, cpus, allowMountFailure: shell,
+      label: 'vm',
+      mounts,
+      scenario,
+      scenarioArgs,
+      scenarioOn: on,
+      shell,
+      workDir,
+      keepWorkDir: keep,
+      timeoutMs: shell ? 24 * 3600_000 : timeout * 1000,
+      memoryMiB: mem,
+      cpus,
+      allowMountFailure: shell,
       onConsole: shell ? undefined : (t) => process.stdout.write(t),
     });
     if (!shell) {
@@ -145,13 +179,15 @@ async function main(): Promise<number> {
     if (keep) {
       keepWorkDir(workDir);
       console.error(`vm: work folder kept: ${workDir}`);
-    }
-    else removeWorkDir(workDir);
+    } else removeWorkDir(workDir);
     if (shell && process.stdin.isTTY) spawnSync('stty', ['sane'], { stdio: 'inherit' });
   }
 }
 
-main().then((code) => process.exit(code), (e: unknown) => {
-  console.error(e instanceof Error ? e.message : e);
-  process.exit(1);
-});
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    console.error(e instanceof Error ? e.message : e);
+    process.exit(1);
+  },
+);

@@ -8,11 +8,21 @@ import os from 'node:os';
 import path from 'node:path';
 import { createLogger, preparedLine, syslogLine, textLine } from '../../src/log.js';
 
-test('text lines are virtiofsd\'s env_logger lines (level padded to 5), then the fields', () => {
-  const json = JSON.stringify({ level: 50, time: Date.UTC(2026, 11, 2, 18, 18, 16, 123), pid: 7, msg: '/nonexist does not exist', peer: 'vu:0', n: 3, path: '/a b' });
+test("text lines are virtiofsd's env_logger lines (level padded to 5), then the fields", () => {
+  const json = JSON.stringify({
+    level: 50,
+    time: Date.UTC(2026, 11, 2, 18, 18, 16, 123),
+    pid: 7,
+    msg: '/nonexist does not exist',
+    peer: 'vu:0',
+    n: 3,
+    path: '/a b',
+  });
   expect(textLine(json, 'duofs-virtiofsd')).toBe('[2026-12-02T18:18:16Z ERROR duofs-virtiofsd] /nonexist does not exist peer=vu:0 n=3 path="/a b"\n');
   expect(textLine(JSON.stringify({ level: 30, time: 0, msg: 'x' }))).toBe('[1970-01-01T00:00:00Z INFO  duofs] x\n');
-  expect(textLine(JSON.stringify({ level: 40, time: 0, msg: 'w', err: { code: 'EIO' } }))).toBe('[1970-01-01T00:00:00Z WARN  duofs] w err="{\\"code\\":\\"EIO\\"}"\n');
+  expect(textLine(JSON.stringify({ level: 40, time: 0, msg: 'w', err: { code: 'EIO' } }))).toBe(
+    '[1970-01-01T00:00:00Z WARN  duofs] w err="{\\"code\\":\\"EIO\\"}"\n',
+  );
 });
 
 test('a prepared line (the seccomp trap handler writes it) follows the log format: text as textLine minus the time, else JSON', () => {
@@ -24,8 +34,10 @@ test('a prepared line (the seccomp trap handler writes it) follows the log forma
   expect(json.endsWith('\n')).toBe(true);
 });
 
-test('syslog lines: facility user, the level\'s severity, the tag and pid', () => {
-  expect(syslogLine(JSON.stringify({ level: 30, time: Date.now(), msg: 'started' }), 'duofs-virtiofsd', 42)).toMatch(/^<14>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d duofs-virtiofsd\[42\]: started$/);
+test("syslog lines: facility user, the level's severity, the tag and pid", () => {
+  expect(syslogLine(JSON.stringify({ level: 30, time: Date.now(), msg: 'started' }), 'duofs-virtiofsd', 42)).toMatch(
+    /^<14>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d duofs-virtiofsd\[42\]: started$/,
+  );
   expect(syslogLine(JSON.stringify({ level: 50, time: 0, msg: 'e' }))).toMatch(/^<11>/);
   expect(syslogLine(JSON.stringify({ level: 40, time: 0, msg: 'w' }))).toMatch(/^<12>/);
   expect(syslogLine(JSON.stringify({ level: 20, time: 0, msg: 'd' }))).toMatch(/^<15>/);
@@ -40,10 +52,12 @@ beforeAll(async () => {
   sock = path.join(dir, 'log');
   const py = `import socket,sys\ns=socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.bind(sys.argv[1])\nprint('ready', flush=True)\nwhile True:\n  d=s.recv(65536)\n  sys.stdout.write(d.decode()+'\\n'); sys.stdout.flush()\n`;
   server = spawn('/usr/bin/python3', ['-c', py, sock], { stdio: ['ignore', 'pipe', 'inherit'] });
-  await new Promise<void>((resolve) => server.stdout!.on('data', (d: Buffer) => {
-    received += d.toString();
-    if (received.includes('ready')) resolve();
-  }));
+  await new Promise<void>((resolve) =>
+    server.stdout!.on('data', (d: Buffer) => {
+      received += d.toString();
+      if (received.includes('ready')) resolve();
+    }),
+  );
 });
 afterAll(() => {
   server.kill();

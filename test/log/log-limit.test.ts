@@ -5,7 +5,14 @@ import { describe, expect, test } from '@jest/globals';
 import { pino } from 'pino';
 import { PeerLog, type LogClock, type LogLimits } from '../../src/log-limit.js';
 
-interface Line { level: number; msg: string; peer?: string; kind?: string; suppressed?: number; n?: number }
+interface Line {
+  level: number;
+  msg: string;
+  peer?: string;
+  kind?: string;
+  suppressed?: number;
+  n?: number;
+}
 
 class FakeClock implements LogClock {
   t = 0;
@@ -16,7 +23,11 @@ class FakeClock implements LogClock {
   later(fn: () => void, ms: number): { cancel(): void } {
     const timer = { at: this.t + ms, fn, live: true };
     this.timers.push(timer);
-    return { cancel: () => { timer.live = false; } };
+    return {
+      cancel: () => {
+        timer.live = false;
+      },
+    };
   }
   /** Moves time on, firing due timers in order. */
   advance(ms: number): void {
@@ -38,7 +49,14 @@ class FakeClock implements LogClock {
 
 function setup(limits: LogLimits | false = { burst: 3, perSecond: 1 }, level = 'debug') {
   const lines: Line[] = [];
-  const log = pino({ level }, { write: (s: string) => { lines.push(JSON.parse(s) as Line); } });
+  const log = pino(
+    { level },
+    {
+      write: (s: string) => {
+        lines.push(JSON.parse(s) as Line);
+      },
+    },
+  );
   const clock = new FakeClock();
   const peer = new PeerLog(log, 'peer-a', limits, clock);
   return { lines, clock, peer, log };
@@ -99,10 +117,12 @@ describe('PeerLog', () => {
     for (let i = 0; i < 4; i++) peer.debug('9p.failed', {}, 'enoent');
     expect(lines).toHaveLength(2);
     peer.flush();
-    expect(lines.slice(2)).toEqual(expect.arrayContaining([
-      expect.objectContaining({ kind: '9p.bad-request', suppressed: 4, level: 40 }),
-      expect.objectContaining({ kind: '9p.failed', suppressed: 3, level: 20 }),
-    ]));
+    expect(lines.slice(2)).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ kind: '9p.bad-request', suppressed: 4, level: 40 }),
+        expect.objectContaining({ kind: '9p.failed', suppressed: 3, level: 20 }),
+      ]),
+    );
     expect(lines).toHaveLength(4);
     expect(clock.armed).toBe(0);
     peer.flush(); // nothing twice

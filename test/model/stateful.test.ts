@@ -10,10 +10,13 @@ import { ModelServer, runStateful } from './stateful.js';
 
 jest.setTimeout(120_000);
 let srv: ModelServer;
-beforeAll(async () => { srv = await new ModelServer().start(); });
-afterAll(async () => { await srv?.close(); });
+beforeAll(async () => {
+  srv = await new ModelServer().start();
+});
+afterAll(async () => {
+  await srv?.close();
+});
 
 test('random sequences through 9P and FUSE agree with the model of the tree', async () => {
   await runStateful(srv, { runs: Number(process.env.DUOFS_MODEL_RUNS ?? 400), maxCommands: 80 });
 });
-

@@ -35,7 +35,11 @@ const root = process.getuid?.() === 0;
 
 /** 0: none, 1: read (shared), 2: write (exclusive). */
 type LockType = 0 | 1 | 2;
-interface Locks { p9: LockType; posix: LockType; flock: LockType }
+interface Locks {
+  p9: LockType;
+  posix: LockType;
+  flock: LockType;
+}
 interface Common {
   id: number;
   mode: number;
@@ -47,10 +51,19 @@ interface Common {
   mtime?: bigint;
   locks: Locks;
 }
-interface FileNode extends Common { kind: 'file'; data: Buffer }
-interface DirNode extends Common { kind: 'dir'; entries: Map<string, Node> }
+interface FileNode extends Common {
+  kind: 'file';
+  data: Buffer;
+}
+interface DirNode extends Common {
+  kind: 'dir';
+  entries: Map<string, Node>;
+}
 type Node = FileNode | DirNode;
-export interface Model { root: DirNode; nextId: number }
+export interface Model {
+  root: DirNode;
+  nextId: number;
+}
 
 const noLocks = (): Locks => ({ p9: 0, posix: 0, flock: 0 });
 const emptyModel = (): Model => ({
@@ -64,8 +77,16 @@ function cloneModel(m: Model): Model {
   const copy = (n: Node): Node => {
     const had = seen.get(n);
     if (had) return had;
-    const base = { id: n.id, mode: n.mode, uid: n.uid, gid: n.gid, xattrs: new Map(n.xattrs), locks: { ...n.locks },
-      ...(n.atime !== undefined ? { atime: n.atime } : {}), ...(n.mtime !== undefined ? { mtime: n.mtime } : {}) };
+    const base = {
+      id: n.id,
+      mode: n.mode,
+      uid: n.uid,
+      gid: n.gid,
+      xattrs: new Map(n.xattrs),
+      locks: { ...n.locks },
+      ...(n.atime !== undefined ? { atime: n.atime } : {}),
+      ...(n.mtime !== undefined ? { mtime: n.mtime } : {}),
+    };
     if (n.kind === 'file') {
       const c: FileNode = { ...base, kind: 'file', data: Buffer.from(n.data) };
       seen.set(n, c);
@@ -99,7 +120,11 @@ const errCode = (e: unknown): string => {
 
 type Res = { ok: unknown } | { err: string };
 async function outcome<T>(p: Promise<T>): Promise<Res> {
-  try { return { ok: await p }; } catch (e) { return { err: errCode(e) }; }
+  try {
+    return { ok: await p };
+  } catch (e) {
+    return { err: errCode(e) };
+  }
 }
 const errno = (code: string): Error => Object.assign(new Error(code), { code });
 
@@ -178,14 +203,20 @@ export type Step = Op & { via: Proto };
 const v = (p: Promise<unknown>): Promise<void> => p.then(() => undefined);
 const secs = (ns: bigint): bigint => ns / 1_000_000_000n;
 const nsecs = (ns: bigint): number => Number(ns % 1_000_000_000n);
-const userNames = (list: Buffer): string => list.toString('latin1').split('\0').filter((n) => n.startsWith('user.')).sort().join(',');
+const userNames = (list: Buffer): string =>
+  list
+    .toString('latin1')
+    .split('\0')
+    .filter((n) => n.startsWith('user.'))
+    .sort()
+    .join(',');
 const FUSE_POSIX_OWNER = 0x9999n;
 const FUSE_FLOCK_OWNER = 0x7777n;
 
 /** The gid and setgid bit a 9P client sends for a new entry, as v9fs works them out from the parent. */
 async function p9CreateCreds(r: Real, dirFid: number): Promise<{ gid: number; sgid: boolean }> {
   const a = await r.p9.getattr(dirFid);
-  return (a.mode & 0o2000) ? { gid: a.gid, sgid: true } : { gid: 0, sgid: false };
+  return a.mode & 0o2000 ? { gid: a.gid, sgid: true } : { gid: 0, sgid: false };
 }
 
 async function p9Parent<T>(r: Real, p: string, f: (dirFid: number, leaf: string) => Promise<T>): Promise<T> {
@@ -210,15 +241,20 @@ async function lockHandle<K, H>(map: Map<K, Promise<H>>, key: K, open: () => Pro
 async function lockReal(r: Real, s: Extract<Step, { op: 'lock' }>): Promise<void> {
   if (s.via === '9p') {
     const w = await p9Walk(r, comps(s.path));
-    const fid = await lockHandle(r.p9Locks, w.qid, async () => {
-      try {
-        await r.p9.lopen(w.fid, O.RDWR);
-      } catch (e) {
-        await r.p9.clunk(w.fid).catch(() => {});
-        throw e;
-      }
-      return w.fid;
-    }, () => r.p9.clunk(w.fid));
+    const fid = await lockHandle(
+      r.p9Locks,
+      w.qid,
+      async () => {
+        try {
+          await r.p9.lopen(w.fid, O.RDWR);
+        } catch (e) {
+          await r.p9.clunk(w.fid).catch(() => {});
+          throw e;
+        }
+        return w.fid;
+      },
+      () => r.p9.clunk(w.fid),
+    );
     const type = s.type === 0 ? LOCK_TYPE.UNLCK : s.type === 1 ? LOCK_TYPE.RDLCK : LOCK_TYPE.WRLCK;
     const status = await r.p9.lock(fid, { type, start: 0, length: 0, procId: 1, clientId: 'model' });
     if (status === 1) throw errno('EAGAIN'); // BLOCKED
@@ -226,14 +262,19 @@ async function lockReal(r: Real, s: Extract<Step, { op: 'lock' }>): Promise<void
     return;
   }
   const node = await fuseAt(r, parentComps(s.path), async (dir) => (await r.fuse.lookup(dir, leafOf(s.path))).nodeid);
-  const fh = await lockHandle(r.fuseLocks, node, async () => {
-    try {
-      return (await r.fuse.open(node, O.RDWR)).fh; // keeps this lookup
-    } catch (e) {
-      await r.fuse.forget(node, 1n);
-      throw e;
-    }
-  }, () => v(r.fuse.forget(node, 1n)));
+  const fh = await lockHandle(
+    r.fuseLocks,
+    node,
+    async () => {
+      try {
+        return (await r.fuse.open(node, O.RDWR)).fh; // keeps this lookup
+      } catch (e) {
+        await r.fuse.forget(node, 1n);
+        throw e;
+      }
+    },
+    () => v(r.fuse.forget(node, 1n)),
+  );
   const type = s.type === 0 ? 2 : s.type === 1 ? 0 : 1; // F_UNLCK, F_RDLCK, F_WRLCK
   const flock = s.kind === 'flock';
   await r.fuse.setlk(node, fh, flock ? FUSE_FLOCK_OWNER : FUSE_POSIX_OWNER, { type, start: 0n, end: OFFSET_MAX }, flock ? FUSE_LK_FLOCK : 0);
@@ -243,127 +284,195 @@ async function runReal(r: Real, s: Step): Promise<Res> {
   const nine = s.via === '9p';
   switch (s.op) {
     case 'create':
-      return outcome(nine
-        ? p9Parent(r, s.path, async (dir, leaf) => {
-          const { gid } = await p9CreateCreds(r, dir);
-          const f = r.p9.newFid();
-          await r.p9.walk(dir, f, []);
-          try { await r.p9.lcreate(f, leaf, O.RDWR | O.CREAT | O.EXCL, 0o644, gid); } finally { await r.p9.clunk(f).catch(() => {}); }
-        })
-        : fuseAt(r, parentComps(s.path), async (dir) => {
-          const c = await r.fuse.create(dir, leafOf(s.path), O.RDWR | O.CREAT | O.EXCL, 0o644, { umask: 0 });
-          await r.fuse.release(c.open.fh);
-          await r.fuse.forget(c.entry.nodeid, 1n);
-        }));
+      return outcome(
+        nine
+          ? p9Parent(r, s.path, async (dir, leaf) => {
+              const { gid } = await p9CreateCreds(r, dir);
+              const f = r.p9.newFid();
+              await r.p9.walk(dir, f, []);
+              try {
+                await r.p9.lcreate(f, leaf, O.RDWR | O.CREAT | O.EXCL, 0o644, gid);
+              } finally {
+                await r.p9.clunk(f).catch(() => {});
+              }
+            })
+          : fuseAt(r, parentComps(s.path), async (dir) => {
+              const c = await r.fuse.create(dir, leafOf(s.path), O.RDWR | O.CREAT | O.EXCL, 0o644, { umask: 0 });
+              await r.fuse.release(c.open.fh);
+              await r.fuse.forget(c.entry.nodeid, 1n);
+            }),
+      );
     case 'mkdir':
-      return outcome(nine
-        ? p9Parent(r, s.path, async (dir, leaf) => {
-          const { gid, sgid } = await p9CreateCreds(r, dir);
-          await r.p9.mkdir(dir, leaf, 0o755 | (sgid ? 0o2000 : 0), gid);
-        })
-        : fuseAt(r, parentComps(s.path), async (dir) => {
-          const e = await r.fuse.mkdir(dir, leafOf(s.path), 0o755, { umask: 0 });
-          await r.fuse.forget(e.nodeid, 1n);
-        }));
+      return outcome(
+        nine
+          ? p9Parent(r, s.path, async (dir, leaf) => {
+              const { gid, sgid } = await p9CreateCreds(r, dir);
+              await r.p9.mkdir(dir, leaf, 0o755 | (sgid ? 0o2000 : 0), gid);
+            })
+          : fuseAt(r, parentComps(s.path), async (dir) => {
+              const e = await r.fuse.mkdir(dir, leafOf(s.path), 0o755, { umask: 0 });
+              await r.fuse.forget(e.nodeid, 1n);
+            }),
+      );
     case 'rmdir':
-      return outcome(nine
-        ? p9Parent(r, s.path, (dir, leaf) => r.p9.unlinkat(dir, leaf, AT_REMOVEDIR))
-        : fuseAt(r, parentComps(s.path), (dir) => r.fuse.rmdir(dir, leafOf(s.path))));
+      return outcome(
+        nine
+          ? p9Parent(r, s.path, (dir, leaf) => r.p9.unlinkat(dir, leaf, AT_REMOVEDIR))
+          : fuseAt(r, parentComps(s.path), (dir) => r.fuse.rmdir(dir, leafOf(s.path))),
+      );
     case 'unlink':
-      return outcome(nine
-        ? p9Parent(r, s.path, (dir, leaf) => r.p9.unlinkat(dir, leaf, 0))
-        : fuseAt(r, parentComps(s.path), (dir) => r.fuse.unlink(dir, leafOf(s.path))));
+      return outcome(
+        nine
+          ? p9Parent(r, s.path, (dir, leaf) => r.p9.unlinkat(dir, leaf, 0))
+          : fuseAt(r, parentComps(s.path), (dir) => r.fuse.unlink(dir, leafOf(s.path))),
+      );
     case 'write':
-      return outcome(nine
-        ? p9At(r, comps(s.path), O.RDWR, (fid) => r.p9.write(fid, s.offset, s.data))
-        : fuseOpen(r, comps(s.path), O.RDWR, (_n, fh) => r.fuse.write(fh, BigInt(s.offset), s.data)));
+      return outcome(
+        nine
+          ? p9At(r, comps(s.path), O.RDWR, (fid) => r.p9.write(fid, s.offset, s.data))
+          : fuseOpen(r, comps(s.path), O.RDWR, (_n, fh) => r.fuse.write(fh, BigInt(s.offset), s.data)),
+      );
     case 'read':
-      return outcome(nine
-        ? p9At(r, comps(s.path), O.RDONLY, (fid) => r.p9.readAll(fid))
-        : fuseOpen(r, comps(s.path), O.RDONLY, async (_n, fh) => {
-          const parts: Buffer[] = [];
-          for (let off = 0n; ;) { const b = await r.fuse.read(fh, off, 65536); if (!b.length) break; parts.push(b); off += BigInt(b.length); }
-          return Buffer.concat(parts);
-        }));
+      return outcome(
+        nine
+          ? p9At(r, comps(s.path), O.RDONLY, (fid) => r.p9.readAll(fid))
+          : fuseOpen(r, comps(s.path), O.RDONLY, async (_n, fh) => {
+              const parts: Buffer[] = [];
+              for (let off = 0n; ; ) {
+                const b = await r.fuse.read(fh, off, 65536);
+                if (!b.length) break;
+                parts.push(b);
+                off += BigInt(b.length);
+              }
+              return Buffer.concat(parts);
+            }),
+      );
     case 'rename':
-      return outcome(nine
-        ? p9Parent(r, s.from, (fromDir, fromLeaf) => p9Parent(r, s.to, (toDir, toLeaf) => r.p9.renameat(fromDir, fromLeaf, toDir, toLeaf)))
-        : fuseAt(r, parentComps(s.from), (fromDir) => fuseAt(r, parentComps(s.to), (toDir) => r.fuse.rename(fromDir, leafOf(s.from), toDir, leafOf(s.to)))));
+      return outcome(
+        nine
+          ? p9Parent(r, s.from, (fromDir, fromLeaf) => p9Parent(r, s.to, (toDir, toLeaf) => r.p9.renameat(fromDir, fromLeaf, toDir, toLeaf)))
+          : fuseAt(r, parentComps(s.from), (fromDir) =>
+              fuseAt(r, parentComps(s.to), (toDir) => r.fuse.rename(fromDir, leafOf(s.from), toDir, leafOf(s.to))),
+            ),
+      );
     case 'link':
-      return outcome(nine
-        ? p9At(r, comps(s.from), null, (fid) => p9Parent(r, s.to, (dir, leaf) => r.p9.link(dir, fid, leaf)))
-        : fuseAt(r, comps(s.from), (node) => fuseAt(r, parentComps(s.to), async (dir) => {
-          const e = await r.fuse.link(node, dir, leafOf(s.to));
-          await r.fuse.forget(e.nodeid, 1n);
-        })));
+      return outcome(
+        nine
+          ? p9At(r, comps(s.from), null, (fid) => p9Parent(r, s.to, (dir, leaf) => r.p9.link(dir, fid, leaf)))
+          : fuseAt(r, comps(s.from), (node) =>
+              fuseAt(r, parentComps(s.to), async (dir) => {
+                const e = await r.fuse.link(node, dir, leafOf(s.to));
+                await r.fuse.forget(e.nodeid, 1n);
+              }),
+            ),
+      );
     case 'truncate':
-      return outcome(nine
-        ? p9At(r, comps(s.path), null, (fid) => r.p9.setattr(fid, { valid: SETATTR.SIZE, size: s.size }))
-        : fuseAt(r, comps(s.path), (node) => v(r.fuse.setattr(node, { valid: FATTR.SIZE, size: BigInt(s.size) }))));
+      return outcome(
+        nine
+          ? p9At(r, comps(s.path), null, (fid) => r.p9.setattr(fid, { valid: SETATTR.SIZE, size: s.size }))
+          : fuseAt(r, comps(s.path), (node) => v(r.fuse.setattr(node, { valid: FATTR.SIZE, size: BigInt(s.size) }))),
+      );
     case 'chmod':
-      return outcome(nine
-        ? p9At(r, comps(s.path), null, (fid) => r.p9.setattr(fid, { valid: SETATTR.MODE, mode: s.mode }))
-        : fuseAt(r, comps(s.path), async (node) => {
-          const type = Number((await r.fuse.getattr(node)).attr.mode) & 0o170000;
-          await r.fuse.setattr(node, { valid: FATTR.MODE, mode: type | s.mode });
-        }));
+      return outcome(
+        nine
+          ? p9At(r, comps(s.path), null, (fid) => r.p9.setattr(fid, { valid: SETATTR.MODE, mode: s.mode }))
+          : fuseAt(r, comps(s.path), async (node) => {
+              const type = Number((await r.fuse.getattr(node)).attr.mode) & 0o170000;
+              await r.fuse.setattr(node, { valid: FATTR.MODE, mode: type | s.mode });
+            }),
+      );
     case 'chown':
-      return outcome(nine
-        ? p9At(r, comps(s.path), null, (fid) => r.p9.setattr(fid, { valid: SETATTR.UID | SETATTR.GID, uid: s.uid, gid: s.gid }))
-        : fuseAt(r, comps(s.path), (node) => v(r.fuse.setattr(node, { valid: FATTR.UID | FATTR.GID, uid: s.uid, gid: s.gid }))));
+      return outcome(
+        nine
+          ? p9At(r, comps(s.path), null, (fid) => r.p9.setattr(fid, { valid: SETATTR.UID | SETATTR.GID, uid: s.uid, gid: s.gid }))
+          : fuseAt(r, comps(s.path), (node) => v(r.fuse.setattr(node, { valid: FATTR.UID | FATTR.GID, uid: s.uid, gid: s.gid }))),
+      );
     case 'utimes':
-      return outcome(nine
-        ? p9At(r, comps(s.path), null, (fid) => r.p9.setattr(fid, {
-          valid: SETATTR.ATIME | SETATTR.MTIME | SETATTR.ATIME_SET | SETATTR.MTIME_SET,
-          atimeSec: secs(s.atime), atimeNsec: nsecs(s.atime), mtimeSec: secs(s.mtime), mtimeNsec: nsecs(s.mtime),
-        }))
-        : fuseAt(r, comps(s.path), (node) => v(r.fuse.setattr(node, {
-          valid: FATTR.ATIME | FATTR.MTIME,
-          atime: secs(s.atime), atimensec: nsecs(s.atime), mtime: secs(s.mtime), mtimensec: nsecs(s.mtime),
-        }))));
+      return outcome(
+        nine
+          ? p9At(r, comps(s.path), null, (fid) =>
+              r.p9.setattr(fid, {
+                valid: SETATTR.ATIME | SETATTR.MTIME | SETATTR.ATIME_SET | SETATTR.MTIME_SET,
+                atimeSec: secs(s.atime),
+                atimeNsec: nsecs(s.atime),
+                mtimeSec: secs(s.mtime),
+                mtimeNsec: nsecs(s.mtime),
+              }),
+            )
+          : fuseAt(r, comps(s.path), (node) =>
+              v(
+                r.fuse.setattr(node, {
+                  valid: FATTR.ATIME | FATTR.MTIME,
+                  atime: secs(s.atime),
+                  atimensec: nsecs(s.atime),
+                  mtime: secs(s.mtime),
+                  mtimensec: nsecs(s.mtime),
+                }),
+              ),
+            ),
+      );
     case 'setxattr':
-      return outcome(nine
-        ? p9At(r, comps(s.path), null, async (fid) => { await r.p9.xattrcreate(fid, s.key, s.value.length, 0); if (s.value.length) await r.p9.write(fid, 0, s.value); })
-        : fuseAt(r, comps(s.path), (node) => r.fuse.setxattr(node, s.key, s.value)));
+      return outcome(
+        nine
+          ? p9At(r, comps(s.path), null, async (fid) => {
+              await r.p9.xattrcreate(fid, s.key, s.value.length, 0);
+              if (s.value.length) await r.p9.write(fid, 0, s.value);
+            })
+          : fuseAt(r, comps(s.path), (node) => r.fuse.setxattr(node, s.key, s.value)),
+      );
     case 'getxattr':
-      return outcome(nine
-        ? p9At(r, comps(s.path), null, async (fid) => {
-          const x = r.p9.newFid();
-          const size = await r.p9.xattrwalk(fid, x, s.key);
-          try { return size ? await r.p9.read(x, 0, Number(size)) : Buffer.alloc(0); } finally { await r.p9.clunk(x).catch(() => {}); }
-        })
-        : fuseAt(r, comps(s.path), async (node) => r.fuse.getxattr(node, s.key, 4096)));
+      return outcome(
+        nine
+          ? p9At(r, comps(s.path), null, async (fid) => {
+              const x = r.p9.newFid();
+              const size = await r.p9.xattrwalk(fid, x, s.key);
+              try {
+                return size ? await r.p9.read(x, 0, Number(size)) : Buffer.alloc(0);
+              } finally {
+                await r.p9.clunk(x).catch(() => {});
+              }
+            })
+          : fuseAt(r, comps(s.path), async (node) => r.fuse.getxattr(node, s.key, 4096)),
+      );
     case 'listxattr':
-      return outcome(nine
-        ? p9At(r, comps(s.path), null, async (fid) => {
-          const x = r.p9.newFid();
-          const size = await r.p9.xattrwalk(fid, x, '');
-          try { return userNames(size ? await r.p9.read(x, 0, Number(size)) : Buffer.alloc(0)); } finally { await r.p9.clunk(x).catch(() => {}); }
-        })
-        : fuseAt(r, comps(s.path), async (node) => {
-          const b = await r.fuse.listxattr(node, 4096);
-          return userNames(typeof b === 'number' ? Buffer.alloc(0) : b);
-        }));
+      return outcome(
+        nine
+          ? p9At(r, comps(s.path), null, async (fid) => {
+              const x = r.p9.newFid();
+              const size = await r.p9.xattrwalk(fid, x, '');
+              try {
+                return userNames(size ? await r.p9.read(x, 0, Number(size)) : Buffer.alloc(0));
+              } finally {
+                await r.p9.clunk(x).catch(() => {});
+              }
+            })
+          : fuseAt(r, comps(s.path), async (node) => {
+              const b = await r.fuse.listxattr(node, 4096);
+              return userNames(typeof b === 'number' ? Buffer.alloc(0) : b);
+            }),
+      );
     case 'removexattr':
       // 9P2000.L has no remove: v9fs sends Txattrcreate of size 0, applied (and answered) at Tclunk.
-      return outcome(nine
-        ? (async () => {
-          const { fid } = await p9Walk(r, comps(s.path));
-          try {
-            await r.p9.xattrcreate(fid, s.key, 0, 0);
-          } catch (e) {
-            await r.p9.clunk(fid).catch(() => {});
-            throw e;
-          }
-          await r.p9.clunk(fid);
-        })()
-        : fuseAt(r, comps(s.path), (node) => r.fuse.removexattr(node, s.key)));
+      return outcome(
+        nine
+          ? (async () => {
+              const { fid } = await p9Walk(r, comps(s.path));
+              try {
+                await r.p9.xattrcreate(fid, s.key, 0, 0);
+              } catch (e) {
+                await r.p9.clunk(fid).catch(() => {});
+                throw e;
+              }
+              await r.p9.clunk(fid);
+            })()
+          : fuseAt(r, comps(s.path), (node) => r.fuse.removexattr(node, s.key)),
+      );
     case 'lock':
       return outcome(lockReal(r, s));
     case 'fsync':
-      return outcome(nine
-        ? p9At(r, comps(s.path), O.RDWR, (fid) => r.p9.fsync(fid))
-        : fuseOpen(r, comps(s.path), O.RDWR, (_n, fh) => r.fuse.fsync(fh)));
+      return outcome(
+        nine ? p9At(r, comps(s.path), O.RDWR, (fid) => r.p9.fsync(fid)) : fuseOpen(r, comps(s.path), O.RDWR, (_n, fh) => r.fuse.fsync(fh)),
+      );
   }
 }
 
@@ -559,7 +668,8 @@ function runModel(m: Model, s: Step): Res {
   }
 }
 
-const show = (o: Res): string => ('err' in o ? o.err : Buffer.isBuffer(o.ok) ? `${o.ok.length} bytes ${o.ok.toString('hex').slice(0, 40)}` : `ok ${String(o.ok ?? '')}`);
+const show = (o: Res): string =>
+  'err' in o ? o.err : Buffer.isBuffer(o.ok) ? `${o.ok.length} bytes ${o.ok.toString('hex').slice(0, 40)}` : `ok ${String(o.ok ?? '')}`;
 
 // ---- the host against the model -----------------------------------------------------------
 
@@ -623,7 +733,8 @@ function checkHost(r: Real, m: Model): void {
       const p = path.join(hostDir, name);
       const at = rel ? `${rel}/${name}` : name;
       const st = fs.lstatSync(p, { bigint: true });
-      if (st.isDirectory() !== (n.kind === 'dir')) throw new Error(`host ${at}: ${st.isDirectory() ? 'a directory' : 'not a directory'}, the model's is ${n.kind === 'dir' ? '' : 'not '}one`);
+      if (st.isDirectory() !== (n.kind === 'dir'))
+        throw new Error(`host ${at}: ${st.isDirectory() ? 'a directory' : 'not a directory'}, the model's is ${n.kind === 'dir' ? '' : 'not '}one`);
       const mode = Number(st.mode & 0o7777n);
       if (mode !== n.mode) throw new Error(`host ${at}: mode ${mode.toString(8)}, the model ${n.mode.toString(8)}`);
       if (Number(st.uid) !== n.uid || Number(st.gid) !== n.gid) throw new Error(`host ${at}: owner ${st.uid}:${st.gid}, the model ${n.uid}:${n.gid}`);
@@ -653,7 +764,9 @@ const describe = (s: Step): string => {
 
 class StepCommand implements fc.AsyncCommand<Model, Real> {
   constructor(readonly s: Step) {}
-  check(): boolean { return true; }
+  check(): boolean {
+    return true;
+  }
   async run(m: Model, r: Real): Promise<void> {
     const expected = runModel(m, this.s);
     const got = await runReal(r, this.s);
@@ -667,10 +780,18 @@ class StepCommand implements fc.AsyncCommand<Model, Real> {
 
 /** Two steps started together: the results and the tree must be those of one serial order. */
 class PairCommand implements fc.AsyncCommand<Model, Real> {
-  constructor(readonly a: Step, readonly b: Step) {}
-  check(): boolean { return true; }
+  constructor(
+    readonly a: Step,
+    readonly b: Step,
+  ) {}
+  check(): boolean {
+    return true;
+  }
   async run(m: Model, r: Real): Promise<void> {
-    const orders = [[this.a, this.b], [this.b, this.a]].map(([first, second]) => {
+    const orders = [
+      [this.a, this.b],
+      [this.b, this.a],
+    ].map(([first, second]) => {
       const model = cloneModel(m);
       const r1 = runModel(model, first!);
       const r2 = runModel(model, second!);
@@ -701,13 +822,17 @@ class PairCommand implements fc.AsyncCommand<Model, Real> {
 }
 
 const top = fc.constantFrom(...TOP);
-const pathArb = fc.oneof({ weight: 3, arbitrary: top }, { weight: 1, arbitrary: fc.tuple(top, fc.constantFrom(...SUB)).map(([a, b]) => `${a}/${b}`) });
+const pathArb = fc.oneof(
+  { weight: 3, arbitrary: top },
+  { weight: 1, arbitrary: fc.tuple(top, fc.constantFrom(...SUB)).map(([a, b]) => `${a}/${b}`) },
+);
 const via = fc.constantFrom<Proto>('9p', 'fuse');
 const data = fc.uint8Array({ minLength: 1, maxLength: 3000 }).map((a) => Buffer.from(a));
 const key = fc.constantFrom('user.k1', 'user.k2');
 const TIMES = [1_000_000_000_123_456_789n, 1_234_567_890_987_654_321n, 1_500_000_000_000_000_001n];
-const lockStep = fc.record({ via, kind: fc.constantFrom<'posix' | 'flock'>('posix', 'flock') })
-  .map(({ via, kind }) => ({ via, kind: via === '9p' ? 'posix' as const : kind })); // 9P has one lock call
+const lockStep = fc
+  .record({ via, kind: fc.constantFrom<'posix' | 'flock'>('posix', 'flock') })
+  .map(({ via, kind }) => ({ via, kind: via === '9p' ? ('posix' as const) : kind })); // 9P has one lock call
 const stepArb: fc.Arbitrary<Step> = fc.oneof(
   { weight: 5, arbitrary: fc.record({ op: fc.constant('create' as const), path: pathArb, via }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('mkdir' as const), path: pathArb, via }) },
@@ -718,14 +843,58 @@ const stepArb: fc.Arbitrary<Step> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ op: fc.constant('link' as const), from: pathArb, to: pathArb, via }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('unlink' as const), path: pathArb, via }) },
   { weight: 2, arbitrary: fc.record({ op: fc.constant('truncate' as const), path: pathArb, size: fc.nat({ max: 12000 }), via }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('chmod' as const), path: pathArb, mode: fc.constantFrom(0o600, 0o644, 0o640, 0o755, 0o700, 0o4755, 0o2755, 0o2644), via }) },
-  ...(root ? [{ weight: 1, arbitrary: fc.record({ op: fc.constant('chown' as const), path: pathArb, uid: fc.constantFrom(0, 1000, 65534), gid: fc.constantFrom(0, 100, 65534), via }) }] : []),
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('utimes' as const), path: pathArb, atime: fc.constantFrom(...TIMES), mtime: fc.constantFrom(...TIMES), via }) },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('setxattr' as const), path: pathArb, key, value: fc.uint8Array({ minLength: 1, maxLength: 64 }).map((a) => Buffer.from(a)), via }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      op: fc.constant('chmod' as const),
+      path: pathArb,
+      mode: fc.constantFrom(0o600, 0o644, 0o640, 0o755, 0o700, 0o4755, 0o2755, 0o2644),
+      via,
+    }),
+  },
+  ...(root
+    ? [
+        {
+          weight: 1,
+          arbitrary: fc.record({
+            op: fc.constant('chown' as const),
+            path: pathArb,
+            uid: fc.constantFrom(0, 1000, 65534),
+            gid: fc.constantFrom(0, 100, 65534),
+            via,
+          }),
+        },
+      ]
+    : []),
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      op: fc.constant('utimes' as const),
+      path: pathArb,
+      atime: fc.constantFrom(...TIMES),
+      mtime: fc.constantFrom(...TIMES),
+      via,
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      op: fc.constant('setxattr' as const),
+      path: pathArb,
+      key,
+      value: fc.uint8Array({ minLength: 1, maxLength: 64 }).map((a) => Buffer.from(a)),
+      via,
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('getxattr' as const), path: pathArb, key, via }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('listxattr' as const), path: pathArb, via }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('removexattr' as const), path: pathArb, key, via }) },
-  { weight: 5, arbitrary: fc.record({ l: lockStep, path: fc.constantFrom(...TOP), type: fc.constantFrom<LockType>(0, 1, 2) }).map(({ l, path, type }) => ({ op: 'lock' as const, path, type, ...l })) },
+  {
+    weight: 5,
+    arbitrary: fc
+      .record({ l: lockStep, path: fc.constantFrom(...TOP), type: fc.constantFrom<LockType>(0, 1, 2) })
+      .map(({ l, path, type }) => ({ op: 'lock' as const, path, type, ...l })),
+  },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('fsync' as const), path: pathArb, via }) },
 );
 
@@ -743,20 +912,25 @@ const stepArb: fc.Arbitrary<Step> = fc.oneof(
  */
 function racy(a: Step, b: Step): boolean {
   const is = (s: Step, ...ops: Op['op'][]) => ops.includes(s.op);
-  const one = (x: Step, y: Step) => (is(x, 'read') && is(y, 'write', 'truncate')) ||
+  const one = (x: Step, y: Step) =>
+    (is(x, 'read') && is(y, 'write', 'truncate')) ||
     (x.via === '9p' && is(x, 'create', 'mkdir') && is(y, 'chmod', 'chown')) ||
     (is(x, 'rmdir', 'unlink', 'rename') && is(y, 'create', 'mkdir', 'rmdir', 'unlink', 'rename', 'link'));
   return one(a, b) || one(b, a);
 }
 
-const pairArb = fc.tuple(stepArb, stepArb).filter(([a, b]) => !racy(a, b)).map(([a, b]) => new PairCommand(a, b));
+const pairArb = fc
+  .tuple(stepArb, stepArb)
+  .filter(([a, b]) => !racy(a, b))
+  .map(([a, b]) => new PairCommand(a, b));
 
-export const commandsArb = (maxCommands: number) => fc.commands(
-  // One pair step in five.
-  [...Array.from({ length: 4 }, () => stepArb.map((s) => new StepCommand(s))), pairArb],
-  // 'medium': sequences of about half maxCommands on average (fast-check's default size keeps them under ten).
-  { maxCommands, size: 'medium' },
-);
+export const commandsArb = (maxCommands: number) =>
+  fc.commands(
+    // One pair step in five.
+    [...Array.from({ length: 4 }, () => stepArb.map((s) => new StepCommand(s))), pairArb],
+    // 'medium': sequences of about half maxCommands on average (fast-check's default size keeps them under ten).
+    { maxCommands, size: 'medium' },
+  );
 
 /**
  * One server (9P and virtio-fs on one backend, in this process), a FUSE
@@ -779,8 +953,12 @@ export class ModelServer {
     this.dir = path.join(this.base, 'export');
     fs.mkdirSync(this.dir);
     this.duofs = await startDuofs({
-      sharedDir: this.dir, virtiofsSocket: path.join(this.base, 'vfs.sock'), ninepSocket: path.join(this.base, '9p.sock'),
-      tag: 'model', fuse: { cache: 'never', xattr: true }, logLevel: 'silent',
+      sharedDir: this.dir,
+      virtiofsSocket: path.join(this.base, 'vfs.sock'),
+      ninepSocket: path.join(this.base, '9p.sock'),
+      tag: 'model',
+      fuse: { cache: 'never', xattr: true },
+      logLevel: 'silent',
     });
     this.fe = await VhostUserFrontend.connect({ socketPath: path.join(this.base, 'vfs.sock') });
     this.fuse = new FuseClient(this.fe);
@@ -837,4 +1015,3 @@ export async function runStateful(srv: ModelServer, o: { runs: number; maxComman
     { numRuns: o.runs, ...(o.seed !== undefined ? { seed: o.seed } : {}) },
   );
 }
-

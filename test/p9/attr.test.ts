@@ -27,14 +27,33 @@ function expectMatchesHost(a: Attr, hostPath: string): void {
   // Every basic field plus btime is valid (BASIC|BTIME = 0xfff; duofs may add GEN/DATA_VERSION).
   expect({ valid: a.valid & (GETATTR.BASIC | GETATTR.BTIME) }).toEqual({ valid: GETATTR.BASIC | GETATTR.BTIME });
   expect({
-    ino: a.qid.path, mode: a.mode, uid: a.uid, gid: a.gid, nlink: a.nlink, rdev: a.rdev, size: a.size,
-    blksize: a.blksize, blocks: a.blocks,
-    atime: ns(a.atimeSec, a.atimeNsec), mtime: ns(a.mtimeSec, a.mtimeNsec), ctime: ns(a.ctimeSec, a.ctimeNsec),
+    ino: a.qid.path,
+    mode: a.mode,
+    uid: a.uid,
+    gid: a.gid,
+    nlink: a.nlink,
+    rdev: a.rdev,
+    size: a.size,
+    blksize: a.blksize,
+    blocks: a.blocks,
+    atime: ns(a.atimeSec, a.atimeNsec),
+    mtime: ns(a.mtimeSec, a.mtimeNsec),
+    ctime: ns(a.ctimeSec, a.ctimeNsec),
     btime: ns(a.btimeSec, a.btimeNsec),
   }).toEqual({
-    ino: st.ino, mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid), nlink: st.nlink, rdev: st.rdev,
-    size: st.size, blksize: st.blksize, blocks: st.blocks,
-    atime: st.atimeNs, mtime: st.mtimeNs, ctime: st.ctimeNs, btime: hostBtime(hostPath),
+    ino: st.ino,
+    mode: Number(st.mode),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    nlink: st.nlink,
+    rdev: st.rdev,
+    size: st.size,
+    blksize: st.blksize,
+    blocks: st.blocks,
+    atime: st.atimeNs,
+    mtime: st.mtimeNs,
+    ctime: st.ctimeNs,
+    btime: hostBtime(hostPath),
   });
 }
 
@@ -56,7 +75,12 @@ describe('Tgetattr', () => {
     spawnSync('mkfifo', [ctx.tree.p('scratch/ga-fifo')]);
     const r = spawnSync('mknod', [ctx.tree.p('scratch/ga-null'), 'c', '1', '3']);
     expect(r.status).toBe(0);
-    for (const [p, t] of [['sub', QTDIR], ['escape', QTSYMLINK], ['scratch/ga-fifo', QTFILE], ['scratch/ga-null', QTFILE]] as const) {
+    for (const [p, t] of [
+      ['sub', QTDIR],
+      ['escape', QTSYMLINK],
+      ['scratch/ga-fifo', QTFILE],
+      ['scratch/ga-null', QTFILE],
+    ] as const) {
       const f = await walkTo(c, root, p);
       const a = await c.getattr(f);
       expect(a.qid.type).toBe(t);
@@ -153,13 +177,33 @@ describe('Tsetattr', () => {
   test('all bits at once', async () => {
     const { c, f, p } = await mk('sa-all');
     await c.setattr(f, {
-      valid: SETATTR.MODE | SETATTR.UID | SETATTR.GID | SETATTR.SIZE | SETATTR.ATIME | SETATTR.MTIME |
-        SETATTR.ATIME_SET | SETATTR.MTIME_SET | SETATTR.CTIME,
-      mode: 0o600, uid: 1001, gid: 1002, size: 2, atimeSec: 1_400_000_000, atimeNsec: 1, mtimeSec: 1_300_000_000, mtimeNsec: 2,
+      valid:
+        SETATTR.MODE |
+        SETATTR.UID |
+        SETATTR.GID |
+        SETATTR.SIZE |
+        SETATTR.ATIME |
+        SETATTR.MTIME |
+        SETATTR.ATIME_SET |
+        SETATTR.MTIME_SET |
+        SETATTR.CTIME,
+      mode: 0o600,
+      uid: 1001,
+      gid: 1002,
+      size: 2,
+      atimeSec: 1_400_000_000,
+      atimeNsec: 1,
+      mtimeSec: 1_300_000_000,
+      mtimeNsec: 2,
     });
     const st = fs.statSync(p, { bigint: true });
     expect({ mode: st.mode, uid: st.uid, gid: st.gid, size: st.size, atime: st.atimeNs, mtime: st.mtimeNs }).toEqual({
-      mode: 0o100600n, uid: 1001n, gid: 1002n, size: 2n, atime: 1_400_000_000_000_000_001n, mtime: 1_300_000_000_000_000_002n,
+      mode: 0o100600n,
+      uid: 1001n,
+      gid: 1002n,
+      size: 2n,
+      atime: 1_400_000_000_000_000_001n,
+      mtime: 1_300_000_000_000_000_002n,
     });
   });
 
@@ -191,13 +235,17 @@ describe('Tsetattr', () => {
     fs.chmodSync(ctx.tree.p('scratch/sa-target'), 0o644);
     fs.symlinkSync('sa-target', ctx.tree.p('scratch/sa-link'));
     const l = await walkTo(c, root, 'scratch/sa-link');
-    try { await c.setattr(l, { valid: SETATTR.MODE, mode: 0o600 }); } catch { /* EOPNOTSUPP is fine */ }
+    try {
+      await c.setattr(l, { valid: SETATTR.MODE, mode: 0o600 });
+    } catch {
+      /* EOPNOTSUPP is fine */
+    }
     expect(fs.statSync(ctx.tree.p('scratch/sa-target')).mode & 0o7777).toBe(0o644);
   });
 });
 
 describe('Tstatfs', () => {
-  test('reports the host filesystem\'s figures', async () => {
+  test("reports the host filesystem's figures", async () => {
     const { c, root } = await ctx.session();
     const s = await c.statfs(root);
     const h = fs.statfsSync(ctx.tree.dir, { bigint: true });

@@ -44,7 +44,10 @@ test('serves the export over TCP and the unix socket at once', async () => {
 });
 
 test('logs JSON lines at info level', () => {
-  const lines = srv.log().split('\n').filter((l) => l.startsWith('{'));
+  const lines = srv
+    .log()
+    .split('\n')
+    .filter((l) => l.startsWith('{'));
   expect(lines.length).toBeGreaterThan(0);
   for (const l of lines) expect(() => JSON.parse(l)).not.toThrow();
 });
@@ -53,7 +56,9 @@ test('diodls works against the CLI server', async () => {
   const out = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
     const p = spawn('/usr/sbin/diodls', ['-s', srv.address, '-a', tree.dir, '-t', '20']);
     let stdout = '';
-    p.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    p.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
     p.on('close', (code) => resolve({ code, stdout }));
   });
   expect(out.code).toBe(0);
@@ -61,12 +66,15 @@ test('diodls works against the CLI server', async () => {
 });
 
 test('refuses to start without an export or a listener', async () => {
-  const run = (args: string[]) => new Promise<{ code: number | null; err: string }>((resolve) => {
-    const p = spawn(process.execPath, [path.join(repoRoot, 'bin/duofs.js'), ...args]);
-    let err = '';
-    p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-    p.on('close', (code) => resolve({ code, err }));
-  });
+  const run = (args: string[]) =>
+    new Promise<{ code: number | null; err: string }>((resolve) => {
+      const p = spawn(process.execPath, [path.join(repoRoot, 'bin/duofs.js'), ...args]);
+      let err = '';
+      p.stderr.on('data', (d: Buffer) => {
+        err += d.toString();
+      });
+      p.on('close', (code) => resolve({ code, err }));
+    });
   const missing = await run(['serve', '--shared-dir', path.join(tree.base, 'nope'), '--9p-tcp', '127.0.0.1:0']);
   expect(missing.code).not.toBe(0);
   expect(missing.err).toMatch(/nope/);

@@ -16,23 +16,25 @@ describe('concurrent clients', () => {
     // Every client numbers its fids from 1: the same numbers mean different files.
     expect(new Set(sessions.map((s) => s.root)).size).toBe(1);
     const dataFor = (i: number, round: number) => Buffer.alloc(3000 + i * 17 + round, (i * 7 + round) & 0xff);
-    await Promise.all(sessions.map(async ({ c, root }, i) => {
-      const d = await walkTo(c, root, 'scratch');
-      const name = `conc-${i}`;
-      await c.lcreate(d, name, O.RDWR | O.CREAT | O.TRUNC, 0o644, 0);
-      for (let round = 0; round < 20; round++) {
-        const buf = dataFor(i, round);
-        const ops: Promise<unknown>[] = [
-          c.write(d, 0, buf),
-          c.walk(root, c.newFid(), ['sub', 'deeper', 'leaf.bin']),
-          c.getattr(root),
-          c.readdir(await openAt(c, root, 'sub', O.RDONLY | O.DIRECTORY), 0, 4096),
-        ];
-        await Promise.all(ops);
-        const back = await c.read(d, 0, buf.length);
-        expect(back.equals(buf)).toBe(true);
-      }
-    }));
+    await Promise.all(
+      sessions.map(async ({ c, root }, i) => {
+        const d = await walkTo(c, root, 'scratch');
+        const name = `conc-${i}`;
+        await c.lcreate(d, name, O.RDWR | O.CREAT | O.TRUNC, 0o644, 0);
+        for (let round = 0; round < 20; round++) {
+          const buf = dataFor(i, round);
+          const ops: Promise<unknown>[] = [
+            c.write(d, 0, buf),
+            c.walk(root, c.newFid(), ['sub', 'deeper', 'leaf.bin']),
+            c.getattr(root),
+            c.readdir(await openAt(c, root, 'sub', O.RDONLY | O.DIRECTORY), 0, 4096),
+          ];
+          await Promise.all(ops);
+          const back = await c.read(d, 0, buf.length);
+          expect(back.equals(buf)).toBe(true);
+        }
+      }),
+    );
     for (let i = 0; i < N; i++) {
       expect(fs.readFileSync(ctx.tree.p('scratch', `conc-${i}`)).equals(dataFor(i, 19))).toBe(true);
     }
@@ -107,13 +109,15 @@ describe('resources', () => {
 
   test('thousands of walk+clunk cycles do not grow the fid table', async () => {
     const { c, root } = await ctx.session();
-    await Promise.all(Array.from({ length: 8 }, async (_, w) => {
-      for (let i = 0; i < 400; i++) {
-        const f = 500 + w;
-        await c.walk(root, f, ['sub', 'deeper', 'leaf.bin']);
-        await c.clunk(f);
-      }
-    }));
+    await Promise.all(
+      Array.from({ length: 8 }, async (_, w) => {
+        for (let i = 0; i < 400; i++) {
+          const f = 500 + w;
+          await c.walk(root, f, ['sub', 'deeper', 'leaf.bin']);
+          await c.clunk(f);
+        }
+      }),
+    );
     // Every fid number is free again.
     for (let w = 0; w < 8; w++) await expect(c.getattr(500 + w)).rejects.toMatchObject({ code: 'EBADF' });
   });
@@ -139,8 +143,18 @@ describe('Tflush', () => {
     const { c, root } = await ctx.session();
     const f = await openAt(c, root, 'big.bin', O.RDONLY);
     for (let i = 0; i < 20; i++) {
-      const { tag, reply } = c.requestWithTag(T.read, new Writer().u32(f).u64(i * 4096).u32(60000).done());
-      const outcome = reply.then(() => 'replied', (e: Error) => (e instanceof P9FlushedError ? 'flushed' : e.message));
+      const { tag, reply } = c.requestWithTag(
+        T.read,
+        new Writer()
+          .u32(f)
+          .u64(i * 4096)
+          .u32(60000)
+          .done(),
+      );
+      const outcome = reply.then(
+        () => 'replied',
+        (e: Error) => (e instanceof P9FlushedError ? 'flushed' : e.message),
+      );
       await c.flush(tag);
       expect(['replied', 'flushed']).toContain(await outcome);
     }

@@ -16,7 +16,10 @@ describe('attach as nobody (65534)', () => {
     const n = uniq('nob');
     const wrong: string[] = [];
     const expectEacces = async (what: string, p: Promise<unknown>) => {
-      try { await p; wrong.push(`${what}: succeeded`); } catch (e) {
+      try {
+        await p;
+        wrong.push(`${what}: succeeded`);
+      } catch (e) {
         if ((e as { code?: string }).code !== 'EACCES') wrong.push(`${what}: ${(e as Error).message}`);
       }
     };

@@ -65,7 +65,10 @@ function run(tool: string, server: string, args: string[]): Promise<{ status: nu
  * must match byte for byte.
  */
 function dropRootDotDot(listing: string): string {
-  return listing.split('\n').filter((l) => !/ \.\.$/.test(l)).join('\n');
+  return listing
+    .split('\n')
+    .filter((l) => !/ \.\.$/.test(l))
+    .join('\n');
 }
 
 test('diodls (names only) prints the same listing', async () => {

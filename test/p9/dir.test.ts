@@ -76,7 +76,10 @@ describe('Treaddir', () => {
     const all = await c.readdirAll(d);
     const seen = new Set<string>();
     const dup: string[] = [];
-    for (const n of names(all)) { if (seen.has(n)) dup.push(n); seen.add(n); }
+    for (const n of names(all)) {
+      if (seen.has(n)) dup.push(n);
+      seen.add(n);
+    }
     expect(dup.slice(0, 10)).toEqual([]);
     expect(seen.size).toBe(N + 2);
     for (let i = 0; i < N; i += 997) expect(seen.has(`entry-${i}`)).toBe(true);
@@ -157,7 +160,8 @@ describe('Tmknod', () => {
     const big = uniq('chr-big');
     await c.mknod(d, big, 0o020600, 300, 70000, 0);
     // glibc makedev(300, 70000)
-    const mk = (ma: number, mi: number) => (BigInt(mi & 0xff) | (BigInt(ma & 0xfff) << 8n) | (BigInt(mi & ~0xff) << 12n) | (BigInt(ma & ~0xfff) << 32n));
+    const mk = (ma: number, mi: number) =>
+      BigInt(mi & 0xff) | (BigInt(ma & 0xfff) << 8n) | (BigInt(mi & ~0xff) << 12n) | (BigInt(ma & ~0xfff) << 32n);
     expect(fs.lstatSync(ctx.tree.p('scratch', big), { bigint: true }).rdev).toBe(mk(300, 70000));
     const sock = uniq('sock');
     await c.mknod(d, sock, 0o140644, 0, 0, 0);
@@ -201,7 +205,7 @@ describe('Tlink', () => {
 });
 
 describe('Trename and Trenameat', () => {
-  test('Trename moves the fid\'s file; the fid keeps pointing at it', async () => {
+  test("Trename moves the fid's file; the fid keeps pointing at it", async () => {
     const { c, root } = await ctx.session();
     const name = uniq('rn');
     fs.writeFileSync(ctx.tree.p('scratch', name), 'moving');
@@ -243,7 +247,10 @@ describe('Trename and Trenameat', () => {
     await expect(c.renameat(s, dname, s, 'a/b')).rejects.toMatchObject({ code: 'EINVAL' });
     await expect(c.renameat(s, 'a/b', s, 'c')).rejects.toMatchObject({ code: 'EINVAL' });
     for (const bad of ['.', '..']) {
-      try { await c.renameat(inner, bad, s, uniq('dot')); throw new Error(`renameat of ${bad} succeeded`); } catch (e) {
+      try {
+        await c.renameat(inner, bad, s, uniq('dot'));
+        throw new Error(`renameat of ${bad} succeeded`);
+      } catch (e) {
         expect((e as { code?: string }).code).toMatch(/^(EINVAL|EBUSY|ENOTEMPTY|EEXIST)$/);
       }
     }
@@ -280,7 +287,10 @@ describe('Tunlinkat', () => {
     fs.mkdirSync(ctx.tree.p('scratch', dname));
     const inner = await walkTo(c, root, `scratch/${dname}`);
     for (const bad of ['.', '..']) {
-      try { await c.unlinkat(inner, bad, AT_REMOVEDIR); throw new Error(`unlinkat ${bad} succeeded`); } catch (e) {
+      try {
+        await c.unlinkat(inner, bad, AT_REMOVEDIR);
+        throw new Error(`unlinkat ${bad} succeeded`);
+      } catch (e) {
         expect((e as { code?: string }).code).toMatch(/^(EINVAL|EBUSY|ENOTEMPTY)$/);
       }
     }

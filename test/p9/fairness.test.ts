@@ -34,7 +34,10 @@ test('a connection pipelining thousands of requests does not keep another connec
   let other: Promise<void> | undefined;
   // B asks once A's first reply is back, i.e. once the server is working on A's flood.
   const done = flood(a.c, (n) => {
-    if (n === 1) other = b.c.getattr(b.root).then(() => { events.push(`B answered after ${countA} of A's replies`); });
+    if (n === 1)
+      other = b.c.getattr(b.root).then(() => {
+        events.push(`B answered after ${countA} of A's replies`);
+      });
     countA = n;
   });
   let countA = 0;

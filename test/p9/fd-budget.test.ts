@@ -44,12 +44,31 @@ async function startChild(setup: (dir: string) => void, extra: string[] = [], wr
   setup(dir);
   const vfs = path.join(base, 'vfs.sock');
   const port = await freePort();
-  const args = [path.join(repoRoot, 'bin/duofs.js'), 'serve', '--shared-dir', dir, '--9p-tcp', `127.0.0.1:${port}`,
-    '--virtiofs-socket', vfs, '--log-level', 'info', '--sandbox', 'none', ...extra]; // fds() counts the serving process's own
-  const proc = spawn('/bin/bash', ['-c', `ulimit -n ${NOFILE} && exec ${wrap} "$0" "$@"`, process.execPath, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const args = [
+    path.join(repoRoot, 'bin/duofs.js'),
+    'serve',
+    '--shared-dir',
+    dir,
+    '--9p-tcp',
+    `127.0.0.1:${port}`,
+    '--virtiofs-socket',
+    vfs,
+    '--log-level',
+    'info',
+    '--sandbox',
+    'none',
+    ...extra,
+  ]; // fds() counts the serving process's own
+  const proc = spawn('/bin/bash', ['-c', `ulimit -n ${NOFILE} && exec ${wrap} "$0" "$@"`, process.execPath, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
-  proc.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
-  proc.stderr!.on('data', (d: Buffer) => { out += d.toString(); });
+  proc.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
+  proc.stderr!.on('data', (d: Buffer) => {
+    out += d.toString();
+  });
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   cleanups.push(async () => {
     if (proc.exitCode === null && proc.signalCode === null) {
@@ -101,11 +120,13 @@ function errnoOfP9(e: unknown): string {
   return String(e);
 }
 
-const populate = (n: number) => (dir: string): void => {
-  fs.writeFileSync(path.join(dir, 'shared'), 'hello');
-  fs.mkdirSync(path.join(dir, 'many'));
-  for (let i = 0; i < n; i++) fs.writeFileSync(path.join(dir, 'many', `f${i}`), `file ${i}`);
-};
+const populate =
+  (n: number) =>
+  (dir: string): void => {
+    fs.writeFileSync(path.join(dir, 'shared'), 'hello');
+    fs.mkdirSync(path.join(dir, 'many'));
+    for (let i = 0; i < n; i++) fs.writeFileSync(path.join(dir, 'many', `f${i}`), `file ${i}`);
+  };
 
 /** Lines of the daemon's log that report a session over its open-file budget. */
 const budgetLines = (log: string): string[] => log.split('\n').filter((l) => /open-file budget/.test(l) && /"level":40/.test(l));
@@ -148,7 +169,14 @@ describe('fd budgets: one session cannot take the fds the others need', () => {
     for (let i = 0; i < 20; i++) {
       const fid = hog.c.newFid();
       await hog.c.walk(hog.root, fid, ['shared']);
-      expect(errnoOfP9(await hog.c.lopen(fid, O.RDONLY).then(() => 'opened', (e: unknown) => e))).toBe('EMFILE');
+      expect(
+        errnoOfP9(
+          await hog.c.lopen(fid, O.RDONLY).then(
+            () => 'opened',
+            (e: unknown) => e,
+          ),
+        ),
+      ).toBe('EMFILE');
     }
     // Closing one makes room for one, for the hog too.
     await hog.c.clunk(open.pop()!);
@@ -190,16 +218,18 @@ describe('fd budgets: one session cannot take the fds the others need', () => {
     // Batches of 500 arrive together: more new inodes in one go than the whole fd limit.
     for (let i = 0; i < 3000; i += 500) {
       const batch = Array.from({ length: 500 }, (_, k) => i + k);
-      const got = await Promise.all(batch.map(async (k) => {
-        const fid = c.newFid();
-        try {
-          // A walk that fails at its second name is a partial Rwalk, not an error.
-          const qids = await c.walk(root, fid, ['many', `f${k % 2500}`]);
-          return qids.length === 2 ? fid : `fid #${k}: partial walk`;
-        } catch (e) {
-          return `fid #${k}: ${errnoOfP9(e)}`;
-        }
-      }));
+      const got = await Promise.all(
+        batch.map(async (k) => {
+          const fid = c.newFid();
+          try {
+            // A walk that fails at its second name is a partial Rwalk, not an error.
+            const qids = await c.walk(root, fid, ['many', `f${k % 2500}`]);
+            return qids.length === 2 ? fid : `fid #${k}: partial walk`;
+          } catch (e) {
+            return `fid #${k}: ${errnoOfP9(e)}`;
+          }
+        }),
+      );
       const failed = got.filter((x) => typeof x === 'string');
       expect(failed.slice(0, 3)).toEqual([]);
       fids.push(...(got as number[]));
@@ -221,12 +251,22 @@ describe('fd budgets: one session cannot take the fds the others need', () => {
     const { c, root } = await session9p(d.tcp);
     const results: string[] = [];
     for (let i = 0; i < 60; i++) {
-      results.push(await c.walk(root, c.newFid(), ['shared']).then(() => 'ok', (e: unknown) => errnoOfP9(e)));
+      results.push(
+        await c.walk(root, c.newFid(), ['shared']).then(
+          () => 'ok',
+          (e: unknown) => errnoOfP9(e),
+        ),
+      );
     }
     // The attach fid counts: 49 more fit.
     expect(results.filter((r) => r === 'ok')).toHaveLength(49);
     expect(new Set(results.slice(49))).toEqual(new Set(['EMFILE']));
-    expect(d.log().split('\n').filter((l) => l.includes('--9p-max-fids') && l.includes('"level":40'))).toHaveLength(1);
+    expect(
+      d
+        .log()
+        .split('\n')
+        .filter((l) => l.includes('--9p-max-fids') && l.includes('"level":40')),
+    ).toHaveLength(1);
     const other = await session9p(d.tcp);
     expect(await readVia(other.c, other.root, ['shared'])).toBe('hello');
   });
@@ -238,7 +278,10 @@ describe('fd budgets: one session cannot take the fds the others need', () => {
       for (let i = 0; i < 40; i++) {
         const fid = s.c.newFid();
         await s.c.walk(s.root, fid, ['many', `f${i}`]);
-        const r = await s.c.lopen(fid, O.RDONLY).then(() => '', (e: unknown) => errnoOfP9(e));
+        const r = await s.c.lopen(fid, O.RDONLY).then(
+          () => '',
+          (e: unknown) => errnoOfP9(e),
+        );
         if (r) return { opened, refusal: r };
         opened++;
       }
@@ -250,7 +293,10 @@ describe('fd budgets: one session cannot take the fds the others need', () => {
     await new Promise((r) => setTimeout(r, 100));
     const second = await session9p(d.tcp);
     expect(await openAll(second)).toEqual({ opened: 10, refusal: 'EMFILE' });
-    const split = d.log().split('\n').find((l) => l.includes('file descriptor budget'));
+    const split = d
+      .log()
+      .split('\n')
+      .find((l) => l.includes('file descriptor budget'));
     expect(JSON.parse(split!)).toMatchObject({ nofile: 200, openPerSession: 10 });
   });
 
@@ -262,13 +308,21 @@ describe('fd budgets: one session cannot take the fds the others need', () => {
       for (;;) {
         const fid = h.c.newFid();
         await h.c.walk(h.root, fid, ['many', `f${next++}`]);
-        if (await h.c.lopen(fid, O.RDONLY).then(() => false, () => true)) break;
+        if (
+          await h.c.lopen(fid, O.RDONLY).then(
+            () => false,
+            () => true,
+          )
+        )
+          break;
       }
     }
     // Every open file pins its inode's fd too; walk-only fids fill the rest of the inode table.
     const walker = await session9p(d.tcp);
     for (let i = next; i < 1500; i += 100) {
-      await Promise.all(Array.from({ length: Math.min(100, 1500 - i) }, (_, k) => walker.c.walk(walker.root, walker.c.newFid(), ['many', `f${i + k}`])));
+      await Promise.all(
+        Array.from({ length: Math.min(100, 1500 - i) }, (_, k) => walker.c.walk(walker.root, walker.c.newFid(), ['many', `f${i + k}`])),
+      );
     }
     await new Promise((r) => setTimeout(r, 50)); // evictions run after the request
     // The reserve (64 of 256 here) is for sockets, eventfds and the server itself.
@@ -289,7 +343,12 @@ describe('fd budgets: one session cannot take the fds the others need', () => {
     let refusal = '';
     for (let i = 0; i < 400 && !refusal; i++) {
       const fid = c.newFid();
-      await c.walk(many, fid, [`f${i}`]).then(() => fids.push(fid), (e: unknown) => { refusal = errnoOfP9(e); });
+      await c.walk(many, fid, [`f${i}`]).then(
+        () => fids.push(fid),
+        (e: unknown) => {
+          refusal = errnoOfP9(e);
+        },
+      );
     }
     // It runs out (no handles to trade fds for), with ENFILE from the table, before the reserve.
     expect(refusal).toBe('ENFILE');
@@ -303,7 +362,12 @@ describe('fd budgets: one session cannot take the fds the others need', () => {
     await fresh.c.walk(fresh.root, f0, ['many', 'f0']);
     expect((await fresh.c.getattr(f0)).size).toBe(BigInt('file 0'.length));
     expect(d.log()).toContain('cannot be traded for file handles');
-    expect(d.log().split('\n').filter((l) => l.includes('inode table full') && l.includes('"level":40'))).toHaveLength(1);
+    expect(
+      d
+        .log()
+        .split('\n')
+        .filter((l) => l.includes('inode table full') && l.includes('"level":40')),
+    ).toHaveLength(1);
   });
 
   test('9P connections are bounded (reserve/2): the ones past it are closed at once, one log line, and room comes back', async () => {
@@ -311,10 +375,27 @@ describe('fd budgets: one session cannot take the fds the others need', () => {
     // ulimit -n 256: a reserve of 64, so 32 connections.
     const conns = await Promise.all(Array.from({ length: 40 }, () => P9Client.connect(d.tcp)));
     for (const c of conns) cleanups.push(() => c.close());
-    const served = await Promise.all(conns.map((c) => c.version(8192).then(() => true, () => false)));
+    const served = await Promise.all(
+      conns.map((c) =>
+        c.version(8192).then(
+          () => true,
+          () => false,
+        ),
+      ),
+    );
     expect(served.filter(Boolean)).toHaveLength(32);
-    expect(d.log().split('\n').filter((l) => l.includes('too many connections'))).toHaveLength(1);
-    await Promise.all(conns.filter((_, i) => served[i]).slice(0, 5).map((c) => c.close()));
+    expect(
+      d
+        .log()
+        .split('\n')
+        .filter((l) => l.includes('too many connections')),
+    ).toHaveLength(1);
+    await Promise.all(
+      conns
+        .filter((_, i) => served[i])
+        .slice(0, 5)
+        .map((c) => c.close()),
+    );
     await new Promise((r) => setTimeout(r, 100));
     const fresh = await session9p(d.tcp);
     expect(await readVia(fresh.c, fresh.root, ['shared'])).toBe('hello');

@@ -11,9 +11,7 @@ import { startDuofs, type ServeOptions } from '../../src/server.js';
 // The repository root, whether this file runs from test/p9 (jest) or from
 // dist/test/p9 (compiled, for the benchmark).
 const here = path.dirname(fileURLToPath(import.meta.url));
-export const repoRoot = path.basename(path.resolve(here, '../..')) === 'dist'
-  ? path.resolve(here, '../../..')
-  : path.resolve(here, '../..');
+export const repoRoot = path.basename(path.resolve(here, '../..')) === 'dist' ? path.resolve(here, '../../..') : path.resolve(here, '../..');
 
 export interface Served {
   /** What P9Client.connect takes: "127.0.0.1:PORT" or a socket path. */
@@ -27,7 +25,8 @@ export interface Served {
 /** Starts duofs in this process on 127.0.0.1:<any port> (and a unix socket if given). */
 export async function startInProcess(sharedDir: string, o: { socketPath?: string; logLevel?: string } = {}): Promise<Served> {
   const opts: ServeOptions = {
-    sharedDir, ninepTcp: '127.0.0.1:0',
+    sharedDir,
+    ninepTcp: '127.0.0.1:0',
     logLevel: (o.logLevel ?? process.env.DUOFS_TEST_LOG ?? 'silent') as NonNullable<ServeOptions['logLevel']>,
   };
   if (o.socketPath) opts.ninepSocket = o.socketPath;
@@ -62,11 +61,24 @@ export interface CliServer extends Served {
 export async function startCli(sharedDir: string, o: { socketPath?: string; logLevel?: string; extraArgs?: string[] } = {}): Promise<CliServer> {
   for (let attempt = 0; ; attempt++) {
     const port = await freePort();
-    const args = [path.join(repoRoot, 'bin/duofs.js'), 'serve', '--shared-dir', sharedDir, '--9p-tcp', `127.0.0.1:${port}`,
-      '--log-level', o.logLevel ?? 'info', ...(o.socketPath ? ['--9p-socket', o.socketPath] : []), ...(o.extraArgs ?? [])];
+    const args = [
+      path.join(repoRoot, 'bin/duofs.js'),
+      'serve',
+      '--shared-dir',
+      sharedDir,
+      '--9p-tcp',
+      `127.0.0.1:${port}`,
+      '--log-level',
+      o.logLevel ?? 'info',
+      ...(o.socketPath ? ['--9p-socket', o.socketPath] : []),
+      ...(o.extraArgs ?? []),
+    ];
     const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let log = '';
-    const onOut = (d: Buffer) => { log += d.toString(); if (log.length > 1 << 20) log = log.slice(-(1 << 19)); };
+    const onOut = (d: Buffer) => {
+      log += d.toString();
+      if (log.length > 1 << 20) log = log.slice(-(1 << 19));
+    };
     proc.stdout!.on('data', onOut);
     proc.stderr!.on('data', onOut);
     const exited = new Promise<void>((r) => proc.once('exit', () => r()));
@@ -80,7 +92,11 @@ export async function startCli(sharedDir: string, o: { socketPath?: string; logL
       throw new Error(`duofs CLI did not start: ${(e as Error).message}\n${log}`);
     }
     const s: CliServer = {
-      address: `127.0.0.1:${port}`, host: '127.0.0.1', port, proc, log: () => log,
+      address: `127.0.0.1:${port}`,
+      host: '127.0.0.1',
+      port,
+      proc,
+      log: () => log,
       close: async () => {
         if (proc.exitCode === null && proc.signalCode === null) {
           proc.kill('SIGTERM');
@@ -96,8 +112,11 @@ export async function startCli(sharedDir: string, o: { socketPath?: string; logL
 }
 
 /** Connects, versions and attaches with aname = the export path. */
-export async function attach(srv: { address: string }, exportDir: string, o: { uid?: number; msize?: number } = {}):
-  Promise<{ c: P9Client; root: number; qid: Qid }> {
+export async function attach(
+  srv: { address: string },
+  exportDir: string,
+  o: { uid?: number; msize?: number } = {},
+): Promise<{ c: P9Client; root: number; qid: Qid }> {
   const so: { aname: string; uid?: number; msize?: number } = { aname: exportDir };
   if (o.uid !== undefined) so.uid = o.uid;
   if (o.msize !== undefined) so.msize = o.msize;

@@ -14,7 +14,12 @@ print(json.dumps({'type': lt, 'start': s, 'len': l, 'pid': pid}))
 /** F_RDLCK, F_WRLCK, F_UNLCK on Linux. */
 export const F = { RDLCK: 0, WRLCK: 1, UNLCK: 2 } as const;
 
-export interface HostLock { type: number; start: number; len: number; pid: number }
+export interface HostLock {
+  type: number;
+  start: number;
+  len: number;
+  pid: number;
+}
 
 /** What F_OFD_GETLK in another process reports for [start, start+len) (len 0 = to EOF). */
 export function hostGetlk(path: string, type: number, start: number, len: number): HostLock {
@@ -33,18 +38,30 @@ sys.stdin.read()
 `;
 
 /** A host process holding an OFD lock until release(). */
-export async function hostHoldLock(path: string, type: number, start: number, len: number): Promise<{ proc: ChildProcess; release(): Promise<void> }> {
+export async function hostHoldLock(
+  path: string,
+  type: number,
+  start: number,
+  len: number,
+): Promise<{ proc: ChildProcess; release(): Promise<void> }> {
   const proc = spawn('python3', ['-c', PY_HOLD, path, String(type), String(start), String(len)], { stdio: ['pipe', 'pipe', 'pipe'] });
   let err = '';
-  proc.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+  proc.stderr!.on('data', (d: Buffer) => {
+    err += d.toString();
+  });
   await new Promise<void>((resolve, reject) => {
-    proc.stdout!.on('data', (d: Buffer) => { if (d.toString().includes('locked')) resolve(); });
+    proc.stdout!.on('data', (d: Buffer) => {
+      if (d.toString().includes('locked')) resolve();
+    });
     proc.once('exit', (code) => reject(new Error(`lock holder exited ${code}: ${err}`)));
   });
   const exited = new Promise<void>((r) => proc.once('exit', () => r()));
   return {
     proc,
-    release: async () => { proc.stdin!.end(); await exited; },
+    release: async () => {
+      proc.stdin!.end();
+      await exited;
+    },
   };
 }
 
@@ -105,12 +122,20 @@ while True:
  */
 export function startFifoUnblocker(root: string): { stop(): void } {
   const p = spawn('python3', ['-c', PY_UNBLOCK, root], { stdio: 'ignore', detached: false });
-  return { stop: () => { p.kill('SIGKILL'); } };
+  return {
+    stop: () => {
+      p.kill('SIGKILL');
+    },
+  };
 }
 
 /** A host process that opens the FIFO with O_RDWR once after ms (completing any blocked open of it). */
 export function unblockFifoAfter(path: string, ms: number): { stop(): void } {
   const py = `import os, time, sys\ntime.sleep(${ms / 1000})\nfd = os.open(sys.argv[1], os.O_RDWR | os.O_NONBLOCK)\ntime.sleep(1)\nos.close(fd)\n`;
   const p = spawn('python3', ['-c', py, path], { stdio: 'ignore' });
-  return { stop: () => { p.kill('SIGKILL'); } };
+  return {
+    stop: () => {
+      p.kill('SIGKILL');
+    },
+  };
 }

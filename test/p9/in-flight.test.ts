@@ -55,8 +55,22 @@ beforeAll(async () => {
   for (const n of ['slow1', 'slow2', 'slow3', 'slow4']) fs.writeFileSync(path.join(dir, n), slowData);
   fs.writeFileSync(path.join(dir, 'fast'), 'fast data');
   engine = new RecordingEngine(new LatencyEngine(await engineUnderTest(), (call, fd) => (call === 'read' && isSlow(fd) ? SLOW_MS : 0)));
-  const log = pino({ level: 'error' }, { write: (s: string) => { errors.push(s); } });
-  duofs = await startDuofs({ sharedDir: dir, ninepSocket: path.join(base, '9p.sock'), ninepVhostSocket: path.join(base, 'v9p.sock'), ninepTag: 'v9p', engine, log });
+  const log = pino(
+    { level: 'error' },
+    {
+      write: (s: string) => {
+        errors.push(s);
+      },
+    },
+  );
+  duofs = await startDuofs({
+    sharedDir: dir,
+    ninepSocket: path.join(base, '9p.sock'),
+    ninepVhostSocket: path.join(base, 'v9p.sock'),
+    ninepTag: 'v9p',
+    engine,
+    log,
+  });
 });
 
 afterAll(async () => {
@@ -82,8 +96,14 @@ test('a slow Tread does not hold up the requests behind it on the same connectio
   const slow = await openFid(c, root, 'slow1');
   const fast = await openFid(c, root, 'fast');
   const order: string[] = [];
-  const slowRead = c.read(slow, 0, 4096).then((b) => { order.push('slow'); return b; });
-  const fastRead = c.read(fast, 0, 100).then((b) => { order.push('fast'); return b; });
+  const slowRead = c.read(slow, 0, 4096).then((b) => {
+    order.push('slow');
+    return b;
+  });
+  const fastRead = c.read(fast, 0, 100).then((b) => {
+    order.push('fast');
+    return b;
+  });
   const attr = c.getattr(fast).then(() => order.push('getattr'));
   const [s, f] = await Promise.all([slowRead, fastRead, attr]);
   expect(order[2]).toBe('slow');
@@ -97,9 +117,15 @@ test('Tflush of a Tread in flight is answered after the Rread, never before', as
   const slow = await openFid(c, root, 'slow2');
   const order: string[] = [];
   const { tag, reply: read } = c.requestWithTag(T.read, treadBody(slow, 0, 4096));
-  const readDone = read.then((r) => { order.push(`R${r.type}`); return r; });
+  const readDone = read.then((r) => {
+    order.push(`R${r.type}`);
+    return r;
+  });
   await new Promise((r) => setTimeout(r, 50)); // the read waits on the "disk"
-  const flush = c.request(T.flush, new Writer().u16(tag).done()).then((r) => { order.push(`R${r.type}`); return r; });
+  const flush = c.request(T.flush, new Writer().u16(tag).done()).then((r) => {
+    order.push(`R${r.type}`);
+    return r;
+  });
   const [r, f] = await Promise.all([readDone, flush]);
   expect(f.type).toBe(T.flush + 1);
   // Rread first (the request finished), then Rflush: the tag is free only now.
@@ -142,7 +168,12 @@ test('virtio-9p: RESET_DEVICE and REM_MEM_REG with a Tread in flight; the read l
       if (Date.now() > until) throw new Error('the read never ran');
       await new Promise((r) => setTimeout(r, 20));
     }
-    expect(engine.completed.slice(before).filter((x) => x.call === 'read').map((x) => x.result)).toEqual([4096]);
+    expect(
+      engine.completed
+        .slice(before)
+        .filter((x) => x.call === 'read')
+        .map((x) => x.result),
+    ).toEqual([4096]);
     const region = fe.ram.regions[0]!;
     expect(fe.ram.view(region.gpa, region.size).indexOf(slowData)).toBeGreaterThanOrEqual(0);
   } finally {

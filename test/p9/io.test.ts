@@ -136,7 +136,11 @@ describe('Tlopen', () => {
     const { c, root } = await ctx.session();
     const before = fs.readFileSync(ctx.tree.p('hello.txt'));
     const f = await walkTo(c, root, 'hello.txt');
-    try { await c.lopen(f, O.RDWR | O.CREAT | O.EXCL); } catch { /* an error is fine */ }
+    try {
+      await c.lopen(f, O.RDWR | O.CREAT | O.EXCL);
+    } catch {
+      /* an error is fine */
+    }
     expect(fs.readFileSync(ctx.tree.p('hello.txt')).equals(before)).toBe(true);
   });
 });
@@ -155,7 +159,10 @@ describe('special files', () => {
       const f = await walkTo(a.c, a.root, `scratch/${name}`);
       // The server runs in this process: a stall shows as time passed since the request went out.
       const t0 = Date.now();
-      const opening = a.c.lopen(f, O.RDONLY).then(() => 'opened', (e: Error) => e.message);
+      const opening = a.c.lopen(f, O.RDONLY).then(
+        () => 'opened',
+        (e: Error) => e.message,
+      );
       await new Promise((r) => setTimeout(r, 100));
       await b.c.getattr(b.root);
       const stalled = Date.now() - t0;
@@ -168,33 +175,39 @@ describe('special files', () => {
 
   // Tlcreate without O_EXCL on a name that exists opens it: the create path
   // must be as careful as Tlopen (a FIFO never blocks, a device is refused).
-  test.each([['O_WRONLY', O.WRONLY], ['O_WRONLY|O_APPEND', O.WRONLY | O.APPEND], ['O_RDONLY', O.RDONLY]])(
-    'Tlcreate %s on an existing FIFO made by Tmknod does not stall the server', async (_label, flags) => {
-      const name = uniq('lcfifo');
-      const host = ctx.tree.p('scratch', name);
-      const a = await ctx.session();
-      const b = await ctx.session();
-      const d = await walkTo(a.c, a.root, 'scratch');
-      await a.c.mknod(d, name, 0o010666, 0, 0, 0);
-      // A server stuck in the kernel's FIFO open answers nobody until this
-      // host process opens the other end, 3 s from now.
-      const unblock = unblockFifoAfter(host, 3000);
-      try {
-        // The server runs in this process: a stall shows as time passed since the request went out.
-        const t0 = Date.now();
-        const creating = a.c.lcreate(d, name, flags | O.CREAT, 0o644, 0).then(() => 'opened', (e: Error) => e.message);
-        await new Promise((r) => setTimeout(r, 100));
-        await b.c.getattr(b.root);
-        expect(Date.now() - t0).toBeLessThan(1000);
-        await creating;
-        // ...and a brand-new connection is served too.
-        const fresh = await ctx.session();
-        await fresh.c.getattr(fresh.root);
-      } finally {
-        unblock.stop();
-      }
-      expect(fs.lstatSync(host).isFIFO()).toBe(true);
-    });
+  test.each([
+    ['O_WRONLY', O.WRONLY],
+    ['O_WRONLY|O_APPEND', O.WRONLY | O.APPEND],
+    ['O_RDONLY', O.RDONLY],
+  ])('Tlcreate %s on an existing FIFO made by Tmknod does not stall the server', async (_label, flags) => {
+    const name = uniq('lcfifo');
+    const host = ctx.tree.p('scratch', name);
+    const a = await ctx.session();
+    const b = await ctx.session();
+    const d = await walkTo(a.c, a.root, 'scratch');
+    await a.c.mknod(d, name, 0o010666, 0, 0, 0);
+    // A server stuck in the kernel's FIFO open answers nobody until this
+    // host process opens the other end, 3 s from now.
+    const unblock = unblockFifoAfter(host, 3000);
+    try {
+      // The server runs in this process: a stall shows as time passed since the request went out.
+      const t0 = Date.now();
+      const creating = a.c.lcreate(d, name, flags | O.CREAT, 0o644, 0).then(
+        () => 'opened',
+        (e: Error) => e.message,
+      );
+      await new Promise((r) => setTimeout(r, 100));
+      await b.c.getattr(b.root);
+      expect(Date.now() - t0).toBeLessThan(1000);
+      await creating;
+      // ...and a brand-new connection is served too.
+      const fresh = await ctx.session();
+      await fresh.c.getattr(fresh.root);
+    } finally {
+      unblock.stop();
+    }
+    expect(fs.lstatSync(host).isFIFO()).toBe(true);
+  });
 
   test('Tlcreate on an existing device node never opens the host device', async () => {
     const name = uniq('lcdev');
@@ -247,7 +260,7 @@ describe('Tlcreate', () => {
     await expect(c.lcreate(d, 'hello.txt', O.RDWR | O.CREAT | O.EXCL, 0o600, 0)).rejects.toMatchObject({ code: 'EEXIST' });
     expect(fs.readFileSync(ctx.tree.p('hello.txt')).equals(before)).toBe(true);
     // The fid is still the directory.
-    expect((await c.walk(d, c.newFid(), ['sub']))).toHaveLength(1);
+    expect(await c.walk(d, c.newFid(), ['sub'])).toHaveLength(1);
   });
 
   test('invalid names are refused: /, NUL, empty, . and ..', async () => {

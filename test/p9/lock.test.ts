@@ -20,8 +20,14 @@ async function twoOpeners(name: string) {
   return { a: a.c, b: b.c, fa, fb, host: ctx.tree.p('scratch', name) };
 }
 
-const W = (start: number, length: number, extra: { flags?: number; procId?: number; clientId?: string } = {}) =>
-  ({ type: LOCK_TYPE.WRLCK, start, length, procId: extra.procId ?? 100, clientId: extra.clientId ?? 'client', flags: extra.flags ?? 0 });
+const W = (start: number, length: number, extra: { flags?: number; procId?: number; clientId?: string } = {}) => ({
+  type: LOCK_TYPE.WRLCK,
+  start,
+  length,
+  procId: extra.procId ?? 100,
+  clientId: extra.clientId ?? 'client',
+  flags: extra.flags ?? 0,
+});
 const R = (start: number, length: number) => ({ type: LOCK_TYPE.RDLCK, start, length, procId: 100, clientId: 'client' });
 const U = (start: number, length: number) => ({ type: LOCK_TYPE.UNLCK, start, length, procId: 100, clientId: 'client' });
 
@@ -53,7 +59,7 @@ describe('Tlock between two clients', () => {
     const { a, b, fa, fb } = await twoOpeners(uniq('lkb'));
     expect(await a.lock(fa, W(0, 0))).toBe(LOCK_STATUS.SUCCESS);
     const t0 = Date.now();
-    const blocked = b.lock(fb, { ...W(10, 10), flags: LOCK_FLAGS.BLOCK }, );
+    const blocked = b.lock(fb, { ...W(10, 10), flags: LOCK_FLAGS.BLOCK });
     // While it is outstanding (or after), other requests on the same connection are answered.
     const others = await Promise.all([b.getattr(fb), b.read(fb, 0, 10), a.getattr(fa)]);
     expect(others).toHaveLength(3);

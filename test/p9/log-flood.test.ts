@@ -12,7 +12,14 @@ import { T, HEADER_SIZE } from './proto.js';
 import { makeTree, type TempTree } from '../support/tree.js';
 import { DEFAULT_LOG_LIMITS } from '../../src/log-limit.js';
 
-interface Line { level: number; msg: string; peer?: string; suppressed?: number; kind?: string; [k: string]: unknown }
+interface Line {
+  level: number;
+  msg: string;
+  peer?: string;
+  suppressed?: number;
+  kind?: string;
+  [k: string]: unknown;
+}
 
 const FLOOD = 4000;
 const lines: Line[] = [];
@@ -22,7 +29,14 @@ let address: string;
 
 beforeAll(async () => {
   tree = makeTree();
-  const log = pino({ level: 'info' }, { write: (s: string) => { lines.push(JSON.parse(s) as Line); } });
+  const log = pino(
+    { level: 'info' },
+    {
+      write: (s: string) => {
+        lines.push(JSON.parse(s) as Line);
+      },
+    },
+  );
   duofs = await startDuofs({ sharedDir: tree.dir, ninepTcp: '127.0.0.1:0', log });
   address = `${duofs.ninepTcpAddress!.host}:${duofs.ninepTcpAddress!.port}`;
 });
@@ -83,7 +97,14 @@ test('a flood of bad 9P requests gets a bounded number of log lines, counted, pe
   const peer = `tcp:127.0.0.1:${c.sock.localPort}`;
   const replies: Promise<unknown>[] = [];
   for (let i = 0; i < FLOOD; i++) replies.push(c.rawRequest(badWalk(1 + (i % 60000), 1_000_000 + i)));
-  const outcomes = await Promise.all(replies.map((p) => p.then(() => 'answered', (e: Error) => (e instanceof P9Error ? e.code : e.message))));
+  const outcomes = await Promise.all(
+    replies.map((p) =>
+      p.then(
+        () => 'answered',
+        (e: Error) => (e instanceof P9Error ? e.code : e.message),
+      ),
+    ),
+  );
   // Every bad request is still answered (Rlerror EBADF), none is dropped.
   expect(outcomes.filter((o) => o !== 'EBADF')).toEqual([]);
 

@@ -22,9 +22,17 @@ const GUEST_GROUP = 4242; // not in the host's group database
 const OTHER_GUEST_GROUP = 4243;
 
 const hostKnowsGroup = (gid: number): boolean =>
-  fs.readFileSync('/etc/group', 'utf8').split('\n').some((l) => l.split(':')[2] === String(gid));
+  fs
+    .readFileSync('/etc/group', 'utf8')
+    .split('\n')
+    .some((l) => l.split(':')[2] === String(gid));
 
-interface Served { dir: string; duofs: Duofs; clients: P9Client[]; session(uid?: number): Promise<{ c: P9Client; root: number }> }
+interface Served {
+  dir: string;
+  duofs: Duofs;
+  clients: P9Client[];
+  session(uid?: number): Promise<{ c: P9Client; root: number }>;
+}
 
 function serve(o: Partial<ServeOptions>): Served {
   const s = { clients: [] } as unknown as Served;
@@ -77,7 +85,7 @@ test('the host does not know the guest-only groups (the premise of these tests)'
 describe('--9p-permissions guest', () => {
   const s = serve({ ninepPermissions: 'guest' });
 
-  test('a caller in a guest-only group creates in that group\'s directory; the new objects are the caller\'s', async () => {
+  test("a caller in a guest-only group creates in that group's directory; the new objects are the caller's", async () => {
     const { c, root } = await s.session();
     const g = (n: string) => path.join(s.dir, 'grp', n);
     // The new objects' group is the caller's primary one (1000), as v9fs names it outside setgid directories.
@@ -89,11 +97,17 @@ describe('--9p-permissions guest', () => {
     await c.mknod(await walk(c, root, 'grp'), 'fifo', 0o010620, 0, 0, UID);
     await c.lcreate(await walk(c, root, 'grp'), 'suid', O.RDWR | O.CREAT | O.EXCL, 0o4750, UID);
     expect({
-      file: owner(g('file')), dir: owner(g('dir')), link: owner(g('link')).split(':').slice(0, 2).join(':'),
-      fifo: owner(g('fifo')), suid: owner(g('suid')),
+      file: owner(g('file')),
+      dir: owner(g('dir')),
+      link: owner(g('link')).split(':').slice(0, 2).join(':'),
+      fifo: owner(g('fifo')),
+      suid: owner(g('suid')),
     }).toEqual({
-      file: `${UID}:${UID}:640`, dir: `${UID}:${UID}:2750`, link: `${UID}:${UID}`,
-      fifo: `${UID}:${UID}:620`, suid: `${UID}:${UID}:4750`,
+      file: `${UID}:${UID}:640`,
+      dir: `${UID}:${UID}:2750`,
+      link: `${UID}:${UID}`,
+      fifo: `${UID}:${UID}:620`,
+      suid: `${UID}:${UID}:4750`,
     });
   });
 
@@ -118,7 +132,7 @@ describe('--9p-permissions guest', () => {
     expect(owner(path.join(s.dir, 'grp', 'shared'))).toBe(before);
   });
 
-  test('the server checks nothing itself: what the guest kernel allowed happens (the mode\'s risk)', async () => {
+  test("the server checks nothing itself: what the guest kernel allowed happens (the mode's risk)", async () => {
     const { c, root } = await s.session();
     const f = await walk(c, root, 'rootfile');
     await c.lopen(f, O.RDONLY);
@@ -131,8 +145,7 @@ describe('--9p-permissions host (the default over TCP)', () => {
 
   test('the host kernel refuses what only a guest-only group allows; nothing is created', async () => {
     const { c, root } = await s.session();
-    await expect(c.lcreate(await walk(c, root, 'grp'), 'file', O.RDWR | O.CREAT | O.EXCL, 0o640, UID))
-      .rejects.toMatchObject({ code: 'EACCES' });
+    await expect(c.lcreate(await walk(c, root, 'grp'), 'file', O.RDWR | O.CREAT | O.EXCL, 0o640, UID)).rejects.toMatchObject({ code: 'EACCES' });
     // no search permission in grp: the walk stops before 'shared'
     await expect(walk(c, root, 'grp/shared')).rejects.toThrow(/partial: 1\/2/);
     await expect(c.lopen(await walk(c, root, 'rootfile'), O.RDONLY)).rejects.toMatchObject({ code: 'EACCES' });

@@ -8,7 +8,7 @@ jest.setTimeout(30_000);
 const ctx = useServer();
 
 describe('Tversion', () => {
-  test('9P2000.L is accepted and msize is at most the client\'s and at least 4096', async () => {
+  test("9P2000.L is accepted and msize is at most the client's and at least 4096", async () => {
     for (const want of [4096, 8192, 65536, 1 << 20, 1 << 24, 0x7fffffff]) {
       const c = await ctx.connect();
       const r = await c.version(want, '9P2000.L');
@@ -82,7 +82,7 @@ describe('Tauth and Tattach', () => {
     await expect(c.auth(c.newFid(), '', ctx.tree.dir, 0)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
-  test('Tattach gives a directory qid equal to the export\'s inode', async () => {
+  test("Tattach gives a directory qid equal to the export's inode", async () => {
     const { c, root, qid } = await ctx.session();
     expect(qid.type).toBe(QTDIR);
     const a = await c.getattr(root);

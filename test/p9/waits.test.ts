@@ -34,7 +34,11 @@ afterAll(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-const errno = (p: Promise<unknown>): Promise<string> => p.then(() => 'ok', (e: { code?: string }) => e.code ?? String(e));
+const errno = (p: Promise<unknown>): Promise<string> =>
+  p.then(
+    () => 'ok',
+    (e: { code?: string }) => e.code ?? String(e),
+  );
 const fds = (): number => fs.readdirSync('/proc/self/fd').length;
 
 test('Twalk moving a fid, Tlopen and Tlcreate each meet a Tclunk of their fid while they wait: EBADF, nothing leaked', async () => {

@@ -161,8 +161,12 @@ describe('Twalk', () => {
     expect(q).toHaveLength(1);
     expect(q[0]).toEqual(ctx.rootQid);
     const q2 = await c.walk(root, c.newFid(), ['..', '..', '..', 'hello.txt']);
-    expect(q2.map((x) => x.path)).toEqual([ctx.rootQid.path, ctx.rootQid.path, ctx.rootQid.path,
-      fs.statSync(ctx.tree.p('hello.txt'), { bigint: true }).ino]);
+    expect(q2.map((x) => x.path)).toEqual([
+      ctx.rootQid.path,
+      ctx.rootQid.path,
+      ctx.rootQid.path,
+      fs.statSync(ctx.tree.p('hello.txt'), { bigint: true }).ino,
+    ]);
     const q3 = await c.walk(root, c.newFid(), ['sub', '..', '..', 'outside']);
     // 'outside' is a sibling of the export on the host: it must not be found.
     expect(q3).toHaveLength(3);
@@ -199,7 +203,7 @@ describe('symlinks planted in the export', () => {
   const before = new Map<string, string[]>();
   const outside = () => path.join(ctx.tree.base, 'outside');
 
-  test('walking a symlink gives the symlink\'s own qid and does not follow it', async () => {
+  test("walking a symlink gives the symlink's own qid and does not follow it", async () => {
     before.set('outside', fs.readdirSync(outside()));
     const { c, root } = await ctx.session();
     for (const name of ['escape', 'escape-rel', 'link-in']) {
@@ -246,7 +250,10 @@ describe('symlinks planted in the export', () => {
       const file = await walkTo(c, root, 'victim');
       const wrong: string[] = [];
       const expectNotDir = async (what: string, p: Promise<unknown>) => {
-        try { await p; wrong.push(`${what}: succeeded`); } catch (e) {
+        try {
+          await p;
+          wrong.push(`${what}: succeeded`);
+        } catch (e) {
           if ((e as { code?: string }).code !== 'ENOTDIR') wrong.push(`${what}: ${(e as Error).message}`);
         }
       };
@@ -277,13 +284,36 @@ describe('symlinks planted in the export', () => {
     const tries: Array<[string, () => Promise<unknown>]> = [
       ['mode', async () => c.setattr(await link(), { valid: SETATTR.MODE, mode: 0o777 })],
       ['uid/gid', async () => c.setattr(await link(), { valid: SETATTR.UID | SETATTR.GID, uid: 4242, gid: 4242 })],
-      ['times', async () => c.setattr(await link(), { valid: SETATTR.ATIME | SETATTR.MTIME | SETATTR.ATIME_SET | SETATTR.MTIME_SET, atimeSec: 5, mtimeSec: 5 })],
+      [
+        'times',
+        async () =>
+          c.setattr(await link(), { valid: SETATTR.ATIME | SETATTR.MTIME | SETATTR.ATIME_SET | SETATTR.MTIME_SET, atimeSec: 5, mtimeSec: 5 }),
+      ],
       ['size', async () => c.setattr(await link(), { valid: SETATTR.SIZE, size: 0 })],
-      ['xattrcreate', async () => { const x = await link(); await c.xattrcreate(x, 'user.pwn', 3, 0); await c.write(x, 0, Buffer.from('pwn')); await c.clunk(x); }],
+      [
+        'xattrcreate',
+        async () => {
+          const x = await link();
+          await c.xattrcreate(x, 'user.pwn', 3, 0);
+          await c.write(x, 0, Buffer.from('pwn'));
+          await c.clunk(x);
+        },
+      ],
     ];
-    for (const [, f] of tries) { try { await f(); } catch { /* refusals are fine */ } }
+    for (const [, f] of tries) {
+      try {
+        await f();
+      } catch {
+        /* refusals are fine */
+      }
+    }
     const after = fs.statSync(out, { bigint: true });
-    expect({ mode: after.mode, uid: after.uid, gid: after.gid, mtime: after.mtimeNs }).toEqual({ mode: before.mode, uid: before.uid, gid: before.gid, mtime: before.mtimeNs });
+    expect({ mode: after.mode, uid: after.uid, gid: after.gid, mtime: after.mtimeNs }).toEqual({
+      mode: before.mode,
+      uid: before.uid,
+      gid: before.gid,
+      mtime: before.mtimeNs,
+    });
     expect(hostGetxattr(out, 'user.pwn')).toBeNull();
     // The xattr list through the link is the link's own, not the directory's.
     const l = await link();
@@ -292,10 +322,12 @@ describe('symlinks planted in the export', () => {
       const n = await c.xattrwalk(l, x, '');
       const names = (await c.read(x, 0, Math.max(1, Number(n)))).toString().split('\0');
       expect(names).not.toContain('user.mark');
-    } catch { /* refusing is fine */ }
+    } catch {
+      /* refusing is fine */
+    }
     try {
       await c.xattrwalk(await link(), c.newFid(), 'user.mark');
-      throw new Error('read the outside directory\'s xattr through the link');
+      throw new Error("read the outside directory's xattr through the link");
     } catch (e) {
       expect((e as { code?: string }).code).toBeDefined();
     }
@@ -329,7 +361,7 @@ describe('qids', () => {
     await expectType('scratch/fifo-q', QTFILE);
   });
 
-  test('qid.path equals the host inode number on the export\'s filesystem', async () => {
+  test("qid.path equals the host inode number on the export's filesystem", async () => {
     const { c, root } = await ctx.session();
     for (const p of ['sub', 'sub/deeper', 'sub/deeper/leaf.bin', 'hello.txt', 'big.bin', 'escape']) {
       const q = await c.walk(root, c.newFid(), p.split('/'));

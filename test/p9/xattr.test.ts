@@ -78,15 +78,22 @@ describe('Txattrwalk', () => {
     await c.clunk(v);
     expect(hostGetxattr(p, 'user.ro')?.toString()).toBe('keep');
   });
-  test('the values a session\'s unclunked xattr fids hold are bounded (8 MiB): past it ENOMEM, clunking makes room', async () => {
+  test("the values a session's unclunked xattr fids hold are bounded (8 MiB): past it ENOMEM, clunking makes room", async () => {
     const value = Buffer.alloc(4000, 0x61);
     const { c, f } = await fileWithXattrs({ 'user.big': value.toString() });
     const results: (number | string)[] = [];
     for (let i = 0; i < 2200; i += 100) {
-      results.push(...await Promise.all(Array.from({ length: 100 }, async () => {
-        const x = c.newFid();
-        return c.xattrwalk(f, x, 'user.big').then(() => x, (e: unknown) => (e as Error).message);
-      })));
+      results.push(
+        ...(await Promise.all(
+          Array.from({ length: 100 }, async () => {
+            const x = c.newFid();
+            return c.xattrwalk(f, x, 'user.big').then(
+              () => x,
+              (e: unknown) => (e as Error).message,
+            );
+          }),
+        )),
+      );
     }
     const held = results.filter((r): r is number => typeof r === 'number');
     expect(held).toHaveLength(Math.floor((8 * 1024 * 1024) / 4000));
@@ -146,7 +153,11 @@ describe('Txattrcreate', () => {
     await c.clunk(x).catch(() => undefined);
     expect(hostGetxattr(p, 'user.huge')).toBeNull();
     // ext4 limits one value to a block, so 65536 may fail on the host at clunk; only no crash and no garbage matter.
-    try { await setXattr(c, f, 'user.max', Buffer.alloc(65536, 0x41), 0); } catch { /* host limit */ }
+    try {
+      await setXattr(c, f, 'user.max', Buffer.alloc(65536, 0x41), 0);
+    } catch {
+      /* host limit */
+    }
     const v = hostGetxattr(p, 'user.max');
     if (v) expect(v.equals(Buffer.alloc(65536, 0x41))).toBe(true);
   });
@@ -156,9 +167,21 @@ describe('Txattrcreate', () => {
     const x = c.newFid();
     await c.walk(f, x, []);
     await c.xattrcreate(x, 'user.over', 4, 0);
-    try { await c.write(x, 0, Buffer.from('0123456789')); } catch { /* EINVAL or similar is fine */ }
-    try { await c.write(x, 100, Buffer.from('zz')); } catch { /* likewise */ }
-    try { await c.clunk(x); } catch { /* likewise */ }
+    try {
+      await c.write(x, 0, Buffer.from('0123456789'));
+    } catch {
+      /* EINVAL or similar is fine */
+    }
+    try {
+      await c.write(x, 100, Buffer.from('zz'));
+    } catch {
+      /* likewise */
+    }
+    try {
+      await c.clunk(x);
+    } catch {
+      /* likewise */
+    }
     const v = hostGetxattr(p, 'user.over');
     if (v !== null) {
       expect(v.length).toBeLessThanOrEqual(4);
@@ -204,7 +227,11 @@ describe('privileged namespaces', () => {
     hostSetxattr(p, 'trusted.keep', Buffer.from('k'));
     hostSetxattr(p, 'security.keep', Buffer.from('s'));
     const { c, f } = await asNobody(p);
-    for (const [n, v] of [['trusted.evil', Buffer.from('x')], ['security.evil', Buffer.from('x')], ['security.capability', CAP_ALL]] as const) {
+    for (const [n, v] of [
+      ['trusted.evil', Buffer.from('x')],
+      ['security.evil', Buffer.from('x')],
+      ['security.capability', CAP_ALL],
+    ] as const) {
       await expect(setXattr(c, f, n, v, 0)).rejects.toMatchObject({ code: 'EPERM' });
     }
     await expect(setXattr(c, f, 'trusted.keep', Buffer.alloc(0), 0)).rejects.toMatchObject({ code: 'EPERM' }); // size 0 removes

@@ -18,47 +18,66 @@ const segmented = fc.tuple(bytes(300), fc.array(fc.nat({ max: 300 }), { maxLengt
   const at = [...new Set(cuts.map((c) => c % (b.length + 1)))].sort((x, y) => x - y);
   const segs: Buffer[] = [];
   let prev = 0;
-  for (const c of at) { segs.push(b.subarray(prev, c)); prev = c; }
+  for (const c of at) {
+    segs.push(b.subarray(prev, c));
+    prev = c;
+  }
   segs.push(b.subarray(prev));
   return { b, segs };
 });
 
-test.prop([fc.record({ len: fc.nat({ max: 0xffffffff }), opcode: fc.nat({ max: 0xffffffff }), unique: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
-  nodeid: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }), uid: fc.nat({ max: 0xffffffff }), gid: fc.nat({ max: 0xffffffff }), pid: fc.nat({ max: 0xffffffff }) })])(
-  'the in-header decodes to the fields that were encoded', (h) => {
-    const got = parseInHeader(inHeader(h.len, h.opcode, h.unique, h.nodeid, h));
-    expect({ len: got.len, opcode: got.opcode, unique: got.unique, nodeid: got.nodeid, uid: got.uid, gid: got.gid, pid: got.pid }).toEqual(h);
-  });
+test.prop([
+  fc.record({
+    len: fc.nat({ max: 0xffffffff }),
+    opcode: fc.nat({ max: 0xffffffff }),
+    unique: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+    nodeid: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+    uid: fc.nat({ max: 0xffffffff }),
+    gid: fc.nat({ max: 0xffffffff }),
+    pid: fc.nat({ max: 0xffffffff }),
+  }),
+])('the in-header decodes to the fields that were encoded', (h) => {
+  const got = parseInHeader(inHeader(h.len, h.opcode, h.unique, h.nodeid, h));
+  expect({ len: got.len, opcode: got.opcode, unique: got.unique, nodeid: got.nodeid, uid: got.uid, gid: got.gid, pid: got.pid }).toEqual(h);
+});
 
 test.prop([bytes(39)])('a header shorter than 40 bytes is refused with EINVAL naming the header', (b) => {
   expect(() => parseInHeader(b)).toThrow(SysError);
   expect(() => parseInHeader(b)).toThrow(/fuse header/);
 });
 
-test.prop([segmented, fc.nat({ max: 320 }), fc.nat({ max: 320 })])('slices, copy and head see the bytes of the concatenation, or refuse with EINVAL', ({ b, segs }, from, len) => {
-  const body = new RequestBody(segs);
-  expect(body.length).toBe(b.length);
-  if (from + len <= b.length) {
-    expect(body.copy(from, len)).toEqual(b.subarray(from, from + len));
-    expect(Buffer.concat(body.slices(from, len))).toEqual(b.subarray(from, from + len));
-  } else {
-    expect(() => body.slices(from, len)).toThrow(/fuse request data \d+\+\d+ beyond/);
-  }
-  if (len <= b.length) expect(body.head(len)).toEqual(b.subarray(0, len));
-  else expect(() => body.head(len)).toThrow(/needs \d+ argument bytes/);
-});
+test.prop([segmented, fc.nat({ max: 320 }), fc.nat({ max: 320 })])(
+  'slices, copy and head see the bytes of the concatenation, or refuse with EINVAL',
+  ({ b, segs }, from, len) => {
+    const body = new RequestBody(segs);
+    expect(body.length).toBe(b.length);
+    if (from + len <= b.length) {
+      expect(body.copy(from, len)).toEqual(b.subarray(from, from + len));
+      expect(Buffer.concat(body.slices(from, len))).toEqual(b.subarray(from, from + len));
+    } else {
+      expect(() => body.slices(from, len)).toThrow(/fuse request data \d+\+\d+ beyond/);
+    }
+    if (len <= b.length) expect(body.head(len)).toEqual(b.subarray(0, len));
+    else expect(() => body.head(len)).toThrow(/needs \d+ argument bytes/);
+  },
+);
 
-test.prop([fc.array(bytes(20).map((n) => Buffer.from(n.filter((c) => c !== 0))), { minLength: 1, maxLength: 4 }), fc.nat({ max: 4 })])(
-  'ArgReader.name gives back NUL-terminated names, and refuses a missing NUL', (names, extra) => {
-    const enc = Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])]));
-    const names_ = (b: Buffer, n: number): Buffer[] => {
-      const r = new ArgReader(b, 'RENAME');
-      return Array.from({ length: n }, (_, i) => r.name(`name${i}`));
-    };
-    expect(names_(enc, names.length)).toEqual(names);
-    expect(() => names_(enc.subarray(0, enc.length - 1), names.length)).toThrow(/FUSE RENAME name\d is not NUL-terminated/);
-    if (extra) expect(() => names_(enc, names.length + extra)).toThrow(/not NUL-terminated/);
-  });
+test.prop([
+  fc.array(
+    bytes(20).map((n) => Buffer.from(n.filter((c) => c !== 0))),
+    { minLength: 1, maxLength: 4 },
+  ),
+  fc.nat({ max: 4 }),
+])('ArgReader.name gives back NUL-terminated names, and refuses a missing NUL', (names, extra) => {
+  const enc = Buffer.concat(names.flatMap((n) => [n, Buffer.from([0])]));
+  const names_ = (b: Buffer, n: number): Buffer[] => {
+    const r = new ArgReader(b, 'RENAME');
+    return Array.from({ length: n }, (_, i) => r.name(`name${i}`));
+  };
+  expect(names_(enc, names.length)).toEqual(names);
+  expect(() => names_(enc.subarray(0, enc.length - 1), names.length)).toThrow(/FUSE RENAME name\d is not NUL-terminated/);
+  if (extra) expect(() => names_(enc, names.length + extra)).toThrow(/not NUL-terminated/);
+});
 
 test.prop([fc.bigInt({ min: 0n, max: 2n ** 64n - 1n })])('ArgReader.offset: exact below 2^53, bigint to 2^63-1, EINVAL beyond', (v) => {
   const b = Buffer.alloc(8);
@@ -69,7 +88,8 @@ test.prop([fc.bigInt({ min: 0n, max: 2n ** 64n - 1n })])('ArgReader.offset: exac
 });
 
 test.prop([fc.array(fc.nat({ max: 0xffffffff }), { maxLength: 8 }), bytes(64), fc.nat({ max: 20 })])(
-  'extensions: the groups record is read back; garbage never throws', (groups, junk, extlen) => {
+  'extensions: the groups record is read back; garbage never throws',
+  (groups, junk, extlen) => {
     const rec = Buffer.alloc(12 + 4 * groups.length);
     rec.writeUInt32LE(rec.length, 0);
     rec.writeUInt32LE(32, 4);
@@ -83,23 +103,28 @@ test.prop([fc.array(fc.nat({ max: 0xffffffff }), { maxLength: 8 }), bytes(64), f
     const g = parseInHeader(inHeader(0, 1, 0n, 1n));
     g.totalExtlen = extlen;
     expect(() => parseExtensions(g, RequestBody.of(junk))).not.toThrow();
-  });
+  },
+);
 
-test('every truncation of a valid request is refused (EINVAL, or the whole request\'s errno), never accepted', async () => {
+test("every truncation of a valid request is refused (EINVAL, or the whole request's errno), never accepted", async () => {
   const scratch = scratchExport('duofs-propfuse-');
   const bugs = bugLog();
   try {
     const backend = new LocalBackend({ sharedDir: scratch.dir, log: bugs.log });
     const options = { ...defaultFuseOptions, xattr: true };
-    const run = (s: FuseSession, r: Buffer): Promise<string> => new Promise((resolve) => {
-      const out: ReplyTo = {
-        send: (e) => { resolve(e ? `errno ${e}` : 'ok'); return true; },
-        sendRead: () => resolve('ok'),
-        none: () => resolve('none'),
-      };
-      s.handle(RequestBody.of(r), out);
-      setTimeout(() => resolve('no reply'), 500);
-    });
+    const run = (s: FuseSession, r: Buffer): Promise<string> =>
+      new Promise((resolve) => {
+        const out: ReplyTo = {
+          send: (e) => {
+            resolve(e ? `errno ${e}` : 'ok');
+            return true;
+          },
+          sendRead: () => resolve('ok'),
+          none: () => resolve('none'),
+        };
+        s.handle(RequestBody.of(r), out);
+        setTimeout(() => resolve('no reply'), 500);
+      });
     const fresh = async (): Promise<FuseSession> => {
       const s = new FuseSession({ backend, log: bugs.log, options }, 'prop');
       const init = initIn();

@@ -20,68 +20,160 @@ import { p9Seeds } from '../fuzz/targets/p9-frame.js';
 import { bugLog, scratchExport } from '../fuzz/targets/common.js';
 
 type Field = 'u8' | 'u16' | 'u32' | 'u64' | 'str' | 'qid' | 'data' | 'nstr' | 'nqid';
-type Value = number | bigint | Buffer | { type: number; version: number; path: bigint } | Buffer[] | { type: number; version: number; path: bigint }[];
+type Value =
+  | number
+  | bigint
+  | Buffer
+  | { type: number; version: number; path: bigint }
+  | Buffer[]
+  | { type: number; version: number; path: bigint }[];
 
 /** Message layouts after size[4] type[1] tag[2] (Linux net/9p/protocol.c, 9P2000.L). */
 const LAYOUTS: Record<string, Field[]> = {
-  Tversion: ['u32', 'str'], Rversion: ['u32', 'str'],
-  Tauth: ['u32', 'str', 'str', 'u32'], Rauth: ['qid'],
-  Tattach: ['u32', 'u32', 'str', 'str', 'u32'], Rattach: ['qid'],
-  Rlerror: ['u32'], Tflush: ['u16'], Rflush: [],
-  Twalk: ['u32', 'u32', 'nstr'], Rwalk: ['nqid'],
-  Tlopen: ['u32', 'u32'], Rlopen: ['qid', 'u32'],
-  Tlcreate: ['u32', 'str', 'u32', 'u32', 'u32'], Rlcreate: ['qid', 'u32'],
+  Tversion: ['u32', 'str'],
+  Rversion: ['u32', 'str'],
+  Tauth: ['u32', 'str', 'str', 'u32'],
+  Rauth: ['qid'],
+  Tattach: ['u32', 'u32', 'str', 'str', 'u32'],
+  Rattach: ['qid'],
+  Rlerror: ['u32'],
+  Tflush: ['u16'],
+  Rflush: [],
+  Twalk: ['u32', 'u32', 'nstr'],
+  Rwalk: ['nqid'],
+  Tlopen: ['u32', 'u32'],
+  Rlopen: ['qid', 'u32'],
+  Tlcreate: ['u32', 'str', 'u32', 'u32', 'u32'],
+  Rlcreate: ['qid', 'u32'],
   Tgetattr: ['u32', 'u64'],
-  Rgetattr: ['u64', 'qid', 'u32', 'u32', 'u32', 'u64', 'u64', 'u64', 'u64', 'u64', 'u64', 'u64', 'u64', 'u64', 'u64', 'u64', 'u64', 'u64', 'u64', 'u64'],
-  Tsetattr: ['u32', 'u32', 'u32', 'u32', 'u32', 'u64', 'u64', 'u64', 'u64', 'u64'], Rsetattr: [],
-  Treaddir: ['u32', 'u64', 'u32'], Rreaddir: ['data'],
-  Tread: ['u32', 'u64', 'u32'], Rread: ['data'],
-  Twrite: ['u32', 'u64', 'data'], Rwrite: ['u32'],
-  Tclunk: ['u32'], Tremove: ['u32'], Tstatfs: ['u32'],
+  Rgetattr: [
+    'u64',
+    'qid',
+    'u32',
+    'u32',
+    'u32',
+    'u64',
+    'u64',
+    'u64',
+    'u64',
+    'u64',
+    'u64',
+    'u64',
+    'u64',
+    'u64',
+    'u64',
+    'u64',
+    'u64',
+    'u64',
+    'u64',
+    'u64',
+  ],
+  Tsetattr: ['u32', 'u32', 'u32', 'u32', 'u32', 'u64', 'u64', 'u64', 'u64', 'u64'],
+  Rsetattr: [],
+  Treaddir: ['u32', 'u64', 'u32'],
+  Rreaddir: ['data'],
+  Tread: ['u32', 'u64', 'u32'],
+  Rread: ['data'],
+  Twrite: ['u32', 'u64', 'data'],
+  Rwrite: ['u32'],
+  Tclunk: ['u32'],
+  Tremove: ['u32'],
+  Tstatfs: ['u32'],
   Rstatfs: ['u32', 'u32', 'u64', 'u64', 'u64', 'u64', 'u64', 'u64', 'u32'],
   Tfsync: ['u32', 'u32'],
-  Tlock: ['u32', 'u8', 'u32', 'u64', 'u64', 'u32', 'str'], Rlock: ['u8'],
-  Tgetlock: ['u32', 'u8', 'u64', 'u64', 'u32', 'str'], Rgetlock: ['u8', 'u64', 'u64', 'u32', 'str'],
-  Txattrwalk: ['u32', 'u32', 'str'], Rxattrwalk: ['u64'],
+  Tlock: ['u32', 'u8', 'u32', 'u64', 'u64', 'u32', 'str'],
+  Rlock: ['u8'],
+  Tgetlock: ['u32', 'u8', 'u64', 'u64', 'u32', 'str'],
+  Rgetlock: ['u8', 'u64', 'u64', 'u32', 'str'],
+  Txattrwalk: ['u32', 'u32', 'str'],
+  Rxattrwalk: ['u64'],
   Txattrcreate: ['u32', 'str', 'u64', 'u32'],
-  Treadlink: ['u32'], Rreadlink: ['str'],
-  Tsymlink: ['u32', 'str', 'str', 'u32'], Rsymlink: ['qid'],
-  Tmknod: ['u32', 'str', 'u32', 'u32', 'u32', 'u32'], Rmknod: ['qid'],
-  Tmkdir: ['u32', 'str', 'u32', 'u32'], Rmkdir: ['qid'],
-  Tlink: ['u32', 'u32', 'str'], Trename: ['u32', 'u32', 'str'],
-  Trenameat: ['u32', 'str', 'u32', 'str'], Tunlinkat: ['u32', 'str', 'u32'],
+  Treadlink: ['u32'],
+  Rreadlink: ['str'],
+  Tsymlink: ['u32', 'str', 'str', 'u32'],
+  Rsymlink: ['qid'],
+  Tmknod: ['u32', 'str', 'u32', 'u32', 'u32', 'u32'],
+  Rmknod: ['qid'],
+  Tmkdir: ['u32', 'str', 'u32', 'u32'],
+  Rmkdir: ['qid'],
+  Tlink: ['u32', 'u32', 'str'],
+  Trename: ['u32', 'u32', 'str'],
+  Trenameat: ['u32', 'str', 'u32', 'str'],
+  Tunlinkat: ['u32', 'str', 'u32'],
 };
 
-const qidArb = fc.record({ type: fc.integer({ min: 0, max: 255 }), version: fc.nat({ max: 0xffffffff }), path: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }) });
+const qidArb = fc.record({
+  type: fc.integer({ min: 0, max: 255 }),
+  version: fc.nat({ max: 0xffffffff }),
+  path: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+});
 const bytesArb = (max: number) => fc.uint8Array({ maxLength: max }).map((a) => Buffer.from(a));
 const arbOf = (f: Field): fc.Arbitrary<Value> => {
   switch (f) {
-    case 'u8': return fc.integer({ min: 0, max: 255 });
-    case 'u16': return fc.integer({ min: 0, max: 0xffff });
-    case 'u32': return fc.nat({ max: 0xffffffff });
-    case 'u64': return fc.bigInt({ min: 0n, max: 2n ** 64n - 1n });
-    case 'str': return bytesArb(300);
-    case 'data': return bytesArb(2000);
-    case 'qid': return qidArb;
-    case 'nstr': return fc.array(bytesArb(40), { maxLength: 16 });
-    case 'nqid': return fc.array(qidArb, { maxLength: 16 });
+    case 'u8':
+      return fc.integer({ min: 0, max: 255 });
+    case 'u16':
+      return fc.integer({ min: 0, max: 0xffff });
+    case 'u32':
+      return fc.nat({ max: 0xffffffff });
+    case 'u64':
+      return fc.bigInt({ min: 0n, max: 2n ** 64n - 1n });
+    case 'str':
+      return bytesArb(300);
+    case 'data':
+      return bytesArb(2000);
+    case 'qid':
+      return qidArb;
+    case 'nstr':
+      return fc.array(bytesArb(40), { maxLength: 16 });
+    case 'nqid':
+      return fc.array(qidArb, { maxLength: 16 });
   }
 };
 
-type AnyWriter = { u8(v: number): unknown; u16(v: number): unknown; u32(v: number): unknown; u64(v: bigint): unknown; str(s: Buffer): unknown; bytes(b: Buffer): unknown; qid(q: { type: number; version: number; path: bigint }): unknown };
+type AnyWriter = {
+  u8(v: number): unknown;
+  u16(v: number): unknown;
+  u32(v: number): unknown;
+  u64(v: bigint): unknown;
+  str(s: Buffer): unknown;
+  bytes(b: Buffer): unknown;
+  qid(q: { type: number; version: number; path: bigint }): unknown;
+};
 function encode(w: AnyWriter, fields: Field[], values: Value[]): void {
   fields.forEach((f, i) => {
     const v = values[i]!;
     switch (f) {
-      case 'u8': w.u8(v as number); break;
-      case 'u16': w.u16(v as number); break;
-      case 'u32': w.u32(v as number); break;
-      case 'u64': w.u64(v as bigint); break;
-      case 'str': w.str(v as Buffer); break;
-      case 'data': w.u32((v as Buffer).length); w.bytes(v as Buffer); break;
-      case 'qid': w.qid(v as { type: number; version: number; path: bigint }); break;
-      case 'nstr': w.u16((v as Buffer[]).length); for (const s of v as Buffer[]) w.str(s); break;
-      case 'nqid': w.u16((v as unknown[]).length); for (const q of v as { type: number; version: number; path: bigint }[]) w.qid(q); break;
+      case 'u8':
+        w.u8(v as number);
+        break;
+      case 'u16':
+        w.u16(v as number);
+        break;
+      case 'u32':
+        w.u32(v as number);
+        break;
+      case 'u64':
+        w.u64(v as bigint);
+        break;
+      case 'str':
+        w.str(v as Buffer);
+        break;
+      case 'data':
+        w.u32((v as Buffer).length);
+        w.bytes(v as Buffer);
+        break;
+      case 'qid':
+        w.qid(v as { type: number; version: number; path: bigint });
+        break;
+      case 'nstr':
+        w.u16((v as Buffer[]).length);
+        for (const s of v as Buffer[]) w.str(s);
+        break;
+      case 'nqid':
+        w.u16((v as unknown[]).length);
+        for (const q of v as { type: number; version: number; path: bigint }[]) w.qid(q);
+        break;
     }
   });
 }
@@ -89,21 +181,35 @@ function decode(r: Reader, fields: Field[]): Value[] {
   const qid = () => ({ type: r.u8(), version: r.u32(), path: r.u64() });
   return fields.map((f): Value => {
     switch (f) {
-      case 'u8': return r.u8();
-      case 'u16': return r.u16();
-      case 'u32': return r.u32();
-      case 'u64': return r.u64();
-      case 'str': return Buffer.from(r.str());
-      case 'data': return Buffer.from(r.bytes(r.u32()));
-      case 'qid': return qid();
-      case 'nstr': { const n = r.u16(); return Array.from({ length: n }, () => Buffer.from(r.str())); }
-      case 'nqid': { const n = r.u16(); return Array.from({ length: n }, qid); }
+      case 'u8':
+        return r.u8();
+      case 'u16':
+        return r.u16();
+      case 'u32':
+        return r.u32();
+      case 'u64':
+        return r.u64();
+      case 'str':
+        return Buffer.from(r.str());
+      case 'data':
+        return Buffer.from(r.bytes(r.u32()));
+      case 'qid':
+        return qid();
+      case 'nstr': {
+        const n = r.u16();
+        return Array.from({ length: n }, () => Buffer.from(r.str()));
+      }
+      case 'nqid': {
+        const n = r.u16();
+        return Array.from({ length: n }, qid);
+      }
     }
   });
 }
 
-const messages = fc.constantFrom(...Object.keys(LAYOUTS)).chain((name) =>
-  fc.tuple(fc.constant(name), fc.tuple(...LAYOUTS[name]!.map(arbOf)), fc.integer({ min: 0, max: 0xffff })));
+const messages = fc
+  .constantFrom(...Object.keys(LAYOUTS))
+  .chain((name) => fc.tuple(fc.constant(name), fc.tuple(...LAYOUTS[name]!.map(arbOf)), fc.integer({ min: 0, max: 0xffff })));
 
 test.prop([messages], { numRuns: 400 })('encode then decode gives back every field (server Writer)', ([name, values, tag]) => {
   const w = new Writer(16);
@@ -125,7 +231,8 @@ test.prop([messages], { numRuns: 400 })('frames from the independent client code
 });
 
 test.prop([messages.filter(([n]) => LAYOUTS[n]!.length > 0), fc.double({ min: 0, max: 1, noNaN: true })], { numRuns: 600 })(
-  'every truncation is refused with a ProtocolError naming what ran out', ([name, values, tag], where) => {
+  'every truncation is refused with a ProtocolError naming what ran out',
+  ([name, values, tag], where) => {
     const w = new Writer(16);
     encode(w, LAYOUTS[name]!, values);
     const full = w.finish(100, tag);
@@ -133,12 +240,17 @@ test.prop([messages.filter(([n]) => LAYOUTS[n]!.length > 0), fc.double({ min: 0,
     if (cut >= full.length) return;
     const r = new Reader(full.subarray(0, cut));
     let err: unknown;
-    try { decode(r, LAYOUTS[name]!); } catch (e) { err = e; }
+    try {
+      decode(r, LAYOUTS[name]!);
+    } catch (e) {
+      err = e;
+    }
     expect(err).toBeInstanceOf(ProtocolError);
     expect((err as Error).message).toMatch(/^decode (u8|u16|u32|u64|string|data) runs past the end of the frame: EPROTO$/);
-  });
+  },
+);
 
-test('every truncation of a valid request is answered Rlerror(EPROTO) by a session (or the whole frame\'s errno)', async () => {
+test("every truncation of a valid request is answered Rlerror(EPROTO) by a session (or the whole frame's errno)", async () => {
   const scratch = scratchExport('duofs-prop9p-');
   const bugs = bugLog();
   try {
@@ -148,14 +260,18 @@ test('every truncation of a valid request is answered Rlerror(EPROTO) by a sessi
     // A session as the fuzz seeds expect it: fid 0 root, 1 nobody, 2 sub/, 5 hello opened, 6 sub/f, 7 escape.
     const fresh = (): { s: Session; last: () => Buffer | undefined } => {
       let last: Buffer | undefined;
-      const s = new Session(ctx, 'prop', (f) => { last = Buffer.from(f); });
+      const s = new Session(ctx, 'prop', (f) => {
+        last = Buffer.from(f);
+      });
       const seeds = p9Seeds();
-      const setup = [frameOf(100, new ClientWriter().u32(65536).str('9P2000.L').done()),
+      const setup = [
+        frameOf(100, new ClientWriter().u32(65536).str('9P2000.L').done()),
         frameOf(104, new ClientWriter().u32(0).u32(0xffffffff).str('').str(scratch.dir).u32(0).done()),
         frameOf(104, new ClientWriter().u32(1).u32(0xffffffff).str('').str(scratch.dir).u32(65534).done()),
         frameOf(110, new ClientWriter().u32(0).u32(2).u16(1).str('sub').done()),
         ...seeds.slice(0, 3).map((x) => frameOf(x[0]!, x.subarray(1))),
-        frameOf(12, new ClientWriter().u32(5).u32(2).done())];
+        frameOf(12, new ClientWriter().u32(5).u32(2).done()),
+      ];
       for (const f of setup) s.handle(f);
       return { s, last: () => last };
     };

@@ -24,27 +24,49 @@ test.prop([u32, u32, bytes(MAX_PAYLOAD)])('vhost-user: header and payload decode
 });
 
 /** A connected pair: the reading MessageSocket and a raw writing fd. */
-async function pair(onMessage: (m: Message) => void, onClose: (r: CloseReason) => void): Promise<{ ms: MessageSocket; writer: number; done(): void }> {
+async function pair(
+  onMessage: (m: Message) => void,
+  onClose: (r: CloseReason) => void,
+): Promise<{ ms: MessageSocket; writer: number; done(): void }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'duofs-propvu-'));
   const lfd = listenUnixSocket(path.join(dir, 's'));
   const writer = connectUnixSocket(path.join(dir, 's'));
   let rfd = -1;
   for (let i = 0; i < 100 && rfd < 0; i++) {
-    try { rfd = acceptConnection(lfd); } catch { await new Promise((r) => setTimeout(r, 2)); }
+    try {
+      rfd = acceptConnection(lfd);
+    } catch {
+      await new Promise((r) => setTimeout(r, 2));
+    }
   }
   closeFd(lfd);
   fs.rmSync(dir, { recursive: true, force: true });
   const ms = new MessageSocket(rfd, { onMessage, onClose });
   ms.start();
-  return { ms, writer, done: () => { ms.close({ kind: 'local', message: 'done' }); closeFd(writer); } };
+  return {
+    ms,
+    writer,
+    done: () => {
+      ms.close({ kind: 'local', message: 'done' });
+      closeFd(writer);
+    },
+  };
 }
 
 const messagesArb = fc.array(fc.tuple(u32, u32, bytes(300)), { minLength: 1, maxLength: 12 });
 test.prop([messagesArb, fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 10 })], { numRuns: 40 })(
-  'vhost-user stream: messages cut anywhere arrive whole and in order', async (msgs, chunks) => {
+  'vhost-user stream: messages cut anywhere arrive whole and in order',
+  async (msgs, chunks) => {
     const got: Message[] = [];
     let closed: CloseReason | undefined;
-    const p = await pair((m) => { got.push({ ...m, payload: Buffer.from(m.payload) }); }, (r) => { closed = r; });
+    const p = await pair(
+      (m) => {
+        got.push({ ...m, payload: Buffer.from(m.payload) });
+      },
+      (r) => {
+        closed = r;
+      },
+    );
     try {
       const stream = Buffer.concat(msgs.map(([r, f, pl]) => encodeMessage(r, f, pl)));
       const writer = new MessageSocket(p.writer, { onMessage: () => {}, onClose: () => {} });
@@ -61,12 +83,19 @@ test.prop([messagesArb, fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1
     } finally {
       p.ms.close({ kind: 'local', message: 'done' });
     }
-  });
+  },
+);
 
 test.prop([u32, fc.integer({ min: MAX_PAYLOAD + 1, max: 0xffffffff })], { numRuns: 20 })(
-  'vhost-user stream: a payload over the limit closes the stream, naming the size, before any allocation', async (request, size) => {
+  'vhost-user stream: a payload over the limit closes the stream, naming the size, before any allocation',
+  async (request, size) => {
     let closed: CloseReason | undefined;
-    const p = await pair(() => {}, (r) => { closed = r; });
+    const p = await pair(
+      () => {},
+      (r) => {
+        closed = r;
+      },
+    );
     try {
       const h = encodeMessage(request, 1);
       h.writeUInt32LE(size, 8);
@@ -76,7 +105,8 @@ test.prop([u32, fc.integer({ min: MAX_PAYLOAD + 1, max: 0xffffffff })], { numRun
     } finally {
       p.done();
     }
-  });
+  },
+);
 
 const metaArb = fc.record({ uid: u32, gid: u32, mode: u32, rdev: fc.bigInt({ min: 0n, max: 0xffffffffn }) }, { requiredKeys: [] });
 test.prop([metaArb])('mapped-file: parse(format(meta)) is meta, as QEMU reads what it wrote', (meta) => {
@@ -85,13 +115,17 @@ test.prop([metaArb])('mapped-file: parse(format(meta)) is meta, as QEMU reads wh
   expect(p.meta).toEqual(meta);
 });
 
-test.prop([fc.oneof(bytes(200), fc.stringMatching(/^(virtfs\.(uid|gid|mode|rdev)=-?[0-9]{0,12}\n?){0,6}$/).map((s) => Buffer.from(s)))])(
-  'mapped-file: any stored bytes parse without throwing; what is kept survives format and parse', (b) => {
-    const p = parseMetadata(b);
-    const again = parseMetadata(formatMetadata(p.meta));
-    expect(again.meta).toEqual(p.meta);
-    for (const v of [p.meta.uid, p.meta.gid, p.meta.mode]) if (v !== undefined) expect(v >>> 0).toBe(v);
-  });
+test.prop([
+  fc.oneof(
+    bytes(200),
+    fc.stringMatching(/^(virtfs\.(uid|gid|mode|rdev)=-?[0-9]{0,12}\n?){0,6}$/).map((s) => Buffer.from(s)),
+  ),
+])('mapped-file: any stored bytes parse without throwing; what is kept survives format and parse', (b) => {
+  const p = parseMetadata(b);
+  const again = parseMetadata(formatMetadata(p.meta));
+  expect(again.meta).toEqual(p.meta);
+  for (const v of [p.meta.uid, p.meta.gid, p.meta.mode]) if (v !== undefined) expect(v >>> 0).toBe(v);
+});
 
 test.prop([bytes(10)])('mapped-xattr: only exact-width values decode, and they encode back to the same bytes', (b) => {
   const u = decodeU32(b);

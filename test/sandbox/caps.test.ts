@@ -19,8 +19,14 @@ const rootTest = isRoot ? test : test.skip;
 
 describe('--modcaps, as virtiofsd parses it', () => {
   test('+ and - apply in order on top of the defaults; names in any case, without cap_', () => {
-    expect(parseModcaps('+sys_admin:-chown')).toEqual([{ action: '+', cap: 'sys_admin' }, { action: '-', cap: 'chown' }]);
-    expect(parseModcaps('+SYS_ADMIN:-Mknod')).toEqual([{ action: '+', cap: 'sys_admin' }, { action: '-', cap: 'mknod' }]);
+    expect(parseModcaps('+sys_admin:-chown')).toEqual([
+      { action: '+', cap: 'sys_admin' },
+      { action: '-', cap: 'chown' },
+    ]);
+    expect(parseModcaps('+SYS_ADMIN:-Mknod')).toEqual([
+      { action: '+', cap: 'sys_admin' },
+      { action: '-', cap: 'mknod' },
+    ]);
     const r = applyModcaps(VIRTIOFSD_CAPS, '-mknod:-setfcap:+sys_admin');
     expect(r.kept).toEqual(['chown', 'dac_override', 'fowner', 'fsetid', 'setgid', 'setuid', 'sys_admin']);
     expect(r.disabled).toEqual(['mknod', 'setfcap']);
@@ -54,13 +60,22 @@ describe('--modcaps, as virtiofsd parses it', () => {
 });
 
 describe('the set each security model keeps', () => {
-  test('passthrough as root keeps virtiofsd\'s 8 plus DAC_READ_SEARCH for file handles', () => {
-    expect(keptCapabilities({ model: 'passthrough', euid: 0 })).toEqual(
-      ['chown', 'dac_override', 'dac_read_search', 'fowner', 'fsetid', 'setgid', 'setuid', 'mknod', 'setfcap']);
+  test("passthrough as root keeps virtiofsd's 8 plus DAC_READ_SEARCH for file handles", () => {
+    expect(keptCapabilities({ model: 'passthrough', euid: 0 })).toEqual([
+      'chown',
+      'dac_override',
+      'dac_read_search',
+      'fowner',
+      'fsetid',
+      'setgid',
+      'setuid',
+      'mknod',
+      'setfcap',
+    ]);
     expect(keptCapabilities({ model: 'passthrough', euid: 0, fileHandles: false })).not.toContain('dac_read_search');
   });
 
-  test('none drops SETUID/SETGID, the mapped models keep only what reaching other users\' files needs', () => {
+  test("none drops SETUID/SETGID, the mapped models keep only what reaching other users' files needs", () => {
     expect(modelCaps('none')).toEqual(['chown', 'dac_override', 'dac_read_search', 'fowner', 'fsetid', 'mknod', 'setfcap']);
     expect(modelCaps('mapped-xattr')).toEqual(['dac_override', 'dac_read_search', 'fowner']);
     expect(modelCaps('mapped-file')).toEqual(['dac_override', 'dac_read_search', 'fowner']);
@@ -73,8 +88,17 @@ describe('the set each security model keeps', () => {
   });
 
   test('--modcaps applies; DAC_READ_SEARCH cannot be removed while file handles are in use', () => {
-    expect(keptCapabilities({ model: 'passthrough', euid: 0, modcaps: '+sys_admin:-mknod' })).toEqual(
-      ['chown', 'dac_override', 'dac_read_search', 'fowner', 'fsetid', 'setgid', 'setuid', 'sys_admin', 'setfcap']);
+    expect(keptCapabilities({ model: 'passthrough', euid: 0, modcaps: '+sys_admin:-mknod' })).toEqual([
+      'chown',
+      'dac_override',
+      'dac_read_search',
+      'fowner',
+      'fsetid',
+      'setgid',
+      'setuid',
+      'sys_admin',
+      'setfcap',
+    ]);
     expect(() => keptCapabilities({ model: 'passthrough', euid: 0, modcaps: '-dac_read_search' })).toThrow(/DAC_READ_SEARCH/);
     expect(keptCapabilities({ model: 'passthrough', euid: 0, fileHandles: false, modcaps: '-dac_read_search' })).not.toContain('dac_read_search');
   });
@@ -109,18 +133,27 @@ describe('the drop, on every thread of a serving process', () => {
   });
 
   rootTest('from the outside: main and pool threads hold exactly the kept set, in every set, bounding included', () => {
-    for (const [run, want] of [[kept, capMask(passthrough)], [none, 0n]] as const) {
+    for (const [run, want] of [
+      [kept, capMask(passthrough)],
+      [none, 0n],
+    ] as const) {
       const pool = new Set(run.result.caps!.threads.filter((t) => t.role === 'pool').map((t) => t.tid));
       const reached = run.tasks.filter((t) => t.tid === run.result.pid || pool.has(t.tid));
       expect(reached).toHaveLength(POOL + 1);
       for (const t of reached) {
-        expect({ tid: t.tid, prm: t.capPrm, eff: t.capEff, bnd: t.capBnd, inh: t.capInh, amb: t.capAmb })
-          .toEqual({ tid: t.tid, prm: want, eff: want, bnd: want, inh: 0n, amb: 0n });
+        expect({ tid: t.tid, prm: t.capPrm, eff: t.capEff, bnd: t.capBnd, inh: t.capInh, amb: t.capAmb }).toEqual({
+          tid: t.tid,
+          prm: want,
+          eff: want,
+          bnd: want,
+          inh: 0n,
+          amb: 0n,
+        });
       }
     }
   });
 
-  rootTest('threads out of reach (V8 platform workers, the inspector\'s signal thread) are reported as such', () => {
+  rootTest("threads out of reach (V8 platform workers, the inspector's signal thread) are reported as such", () => {
     const others = kept.result.caps!.threads.filter((t) => t.role === 'other');
     // Node 20 starts them before any JS runs: 4 V8 workers, a delayed-task scheduler, SignalInspector.
     expect(others.length).toBeGreaterThanOrEqual(1);
@@ -128,7 +161,7 @@ describe('the drop, on every thread of a serving process', () => {
     for (const t of others) expect(t.extra.length).toBeGreaterThan(0);
   });
 
-  rootTest('from the inside, passthrough\'s set: chown, DAC override and file handles work, mount does not', () => {
+  rootTest("from the inside, passthrough's set: chown, DAC override and file handles work, mount does not", () => {
     expect(kept.result.checks).toMatchObject({ chownOther: 0, readOthers0600: 0, openByHandle: 0, mount: EPERM });
     expect(kept.result.poolChecks['chownOther']).toEqual(Array(POOL).fill(0));
   });

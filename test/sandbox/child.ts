@@ -11,8 +11,26 @@ import { onEveryPoolThread } from '../../src/sandbox/every-thread.js';
 import { c, cstr, errno } from '../../src/sys/libc.js';
 import type { CapName } from '../../src/sys/caps.js';
 import {
-  AT_FDCWD, O_CLOEXEC, O_CREAT, O_DIRECTORY, O_PATH, O_RDONLY, O_WRONLY, SysError, close, getxattr, linkFd,
-  mount, nameToHandle, openByHandle, openat, renameat2, reopen, setxattr, umount2, linkat,
+  AT_FDCWD,
+  O_CLOEXEC,
+  O_CREAT,
+  O_DIRECTORY,
+  O_PATH,
+  O_RDONLY,
+  O_WRONLY,
+  SysError,
+  close,
+  getxattr,
+  linkFd,
+  mount,
+  nameToHandle,
+  openByHandle,
+  openat,
+  renameat2,
+  reopen,
+  setxattr,
+  umount2,
+  linkat,
 } from '../../src/sys/index.js';
 
 export interface ChildConfig {
@@ -57,18 +75,23 @@ const rawOpen = (p: string, flags: number): void => {
 };
 
 async function onEachPoolThread(pathBuf: Buffer, call: 'open' | 'chown'): Promise<number[]> {
-  const run = await onEveryPoolThread([{
-    what: call,
-    run: (done) => {
-      const cb = (err: unknown, r: number): void => {
-        const res = err ? -5 : r < 0 ? -errno() : r;
-        if (call === 'open' && res >= 0) c.close(res);
-        done(res >= 0 ? 0 : res);
-      };
-      if (call === 'open') c.openat.async(AT_FDCWD, pathBuf, O_RDONLY | O_CLOEXEC, 0, cb);
-      else c.fchownat.async(AT_FDCWD, pathBuf, 4321, 4321, 0, cb);
-    },
-  }], { poolSize: Number(process.env['UV_THREADPOOL_SIZE'] ?? 4) });
+  const run = await onEveryPoolThread(
+    [
+      {
+        what: call,
+        run: (done) => {
+          const cb = (err: unknown, r: number): void => {
+            const res = err ? -5 : r < 0 ? -errno() : r;
+            if (call === 'open' && res >= 0) c.close(res);
+            done(res >= 0 ? 0 : res);
+          };
+          if (call === 'open') c.openat.async(AT_FDCWD, pathBuf, O_RDONLY | O_CLOEXEC, 0, cb);
+          else c.fchownat.async(AT_FDCWD, pathBuf, 4321, 4321, 0, cb);
+        },
+      },
+    ],
+    { poolSize: Number(process.env['UV_THREADPOOL_SIZE'] ?? 4) },
+  );
   // A failure is reported as {tid, errno}; a success leaves no trace: rebuild one result per thread.
   return run.tids.map((tid) => run.failures.find((f) => f.tid === tid)?.errno ?? 0);
 }

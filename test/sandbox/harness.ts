@@ -49,7 +49,10 @@ export interface Served {
 }
 
 function isMounted(dir: string): boolean {
-  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === dir);
+  return fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((l) => l.split(' ')[4] === dir);
 }
 
 export async function startServe(cfg: ServeConfig, o: { strace?: string } = {}): Promise<Served> {
@@ -61,7 +64,8 @@ export async function startServe(cfg: ServeConfig, o: { strace?: string } = {}):
   const ninepSocket = path.join(base, '9p.sock');
   const virtiofsSocket = path.join(base, 'vfs.sock');
   const json = JSON.stringify({
-    mode: cfg.mode, sharedDir: exportDir,
+    mode: cfg.mode,
+    sharedDir: exportDir,
     ...(cfg.ninep !== false ? { ninepSocket } : {}),
     ...(cfg.virtiofs !== false ? { virtiofsSocket } : {}),
     ...(cfg.fuseMount ? { fuseMount: mountpoint } : {}),
@@ -73,17 +77,20 @@ export async function startServe(cfg: ServeConfig, o: { strace?: string } = {}):
     logLevel: cfg.logLevel ?? 'info',
   });
   const argv = o.strace
-    ? ['/usr/bin/strace', ['-f', '-qq', '-s', '48', '-o', o.strace, process.execPath, fixture, json]] as const
-    : [process.execPath, [fixture, json]] as const;
+    ? (['/usr/bin/strace', ['-f', '-qq', '-s', '48', '-o', o.strace, process.execPath, fixture, json]] as const)
+    : ([process.execPath, [fixture, json]] as const);
   const child = spawn(argv[0], [...argv[1]], { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   const waiters: { re: RegExp; resolve: (l: string) => void; reject: (e: Error) => void; from: number }[] = [];
   const lines: string[] = [];
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.once('exit', (code, signal) => {
-    for (const w of waiters.splice(0)) w.reject(new Error(`the server exited (code ${code}, signal ${signal}) before a line matching ${w.re}\nstdout:\n${out}\nstderr:\n${err}`));
-    r({ code, signal });
-  }));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.once('exit', (code, signal) => {
+      for (const w of waiters.splice(0))
+        w.reject(new Error(`the server exited (code ${code}, signal ${signal}) before a line matching ${w.re}\nstdout:\n${out}\nstderr:\n${err}`));
+      r({ code, signal });
+    }),
+  );
   let consumed = 0;
   child.stdout!.on('data', (b: Buffer) => {
     out += b.toString();
@@ -98,32 +105,44 @@ export async function startServe(cfg: ServeConfig, o: { strace?: string } = {}):
       }
     }
   });
-  child.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
-  const line = (re: RegExp, timeoutMs = 20_000): Promise<string> => new Promise((resolve, reject) => {
-    const i = lines.findIndex((l, k) => k >= consumed && re.test(l));
-    if (i >= 0) {
-      consumed = i + 1;
-      resolve(lines[i]!);
-      return;
-    }
-    if (child.exitCode !== null || child.signalCode !== null) {
-      reject(new Error(`the server has exited (code ${child.exitCode}, signal ${child.signalCode})\nstdout:\n${out}\nstderr:\n${err}`));
-      return;
-    }
-    const w = { re, resolve, reject, from: consumed };
-    waiters.push(w);
-    setTimeout(() => {
-      const k = waiters.indexOf(w);
-      if (k >= 0) {
-        waiters.splice(k, 1);
-        reject(new Error(`no line matching ${re} in ${timeoutMs} ms\nstdout:\n${out}\nstderr:\n${err}`));
-      }
-    }, timeoutMs).unref();
+  child.stderr!.on('data', (b: Buffer) => {
+    err += b.toString();
   });
+  const line = (re: RegExp, timeoutMs = 20_000): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const i = lines.findIndex((l, k) => k >= consumed && re.test(l));
+      if (i >= 0) {
+        consumed = i + 1;
+        resolve(lines[i]!);
+        return;
+      }
+      if (child.exitCode !== null || child.signalCode !== null) {
+        reject(new Error(`the server has exited (code ${child.exitCode}, signal ${child.signalCode})\nstdout:\n${out}\nstderr:\n${err}`));
+        return;
+      }
+      const w = { re, resolve, reject, from: consumed };
+      waiters.push(w);
+      setTimeout(() => {
+        const k = waiters.indexOf(w);
+        if (k >= 0) {
+          waiters.splice(k, 1);
+          reject(new Error(`no line matching ${re} in ${timeoutMs} ms\nstdout:\n${out}\nstderr:\n${err}`));
+        }
+      }, timeoutMs).unref();
+    });
   const s: Served = {
-    pid: 0, child, base, exportDir, ninepSocket, virtiofsSocket, mountpoint,
+    pid: 0,
+    child,
+    base,
+    exportDir,
+    ninepSocket,
+    virtiofsSocket,
+    mountpoint,
     send: (cmd) => void child.stdin!.write(cmd + '\n'),
-    line, exited, stderr: () => err, stdout: () => out,
+    line,
+    exited,
+    stderr: () => err,
+    stdout: () => out,
     cleanup: async () => {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGKILL');
@@ -158,7 +177,11 @@ export async function driveAll(s: Served, cfg: ServeConfig): Promise<void> {
 // The command line (measurement by hand).
 if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
   const arg = (k: string): string | undefined => (process.argv.includes(k) ? process.argv[process.argv.indexOf(k) + 1] : undefined);
-  const cfg: ServeConfig = { mode: (arg('--mode') ?? 'none') as SeccompMode, fuseMount: !process.argv.includes('--no-fuse'), warmPool: !process.argv.includes('--cold-pool') };
+  const cfg: ServeConfig = {
+    mode: (arg('--mode') ?? 'none') as SeccompMode,
+    fuseMount: !process.argv.includes('--no-fuse'),
+    warmPool: !process.argv.includes('--cold-pool'),
+  };
   const engine = arg('--engine');
   if (engine) cfg.ioEngine = engine as NonNullable<ServeConfig['ioEngine']>;
   const strace = arg('--strace');
@@ -167,7 +190,13 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === path.resolve(process.a
     await driveAll(s, cfg);
     s.send('exit');
     const r = await s.exited;
-    process.stdout.write(`server pid ${s.pid} exited: ${JSON.stringify(r)}\n${s.stderr().split('\n').filter((l) => /seccomp|unmount|error/i.test(l)).join('\n')}\n`);
+    process.stdout.write(
+      `server pid ${s.pid} exited: ${JSON.stringify(r)}\n${s
+        .stderr()
+        .split('\n')
+        .filter((l) => /seccomp|unmount|error/i.test(l))
+        .join('\n')}\n`,
+    );
   } finally {
     await s.cleanup();
   }

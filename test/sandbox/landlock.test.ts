@@ -41,7 +41,7 @@ describe('a serving process under Landlock', () => {
   }, 60_000);
   afterAll(() => tree?.cleanup());
 
-  llTest('the report: applied with the kernel\'s ABI, every right handled, all but execute allowed in the export', () => {
+  llTest("the report: applied with the kernel's ABI, every right handled, all but execute allowed in the export", () => {
     const r = run.result.landlock!;
     expect(r).toMatchObject({ abi, applied: true });
     expect(r.handled).toHaveLength(abi >= 5 ? 16 : abi >= 3 ? 15 : abi >= 2 ? 14 : 13);

@@ -32,7 +32,12 @@ function readTasks(pid: number): OutsideTask[] {
     const f = (k: string): string => new RegExp(`^${k}:\\s*(\\S+)`, 'm').exec(s)?.[1] ?? '';
     const h = (k: string): bigint => BigInt('0x' + f(k));
     out.push({
-      tid: Number(t), capPrm: h('CapPrm'), capEff: h('CapEff'), capInh: h('CapInh'), capBnd: h('CapBnd'), capAmb: h('CapAmb'),
+      tid: Number(t),
+      capPrm: h('CapPrm'),
+      capEff: h('CapEff'),
+      capInh: h('CapInh'),
+      capBnd: h('CapBnd'),
+      capAmb: h('CapAmb'),
       noNewPrivs: f('NoNewPrivs') === '1',
     });
   }

@@ -12,16 +12,29 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import {
-  ALLOW, ALLOW_IF, ERRNO_CALLS, FORBIDDEN, allowedNames,
-} from '../../src/sandbox/seccomp-policy.js';
+import { ALLOW, ALLOW_IF, ERRNO_CALLS, FORBIDDEN, allowedNames } from '../../src/sandbox/seccomp-policy.js';
 import { SYSCALLS_AARCH64, SYSCALLS_X86_64 as NR } from '../../src/sandbox/seccomp-syscalls.js';
 import { policyRules, seccompProgram } from '../../src/sandbox/seccomp.js';
 import {
-  SeccompWatch, describeSeccompDeath, parseSeccompRecord, readSeccompRecords, seccompLogCursor, seccompLogReadable, syscallName, type SeccompRecord,
+  SeccompWatch,
+  describeSeccompDeath,
+  parseSeccompRecord,
+  readSeccompRecords,
+  seccompLogCursor,
+  seccompLogReadable,
+  syscallName,
+  type SeccompRecord,
 } from '../../src/sandbox/seccomp-log.js';
 import {
-  AUDIT_ARCH_X86_64, SECCOMP_RET_ALLOW, SECCOMP_RET_KILL_PROCESS, SECCOMP_RET_LOG, SECCOMP_RET_TRAP, encodeProgram, handlerCode, retErrno, type Insn,
+  AUDIT_ARCH_X86_64,
+  SECCOMP_RET_ALLOW,
+  SECCOMP_RET_KILL_PROCESS,
+  SECCOMP_RET_LOG,
+  SECCOMP_RET_TRAP,
+  encodeProgram,
+  handlerCode,
+  retErrno,
+  type Insn,
 } from '../../src/sys/seccomp.js';
 import { driveAll, startServe, type ServeConfig } from './harness.js';
 
@@ -52,7 +65,11 @@ const ENOSYS = 38;
 
 // ---- a classic-BPF interpreter for seccomp programs (the subset the builder emits)
 
-interface Data { nr: number; arch?: number; args?: number[] }
+interface Data {
+  nr: number;
+  arch?: number;
+  args?: number[];
+}
 
 function run(prog: readonly Insn[], d: Data): number {
   const word = (off: number): number => {
@@ -66,11 +83,19 @@ function run(prog: readonly Insn[], d: Data): number {
   for (let pc = 0; pc < prog.length; pc++) {
     const i = prog[pc]!;
     switch (i.code) {
-      case 0x20: a = word(i.k); break;
-      case 0x15: pc += a === i.k ? i.jt : i.jf; break;
-      case 0x45: pc += (a & i.k) !== 0 ? i.jt : i.jf; break;
-      case 0x06: return i.k >>> 0;
-      default: throw new Error(`opcode ${i.code}`);
+      case 0x20:
+        a = word(i.k);
+        break;
+      case 0x15:
+        pc += a === i.k ? i.jt : i.jf;
+        break;
+      case 0x45:
+        pc += (a & i.k) !== 0 ? i.jt : i.jf;
+        break;
+      case 0x06:
+        return i.k >>> 0;
+      default:
+        throw new Error(`opcode ${i.code}`);
     }
   }
   throw new Error('fell off the program');
@@ -84,14 +109,34 @@ describe('the policy', () => {
     const allowed = new Set([...allowedNames(), ...Object.keys(ERRNO_CALLS)]);
     expect(Object.keys(FORBIDDEN).filter((n) => allowed.has(n))).toEqual([]);
     expect([...allowed, ...Object.keys(FORBIDDEN)].filter((n) => NR[n] === undefined)).toEqual([]);
-    for (const n of ['execve', 'execveat', 'ptrace', 'mount', 'umount2', 'pivot_root', 'chroot', 'init_module', 'finit_module', 'delete_module',
-      'kexec_load', 'bpf', 'setns', 'unshare', 'reboot', 'swapon', 'perf_event_open', 'io_uring_setup', 'clone3', 'connect']) {
+    for (const n of [
+      'execve',
+      'execveat',
+      'ptrace',
+      'mount',
+      'umount2',
+      'pivot_root',
+      'chroot',
+      'init_module',
+      'finit_module',
+      'delete_module',
+      'kexec_load',
+      'bpf',
+      'setns',
+      'unshare',
+      'reboot',
+      'swapon',
+      'perf_event_open',
+      'io_uring_setup',
+      'clone3',
+      'connect',
+    ]) {
       expect(ALLOW[n]).toBeUndefined();
       expect(ALLOW_IF[n]).toBeUndefined();
     }
   });
 
-  test('the generated tables hold the kernel\'s numbers', () => {
+  test("the generated tables hold the kernel's numbers", () => {
     expect([NR.read, NR.openat, NR.ptrace, NR.seccomp, NR.clone3, NR.io_uring_setup]).toEqual([0, 257, 101, 317, 435, 425]);
     expect([SYSCALLS_AARCH64.read, SYSCALLS_AARCH64.openat, SYSCALLS_AARCH64.ptrace, SYSCALLS_AARCH64.seccomp]).toEqual([63, 56, 117, 277]);
     expect(SYSCALLS_AARCH64.open).toBeUndefined();
@@ -111,15 +156,36 @@ onX86('the filter program (x86_64)', () => {
   const self = process.pid;
   const r = (nr: number, ...args: number[]): number => run(program, { nr, args });
 
-  test('fits the kernel\'s limits and encodes to 8 bytes per instruction', () => {
+  test("fits the kernel's limits and encodes to 8 bytes per instruction", () => {
     expect(program.length).toBeLessThan(4096);
     expect(encodeProgram(program).length).toBe(program.length * 8);
   });
 
   test('allowed calls pass; anything else, another ABI and x32 numbers are killed', () => {
-    for (const n of ['read', 'write', 'openat', 'futex', 'mmap', 'io_uring_enter', 'epoll_pwait', 'name_to_handle_at', 'setfsuid']) expect(r(NR[n]!)).toBe(SECCOMP_RET_ALLOW);
-    for (const n of ['ptrace', 'mount', 'execve', 'execveat', 'init_module', 'finit_module', 'kexec_load', 'bpf', 'setns', 'unshare', 'reboot',
-      'swapon', 'perf_event_open', 'pivot_root', 'chroot', 'connect', 'io_uring_setup', 'memfd_create', 'kill']) expect(r(NR[n]!)).toBe(KILL);
+    for (const n of ['read', 'write', 'openat', 'futex', 'mmap', 'io_uring_enter', 'epoll_pwait', 'name_to_handle_at', 'setfsuid'])
+      expect(r(NR[n]!)).toBe(SECCOMP_RET_ALLOW);
+    for (const n of [
+      'ptrace',
+      'mount',
+      'execve',
+      'execveat',
+      'init_module',
+      'finit_module',
+      'kexec_load',
+      'bpf',
+      'setns',
+      'unshare',
+      'reboot',
+      'swapon',
+      'perf_event_open',
+      'pivot_root',
+      'chroot',
+      'connect',
+      'io_uring_setup',
+      'memfd_create',
+      'kill',
+    ])
+      expect(r(NR[n]!)).toBe(KILL);
     expect(r(999)).toBe(KILL);
     expect(run(program, { nr: NR.read! | 0x40000000 })).toBe(KILL); // x32 read
     expect(run(program, { nr: 3, arch: 0x40000003 })).toBe(KILL); // i386 close, int 0x80
@@ -175,12 +241,14 @@ onX86('the filter program (x86_64)', () => {
     expect(run(trap, { nr: NR.read! | 0x40000000 })).toBe(KILL);
   });
 
-  test('the SIGSYS handler\'s bytes are what the assembler makes of its source', () => {
+  test("the SIGSYS handler's bytes are what the assembler makes of its source", () => {
     const as = spawnSync('as', ['--version']);
     if (as.status !== 0) return; // no binutils here: nothing to compare with
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'duofs-sigsys-'));
     try {
-      fs.writeFileSync(path.join(dir, 'h.s'), `.intel_syntax noprefix
+      fs.writeFileSync(
+        path.join(dir, 'h.s'),
+        `.intel_syntax noprefix
 mov eax, [rsi+24]
 cmp eax, 0x1d2
 jb 1f
@@ -205,7 +273,8 @@ mov edi, 159
 mov eax, 231
 syscall
 ud2
-`);
+`,
+      );
       expect(spawnSync('as', ['-o', path.join(dir, 'h.o'), path.join(dir, 'h.s')]).status).toBe(0);
       expect(spawnSync('objcopy', ['-O', 'binary', '-j', '.text', path.join(dir, 'h.o'), path.join(dir, 'h.bin')]).status).toBe(0);
       expect(handlerCode(0x1d2, 0x7f0011223344n, 2).toString('hex')).toBe(fs.readFileSync(path.join(dir, 'h.bin')).toString('hex'));
@@ -215,11 +284,22 @@ ud2
   });
 });
 
-describe('reading the kernel\'s records', () => {
+describe("reading the kernel's records", () => {
   test('a kmsg audit line becomes a record naming the call and the action', () => {
-    const line = 'audit: type=1326 audit(1796346349.822:3): auid=4294967295 uid=0 gid=0 ses=4294967295 pid=4474 comm="t" exe="/tmp/sc/t" sig=31 arch=c000003e syscall=110 compat=0 ip=0x7f7e1f5f3829 code=0x80000000';
-    expect(parseSeccompRecord(line, 7, 'kmsg')).toMatchObject({ pid: 4474, comm: 't', sig: 31, arch: 0xc000003e, syscall: 110, name: 'getppid', action: 'kill_process', seq: 7 });
-    const auditd = 'type=SECCOMP msg=audit(1796346349.822:44): auid=0 uid=0 gid=0 ses=1 pid=9 comm="node" exe="/usr/bin/node" sig=0 arch=c00000b7 syscall=117 compat=0 ip=0x1 code=0x7ffc0000';
+    const line =
+      'audit: type=1326 audit(1796346349.822:3): auid=4294967295 uid=0 gid=0 ses=4294967295 pid=4474 comm="t" exe="/tmp/sc/t" sig=31 arch=c000003e syscall=110 compat=0 ip=0x7f7e1f5f3829 code=0x80000000';
+    expect(parseSeccompRecord(line, 7, 'kmsg')).toMatchObject({
+      pid: 4474,
+      comm: 't',
+      sig: 31,
+      arch: 0xc000003e,
+      syscall: 110,
+      name: 'getppid',
+      action: 'kill_process',
+      seq: 7,
+    });
+    const auditd =
+      'type=SECCOMP msg=audit(1796346349.822:44): auid=0 uid=0 gid=0 ses=1 pid=9 comm="node" exe="/usr/bin/node" sig=0 arch=c00000b7 syscall=117 compat=0 ip=0x1 code=0x7ffc0000';
     expect(parseSeccompRecord(auditd, 0, 'audit.log')).toMatchObject({ pid: 9, name: 'ptrace', action: 'log', seq: 44 });
     expect(parseSeccompRecord('audit: type=1400 apparmor="DENIED"', 1, 'kmsg')).toBeUndefined();
     expect(syscallName(101)).toBe('ptrace');
@@ -237,9 +317,17 @@ async function recordsOf(pid: number, want = 1): Promise<SeccompRecord[]> {
 }
 
 /** How the child ended, or TIMEOUT after `ms` (so a test's finally still runs and ends the child). */
-async function exitWithin(s: { exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }, ms = 15_000): Promise<{ code: number | null; signal: string | null }> {
+async function exitWithin(
+  s: { exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> },
+  ms = 15_000,
+): Promise<{ code: number | null; signal: string | null }> {
   let timer: NodeJS.Timeout | undefined;
-  const r = await Promise.race([s.exited, new Promise<{ code: null; signal: 'TIMEOUT' }>((res) => { timer = setTimeout(() => res({ code: null, signal: 'TIMEOUT' }), ms); })]);
+  const r = await Promise.race([
+    s.exited,
+    new Promise<{ code: null; signal: 'TIMEOUT' }>((res) => {
+      timer = setTimeout(() => res({ code: null, signal: 'TIMEOUT' }), ms);
+    }),
+  ]);
   clearTimeout(timer);
   return r;
 }
@@ -283,7 +371,12 @@ onX86('a serving process under the filter', () => {
   const light = (mode: ServeConfig['mode']): ServeConfig => cfgOf({ mode, ninep: false, virtiofs: false, logLevel: 'warn' });
 
   /** Starts a light server, makes one call, returns how the child ended and the kernel's records of it. */
-  async function forbidden(mode: ServeConfig['mode'], cmd: string, waitDone = false, want = 1): Promise<{ exit: { code: number | null; signal: string | null }; reply?: string; records: SeccompRecord[]; stderr: string; pid: number }> {
+  async function forbidden(
+    mode: ServeConfig['mode'],
+    cmd: string,
+    waitDone = false,
+    want = 1,
+  ): Promise<{ exit: { code: number | null; signal: string | null }; reply?: string; records: SeccompRecord[]; stderr: string; pid: number }> {
     const s = await startServe(light(mode));
     try {
       s.send(cmd);
@@ -293,7 +386,11 @@ onX86('a serving process under the filter', () => {
         s.send('exit');
       }
       const exit = await exitWithin(s);
-      if (!waitDone) reply = s.stdout().split('\n').find((l) => l.startsWith('DONE'));
+      if (!waitDone)
+        reply = s
+          .stdout()
+          .split('\n')
+          .find((l) => l.startsWith('DONE'));
       return { exit, ...(reply ? { reply } : {}), records: await recordsOf(s.pid, want), stderr: s.stderr(), pid: s.pid };
     } finally {
       await s.cleanup();
@@ -302,10 +399,26 @@ onX86('a serving process under the filter', () => {
 
   describe('kill mode: a forbidden call ends the process by SIGSYS and the kernel names the call', () => {
     const cases: [string, string | undefined][] = [
-      ['ptrace', 'ptrace'], ['mount', 'mount'], ['execve', 'execve'], ['socket-raw', 'socket'], ['socket-inet', 'socket'], ['socket-packet', 'socket'],
-      ['init_module', 'init_module'], ['kexec_load', 'kexec_load'], ['bpf', 'bpf'], ['unshare', 'unshare'], ['setns', 'setns'],
-      ['reboot', 'reboot'], ['swapon', 'swapon'], ['pivot_root', 'pivot_root'], ['chroot', 'chroot'], ['perf_event_open', 'perf_event_open'],
-      ['fork', 'clone'], ['spawn', undefined], ['connect', 'connect'], ['tiocsti', 'ioctl'],
+      ['ptrace', 'ptrace'],
+      ['mount', 'mount'],
+      ['execve', 'execve'],
+      ['socket-raw', 'socket'],
+      ['socket-inet', 'socket'],
+      ['socket-packet', 'socket'],
+      ['init_module', 'init_module'],
+      ['kexec_load', 'kexec_load'],
+      ['bpf', 'bpf'],
+      ['unshare', 'unshare'],
+      ['setns', 'setns'],
+      ['reboot', 'reboot'],
+      ['swapon', 'swapon'],
+      ['pivot_root', 'pivot_root'],
+      ['chroot', 'chroot'],
+      ['perf_event_open', 'perf_event_open'],
+      ['fork', 'clone'],
+      ['spawn', undefined],
+      ['connect', 'connect'],
+      ['tiocsti', 'ioctl'],
     ];
     test.each(cases)('call %s', async (cmd, name) => {
       const r = await forbidden('kill', `call ${cmd}`);
@@ -328,7 +441,10 @@ onX86('a serving process under the filter', () => {
     });
 
     test('umount2 and clone3 are refused with an errno and the server lives on', async () => {
-      for (const [cmd, errno] of [['umount2', EPERM], ['clone3', ENOSYS]] as const) {
+      for (const [cmd, errno] of [
+        ['umount2', EPERM],
+        ['clone3', ENOSYS],
+      ] as const) {
         const r = await forbidden('kill', `call ${cmd}`, true, 0);
         expect(r.reply).toBe(`DONE ${cmd} -1 ${errno}`);
         expect(r.exit).toEqual({ code: 0, signal: null });
@@ -357,7 +473,8 @@ onX86('a serving process under the filter', () => {
       }
       expect(got.map((x) => [x.name, x.action, x.sig, x.source])).toEqual([['ptrace', 'kill_process', 31, 'kmsg']]);
       expect(await describeSeccompDeath(s.pid, { after: cursor, timeoutMs: 100 })).toBe(
-        `the server (pid ${s.pid}) was killed by seccomp: it made the forbidden system call ptrace (101); run with --seccomp log to find every missing call`);
+        `the server (pid ${s.pid}) was killed by seccomp: it made the forbidden system call ptrace (101); run with --seccomp log to find every missing call`,
+      );
     } finally {
       await s.cleanup();
     }
@@ -365,8 +482,11 @@ onX86('a serving process under the filter', () => {
 
   describe('log mode: the call runs and the kernel records it', () => {
     (records ? test : test.skip)('ptrace, a raw socket and mount run (and fail or succeed as they would) with one record each', async () => {
-      for (const [cmd, name, reply] of [['ptrace', 'ptrace', /^DONE ptrace -1 3$/ /* ESRCH */], ['socket-raw', 'socket', /^DONE socket-raw \d+ 0$/],
-        ['mount', 'mount', /^DONE mount -1 2$/ /* ENOENT */]] as const) {
+      for (const [cmd, name, reply] of [
+        ['ptrace', 'ptrace', /^DONE ptrace -1 3$/ /* ESRCH */],
+        ['socket-raw', 'socket', /^DONE socket-raw \d+ 0$/],
+        ['mount', 'mount', /^DONE mount -1 2$/ /* ENOENT */],
+      ] as const) {
         const r = await forbidden('log', `call ${cmd}`, true);
         expect(r.reply).toMatch(reply);
         expect(r.exit).toEqual({ code: 0, signal: null });
@@ -382,7 +502,12 @@ onX86('a serving process under the filter', () => {
   });
 
   describe('trap mode: the process ends with one fatal line naming the call', () => {
-    test.each([['call ptrace', 'ptrace'], ['pool ptrace', 'ptrace'], ['call socket-raw', 'socket'], ['call mount', 'mount']])('%s', async (cmd, name) => {
+    test.each([
+      ['call ptrace', 'ptrace'],
+      ['pool ptrace', 'ptrace'],
+      ['call socket-raw', 'socket'],
+      ['call mount', 'mount'],
+    ])('%s', async (cmd, name) => {
       const r = await forbidden('trap', cmd, false, 0);
       expect(r.reply).toBeUndefined();
       expect(r.exit).toEqual({ code: null, signal: 'SIGSYS' });

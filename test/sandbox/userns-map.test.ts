@@ -68,17 +68,28 @@ function libvirtSocket(p: string, u: SubidUser): number {
   return fd;
 }
 
-interface Daemon { proc: ChildProcess; err: () => string; exited: Promise<number | null> }
+interface Daemon {
+  proc: ChildProcess;
+  err: () => string;
+  exited: Promise<number | null>;
+}
 
 /** Runs `args` (after node) as the user, with `fd` at 3 when given. */
 function asUser(u: SubidUser, args: string[], fd?: number): Daemon {
   const stdio: ('ignore' | 'pipe' | number)[] = ['ignore', 'pipe', 'pipe'];
   if (fd !== undefined) stdio.push(fd);
-  const proc = spawn('setpriv', [`--reuid=${u.uid}`, `--regid=${u.gid}`, '--init-groups', '--', process.execPath, ...args], { stdio, env: { ...process.env, HOME: '/' } });
+  const proc = spawn('setpriv', [`--reuid=${u.uid}`, `--regid=${u.gid}`, '--init-groups', '--', process.execPath, ...args], {
+    stdio,
+    env: { ...process.env, HOME: '/' },
+  });
   children.push(proc);
   let err = '';
-  proc.stdout!.on('data', (b: Buffer) => { err += b.toString(); });
-  proc.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
+  proc.stdout!.on('data', (b: Buffer) => {
+    err += b.toString();
+  });
+  proc.stderr!.on('data', (b: Buffer) => {
+    err += b.toString();
+  });
   const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
   return { proc, err: () => err, exited };
 }
@@ -110,7 +121,11 @@ function serverPid(d: Daemon): number {
 
 /** /proc/PID/{uid,gid}_map as [inside, outside, count] triples, as this (the initial) namespace reads them. */
 const mapOf = (pid: number, kind: 'uid' | 'gid'): number[][] =>
-  fs.readFileSync(`/proc/${pid}/${kind}_map`, 'utf8').trim().split('\n').map((l) => l.trim().split(/\s+/).map(Number));
+  fs
+    .readFileSync(`/proc/${pid}/${kind}_map`, 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/).map(Number));
 
 function xattrU32(p: string, name: string): number | undefined {
   const b = Buffer.alloc(16);
@@ -139,120 +154,184 @@ async function guestWork(sock: string) {
     c.caller = { uid: 0, gid: 0 };
     const chr = await errnoOf(c.mknod(ROOT, 'null', S_IFCHR | 0o666, (1 << 8) | 3));
     const unmapped = await errnoOf(c.setattr(owned.entry.nodeid, { valid: FATTR.UID, uid: 70_000 }));
-    return { chownedUid: chowned.attr.uid, chmodMode: chmodded.attr.mode & 0o7777, mineUid: mine.entry.attr.uid, fifoUid: fifo.attr.uid, chr, unmapped };
+    return {
+      chownedUid: chowned.attr.uid,
+      chmodMode: chmodded.attr.mode & 0o7777,
+      mineUid: mine.entry.attr.uid,
+      fifoUid: fifo.attr.uid,
+      chr,
+      unmapped,
+    };
   } finally {
     fe.close();
   }
 }
 
-const sessionArgv = (u: SubidUser, extra: string[] = []): string[] =>
-  [vfsdBin, '--fd=3', '-o', `source=${exportDir},xattr`, ...libvirtSessionMaps(u), ...extra];
+const sessionArgv = (u: SubidUser, extra: string[] = []): string[] => [
+  vfsdBin,
+  '--fd=3',
+  '-o',
+  `source=${exportDir},xattr`,
+  ...libvirtSessionMaps(u),
+  ...extra,
+];
 
-maybe("libvirt's session argv as a user: the server's user namespace has exactly those maps; a guest's chown lands as the mapped host id", async () => {
-  const u = user!;
-  const sock = path.join(tmp, 'fs0-fs.sock');
-  const fd = libvirtSocket(sock, u);
-  const d = asUser(u, sessionArgv(u), fd);
-  closeFd(fd); // VIR_COMMAND_PASS_FD_CLOSE_PARENT
-  await waitFor(() => d.err().includes('duofs-virtiofsd started'), 'the server', d);
-  const pid = serverPid(d);
-  expect(mapOf(pid, 'uid')).toEqual([[0, u.uid, 1], [1, u.subuid.start, u.subuid.count]]);
-  expect(mapOf(pid, 'gid')).toEqual([[0, u.gid, 1], [1, u.subgid.start, u.subgid.count]]);
-  expect(fs.readFileSync(`/proc/${pid}/status`, 'utf8')).toMatch(new RegExp(`^Uid:\\s+${u.uid}\\s+${u.uid}\\s+${u.uid}\\s+${u.uid}$`, 'm'));
-  expect(d.err()).toMatch(/sandbox: user namespace mapped/);
+maybe(
+  "libvirt's session argv as a user: the server's user namespace has exactly those maps; a guest's chown lands as the mapped host id",
+  async () => {
+    const u = user!;
+    const sock = path.join(tmp, 'fs0-fs.sock');
+    const fd = libvirtSocket(sock, u);
+    const d = asUser(u, sessionArgv(u), fd);
+    closeFd(fd); // VIR_COMMAND_PASS_FD_CLOSE_PARENT
+    await waitFor(() => d.err().includes('duofs-virtiofsd started'), 'the server', d);
+    const pid = serverPid(d);
+    expect(mapOf(pid, 'uid')).toEqual([
+      [0, u.uid, 1],
+      [1, u.subuid.start, u.subuid.count],
+    ]);
+    expect(mapOf(pid, 'gid')).toEqual([
+      [0, u.gid, 1],
+      [1, u.subgid.start, u.subgid.count],
+    ]);
+    expect(fs.readFileSync(`/proc/${pid}/status`, 'utf8')).toMatch(new RegExp(`^Uid:\\s+${u.uid}\\s+${u.uid}\\s+${u.uid}\\s+${u.uid}$`, 'm'));
+    expect(d.err()).toMatch(/sandbox: user namespace mapped/);
 
-  const g = await guestWork(sock);
-  // The guest sees its own ids...
-  expect(g).toEqual({ chownedUid: 1000, chmodMode: 0o4751, mineUid: 1000, fifoUid: 1000, chr: 'EPERM', unmapped: 'EINVAL' });
-  // ...and on the host they are the namespace's: 0 is the user, 1000 is SUBUID+999.
-  const st = (n: string) => fs.lstatSync(path.join(exportDir, n));
-  expect([st('by-root').uid, st('by-root').gid]).toEqual([u.uid, u.gid]);
-  expect([st('owned').uid, st('owned').gid, st('owned').mode & 0o7777]).toEqual([u.subuid.start + 999, u.subgid.start + 999, 0o4751]);
-  expect([st('home/mine').uid, st('home/mine').gid]).toEqual([u.subuid.start + 999, u.subgid.start + 999]);
-  expect([st('home/fifo').isFIFO(), st('home/fifo').uid, st('home/fifo').mode & 0o777]).toEqual([true, u.subuid.start + 999, 0o640]);
-  expect(fs.existsSync(path.join(exportDir, 'null'))).toBe(false); // a device node needs CAP_MKNOD on the host (as for virtiofsd)
+    const g = await guestWork(sock);
+    // The guest sees its own ids...
+    expect(g).toEqual({ chownedUid: 1000, chmodMode: 0o4751, mineUid: 1000, fifoUid: 1000, chr: 'EPERM', unmapped: 'EINVAL' });
+    // ...and on the host they are the namespace's: 0 is the user, 1000 is SUBUID+999.
+    const st = (n: string) => fs.lstatSync(path.join(exportDir, n));
+    expect([st('by-root').uid, st('by-root').gid]).toEqual([u.uid, u.gid]);
+    expect([st('owned').uid, st('owned').gid, st('owned').mode & 0o7777]).toEqual([u.subuid.start + 999, u.subgid.start + 999, 0o4751]);
+    expect([st('home/mine').uid, st('home/mine').gid]).toEqual([u.subuid.start + 999, u.subgid.start + 999]);
+    expect([st('home/fifo').isFIFO(), st('home/fifo').uid, st('home/fifo').mode & 0o777]).toEqual([true, u.subuid.start + 999, 0o640]);
+    expect(fs.existsSync(path.join(exportDir, 'null'))).toBe(false); // a device node needs CAP_MKNOD on the host (as for virtiofsd)
 
-  d.proc.kill('SIGTERM');
-  expect(await d.exited).toBe(0);
-}, 60_000);
+    d.proc.kill('SIGTERM');
+    expect(await d.exited).toBe(0);
+  },
+  60_000,
+);
 
-maybe('the same argv with --security-model mapped-xattr: the guest\'s owners, modes and device numbers go to user.virtfs.*', async () => {
-  const u = user!;
-  const sock = path.join(tmp, 'fs1-fs.sock');
-  const fd = libvirtSocket(sock, u);
-  const d = asUser(u, sessionArgv(u, ['--security-model', 'mapped-xattr']), fd);
-  closeFd(fd);
-  await waitFor(() => d.err().includes('duofs-virtiofsd started'), 'the server', d);
-  expect(mapOf(serverPid(d), 'uid')).toEqual([[0, u.uid, 1], [1, u.subuid.start, u.subuid.count]]);
-  const fe = await VhostUserFrontend.connect({ socketPath: sock });
-  try {
-    const c = new FuseClient(fe);
-    await c.doInit();
-    const f = await c.create(ROOT, 'owned', 2, 0o644);
-    await c.release(f.open.fh);
-    expect((await c.setattr(f.entry.nodeid, { valid: FATTR.UID | FATTR.GID, uid: 1000, gid: 1000 })).attr.uid).toBe(1000);
-    const chr = await c.mknod(ROOT, 'null', S_IFCHR | 0o666, (1 << 8) | 3);
-    expect([chr.attr.mode & 0o170000, chr.attr.rdev]).toEqual([S_IFCHR, (1 << 8) | 3]);
-  } finally {
-    fe.close();
-  }
-  const owned = path.join(exportDir, 'owned');
-  const st = fs.lstatSync(owned);
-  expect([st.uid, st.gid]).toEqual([u.uid, u.gid]); // the namespace's root: the user itself
-  expect([xattrU32(owned, 'user.virtfs.uid'), xattrU32(owned, 'user.virtfs.gid')]).toEqual([1000, 1000]);
-  const dev = path.join(exportDir, 'null');
-  expect([fs.lstatSync(dev).isFile(), xattrU32(dev, 'user.virtfs.mode')]).toEqual([true, S_IFCHR | 0o666]);
-  d.proc.kill('SIGTERM');
-  expect(await d.exited).toBe(0);
-}, 60_000);
+maybe(
+  "the same argv with --security-model mapped-xattr: the guest's owners, modes and device numbers go to user.virtfs.*",
+  async () => {
+    const u = user!;
+    const sock = path.join(tmp, 'fs1-fs.sock');
+    const fd = libvirtSocket(sock, u);
+    const d = asUser(u, sessionArgv(u, ['--security-model', 'mapped-xattr']), fd);
+    closeFd(fd);
+    await waitFor(() => d.err().includes('duofs-virtiofsd started'), 'the server', d);
+    expect(mapOf(serverPid(d), 'uid')).toEqual([
+      [0, u.uid, 1],
+      [1, u.subuid.start, u.subuid.count],
+    ]);
+    const fe = await VhostUserFrontend.connect({ socketPath: sock });
+    try {
+      const c = new FuseClient(fe);
+      await c.doInit();
+      const f = await c.create(ROOT, 'owned', 2, 0o644);
+      await c.release(f.open.fh);
+      expect((await c.setattr(f.entry.nodeid, { valid: FATTR.UID | FATTR.GID, uid: 1000, gid: 1000 })).attr.uid).toBe(1000);
+      const chr = await c.mknod(ROOT, 'null', S_IFCHR | 0o666, (1 << 8) | 3);
+      expect([chr.attr.mode & 0o170000, chr.attr.rdev]).toEqual([S_IFCHR, (1 << 8) | 3]);
+    } finally {
+      fe.close();
+    }
+    const owned = path.join(exportDir, 'owned');
+    const st = fs.lstatSync(owned);
+    expect([st.uid, st.gid]).toEqual([u.uid, u.gid]); // the namespace's root: the user itself
+    expect([xattrU32(owned, 'user.virtfs.uid'), xattrU32(owned, 'user.virtfs.gid')]).toEqual([1000, 1000]);
+    const dev = path.join(exportDir, 'null');
+    expect([fs.lstatSync(dev).isFile(), xattrU32(dev, 'user.virtfs.mode')]).toEqual([true, S_IFCHR | 0o666]);
+    d.proc.kill('SIGTERM');
+    expect(await d.exited).toBe(0);
+  },
+  60_000,
+);
 
-maybe('duofs serve takes the same flags', async () => {
-  const u = user!;
-  fs.chownSync(tmp, u.uid, u.gid);
-  const sock = path.join(tmp, 'serve.sock');
-  const d = asUser(u, [duofsBin, 'serve', '--shared-dir', exportDir, '--virtiofs-socket', sock, '--log-format', 'text', ...libvirtSessionMaps(u)]);
-  await waitFor(() => d.err().includes('seccomp: kill'), 'the server', d);
-  const pid = serverPid(d);
-  expect(mapOf(pid, 'uid')).toEqual([[0, u.uid, 1], [1, u.subuid.start, u.subuid.count]]);
-  expect(mapOf(pid, 'gid')).toEqual([[0, u.gid, 1], [1, u.subgid.start, u.subgid.count]]);
-  const fe = await VhostUserFrontend.connect({ socketPath: sock });
-  try {
-    const c = new FuseClient(fe);
-    await c.doInit();
-    const f = await c.create(ROOT, 'owned', 2, 0o644);
-    await c.release(f.open.fh);
-    await c.setattr(f.entry.nodeid, { valid: FATTR.UID | FATTR.GID, uid: 1000, gid: 1000 });
-  } finally {
-    fe.close();
-  }
-  const st = fs.lstatSync(path.join(exportDir, 'owned'));
-  expect([st.uid, st.gid]).toEqual([u.subuid.start + 999, u.subgid.start + 999]);
-  d.proc.kill('SIGTERM');
-  expect(await d.exited).toBe(0);
-}, 60_000);
+maybe(
+  'duofs serve takes the same flags',
+  async () => {
+    const u = user!;
+    fs.chownSync(tmp, u.uid, u.gid);
+    const sock = path.join(tmp, 'serve.sock');
+    const d = asUser(u, [duofsBin, 'serve', '--shared-dir', exportDir, '--virtiofs-socket', sock, '--log-format', 'text', ...libvirtSessionMaps(u)]);
+    await waitFor(() => d.err().includes('seccomp: kill'), 'the server', d);
+    const pid = serverPid(d);
+    expect(mapOf(pid, 'uid')).toEqual([
+      [0, u.uid, 1],
+      [1, u.subuid.start, u.subuid.count],
+    ]);
+    expect(mapOf(pid, 'gid')).toEqual([
+      [0, u.gid, 1],
+      [1, u.subgid.start, u.subgid.count],
+    ]);
+    const fe = await VhostUserFrontend.connect({ socketPath: sock });
+    try {
+      const c = new FuseClient(fe);
+      await c.doInit();
+      const f = await c.create(ROOT, 'owned', 2, 0o644);
+      await c.release(f.open.fh);
+      await c.setattr(f.entry.nodeid, { valid: FATTR.UID | FATTR.GID, uid: 1000, gid: 1000 });
+    } finally {
+      fe.close();
+    }
+    const st = fs.lstatSync(path.join(exportDir, 'owned'));
+    expect([st.uid, st.gid]).toEqual([u.subuid.start + 999, u.subgid.start + 999]);
+    d.proc.kill('SIGTERM');
+    expect(await d.exited).toBe(0);
+  },
+  60_000,
+);
 
-maybe('a range the user does not own: newuidmap refuses, the start fails with exit 1 in virtiofsd\'s words, nothing keeps running', async () => {
-  const u = user!;
-  const sock = path.join(tmp, 'fs2-fs.sock');
-  const fd = libvirtSocket(sock, u);
-  const beyond = u.subuid.start + u.subuid.count;
-  const d = asUser(u, [vfsdBin, '--fd=3', '-o', `source=${exportDir}`, `--uid-map=:0:${u.uid}:1:`, `--uid-map=:1:${beyond}:10:`], fd);
-  closeFd(fd);
-  expect(await d.exited).toBe(1);
-  expect(d.err()).toMatch(/ERROR duofs-virtiofsd\] sandbox: couldn't setup id mappings: write to uid map failed: newuidmap: uid range \[1-11\) -> \[\d+-\d+\) not allowed$/m);
-  expect(kids(d.proc.pid!)).toEqual([]);
-}, 60_000);
+maybe(
+  "a range the user does not own: newuidmap refuses, the start fails with exit 1 in virtiofsd's words, nothing keeps running",
+  async () => {
+    const u = user!;
+    const sock = path.join(tmp, 'fs2-fs.sock');
+    const fd = libvirtSocket(sock, u);
+    const beyond = u.subuid.start + u.subuid.count;
+    const d = asUser(u, [vfsdBin, '--fd=3', '-o', `source=${exportDir}`, `--uid-map=:0:${u.uid}:1:`, `--uid-map=:1:${beyond}:10:`], fd);
+    closeFd(fd);
+    expect(await d.exited).toBe(1);
+    expect(d.err()).toMatch(
+      /ERROR duofs-virtiofsd\] sandbox: couldn't setup id mappings: write to uid map failed: newuidmap: uid range \[1-11\) -> \[\d+-\d+\) not allowed$/m,
+    );
+    expect(kids(d.proc.pid!)).toEqual([]);
+  },
+  60_000,
+);
 
-maybe('as root, or with --sandbox none: virtiofsd\'s start-up error, exit 1 (both commands)', () => {
+maybe("as root, or with --sandbox none: virtiofsd's start-up error, exit 1 (both commands)", () => {
   const run = (args: string[]) => spawnSync(process.execPath, args, { encoding: 'utf8', timeout: 20_000 });
-  const msg = "Error entering sandbox: uid_map can only be used by unprivileged user where sandbox mod is namespace (Use '--sandbox namespace' instead)";
+  const msg =
+    "Error entering sandbox: uid_map can only be used by unprivileged user where sandbox mod is namespace (Use '--sandbox namespace' instead)";
   const a = run([vfsdBin, '--socket-path', path.join(tmp, 'r.sock'), '--shared-dir', exportDir, '--uid-map=:0:1000:1:']);
   expect([a.status, a.stderr.trim()]).toEqual([1, `duofs-virtiofsd: ${msg}`]);
   const b = run([duofsBin, 'serve', '--shared-dir', exportDir, '--virtiofs-socket', path.join(tmp, 'r.sock'), '--gid-map=:0:1000:1:']);
   expect([b.status, b.stderr.trim()]).toEqual([1, `duofs: ${msg.replace('uid_map', 'gid_map')}`]);
   const u = user!;
-  const none = spawnSync('setpriv', [`--reuid=${u.uid}`, `--regid=${u.gid}`, '--init-groups', '--', process.execPath, vfsdBin, '--socket-path', path.join(tmp, 'r.sock'),
-    '--shared-dir', exportDir, '--sandbox', 'none', ...libvirtSessionMaps(u)], { encoding: 'utf8', timeout: 20_000 });
+  const none = spawnSync(
+    'setpriv',
+    [
+      `--reuid=${u.uid}`,
+      `--regid=${u.gid}`,
+      '--init-groups',
+      '--',
+      process.execPath,
+      vfsdBin,
+      '--socket-path',
+      path.join(tmp, 'r.sock'),
+      '--shared-dir',
+      exportDir,
+      '--sandbox',
+      'none',
+      ...libvirtSessionMaps(u),
+    ],
+    { encoding: 'utf8', timeout: 20_000 },
+  );
   expect([none.status, none.stderr.trim()]).toEqual([1, `duofs-virtiofsd: ${msg}`]);
   expect(fs.existsSync(path.join(tmp, 'r.sock'))).toBe(false);
 });

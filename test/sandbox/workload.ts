@@ -41,7 +41,13 @@ export async function ninepWorkload(socketPath: string, exportDir: string, tag =
     const g = c.newFid();
     await c.walk(d, g, ['file']);
     await c.getattr(g);
-    await c.setattr(g, { valid: SETATTR.MODE | SETATTR.SIZE | SETATTR.MTIME | SETATTR.MTIME_SET, mode: 0o600, size: 5000, mtimeSec: 1_000_000, mtimeNsec: 0 });
+    await c.setattr(g, {
+      valid: SETATTR.MODE | SETATTR.SIZE | SETATTR.MTIME | SETATTR.MTIME_SET,
+      mode: 0o600,
+      size: 5000,
+      mtimeSec: 1_000_000,
+      mtimeNsec: 0,
+    });
     // xattr: set (clone, xattrcreate, write, clunk), then read it back
     const x = c.newFid();
     await c.walk(g, x, []);

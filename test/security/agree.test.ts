@@ -54,10 +54,7 @@ describe('a stored mode with no valid file type shows the host values', () => {
   });
 
   async function serve(model: string, exportDir: string, mnt: string): Promise<void> {
-    daemon = await startDaemon(
-      ['--shared-dir', exportDir, '--security-model', model, '--fuse-mount', mnt, '--log-level', 'warn'],
-      { mount: mnt },
-    );
+    daemon = await startDaemon(['--shared-dir', exportDir, '--security-model', model, '--fuse-mount', mnt, '--log-level', 'warn'], { mount: mnt });
   }
 
   async function expectLog(re: RegExp): Promise<void> {

@@ -150,7 +150,7 @@ describe.each(['mapped-xattr', 'mapped-file'])('%s', (model) => {
     expect(fs.readFileSync(path.join(mnt, 'plain'), 'utf8')).toBe('data\n');
   });
 
-  test('the model\'s own metadata is invisible and untouchable', async () => {
+  test("the model's own metadata is invisible and untouchable", async () => {
     await serve(model);
     buildCorpus();
     const names = fs.readdirSync(mnt).sort();
@@ -159,7 +159,9 @@ describe.each(['mapped-xattr', 'mapped-file'])('%s', (model) => {
     expect(list).toContain('user.note="hello"');
     expect(list).not.toContain('virtfs');
     if (model === 'mapped-xattr') {
-      expect(() => execFileSync('setfattr', ['-n', 'user.virtfs.uid', '-v', '0', path.join(mnt, 'plain')], { stdio: 'pipe' })).toThrow(/Permission denied/);
+      expect(() => execFileSync('setfattr', ['-n', 'user.virtfs.uid', '-v', '0', path.join(mnt, 'plain')], { stdio: 'pipe' })).toThrow(
+        /Permission denied/,
+      );
       expect(xattr(path.join(mnt, 'plain'), 'user.virtfs.uid')).toBeUndefined();
     } else {
       expect(() => fs.statSync(path.join(mnt, '.virtfs_metadata'))).toThrow(/EINVAL/);
@@ -172,7 +174,11 @@ test('mapped-xattr stores exactly what QEMU stores', async () => {
   await serve('mapped-xattr');
   buildCorpus();
   const h = (p: string): string => path.join(exportDir, p);
-  const le32 = (v: number): string => { const b = Buffer.alloc(4); b.writeUInt32LE(v); return b.toString('hex'); };
+  const le32 = (v: number): string => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v);
+    return b.toString('hex');
+  };
   expect(xattr(h('plain'), 'user.virtfs.uid')!.toString('hex')).toBe(le32(1234));
   expect(xattr(h('plain'), 'user.virtfs.gid')!.toString('hex')).toBe(le32(5678));
   expect(xattr(h('plain'), 'user.virtfs.mode')!.toString('hex')).toBe(le32(S_IFREG | 0o4755));
@@ -189,8 +195,7 @@ test('mapped-file keeps .virtfs_metadata in step through link, rename, unlink an
   const md = (p: string): string => fs.readFileSync(path.join(exportDir, p), 'utf8');
   expect(md('.virtfs_metadata/plain')).toBe(`virtfs.uid=1234\nvirtfs.gid=5678\nvirtfs.mode=${S_IFREG | 0o4755}\n`);
   expect(md('dir/.virtfs_metadata/bdev')).toBe(`virtfs.uid=0\nvirtfs.gid=0\nvirtfs.mode=${S_IFBLK | 0o644}\nvirtfs.rdev=2049\n`);
-  expect(fs.statSync(path.join(exportDir, 'dir/.virtfs_metadata/hard')).ino)
-    .toBe(fs.statSync(path.join(exportDir, '.virtfs_metadata/plain')).ino);
+  expect(fs.statSync(path.join(exportDir, 'dir/.virtfs_metadata/hard')).ino).toBe(fs.statSync(path.join(exportDir, '.virtfs_metadata/plain')).ino);
   fs.mkdirSync(path.join(mnt, 'dir/sub'));
   fs.renameSync(path.join(mnt, 'dir/cdev'), path.join(mnt, 'dir/sub/cdev2'));
   expect(fs.existsSync(path.join(exportDir, 'dir/.virtfs_metadata/cdev'))).toBe(false);
@@ -208,7 +213,13 @@ describe('hostile metadata falls back to the host values and the daemon keeps se
     fs.writeFileSync(path.join(exportDir, 'wrongtype'), '');
     fs.mkdirSync(path.join(exportDir, 'dirasfile'));
     execFileSync('setfattr', ['-n', 'user.virtfs.uid', '-v', '0x0102', path.join(exportDir, 'short')]);
-    execFileSync('setfattr', ['-n', 'user.virtfs.mode', '-v', `0x${Buffer.from([0xa4, 0x81, 0, 0]).toString('hex')}`, path.join(exportDir, 'dirasfile')]);
+    execFileSync('setfattr', [
+      '-n',
+      'user.virtfs.mode',
+      '-v',
+      `0x${Buffer.from([0xa4, 0x81, 0, 0]).toString('hex')}`,
+      path.join(exportDir, 'dirasfile'),
+    ]);
     execFileSync('setfattr', ['-n', 'user.virtfs.gid', '-v', '0x0102030405', path.join(exportDir, 'wrongtype')]);
     await serve('mapped-xattr');
     expect(fs.statSync(path.join(mnt, 'short')).uid).toBe(0);
@@ -250,4 +261,3 @@ test('passthrough: the host inode is the truth, owners are real', async () => {
   expect(fs.lstatSync(path.join(exportDir, 'c')).isCharacterDevice()).toBe(true);
   expect(execFileSync('getfattr', ['-d', '-m', '-', path.join(exportDir, 'f')]).toString()).not.toContain('virtfs');
 });
-

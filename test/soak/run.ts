@@ -20,14 +20,23 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ROOT } from '../fuse/client.js';
 
-const arg = (n: string): string | undefined => { const i = process.argv.indexOf(`--${n}`); return i >= 0 ? process.argv[i + 1] : undefined; };
+const arg = (n: string): string | undefined => {
+  const i = process.argv.indexOf(`--${n}`);
+  return i >= 0 ? process.argv[i + 1] : undefined;
+};
 const minutes = Number(arg('minutes') ?? 10);
 const fuzzSeconds = Number(arg('fuzz-seconds') ?? 3);
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
 
-interface Sample { round: number; fds: number; inodes: number; rssMiB: number; p50us: number }
+interface Sample {
+  round: number;
+  fds: number;
+  inodes: number;
+  rssMiB: number;
+  p50us: number;
+}
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 async function latency(srv: ModelServer): Promise<number> {
@@ -44,7 +53,13 @@ async function latency(srv: ModelServer): Promise<number> {
 
 async function sample(round: number, srv: ModelServer): Promise<Sample> {
   gc();
-  return { round, fds: fs.readdirSync('/proc/self/fd').length, inodes: srv.duofs.backend.inodes.size, rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20), p50us: Math.round(await latency(srv)) };
+  return {
+    round,
+    fds: fs.readdirSync('/proc/self/fd').length,
+    inodes: srv.duofs.backend.inodes.size,
+    rssMiB: Math.round(process.memoryUsage().rss / 2 ** 20),
+    p50us: Math.round(await latency(srv)),
+  };
 }
 
 async function main(): Promise<void> {
@@ -63,8 +78,18 @@ async function main(): Promise<void> {
         problems.push(`model: ${(e as Error).message.split('\n').slice(0, 8).join('\n')}`);
         break;
       }
-      const fz = spawnSync(process.execPath, ['--import', path.join(root, 'test/lab/ts-hooks.mjs'), path.join(root, 'test/fuzz/run.ts'), '--seconds', String(fuzzSeconds), '--no-coverage'],
-        { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+      const fz = spawnSync(
+        process.execPath,
+        [
+          '--import',
+          path.join(root, 'test/lab/ts-hooks.mjs'),
+          path.join(root, 'test/fuzz/run.ts'),
+          '--seconds',
+          String(fuzzSeconds),
+          '--no-coverage',
+        ],
+        { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] },
+      );
       for (const m of fz.stdout.matchAll(/^(\S+)\s+(\d+) execs/gm)) execs.set(m[1]!, (execs.get(m[1]!) ?? 0) + Number(m[2]));
       if (fz.status !== 0) problems.push(`fuzz:\n${fz.stdout}`);
       const s = await sample(round, srv);

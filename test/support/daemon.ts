@@ -17,14 +17,19 @@ export interface Daemon {
 
 function isMounted(dir: string): boolean {
   const real = fs.realpathSync(dir);
-  return fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === real);
+  return fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .some((l) => l.split(' ')[4] === real);
 }
 
 /** Starts `duofs serve ARGS` and waits until every socket exists and the FUSE mount (if any) is up. */
 export async function startDaemon(args: string[], wait: { sockets?: string[]; mount?: string } = {}): Promise<Daemon> {
   const child = spawn(process.execPath, [bin, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
-  child.stderr!.on('data', (b: Buffer) => { err += b.toString(); });
+  child.stderr!.on('data', (b: Buffer) => {
+    err += b.toString();
+  });
   const deadline = Date.now() + 15_000;
   for (;;) {
     const ready = (wait.sockets ?? []).every((s) => fs.existsSync(s)) && (!wait.mount || isMounted(wait.mount));

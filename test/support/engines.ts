@@ -84,7 +84,10 @@ export type Fault = number | { short: number };
  * those of a read or write, 0 for the other calls).
  */
 export class FaultEngine extends RecordingEngine {
-  constructor(inner: IoEngine, private readonly fault: (call: CallResult['call'], fd: number, offset: number, length: number) => Fault) {
+  constructor(
+    inner: IoEngine,
+    private readonly fault: (call: CallResult['call'], fd: number, offset: number, length: number) => Fault,
+  ) {
     super(inner);
   }
 
@@ -138,7 +141,11 @@ export function iovTake(v: IoVecs, n: number): IoVecs {
 export class QuotaEngine extends RecordingEngine {
   used = 0;
 
-  constructor(inner: IoEngine, private readonly charged: (fd: number) => boolean, public limit: number) {
+  constructor(
+    inner: IoEngine,
+    private readonly charged: (fd: number) => boolean,
+    public limit: number,
+  ) {
     super(inner);
   }
 

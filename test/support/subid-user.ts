@@ -6,7 +6,10 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
-export interface SubidRange { start: number; count: number }
+export interface SubidRange {
+  start: number;
+  count: number;
+}
 
 export interface SubidUser {
   name: string;
@@ -46,8 +49,21 @@ function run(cmd: string, args: string[]): void {
 export function createSubidUser(tag: string): SubidUser {
   const name = `duofs-${tag}-${process.pid}`.slice(0, 32);
   spawnSync('userdel', [name], { stdio: 'ignore' }); // a leftover of a killed run
-  run('useradd', ['--no-create-home', '--user-group', '--shell', '/usr/sbin/nologin', '-K', 'SUB_UID_COUNT=65536', '-K', 'SUB_GID_COUNT=65536', name]);
-  const pw = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith(`${name}:`))!.split(':');
+  run('useradd', [
+    '--no-create-home',
+    '--user-group',
+    '--shell',
+    '/usr/sbin/nologin',
+    '-K',
+    'SUB_UID_COUNT=65536',
+    '-K',
+    'SUB_GID_COUNT=65536',
+    name,
+  ]);
+  const pw = readFileSync('/etc/passwd', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith(`${name}:`))!
+    .split(':');
   const user: SubidUser = {
     name,
     uid: Number(pw[2]),
@@ -62,7 +78,9 @@ export function createSubidUser(tag: string): SubidUser {
 /** libvirt's session-mode maps for `u` (qemuVirtioFSPrepareIdMap): itself as 0, its subordinate range from 1 on. */
 export function libvirtSessionMaps(u: SubidUser): string[] {
   return [
-    `--uid-map=:0:${u.uid}:1:`, `--uid-map=:1:${u.subuid.start}:${u.subuid.count}:`,
-    `--gid-map=:0:${u.gid}:1:`, `--gid-map=:1:${u.subgid.start}:${u.subgid.count}:`,
+    `--uid-map=:0:${u.uid}:1:`,
+    `--uid-map=:1:${u.subuid.start}:${u.subuid.count}:`,
+    `--gid-map=:0:${u.gid}:1:`,
+    `--gid-map=:1:${u.subgid.start}:${u.subgid.count}:`,
   ];
 }

@@ -33,12 +33,23 @@ export function makeTree(prefix = 'duofs-p9-'): TempTree {
     cleanup: () => {
       // Unmount anything a test left mounted below base before removing it.
       try {
-        const mounts = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n')
-          .map((l) => l.split(' ')[1] ?? '').filter((m) => m.startsWith(base + '/')).sort().reverse();
+        const mounts = fs
+          .readFileSync('/proc/self/mounts', 'utf8')
+          .split('\n')
+          .map((l) => l.split(' ')[1] ?? '')
+          .filter((m) => m.startsWith(base + '/'))
+          .sort()
+          .reverse();
         for (const m of mounts) {
-          try { lazyUmount(m); } catch { /* ignore */ }
+          try {
+            lazyUmount(m);
+          } catch {
+            /* ignore */
+          }
         }
-      } catch { /* ignore */ }
+      } catch {
+        /* ignore */
+      }
       fs.rmSync(base, { recursive: true, force: true });
     },
   };
@@ -97,4 +108,6 @@ export function snapshot(dir: string, skip: (rel: string) => boolean = () => fal
   return out;
 }
 
-function hash(b: Buffer): string { return createHash('sha1').update(b).digest('hex'); }
+function hash(b: Buffer): string {
+  return createHash('sha1').update(b).digest('hex');
+}

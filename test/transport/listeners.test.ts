@@ -24,9 +24,19 @@ function acceptError(code: string): NodeJS.ErrnoException {
 test.each(['unix', 'tcp'])('a %s listener logs failed accepts (once a second) and keeps serving', async (kind) => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'duofs-listen-'));
   const lines: string[] = [];
-  const log = pino({ level: 'info' }, { write: (l: string) => { lines.push(l); } });
+  const log = pino(
+    { level: 'info' },
+    {
+      write: (l: string) => {
+        lines.push(l);
+      },
+    },
+  );
   let served = 0;
-  const onConnection = (s: import('node:net').Socket): void => { served++; s.end(); };
+  const onConnection = (s: import('node:net').Socket): void => {
+    served++;
+    s.end();
+  };
   const target = kind === 'unix' ? path.join(dir, 's.sock') : undefined;
   const server = target ? await listenUnix(target, onConnection, log) : (await listenTcp({ host: '127.0.0.1', port: 0 }, onConnection, log)).server;
   servers.push(server);
@@ -36,7 +46,9 @@ test.each(['unix', 'tcp'])('a %s listener logs failed accepts (once a second) an
   const a = server.address();
   await new Promise<void>((resolve, reject) => {
     const s = target ? connect(target) : connect((a as { port: number }).port, '127.0.0.1');
-    s.on('error', reject).on('close', () => resolve()).resume();
+    s.on('error', reject)
+      .on('close', () => resolve())
+      .resume();
   });
   expect(served).toBe(1);
 });

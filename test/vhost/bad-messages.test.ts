@@ -35,7 +35,11 @@ const bare = () => fx.connect({ negotiateOnly: true });
 
 describe('refused with a nonzero ack (NEED_REPLY set)', () => {
   const cases: { name: string; fault: RegExp; run(fe: VhostUserFrontend): Promise<bigint | undefined> }[] = [
-    { name: 'SET_FEATURES with a 4-byte payload', fault: /SET_FEATURES: payload of 4 bytes, expected 8/, run: (fe) => fe.send(Req.SET_FEATURES, Buffer.alloc(4)) },
+    {
+      name: 'SET_FEATURES with a 4-byte payload',
+      fault: /SET_FEATURES: payload of 4 bytes, expected 8/,
+      run: (fe) => fe.send(Req.SET_FEATURES, Buffer.alloc(4)),
+    },
     {
       name: 'SET_MEM_TABLE with two regions and one fd',
       fault: /SET_MEM_TABLE: 1 fds, expected 2/,
@@ -47,9 +51,29 @@ describe('refused with a nonzero ack (NEED_REPLY set)', () => {
         return fe.send(Req.SET_MEM_TABLE, p, [fe.ram.fd]);
       },
     },
-    { name: 'SET_MEM_TABLE with nine regions', fault: /9 regions, at most 8/, run: (fe) => { const p = Buffer.alloc(8 + 9 * 32); p.writeUInt32LE(9, 0); return fe.send(Req.SET_MEM_TABLE, p); } },
-    { name: 'SET_MEM_TABLE whose size disagrees with its region count', fault: /payload of 40 bytes, expected 72/, run: (fe) => { const p = Buffer.alloc(40); p.writeUInt32LE(2, 0); return fe.send(Req.SET_MEM_TABLE, p); } },
-    { name: 'ADD_MEM_REG without an fd', fault: /ADD_MEM_REG: 0 fds, expected 1/, run: (fe) => fe.send(Req.ADD_MEM_REG, Buffer.concat([Buffer.alloc(8), fe.regionDescriptor(0)])) },
+    {
+      name: 'SET_MEM_TABLE with nine regions',
+      fault: /9 regions, at most 8/,
+      run: (fe) => {
+        const p = Buffer.alloc(8 + 9 * 32);
+        p.writeUInt32LE(9, 0);
+        return fe.send(Req.SET_MEM_TABLE, p);
+      },
+    },
+    {
+      name: 'SET_MEM_TABLE whose size disagrees with its region count',
+      fault: /payload of 40 bytes, expected 72/,
+      run: (fe) => {
+        const p = Buffer.alloc(40);
+        p.writeUInt32LE(2, 0);
+        return fe.send(Req.SET_MEM_TABLE, p);
+      },
+    },
+    {
+      name: 'ADD_MEM_REG without an fd',
+      fault: /ADD_MEM_REG: 0 fds, expected 1/,
+      run: (fe) => fe.send(Req.ADD_MEM_REG, Buffer.concat([Buffer.alloc(8), fe.regionDescriptor(0)])),
+    },
     {
       name: 'ADD_MEM_REG larger than its fd',
       fault: /needs \d+ bytes of its fd, which has \d+/,
@@ -88,11 +112,19 @@ describe('refused with a nonzero ack (NEED_REPLY set)', () => {
         return fe.send(Req.ADD_MEM_REG, Buffer.concat([Buffer.alloc(8), fe.regionDescriptor(0)]), [fe.ram.fd]);
       },
     },
-    { name: 'REM_MEM_REG of a region never added', fault: /no region at gpa 0x100000/, run: (fe) => fe.send(Req.REM_MEM_REG, Buffer.concat([Buffer.alloc(8), fe.regionDescriptor(0)])) },
+    {
+      name: 'REM_MEM_REG of a region never added',
+      fault: /no region at gpa 0x100000/,
+      run: (fe) => fe.send(Req.REM_MEM_REG, Buffer.concat([Buffer.alloc(8), fe.regionDescriptor(0)])),
+    },
     { name: 'SET_VRING_NUM of 0', fault: /queue size 0 is not a power of 2/, run: (fe) => fe.send(Req.SET_VRING_NUM, vringStatePayload(0, 0)) },
     { name: 'SET_VRING_NUM of 100 (not a power of 2)', fault: /queue size 100/, run: (fe) => fe.send(Req.SET_VRING_NUM, vringStatePayload(0, 100)) },
     { name: 'SET_VRING_NUM of 65536', fault: /queue size 65536/, run: (fe) => fe.send(Req.SET_VRING_NUM, vringStatePayload(0, 65536)) },
-    { name: 'SET_VRING_NUM for a queue that does not exist', fault: /queue 7 does not exist/, run: (fe) => fe.send(Req.SET_VRING_NUM, vringStatePayload(7, 64)) },
+    {
+      name: 'SET_VRING_NUM for a queue that does not exist',
+      fault: /queue 7 does not exist/,
+      run: (fe) => fe.send(Req.SET_VRING_NUM, vringStatePayload(7, 64)),
+    },
     { name: 'SET_VRING_BASE beyond 16 bits', fault: /base 70000/, run: (fe) => fe.send(Req.SET_VRING_BASE, vringStatePayload(0, 70000)) },
     {
       name: 'SET_VRING_ADDR not in any region',
@@ -113,13 +145,24 @@ describe('refused with a nonzero ack (NEED_REPLY set)', () => {
         return fe.send(Req.SET_VRING_ADDR, vringAddrPayload(0, { desc: base + 8, avail: base + 0x2000, used: base + 0x3000 }));
       },
     },
-    { name: 'SET_VRING_ADDR before SET_VRING_NUM', fault: /has no size yet/, run: (fe) => fe.send(Req.SET_VRING_ADDR, vringAddrPayload(0, { desc: 0, avail: 0, used: 0 })) },
+    {
+      name: 'SET_VRING_ADDR before SET_VRING_NUM',
+      fault: /has no size yet/,
+      run: (fe) => fe.send(Req.SET_VRING_ADDR, vringAddrPayload(0, { desc: 0, avail: 0, used: 0 })),
+    },
     {
       name: 'SET_VRING_ADDR asking for dirty logging',
       fault: /used-ring logging requested/,
-      run: async (fe) => { await fe.setVringNum(0, 64); return fe.send(Req.SET_VRING_ADDR, vringAddrPayload(0, { desc: 0, avail: 0, used: 0 }, 1)); },
+      run: async (fe) => {
+        await fe.setVringNum(0, 64);
+        return fe.send(Req.SET_VRING_ADDR, vringAddrPayload(0, { desc: 0, avail: 0, used: 0 }, 1));
+      },
     },
-    { name: 'SET_VRING_KICK without an fd (and without the no-fd flag)', fault: /SET_VRING_KICK: 0 fds, expected 1/, run: (fe) => fe.send(Req.SET_VRING_KICK, u64Payload(0)) },
+    {
+      name: 'SET_VRING_KICK without an fd (and without the no-fd flag)',
+      fault: /SET_VRING_KICK: 0 fds, expected 1/,
+      run: (fe) => fe.send(Req.SET_VRING_KICK, u64Payload(0)),
+    },
     { name: 'SET_VRING_KICK in polling mode (no-fd flag)', fault: /polling mode/, run: (fe) => fe.send(Req.SET_VRING_KICK, u64Payload(0x100)) },
     {
       name: 'SET_VRING_CALL with a memfd instead of an eventfd',
@@ -169,13 +212,29 @@ describe('refused with a nonzero ack (NEED_REPLY set)', () => {
 
 describe('connection dropped (no way to answer an error)', () => {
   const cases: { name: string; fault: RegExp; frame(fe: VhostUserFrontend): Buffer; fds?: () => number[] }[] = [
-    { name: 'SET_FEATURES with a short payload and no NEED_REPLY', fault: /payload of 4 bytes, expected 8/, frame: () => rawFrame(Req.SET_FEATURES, FLAG_VERSION, Buffer.alloc(4)) },
-    { name: 'a declared payload of 1 MiB', fault: /declares a 1048576-byte payload/, frame: () => rawFrame(Req.SET_FEATURES, FLAG_VERSION, Buffer.alloc(8), 1 << 20) },
+    {
+      name: 'SET_FEATURES with a short payload and no NEED_REPLY',
+      fault: /payload of 4 bytes, expected 8/,
+      frame: () => rawFrame(Req.SET_FEATURES, FLAG_VERSION, Buffer.alloc(4)),
+    },
+    {
+      name: 'a declared payload of 1 MiB',
+      fault: /declares a 1048576-byte payload/,
+      frame: () => rawFrame(Req.SET_FEATURES, FLAG_VERSION, Buffer.alloc(8), 1 << 20),
+    },
     { name: 'protocol version 2', fault: /bad flags 0x2/, frame: () => rawFrame(Req.GET_FEATURES, 0x2) },
     { name: 'the REPLY bit on a request', fault: /bad flags 0x5/, frame: () => rawFrame(Req.GET_FEATURES, FLAG_VERSION | FLAG_REPLY) },
     { name: 'an unknown request without NEED_REPLY', fault: /unknown request 4242/, frame: () => rawFrame(4242, FLAG_VERSION) },
-    { name: 'GET_VRING_BASE of a queue that does not exist', fault: /queue 9 does not exist/, frame: () => rawFrame(Req.GET_VRING_BASE, NEED_REPLY, vringStatePayload(9, 0)) },
-    { name: 'GET_FEATURES with a payload', fault: /GET_FEATURES: payload of 8 bytes, expected 0/, frame: () => rawFrame(Req.GET_FEATURES, FLAG_VERSION, Buffer.alloc(8)) },
+    {
+      name: 'GET_VRING_BASE of a queue that does not exist',
+      fault: /queue 9 does not exist/,
+      frame: () => rawFrame(Req.GET_VRING_BASE, NEED_REPLY, vringStatePayload(9, 0)),
+    },
+    {
+      name: 'GET_FEATURES with a payload',
+      fault: /GET_FEATURES: payload of 8 bytes, expected 0/,
+      frame: () => rawFrame(Req.GET_FEATURES, FLAG_VERSION, Buffer.alloc(8)),
+    },
   ];
 
   test.each(cases)('$name', async (c) => {

@@ -17,7 +17,10 @@ export class EchoDevice implements VhostUserDevice {
   stops: number[] = [];
   features = 0n;
 
-  constructor(readonly numQueues = 2, private readonly tag = 'echo') {}
+  constructor(
+    readonly numQueues = 2,
+    private readonly tag = 'echo',
+  ) {}
 
   config(): Buffer {
     const b = Buffer.alloc(40);
@@ -28,7 +31,12 @@ export class EchoDevice implements VhostUserDevice {
 
   onRequest(queue: number, chain: DescriptorChain): void {
     if (this.explode) throw new Error('echo device exploded on purpose');
-    this.seen.push({ queue, readable: chain.readableLength, writable: chain.writableLength, segments: [chain.readable.length, chain.writable.length] });
+    this.seen.push({
+      queue,
+      readable: chain.readableLength,
+      writable: chain.writableLength,
+      segments: [chain.readable.length, chain.writable.length],
+    });
     if (this.mode === 'hold') this.held.push(chain);
     else if (this.mode === 'async') setImmediate(() => EchoDevice.echo(chain));
     else EchoDevice.echo(chain);

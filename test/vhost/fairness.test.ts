@@ -46,7 +46,8 @@ async function setup(features = DEFAULT_FEATURES): Promise<{ dev: RecordingDevic
 function flood(fe: VhostUserFrontend): Promise<string[]> {
   const q = fe.queue(1);
   const all = Array.from({ length: FLOOD }, (_, i) =>
-    q.request({ out: [Buffer.from(`f${i}`)], in: [16], indirect: true, noKick: true }).then((c) => c.data.toString()));
+    q.request({ out: [Buffer.from(`f${i}`)], in: [16], indirect: true, noKick: true }).then((c) => c.data.toString()),
+  );
   q.kick();
   return Promise.all(all);
 }
@@ -85,7 +86,9 @@ test('a kick while the rest of a batch waits does not reorder or repeat chains',
   let late: Promise<string>[] = [];
   dev.onFirst = () => {
     // More requests, each kicked, while the flood is being served.
-    late = Array.from({ length: 20 }, (_, i) => q.request({ out: [Buffer.from(`late${i}`)], in: [16], indirect: true }).then((c) => c.data.toString()));
+    late = Array.from({ length: 20 }, (_, i) =>
+      q.request({ out: [Buffer.from(`late${i}`)], in: [16], indirect: true }).then((c) => c.data.toString()),
+    );
   };
   const first = flood(fe);
   await within(first, 10_000, 'the flood');
@@ -99,10 +102,18 @@ test('a device reset while chains wait on the ring: nothing more from the old ri
   const { dev, fe } = await setup();
   let resetSeen = -1;
   dev.onFirst = () => {
-    void fe.send(Req.RESET_DEVICE).then(() => { resetSeen = dev.order.length; });
+    void fe.send(Req.RESET_DEVICE).then(() => {
+      resetSeen = dev.order.length;
+    });
   };
   void flood(fe);
-  await within((async () => { while (resetSeen < 0) await sleep(5); })(), 5000, 'the reset');
+  await within(
+    (async () => {
+      while (resetSeen < 0) await sleep(5);
+    })(),
+    5000,
+    'the reset',
+  );
   expect(dev.resets).toBe(1);
   const seen = dev.order.length;
   expect(seen).toBeLessThan(FLOOD); // the reset came in between batches

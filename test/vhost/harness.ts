@@ -27,7 +27,14 @@ export class Fixture {
 
   constructor(device = new EchoDevice(), opts: Partial<VhostUserServerOptions> = {}) {
     this.device = device;
-    const logger = pino({ level: 'debug' }, { write: (s: string) => { this.lines.push(JSON.parse(s) as LogLine); } });
+    const logger = pino(
+      { level: 'debug' },
+      {
+        write: (s: string) => {
+          this.lines.push(JSON.parse(s) as LogLine);
+        },
+      },
+    );
     this.server = VhostUserServer.listen({ device, logger, socketPath: this.socketPath, drainTimeoutMs: 500, ...opts });
   }
 
@@ -60,6 +67,8 @@ export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout;
   return Promise.race([
     p.finally(() => clearTimeout(t)),
-    new Promise<T>((_, reject) => { t = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms); }),
+    new Promise<T>((_, reject) => {
+      t = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+    }),
   ]);
 }

@@ -6,7 +6,14 @@ import { afterEach, beforeEach, expect, test } from '@jest/globals';
 import { Req, VirtioFeature } from '../../protocols/vhost-user/protocol.js';
 import { closeFd } from '../../src/sys/fd.js';
 import { createEventFd, drainEventFd } from '../../src/sys/eventfd.js';
-import { DEFAULT_FEATURES, VRING_DESC_F_INDIRECT as IND, VRING_DESC_F_NEXT as NEXT, VRING_DESC_F_WRITE as WRITE, type DriverQueue, type VhostUserFrontend } from './driver.js';
+import {
+  DEFAULT_FEATURES,
+  VRING_DESC_F_INDIRECT as IND,
+  VRING_DESC_F_NEXT as NEXT,
+  VRING_DESC_F_WRITE as WRITE,
+  type DriverQueue,
+  type VhostUserFrontend,
+} from './driver.js';
 import { Fixture, sleep, within } from './harness.js';
 
 let fx: Fixture;
@@ -33,17 +40,26 @@ const scenarios: Scenario[] = [
   {
     name: 'an address outside guest memory',
     fault: /descriptor 0 \[0x70000000, \+16\) is outside guest memory/,
-    post: (q) => { q.writeDescriptor(0, { addr: 0x7000_0000, len: 16, flags: 0 }); q.publish(0); },
+    post: (q) => {
+      q.writeDescriptor(0, { addr: 0x7000_0000, len: 16, flags: 0 });
+      q.publish(0);
+    },
   },
   {
     name: 'an address beyond 2^53',
     fault: /address 0xfffffffffffffff0 is beyond guest memory/,
-    post: (q) => { q.writeDescriptor(0, { addr: 0xffff_ffff_ffff_fff0n, len: 32, flags: 0 }); q.publish(0); },
+    post: (q) => {
+      q.writeDescriptor(0, { addr: 0xffff_ffff_ffff_fff0n, len: 32, flags: 0 });
+      q.publish(0);
+    },
   },
   {
     name: 'a length that runs past the end of memory (a 32-bit wrap attempt)',
     fault: /is outside guest memory/,
-    post: (q) => { q.writeDescriptor(0, { addr: END - 8, len: 0xffff_ffff, flags: WRITE }); q.publish(0); },
+    post: (q) => {
+      q.writeDescriptor(0, { addr: END - 8, len: 0xffff_ffff, flags: WRITE });
+      q.publish(0);
+    },
   },
   {
     name: 'a chain that loops',
@@ -58,7 +74,10 @@ const scenarios: Scenario[] = [
   {
     name: 'a next index outside the table',
     fault: /links to 300, outside its table of 256/,
-    post: (q, fe) => { q.writeDescriptor(0, { addr: buf(fe), len: 8, flags: NEXT, next: 300 }); q.publish(0); },
+    post: (q, fe) => {
+      q.writeDescriptor(0, { addr: buf(fe), len: 8, flags: NEXT, next: 300 });
+      q.publish(0);
+    },
   },
   {
     name: 'a device-writable descriptor before a device-readable one',
@@ -82,23 +101,35 @@ const scenarios: Scenario[] = [
   {
     name: 'an indirect table outside guest memory',
     fault: /indirect table \[0x70000000, \+64\) is outside guest memory/,
-    post: (q) => { q.writeDescriptor(0, { addr: 0x7000_0000, len: 64, flags: IND }); q.publish(0); },
+    post: (q) => {
+      q.writeDescriptor(0, { addr: 0x7000_0000, len: 64, flags: IND });
+      q.publish(0);
+    },
   },
   {
     name: 'an indirect table running past the end of its region',
     fault: /indirect table .* is outside guest memory/,
-    post: (q) => { q.writeDescriptor(0, { addr: END - 16, len: 64, flags: IND }); q.publish(0); },
+    post: (q) => {
+      q.writeDescriptor(0, { addr: END - 16, len: 64, flags: IND });
+      q.publish(0);
+    },
   },
   {
     name: 'an indirect table whose length is not a multiple of 16',
     fault: /indirect table length 24/,
-    post: (q, fe) => { q.writeDescriptor(0, { addr: buf(fe), len: 24, flags: IND }); q.publish(0); },
+    post: (q, fe) => {
+      q.writeDescriptor(0, { addr: buf(fe), len: 24, flags: IND });
+      q.publish(0);
+    },
   },
   {
     name: 'an indirect descriptor inside an indirect table',
     fault: /indirect descriptor 1 inside an indirect table/,
     post: (q, fe) => {
-      const t = fe.writeIndirectTable([{ addr: buf(fe), len: 8, flags: NEXT, next: 1 }, { addr: buf(fe), len: 16, flags: IND }]);
+      const t = fe.writeIndirectTable([
+        { addr: buf(fe), len: 8, flags: NEXT, next: 1 },
+        { addr: buf(fe), len: 16, flags: IND },
+      ]);
       q.writeDescriptor(0, { addr: t, len: 32, flags: IND });
       q.publish(0);
     },
@@ -117,7 +148,10 @@ const scenarios: Scenario[] = [
     fault: /longer than its indirect table/,
     post: (q, fe) => {
       const b = buf(fe);
-      const t = fe.writeIndirectTable([{ addr: b, len: 8, flags: NEXT, next: 1 }, { addr: b, len: 8, flags: NEXT, next: 0 }]);
+      const t = fe.writeIndirectTable([
+        { addr: b, len: 8, flags: NEXT, next: 1 },
+        { addr: b, len: 8, flags: NEXT, next: 0 },
+      ]);
       q.writeDescriptor(0, { addr: t, len: 32, flags: IND });
       q.publish(0);
     },
@@ -126,7 +160,10 @@ const scenarios: Scenario[] = [
     name: 'an indirect entry pointing outside guest memory',
     fault: /descriptor 1 \[0x7fff0000, \+8\) is outside guest memory/,
     post: (q, fe) => {
-      const t = fe.writeIndirectTable([{ addr: buf(fe), len: 8, flags: NEXT, next: 1 }, { addr: 0x7fff_0000, len: 8, flags: WRITE }]);
+      const t = fe.writeIndirectTable([
+        { addr: buf(fe), len: 8, flags: NEXT, next: 1 },
+        { addr: 0x7fff_0000, len: 8, flags: WRITE },
+      ]);
       q.writeDescriptor(0, { addr: t, len: 32, flags: IND });
       q.publish(0);
     },

@@ -25,7 +25,10 @@ afterEach(() => {
 const echoOnce = async (fe: VhostUserFrontend, text: string) =>
   (await within(fe.request(1, { out: [Buffer.from(text)], in: [32] }), 2000, text)).data.toString();
 
-const guestMappings = () => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('memfd:duofs-test-guest')).length;
+const guestMappings = () =>
+  readFileSync('/proc/self/maps', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('memfd:duofs-test-guest')).length;
 
 describe('serving on', () => {
   test('after the frontend disconnects the device is reset and the next frontend is served, again and again', async () => {
@@ -46,7 +49,10 @@ describe('serving on', () => {
     fx = new Fixture();
     const first = await fx.connect();
     let secondReady = false;
-    const second = fx.connect().then((fe) => { secondReady = true; return fe; });
+    const second = fx.connect().then((fe) => {
+      secondReady = true;
+      return fe;
+    });
     await sleep(100);
     expect(secondReady).toBe(false);
     expect(await echoOnce(first, 'first')).toBe('first');

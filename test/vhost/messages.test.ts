@@ -23,7 +23,10 @@ const echo = async (fe: VhostUserFrontend, q = 1, text = 'ping') => {
 /** True if a request on `q` is still unanswered after `ms` (the ring is not being processed). */
 async function staysPending(fe: VhostUserFrontend, q: number, ms = 100): Promise<{ pending: boolean; done: Promise<unknown> }> {
   let finished = false;
-  const done = fe.request(q, { out: [Buffer.from('x')], in: [8] }).then((c) => { finished = true; return c; });
+  const done = fe.request(q, { out: [Buffer.from('x')], in: [8] }).then((c) => {
+    finished = true;
+    return c;
+  });
   await sleep(ms);
   return { pending: !finished, done };
 }
@@ -39,7 +42,8 @@ describe('feature negotiation', () => {
   });
 
   test('GET_PROTOCOL_FEATURES offers MQ, REPLY_ACK, CONFIGURE_MEM_SLOTS, RESET_DEVICE, CONFIG (BACKEND_REQ on request)', async () => {
-    const want = ProtocolFeature.MQ | ProtocolFeature.REPLY_ACK | ProtocolFeature.CONFIGURE_MEM_SLOTS | ProtocolFeature.RESET_DEVICE | ProtocolFeature.CONFIG;
+    const want =
+      ProtocolFeature.MQ | ProtocolFeature.REPLY_ACK | ProtocolFeature.CONFIGURE_MEM_SLOTS | ProtocolFeature.RESET_DEVICE | ProtocolFeature.CONFIG;
     const fe = await fx.connect({ negotiateOnly: true });
     expect(fe.offeredProtocolFeatures).toBe(want);
     fe.close();
@@ -61,7 +65,9 @@ describe('feature negotiation', () => {
     expect(await fe.send(Req.SET_FEATURES, u64Payload(VirtioFeature.LOG_ALL))).toBe(1n);
     expect(await fe.send(Req.SET_PROTOCOL_FEATURES, u64Payload(ProtocolFeature.LOG_SHMFD))).toBe(1n);
     expect(await echo(fe)).toBe('ping'); // refused requests leave the session working
-    expect(fx.warnings().some((l) => l.peer?.startsWith('#1 pid ') && /SET_FEATURES: features 0x4000000 were not offered/.test(l.fault ?? ''))).toBe(true);
+    expect(fx.warnings().some((l) => l.peer?.startsWith('#1 pid ') && /SET_FEATURES: features 0x4000000 were not offered/.test(l.fault ?? ''))).toBe(
+      true,
+    );
   });
 
   test('without VHOST_USER_F_PROTOCOL_FEATURES the rings start enabled and no acks are sent', async () => {
@@ -183,7 +189,10 @@ describe('vrings', () => {
     const req = fe.request(1, { out: [Buffer.from('slow')], in: [8] });
     await sleep(20);
     let answered = false;
-    const base = fe.getVringBase(1).then((b) => { answered = true; return b; });
+    const base = fe.getVringBase(1).then((b) => {
+      answered = true;
+      return b;
+    });
     await sleep(50);
     expect(answered).toBe(false);
     expect(fx.device.stops).toEqual([1]);

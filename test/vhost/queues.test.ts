@@ -58,11 +58,17 @@ describe('descriptor chains', () => {
     expect(done.map((c) => c.len)).toEqual(Array(16).fill(0));
     // The ring wraps: a second round on the same descriptors works.
     fx.device.mode = 'sync';
-    for (let i = 0; i < 40; i++) expect((await within(fe.request(1, { out: [Buffer.from(`w${i}`)], in: [8] }), 2000, 'wrap')).data.toString()).toBe(`w${i}`);
+    for (let i = 0; i < 40; i++)
+      expect((await within(fe.request(1, { out: [Buffer.from(`w${i}`)], in: [8] }), 2000, 'wrap')).data.toString()).toBe(`w${i}`);
   });
 
   test('a descriptor running from one region into the next (contiguous in guest memory) is served as two views', async () => {
-    const fe = await fx.connect({ regions: [{ gpa: 0x100000, size: 1 << 20 }, { gpa: 0x200000, size: 1 << 20 }] });
+    const fe = await fx.connect({
+      regions: [
+        { gpa: 0x100000, size: 1 << 20 },
+        { gpa: 0x200000, size: 1 << 20 },
+      ],
+    });
     const at = 0x200000 - 100;
     fe.ram.write(at, bytes(200, 5).subarray(0, 100)); // spans the boundary: written through each region's view
     fe.ram.write(0x200000, bytes(200, 5).subarray(100));
@@ -84,7 +90,11 @@ describe('several queues', () => {
     fx = new Fixture(new (await import('./echo-device.js')).EchoDevice(4));
     const fe = await fx.connect();
     expect(fe.queues.length).toBe(4);
-    const rs = await within(Promise.all([0, 1, 2, 3, 3, 2, 1, 0].map((q, i) => fe.request(q, { out: [Buffer.from(`q${q}-${i}`)], in: [16] }))), 2000, 'all queues');
+    const rs = await within(
+      Promise.all([0, 1, 2, 3, 3, 2, 1, 0].map((q, i) => fe.request(q, { out: [Buffer.from(`q${q}-${i}`)], in: [16] }))),
+      2000,
+      'all queues',
+    );
     expect(rs.map((c) => c.data.toString())).toEqual([0, 1, 2, 3, 3, 2, 1, 0].map((q, i) => `q${q}-${i}`));
     expect(fx.device.seen.map((s) => s.queue).sort()).toEqual([0, 0, 1, 1, 2, 2, 3, 3]);
   });
@@ -149,7 +159,12 @@ describe('notification suppression', () => {
 });
 
 describe('guest memory', () => {
-  const twoRegions = { regions: [{ gpa: 0x100000, size: 4 << 20 }, { gpa: 0x40000000, size: 4 << 20 }] };
+  const twoRegions = {
+    regions: [
+      { gpa: 0x100000, size: 4 << 20 },
+      { gpa: 0x40000000, size: 4 << 20 },
+    ],
+  };
 
   test('ADD_MEM_REG regions are used for buffers in either', async () => {
     const fe = await fx.connect(twoRegions);
@@ -198,5 +213,7 @@ describe('guest memory', () => {
 
 /** Mappings of the test guest memfd in this process (the frontend's one mapping plus the backend's, one per region). */
 function backendMappings(): number {
-  return readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('memfd:duofs-test-guest')).length;
+  return readFileSync('/proc/self/maps', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('memfd:duofs-test-guest')).length;
 }

@@ -50,6 +50,8 @@ test('pipelined throughput (32 requests in flight)', async () => {
   await within(Promise.all(Array.from({ length: 32 }, worker)), 20000, 'pipelined run');
   const secs = Number(process.hrtime.bigint() - t) / 1e9;
   const q = fe.queue(1);
-  console.log(`vhost-user echo pipelined: ${Math.round(total / secs)} requests/s, ${us((secs * 1e9) / total)} µs per request (depth 32), ${q.interrupts} interrupts, ${q.kicks} kicks`);
+  console.log(
+    `vhost-user echo pipelined: ${Math.round(total / secs)} requests/s, ${us((secs * 1e9) / total)} µs per request (depth 32), ${q.interrupts} interrupts, ${q.kicks} kicks`,
+  );
   expect(total / secs).toBeGreaterThan(1000);
 });

@@ -181,7 +181,10 @@ describe.each(engines)('on the %s engine', (_name, make) => {
       rmSync(full, { recursive: true, force: true });
     });
 
-    test.each([['guest pages', () => scatteredPages(40)], ['plain buffers', () => [Buffer.alloc(100609)]]])('%s', async (_label, make) => {
+    test.each([
+      ['guest pages', () => scatteredPages(40)],
+      ['plain buffers', () => [Buffer.alloc(100609)]],
+    ])('%s', async (_label, make) => {
       const views = make();
       const size = views.reduce((n, v) => n + v.length, 0);
       expect(size).toBeGreaterThan(65536);

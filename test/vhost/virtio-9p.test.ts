@@ -28,7 +28,14 @@ beforeAll(async () => {
   base = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'duofs-v9p-')));
   dir = path.join(base, 'export');
   fs.mkdirSync(dir);
-  const log = pino({ level: 'warn' }, { write: (s: string) => { warnings.push(JSON.parse(s)); } });
+  const log = pino(
+    { level: 'warn' },
+    {
+      write: (s: string) => {
+        warnings.push(JSON.parse(s));
+      },
+    },
+  );
   duofs = await startDuofs({ sharedDir: dir, ninepVhostSocket: path.join(base, '9p.sock'), ninepTag: 'v9p', log });
   fe = await VhostUserFrontend.connect({ socketPath: path.join(base, '9p.sock'), queues: 1, regions: [{ gpa: 0x100000, size: 32 << 20 }] });
 });
@@ -119,7 +126,7 @@ test('a reply that does not fit the writable buffers becomes an Rlerror that doe
   await rpc(T.clunk, (w) => w.u32(2));
 });
 
-test('by default the device leaves permissions to the guest kernel, as QEMU\'s 9p: a guest-only group works', async () => {
+test("by default the device leaves permissions to the guest kernel, as QEMU's 9p: a guest-only group works", async () => {
   // grp is writable only by gid 4242, a group uid 1000 has only inside the guest
   fs.mkdirSync(path.join(dir, 'grp'));
   fs.chownSync(path.join(dir, 'grp'), 0, 4242);
@@ -137,8 +144,10 @@ test('by default the device leaves permissions to the guest kernel, as QEMU\'s 9
 test('a flood of broken chains and bad requests gets bounded, counted log lines; the device keeps serving', async () => {
   const before = warnings.length;
   /** events of a kind so far: lines written for them plus the suppressed counts reported */
-  const events = (re: RegExp): number => warnings.filter((l) => re.test(l.msg))
-    .reduce((n, l) => n + (typeof l.suppressed === 'number' ? l.suppressed : 0) + (/suppressed/.test(l.msg) ? 0 : 1), 0);
+  const events = (re: RegExp): number =>
+    warnings
+      .filter((l) => re.test(l.msg))
+      .reduce((n, l) => n + (typeof l.suppressed === 'number' ? l.suppressed : 0) + (/suppressed/.test(l.msg) ? 0 : 1), 0);
   const chainEvents = events(/frame size disagrees/);
   const requestEvents = events(/bad 9p request/);
   const N = 1500;
@@ -148,7 +157,15 @@ test('a flood of broken chains and bad requests gets bounded, counted log lines;
       const frame = new Writer().u32(2).u64(0).u32(10).bytes(Buffer.alloc(10)).finish(T.write, nextTag++);
       frame.writeUInt32LE(frame.length + 4096, 0); // claims more than the chain carries
       batch.push(send(frame));
-      batch.push(send(new Writer().u32(900_000 + i + j).u32(900_001).u16(0).finish(T.walk, nextTag++))); // no such fid: EBADF
+      batch.push(
+        send(
+          new Writer()
+            .u32(900_000 + i + j)
+            .u32(900_001)
+            .u16(0)
+            .finish(T.walk, nextTag++),
+        ),
+      ); // no such fid: EBADF
     }
     for (const c of await Promise.all(batch)) expect([Errno.EPROTO, Errno.EBADF]).toContain(errnoOf(c));
   }

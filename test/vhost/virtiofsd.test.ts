@@ -29,8 +29,19 @@ jest.setTimeout(30_000); // virtiofsd starts slowly when the machine is busy
     mkdirSync(join(dir, 'shared'));
     writeFileSync(join(dir, 'shared', 'hello.txt'), 'hi\n');
     const sock = join(dir, 'vfsd.sock');
-    proc = spawn(loader, ['--library-path', join(labRoot, 'usr/lib/x86_64-linux-gnu'), binary,
-      `--socket-path=${sock}`, `--shared-dir=${join(dir, 'shared')}`, '--sandbox=none', '--log-level=warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    proc = spawn(
+      loader,
+      [
+        '--library-path',
+        join(labRoot, 'usr/lib/x86_64-linux-gnu'),
+        binary,
+        `--socket-path=${sock}`,
+        `--shared-dir=${join(dir, 'shared')}`,
+        '--sandbox=none',
+        '--log-level=warn',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
     proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     for (let i = 0; i < 500 && !existsSync(sock) && proc.exitCode === null; i++) await sleep(20);
     if (!existsSync(sock)) throw new Error(`virtiofsd did not create its socket (exit ${proc.exitCode}): ${stderr}`);

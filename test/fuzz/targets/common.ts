@@ -47,13 +47,23 @@ const BUG = /unexpectedly|device failed|handler failed|reset failed|onQueueStop 
 
 export function bugLog(): BugLog {
   let bugs: string[] = [];
-  const log = pino({ level: 'error' }, {
-    write: (s: string) => {
-      const l = JSON.parse(s) as { level: number; msg: string; err?: { message?: string; stack?: string } };
-      if (l.level >= 50 && BUG.test(l.msg)) bugs.push(`${l.msg}: ${l.err?.stack ?? l.err?.message ?? ''}`.slice(0, 800));
+  const log = pino(
+    { level: 'error' },
+    {
+      write: (s: string) => {
+        const l = JSON.parse(s) as { level: number; msg: string; err?: { message?: string; stack?: string } };
+        if (l.level >= 50 && BUG.test(l.msg)) bugs.push(`${l.msg}: ${l.err?.stack ?? l.err?.message ?? ''}`.slice(0, 800));
+      },
     },
-  });
-  return { log, take: () => { const b = bugs; bugs = []; return b; } };
+  );
+  return {
+    log,
+    take: () => {
+      const b = bugs;
+      bugs = [];
+      return b;
+    },
+  };
 }
 
 export function throwBugs(b: BugLog): void {
@@ -102,7 +112,10 @@ export function lateFifoUnblocker(root: string): { stop(): void; blocked(): bool
   const marker = path.join(os.tmpdir(), `duofs-fifo-blocked-${process.pid}-${Math.random().toString(36).slice(2)}`);
   const p = spawn('python3', ['-c', PY_LATE_UNBLOCK, String(process.pid), root, marker], { stdio: 'ignore' });
   return {
-    stop: () => { p.kill('SIGKILL'); fs.rmSync(marker, { force: true }); },
+    stop: () => {
+      p.kill('SIGKILL');
+      fs.rmSync(marker, { force: true });
+    },
     blocked: () => {
       if (!fs.existsSync(marker)) return false;
       fs.rmSync(marker, { force: true });

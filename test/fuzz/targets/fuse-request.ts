@@ -16,8 +16,16 @@ import { OP, cstr, inHeader, initIn, lkIn, setattrIn } from '../../fuse/client.j
 import { Finding, withinMs, type FuzzTarget, type TargetInstance } from '../engine.js';
 import { bugLog, checkOutside, lateFifoUnblocker, scratchExport, throwBugs } from './common.js';
 
-const u32 = (...v: number[]): Buffer => { const b = Buffer.alloc(4 * v.length); v.forEach((x, i) => b.writeUInt32LE(x >>> 0, 4 * i)); return b; };
-const u64 = (...v: bigint[]): Buffer => { const b = Buffer.alloc(8 * v.length); v.forEach((x, i) => b.writeBigUInt64LE(x, 8 * i)); return b; };
+const u32 = (...v: number[]): Buffer => {
+  const b = Buffer.alloc(4 * v.length);
+  v.forEach((x, i) => b.writeUInt32LE(x >>> 0, 4 * i));
+  return b;
+};
+const u64 = (...v: bigint[]): Buffer => {
+  const b = Buffer.alloc(8 * v.length);
+  v.forEach((x, i) => b.writeBigUInt64LE(x, 8 * i));
+  return b;
+};
 const req = (opcode: number, nodeid: bigint, ...args: Buffer[]): Buffer => {
   const a = Buffer.concat(args);
   return Buffer.concat([inHeader(40 + a.length, opcode, 0n, nodeid), a]);
@@ -81,7 +89,11 @@ export function fuseSeeds(): Buffer[] {
   ];
 }
 
-interface Outcome { calls: number; error?: number; kind?: string }
+interface Outcome {
+  calls: number;
+  error?: number;
+  kind?: string;
+}
 
 export function fuseRequestTarget(): FuzzTarget {
   return {
@@ -112,7 +124,9 @@ export function fuseRequestTarget(): FuzzTarget {
         // Not thrown from the callbacks: the session would take it for a failed handler.
         let violation: string | undefined;
         let answered!: () => void;
-        const done = new Promise<void>((res) => { answered = res; });
+        const done = new Promise<void>((res) => {
+          answered = res;
+        });
         const once = (kind: string): void => {
           out.calls++;
           out.kind = kind;
@@ -128,7 +142,11 @@ export function fuseRequestTarget(): FuzzTarget {
             return true;
           },
           sendRead: (size, fill) => {
-            if (size > options.maxWrite) { once('sendRead'); violation ??= `${what}: READ of ${size} bytes, above max_write`; return; }
+            if (size > options.maxWrite) {
+              once('sendRead');
+              violation ??= `${what}: READ of ${size} bytes, above max_write`;
+              return;
+            }
             // As /dev/fuse does: fill one buffer; a SysError becomes the error reply.
             const filled = (n: number): void => {
               if (!(n >= 0 && n <= size)) violation ??= `${what}: READ filled ${n} of at most ${size} bytes`;
@@ -148,12 +166,15 @@ export function fuseRequestTarget(): FuzzTarget {
               failed(e);
             }
           },
-          none: () => { once('none'); },
+          none: () => {
+            once('none');
+          },
         };
         const t0 = Date.now();
         session.handle(body, to);
         const blocked = Date.now() - t0;
-        if (unblocker.blocked()) throw new Finding('hang', `${what}: a FIFO open blocked the event loop (${blocked} ms; the host had to open the FIFO's other end)`);
+        if (unblocker.blocked())
+          throw new Finding('hang', `${what}: a FIFO open blocked the event loop (${blocked} ms; the host had to open the FIFO's other end)`);
         if (blocked >= 5000) throw new Finding('hang', `${what}: the event loop was blocked for ${blocked} ms in one request`);
         try {
           await withinMs(done, opcode === OP.SETLKW ? 300 : 10_000, what);

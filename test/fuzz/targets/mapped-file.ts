@@ -13,7 +13,9 @@ export const mappedFileTarget: FuzzTarget = {
   name: 'mapped-file',
   describe: 'mapped-file .virtfs_metadata text (parseMetadata/formatMetadata) and mapped-xattr user.virtfs.* values',
   maxLen: 5000,
-  dictionary: ['virtfs.uid=', 'virtfs.gid=', 'virtfs.mode=', 'virtfs.rdev=', '\n', '-', '4294967295', '-2147483648', '2147483648'].map((s) => Buffer.from(s)),
+  dictionary: ['virtfs.uid=', 'virtfs.gid=', 'virtfs.mode=', 'virtfs.rdev=', '\n', '-', '4294967295', '-2147483648', '2147483648'].map((s) =>
+    Buffer.from(s),
+  ),
   seeds: () => [
     Buffer.from('\0virtfs.uid=1000\nvirtfs.gid=1000\nvirtfs.mode=33188\nvirtfs.rdev=0\n'),
     Buffer.from('\0virtfs.uid=-2\nvirtfs.mode=8630\nvirtfs.rdev=2049\n'),

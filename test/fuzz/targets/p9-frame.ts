@@ -32,7 +32,19 @@ export function p9Seeds(): Buffer[] {
     seed(T.lcreate, (w) => w.u32(2).str('new').u32(0o102).u32(0o644).u32(0)),
     seed(T.getattr, (w) => w.u32(0).u64(0x3fffn)),
     seed(T.setattr, (w) => w.u32(5).u32(0x8).u32(0).u32(0).u32(0).u64(100n).u64(0n).u64(0n).u64(0n).u64(0n)),
-    seed(T.setattr, (w) => w.u32(2).u32(0x1 | 0x30).u32(0o755).u32(0).u32(0).u64(0n).u64(0n).u64(0n).u64(0n).u64(0n)),
+    seed(T.setattr, (w) =>
+      w
+        .u32(2)
+        .u32(0x1 | 0x30)
+        .u32(0o755)
+        .u32(0)
+        .u32(0)
+        .u64(0n)
+        .u64(0n)
+        .u64(0n)
+        .u64(0n)
+        .u64(0n),
+    ),
     seed(T.readdir, (w) => w.u32(2).u64(0n).u32(4096)),
     seed(T.read, (w) => w.u32(5).u64(0n).u32(100)),
     seed(T.write, (w) => w.u32(5).u64(3n).u32(5).bytes(Buffer.from('abcde'))),
@@ -68,7 +80,14 @@ export function p9FrameTarget(): FuzzTarget {
     name: '9p-frame',
     describe: '9P2000.L request bodies into an in-process 9P session (type byte + body)',
     maxLen: 4096,
-    dictionary: [Buffer.from('..'), Buffer.from('/'), Buffer.from('hello'), Buffer.from('user.'), Buffer.from('trusted.'), Buffer.from([0xff, 0xff, 0xff, 0xff])],
+    dictionary: [
+      Buffer.from('..'),
+      Buffer.from('/'),
+      Buffer.from('hello'),
+      Buffer.from('user.'),
+      Buffer.from('trusted.'),
+      Buffer.from([0xff, 0xff, 0xff, 0xff]),
+    ],
     seeds: p9Seeds,
     async start(): Promise<TargetInstance> {
       const scratch = scratchExport('duofs-fuzz9p-');
@@ -83,10 +102,16 @@ export function p9FrameTarget(): FuzzTarget {
       let sinceSetup = 0;
 
       const onReply = (f: Buffer): void => {
-        if (f.length < 7 || f.readUInt32LE(0) !== f.length) { fault ??= `reply frame size ${f.length >= 4 ? f.readUInt32LE(0) : '?'} for ${f.length} bytes`; return; }
+        if (f.length < 7 || f.readUInt32LE(0) !== f.length) {
+          fault ??= `reply frame size ${f.length >= 4 ? f.readUInt32LE(0) : '?'} for ${f.length} bytes`;
+          return;
+        }
         const tag = f.readUInt16LE(5);
         const w = waiting.get(tag);
-        if (!w) { fault ??= `reply for tag ${tag}, which has no request outstanding`; return; }
+        if (!w) {
+          fault ??= `reply for tag ${tag}, which has no request outstanding`;
+          return;
+        }
         waiting.delete(tag);
         w(f);
       };
@@ -98,7 +123,8 @@ export function p9FrameTarget(): FuzzTarget {
         const t0 = Date.now();
         session.handle(frame(type, tag, b));
         const blocked = Date.now() - t0;
-        if (unblocker.blocked()) throw new Finding('hang', `${what}: a FIFO open blocked the event loop (${blocked} ms; the host had to open the FIFO's other end)`);
+        if (unblocker.blocked())
+          throw new Finding('hang', `${what}: a FIFO open blocked the event loop (${blocked} ms; the host had to open the FIFO's other end)`);
         if (blocked >= 5000) throw new Finding('hang', `${what}: the event loop was blocked for ${blocked} ms in one request`);
         const reply = await withinMs(got, 10_000, what).finally(() => waiting.delete(tag));
         if (fault) throw new Finding('bad-reply', fault);
@@ -123,11 +149,27 @@ export function p9FrameTarget(): FuzzTarget {
         waiting.clear();
         session = new Session(ctx, 'fuzz', onReply);
         sinceSetup = 0;
-        await ok(T.version, body((w) => w.u32(65536).str('9P2000.L')), 'Tversion');
-        await ok(T.attach, body((w) => w.u32(0).u32(NOFID).str('').str(scratch.dir).u32(0)), 'Tattach root');
-        await ok(T.attach, body((w) => w.u32(1).u32(NOFID).str('').str(scratch.dir).u32(NOBODY)), 'Tattach nobody');
+        await ok(
+          T.version,
+          body((w) => w.u32(65536).str('9P2000.L')),
+          'Tversion',
+        );
+        await ok(
+          T.attach,
+          body((w) => w.u32(0).u32(NOFID).str('').str(scratch.dir).u32(0)),
+          'Tattach root',
+        );
+        await ok(
+          T.attach,
+          body((w) => w.u32(1).u32(NOFID).str('').str(scratch.dir).u32(NOBODY)),
+          'Tattach nobody',
+        );
         // sub/ may have been renamed or removed by an earlier input: fid 2 is then unbound.
-        await request(T.walk, body((w) => w.u32(0).u32(2).u16(1).str('sub')), 'Twalk sub');
+        await request(
+          T.walk,
+          body((w) => w.u32(0).u32(2).u16(1).str('sub')),
+          'Twalk sub',
+        );
       };
       await setup();
 
@@ -142,10 +184,26 @@ export function p9FrameTarget(): FuzzTarget {
         },
         async check() {
           await setup();
-          await ok(T.walk, body((w) => w.u32(0).u32(20).u16(0)), 'check: Twalk (clone of the root)');
-          await ok(T.getattr, body((w) => w.u32(20).u64(0x7ffn)), 'check: Tgetattr of the root');
-          await ok(T.statfs, body((w) => w.u32(20)), 'check: Tstatfs');
-          await ok(T.clunk, body((w) => w.u32(20)), 'check: Tclunk');
+          await ok(
+            T.walk,
+            body((w) => w.u32(0).u32(20).u16(0)),
+            'check: Twalk (clone of the root)',
+          );
+          await ok(
+            T.getattr,
+            body((w) => w.u32(20).u64(0x7ffn)),
+            'check: Tgetattr of the root',
+          );
+          await ok(
+            T.statfs,
+            body((w) => w.u32(20)),
+            'check: Tstatfs',
+          );
+          await ok(
+            T.clunk,
+            body((w) => w.u32(20)),
+            'check: Tclunk',
+          );
           checkOutside(scratch);
           throwBugs(bugs);
         },

@@ -18,7 +18,17 @@ import { closeFd } from '../../../src/sys/fd.js';
 import { connectUnixSocket } from '../../../src/sys/sockets.js';
 import { createEventFd } from '../../../src/sys/eventfd.js';
 import { createMemfd } from '../../../src/sys/mem.js';
-import { FLAG_NEED_REPLY, FLAG_REPLY, FLAG_VERSION, MAX_PAYLOAD, Req, encodeMessage, u64Payload, vringStatePayload, type Message } from '../../../protocols/vhost-user/protocol.js';
+import {
+  FLAG_NEED_REPLY,
+  FLAG_REPLY,
+  FLAG_VERSION,
+  MAX_PAYLOAD,
+  Req,
+  encodeMessage,
+  u64Payload,
+  vringStatePayload,
+  type Message,
+} from '../../../protocols/vhost-user/protocol.js';
 import { Finding, withinMs, type FuzzTarget, type TargetInstance } from '../engine.js';
 import { bugLog, scratchExport, throwBugs } from './common.js';
 
@@ -93,13 +103,20 @@ class Conn {
   private waiters: ((m: Message) => void)[] = [];
 
   constructor(socketPath: string) {
-    this.sock = new MessageSocket(connectUnixSocket(socketPath), {
-      onMessage: (m) => {
-        for (const f of m.fds) closeFd(f);
-        if (m.request === Req.GET_FEATURES && (m.flags & FLAG_REPLY)) this.waiters.shift()?.(m);
+    this.sock = new MessageSocket(
+      connectUnixSocket(socketPath),
+      {
+        onMessage: (m) => {
+          for (const f of m.fds) closeFd(f);
+          if (m.request === Req.GET_FEATURES && m.flags & FLAG_REPLY) this.waiters.shift()?.(m);
+        },
+        onClose: () => {
+          this.closed = true;
+          for (const w of this.waiters.splice(0)) w({ request: -1, flags: 0, size: 0, payload: Buffer.alloc(0), fds: [] });
+        },
       },
-      onClose: () => { this.closed = true; for (const w of this.waiters.splice(0)) w({ request: -1, flags: 0, size: 0, payload: Buffer.alloc(0), fds: [] }); },
-    }, 1 << 16);
+      1 << 16,
+    );
     this.sock.start();
   }
 
@@ -145,7 +162,8 @@ export function vhostUserMessageTarget(): FuzzTarget {
           let frame = input.subarray(1);
           if (frame.length < 12) frame = Buffer.concat([frame, Buffer.alloc(12 - frame.length)]);
           const declared = frame.readUInt32LE(8);
-          if (declared <= MAX_PAYLOAD) frame = Buffer.concat([frame.subarray(0, 12 + declared), Buffer.alloc(Math.max(0, 12 + declared - frame.length))]);
+          if (declared <= MAX_PAYLOAD)
+            frame = Buffer.concat([frame.subarray(0, 12 + declared), Buffer.alloc(Math.max(0, 12 + declared - frame.length))]);
           const what = `request ${frame.readUInt32LE(0)} (${declared} payload bytes, ${fds.length} fds)`;
           conn.sock.send(frame, fds);
           for (const f of fds) closeFd(f);

@@ -20,7 +20,9 @@ const RING = { desc: A.userAddr, avail: A.userAddr + 0x100, used: A.userAddr + 0
 const DATA_GPA = 0x11000;
 const HEADER = 2 + 2 * SIZE;
 
-const NEXT = 1, WRITE = 2, INDIRECT = 4;
+const NEXT = 1,
+  WRITE = 2,
+  INDIRECT = 4;
 function desc(addr: number, len: number, flags: number, next = 0): Buffer {
   const b = Buffer.alloc(16);
   b.writeBigUInt64LE(BigInt(addr), 0);
@@ -72,7 +74,11 @@ export function virtqueueChainTarget(): FuzzTarget {
       const descBuf = ring(RING.desc, 16 * SIZE);
       const availBuf = ring(RING.avail, 6 + 2 * SIZE);
       const usedBuf = ring(RING.used, 6 + 8 * SIZE);
-      const rings = { desc: memory.viewUserRange(RING.desc, 16 * SIZE)!, avail: memory.viewUserRange(RING.avail, 6 + 2 * SIZE)!, used: memory.viewUserRange(RING.used, 6 + 8 * SIZE)! };
+      const rings = {
+        desc: memory.viewUserRange(RING.desc, 16 * SIZE)!,
+        avail: memory.viewUserRange(RING.avail, 6 + 2 * SIZE)!,
+        used: memory.viewUserRange(RING.used, 6 + 8 * SIZE)!,
+      };
 
       return {
         exec(raw: Buffer) {
@@ -88,15 +94,29 @@ export function virtqueueChainTarget(): FuzzTarget {
           availBuf.writeUInt16LE(count, 2);
           for (let i = 0; i < SIZE; i++) availBuf.writeUInt16LE(inp.readUInt16LE(2 + 2 * i), 4 + 2 * i);
           let fault: string | undefined;
-          const q = new SplitQueue({
-            index: 0, size: SIZE, memory, eventIdx: (inp[0]! & 2) !== 0, indirect: (inp[0]! & 1) !== 0, lastAvail: 0,
-            notify: () => {}, onFault: (f) => { fault = f; },
-          }, rings);
+          const q = new SplitQueue(
+            {
+              index: 0,
+              size: SIZE,
+              memory,
+              eventIdx: (inp[0]! & 2) !== 0,
+              indirect: (inp[0]! & 1) !== 0,
+              lastAvail: 0,
+              notify: () => {},
+              onFault: (f) => {
+                fault = f;
+              },
+            },
+            rings,
+          );
           const completed: { head: number; len: number }[] = [];
           let problem: string | undefined;
           q.drain((chain) => {
             let prevWritable = false;
-            for (const [list, writable] of [[chain.readable, false], [chain.writable, true]] as const) {
+            for (const [list, writable] of [
+              [chain.readable, false],
+              [chain.writable, true],
+            ] as const) {
               for (const v of list) {
                 const at = hostAddressOf(v);
                 const inside = at !== undefined && ranges.some((r) => at >= r.host && at + v.length <= r.host + r.size);
@@ -114,7 +134,8 @@ export function virtqueueChainTarget(): FuzzTarget {
           if (problem) throw new Finding('escape', problem);
           const pending = count & 0xffff;
           if (completed.length > pending) throw new Finding('property', `${completed.length} chains from ${pending} available entries`);
-          if (fault === undefined && pending <= SIZE && completed.length !== pending) throw new Finding('property', `${completed.length} of ${pending} chains popped and no fault`);
+          if (fault === undefined && pending <= SIZE && completed.length !== pending)
+            throw new Finding('property', `${completed.length} of ${pending} chains popped and no fault`);
           const usedIdx = usedBuf.readUInt16LE(2);
           if (usedIdx !== completed.length) throw new Finding('property', `used idx ${usedIdx} after ${completed.length} completions`);
           completed.forEach((c, i) => {
