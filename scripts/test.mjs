@@ -22,11 +22,14 @@ ensureDeps();
 //    for ext4);
 //  * uidmap (newuidmap, newgidmap) for --uid-map/--gid-map:
 //    test/sandbox/userns-map.test.ts and test/lab/libvirt-session.test.ts
-//    start duofs as an ordinary user with libvirt's session-mode maps.
+//    start duofs as an ordinary user with libvirt's session-mode maps;
+//  * attr (getfattr, setfattr) for the host side of test/fuse/xattr.test.ts
+//    and test/fuse/virtiofsd-options.test.ts.
 const has = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 const HOST_TOOLS = [
   { cmd: 'mkfs.btrfs', pkg: 'btrfs-progs', for: 'test/faults/real-quota.test.ts' },
   { cmd: 'newuidmap', pkg: 'uidmap', for: 'test/sandbox/userns-map.test.ts and test/lab/libvirt-session.test.ts' },
+  { cmd: 'getfattr', pkg: 'attr', for: 'test/fuse/xattr.test.ts and test/fuse/virtiofsd-options.test.ts' },
 ];
 const missing = process.getuid?.() === 0 ? HOST_TOOLS.filter((t) => !has(t.cmd)) : [];
 if (missing.length) {
