@@ -36,9 +36,16 @@ import {
   O_NOFOLLOW,
   accessPathFd,
   asProcess,
+  fstatfsOnPool,
+  getxattrOnPool,
+  listxattrOnPool,
   openatOnPool,
+  removexattrOnPool,
+  renameat2OnPool,
   reopenOnPool,
+  setxattrOnPool,
   statxOnPool,
+  unlinkatOnPool,
   close,
   fail,
   lseek,
@@ -327,7 +334,8 @@ export class LocalBackend implements Backend {
 
   // ---- metadata calls on the pool ------------------------------------------------
   // Where a stat or an open can wait on a server (FUSE, NFS, CIFS: FsSpeed
-  // 'remote'), lookup, getattr, open, opendir and readdir run their host calls on libuv's pool, so
+  // 'remote'), lookup, getattr, open, opendir, readdir, unlink, rename, statfs
+  // and the xattr calls run their host calls on libuv's pool, so
   // one slow name never holds up every other request. Only with the
   // process's own credentials: a pool thread carries those, not a caller's
   // (a 9P --9p-permissions host caller other than the daemon's user stays
@@ -417,8 +425,18 @@ export class LocalBackend implements Backend {
     return this.model.readlink(inode);
   }
 
-  statfs(inode: Inode): StatFs {
+  statfs(inode: Inode): Awaitable<StatFs> {
     // fstatfs refuses O_PATH fds on some kernels; the /proc path never does.
+    if (this.offloads(undefined, inode)) {
+      return this.holding(inode, async (pfd) => {
+        const fd = await reopenOnPool(pfd, O_PATH, inode.label);
+        try {
+          return await fstatfsOnPool(fd, inode.label);
+        } finally {
+          close(fd);
+        }
+      });
+    }
     const fd = openat(AT_FDCWD, procPath(inode.fd), O_PATH);
     try {
       return fstatfs(fd, inode.label);
@@ -678,7 +696,7 @@ export class LocalBackend implements Backend {
 
   // ---- removing and renaming --------------------------------------------------
 
-  unlink(c: Caller, parent: Inode, name: Buffer, flags: number): void {
+  unlink(c: Caller, parent: Inode, name: Buffer, flags: number): Awaitable<void> {
     this.checkName('unlink', name);
     if (isDot(name)) fail(Errno.EINVAL, 'unlink', printable(name));
     if (isDotDot(name)) fail(Errno.ENOTEMPTY, 'unlink', printable(name));
@@ -686,11 +704,15 @@ export class LocalBackend implements Backend {
     if (!parent.isDir) fail(Errno.ENOTDIR, 'unlink', printable(name));
     const removeDir = (flags & AT_REMOVEDIR) !== 0;
     this.model.beforeRemove(parent, name, removeDir);
+    const removed = () => this.model.removed({ parent, name }, removeDir);
+    if (this.offloads(c, parent)) {
+      return this.holding(parent, (fd) => unlinkatOnPool(fd, name, flags & AT_REMOVEDIR, printable(name))).then(removed);
+    }
     withCredentials(this.host(c), () => unlinkat(parent.fd, name, flags & AT_REMOVEDIR));
-    this.model.removed({ parent, name }, removeDir);
+    removed();
   }
 
-  rename(c: Caller, oldParent: Inode, oldName: Buffer, newParent: Inode, newName: Buffer, flags = 0): void {
+  rename(c: Caller, oldParent: Inode, oldName: Buffer, newParent: Inode, newName: Buffer, flags = 0): Awaitable<void> {
     this.checkName('rename', oldName);
     this.checkName('rename', newName);
     for (const n of [oldName, newName]) {
@@ -699,9 +721,16 @@ export class LocalBackend implements Backend {
     this.checkWritable('rename', printable(oldName));
     if (!oldParent.isDir || !newParent.isDir) fail(Errno.ENOTDIR, 'rename', printable(oldName));
     if (flags & ~7) fail(Errno.EINVAL, 'rename', `${printable(oldName)} flags ${flags}`);
-    withCredentials(this.host(c), () => renameat2(oldParent.fd, oldName, newParent.fd, newName, flags));
     const exchange = (flags & RENAME_EXCHANGE) !== 0;
-    this.model.renamed({ parent: oldParent, name: oldName }, { parent: newParent, name: newName }, exchange);
+    const renamed = () => this.model.renamed({ parent: oldParent, name: oldName }, { parent: newParent, name: newName }, exchange);
+    if (this.offloads(c, oldParent) || this.offloads(c, newParent)) {
+      const what = printable(oldName);
+      return this.holding(oldParent, (from) => this.holding(newParent, (to) => renameat2OnPool(from, oldName, to, newName, flags, what))).then(
+        renamed,
+      );
+    }
+    withCredentials(this.host(c), () => renameat2(oldParent.fd, oldName, newParent.fd, newName, flags));
+    renamed();
   }
 
   /** The live inode (not the root) now at (parent, name), if any (after a rename). */
@@ -883,16 +912,25 @@ export class LocalBackend implements Backend {
   // Privileged namespaces are judged by the caller even where host calls run
   // as the daemon (FUSE, as virtiofsd does).
 
-  getxattr(c: Caller, inode: Inode, name: Buffer): Buffer {
+  getxattr(c: Caller, inode: Inode, name: Buffer): Awaitable<Buffer> {
     const host = this.hostXattr('getxattr', inode, name, Errno.ENODATA);
     this.checkXattrPrivilege('getxattr', c, inode, name, 'read');
     if (inode.hostKind === S_IFLNK) fail(Errno.ENODATA, 'getxattr', `${inode.label} ${printable(name)}`);
+    if (this.offloads(c, inode)) return this.holding(inode, (fd) => getxattrOnPool(fd, host, inode.label));
     return withCredentials(this.host(c), () => getxattr(inode.fd, host, inode.label));
   }
 
-  listxattr(c: Caller, inode: Inode): Buffer[] {
+  listxattr(c: Caller, inode: Inode): Awaitable<Buffer[]> {
     if (inode.hostKind === S_IFLNK) return [];
-    const names = withCredentials(this.host(c), () => listxattr(inode.fd, inode.label));
+    if (this.offloads(c, inode)) return this.holding(inode, (fd) => listxattrOnPool(fd, inode.label)).then((names) => this.guestXattrNames(c, names));
+    return this.guestXattrNames(
+      c,
+      withCredentials(this.host(c), () => listxattr(inode.fd, inode.label)),
+    );
+  }
+
+  /** The host's names as this caller may see them: the model's own are hidden, privileged ones too for an unprivileged caller. */
+  private guestXattrNames(c: Caller, names: Buffer[]): Buffer[] {
     const everything = this.privileged(c);
     const out: Buffer[] = [];
     for (const n of names) {
@@ -909,21 +947,24 @@ export class LocalBackend implements Backend {
     this.checkXattrPrivilege('setxattr', c, inode, name, 'write');
   }
 
-  setxattr(c: Caller, inode: Inode, name: Buffer, value: Buffer, flags: number): void {
+  setxattr(c: Caller, inode: Inode, name: Buffer, value: Buffer, flags: number): Awaitable<void> {
     const host = this.hostXattr('setxattr', inode, name, Errno.EACCES);
     this.checkWritable('setxattr', inode.label);
     this.checkXattrPrivilege('setxattr', c, inode, name, 'write');
     if (value.length > XATTR_SIZE_MAX) fail(Errno.E2BIG, 'setxattr', `${inode.label} ${printable(name)}`);
     if (inode.hostKind === S_IFLNK) fail(Errno.EPERM, 'setxattr', `${inode.label} ${printable(name)}`);
     if (this.model.setAcl(inode, name, host, value, flags)) return;
+    // The value may be a view of guest memory: the pool thread reads a copy, which no device reset can unmap.
+    if (this.offloads(c, inode)) return this.holding(inode, (fd) => setxattrOnPool(fd, host, Buffer.from(value), flags, inode.label));
     withCredentials(this.host(c), () => setxattr(inode.fd, host, value, flags, inode.label));
   }
 
-  removexattr(c: Caller, inode: Inode, name: Buffer): void {
+  removexattr(c: Caller, inode: Inode, name: Buffer): Awaitable<void> {
     const host = this.hostXattr('removexattr', inode, name, Errno.EACCES);
     this.checkWritable('removexattr', inode.label);
     this.checkXattrPrivilege('removexattr', c, inode, name, 'write');
     if (inode.hostKind === S_IFLNK) fail(Errno.ENODATA, 'removexattr', `${inode.label} ${printable(name)}`);
+    if (this.offloads(c, inode)) return this.holding(inode, (fd) => removexattrOnPool(fd, host, inode.label));
     withCredentials(this.host(c), () => removexattr(inode.fd, host, inode.label));
   }
 }

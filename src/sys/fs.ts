@@ -2,7 +2,7 @@
 // the call and the object. `name` arguments are single path components as
 // raw bytes; the caller (the backend) has already refused '/', NUL, '.' and
 // '..' where they are not allowed.
-import { c, cstr, errno, EMPTY_PATH, openat2Raw } from './libc.js';
+import { c, cstr, errno, EMPTY_PATH, onPool, openat2Raw } from './libc.js';
 import { AT_EMPTY_PATH, AT_FDCWD, AT_SYMLINK_NOFOLLOW, O_CLOEXEC, O_NOFOLLOW, O_PATH, UTIME_OMIT } from './constants.js';
 import { SysError } from './errno.js';
 
@@ -227,4 +227,22 @@ export function openatOnPool(dirfd: number, name: Buffer, flags: number, what: s
 /** reopen() on libuv's pool (see statxOnPool): `pathFd` must stay open until the promise settles. */
 export function reopenOnPool(pathFd: number, flags: number, what = 'fd'): Promise<number> {
   return openatOnPool(AT_FDCWD, Buffer.from(procPath(pathFd)), flags & ~O_NOFOLLOW, what);
+}
+
+// The name calls that can wait on a server (NFS, FUSE), on libuv's pool: the
+// directory fds must stay open until the promise settles (the backend holds them).
+
+export async function unlinkatOnPool(dirfd: number, name: Buffer, flags: number, what: string): Promise<void> {
+  await onPool(c.unlinkat, [dirfd, cstr(name), flags], 'unlinkat', what);
+}
+
+export async function renameat2OnPool(
+  oldDirFd: number,
+  oldName: Buffer,
+  newDirFd: number,
+  newName: Buffer,
+  flags: number,
+  what: string,
+): Promise<void> {
+  await onPool(c.renameat2, [oldDirFd, cstr(oldName), newDirFd, cstr(newName), flags], 'renameat2', what);
 }

@@ -3,6 +3,7 @@
 // passed as pointers to their own memory (koffi does not copy them for
 // synchronous calls), so callers must NUL-terminate names (see cstr()).
 import koffi from 'koffi';
+import { Errno, SysError } from './errno.js';
 
 const lib = koffi.load('libc.so.6');
 
@@ -79,6 +80,26 @@ export const c = {
 };
 
 export const errno = (): number => koffi.errno();
+
+/** A koffi function's asynchronous form: the call runs on libuv's pool, `done` on the loop. */
+type PoolCallable = { async: (...args: unknown[]) => void };
+
+/**
+ * Runs one libc call on libuv's pool and resolves to its (non-negative)
+ * result; a negative one rejects with the SysError naming `op` and `what`.
+ * The argument array (paths, buffers) stays referenced until the call ends.
+ */
+export function onPool(fn: PoolCallable, args: unknown[], op: string, what: string): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    fn.async(...args, (err: unknown, r: number | bigint) => {
+      void args;
+      const ret = Number(r);
+      if (err) reject(new SysError(Errno.EIO, op, what));
+      else if (ret < 0) reject(new SysError(errno(), op, what));
+      else resolve(ret);
+    });
+  });
+}
 
 const SYS_setgroups = 116;
 const SYS_openat2 = 437;

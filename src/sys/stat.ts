@@ -1,5 +1,5 @@
 // statx(2) and fstatfs(2), decoded from their raw buffers into plain objects.
-import { c, cstr, errno, EMPTY_PATH } from './libc.js';
+import { c, cstr, errno, EMPTY_PATH, onPool } from './libc.js';
 import { AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, makedev } from './constants.js';
 import { SysError } from './errno.js';
 
@@ -93,7 +93,17 @@ const sfbuf = Buffer.alloc(120);
 
 export function fstatfs(fd: number, what = 'fd'): StatFs {
   if (c.fstatfs(fd, sfbuf) < 0) throw new SysError(errno(), 'fstatfs', what);
-  const b = sfbuf;
+  return decodeStatFs(sfbuf);
+}
+
+/** fstatfs(2) on libuv's pool (see statxOnPool). */
+export async function fstatfsOnPool(fd: number, what = 'fd'): Promise<StatFs> {
+  const out = Buffer.alloc(120);
+  await onPool(c.fstatfs, [fd, out], 'fstatfs', what);
+  return decodeStatFs(out);
+}
+
+function decodeStatFs(b: Buffer): StatFs {
   return {
     type: Number(b.readBigInt64LE(0)),
     bsize: Number(b.readBigInt64LE(8)),

@@ -1,11 +1,13 @@
 // A filesystem under the export whose metadata answers are slow (a FUSE
 // mount served by a second duofs whose every lookup and getattr reply comes
 // 250 ms late: DUOFS_TEST_DEFERRED_BACKEND, with --cache never so the kernel
-// asks each time). A lookup or getattr in there must not hold up another
-// client of the server above it: those calls run on the pool (issue 12).
+// asks each time). A lookup, getattr, open, readdir, unlink, rename, statfs
+// or xattr call in there must not hold up another client of the server
+// above it: those calls run on the pool (issue 12).
 // Asserted as an order, not a speed: the other client's requests are all
 // answered before the slow one.
 import { afterAll, beforeAll, expect, jest, test } from '@jest/globals';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -30,8 +32,10 @@ beforeAll(async () => {
   fs.mkdirSync(path.join(exp, 'slow'), { recursive: true });
   fs.mkdirSync(path.join(real, 'dir'));
   for (let i = 0; i < 8; i++) fs.writeFileSync(path.join(real, 'dir', `f${i}`), `file ${i}`);
+  for (const n of ['gone', 'moved']) fs.writeFileSync(path.join(real, n), n);
+  execFileSync('setfattr', ['-n', 'user.colour', '-v', 'blue', path.join(real, 'dir', 'f4')]);
   fs.writeFileSync(path.join(exp, 'here'), 'local');
-  slow = await SlowStorage.start(real, path.join(exp, 'slow'), 0, ['--sandbox', 'none'], { DUOFS_TEST_DEFERRED_BACKEND: `${LATE_MS}ms` });
+  slow = await SlowStorage.start(real, path.join(exp, 'slow'), 0, ['--sandbox', 'none', '--xattr'], { DUOFS_TEST_DEFERRED_BACKEND: `${LATE_MS}ms` });
 });
 
 afterAll(async () => {
@@ -129,4 +133,44 @@ test('an open on the slow filesystem does not hold up another client (threads en
     },
   );
   expect(order).toEqual([...others, 'slow']);
+});
+
+test('an unlink and a rename on the slow filesystem do not hold up another client (threads engine)', async () => {
+  const address = await serve('threads');
+  const up = (c: P9Client, dir: number) => {
+    const f = c.newFid();
+    return c.walk(dir, f, ['..']).then(() => f);
+  };
+  expect(await race(address, (c, top) => c.unlinkat(top, 'gone', 0), up)).toEqual([...others, 'slow']);
+  expect(fs.existsSync(path.join(base, 'real', 'gone'))).toBe(false);
+  expect(await race(address, (c, top) => c.renameat(top, 'moved', top, 'moved2'), up)).toEqual([...others, 'slow']);
+  expect(fs.readFileSync(path.join(base, 'real', 'moved2'), 'utf8')).toBe('moved');
+});
+
+test('a statfs and an xattr read on the slow filesystem do not hold up another client (threads engine)', async () => {
+  const address = await serve('threads');
+  let namelen = 0;
+  expect(
+    await race(address, async (c, dir) => {
+      namelen = (await c.statfs(dir)).namelen;
+    }),
+  ).toEqual([...others, 'slow']);
+  expect(namelen).toBe(255);
+  let value = '';
+  const order = await race(
+    address,
+    async (c, f) => {
+      const x = c.newFid();
+      const size = await c.xattrwalk(f, x, 'user.colour');
+      value = (await c.read(x, 0, Number(size))).toString();
+      await c.clunk(x);
+    },
+    async (c, dir) => {
+      const f = c.newFid();
+      await c.walk(dir, f, ['f4']);
+      return f;
+    },
+  );
+  expect(order).toEqual([...others, 'slow']);
+  expect(value).toBe('blue');
 });
