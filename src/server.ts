@@ -367,6 +367,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
       for (const v of vhostServers) v.close();
       for (const m of fuseMounts) m.close();
       await engine.close(); // calls still running end first: their fds and buffers stay valid until then
+      backend.close();
       for (const o of origins.values()) o.flush();
       for (const p of socketPaths) {
         try {

@@ -456,6 +456,15 @@ export class LocalBackend implements Backend {
     }
   }
 
+  /**
+   * Closes the export's fds: every inode's and the handle anchors. For the
+   * server's last step, once every session has ended and the engine has no
+   * call in flight; an inode used after this fails with ESTALE.
+   */
+  close(): void {
+    this.inodes.closeAll();
+  }
+
   /** syncfs(2) on the export's filesystem. */
   syncfs(): void {
     const d = this.opendirAs(undefined, this.root); // syncfs needs a real fd, not O_PATH

@@ -270,6 +270,20 @@ export class InodeTable {
     }
   }
 
+  /** Closes every fd the table holds (the server is stopping: no inode is used again). */
+  closeAll(): void {
+    for (const inode of this.byId.values()) {
+      if (inode.rawFd >= 0) close(inode.rawFd);
+      inode.dropFd();
+      inode.handle = undefined;
+    }
+    for (const fd of this.mountFds.values()) close(fd);
+    this.mountFds.clear();
+    this.byId.clear();
+    this.byKey.clear();
+    this.lru.clear();
+  }
+
   /** Keeps the root (and so every mount's anchor) from ever being evicted. */
   pin(inode: Inode): void {
     inode.pinned = true;
@@ -310,7 +324,8 @@ export class InodeTable {
   /** @internal reopens an evicted entry from its file handle. */
   reopen(inode: Inode): number {
     const mountFd = this.mountFds.get(inode.mntId);
-    if (!inode.handle || mountFd === undefined) throw new Error(`${inode.label} has neither fd nor handle`);
+    if (!inode.handle || mountFd === undefined)
+      throw new SysError(Errno.ESTALE, 'reopen', `${inode.label}: neither fd nor handle (the export is closed)`);
     const fd = openByHandle(mountFd, inode.handle, O_PATH | O_NOFOLLOW, inode.label);
     this.fdsHeld++;
     this.remember(inode, fd);
