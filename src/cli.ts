@@ -24,6 +24,7 @@ import {
   DEFAULT_SANDBOX,
   DEFAULT_SECCOMP,
   FUSE_FD_ENV,
+  LISTEN_ENV,
   SANDBOX_MODES,
   SECCOMP_MODES,
   supervised,
@@ -31,6 +32,17 @@ import {
   type SeccompMode,
 } from './sandbox/mode.js';
 import { superviseInNamespaces } from './sandbox/supervisor.js';
+import {
+  ActivationError,
+  assignListenFds,
+  decodeActivated,
+  encodeActivated,
+  listenFds,
+  remainingFlags,
+  type ActivatedSocket,
+  type ListenerFlags,
+} from './systemd/activation.js';
+import { setCloseOnExec } from './sys/fd.js';
 import { confine } from './sandbox/confine.js';
 import { prepareRoot } from './sandbox/root.js';
 import { checkUsernsMapsAllowed } from './sandbox/userns.js';
@@ -112,7 +124,28 @@ async function serve(argv: {
   const log = createLogger(argv.logLevel as LevelWithSilent, { format: argv.logFormat, syslog: argv.syslog });
 
   const logLimits = parseLogLimits(argv.logBurst, argv.logRate);
+  // Socket activation: read (and unset) LISTEN_* in the process systemd
+  // started; a server under the supervisor gets the assignment handed down.
+  const flags: ListenerFlags = {
+    virtiofsSocket: argv.virtiofsSocket ?? [],
+    ninepVhostSocket: argv['9pVhostSocket'] ?? [],
+    ninepSocket: argv['9pSocket'],
+    ninepTcp: argv['9pTcp'],
+  };
+  let activated: ActivatedSocket[];
+  if (supervised()) {
+    activated = decodeActivated(process.env[LISTEN_ENV]);
+    delete process.env[LISTEN_ENV];
+    for (const a of activated) setCloseOnExec(a.fd, true);
+  } else {
+    const inherited = listenFds();
+    if (inherited.ignored) log.info(inherited.ignored);
+    activated = assignListenFds(inherited.fds, flags);
+    for (const a of activated) log.info({ fd: a.fd, frontEnd: a.frontEnd, socket: a.where }, 'socket activation: inherited listener');
+  }
+  const left = remainingFlags(flags, activated);
   if (
+    !activated.length &&
     !argv['9pSocket'] &&
     !argv['9pTcp'] &&
     argv['9pFd'] === undefined &&
@@ -143,8 +176,10 @@ async function serve(argv: {
       namespaces: sandbox === 'namespace',
       argv: process.argv.slice(1),
       log,
-      inheritFds: [argv['9pFd'], argv.virtiofsFd].filter((fd): fd is number => fd !== undefined),
-      newNet: !argv['9pTcp'],
+      inheritFds: [argv['9pFd'], argv.virtiofsFd, ...activated.map((a) => a.fd)].filter((fd): fd is number => fd !== undefined),
+      // An inherited TCP socket keeps working in a new network namespace; one duofs must bind there would not.
+      newNet: !left.ninepTcp,
+      env: activated.length ? { [LISTEN_ENV]: encodeActivated(activated) } : {},
       fuse: argv.fuseMount ? { mountpoint: checkMountpoint(argv.fuseMount, sharedDir), maxWrite: defaultFuseOptions.maxWrite } : undefined,
       usernsMaps,
     });
@@ -167,9 +202,10 @@ async function serve(argv: {
   const d = await startDuofs({
     ...fsdev,
     sharedDir,
-    ninepSocket: argv['9pSocket'],
-    ninepTcp: argv['9pTcp'],
+    ninepSocket: left.ninepSocket,
+    ninepTcp: left.ninepTcp,
     ninepFd: argv['9pFd'],
+    activated,
     ninepMaxMsize: argv['9pMaxMsize'],
     ninepPermissions: argv['9pPermissions'],
     ninepMaxFids: positive('--9p-max-fids', argv['9pMaxFids']),
@@ -200,11 +236,11 @@ async function serve(argv: {
         },
         made,
       ),
-    virtiofsSocket: argv.virtiofsSocket,
+    virtiofsSocket: left.virtiofsSocket,
     virtiofsFd: argv.virtiofsFd,
     tag: argv.tag,
     numRequestQueues: argv.numRequestQueues,
-    ninepVhostSocket: argv['9pVhostSocket'],
+    ninepVhostSocket: left.ninepVhostSocket,
     ninepTag: argv['9pTag'] ?? fsdev.ninepTag ?? 'duofs9p',
     fuse: { cache: argv.cache, writeback: argv.writeback, xattr: argv.xattr, announceSubmounts: argv.announceSubmounts },
     log,
@@ -462,7 +498,7 @@ main(hideBin(process.argv)).catch((e: unknown) => {
   // A command line duofs cannot take (a refused --fsdev option, a bad
   // --translate-uid rule) is a usage error, exit 2 like yargs' own; a
   // failure to start or to convert is 1.
-  if (e instanceof CompatError || e instanceof IdMapError) {
+  if (e instanceof CompatError || e instanceof IdMapError || e instanceof ActivationError) {
     console.error(`duofs: ${e.message}`);
     process.exit(2);
   }

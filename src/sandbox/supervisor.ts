@@ -9,6 +9,8 @@
 //  * it mounts --fuse-mount here, in the host's mount namespace, and hands
 //    the /dev/fuse fd over (a mount made inside would be seen by no one);
 //  * it forwards SIGTERM, SIGINT and SIGHUP to the server;
+//  * it hands socket-activated listeners down at their numbers (LISTEN_PID
+//    could not name the server: unshare forks it);
 //  * when the server ends it unlinks the server's sockets (inside, those
 //    names mean files of the export), unmounts the FUSE mount, says in one
 //    line how the server ended — a seccomp kill included — and exits with
@@ -46,6 +48,8 @@ export interface SupervisorOptions {
   namespaces?: boolean;
   /** --uid-map/--gid-map (checked by checkUsernsMapsAllowed): the user namespace's maps, for a non-root supervisor */
   usernsMaps?: UsernsMaps;
+  /** more environment for the server (the socket-activated listeners) */
+  env?: Record<string, string>;
 }
 
 /** The unshare(1) options for the server's namespaces. */
@@ -132,6 +136,7 @@ export async function superviseInNamespaces(o: SupervisorOptions): Promise<numbe
   }
   const env: NodeJS.ProcessEnv = {
     ...process.env,
+    ...o.env,
     [STAGE_ENV]: namespaces ? 'namespace' : 'child',
     [CHANNEL_ENV]: String(channelAt),
     ...(fuseAt !== undefined ? { [FUSE_FD_ENV]: String(fuseAt) } : {}),
