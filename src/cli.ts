@@ -31,7 +31,7 @@ import {
   type SandboxMode,
   type SeccompMode,
 } from './sandbox/mode.js';
-import { superviseInNamespaces } from './sandbox/supervisor.js';
+import { reportToSupervisor, superviseInNamespaces } from './sandbox/supervisor.js';
 import {
   ActivationError,
   assignListenFds,
@@ -42,6 +42,7 @@ import {
   type ActivatedSocket,
   type ListenerFlags,
 } from './systemd/activation.js';
+import { ServiceNotifier } from './systemd/notify.js';
 import { setCloseOnExec } from './sys/fd.js';
 import { confine } from './sandbox/confine.js';
 import { prepareRoot } from './sandbox/root.js';
@@ -180,11 +181,14 @@ async function serve(argv: {
       // An inherited TCP socket keeps working in a new network namespace; one duofs must bind there would not.
       newNet: !left.ninepTcp,
       env: activated.length ? { [LISTEN_ENV]: encodeActivated(activated) } : {},
+      notifier: ServiceNotifier.fromEnv(log, { connect: false }),
       fuse: argv.fuseMount ? { mountpoint: checkMountpoint(argv.fuseMount, sharedDir), maxWrite: defaultFuseOptions.maxWrite } : undefined,
       usernsMaps,
     });
     process.exit(code);
   }
+  // The process systemd started notifies; connected now, before the root changes.
+  const notifier = supervised() ? undefined : ServiceNotifier.fromEnv(log, { connect: true });
   for (const note of spec?.notes ?? []) log.info({ fsdev: argv.fsdev }, note); // each option once: accepted, and how duofs differs
   const model = argv.securityModel ?? fsdev.securityModel ?? 'passthrough';
   // Handlers first: a signal during start-up (the sandbox takes a moment) is
@@ -253,6 +257,7 @@ async function serve(argv: {
       process.exit(1);
     }
     stopping = true;
+    notifier?.stopping();
     log.info({ signal }, 'shutting down: closing listeners and finishing requests');
     void d.close().then(() => process.exit(0));
   };
@@ -260,6 +265,10 @@ async function serve(argv: {
   process.off('SIGTERM', earlyTerm);
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // Every front-end listens and the server is confined and accepting: ready.
+  const status = `serving ${sharedDir} on ${d.frontEnds.join(', ')}`;
+  if (supervised()) reportToSupervisor({ ready: status });
+  else notifier?.ready(status);
   if (early) stop(early);
 }
 

@@ -1,7 +1,9 @@
-// Socket activation as systemd drives it: the CLI serves 9P (many clients
-// on one inherited listener), virtio-fs and virtio-9p on listening sockets
-// it inherits at fds 3, 4, ... (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES), in
-// and out of its sandbox, and never unlinks them. A LISTEN_* the command line cannot match is a usage error (exit
+// Socket activation and sd_notify as systemd drives them: the CLI serves
+// 9P (many clients on one inherited listener), virtio-fs and virtio-9p on
+// listening sockets it inherits at fds 3, 4, ... (LISTEN_PID, LISTEN_FDS,
+// LISTEN_FDNAMES), in and out of its sandbox, never unlinks them, and tells
+// a NOTIFY_SOCKET READY=1 with STATUS= once it serves and STOPPING=1 on
+// SIGTERM. A LISTEN_* the command line cannot match is a usage error (exit
 // 2) naming the fd; a LISTEN_PID that is not ours is ignored, as
 // sd_listen_fds does.
 import { afterEach, beforeAll, beforeEach, expect, jest, test } from '@jest/globals';
@@ -18,7 +20,7 @@ import { closeFd } from '../../src/sys/fd.js';
 import { ensureBuilt } from '../p9/harness.js';
 import { freePort } from '../support/diod.js';
 import { virtiofsWorkload } from '../sandbox/workload.js';
-import { bin, serverPid, startActivated, track, waitFor, type Daemon } from './harness.js';
+import { bin, notifyListener, serverPid, startActivated, track, waitFor, type Daemon, type NotifyListener } from './harness.js';
 
 jest.setTimeout(120_000);
 
@@ -56,6 +58,12 @@ function systemdSocket(name: string): { path: string; fd: number } {
   return { path: p, fd };
 }
 
+async function notify(address = path.join(tmp, 'notify.sock')): Promise<NotifyListener> {
+  const l = await notifyListener(address);
+  cleanups.push(() => l.close());
+  return l;
+}
+
 async function readHello(addr: string): Promise<{ c: P9Client; root: number; text: string }> {
   const { c, root } = await P9Client.session(addr, { aname: exportDir });
   const f = c.newFid();
@@ -78,39 +86,56 @@ async function driveAll(ninep: string, vfs: string): Promise<void> {
 
 for (const sandbox of ['none', 'chroot', 'namespace'] as const) {
   const t = sandbox === 'none' ? test : asRoot;
-  t(`--sandbox ${sandbox}: named fds serve 9P (two clients on one fd) and virtio-fs; sockets left in place`, async () => {
-    const ninep = systemdSocket('9p.sock');
-    const vfs = systemdSocket('vfs.sock');
-    const inoBefore = [fs.statSync(ninep.path).ino, fs.statSync(vfs.path).ino];
-    const d = startActivated(['--shared-dir', exportDir, '--sandbox', sandbox, '--xattr'], {
-      fds: [ninep.fd, vfs.fd],
-      names: ['9p', 'virtiofs'],
-    });
-    daemons.push(d);
-    await waitFor(() => d.err().includes('seccomp: '), 'the server to confine itself');
-    expect(d.err()).toMatch(/socket activation: inherited listener fd=3 frontEnd=9p/);
-    if (sandbox === 'namespace') {
-      // the server did not get LISTEN_* (it is not LISTEN_PID)
-      const env = fs.readFileSync(`/proc/${serverPid(d.proc.pid!)}/environ`, 'utf8').split('\0');
-      expect(env.filter((v) => /^LISTEN_/.test(v))).toEqual([]);
-      expect(env.some((v) => v.startsWith('DUOFS_SANDBOX_STAGE=namespace'))).toBe(true);
-    }
-    await driveAll(ninep.path, vfs.path);
-    d.proc.kill('SIGTERM');
-    expect((await d.exited).code).toBe(0);
-    // systemd's sockets: still there, the same files
-    expect([fs.statSync(ninep.path).ino, fs.statSync(vfs.path).ino]).toEqual(inoBefore);
-  });
+  t(
+    `--sandbox ${sandbox}: named fds serve 9P (two clients on one fd) and virtio-fs; READY=1 with STATUS=, STOPPING=1; sockets left in place`,
+    async () => {
+      const ninep = systemdSocket('9p.sock');
+      const vfs = systemdSocket('vfs.sock');
+      const inoBefore = [fs.statSync(ninep.path).ino, fs.statSync(vfs.path).ino];
+      // chroot: the notify socket lies outside the export, so only a socket connected before the root changed reaches it
+      const n = await notify();
+      const d = startActivated(['--shared-dir', exportDir, '--sandbox', sandbox, '--xattr'], {
+        fds: [ninep.fd, vfs.fd],
+        names: ['9p', 'virtiofs'],
+        env: { NOTIFY_SOCKET: n.address },
+      });
+      daemons.push(d);
+      await waitFor(() => n.messages.some((m) => m.includes('READY=1')), 'READY=1');
+      const ready = n.messages.find((m) => m.includes('READY=1'))!;
+      expect(ready.split('\n')).toEqual([
+        'READY=1',
+        `STATUS=serving ${exportDir} on 9P unix:${ninep.path} (fd 3), virtio-fs unix:${vfs.path} (fd 4)`,
+      ]);
+      expect(n.messages.some((m) => m.includes('MAINPID='))).toBe(false);
+      expect(d.err()).toMatch(/socket activation: inherited listener fd=3 frontEnd=9p/);
+      if (sandbox === 'namespace') {
+        // the server got neither LISTEN_* (it is not LISTEN_PID) nor NOTIFY_SOCKET (the supervisor notifies)
+        const env = fs.readFileSync(`/proc/${serverPid(d.proc.pid!)}/environ`, 'utf8').split('\0');
+        expect(env.filter((v) => /^(LISTEN_|NOTIFY_SOCKET=)/.test(v))).toEqual([]);
+        expect(env.some((v) => v.startsWith('DUOFS_SANDBOX_STAGE=namespace'))).toBe(true);
+      }
+      await driveAll(ninep.path, vfs.path);
+      d.proc.kill('SIGTERM');
+      expect((await d.exited).code).toBe(0);
+      await waitFor(() => n.messages.some((m) => m.startsWith('STOPPING=1')), 'STOPPING=1', 5000);
+      expect(n.messages.filter((m) => m.startsWith('STOPPING=1'))).toHaveLength(1);
+      // systemd's sockets: still there, the same files
+      expect([fs.statSync(ninep.path).ino, fs.statSync(vfs.path).ino]).toEqual(inoBefore);
+    },
+  );
 }
 
-asRoot('systemd-socket-activate: 9p-vhost by name, unnamed TCP matched to --9p-tcp in a new net namespace', async () => {
+asRoot('systemd-socket-activate: an abstract NOTIFY_SOCKET, 9p-vhost by name, unnamed TCP matched to --9p-tcp in a new net namespace', async () => {
   if (!haveActivate) throw new Error('systemd-socket-activate is not installed');
   const port = await freePort();
   const vhost9p = path.join(tmp, '9pv.sock');
+  const n = await notify(`@duofs-test-${process.pid}-${Date.now()}`);
   // --fdname names the -l sockets in order; the TCP one is "unknown", systemd's own word for unnamed
   const proc = spawn(
     '/usr/bin/systemd-socket-activate',
     [
+      '-E',
+      'NOTIFY_SOCKET',
       '-l',
       vhost9p,
       '-l',
@@ -126,7 +151,7 @@ asRoot('systemd-socket-activate: 9p-vhost by name, unnamed TCP matched to --9p-t
       '--log-format',
       'text',
     ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NOTIFY_SOCKET: n.address } },
   );
   const d = track(proc);
   daemons.push(d);
@@ -134,8 +159,10 @@ asRoot('systemd-socket-activate: 9p-vhost by name, unnamed TCP matched to --9p-t
   // systemd-socket-activate starts duofs on the first connection; this one waits in the backlog meanwhile
   const first = await readHello(`127.0.0.1:${port}`);
   expect(first.text).toBe('hello\n');
-  expect(d.err()).toMatch(/inherited listener fd=3 frontEnd=9p-vhost/);
-  expect(d.err()).toMatch(/inherited listener fd=4 frontEnd=9p/);
+  await waitFor(() => n.messages.some((m) => m.includes('READY=1')), 'READY=1');
+  expect(n.messages.find((m) => m.includes('READY=1'))).toContain(
+    `STATUS=serving ${exportDir} on 9P tcp:127.0.0.1:${port} (fd 4), virtio-9p unix:${vhost9p} (fd 3)`,
+  );
   // the flag's address was not bound again (that would be EADDRINUSE), and the server has a net namespace of its own
   expect(d.err()).not.toMatch(/address in use|keeps the host network namespace/);
   const second = await readHello(`127.0.0.1:${port}`);
@@ -146,6 +173,7 @@ asRoot('systemd-socket-activate: 9p-vhost by name, unnamed TCP matched to --9p-t
   fe.close();
   proc.kill('SIGTERM');
   expect((await d.exited).code).toBe(0);
+  await waitFor(() => n.messages.some((m) => m.startsWith('STOPPING=1')), 'STOPPING=1', 5000);
   expect(fs.existsSync(vhost9p)).toBe(true);
 });
 

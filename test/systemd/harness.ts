@@ -1,10 +1,13 @@
 // Plays systemd for the CLI: listening sockets made here and passed at fds
 // 3, 4, ... with LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES (through `sh -c
 // 'LISTEN_PID=$$ exec ...'`, as the service manager sets them between fork
-// and exec), or through systemd-socket-activate.
+// and exec), or through systemd-socket-activate; and a NOTIFY_SOCKET (a unix
+// datagram socket, bound by a small python3 process: Node has none) that
+// collects what duofs notifies.
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -47,6 +50,44 @@ export async function waitFor(cond: () => boolean, what: string, ms = 30_000): P
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/** A fake service manager's notification socket: every datagram received, in order. */
+export interface NotifyListener {
+  /** what NOTIFY_SOCKET is set to: the path, or '@name' for an abstract socket */
+  address: string;
+  messages: string[];
+  close(): void;
+}
+
+const LISTENER = `
+import socket, sys, json
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+a = sys.argv[1]
+s.bind('\\0' + a[1:] if a.startswith('@') else a)
+print(json.dumps('bound'), flush=True)
+while True:
+    print(json.dumps(s.recv(65536).decode()), flush=True)
+`;
+
+export async function notifyListener(address: string): Promise<NotifyListener> {
+  const p = spawn('python3', ['-u', '-c', LISTENER, address], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const messages: string[] = [];
+  let bound = false;
+  createInterface({ input: p.stdout! }).on('line', (l) => {
+    const m = JSON.parse(l) as string;
+    if (m === 'bound' && !bound) bound = true;
+    else messages.push(m);
+  });
+  await waitFor(() => bound, 'the notify socket');
+  return {
+    address,
+    messages,
+    close: () => {
+      p.kill('SIGKILL');
+      if (!address.startsWith('@')) fs.rmSync(address, { force: true });
+    },
+  };
 }
 
 /** The server's pid: the supervisor's grandchild (unshare --fork's child), or the process itself. */

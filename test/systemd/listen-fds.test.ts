@@ -1,6 +1,7 @@
-// The rules of src/systemd/activation.ts that the CLI tests reach only at
-// a cost: how LISTEN_* is read and unset, which sockets a front-end
-// refuses, which flags an inherited socket stands for.
+// The rules of src/systemd/activation.ts and src/sys/notify-socket.ts that
+// the CLI tests reach only at a cost: how LISTEN_* is read and unset, which
+// sockets a front-end refuses, which flags an inherited socket stands for,
+// and how a NOTIFY_SOCKET value becomes an address.
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -9,6 +10,7 @@ import path from 'node:path';
 import { ActivationError, assignListenFds, listenFds, remainingFlags } from '../../src/systemd/activation.js';
 import { listenUnixSocket } from '../../src/sys/sockets.js';
 import { closeFd } from '../../src/sys/fd.js';
+import { notifyAddress } from '../../src/sys/notify-socket.js';
 
 let tmp: string;
 let unixFd: number;
@@ -68,4 +70,11 @@ test('an inherited socket stands for the flag with its address, and only that fl
   );
   // a bare port means loopback, as --9p-tcp does
   expect(assignListenFds([{ fd: tcpFd }], { ...none, ninepTcp: String(tcpPort) })[0]!.replaces).toBe(String(tcpPort));
+});
+
+test('NOTIFY_SOCKET: a path is NUL-terminated, @name is abstract (a leading NUL, no terminator), anything else is refused', () => {
+  expect([...notifyAddress('/run/n')]).toEqual([1, 0, ...Buffer.from('/run/n'), 0]);
+  expect([...notifyAddress('@n')]).toEqual([1, 0, 0, ...Buffer.from('n')]);
+  expect(() => notifyAddress('run/n')).toThrow(/EINVAL/);
+  expect(() => notifyAddress(`/${'x'.repeat(200)}`)).toThrow(/ENAMETOOLONG/);
 });
