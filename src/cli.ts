@@ -302,7 +302,8 @@ export async function main(args: string[]): Promise<void> {
           })
           .option('virtiofs-fd', {
             type: 'number',
-            describe: 'virtio-fs on an inherited, already listening unix socket fd (socket activation, libvirt)',
+            describe:
+              'virtio-fs on an inherited, already listening unix socket fd (libvirt); systemd socket activation (LISTEN_FDS) needs no flag: FileDescriptorName=virtiofs, 9p-vhost or 9p, see docs/operator-guide.md',
           })
           .option('tag', {
             type: 'string',
@@ -450,7 +451,11 @@ export async function main(args: string[]): Promise<void> {
             describe: 'lines of one kind per peer per minute once the burst is spent',
           })
           .example('$0 serve --shared-dir /srv/share --9p-socket /run/duofs/share.sock', 'serve /srv/share over a unix socket')
-          .example('$0 serve --shared-dir /srv/share --9p-tcp 5640', 'serve on 127.0.0.1:5640 (mount -t 9p -o trans=tcp,port=5640)'),
+          .example('$0 serve --shared-dir /srv/share --9p-tcp 5640', 'serve on 127.0.0.1:5640 (mount -t 9p -o trans=tcp,port=5640)')
+          .example(
+            'systemd-socket-activate -l /run/vfs.sock --fdname=virtiofs $0 serve --shared-dir /srv/share',
+            'virtio-fs on a socket-activated listener (share/systemd/ has units); READY=1 goes to $NOTIFY_SOCKET',
+          ),
       (argv) => serve(argv as never),
     )
     .command(
