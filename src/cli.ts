@@ -142,6 +142,9 @@ async function serve(argv: {
     const inherited = listenFds();
     if (inherited.ignored) log.info(inherited.ignored);
     activated = assignListenFds(inherited.fds, flags);
+    for (const [flag, fd] of [['--9p-fd', argv['9pFd']] as const, ['--virtiofs-fd', argv.virtiofsFd] as const])
+      if (fd !== undefined && activated.some((a) => a.fd === fd))
+        throw new ActivationError(`${flag} ${fd}: that fd is a socket-activated listener already (LISTEN_FDS); drop the flag`);
     for (const a of activated) log.info({ fd: a.fd, frontEnd: a.frontEnd, socket: a.where }, 'socket activation: inherited listener');
   }
   const left = remainingFlags(flags, activated);

@@ -235,4 +235,5 @@ test('LISTEN_FDS the command line cannot match: exit 2, naming the fd', async ()
   theirs.destroy();
   srv.close();
   expect(await bad([s.fd], ['virtiofs', '9p'])).toMatch(/LISTEN_FDNAMES=virtiofs:9p names 2 fds, LISTEN_FDS=1 passes 1/);
+  expect(await bad([s.fd], ['virtiofs'], ['--virtiofs-fd', '3'])).toMatch(/--virtiofs-fd 3: that fd is a socket-activated listener already/);
 });
