@@ -51,7 +51,10 @@ const pages = {
       ['SERVE', verbatim(help('duofs.js', ['serve', '--help']))],
       ['CONVERT', verbatim(help('duofs.js', ['convert', '--help']))],
       ['BENCH', verbatim(help('duofs.js', ['bench', '--help']))],
-      ['EXIT STATUS', '0 on success; 1 when duofs cannot start or convert; 2 for a command line it does not take.'],
+      [
+        'EXIT STATUS',
+        '0 on success; 1 when duofs cannot start or convert; 2 for a command line it does not take, and for socket-activated fds (LISTEN_FDS) it cannot match to a front-end.',
+      ],
     ],
   ),
   'duofs-virtiofsd.1': page(

@@ -24,13 +24,26 @@ import {
   DEFAULT_SANDBOX,
   DEFAULT_SECCOMP,
   FUSE_FD_ENV,
+  LISTEN_ENV,
   SANDBOX_MODES,
   SECCOMP_MODES,
   supervised,
   type SandboxMode,
   type SeccompMode,
 } from './sandbox/mode.js';
-import { superviseInNamespaces } from './sandbox/supervisor.js';
+import { reportToSupervisor, superviseInNamespaces } from './sandbox/supervisor.js';
+import {
+  ActivationError,
+  assignListenFds,
+  decodeActivated,
+  encodeActivated,
+  listenFds,
+  remainingFlags,
+  type ActivatedSocket,
+  type ListenerFlags,
+} from './systemd/activation.js';
+import { ServiceNotifier } from './systemd/notify.js';
+import { setCloseOnExec } from './sys/fd.js';
 import { confine } from './sandbox/confine.js';
 import { prepareRoot } from './sandbox/root.js';
 import { checkUsernsMapsAllowed } from './sandbox/userns.js';
@@ -112,7 +125,31 @@ async function serve(argv: {
   const log = createLogger(argv.logLevel as LevelWithSilent, { format: argv.logFormat, syslog: argv.syslog });
 
   const logLimits = parseLogLimits(argv.logBurst, argv.logRate);
+  // Socket activation: read (and unset) LISTEN_* in the process systemd
+  // started; a server under the supervisor gets the assignment handed down.
+  const flags: ListenerFlags = {
+    virtiofsSocket: argv.virtiofsSocket ?? [],
+    ninepVhostSocket: argv['9pVhostSocket'] ?? [],
+    ninepSocket: argv['9pSocket'],
+    ninepTcp: argv['9pTcp'],
+  };
+  let activated: ActivatedSocket[];
+  if (supervised()) {
+    activated = decodeActivated(process.env[LISTEN_ENV]);
+    delete process.env[LISTEN_ENV];
+    for (const a of activated) setCloseOnExec(a.fd, true);
+  } else {
+    const inherited = listenFds();
+    if (inherited.ignored) log.info(inherited.ignored);
+    activated = assignListenFds(inherited.fds, flags);
+    for (const [flag, fd] of [['--9p-fd', argv['9pFd']] as const, ['--virtiofs-fd', argv.virtiofsFd] as const])
+      if (fd !== undefined && activated.some((a) => a.fd === fd))
+        throw new ActivationError(`${flag} ${fd}: that fd is a socket-activated listener already (LISTEN_FDS); drop the flag`);
+    for (const a of activated) log.info({ fd: a.fd, frontEnd: a.frontEnd, socket: a.where }, 'socket activation: inherited listener');
+  }
+  const left = remainingFlags(flags, activated);
   if (
+    !activated.length &&
     !argv['9pSocket'] &&
     !argv['9pTcp'] &&
     argv['9pFd'] === undefined &&
@@ -143,13 +180,18 @@ async function serve(argv: {
       namespaces: sandbox === 'namespace',
       argv: process.argv.slice(1),
       log,
-      inheritFds: [argv['9pFd'], argv.virtiofsFd].filter((fd): fd is number => fd !== undefined),
-      newNet: !argv['9pTcp'],
+      inheritFds: [argv['9pFd'], argv.virtiofsFd, ...activated.map((a) => a.fd)].filter((fd): fd is number => fd !== undefined),
+      // An inherited TCP socket keeps working in a new network namespace; one duofs must bind there would not.
+      newNet: !left.ninepTcp,
+      env: activated.length ? { [LISTEN_ENV]: encodeActivated(activated) } : {},
+      notifier: ServiceNotifier.fromEnv(log, { connect: false }),
       fuse: argv.fuseMount ? { mountpoint: checkMountpoint(argv.fuseMount, sharedDir), maxWrite: defaultFuseOptions.maxWrite } : undefined,
       usernsMaps,
     });
     process.exit(code);
   }
+  // The process systemd started notifies; connected now, before the root changes.
+  const notifier = supervised() ? undefined : ServiceNotifier.fromEnv(log, { connect: true });
   for (const note of spec?.notes ?? []) log.info({ fsdev: argv.fsdev }, note); // each option once: accepted, and how duofs differs
   const model = argv.securityModel ?? fsdev.securityModel ?? 'passthrough';
   // Handlers first: a signal during start-up (the sandbox takes a moment) is
@@ -167,9 +209,10 @@ async function serve(argv: {
   const d = await startDuofs({
     ...fsdev,
     sharedDir,
-    ninepSocket: argv['9pSocket'],
-    ninepTcp: argv['9pTcp'],
+    ninepSocket: left.ninepSocket,
+    ninepTcp: left.ninepTcp,
     ninepFd: argv['9pFd'],
+    activated,
     ninepMaxMsize: argv['9pMaxMsize'],
     ninepPermissions: argv['9pPermissions'],
     ninepMaxFids: positive('--9p-max-fids', argv['9pMaxFids']),
@@ -200,11 +243,11 @@ async function serve(argv: {
         },
         made,
       ),
-    virtiofsSocket: argv.virtiofsSocket,
+    virtiofsSocket: left.virtiofsSocket,
     virtiofsFd: argv.virtiofsFd,
     tag: argv.tag,
     numRequestQueues: argv.numRequestQueues,
-    ninepVhostSocket: argv['9pVhostSocket'],
+    ninepVhostSocket: left.ninepVhostSocket,
     ninepTag: argv['9pTag'] ?? fsdev.ninepTag ?? 'duofs9p',
     fuse: { cache: argv.cache, writeback: argv.writeback, xattr: argv.xattr, announceSubmounts: argv.announceSubmounts },
     log,
@@ -217,6 +260,7 @@ async function serve(argv: {
       process.exit(1);
     }
     stopping = true;
+    notifier?.stopping();
     log.info({ signal }, 'shutting down: closing listeners and finishing requests');
     void d.close().then(() => process.exit(0));
   };
@@ -224,6 +268,10 @@ async function serve(argv: {
   process.off('SIGTERM', earlyTerm);
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // Every front-end listens and the server is confined and accepting: ready.
+  const status = `serving ${sharedDir} on ${d.frontEnds.join(', ')}`;
+  if (supervised()) reportToSupervisor({ ready: status });
+  else notifier?.ready(status);
   if (early) stop(early);
 }
 
@@ -257,7 +305,8 @@ export async function main(args: string[]): Promise<void> {
           })
           .option('virtiofs-fd', {
             type: 'number',
-            describe: 'virtio-fs on an inherited, already listening unix socket fd (socket activation, libvirt)',
+            describe:
+              'virtio-fs on an inherited, already listening unix socket fd (libvirt); systemd socket activation (LISTEN_FDS) needs no flag: FileDescriptorName=virtiofs, 9p-vhost or 9p, see docs/operator-guide.md',
           })
           .option('tag', {
             type: 'string',
@@ -405,7 +454,11 @@ export async function main(args: string[]): Promise<void> {
             describe: 'lines of one kind per peer per minute once the burst is spent',
           })
           .example('$0 serve --shared-dir /srv/share --9p-socket /run/duofs/share.sock', 'serve /srv/share over a unix socket')
-          .example('$0 serve --shared-dir /srv/share --9p-tcp 5640', 'serve on 127.0.0.1:5640 (mount -t 9p -o trans=tcp,port=5640)'),
+          .example('$0 serve --shared-dir /srv/share --9p-tcp 5640', 'serve on 127.0.0.1:5640 (mount -t 9p -o trans=tcp,port=5640)')
+          .example(
+            'systemd-socket-activate -l /run/vfs.sock --fdname=virtiofs $0 serve --shared-dir /srv/share',
+            'virtio-fs on a socket-activated listener (share/systemd/ has units); READY=1 goes to $NOTIFY_SOCKET',
+          ),
       (argv) => serve(argv as never),
     )
     .command(
@@ -462,7 +515,7 @@ main(hideBin(process.argv)).catch((e: unknown) => {
   // A command line duofs cannot take (a refused --fsdev option, a bad
   // --translate-uid rule) is a usage error, exit 2 like yargs' own; a
   // failure to start or to convert is 1.
-  if (e instanceof CompatError || e instanceof IdMapError) {
+  if (e instanceof CompatError || e instanceof IdMapError || e instanceof ActivationError) {
     console.error(`duofs: ${e.message}`);
     process.exit(2);
   }

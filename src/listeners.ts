@@ -101,6 +101,22 @@ export async function listenUnix(path: string, onConnection: (s: Socket) => void
   return server;
 }
 
+/**
+ * Serves an inherited, already listening stream socket (socket activation):
+ * unix or TCP, many clients on the one fd. Its file, if any, is the socket
+ * unit's: nothing here unlinks it.
+ */
+export async function listenInherited(fd: number, where: string, onConnection: (s: Socket) => void, log?: Logger): Promise<Server> {
+  const server = createServer({ noDelay: true }, onConnection);
+  await startListening(
+    server,
+    (ready) => server.listen({ fd }, ready),
+    (e) => `cannot listen on the inherited ${where}: ${e.code ?? e.message}`,
+  );
+  keepListening(server, where, log);
+  return server;
+}
+
 export interface HostPort {
   host: string;
   port: number;

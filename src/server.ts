@@ -13,7 +13,8 @@ import { acquireServeLock, ExportInUseError } from './convert/in-use.js';
 import { IdMap } from '../security/id-map.js';
 import { createLogger, type Logger } from './log.js';
 import { DEFAULT_LOG_LIMITS, PeerLog, type LogLimits } from './log-limit.js';
-import { listenTcp, listenUnix, parseHostPort, StartupError, type HostPort } from './listeners.js';
+import { listenInherited, listenTcp, listenUnix, parseHostPort, StartupError, type HostPort } from './listeners.js';
+import type { ActivatedSocket } from './systemd/activation.js';
 import { HostUsers } from '../security/host-users.js';
 import { StreamConnection } from '../protocols/9p/stream.js';
 import type { NinepPermissions, SessionContext } from '../protocols/9p/session.js';
@@ -60,6 +61,12 @@ export interface ServeOptions {
   ninepTcp?: string;
   /** 9P over an inherited, already connected stream fd */
   ninepFd?: number;
+  /**
+   * Listening sockets systemd made (socket activation, src/systemd/activation.ts),
+   * each assigned to a front-end. Served as they are and never unlinked: the
+   * socket unit owns them.
+   */
+  activated?: readonly ActivatedSocket[];
   /** the largest msize offered to 9P clients */
   ninepMaxMsize?: number;
   /**
@@ -110,6 +117,8 @@ export interface Duofs {
   readonly ninepTcpAddress: HostPort | undefined;
   /** live 9P connections */
   readonly connections: ReadonlySet<StreamConnection>;
+  /** every front-end serving, for people: "virtio-fs unix:/run/x.sock", "9P tcp:127.0.0.1:564", ... (systemd's STATUS=) */
+  readonly frontEnds: readonly string[];
   /** Stops listening, lets running requests finish, closes everything. */
   close(): Promise<void>;
 }
@@ -212,12 +221,14 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
   // groups only it knows). See docs/operator-guide.md.
   const streamCtx: SessionContext = { ...ctx, permissions: opts.ninepPermissions ?? 'host' };
   const deviceCtx: SessionContext = { ...ctx, permissions: opts.ninepPermissions ?? 'guest' };
+  const activated = opts.activated ?? [];
+  const frontEnds: string[] = [];
   if (backend.model.callerCredentials) {
     const on = (c: SessionContext, any: boolean) => (any ? c.permissions : undefined);
     log.info(
       {
-        streams: on(streamCtx, !!(opts.ninepSocket || opts.ninepTcp || opts.ninepFd !== undefined)),
-        virtio9p: on(deviceCtx, list(opts.ninepVhostSocket).length > 0),
+        streams: on(streamCtx, !!(opts.ninepSocket || opts.ninepTcp || opts.ninepFd !== undefined || activated.some((a) => a.frontEnd === '9p'))),
+        virtio9p: on(deviceCtx, list(opts.ninepVhostSocket).length > 0 || activated.some((a) => a.frontEnd === '9p-vhost')),
       },
       '9p permissions: guest = the client kernel decides (QEMU), host = the host decides as the attached uid (diod)',
     );
@@ -280,25 +291,35 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     if (opts.ninepSocket) {
       servers.push(await listenUnix(opts.ninepSocket, accept(`unix:${opts.ninepSocket}`), log));
       socketPaths.push(opts.ninepSocket);
+      frontEnds.push(`9P unix:${opts.ninepSocket}`);
       log.info({ socket: opts.ninepSocket, export: opts.sharedDir }, 'serving 9P2000.L on a unix socket');
     }
     if (opts.ninepTcp) {
       const { server, address } = await listenTcp(parseHostPort(opts.ninepTcp), accept('tcp'), log);
       servers.push(server);
       ninepTcpAddress = address;
+      frontEnds.push(`9P tcp:${address.host}:${address.port}`);
       log.info({ tcp: `${address.host}:${address.port}`, export: opts.sharedDir }, 'serving 9P2000.L over TCP');
     }
     if (opts.ninepFd !== undefined) {
       accept(`fd:${opts.ninepFd}`)(new Socket({ fd: opts.ninepFd, readable: true, writable: true }));
+      frontEnds.push(`9P fd ${opts.ninepFd}`);
       log.info({ fd: opts.ninepFd, export: opts.sharedDir }, 'serving 9P2000.L on an inherited fd');
     }
+    // Socket activation: one listener per inherited 9P socket, many clients each.
+    for (const a of activated.filter((x) => x.frontEnd === '9p')) {
+      servers.push(await listenInherited(a.fd, a.where, accept(a.where.replace(/ \(fd \d+\)$/, '')), log));
+      frontEnds.push(`9P ${a.where}`);
+      log.info({ socket: a.where, export: opts.sharedDir }, 'serving 9P2000.L on a socket-activated listener');
+    }
     // One vhost-user device per socket: each serves one guest at a time, all on this backend.
-    const vfsTargets: ({ socketPath: string } | { listenFd: number })[] = [
-      ...list(opts.virtiofsSocket).map((socketPath) => ({ socketPath })),
-      ...(opts.virtiofsFd !== undefined ? [{ listenFd: opts.virtiofsFd }] : []),
+    type Target = ({ socketPath: string } | { listenFd: number }) & { where: string };
+    const vfsTargets: Target[] = [
+      ...list(opts.virtiofsSocket).map((socketPath) => ({ socketPath, where: socketPath })),
+      ...(opts.virtiofsFd !== undefined ? [{ listenFd: opts.virtiofsFd, where: `fd ${opts.virtiofsFd}` }] : []),
+      ...activated.filter((a) => a.frontEnd === 'virtiofs').map((a) => ({ listenFd: a.fd, where: a.where })),
     ];
-    for (const target of vfsTargets) {
-      const where = 'socketPath' in target ? target.socketPath : `fd ${target.listenFd}`;
+    for (const { where, ...target } of vfsTargets) {
       const tag = opts.tag ?? 'duofs';
       const device = new VirtioFsDevice(
         { backend: api, log, options: fuseOptions, logLimits },
@@ -310,24 +331,32 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
       );
       vhostServers.push(listenVhostUser({ device, logger: log, logLimits, ...target, deferAccept: opts.confine !== undefined }));
       if ('socketPath' in target) socketPaths.push(target.socketPath);
+      frontEnds.push(`virtio-fs ${'socketPath' in target ? `unix:${where}` : where}`);
       log.info({ socket: where, tag, export: opts.sharedDir }, 'serving virtio-fs (vhost-user-fs)');
     }
-    for (const socketPath of list(opts.ninepVhostSocket)) {
+    const ninepTargets: Target[] = [
+      ...list(opts.ninepVhostSocket).map((socketPath) => ({ socketPath, where: socketPath })),
+      ...activated.filter((a) => a.frontEnd === '9p-vhost').map((a) => ({ listenFd: a.fd, where: a.where })),
+    ];
+    for (const { where, ...target } of ninepTargets) {
       const tag = opts.ninepTag ?? 'duofs9p';
-      const device = new Virtio9pDevice(deviceCtx, tag, `virtio-9p:${socketPath}`);
-      vhostServers.push(listenVhostUser({ device, logger: log, logLimits, socketPath, deferAccept: opts.confine !== undefined }));
-      socketPaths.push(socketPath);
-      log.info({ socket: socketPath, tag, export: opts.sharedDir }, 'serving virtio-9p (vhost-user)');
+      const device = new Virtio9pDevice(deviceCtx, tag, `virtio-9p:${where}`);
+      vhostServers.push(listenVhostUser({ device, logger: log, logLimits, ...target, deferAccept: opts.confine !== undefined }));
+      if ('socketPath' in target) socketPaths.push(target.socketPath);
+      frontEnds.push(`virtio-9p ${'socketPath' in target ? `unix:${where}` : where}`);
+      log.info({ socket: where, tag, export: opts.sharedDir }, 'serving virtio-9p (vhost-user)');
     }
     if (opts.fuseMount && opts.fuseFd !== undefined) {
       // Mounted and checked by the supervisor; looking at it from here would
       // send a request to this very server, which is not serving yet.
       const session = new FuseSession({ backend: api, log, options: fuseOptions, logLimits }, `fuse:${opts.fuseMount}`);
       fuseMounts.push(DevFuseMount.adopt(opts.fuseFd, opts.fuseMount, session, log, fuseOptions.maxWrite));
+      frontEnds.push(`FUSE ${opts.fuseMount}`);
     } else if (opts.fuseMount) {
       const mp = checkMountpoint(opts.fuseMount, opts.sharedDir);
       const session = new FuseSession({ backend: api, log, options: fuseOptions, logLimits }, `fuse:${mp}`);
       fuseMounts.push(DevFuseMount.attach(mp, session, log, fuseOptions.maxWrite));
+      frontEnds.push(`FUSE ${mp}`);
     }
     for (const s of servers) {
       s.maxConnections = maxConnections;
@@ -382,7 +411,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     return closing;
   };
 
-  return { backend, log, ninepTcpAddress, connections, close };
+  return { backend, log, ninepTcpAddress, connections, frontEnds, close };
 }
 
 /** The engine --io-engine asks for, logged once with what it runs on. */

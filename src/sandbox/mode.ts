@@ -21,6 +21,8 @@ export const STAGE_ENV = 'DUOFS_SANDBOX_STAGE';
 export const CHANNEL_ENV = 'DUOFS_SANDBOX_CHANNEL';
 /** The fd (in the server) of a /dev/fuse channel the supervisor mounted for --fuse-mount. */
 export const FUSE_FD_ENV = 'DUOFS_SANDBOX_FUSE_FD';
+/** The socket-activated listeners (src/systemd/activation.ts) the supervisor hands down, as JSON: LISTEN_PID could not name the server. */
+export const LISTEN_ENV = 'DUOFS_SANDBOX_LISTEN';
 /** "1" when the supervisor also made a user namespace (it ran as a non-root user). */
 export const USERNS_ENV = 'DUOFS_SANDBOX_USERNS';
 

@@ -9,6 +9,10 @@
 //  * it mounts --fuse-mount here, in the host's mount namespace, and hands
 //    the /dev/fuse fd over (a mount made inside would be seen by no one);
 //  * it forwards SIGTERM, SIGINT and SIGHUP to the server;
+//  * it hands socket-activated listeners down at their numbers (LISTEN_PID
+//    could not name the server: unshare forks it), and it is the process
+//    that tells systemd READY=1 (when the server reports ready) and
+//    STOPPING=1 (src/systemd/notify.ts);
 //  * when the server ends it unlinks the server's sockets (inside, those
 //    names mean files of the export), unmounts the FUSE mount, says in one
 //    line how the server ended — a seccomp kill included — and exits with
@@ -31,6 +35,7 @@ import { SandboxError } from './root.js';
 import { SeccompWatch, describeSeccompDeath } from './seccomp-log.js';
 import { USERNS_WAITING, applyUsernsMaps, hasUsernsMaps, usernsLaunch } from './userns.js';
 import type { UsernsMaps } from './userns-map.js';
+import type { ServiceNotifier } from '../systemd/notify.js';
 
 export interface SupervisorOptions {
   /** the arguments after node's own: the entry script and the command line */
@@ -46,6 +51,10 @@ export interface SupervisorOptions {
   namespaces?: boolean;
   /** --uid-map/--gid-map (checked by checkUsernsMapsAllowed): the user namespace's maps, for a non-root supervisor */
   usernsMaps?: UsernsMaps;
+  /** more environment for the server (the socket-activated listeners) */
+  env?: Record<string, string>;
+  /** $NOTIFY_SOCKET: this process notifies systemd on the server's behalf */
+  notifier?: ServiceNotifier;
 }
 
 /** The unshare(1) options for the server's namespaces. */
@@ -132,6 +141,7 @@ export async function superviseInNamespaces(o: SupervisorOptions): Promise<numbe
   }
   const env: NodeJS.ProcessEnv = {
     ...process.env,
+    ...o.env,
     [STAGE_ENV]: namespaces ? 'namespace' : 'child',
     [CHANNEL_ENV]: String(channelAt),
     ...(fuseAt !== undefined ? { [FUSE_FD_ENV]: String(fuseAt) } : {}),
@@ -178,8 +188,9 @@ export async function superviseInNamespaces(o: SupervisorOptions): Promise<numbe
   if (channel) {
     createInterface({ input: channel }).on('line', (line) => {
       try {
-        const ev = JSON.parse(line) as { sockets?: string[]; userns?: string };
+        const ev = JSON.parse(line) as { sockets?: string[]; userns?: string; ready?: string };
         if (ev.userns === USERNS_WAITING) return mapNamespace();
+        if (typeof ev.ready === 'string') return o.notifier?.ready(ev.ready);
         for (const s of ev.sockets ?? []) sockets.add(s);
         if (findServer() !== undefined && pending) forward(pending);
       } catch {
@@ -203,7 +214,10 @@ export async function superviseInNamespaces(o: SupervisorOptions): Promise<numbe
     }
   };
   const handlers = (['SIGTERM', 'SIGINT', 'SIGHUP'] as const).map((sig) => {
-    const h = (): void => forward(sig);
+    const h = (): void => {
+      if (sig !== 'SIGHUP') o.notifier?.stopping();
+      forward(sig);
+    };
     process.on(sig, h);
     return [sig, h] as const;
   });
@@ -269,8 +283,8 @@ export function exitWithSupervisor(log: Logger): void {
   });
 }
 
-/** In the server: tells the supervisor which socket files are its to remove. */
-export function reportToSupervisor(ev: { sockets: readonly string[] }): void {
+/** In the server: tells the supervisor which socket files are its to remove, and when it is ready (serving, confined). */
+export function reportToSupervisor(ev: { sockets: readonly string[] } | { ready: string }): void {
   const fd = Number(process.env[CHANNEL_ENV]);
   if (!Number.isInteger(fd) || fd < 3) return;
   try {

@@ -20,11 +20,15 @@ const c = {
   recvmsg: lib.func('int64_t recvmsg(int fd, void *msg, int flags)'),
   sendmsg: lib.func('int64_t sendmsg(int fd, const void *msg, int flags)'),
   getsockopt: lib.func('int getsockopt(int fd, int level, int name, _Out_ void *val, _Inout_ uint32_t *len)'),
+  getsockname: lib.func('int getsockname(int fd, _Out_ void *addr, _Inout_ uint32_t *len)'),
   close: libc.close,
 };
 
 export const AF_UNIX = 1;
+export const AF_INET = 2;
+export const AF_INET6 = 10;
 const SOL_SOCKET = 1;
+const SO_TYPE = 3;
 const SCM_RIGHTS = 1;
 const SO_PEERCRED = 17;
 const SO_ACCEPTCONN = 30;
@@ -100,6 +104,46 @@ export function isListeningUnixSocket(fd: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** What an inherited fd is, as sd_is_socket*() would tell: family, type, listening, and its address. */
+export interface SocketInfo {
+  domain: number;
+  /** SOCK_STREAM, SOCK_DGRAM, ... */
+  type: number;
+  listening: boolean;
+  /** AF_UNIX: the bound path; an abstract name starts with '@'; '' when unbound */
+  path?: string;
+  /** AF_INET/AF_INET6: the bound address (IPv6 in full, eight groups) and port */
+  host?: string;
+  port?: number;
+}
+
+/** Describes a socket fd; throws SysError (ENOTSOCK for a file or pipe, EBADF for no fd). */
+export function socketInfo(fd: number): SocketInfo {
+  const domain = sockoptInt(fd, SO_DOMAIN);
+  const info: SocketInfo = { domain, type: sockoptInt(fd, SO_TYPE), listening: sockoptInt(fd, SO_ACCEPTCONN) === 1 };
+  const a = Buffer.alloc(128);
+  const len = [a.length];
+  check(c.getsockname(fd, a, len), 'getsockname', `fd ${fd}`);
+  const n = Math.min(len[0]!, a.length);
+  if (domain === AF_UNIX) {
+    const raw = a.subarray(2, n);
+    if (raw.length && raw[0] === 0) info.path = `@${raw.subarray(1).toString()}`;
+    else {
+      const end = raw.indexOf(0);
+      info.path = (end < 0 ? raw : raw.subarray(0, end)).toString();
+    }
+  } else if (domain === AF_INET) {
+    info.port = a.readUInt16BE(2);
+    info.host = [...a.subarray(4, 8)].join('.');
+  } else if (domain === AF_INET6) {
+    info.port = a.readUInt16BE(2);
+    const g: string[] = [];
+    for (let i = 0; i < 8; i++) g.push(a.readUInt16BE(8 + 2 * i).toString(16));
+    info.host = g.join(':');
+  }
+  return info;
 }
 
 export interface PeerCred {

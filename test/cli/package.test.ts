@@ -43,6 +43,9 @@ test('the tarball holds the compiled product and nothing of test/', () => {
       'dist/src/cli.js',
       'dist/compat/virtiofsd/main.js',
       'dist/src/doubles/p9-client.js',
+      'share/systemd/duofs@.service',
+      'share/systemd/duofs@.socket',
+      'share/systemd/duofs-9p@.socket',
     ]),
   );
   expect(files.filter((f) => f.startsWith('test/') || f.startsWith('dist/test/') || (f.endsWith('.ts') && !f.endsWith('.d.ts')))).toEqual([]);
