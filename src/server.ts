@@ -90,10 +90,11 @@ export interface ServeOptions {
    * Called once when every listener, device and mount exists and before any
    * peer is served (9P clients and vhost-user frontends wait until it ends): the sandbox is entered here
    * (src/sandbox). From then on the server opens no path of the host: the
-   * socket files are left to whoever made the sandbox, and the host's
-   * users and groups are read from a copy made just before.
+   * socket files are left to whoever made the sandbox (unless it returns
+   * false: the root did not change, the names still mean the host's files),
+   * and the host's users and groups are read from a copy made just before.
    */
-  confine?: (made: { socketPaths: readonly string[] }) => void | Promise<void>;
+  confine?: (made: { socketPaths: readonly string[] }) => boolean | undefined | Promise<boolean | undefined>;
   /** FUSE (virtio-fs and /dev/fuse) session options */
   fuse?: Partial<FuseOptions>;
   readonly?: boolean;
@@ -369,9 +370,11 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
     }
     if (opts.confine) {
       users.freeze();
-      await opts.confine({ socketPaths });
-      socketPaths.length = 0; // no longer ours to unlink: in the sandbox these names mean files of the export
-      for (const v of vhostServers) v.forgetSocketFile();
+      const rootChanged = await opts.confine({ socketPaths });
+      if (rootChanged !== false) {
+        socketPaths.length = 0; // no longer ours to unlink: in the sandbox these names mean files of the export
+        for (const v of vhostServers) v.forgetSocketFile();
+      }
       confined = true;
       for (const go of early.splice(0)) go();
       for (const v of vhostServers) v.start();

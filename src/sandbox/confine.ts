@@ -38,7 +38,8 @@ export interface SandboxPlan {
   logTarget?: string;
 }
 
-export async function confine(plan: SandboxPlan, made: { socketPaths: readonly string[] }): Promise<void> {
+/** Returns whether the root changed (then the socket files' names mean files of the export, no longer ours to unlink). */
+export async function confine(plan: SandboxPlan, made: { socketPaths: readonly string[] }): Promise<boolean> {
   const { log } = plan;
   reportToSupervisor({ sockets: made.socketPaths });
   exitWithSupervisor(log);
@@ -70,4 +71,5 @@ export async function confine(plan: SandboxPlan, made: { socketPaths: readonly s
     });
   installSeccomp(plan.seccomp, { log, trapLine });
   runEscapeProbe(log);
+  return plan.mode !== 'none';
 }

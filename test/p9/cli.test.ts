@@ -92,3 +92,17 @@ test('SIGTERM stops it cleanly and removes the socket', async () => {
   expect(fs.existsSync(sock2)).toBe(false);
   expect(await c.waitClosed(5000)).toBe(true);
 });
+
+test('with --sandbox none (no supervisor) SIGTERM removes the socket files too', async () => {
+  const sock3 = path.join(tree.base, 'cli3.sock');
+  const vfs = path.join(tree.base, 'cli3-vfs.sock');
+  const s3 = await startCli(tree.dir, { socketPath: sock3, extraArgs: ['--sandbox', 'none', '--virtiofs-socket', vfs] });
+  const { c } = await P9Client.session(sock3, { aname: tree.dir });
+  expect(fs.existsSync(vfs)).toBe(true);
+  const exit = new Promise<number | null>((r) => s3.proc.once('exit', (code) => r(code)));
+  s3.proc.kill('SIGTERM');
+  expect(await exit).toBe(0);
+  expect(fs.existsSync(sock3)).toBe(false);
+  expect(fs.existsSync(vfs)).toBe(false);
+  await c.close().catch(() => {});
+});
