@@ -40,6 +40,7 @@ export type LogKind =
   | 'vhost-user.unexpected'
   | 'vhost-user.queue'
   | 'vhost-user.memory'
+  | 'vhost-user.migration'
   | '9p.stream';
 
 export interface LogLimits {
