@@ -31,6 +31,7 @@ export type LogKind =
   | 'fuse.unexpected'
   | 'fuse.init'
   | 'fuse.forget'
+  | 'fuse.migration'
   | 'virtio-fs.chain'
   | 'virtio-fs.reply'
   | 'dev-fuse.write'

@@ -13,10 +13,13 @@ import { GuestMemory, GuestMemoryError, type RegionSpec } from '../virtqueue/gue
 import { SplitQueue, ringBytes, RING_ALIGN, type QueueRings } from '../virtqueue/split-queue.js';
 import type { DescriptorChain } from '../virtqueue/chain.js';
 import { DirtyLog, DirtyLogError } from '../virtqueue/dirty-log.js';
+import { StateTransfer, TransferError } from './state-transfer.js';
 import type { VhostUserDevice } from './device.js';
 import { MessageSocket, type CloseReason } from './message-socket.js';
 import {
   CONFIG_HEADER_SIZE,
+  DEVICE_STATE_FAILED,
+  DEVICE_STATE_NO_FD,
   encodeMessage,
   FLAG_NEED_REPLY,
   FLAG_REPLY,
@@ -28,6 +31,8 @@ import {
   ProtocolFeature,
   Req,
   requestName,
+  TRANSFER_PHASE_STOPPED,
+  TransferDirection,
   u64Payload,
   VirtioFeature,
   VRING_F_LOG,
@@ -53,6 +58,8 @@ export interface SessionOptions {
   drainTimeoutMs: number;
   offerBackendChannel: boolean;
   maxMemSlots: number;
+  /** Device state transfer limits (DEVICE_STATE); defaults: 64 MiB, 60 s. */
+  stateTransfer?: { maxBytes?: number; timeoutMs?: number };
 }
 
 /** A request the backend refuses; `message` is the log line's fault. */
@@ -106,6 +113,8 @@ export class Session {
   private ended = false;
   /** The migration dirty log the frontend gave (SET_LOG_BASE); written only while LOG_ALL is on. */
   private log_: DirtyLog | null = null;
+  /** The last SET_DEVICE_STATE_FD's transfer; CHECK_DEVICE_STATE reports on it. */
+  private transfer: StateTransfer | null = null;
 
   constructor(
     fd: number,
@@ -123,7 +132,8 @@ export class Session {
       ProtocolFeature.RESET_DEVICE |
       ProtocolFeature.CONFIG |
       ProtocolFeature.LOG_SHMFD |
-      (o.offerBackendChannel ? ProtocolFeature.BACKEND_REQ : 0n);
+      (o.offerBackendChannel ? ProtocolFeature.BACKEND_REQ : 0n) |
+      (o.device.saveState && o.device.loadState ? ProtocolFeature.DEVICE_STATE : 0n);
     this.slots = Array.from({ length: o.device.numQueues }, (_, i) => new QueueSlot(i));
     this.dispatchers = this.slots.map((s) => (chain: DescriptorChain) => this.dispatch(s.index, chain));
     this.socket = new MessageSocket(fd, {
@@ -283,6 +293,10 @@ export class Session {
         return u64Payload(this.status);
       case Req.SET_LOG_BASE:
         return this.setLogBase(m);
+      case Req.SET_DEVICE_STATE_FD:
+        return this.setDeviceStateFd(m);
+      case Req.CHECK_DEVICE_STATE:
+        return this.checkDeviceState(m);
       case Req.SET_LOG_FD:
         // vhost-kernel's log eventfd; nothing in vhost-user uses it. Accepted and closed.
         if (!(this.ackedProtocol & ProtocolFeature.LOG_SHMFD)) throw new Fault('LOG_SHMFD was not negotiated');
@@ -441,6 +455,80 @@ export class Session {
     this.updateLogging();
     if (this.log.wants('debug')) this.log.debug('vhost-user.migration', { peer: this.peer, size, offset }, 'vhost-user: dirty log mapped');
     return u64Payload(0);
+  }
+
+  // ---------------------------------------------------------------- device state
+
+  /**
+   * SET_DEVICE_STATE_FD (DEVICE_STATE): direction, phase (only "stopped":
+   * every ring stopped) and a pipe. Answered at once with "no fd of ours"
+   * (0x100), or 0x101 when the transfer cannot start; the stream runs on,
+   * and CHECK_DEVICE_STATE says how it ended.
+   */
+  private setDeviceStateFd(m: Message): Buffer {
+    if (!(this.ackedProtocol & ProtocolFeature.DEVICE_STATE)) throw new Fault('DEVICE_STATE was not negotiated');
+    expectSize(m, 8);
+    const [fd] = takeFds(m, 1);
+    const direction = m.payload.readUInt32LE(0);
+    const phase = m.payload.readUInt32LE(4);
+    const { device } = this;
+    this.transfer?.abort('replaced by a new SET_DEVICE_STATE_FD');
+    this.transfer = null;
+    let fdOwned = true; // until StateTransfer takes it (it closes it on its own failure)
+    try {
+      if (direction !== TransferDirection.SAVE && direction !== TransferDirection.LOAD) throw new Fault(`transfer direction ${direction} is unknown`);
+      if (phase !== TRANSFER_PHASE_STOPPED) throw new Fault(`transfer phase ${phase} is not supported (only 0, stopped)`);
+      const running = this.slots.filter((s) => s.started).map((s) => s.index);
+      if (running.length) throw new Fault(`queues ${running.join(', ')} are running (the stopped phase needs every ring stopped)`);
+      const limits = { maxBytes: this.o.stateTransfer?.maxBytes ?? 64 * 1024 * 1024, timeoutMs: this.o.stateTransfer?.timeoutMs ?? 60_000 };
+      fdOwned = false;
+      try {
+        this.transfer =
+          direction === TransferDirection.SAVE
+            ? StateTransfer.save(fd!, () => device.saveState!(), limits)
+            : StateTransfer.load(fd!, (state) => device.loadState!(state), limits);
+      } catch (e) {
+        throw e instanceof TransferError ? new Fault(e.message) : e;
+      }
+    } catch (e) {
+      if (fdOwned) closeFd(fd!);
+      if (!(e instanceof Fault)) throw e;
+      this.log.warn(
+        'vhost-user.migration',
+        { peer: this.peer, fault: `SET_DEVICE_STATE_FD: ${e.message}` },
+        'vhost-user: device state transfer refused',
+      );
+      return u64Payload(DEVICE_STATE_NO_FD | DEVICE_STATE_FAILED);
+    }
+    this.log.info(
+      'vhost-user.migration',
+      { peer: this.peer, direction: direction === 0 ? 'save' : 'load' },
+      'vhost-user: device state transfer started',
+    );
+    return u64Payload(DEVICE_STATE_NO_FD);
+  }
+
+  /** CHECK_DEVICE_STATE: waits for the transfer to end; 0 when it succeeded, 1 (and a log line saying why) otherwise. */
+  private async checkDeviceState(m: Message): Promise<Buffer> {
+    if (!(this.ackedProtocol & ProtocolFeature.DEVICE_STATE)) throw new Fault('DEVICE_STATE was not negotiated');
+    expectSize(m, 0);
+    const t = this.transfer;
+    if (!t) {
+      this.log.warn('vhost-user.migration', { peer: this.peer, fault: 'CHECK_DEVICE_STATE: no transfer' }, 'vhost-user: device state check failed');
+      return u64Payload(1);
+    }
+    try {
+      await t.done;
+      this.log.info('vhost-user.migration', { peer: this.peer, direction: t.direction }, 'vhost-user: device state transfer succeeded');
+      return u64Payload(0);
+    } catch (e) {
+      this.log.warn(
+        'vhost-user.migration',
+        { peer: this.peer, direction: t.direction, fault: `CHECK_DEVICE_STATE: ${(e as Error).message}` },
+        'vhost-user: device state transfer failed',
+      );
+      return u64Payload(1);
+    }
   }
 
   /** Logging is on while the driver has LOG_ALL and a log is mapped. */
@@ -712,6 +800,8 @@ export class Session {
     closeFd(this.backendChannelFd);
     this.backendChannelFd = -1;
     this.closeLog();
+    this.transfer?.abort('the frontend disconnected');
+    this.transfer = null;
     this.memory.clear();
     this.resetDeviceModel('frontend disconnected');
     this.onEnd(reason);
@@ -729,7 +819,9 @@ function hasOwnReply(request: number, protocol: bigint): boolean {
     request === Req.GET_QUEUE_NUM ||
     request === Req.GET_MAX_MEM_SLOTS ||
     request === Req.GET_CONFIG ||
-    request === Req.GET_STATUS
+    request === Req.GET_STATUS ||
+    request === Req.SET_DEVICE_STATE_FD ||
+    request === Req.CHECK_DEVICE_STATE
   );
 }
 

@@ -27,6 +27,8 @@ import { closeFd } from '../sys/fd.js';
 import { connectUnixSocket } from '../sys/sockets.js';
 import { createEventFd, drainEventFd, signalEventFd } from '../sys/eventfd.js';
 import { createMemfd, mmapShared, munmap, viewOf } from '../sys/mem.js';
+import { pipe } from '../sys/tasks.js';
+import net from 'node:net';
 import { pollFd, type FdPoll } from '../sys/poll.js';
 import {
   VRING_AVAIL_F_NO_INTERRUPT,
@@ -45,7 +47,7 @@ export interface FrontendOptions {
   regions?: RegionLayout[];
   /** Entries per queue (default 256). */
   queueSize?: number;
-  /** Queues to set up (default: GET_QUEUE_NUM, or 1). */
+  /** Queues to set up (default: GET_QUEUE_NUM, or 1; 0: none, e.g. to load a device state first). */
   queues?: number;
   /** Virtio features we accept (intersected with the offer). */
   features?: bigint;
@@ -603,6 +605,56 @@ export class VhostUserFrontend {
     }
   }
 
+  /**
+   * SET_DEVICE_STATE_FD with one end of a new pipe (phase stopped, as
+   * QEMU); resolves with the reply's u64 and our end of the pipe.
+   */
+  async setDeviceStateFd(direction: 0 | 1, phase = 0): Promise<{ reply: bigint; fd: number }> {
+    const [r, w] = pipe();
+    const theirs = direction === 0 ? w : r;
+    const ours = direction === 0 ? r : w;
+    const p = Buffer.alloc(8);
+    p.writeUInt32LE(direction, 0);
+    p.writeUInt32LE(phase, 4);
+    try {
+      const m = (await this.sendRaw(encodeMessage(Req.SET_DEVICE_STATE_FD, FLAG_VERSION, p), [theirs], true))!;
+      if (m.size !== 8) throw new Error(`SET_DEVICE_STATE_FD reply has ${m.size} bytes`);
+      return { reply: m.payload.readBigUInt64LE(0), fd: ours };
+    } catch (e) {
+      closeFd(ours);
+      throw e;
+    } finally {
+      closeFd(theirs);
+    }
+  }
+
+  /** CHECK_DEVICE_STATE: 0 when the backend's transfer succeeded. */
+  async checkDeviceState(): Promise<bigint> {
+    return this.getU64(Req.CHECK_DEVICE_STATE);
+  }
+
+  /** Saves the device state as QEMU does on the source (rings already stopped): the bytes, and CHECK_DEVICE_STATE's answer. */
+  async saveDeviceState(): Promise<{ state: Buffer; check: bigint }> {
+    const { reply, fd } = await this.setDeviceStateFd(0);
+    if (reply !== 0x100n) {
+      closeFd(fd);
+      throw new Error(`SET_DEVICE_STATE_FD(save) refused (0x${reply.toString(16)})`);
+    }
+    const state = await readAll(fd);
+    return { state, check: await this.checkDeviceState() };
+  }
+
+  /** Loads a device state as QEMU does on the destination; resolves with CHECK_DEVICE_STATE's answer. */
+  async loadDeviceState(state: Buffer): Promise<bigint> {
+    const { reply, fd } = await this.setDeviceStateFd(1);
+    if (reply !== 0x100n) {
+      closeFd(fd);
+      throw new Error(`SET_DEVICE_STATE_FD(load) refused (0x${reply.toString(16)})`);
+    }
+    await writeAll(fd, state);
+    return this.checkDeviceState();
+  }
+
   /** Turns LOG_ALL off again (the migration ended or was cancelled). */
   async stopDirtyLog(): Promise<void> {
     this.features &= ~VirtioFeature.LOG_ALL;
@@ -657,6 +709,32 @@ export function vringAddrPayload(q: number, a: { desc: number; avail: number; us
   p.writeBigUInt64LE(BigInt(a.avail), 24);
   p.writeBigUInt64LE(BigInt(logGpa), 32);
   return p;
+}
+
+/** Reads a pipe to EOF (the fd is closed). */
+function readAll(fd: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = new net.Socket({ fd, readable: true, writable: false });
+    const chunks: Buffer[] = [];
+    s.on('data', (b: Buffer) => chunks.push(b));
+    s.on('end', () => {
+      s.destroy();
+      resolve(Buffer.concat(chunks));
+    });
+    s.on('error', reject);
+  });
+}
+
+/** Writes all of `data` to a pipe, then closes it. */
+function writeAll(fd: number, data: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = new net.Socket({ fd, readable: false, writable: true });
+    s.on('error', reject);
+    s.end(data, () => {
+      s.destroy();
+      resolve();
+    });
+  });
 }
 
 /** VRING_F_LOG: SET_VRING_ADDR flag asking for used-ring writes to be logged. */
