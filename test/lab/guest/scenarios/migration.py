@@ -105,6 +105,24 @@ def acked():
         return 0
 
 
+# LAB_MIG_UNLINKED=1: also hold an fd on a file unlinked before the first
+# migration; its path cannot be found, so the source's save fails
+# (--migration-on-error abort) or the fd answers EIO after it (guest-error).
+unlinked = None
+if os.environ.get('LAB_MIG_UNLINKED') == '1':
+    unlinked = os.open('unlinked.txt', os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(unlinked, b'unlinked\n')
+    os.fsync(unlinked)
+    os.unlink('unlinked.txt')
+
+
+def unlinked_state():
+    try:
+        return 'ok' if os.pread(unlinked, 9, 0) == b'unlinked\n' else 'wrong_data'
+    except OSError as e:
+        return err_name(e)
+
+
 # ------------------------------------------------------------------ reader
 it = os.scandir(os.path.join(base, 'dir'))
 names = []
@@ -147,6 +165,8 @@ for phase in range(1, phases + 1):
         check(f'phase{phase}.cwd_list', ','.join(sorted(os.listdir('.'))))
     except Exception as e:  # noqa: BLE001
         errors.append(f'cwd{phase}:{err_name(e)}')
+    if unlinked is not None:
+        check(f'phase{phase}.unlinked_fd', unlinked_state())
     # the writer goes on after the migration
     a0 = acked()
     t0 = time.time()
