@@ -128,9 +128,8 @@ class MigrationLab {
   async tryHop(from: Leg, toName: string): Promise<{ to: Leg; result: MigrationResult }> {
     const to = await this.startLeg(toName, true);
     const r = await migrate(from.qmp, to.qmp, `unix:${CTL}/${from.name}-${toName}.mig`);
-    this.progress(
-      `${from.name} -> ${toName}: ${r.status}${r.errorDesc ? ` (${r.errorDesc})` : ''}, total ${r.totalTimeMs} ms, downtime ${r.downtimeMs} ms`,
-    );
+    const times = r.status === 'completed' ? `, total ${r.totalTimeMs} ms, downtime ${r.downtimeMs} ms` : '';
+    this.progress(`${from.name} -> ${toName}: ${r.status}${r.errorDesc ? ` (${r.errorDesc})` : ''}${times}`);
     return { to, result: r };
   }
 
