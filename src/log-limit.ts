@@ -31,6 +31,7 @@ export type LogKind =
   | 'fuse.unexpected'
   | 'fuse.init'
   | 'fuse.forget'
+  | 'fuse.migration'
   | 'virtio-fs.chain'
   | 'virtio-fs.reply'
   | 'dev-fuse.write'
@@ -40,6 +41,7 @@ export type LogKind =
   | 'vhost-user.unexpected'
   | 'vhost-user.queue'
   | 'vhost-user.memory'
+  | 'vhost-user.migration'
   | '9p.stream';
 
 export interface LogLimits {

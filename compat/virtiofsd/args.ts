@@ -75,6 +75,9 @@ export const NO_EFFECT: Readonly<Record<string, string>> = {
   '--killpriv-v2': 'duofs always offers FUSE_HANDLE_KILLPRIV_V2 (what this option asks virtiofsd for)',
   '-o killpriv_v2': 'see --killpriv-v2',
   '--preserve-noatime': 'duofs always passes O_NOATIME through (virtiofsd strips it unless this is given)',
+  '--migration-confirm-paths':
+    'duofs finds the paths when the device state is saved (every ring stopped) and checks each names its inode then, which is what this option asks virtiofsd for',
+  '--migration-mode=find-paths': 'the default',
   '-f': 'virtiofsd itself ignores it (always in the foreground); so does duofs',
   '--security-label=never': 'the default',
   '-o no_security_label': 'the default',
@@ -88,10 +91,9 @@ export const REFUSED: Readonly<Record<string, string>> = {
     'duofs does not read the security context (FUSE_SECURITY_CTX) of create requests, so it cannot label new files as the guest asks (--security-label=never is accepted)',
   '--allow-direct-io':
     'duofs drops guest O_DIRECT on the host fd: its data path reads into and writes from guest memory at any alignment, which O_DIRECT would refuse with EINVAL',
-  '--migration-mode': 'duofs does not support live migration (it does not advertise migrate-precopy)',
-  '--migration-on-error': 'duofs does not support live migration',
-  '--migration-verify-handles': 'duofs does not support live migration',
-  '--migration-confirm-paths': 'duofs does not support live migration',
+  '--migration-mode=file-handles':
+    'duofs migrates inodes by path only (find-paths, the default); it does not send file handles (docs/live-migration.md)',
+  '--migration-verify-handles': 'only meaningful with --migration-mode=file-handles, which duofs does not implement',
   '--inode-file-handles=mandatory': 'duofs cannot promise never to hold O_PATH fds',
   '-o allow_direct_io': 'see --allow-direct-io',
   '-o security_label': 'see --security-label',
@@ -512,6 +514,18 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
         break;
       case '--no-announce-submounts':
         fuse.announceSubmounts = false;
+        break;
+      case '--migration-mode':
+        if (v === 'file-handles') refuse('--migration-mode=file-handles');
+        if (v !== 'find-paths') throw new CompatError(`--migration-mode ${v}: invalid (find-paths, file-handles)`, name);
+        noEffect('--migration-mode=find-paths');
+        break;
+      case '--migration-on-error':
+        if (v !== 'abort' && v !== 'guest-error') throw new CompatError(`--migration-on-error ${v}: invalid (abort, guest-error)`, name);
+        fuse.migrationOnError = v;
+        break;
+      case '--migration-confirm-paths':
+        noEffect(name);
         break;
       case '--inode-file-handles':
         if (v === 'mandatory') refuse('--inode-file-handles=mandatory');

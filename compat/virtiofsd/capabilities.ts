@@ -8,8 +8,9 @@
 //
 // * posix-acl-negotiation-mode: listed; --posix-acl=never|auto|always work
 //   as in virtiofsd (protocols/fuse/session.ts INIT).
-// * migrate-precopy: duofs cannot migrate a device's state; advertising it
-//   would let libvirt start a migration that must fail.
+// * migrate-precopy: listed. duofs keeps the dirty log (LOG_ALL, LOG_SHMFD)
+//   and transfers the device state (DEVICE_STATE, find-paths), see
+//   docs/live-migration.md.
 // * security-label-negotiation-mode: duofs refuses --security-label other
 //   than =never (it does not read FUSE_SECURITY_CTX contexts).
 // * separate-options: duofs does accept --shared-dir, --cache and the other
@@ -20,7 +21,7 @@
 //   does support host locks, so it keeps libvirt on the `-o` form, which
 //   carries them. libvirt 9.x always uses the `-o` form.
 
-export const CAPABILITY_FEATURES: readonly string[] = ['posix-acl-negotiation-mode'];
+export const CAPABILITY_FEATURES: readonly string[] = ['migrate-precopy', 'posix-acl-negotiation-mode'];
 
 export function capabilitiesJson(): string {
   return JSON.stringify({ type: 'fs', features: CAPABILITY_FEATURES }, null, 2) + '\n';

@@ -37,6 +37,8 @@ Options (virtiofsd's):
       --rlimit-nofile <N>         open-file limit (0: leave it)
       --thread-pool-size <N>      threads for blocking I/O where io_uring is not used [default: 16;
                                   0 keeps the default: duofs never serves blocking I/O inline]
+      --migration-on-error <abort|guest-error>   live migration: a file that cannot be found
+                                  again fails the migration, or answers EIO [default: abort]
       --print-capabilities        print the vhost-user backend JSON and exit
   -o <OPTS>                       legacy form: source=, cache=auto|always|none|metadata, loglevel=,
                                   sandbox=, xattrmap=, xattr, no_xattr, writeback, no_writeback,
@@ -49,11 +51,12 @@ Options (virtiofsd's):
 Accepted without effect (see compat/virtiofsd/README.md for why):
   --inode-file-handles=never|prefer|fallback,
   --killpriv-v2, --no-killpriv-v2 (duofs always offers it), --preserve-noatime, -f,
-  --security-label=never
+  --security-label=never, --migration-mode=find-paths (the only mode),
+  --migration-confirm-paths (paths are always checked when the state is saved)
 
 Refused (duofs has no equivalent):
-  --security-label[=auto|always], --allow-direct-io, --migration-*,
-  --inode-file-handles=mandatory
+  --security-label[=auto|always], --allow-direct-io, --migration-mode=file-handles,
+  --migration-verify-handles, --inode-file-handles=mandatory
 
 duofs extensions:
       --security-model <passthrough|mapped-xattr|mapped-file|none>   [default: passthrough]

@@ -32,6 +32,12 @@ export interface FuseOptions {
   posixAcl?: NegotiationMode;
   /** virtiofsd's --xattrmap rules, applied to every xattr name in both directions */
   xattrMap?: XattrMap;
+  /**
+   * virtiofsd's --migration-on-error: `abort` (default) fails a migration
+   * whose inode cannot be found or is not the same file; `guest-error`
+   * migrates on and the guest gets EIO on those nodes and handles
+   */
+  migrationOnError?: 'abort' | 'guest-error';
 }
 
 export const defaultFuseOptions: FuseOptions = {

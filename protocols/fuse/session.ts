@@ -25,7 +25,10 @@ import {
   F_WRLCK,
   O_ACCMODE,
   O_APPEND,
+  O_CREAT,
+  O_EXCL,
   O_RDONLY,
+  O_TRUNC,
   O_RDWR,
   O_WRONLY,
   SEEK_DATA,
@@ -89,6 +92,18 @@ import {
   WRITE_IN_SIZE,
 } from './constants.js';
 import { timeouts, type FuseOptions } from './options.js';
+import {
+  HANDLE_DIR,
+  HANDLE_FILE,
+  HANDLE_LOST,
+  NODE_FOUND,
+  NODE_LOST,
+  StateError,
+  decodeState,
+  encodeState,
+  type HandleState,
+  type NodeState,
+} from './migration-state.js';
 import { parseExtensions, parseInHeader, RequestBody, type InHeader, type ReplyTo } from './request.js';
 import {
   ArgReader,
@@ -120,6 +135,13 @@ export interface FuseSessionContext {
   logLimits?: LogLimits | false;
 }
 
+/**
+ * virtiofsd's --migration-on-error: `abort` fails the migration when a node
+ * cannot be found (source) or is not the same file (destination);
+ * `guest-error` migrates on, and the guest gets EIO on that node or handle.
+ */
+export type MigrationOnError = 'abort' | 'guest-error';
+
 /** What CREATE and TMPFILE get from the backend. */
 type Made = { entry: Entry; file: OpenFile };
 
@@ -133,6 +155,9 @@ type Handler = (h: InHeader, body: RequestBody, out: ReplyTo) => Awaitable<void>
 function args(body: RequestBody, op: string, n?: number): ArgReader {
   return new ArgReader(body.head(n === undefined ? body.length : Math.min(n, body.length)), op);
 }
+
+/** Who reopens a migrated handle: the daemon, as for a FUSE OPEN (the guest kernel checked when it opened). */
+const MIGRATION_CALLER: Caller = { uid: 0, gid: 0, groups: [], pid: 0, createsAsCaller: true };
 
 // What INIT answers besides the negotiated flags and sizes.
 /** fuse_init_out.max_background: background requests (readahead, async I/O) the kernel keeps in flight */
@@ -151,6 +176,9 @@ export class FuseSession {
   private readonly lookups = new Map<Inode, number>();
   private readonly handles = new Map<bigint, OpenFile | DirStream>();
   private nextFh = 1n;
+  /** node ids (with their lookup counts) and handles a migration could not bring along (--migration-on-error=guest-error) */
+  private readonly lostNodes = new Map<bigint, bigint>();
+  private readonly lostHandles = new Set<bigint>();
   /** SETLKW requests the backend is waiting on (unique -> how to cancel), for INTERRUPT */
   private readonly waiting = new Map<bigint, AbortController>();
   private readonly handlers: Map<number, Handler>;
@@ -317,14 +345,153 @@ export class FuseSession {
     this.handles.clear();
     for (const [inode, n] of this.lookups) backend.release(inode, n);
     this.lookups.clear();
+    this.lostNodes.clear();
+    this.lostHandles.clear();
     this.initialized = false;
     this.logs.flush();
     this.fds.close(); // a new INIT (after DESTROY) opens a fresh one
   }
 
+  // ---- live migration ------------------------------------------------------
+
+  /**
+   * The session's state for the migration stream (the device is stopped, so
+   * nothing changes meanwhile): INIT parameters, node ids with lookup counts
+   * and the path of each (found by the backend), open handles. A node the
+   * backend cannot find fails the save under `abort` (SysError naming it),
+   * and travels as lost under `guest-error`.
+   */
+  saveState(onError: MigrationOnError): Buffer {
+    const { backend } = this.ctx;
+    const nodes = new Map<Inode, NodeState>();
+    const add = (inode: Inode, lookups: number): void => {
+      const known = nodes.get(inode);
+      if (known) return;
+      const nodeid = BigInt(inode.id);
+      try {
+        const loc = backend.locate(inode);
+        nodes.set(inode, { nodeid, lookups: BigInt(lookups), status: NODE_FOUND, dev: loc.dev, ino: loc.ino, kind: loc.kind, path: loc.path });
+      } catch (e) {
+        if (!(e instanceof SysError)) throw e;
+        if (onError === 'abort') throw new SysError(e.errno, 'migration: save', `node ${nodeid}, ${e.object ?? e.op}`);
+        this.logs.warn(
+          'fuse.migration',
+          { peer: this.peer, nodeid: nodeid.toString(), err: e.message },
+          'fuse: migrating a node the guest will get EIO on',
+        );
+        nodes.set(inode, { nodeid, lookups: BigInt(lookups), status: NODE_LOST, dev: 0n, ino: 0n, kind: 0, path: [] });
+      }
+    };
+    for (const [inode, n] of this.lookups) add(inode, n);
+    const handles: HandleState[] = [];
+    for (const [fh, h] of this.handles) {
+      // A handle's node may be forgotten already (the guest keeps only the fh): it travels with 0 lookups.
+      add(h.inode, 0);
+      handles.push({
+        fh,
+        nodeid: BigInt(h.inode.id),
+        type: h instanceof OpenFile ? HANDLE_FILE : HANDLE_DIR,
+        flags: h instanceof OpenFile ? h.flags : 0,
+      });
+    }
+    const lostNodes = [...this.lostNodes].map(
+      ([nodeid, lookups]): NodeState => ({ nodeid, lookups, status: NODE_LOST, dev: 0n, ino: 0n, kind: 0, path: [] }),
+    );
+    return encodeState({
+      minor: this.initialized ? this.minor : 0,
+      initFlags: this.wantFlags,
+      nextFh: this.nextFh,
+      nodes: [...nodes.values(), ...lostNodes],
+      handles: handles.concat([...this.lostHandles].map((fh) => ({ fh, nodeid: BigInt(FUSE_ROOT_ID), type: HANDLE_LOST, flags: 0 }))),
+    });
+  }
+
+  /**
+   * Loads a state saved by saveState (a fresh session, before the queues
+   * start): the same node ids, lookup counts and handles, each inode found
+   * again by its path and checked to be the same file. Any problem with the
+   * blob itself refuses it (StateError); a node or handle that is not the
+   * same file fails the load under `abort` and is answered with EIO under
+   * `guest-error`.
+   */
+  async loadState(blob: Buffer, onError: MigrationOnError): Promise<void> {
+    const { backend } = this.ctx;
+    const state = decodeState(blob, BigInt(FUSE_ROOT_ID));
+    if (this.initialized || this.lookups.size || this.handles.size)
+      throw new StateError('the destination session is not fresh (the guest already talked to it)');
+    const found = state.nodes.filter((n) => n.status === NODE_FOUND);
+    // One reference more than the lookups while the handles are opened: a node held only by a handle has 0.
+    const results = await backend.restore(
+      found.map((n) => ({ id: Number(n.nodeid), path: n.path, dev: n.dev, ino: n.ino, kind: n.kind, refs: Number(n.lookups) + 1 })),
+    );
+    const inodes = new Map<bigint, Inode>();
+    const failures: string[] = [];
+    found.forEach((n, i) => {
+      const r = results[i]!;
+      if (r instanceof SysError) {
+        failures.push(r.message);
+        this.lostNodes.set(n.nodeid, n.lookups);
+      } else inodes.set(n.nodeid, r);
+    });
+    for (const n of state.nodes) if (n.status === NODE_LOST && n.lookups > 0n) this.lostNodes.set(n.nodeid, n.lookups);
+    const opened: [bigint, OpenFile | DirStream][] = [];
+    try {
+      if (failures.length && onError === 'abort') throw new SysError(Errno.ESTALE, 'migration: load', failures.join('; '));
+      for (const h of state.handles) {
+        const inode = h.nodeid === BigInt(FUSE_ROOT_ID) ? (inodes.get(h.nodeid) ?? backend.root) : inodes.get(h.nodeid);
+        if (!inode || h.type === HANDLE_LOST) {
+          this.lostHandles.add(h.fh);
+          continue;
+        }
+        try {
+          const what = `fh ${h.fh} (${inode.label})`;
+          const flags = h.flags & ~(O_TRUNC | O_CREAT | O_EXCL);
+          opened.push([
+            h.fh,
+            await this.fds.open('migration: reopen', what, () =>
+              h.type === HANDLE_DIR ? backend.opendir(MIGRATION_CALLER, inode) : backend.open(MIGRATION_CALLER, inode, flags),
+            ),
+          ]);
+        } catch (e) {
+          if (!(e instanceof SysError)) throw e;
+          if (onError === 'abort') throw new SysError(e.errno, 'migration: load', `fh ${h.fh}, ${e.op} ${e.object ?? ''}`);
+          failures.push(`fh ${h.fh}: ${e.message}`);
+          this.lostHandles.add(h.fh);
+        }
+      }
+    } catch (e) {
+      for (const [, h] of opened) h instanceof OpenFile ? backend.closeFile(h) : backend.closeDir(h);
+      for (const n of found) {
+        const inode = inodes.get(n.nodeid);
+        if (inode) backend.release(inode, Number(n.lookups) + 1);
+      }
+      this.lostNodes.clear();
+      this.lostHandles.clear();
+      throw e;
+    }
+    for (const [fh, h] of opened) this.handles.set(fh, h);
+    for (const n of found) {
+      const inode = inodes.get(n.nodeid);
+      if (!inode) continue;
+      if (n.lookups > 0n) this.lookups.set(inode, (this.lookups.get(inode) ?? 0) + Number(n.lookups));
+      backend.release(inode, 1); // the reference held while the handles were opened
+    }
+    this.minor = state.minor;
+    this.wantFlags = state.initFlags;
+    this.nextFh = state.nextFh;
+    this.initialized = state.minor !== 0;
+    if (failures.length)
+      this.logs.warn(
+        'fuse.migration',
+        { peer: this.peer, failures: failures.slice(0, 8) },
+        'fuse: migrated with nodes or handles the guest will get EIO on',
+      );
+  }
+
   // ---- helpers ---------------------------------------------------------------
 
   private inode(nodeid: bigint): Inode {
+    if (this.lostNodes.has(nodeid)) fail(Errno.EIO, 'fuse', `node id ${nodeid} was lost in the migration`);
     const inode = this.ctx.backend.inodeById(nodeid);
     // Only node ids this session was given (or the root) are valid here.
     if (!inode || (inode.id !== FUSE_ROOT_ID && !this.lookups.has(inode))) {
@@ -334,12 +501,14 @@ export class FuseSession {
   }
 
   private file(fh: bigint, op: string): OpenFile {
+    if (this.lostHandles.has(fh)) fail(Errno.EIO, op, `file handle ${fh} was lost in the migration`);
     const f = this.handles.get(fh);
     if (!(f instanceof OpenFile)) fail(Errno.EBADF, op, `file handle ${fh}`);
     return f;
   }
 
   private dir(fh: bigint, op: string): DirStream {
+    if (this.lostHandles.has(fh)) fail(Errno.EIO, op, `directory handle ${fh} was lost in the migration`);
     const d = this.handles.get(fh);
     if (!(d instanceof DirStream)) fail(Errno.EBADF, op, `directory handle ${fh}`);
     return d;
@@ -563,6 +732,12 @@ export class FuseSession {
   }
 
   private forgetOne(nodeid: bigint, n: bigint): void {
+    const lost = this.lostNodes.get(nodeid);
+    if (lost !== undefined) {
+      if (n >= lost) this.lostNodes.delete(nodeid);
+      else this.lostNodes.set(nodeid, lost - n);
+      return;
+    }
     const inode = this.ctx.backend.inodeById(nodeid);
     const held = inode ? this.lookups.get(inode) : undefined;
     if (!inode || held === undefined) {
@@ -863,6 +1038,7 @@ export class FuseSession {
     a.u32('fuse_release_in.flags');
     const releaseFlags = a.u32('fuse_release_in.release_flags');
     const owner = a.u64('fuse_release_in.lock_owner');
+    if (this.lostHandles.delete(fh)) return void out.send(0, []);
     const file = this.file(fh, 'RELEASE');
     if (releaseFlags & FUSE_RELEASE_FLOCK_UNLOCK) this.ctx.backend.flock(file, this.owner(owner), F_UNLCK);
     this.handles.delete(fh);
@@ -958,6 +1134,7 @@ export class FuseSession {
     a.u32('fuse_release_in.flags');
     a.u32('fuse_release_in.release_flags');
     a.u64('fuse_release_in.lock_owner');
+    if (this.lostHandles.delete(fh)) return void out.send(0, []);
     const d = this.dir(fh, 'RELEASEDIR');
     this.handles.delete(fh);
     this.ctx.backend.closeDir(d);

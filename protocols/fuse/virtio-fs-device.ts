@@ -65,6 +65,14 @@ export class VirtioFsDevice implements VhostUserDevice {
     this.session = this.newSession();
   }
 
+  saveState(): Buffer {
+    return this.session.saveState(this.ctx.options.migrationOnError ?? 'abort');
+  }
+
+  loadState(state: Buffer): Promise<void> {
+    return this.session.loadState(state, this.ctx.options.migrationOnError ?? 'abort');
+  }
+
   onQueueStop(): void {
     this.session.cancelWaits();
   }

@@ -35,6 +35,15 @@ export interface VhostUserDevice {
   onQueueStop?(queue: number): void;
   /** Optional: the features the driver accepted (SET_FEATURES), transport bits included. */
   onFeatures?(features: bigint): void;
+  /**
+   * Optional, with loadState (offers DEVICE_STATE, live migration): the
+   * device's state, taken while every queue is stopped. Throwing fails the
+   * migration (the frontend sees a failed CHECK_DEVICE_STATE); the device
+   * goes on serving.
+   */
+  saveState?(): Buffer | Promise<Buffer>;
+  /** Optional: loads a state saveState made (before the queues start); rejecting fails the migration. */
+  loadState?(state: Buffer): Promise<void>;
   /** Optional: SET_CONFIG (a guest write into config space); false refuses it. Default: refused. */
   setConfig?(offset: number, data: Buffer): boolean;
 }

@@ -88,7 +88,15 @@ export const ProtocolFeature = {
   INBAND_NOTIFICATIONS: 1n << 14n,
   CONFIGURE_MEM_SLOTS: 1n << 15n,
   STATUS: 1n << 16n,
+  DEVICE_STATE: 1n << 19n,
 } as const;
+
+/** SET_DEVICE_STATE_FD: u32 direction (0 save, 1 load), u32 phase (0 stopped). */
+export const TransferDirection = { SAVE: 0, LOAD: 1 } as const;
+export const TRANSFER_PHASE_STOPPED = 0;
+/** SET_DEVICE_STATE_FD reply: bits 0-7 are 0 on success, bit 8 says no back-end fd follows. */
+export const DEVICE_STATE_NO_FD = 0x100n;
+export const DEVICE_STATE_FAILED = 0x1n;
 
 /** SET_VRING_KICK/CALL/ERR payload: bits 0-7 the queue, bit 8 "no fd". */
 export const VRING_INDEX_MASK = 0xffn;

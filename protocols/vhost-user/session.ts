@@ -12,10 +12,14 @@ import type { PeerLog } from '../../src/log-limit.js';
 import { GuestMemory, GuestMemoryError, type RegionSpec } from '../virtqueue/guest-memory.js';
 import { SplitQueue, ringBytes, RING_ALIGN, type QueueRings } from '../virtqueue/split-queue.js';
 import type { DescriptorChain } from '../virtqueue/chain.js';
+import { DirtyLog, DirtyLogError } from '../virtqueue/dirty-log.js';
+import { StateTransfer, TransferError } from './state-transfer.js';
 import type { VhostUserDevice } from './device.js';
 import { MessageSocket, type CloseReason } from './message-socket.js';
 import {
   CONFIG_HEADER_SIZE,
+  DEVICE_STATE_FAILED,
+  DEVICE_STATE_NO_FD,
   encodeMessage,
   FLAG_NEED_REPLY,
   FLAG_REPLY,
@@ -27,6 +31,8 @@ import {
   ProtocolFeature,
   Req,
   requestName,
+  TRANSFER_PHASE_STOPPED,
+  TransferDirection,
   u64Payload,
   VirtioFeature,
   VRING_F_LOG,
@@ -52,6 +58,8 @@ export interface SessionOptions {
   drainTimeoutMs: number;
   offerBackendChannel: boolean;
   maxMemSlots: number;
+  /** Device state transfer limits (DEVICE_STATE); defaults: 64 MiB, 60 s. */
+  stateTransfer?: { maxBytes?: number; timeoutMs?: number };
 }
 
 /** A request the backend refuses; `message` is the log line's fault. */
@@ -64,13 +72,16 @@ class Fault extends Error {}
  */
 export const CHAINS_PER_TURN = 32;
 
-const TRANSPORT_FEATURES = VirtioFeature.VERSION_1 | VirtioFeature.INDIRECT_DESC | VirtioFeature.EVENT_IDX | VirtioFeature.PROTOCOL_FEATURES;
+const TRANSPORT_FEATURES =
+  VirtioFeature.VERSION_1 | VirtioFeature.INDIRECT_DESC | VirtioFeature.EVENT_IDX | VirtioFeature.PROTOCOL_FEATURES | VirtioFeature.LOG_ALL;
 
 /** Per-queue state as the frontend configured it. */
 class QueueSlot {
   size = 0;
   base = 0;
   addr: { desc: number; used: number; avail: number } | null = null;
+  /** SET_VRING_ADDR's log_guest_addr when it had VRING_F_LOG: the used ring's gpa for the dirty log. */
+  usedLogGpa: number | null = null;
   kickFd = -1;
   callFd = -1;
   errFd = -1;
@@ -100,6 +111,10 @@ export class Session {
   private status = 0;
   private backendChannelFd = -1;
   private ended = false;
+  /** The migration dirty log the frontend gave (SET_LOG_BASE); written only while LOG_ALL is on. */
+  private log_: DirtyLog | null = null;
+  /** The last SET_DEVICE_STATE_FD's transfer; CHECK_DEVICE_STATE reports on it. */
+  private transfer: StateTransfer | null = null;
 
   constructor(
     fd: number,
@@ -116,7 +131,9 @@ export class Session {
       ProtocolFeature.CONFIGURE_MEM_SLOTS |
       ProtocolFeature.RESET_DEVICE |
       ProtocolFeature.CONFIG |
-      (o.offerBackendChannel ? ProtocolFeature.BACKEND_REQ : 0n);
+      ProtocolFeature.LOG_SHMFD |
+      (o.offerBackendChannel ? ProtocolFeature.BACKEND_REQ : 0n) |
+      (o.device.saveState && o.device.loadState ? ProtocolFeature.DEVICE_STATE : 0n);
     this.slots = Array.from({ length: o.device.numQueues }, (_, i) => new QueueSlot(i));
     this.dispatchers = this.slots.map((s) => (chain: DescriptorChain) => this.dispatch(s.index, chain));
     this.socket = new MessageSocket(fd, {
@@ -175,7 +192,7 @@ export class Session {
     if (m.request === Req.GET_CONFIG) {
       this.log.warn('vhost-user.refused', { peer: this.peer, fault }, 'vhost-user: request refused (empty GET_CONFIG reply)');
       this.reply(m, Buffer.alloc(0));
-    } else if (this.wantsAck(m) && !hasOwnReply(m.request)) {
+    } else if (this.wantsAck(m) && !hasOwnReply(m.request, this.ackedProtocol)) {
       this.log.warn('vhost-user.refused', { peer: this.peer, fault }, 'vhost-user: request refused (nonzero REPLY_ACK)');
       this.reply(m, u64Payload(1));
     } else {
@@ -275,8 +292,17 @@ export class Session {
         expectSize(m, 0);
         return u64Payload(this.status);
       case Req.SET_LOG_BASE:
+        return this.setLogBase(m);
+      case Req.SET_DEVICE_STATE_FD:
+        return this.setDeviceStateFd(m);
+      case Req.CHECK_DEVICE_STATE:
+        return this.checkDeviceState(m);
       case Req.SET_LOG_FD:
-        throw new Fault('dirty logging is not supported (LOG_ALL / LOG_SHMFD not offered)');
+        // vhost-kernel's log eventfd; nothing in vhost-user uses it. Accepted and closed.
+        if (!(this.ackedProtocol & ProtocolFeature.LOG_SHMFD)) throw new Fault('LOG_SHMFD was not negotiated');
+        expectSize(m, 0);
+        takeFds(m, 1).forEach(closeFd);
+        return undefined;
       default:
         throw new Fault(reqNames(m.request));
     }
@@ -286,6 +312,7 @@ export class Session {
     const extra = f & ~this.offeredFeatures;
     if (extra) throw new Fault(`features 0x${extra.toString(16)} were not offered`);
     this.ackedFeatures = f;
+    this.updateLogging();
     // Without VHOST_USER_F_PROTOCOL_FEATURES, rings start enabled (there is no SET_VRING_ENABLE).
     if (!(f & VirtioFeature.PROTOCOL_FEATURES)) for (const s of this.slots) s.enabled = true;
     this.device.onFeatures?.(f);
@@ -384,7 +411,8 @@ export class Session {
     const p = m.payload;
     const s = this.slot(p.readUInt32LE(0));
     const flags = p.readUInt32LE(4);
-    if (flags & VRING_F_LOG) throw new Fault('used-ring logging requested but LOG_ALL was not offered');
+    if (flags & ~VRING_F_LOG) throw new Fault(`flags 0x${flags.toString(16)} have unknown bits`);
+    const usedLogGpa = flags & VRING_F_LOG ? safe(p.readBigUInt64LE(32), 'used-ring log address') : null;
     if (s.size === 0) throw new Fault(`queue ${s.index} has no size yet (SET_VRING_NUM first)`);
     const addr = {
       desc: safe(p.readBigUInt64LE(8), 'descriptor address'),
@@ -397,8 +425,129 @@ export class Session {
         `queue ${s.index} rings (desc 0x${addr.desc.toString(16)}, avail 0x${addr.avail.toString(16)}, used 0x${addr.used.toString(16)}, size ${s.size}) are not inside guest memory`,
       );
     s.addr = addr;
+    s.usedLogGpa = usedLogGpa;
     s.queue?.setRings(rings); // a running queue moves to the new rings; otherwise they are used at the kick
+    s.queue?.setUsedLog(usedLogGpa); // QEMU turns logging on while the queue runs
     return undefined;
+  }
+
+  // ---------------------------------------------------------------- dirty log
+
+  /**
+   * SET_LOG_BASE (LOG_SHMFD): u64 mmap_size, u64 mmap_offset and the log's
+   * fd. The reply (QEMU waits for one) is a u64 0; a log we cannot map
+   * fails the request, which QEMU treats as a failed migration.
+   */
+  private setLogBase(m: Message): Buffer {
+    if (!(this.ackedProtocol & ProtocolFeature.LOG_SHMFD)) throw new Fault('LOG_SHMFD was not negotiated');
+    expectSize(m, 16);
+    const size = safe(m.payload.readBigUInt64LE(0), 'log size');
+    const offset = safe(m.payload.readBigUInt64LE(8), 'log offset');
+    const [fd] = takeFds(m, 1);
+    let log: DirtyLog;
+    try {
+      log = new DirtyLog(fd!, size, offset);
+    } catch (e) {
+      throw e instanceof DirtyLogError ? new Fault(e.message) : e;
+    }
+    this.closeLog();
+    this.log_ = log;
+    this.updateLogging();
+    if (this.log.wants('debug')) this.log.debug('vhost-user.migration', { peer: this.peer, size, offset }, 'vhost-user: dirty log mapped');
+    return u64Payload(0);
+  }
+
+  // ---------------------------------------------------------------- device state
+
+  /**
+   * SET_DEVICE_STATE_FD (DEVICE_STATE): direction, phase (only "stopped":
+   * every ring stopped) and a pipe. Answered at once with "no fd of ours"
+   * (0x100), or 0x101 when the transfer cannot start; the stream runs on,
+   * and CHECK_DEVICE_STATE says how it ended.
+   */
+  private setDeviceStateFd(m: Message): Buffer {
+    if (!(this.ackedProtocol & ProtocolFeature.DEVICE_STATE)) throw new Fault('DEVICE_STATE was not negotiated');
+    expectSize(m, 8);
+    const [fd] = takeFds(m, 1);
+    const direction = m.payload.readUInt32LE(0);
+    const phase = m.payload.readUInt32LE(4);
+    const { device } = this;
+    this.transfer?.abort('replaced by a new SET_DEVICE_STATE_FD');
+    this.transfer = null;
+    let fdOwned = true; // until StateTransfer takes it (it closes it on its own failure)
+    try {
+      if (direction !== TransferDirection.SAVE && direction !== TransferDirection.LOAD) throw new Fault(`transfer direction ${direction} is unknown`);
+      if (phase !== TRANSFER_PHASE_STOPPED) throw new Fault(`transfer phase ${phase} is not supported (only 0, stopped)`);
+      const running = this.slots.filter((s) => s.started).map((s) => s.index);
+      if (running.length) throw new Fault(`queues ${running.join(', ')} are running (the stopped phase needs every ring stopped)`);
+      const limits = { maxBytes: this.o.stateTransfer?.maxBytes ?? 64 * 1024 * 1024, timeoutMs: this.o.stateTransfer?.timeoutMs ?? 60_000 };
+      fdOwned = false;
+      try {
+        this.transfer =
+          direction === TransferDirection.SAVE
+            ? StateTransfer.save(fd!, () => device.saveState!(), limits)
+            : StateTransfer.load(fd!, (state) => device.loadState!(state), limits);
+      } catch (e) {
+        throw e instanceof TransferError ? new Fault(e.message) : e;
+      }
+    } catch (e) {
+      if (fdOwned) closeFd(fd!);
+      if (!(e instanceof Fault)) throw e;
+      this.log.warn(
+        'vhost-user.migration',
+        { peer: this.peer, fault: `SET_DEVICE_STATE_FD: ${e.message}` },
+        'vhost-user: device state transfer refused',
+      );
+      return u64Payload(DEVICE_STATE_NO_FD | DEVICE_STATE_FAILED);
+    }
+    this.log.info(
+      'vhost-user.migration',
+      { peer: this.peer, direction: direction === 0 ? 'save' : 'load' },
+      'vhost-user: device state transfer started',
+    );
+    return u64Payload(DEVICE_STATE_NO_FD);
+  }
+
+  /** CHECK_DEVICE_STATE: waits for the transfer to end; 0 when it succeeded, 1 (and a log line saying why) otherwise. */
+  private async checkDeviceState(m: Message): Promise<Buffer> {
+    if (!(this.ackedProtocol & ProtocolFeature.DEVICE_STATE)) throw new Fault('DEVICE_STATE was not negotiated');
+    expectSize(m, 0);
+    const t = this.transfer;
+    if (!t) {
+      this.log.warn('vhost-user.migration', { peer: this.peer, fault: 'CHECK_DEVICE_STATE: no transfer' }, 'vhost-user: device state check failed');
+      return u64Payload(1);
+    }
+    try {
+      await t.done;
+      this.log.info('vhost-user.migration', { peer: this.peer, direction: t.direction }, 'vhost-user: device state transfer succeeded');
+      return u64Payload(0);
+    } catch (e) {
+      this.log.warn(
+        'vhost-user.migration',
+        { peer: this.peer, direction: t.direction, fault: `CHECK_DEVICE_STATE: ${(e as Error).message}` },
+        'vhost-user: device state transfer failed',
+      );
+      return u64Payload(1);
+    }
+  }
+
+  /** Logging is on while the driver has LOG_ALL and a log is mapped. */
+  private updateLogging(): void {
+    this.memory.dirtyLog = this.ackedFeatures & VirtioFeature.LOG_ALL ? this.log_ : null;
+  }
+
+  private closeLog(): void {
+    const log = this.log_;
+    if (!log) return;
+    this.log_ = null;
+    this.updateLogging();
+    if (log.outOfRange > 0)
+      this.log.warn(
+        'vhost-user.migration',
+        { peer: this.peer, pages: log.outOfRange, logBytes: log.size },
+        'vhost-user: pages written beyond the end of the dirty log were not logged (the frontend sized it too small)',
+      );
+    log.close();
   }
 
   /** Views of the three rings, or undefined when one is outside memory or misaligned. */
@@ -490,6 +639,7 @@ export class Session {
           eventIdx: (this.ackedFeatures & VirtioFeature.EVENT_IDX) !== 0n,
           indirect: (this.ackedFeatures & VirtioFeature.INDIRECT_DESC) !== 0n,
           lastAvail: s.base,
+          usedLogGpa: s.usedLogGpa,
           notify: () => this.interrupt(s),
           onFault: (fault) => this.queueFault(s, fault),
         },
@@ -611,9 +761,20 @@ export class Session {
       this.dropQueue(s);
       closeFd(s.callFd);
       closeFd(s.errFd);
-      Object.assign(s, { size: 0, base: 0, addr: null, callFd: -1, errFd: -1, enabled: false, started: false, missedInterrupt: false });
+      Object.assign(s, {
+        size: 0,
+        base: 0,
+        addr: null,
+        usedLogGpa: null,
+        callFd: -1,
+        errFd: -1,
+        enabled: false,
+        started: false,
+        missedInterrupt: false,
+      });
     }
     this.ackedFeatures = 0n;
+    this.closeLog();
     this.status = 0;
     this.resetDeviceModel(why);
   }
@@ -638,13 +799,19 @@ export class Session {
     }
     closeFd(this.backendChannelFd);
     this.backendChannelFd = -1;
+    this.closeLog();
+    this.transfer?.abort('the frontend disconnected');
+    this.transfer = null;
     this.memory.clear();
     this.resetDeviceModel('frontend disconnected');
     this.onEnd(reason);
   }
 }
 
-function hasOwnReply(request: number): boolean {
+/** Requests answered by a reply of their own (not a REPLY_ACK), given the negotiated protocol features. */
+function hasOwnReply(request: number, protocol: bigint): boolean {
+  // SET_LOG_BASE has its reply only with LOG_SHMFD (it carries the fd then).
+  if (request === Req.SET_LOG_BASE) return (protocol & ProtocolFeature.LOG_SHMFD) !== 0n;
   return (
     request === Req.GET_FEATURES ||
     request === Req.GET_PROTOCOL_FEATURES ||
@@ -652,7 +819,9 @@ function hasOwnReply(request: number): boolean {
     request === Req.GET_QUEUE_NUM ||
     request === Req.GET_MAX_MEM_SLOTS ||
     request === Req.GET_CONFIG ||
-    request === Req.GET_STATUS
+    request === Req.GET_STATUS ||
+    request === Req.SET_DEVICE_STATE_FD ||
+    request === Req.CHECK_DEVICE_STATE
   );
 }
 

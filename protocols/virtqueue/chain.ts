@@ -30,6 +30,11 @@ export class DescriptorChain {
     /** @internal the queue generation that popped the chain */
     readonly generation: number,
     private readonly owner: ChainOwner,
+    /**
+     * @internal guest physical extents of the writable descriptors, in chain
+     * order, as [gpa, length] pairs flattened: what the dirty log marks
+     */
+    readonly writableGpa: readonly number[] = [],
   ) {
     let r = 0;
     for (const b of readable) r += b.length;

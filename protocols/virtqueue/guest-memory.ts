@@ -10,6 +10,7 @@
 import { registerWindow } from '../../src/sys/memory.js';
 import { closeFd } from '../../src/sys/fd.js';
 import { fileSeals, fstatFd, F_SEAL_SHRINK, mmapShared, munmap, viewOf } from '../../src/sys/mem.js';
+import type { DirtyLog } from './dirty-log.js';
 
 /** One region as vhost-user describes it (all numbers are byte addresses/sizes). */
 export interface RegionSpec {
@@ -138,6 +139,13 @@ export class MappedRegion implements RegionSpec {
 export class GuestMemory {
   private regions: MappedRegion[] = [];
   private lastHit: MappedRegion | undefined;
+  /**
+   * The migration dirty log, set while the driver has LOG_ALL on and the
+   * frontend gave a log (SET_LOG_BASE); null otherwise. Every device write
+   * into guest memory goes through a writable chain descriptor or a used
+   * ring, and both report here (logWrite) after writing.
+   */
+  dirtyLog: DirtyLog | null = null;
 
   constructor(readonly maxRegions = 509) {}
 
@@ -208,6 +216,25 @@ export class GuestMemory {
     for (const r of this.regions) r.retire();
     this.regions = [];
     this.lastHit = undefined;
+  }
+
+  /** The device wrote guest physical [gpa, gpa+len): marks it in the dirty log when logging is on. */
+  logWrite(gpa: number, len: number): void {
+    this.dirtyLog?.mark(gpa, len);
+  }
+
+  /**
+   * The device wrote the first `bytes` bytes of a chain's writable space,
+   * whose descriptors cover `extents` ([gpa, length] pairs): marks them.
+   */
+  logChainWrite(extents: readonly number[], bytes: number): void {
+    const log = this.dirtyLog;
+    if (log === null) return;
+    for (let i = 0; i < extents.length && bytes > 0; i += 2) {
+      const n = Math.min(extents[i + 1]!, bytes);
+      log.mark(extents[i]!, n);
+      bytes -= n;
+    }
   }
 
   regionAt(gpa: number): MappedRegion | undefined {

@@ -53,6 +53,11 @@ export interface SplitQueueOptions {
   notify: () => void;
   /** The queue just broke; `fault` says why (for a log line naming the peer). */
   onFault: (fault: string) => void;
+  /**
+   * Guest physical address of the used ring when the frontend asked for
+   * used-ring logging (SET_VRING_ADDR with VRING_F_LOG); null: not logged.
+   */
+  usedLogGpa?: number | null;
 }
 
 // Indirect tables are bounded by the descriptor count a 16-bit `next` can reach.
@@ -85,6 +90,8 @@ export class SplitQueue implements ChainOwner {
   private inflightCount = 0;
   private idleWaiters: (() => void)[] = [];
   private retired = false;
+  /** See SplitQueueOptions.usedLogGpa; set again by setUsedLog when the frontend changes it. */
+  private usedLogGpa: number | null;
 
   constructor(o: SplitQueueOptions, rings: QueueRings) {
     this.index = o.index;
@@ -95,6 +102,7 @@ export class SplitQueue implements ChainOwner {
     this.notifyDriver = o.notify;
     this.onFault = o.onFault;
     this.lastAvailIdx = o.lastAvail & 0xffff;
+    this.usedLogGpa = o.usedLogGpa ?? null;
     this.setRings(rings);
     // The used index continues from what the ring holds (a restarted queue).
     this.nextUsed = this.publishedUsed = Atomics.load(this.used16, 1);
@@ -111,6 +119,16 @@ export class SplitQueue implements ChainOwner {
     this.ringPins = [r.desc.region, r.avail.region, r.used.region];
     for (const p of this.ringPins) p.pin();
     for (const p of old) p.unpin();
+  }
+
+  /** Used-ring logging on (the used ring's guest physical address) or off (null). */
+  setUsedLog(gpa: number | null): void {
+    this.usedLogGpa = gpa;
+  }
+
+  /** Marks bytes [offset, offset+len) of the used ring in the dirty log (when both are on). */
+  private logUsed(offset: number, len: number): void {
+    if (this.usedLogGpa !== null) this.memory.logWrite(this.usedLogGpa + offset, len);
   }
 
   get lastAvail(): number {
@@ -149,6 +167,7 @@ export class SplitQueue implements ChainOwner {
         // Ask for a kick at the next new entry, then close the race with a driver
         // that added one before seeing our avail_event.
         Atomics.store(this.used16, 2 + 4 * this.size, this.lastAvailIdx);
+        this.logUsed(4 + 8 * this.size, 2);
         if (Atomics.load(this.avail16, 1) === this.lastAvailIdx) return false;
       }
     } finally {
@@ -175,6 +194,7 @@ export class SplitQueue implements ChainOwner {
   private walk(head: number): DescriptorChain | null {
     const readable: Buffer[] = [];
     const writable: Buffer[] = [];
+    const writableGpa: number[] = [];
     const pins: MappedRegion[] = [];
     let table = this.desc32;
     let tableLen = this.size;
@@ -214,12 +234,13 @@ export class SplitQueue implements ChainOwner {
         if (out === readable && writable.length !== 0) return this.failChain(pins, `device-readable descriptor ${i} after a device-writable one`);
         if (!this.memory.translate(addr, len, out, pins))
           return this.failChain(pins, `descriptor ${i} [0x${addr.toString(16)}, +${len}) is outside guest memory`);
+        if (out === writable) writableGpa.push(addr, len);
       }
       if (!(flags & VRING_DESC_F_NEXT)) break;
       if (next >= tableLen) return this.failChain(pins, `descriptor ${i} links to ${next}, outside its table of ${tableLen}`);
       i = next;
     }
-    return new DescriptorChain(this.index, head, readable, writable, pins, this.gen, this);
+    return new DescriptorChain(this.index, head, readable, writable, pins, this.gen, this, writableGpa);
   }
 
   /** The indirect table as u32 words; copied when it is split across views or unaligned. */
@@ -257,12 +278,16 @@ export class SplitQueue implements ChainOwner {
   }
 
   completeChain(chain: DescriptorChain, bytesWritten: number): void {
+    const len = bytesWritten > 0 ? Math.min(Math.floor(bytesWritten), chain.writableLength) : 0;
+    // Logged while the regions are still pinned, and even for a chain of an
+    // abandoned generation: its bytes are in guest memory all the same.
+    this.memory.logChainWrite(chain.writableGpa, len);
     for (const p of chain.pins) p.unpin();
     if (chain.generation !== this.gen || this.retired) return; // the queue was reset meanwhile
-    const len = bytesWritten > 0 ? Math.min(Math.floor(bytesWritten), chain.writableLength) : 0;
     const slot = this.nextUsed & (this.size - 1);
     this.used32[1 + 2 * slot] = chain.head;
     this.used32[2 + 2 * slot] = len;
+    this.logUsed(4 + 8 * slot, 8);
     this.nextUsed = (this.nextUsed + 1) & 0xffff;
     if (--this.inflightCount === 0) this.wakeIdle();
     if (!this.draining && !this.flushScheduled) {
@@ -280,6 +305,7 @@ export class SplitQueue implements ChainOwner {
     const now = this.nextUsed;
     if (now === this.publishedUsed) return;
     Atomics.store(this.used16, 1, now);
+    this.logUsed(2, 2);
     this.publishedUsed = now;
     if (this.shouldNotify(now)) this.notifyDriver();
   };

@@ -13,12 +13,13 @@
 // when the backend had to wait (an engine ran the call), so no protocol
 // waits for another's request. Protocols must expect either, and must
 // check after a wait that what they act on (a fid, a handle) still exists.
-import type { Credentials, Dirent, LockRange, Stat, StatFs, TimeArg } from '../sys/index.js';
+import type { Credentials, Dirent, LockRange, Stat, StatFs, SysError, TimeArg } from '../sys/index.js';
 import type { WriteOptions } from '../sys/vectored.js';
 import { DirStream, OpenFile } from './files.js';
 import type { FdAccount, FdBudget } from './fd-budget.js';
 import type { Inode } from './inode-table.js';
 import type { LockOptions, LockRequest, SetLockOptions, WaitLockOptions } from './locks.js';
+import type { InodeLocation, RestoreRequest } from './migration.js';
 
 /** A result now, or later when the call had to wait for storage (the I/O engine ran it). */
 export type Awaitable<T> = T | Promise<T>;
@@ -149,6 +150,12 @@ export interface Backend {
   flush(file: OpenFile, owner: string): void;
 
   // xattrs
+  // live migration (find-paths; src/backend/migration.ts)
+  /** Where `inode` is, relative to the export, checked to name it now; throws SysError (ENOENT, ESTALE) otherwise. */
+  locate(inode: Inode): InodeLocation;
+  /** Finds the inodes again under their node ids and reference counts; per entry the inode or why it is not the same file. */
+  restore(reqs: readonly RestoreRequest[]): Promise<(Inode | SysError)[]>;
+
   getxattr(c: Caller, inode: Inode, name: Buffer): Awaitable<Buffer>;
   listxattr(c: Caller, inode: Inode): Awaitable<Buffer[]>;
   /** Whether the caller may write `name` at all (9P asks at Txattrcreate, before the value arrives). */
@@ -161,4 +168,4 @@ export interface Backend {
 export { OpenFile, DirStream };
 /** How a name appears in logs and error messages. */
 export { printable } from './names.js';
-export type { Inode, Dirent, FdAccount, FdBudget };
+export type { Inode, Dirent, FdAccount, FdBudget, InodeLocation, RestoreRequest };

@@ -98,6 +98,7 @@ import { speedOfFd } from '../io/fs-speed.js';
 import { SyncEngine } from '../io/sync.js';
 import { readInto, writeFrom } from '../io/transfer.js';
 import { listedUnprivileged, unprivilegedRefusal, type XattrAccess } from './xattr-privilege.js';
+import { locate, restore, type InodeLocation, type MigrationDeps, type RestoreRequest } from './migration.js';
 
 export interface BackendOptions {
   sharedDir: string;
@@ -549,6 +550,26 @@ export class LocalBackend implements Backend {
     // getdents on a server's directory waits for the server: on the pool.
     if (this.offloads(undefined, dir.inode)) return dir.readOnPool(offset, guest);
     dir.read(offset, guest);
+  }
+
+  // ---- live migration ------------------------------------------------------------
+
+  private get migrationDeps(): MigrationDeps {
+    return {
+      inodes: this.inodes,
+      root: this.root,
+      lookup: (parent, name) => this.lookup(DAEMON, parent, name),
+      release: (inode, n) => this.release(inode, n),
+      reached: (inode, parent, name) => this.model.reached(inode, { parent, name }),
+    };
+  }
+
+  locate(inode: Inode): InodeLocation {
+    return locate(this.migrationDeps, inode);
+  }
+
+  restore(reqs: readonly RestoreRequest[]): Promise<(Inode | SysError)[]> {
+    return restore(this.migrationDeps, reqs);
   }
 
   closeFile(file: OpenFile): void {

@@ -214,6 +214,47 @@ export class InodeTable {
     }
   }
 
+  /**
+   * Migration: node ids up to `max` are the guest's (loaded from a state
+   * blob); new inodes get ids above them.
+   */
+  reserveIds(max: number): void {
+    if (max >= this.nextId) this.nextId = max + 1;
+  }
+
+  /**
+   * Migration: takes ownership of `fd` (stat `st`) as the inode with node id
+   * `id` and `refs` references. An inode already known under that id gains
+   * the references; the host inode known under another id, or the id taken
+   * by another inode, is EEXIST (the destination already serves someone
+   * else there). `fd` is closed on every path but the new entry's.
+   */
+  adopt(id: number, fd: number, st: Stat, refs: number): Inode {
+    const key = `${st.dev}:${st.ino}`;
+    const known = this.byKey.get(key);
+    const taken = this.byId.get(id);
+    if (known || taken) {
+      close(fd);
+      if (known && known === taken) {
+        known.refs += refs;
+        return known;
+      }
+      throw new SysError(
+        Errno.EEXIST,
+        'migration: restore',
+        known ? `node ${id}: this server already has the file as node ${known.id}` : `node ${id}: the id is taken by ${taken!.label}`,
+      );
+    }
+    const inode = new Inode(this, id, fd, st.dev, st.ino, st.mntId, st.mode & S_IFMT, this.inoMap.guestIno(st.dev, st.ino));
+    this.reserveIds(id);
+    this.byKey.set(key, inode);
+    this.byId.set(id, inode);
+    inode.refs = refs;
+    this.fdsHeld++;
+    this.remember(inode, fd);
+    return inode;
+  }
+
   /** The live entry for a host (dev, ino), if any. */
   find(dev: bigint, ino: bigint): Inode | undefined {
     return this.byKey.get(`${dev}:${ino}`);

@@ -26,6 +26,9 @@ import {
 import { closeFd } from '../sys/fd.js';
 import { connectUnixSocket } from '../sys/sockets.js';
 import { createEventFd, drainEventFd, signalEventFd } from '../sys/eventfd.js';
+import { createMemfd, mmapShared, munmap, viewOf } from '../sys/mem.js';
+import { pipe } from '../sys/tasks.js';
+import net from 'node:net';
 import { pollFd, type FdPoll } from '../sys/poll.js';
 import {
   VRING_AVAIL_F_NO_INTERRUPT,
@@ -44,7 +47,7 @@ export interface FrontendOptions {
   regions?: RegionLayout[];
   /** Entries per queue (default 256). */
   queueSize?: number;
-  /** Queues to set up (default: GET_QUEUE_NUM, or 1). */
+  /** Queues to set up (default: GET_QUEUE_NUM, or 1; 0: none, e.g. to load a device state first). */
   queues?: number;
   /** Virtio features we accept (intersected with the offer). */
   features?: bigint;
@@ -88,6 +91,8 @@ export interface Completion {
   len: number;
   /** The first `len` bytes of the writable buffers, concatenated. */
   data: Buffer;
+  /** Guest physical [address, length] of each writable buffer, in chain order (for dirty-log checks). */
+  writable: [number, number][];
 }
 
 interface Pending {
@@ -312,7 +317,7 @@ export class DriverQueue {
         }
         for (const [g, size] of p.allocs) this.fe.ram.release(g, size);
         for (const d of p.descs) this.freeDescs.push(d);
-        p.resolve({ head: id, len, data });
+        p.resolve({ head: id, len, data, writable: p.ins.map(([g, n]) => [g, n]) });
       }
       if (!this.eventIdx) return n;
       // Ask for an interrupt at the next used entry, then recheck (race with the device).
@@ -563,8 +568,98 @@ export class VhostUserFrontend {
     return this.sendOk(Req.SET_VRING_BASE, vringStatePayload(q, n));
   }
 
-  setVringAddr(q: number, a: { desc: number; avail: number; used: number }, flags = 0): Promise<void> {
-    return this.sendOk(Req.SET_VRING_ADDR, vringAddrPayload(q, a, flags));
+  setVringAddr(q: number, a: { desc: number; avail: number; used: number }, flags = 0, logGpa = 0): Promise<void> {
+    return this.sendOk(Req.SET_VRING_ADDR, vringAddrPayload(q, a, flags, logGpa));
+  }
+
+  /**
+   * SET_LOG_BASE with a log fd (LOG_SHMFD): sent without NEED_REPLY, as
+   * QEMU does, and resolves with the backend's own reply.
+   */
+  async setLogBase(fd: number, size: number, offset = 0): Promise<Message> {
+    const p = Buffer.alloc(16);
+    p.writeBigUInt64LE(BigInt(size), 0);
+    p.writeBigUInt64LE(BigInt(offset), 8);
+    return (await this.sendRaw(encodeMessage(Req.SET_LOG_BASE, FLAG_VERSION, p), [fd], true))!;
+  }
+
+  /**
+   * Starts dirty logging as QEMU does when a migration begins: a log
+   * covering all guest RAM (SET_LOG_BASE), LOG_ALL in SET_FEATURES, and
+   * every queue's SET_VRING_ADDR again with VRING_F_LOG and its used ring's
+   * guest address. `usedLog: false` leaves the rings unlogged.
+   */
+  async startDirtyLog(o: { usedLog?: boolean } = {}): Promise<DirtyBitmap> {
+    const end = Math.max(...this.ram.regions.map((r) => r.gpa + r.size));
+    const log = new DirtyBitmap(Math.ceil(end / 4096 / 8));
+    try {
+      const reply = await this.setLogBase(log.fd, log.size);
+      if (reply.size !== 8 || reply.payload.readBigUInt64LE(0) !== 0n) throw new Error(`SET_LOG_BASE failed (reply of ${reply.size} bytes)`);
+      this.features |= VirtioFeature.LOG_ALL;
+      await this.setFeatures(this.features);
+      if (o.usedLog !== false) for (const q of this.queues) if (q) await this.setVringAddr(q.index, q.ringUserAddrs, VRING_F_LOG, q.usedGpa);
+      return log;
+    } catch (e) {
+      log.close();
+      throw e;
+    }
+  }
+
+  /**
+   * SET_DEVICE_STATE_FD with one end of a new pipe (phase stopped, as
+   * QEMU); resolves with the reply's u64 and our end of the pipe.
+   */
+  async setDeviceStateFd(direction: 0 | 1, phase = 0): Promise<{ reply: bigint; fd: number }> {
+    const [r, w] = pipe();
+    const theirs = direction === 0 ? w : r;
+    const ours = direction === 0 ? r : w;
+    const p = Buffer.alloc(8);
+    p.writeUInt32LE(direction, 0);
+    p.writeUInt32LE(phase, 4);
+    try {
+      const m = (await this.sendRaw(encodeMessage(Req.SET_DEVICE_STATE_FD, FLAG_VERSION, p), [theirs], true))!;
+      if (m.size !== 8) throw new Error(`SET_DEVICE_STATE_FD reply has ${m.size} bytes`);
+      return { reply: m.payload.readBigUInt64LE(0), fd: ours };
+    } catch (e) {
+      closeFd(ours);
+      throw e;
+    } finally {
+      closeFd(theirs);
+    }
+  }
+
+  /** CHECK_DEVICE_STATE: 0 when the backend's transfer succeeded. */
+  async checkDeviceState(): Promise<bigint> {
+    return this.getU64(Req.CHECK_DEVICE_STATE);
+  }
+
+  /** Saves the device state as QEMU does on the source (rings already stopped): the bytes, and CHECK_DEVICE_STATE's answer. */
+  async saveDeviceState(): Promise<{ state: Buffer; check: bigint }> {
+    const { reply, fd } = await this.setDeviceStateFd(0);
+    if (reply !== 0x100n) {
+      closeFd(fd);
+      throw new Error(`SET_DEVICE_STATE_FD(save) refused (0x${reply.toString(16)})`);
+    }
+    const state = await readAll(fd);
+    return { state, check: await this.checkDeviceState() };
+  }
+
+  /** Loads a device state as QEMU does on the destination; resolves with CHECK_DEVICE_STATE's answer. */
+  async loadDeviceState(state: Buffer): Promise<bigint> {
+    const { reply, fd } = await this.setDeviceStateFd(1);
+    if (reply !== 0x100n) {
+      closeFd(fd);
+      throw new Error(`SET_DEVICE_STATE_FD(load) refused (0x${reply.toString(16)})`);
+    }
+    await writeAll(fd, state);
+    return this.checkDeviceState();
+  }
+
+  /** Turns LOG_ALL off again (the migration ended or was cancelled). */
+  async stopDirtyLog(): Promise<void> {
+    this.features &= ~VirtioFeature.LOG_ALL;
+    await this.setFeatures(this.features);
+    for (const q of this.queues) if (q) await this.setVringAddr(q.index, q.ringUserAddrs);
   }
 
   /** SET_VRING_KICK/CALL/ERR; fd < 0 sends the "no fd" flag. */
@@ -605,14 +700,85 @@ export class VhostUserFrontend {
 }
 
 /** The SET_VRING_ADDR payload (ring addresses are frontend virtual addresses). */
-export function vringAddrPayload(q: number, a: { desc: number; avail: number; used: number }, flags = 0): Buffer {
+export function vringAddrPayload(q: number, a: { desc: number; avail: number; used: number }, flags = 0, logGpa: number | bigint = 0): Buffer {
   const p = Buffer.alloc(40);
   p.writeUInt32LE(q, 0);
   p.writeUInt32LE(flags, 4);
   p.writeBigUInt64LE(BigInt(a.desc), 8);
   p.writeBigUInt64LE(BigInt(a.used), 16);
   p.writeBigUInt64LE(BigInt(a.avail), 24);
+  p.writeBigUInt64LE(BigInt(logGpa), 32);
   return p;
+}
+
+/** Reads a pipe to EOF (the fd is closed). */
+function readAll(fd: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = new net.Socket({ fd, readable: true, writable: false });
+    const chunks: Buffer[] = [];
+    s.on('data', (b: Buffer) => chunks.push(b));
+    s.on('end', () => {
+      s.destroy();
+      resolve(Buffer.concat(chunks));
+    });
+    s.on('error', reject);
+  });
+}
+
+/** Writes all of `data` to a pipe, then closes it. */
+function writeAll(fd: number, data: Buffer): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = new net.Socket({ fd, readable: false, writable: true });
+    s.on('error', reject);
+    s.end(data, () => {
+      s.destroy();
+      resolve();
+    });
+  });
+}
+
+/** VRING_F_LOG: SET_VRING_ADDR flag asking for used-ring writes to be logged. */
+export const VRING_F_LOG = 1;
+
+/**
+ * The VMM's side of the migration dirty log: a memfd bitmap, one bit per
+ * 4 KiB guest physical page, shared with the backend.
+ */
+export class DirtyBitmap {
+  readonly fd: number;
+  private readonly base: bigint;
+  private readonly bits: Uint8Array;
+  private closed = false;
+
+  constructor(readonly size: number) {
+    this.fd = createMemfd('duofs-test-dirty-log', size);
+    this.base = mmapShared(this.fd, size, 0);
+    this.bits = new Uint8Array(viewOf(this.base, size));
+  }
+
+  /** Guest page numbers (gpa / 4096) whose bit is set, ascending. */
+  pages(): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < this.bits.length; i++) {
+      const b = Atomics.load(this.bits, i);
+      if (b) for (let k = 0; k < 8; k++) if (b & (1 << k)) out.push(i * 8 + k);
+    }
+    return out;
+  }
+
+  /** Reads and clears the bitmap, as QEMU does between passes; returns the pages that were set. */
+  take(): number[] {
+    const p = this.pages();
+    for (const n of p) Atomics.and(this.bits, Math.floor(n / 8), ~(1 << (n % 8)) & 0xff);
+    return p;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    munmap(this.base, this.size);
+    closeFd(this.fd);
+  }
 }
 
 /** A frame with any header values (sizes that lie, unknown requests, bad flags). */

@@ -158,10 +158,8 @@ test('--thread-pool-size sizes the pool of the threads engine; 0 (virtiofsd: no 
 
 test.each([
   ['--allow-direct-io'],
-  ['--migration-mode', 'file-handles'],
-  ['--migration-on-error', 'abort'],
+  ['--migration-mode=file-handles'],
   ['--migration-verify-handles'],
-  ['--migration-confirm-paths'],
   ['--security-label'],
   ['--security-label=always'],
   ['--security-label=auto'],
@@ -170,6 +168,22 @@ test.each([
   const e = refused([...base, ...opt]);
   expect(e.message).toMatch(/not supported by duofs: \S/);
   expect(e.message.startsWith(opt[0]!.split('=')[0]!)).toBe(true);
+});
+
+test('--migration-* as virtiofsd 1.14: find-paths, on-error abort|guest-error, confirm-paths accepted; file handles refused', () => {
+  expect(parseVirtiofsdArgs(base).options.fuse?.migrationOnError).toBeUndefined();
+  expect(parseVirtiofsdArgs([...base, '--migration-on-error', 'guest-error']).options.fuse?.migrationOnError).toBe('guest-error');
+  expect(parseVirtiofsdArgs([...base, '--migration-on-error=abort']).options.fuse?.migrationOnError).toBe('abort');
+  const a = parseVirtiofsdArgs([...base, '--migration-mode', 'find-paths', '--migration-confirm-paths']);
+  expect(a.notes).toEqual([
+    expect.stringMatching(/^--migration-mode=find-paths: accepted, no effect in duofs: the default/),
+    expect.stringMatching(/^--migration-confirm-paths: accepted, no effect in duofs: duofs finds the paths when the device state is saved/),
+  ]);
+  expect(refused([...base, '--migration-on-error', 'retry']).message).toMatch(/^--migration-on-error retry: invalid \(abort, guest-error\)/);
+  expect(refused([...base, '--migration-mode', 'magic']).message).toMatch(/^--migration-mode magic: invalid/);
+  expect(refused([...base, '--migration-mode', 'file-handles']).message).toMatch(
+    /^--migration-mode=file-handles: not supported by duofs: duofs migrates inodes by path/,
+  );
 });
 
 test("--uid-map/--gid-map: libvirt's session maps, repeatable, in order, any non-alphanumeric delimiter (virtiofsd 1.14)", () => {
@@ -333,11 +347,11 @@ test("the capabilities JSON has virtiofsd's shape and lists only what duofs supp
   expect(j.type).toBe('fs');
   expect(Array.isArray(j.features)).toBe(true);
   expect(j.features).toEqual([...CAPABILITY_FEATURES]);
-  // Listing these would make libvirt migrate, or refuse <lock>, or pass modes duofs refuses.
-  for (const f of ['migrate-precopy', 'separate-options', 'security-label-negotiation-mode']) {
+  // Listing these would make libvirt refuse <lock>, or pass modes duofs refuses.
+  for (const f of ['separate-options', 'security-label-negotiation-mode']) {
     expect(j.features).not.toContain(f);
   }
-  expect(capabilitiesJson()).toBe('{\n  "type": "fs",\n  "features": [\n    "posix-acl-negotiation-mode"\n  ]\n}\n');
+  expect(capabilitiesJson()).toBe('{\n  "type": "fs",\n  "features": [\n    "migrate-precopy",\n    "posix-acl-negotiation-mode"\n  ]\n}\n');
 });
 
 test('every documented table entry has a reason', () => {

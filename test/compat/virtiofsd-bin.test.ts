@@ -122,7 +122,7 @@ test('the separate-options form libvirt uses for binaries that advertise it', ()
 test("--print-capabilities prints virtiofsd's JSON shape and exits 0", () => {
   const r = run(['--print-capabilities']);
   expect(r.status).toBe(0);
-  expect(JSON.parse(r.stdout)).toEqual({ type: 'fs', features: ['posix-acl-negotiation-mode'] });
+  expect(JSON.parse(r.stdout)).toEqual({ type: 'fs', features: ['migrate-precopy', 'posix-acl-negotiation-mode'] });
 });
 
 test("an option duofs refuses: exit status 2 (a usage error, as clap's), one line naming it", () => {

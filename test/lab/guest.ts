@@ -71,6 +71,14 @@ export interface GuestOptions {
   shell?: boolean;
   /** Called with each chunk of console output (e.g. to stream it). */
   onConsole?: (text: string) => void;
+  /** More QEMU arguments, after the devices (e.g. `-qmp`, `-incoming defer`). */
+  qemuArgs?: string[];
+  /** A host folder bound at /duofs-lab/host/ctl for QEMU (QMP and migration sockets): `qemuArgs` name paths under it. */
+  controlDir?: string;
+  /** Use this folder's plan.sh for /duofs-lab/run instead of writing one (a migration destination shares its source's). */
+  planDir?: string;
+  /** Return (instead of throwing) when QEMU exits before the guest printed DONE (a migration source). */
+  allowIncomplete?: boolean;
 }
 
 export interface GuestRun extends ParsedConsole {
@@ -228,6 +236,8 @@ function buildPlan(opts: GuestOptions, workDir: string): Plan {
     }
   }
 
+  if (opts.controlDir) bindHost(opts.controlDir, 'ctl');
+
   const mem = opts.memoryMiB ?? 1024;
   const cmdline = [
     'console=ttyS0',
@@ -267,6 +277,7 @@ function buildPlan(opts: GuestOptions, workDir: string): Plan {
     '-append',
     cmdline,
     ...qemu,
+    ...(opts.qemuArgs ?? []),
   ];
 
   const launch = `#!/bin/sh
@@ -279,7 +290,7 @@ mount --bind "$R" "$G"
 mount -o remount,bind,ro "$G"
 mount --bind ${sq(guestScriptsDir)} "$G/duofs-lab/scripts"
 mount -o remount,bind,ro "$G/duofs-lab/scripts"
-mount --bind ${sq(join(workDir, 'guest'))} "$G/duofs-lab/run"
+mount --bind ${sq(opts.planDir ?? join(workDir, 'guest'))} "$G/duofs-lab/run"
 mount -o remount,bind,ro "$G/duofs-lab/run"
 mount -t proc proc "$R/proc"
 mount --rbind /dev "$R/dev"
@@ -367,7 +378,7 @@ export async function runGuest(opts: GuestOptions): Promise<GuestRun> {
   mkdirSync(join(workDir, 'host'), { recursive: true });
   mkdirSync(join(workDir, 'logs'), { recursive: true });
   const plan = buildPlan(opts, workDir);
-  writeFileSync(join(workDir, 'guest', 'plan.sh'), plan.guestPlan);
+  if (!opts.planDir) writeFileSync(join(workDir, 'guest', 'plan.sh'), plan.guestPlan);
   const launchPath = join(workDir, 'host', 'launch.sh');
   writeFileSync(launchPath, plan.launch, { mode: 0o755 });
 
@@ -425,7 +436,7 @@ export async function runGuest(opts: GuestOptions): Promise<GuestRun> {
       );
     if (failure) throw describe(failure);
     if (opts.shell) return { ...parsed, console: '', stderr, wallMs, bootMs, workDir, leftoverPids };
-    if (!parsed.done) throw describe(`ended (exit status ${code}) before printing its DONE line`);
+    if (!parsed.done && !opts.allowIncomplete) throw describe(`ended (exit status ${code}) before printing its DONE line`);
     const failed = Object.keys(parsed.mountFailures);
     if (failed.length && !opts.allowMountFailure) throw describe(`could not mount ${failed.join(', ')}`);
     return { ...parsed, console: consoleText, stderr, wallMs, bootMs, workDir, leftoverPids };

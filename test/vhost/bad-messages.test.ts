@@ -151,11 +151,19 @@ describe('refused with a nonzero ack (NEED_REPLY set)', () => {
       run: (fe) => fe.send(Req.SET_VRING_ADDR, vringAddrPayload(0, { desc: 0, avail: 0, used: 0 })),
     },
     {
-      name: 'SET_VRING_ADDR asking for dirty logging',
-      fault: /used-ring logging requested/,
+      name: 'SET_VRING_ADDR with unknown flag bits',
+      fault: /flags 0x2 have unknown bits/,
       run: async (fe) => {
         await fe.setVringNum(0, 64);
-        return fe.send(Req.SET_VRING_ADDR, vringAddrPayload(0, { desc: 0, avail: 0, used: 0 }, 1));
+        return fe.send(Req.SET_VRING_ADDR, vringAddrPayload(0, { desc: 0, avail: 0, used: 0 }, 2));
+      },
+    },
+    {
+      name: 'SET_VRING_ADDR logging the used ring at an address beyond 2^53',
+      fault: /used-ring log address 0xffffffffffffffff is beyond 2\^53/,
+      run: async (fe) => {
+        await fe.setVringNum(0, 64);
+        return fe.send(Req.SET_VRING_ADDR, vringAddrPayload(0, { desc: 0, avail: 0, used: 0 }, 1, 2n ** 64n - 1n));
       },
     },
     {

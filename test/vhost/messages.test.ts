@@ -32,18 +32,23 @@ async function staysPending(fe: VhostUserFrontend, q: number, ms = 100): Promise
 }
 
 describe('feature negotiation', () => {
-  test('GET_FEATURES offers VERSION_1, INDIRECT_DESC, EVENT_IDX, PROTOCOL_FEATURES and the device bits', async () => {
+  test('GET_FEATURES offers VERSION_1, INDIRECT_DESC, EVENT_IDX, PROTOCOL_FEATURES, LOG_ALL and the device bits', async () => {
     fx.close();
     const dev = new EchoDevice();
     Object.defineProperty(dev, 'deviceFeatures', { value: 1n << 0n });
     fx = new Fixture(dev);
     const fe = await fx.connect({ negotiateOnly: true });
-    expect(fe.offeredFeatures).toBe(DEFAULT_FEATURES | 1n);
+    expect(fe.offeredFeatures).toBe(DEFAULT_FEATURES | VirtioFeature.LOG_ALL | 1n);
   });
 
-  test('GET_PROTOCOL_FEATURES offers MQ, REPLY_ACK, CONFIGURE_MEM_SLOTS, RESET_DEVICE, CONFIG (BACKEND_REQ on request)', async () => {
+  test('GET_PROTOCOL_FEATURES offers MQ, REPLY_ACK, CONFIGURE_MEM_SLOTS, RESET_DEVICE, CONFIG, LOG_SHMFD (BACKEND_REQ on request)', async () => {
     const want =
-      ProtocolFeature.MQ | ProtocolFeature.REPLY_ACK | ProtocolFeature.CONFIGURE_MEM_SLOTS | ProtocolFeature.RESET_DEVICE | ProtocolFeature.CONFIG;
+      ProtocolFeature.MQ |
+      ProtocolFeature.REPLY_ACK |
+      ProtocolFeature.CONFIGURE_MEM_SLOTS |
+      ProtocolFeature.RESET_DEVICE |
+      ProtocolFeature.CONFIG |
+      ProtocolFeature.LOG_SHMFD;
     const fe = await fx.connect({ negotiateOnly: true });
     expect(fe.offeredProtocolFeatures).toBe(want);
     fe.close();
@@ -62,12 +67,12 @@ describe('feature negotiation', () => {
   test('SET_FEATURES reaches the device; unoffered bits are refused with a nonzero ack', async () => {
     const fe = await fx.connect();
     expect(fx.device.features).toBe(DEFAULT_FEATURES);
-    expect(await fe.send(Req.SET_FEATURES, u64Payload(VirtioFeature.LOG_ALL))).toBe(1n);
-    expect(await fe.send(Req.SET_PROTOCOL_FEATURES, u64Payload(ProtocolFeature.LOG_SHMFD))).toBe(1n);
+    expect(await fe.send(Req.SET_FEATURES, u64Payload(VirtioFeature.RING_PACKED))).toBe(1n);
+    expect(await fe.send(Req.SET_PROTOCOL_FEATURES, u64Payload(ProtocolFeature.PAGEFAULT))).toBe(1n);
     expect(await echo(fe)).toBe('ping'); // refused requests leave the session working
-    expect(fx.warnings().some((l) => l.peer?.startsWith('#1 pid ') && /SET_FEATURES: features 0x4000000 were not offered/.test(l.fault ?? ''))).toBe(
-      true,
-    );
+    expect(
+      fx.warnings().some((l) => l.peer?.startsWith('#1 pid ') && /SET_FEATURES: features 0x400000000 were not offered/.test(l.fault ?? '')),
+    ).toBe(true);
   });
 
   test('without VHOST_USER_F_PROTOCOL_FEATURES the rings start enabled and no acks are sent', async () => {
@@ -83,7 +88,7 @@ describe('REPLY_ACK', () => {
     const fe = await fx.connect({ negotiateOnly: true });
     // Without NEED_REPLY: no ack. Were one sent, it would be taken as GET_FEATURES' reply and fail.
     await fe.send(Req.SET_FEATURES, u64Payload(DEFAULT_FEATURES), [], false);
-    expect(await fe.getU64(Req.GET_FEATURES)).toBe(DEFAULT_FEATURES);
+    expect(await fe.getU64(Req.GET_FEATURES)).toBe(DEFAULT_FEATURES | VirtioFeature.LOG_ALL);
     expect(await fe.send(Req.SET_FEATURES, u64Payload(DEFAULT_FEATURES), [], true)).toBe(0n);
   });
 
@@ -91,7 +96,7 @@ describe('REPLY_ACK', () => {
     const fe = await fx.connect({ negotiateOnly: true });
     const m = await fe.query(Req.GET_QUEUE_NUM, Buffer.alloc(0), NEED_REPLY);
     expect(m.payload.readBigUInt64LE(0)).toBe(2n);
-    expect(await fe.getU64(Req.GET_FEATURES)).toBe(DEFAULT_FEATURES);
+    expect(await fe.getU64(Req.GET_FEATURES)).toBe(DEFAULT_FEATURES | VirtioFeature.LOG_ALL);
   });
 });
 
@@ -149,7 +154,7 @@ describe('owner, status, backend channel, logging', () => {
     closeFd(efd);
   });
 
-  test('SET_LOG_BASE and SET_LOG_FD are refused cleanly and their fds closed', async () => {
+  test('SET_LOG_BASE and SET_LOG_FD without LOG_SHMFD are refused cleanly and their fds closed', async () => {
     const fe = await fx.connect({ negotiateOnly: true });
     const efd = createEventFd();
     const before = openFdCount();
@@ -157,7 +162,7 @@ describe('owner, status, backend channel, logging', () => {
     const p = Buffer.alloc(16);
     expect(await fe.send(Req.SET_LOG_BASE, p, [efd])).toBe(1n);
     expect(openFdCount()).toBe(before);
-    expect(await fe.getU64(Req.GET_FEATURES)).toBe(DEFAULT_FEATURES);
+    expect(await fe.getU64(Req.GET_FEATURES)).toBe(DEFAULT_FEATURES | VirtioFeature.LOG_ALL);
     closeFd(efd);
   });
 });
