@@ -132,9 +132,14 @@ export async function restore(d: MigrationDeps, reqs: readonly RestoreRequest[])
   d.inodes.reserveIds(reqs.reduce((m, r) => Math.max(m, r.id), 0));
   const order = reqs.map((_, i) => i).sort((a, b) => reqs[a]!.path.length - reqs[b]!.path.length);
   const out: (Inode | SysError)[] = new Array(reqs.length);
+  // Device numbers are the host's own (an NFS mount has another on each host):
+  // they must correspond one to one, starting from the roots, not be equal.
+  const devices = new DeviceMap();
+  const root = reqs.find((r) => r.path.length === 0);
+  if (root) devices.pair(root.dev, d.root.dev);
   for (const i of order) {
     try {
-      out[i] = await restoreOne(d, reqs[i]!);
+      out[i] = await restoreOne(d, reqs[i]!, devices);
     } catch (e) {
       if (!(e instanceof SysError)) throw e;
       out[i] = e;
@@ -143,11 +148,32 @@ export async function restore(d: MigrationDeps, reqs: readonly RestoreRequest[])
   return out;
 }
 
-async function restoreOne(d: MigrationDeps, r: RestoreRequest): Promise<Inode> {
+/**
+ * Source device numbers paired with the destination's: each source device
+ * stands for one destination device and back (the export's filesystem and
+ * each one mounted inside it).
+ */
+class DeviceMap {
+  private readonly there = new Map<bigint, bigint>();
+  private readonly back = new Map<bigint, bigint>();
+
+  /** Whether `src` and `dst` correspond (pairing them if neither is paired yet). */
+  pair(src: bigint, dst: bigint): boolean {
+    const known = this.there.get(src);
+    if (known !== undefined || this.back.has(dst)) return known === dst;
+    this.there.set(src, dst);
+    this.back.set(dst, src);
+    return true;
+  }
+}
+
+async function restoreOne(d: MigrationDeps, r: RestoreRequest, devices: DeviceMap): Promise<Inode> {
   const what = `node ${r.id} (${showPath(r.path)})`;
-  const same = (st: { dev: bigint; ino: bigint; mode?: number; hostKind?: number }): void => {
+  // The same file: the same type, the same inode number (shared storage keeps them; the root is the one
+  // the destination was given, whatever its number), on the device that corresponds to the source's.
+  const same = (st: { dev: bigint; ino: bigint; mode?: number; hostKind?: number }, isRoot = false): void => {
     const kind = st.hostKind ?? (st.mode ?? 0) & S_IFMT;
-    if (st.dev !== r.dev || st.ino !== r.ino || kind !== r.kind)
+    if (kind !== r.kind || (!isRoot && (st.ino !== r.ino || !devices.pair(r.dev, st.dev))))
       throw new SysError(
         Errno.ESTALE,
         'migration: restore',
@@ -156,7 +182,7 @@ async function restoreOne(d: MigrationDeps, r: RestoreRequest): Promise<Inode> {
   };
   if (r.path.length === 0) {
     if (r.id !== d.root.id) throw new SysError(Errno.EINVAL, 'migration: restore', `${what}: only node ${d.root.id} is the export root`);
-    same(d.root);
+    same(d.root, true);
     d.inodes.ref(d.root, r.refs);
     return d.root;
   }
