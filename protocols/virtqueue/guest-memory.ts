@@ -52,8 +52,11 @@ export class MappedRegion implements RegionSpec {
   private pins = 0;
   private retired = false;
   private unmapped = false;
+  /** The frontend's fd of the region, kept until the region is retired: a takeover hands it on. */
+  fd: number;
 
   constructor(spec: RegionSpec, fd: number) {
+    this.fd = fd;
     this.guestAddr = spec.guestAddr;
     this.size = spec.size;
     this.userAddr = spec.userAddr;
@@ -120,6 +123,8 @@ export class MappedRegion implements RegionSpec {
   /** Removed from the table: unmapped now, or when the last pin goes. */
   retire(): void {
     this.retired = true;
+    closeFd(this.fd);
+    this.fd = -1;
     if (this.pins === 0) this.unmap();
   }
 
@@ -158,7 +163,8 @@ export class GuestMemory {
   }
 
   /**
-   * Maps `fd` (which this call always closes) and adds the region. Refuses
+   * Maps `fd` (kept by the region, closed when it is retired, or now if
+   * the region is refused) and adds the region. Refuses
    * sizes that are zero or beyond 2^53, overlaps with existing regions, and
    * fds too short for the region.
    */
@@ -178,14 +184,16 @@ export class GuestMemory {
       this.regions.push(region);
       this.regions.sort((a, b) => a.guestAddr - b.guestAddr);
       return region;
-    } finally {
+    } catch (e) {
       closeFd(fd);
+      throw e;
     }
   }
 
   /**
    * Replaces the whole table (SET_MEM_TABLE): all new regions are mapped
-   * first, so a failure leaves the old table in place. Closes every fd.
+   * first, so a failure leaves the old table in place. Every fd is the
+   * regions' (or closed).
    */
   replaceAll(entries: readonly { spec: RegionSpec; fd: number }[]): void {
     const staged = new GuestMemory(this.maxRegions);

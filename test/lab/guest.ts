@@ -28,7 +28,7 @@ export type MountSpec =
   /** A virtiofsd from the lab root serving `dir`, guest `mount -t virtiofs`. */
   | { kind: 'virtiofsd'; name: string; dir: string; args?: string[]; mountOptions?: string }
   /** Any vhost-user-fs backend already listening on a host socket (e.g. duofs). */
-  | { kind: 'vhost-user-fs'; name: string; socket: string; tag?: string; queueSize?: number; mountOptions?: string }
+  | { kind: 'vhost-user-fs'; name: string; socket: string; tag?: string; queueSize?: number; mountOptions?: string; chardevOptions?: string }
   /** A virtio-9p device served over vhost-user (duofs --9p-vhost-socket) behind QEMU's
    *  vhost-user-test-device-pci; guest trans=virtio. */
   | { kind: 'vhost-user-9p'; name: string; socket: string; tag?: string; msize?: number; queueSize?: number; mountOptions?: string }
@@ -141,8 +141,13 @@ function buildPlan(opts: GuestOptions, workDir: string): Plan {
     logs.set(name, log);
     daemons.push(`start_daemon ${sq(name)} ${sq(sock)} ${sq(log)} ${argv.map(sq).join(' ')}`);
   };
-  const vhostUserFs = (id: string, sock: string, tag: string, queueSize = 1024) => {
-    qemu.push('-chardev', `socket,id=${id},path=${sock}`, '-device', `vhost-user-fs-pci,chardev=${id},tag=${tag},queue-size=${queueSize}`);
+  const vhostUserFs = (id: string, sock: string, tag: string, queueSize = 1024, chardevOptions?: string) => {
+    qemu.push(
+      '-chardev',
+      `socket,id=${id},path=${sock}${chardevOptions ? `,${chardevOptions}` : ''}`,
+      '-device',
+      `vhost-user-fs-pci,chardev=${id},tag=${tag},queue-size=${queueSize}`,
+    );
   };
   const serialPort = (id: string, sock: string, portName: string) => {
     if (!serial) qemu.push('-device', 'virtio-serial-pci,id=vser');
@@ -195,7 +200,7 @@ function buildPlan(opts: GuestOptions, workDir: string): Plan {
       case 'vhost-user-fs': {
         const sock = `${bindHost(dirname(m.socket), id)}/${basename(m.socket)}`;
         const tag = m.tag ?? m.name;
-        vhostUserFs(id, sock, tag, m.queueSize);
+        vhostUserFs(id, sock, tag, m.queueSize, m.chardevOptions);
         guestMounts.push(`  ${m.name}) { mount -t virtiofs${m.mountOptions ? ' -o ' + m.mountOptions : ''} ${tag} "$2"; };;`);
         break;
       }

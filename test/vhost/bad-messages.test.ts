@@ -34,7 +34,7 @@ function faultLogged(re: RegExp): boolean {
 const bare = () => fx.connect({ negotiateOnly: true });
 
 describe('refused with a nonzero ack (NEED_REPLY set)', () => {
-  const cases: { name: string; fault: RegExp; run(fe: VhostUserFrontend): Promise<bigint | undefined> }[] = [
+  const cases: { name: string; fault: RegExp; regions?: number; run(fe: VhostUserFrontend): Promise<bigint | undefined> }[] = [
     {
       name: 'SET_FEATURES with a 4-byte payload',
       fault: /SET_FEATURES: payload of 4 bytes, expected 8/,
@@ -106,6 +106,7 @@ describe('refused with a nonzero ack (NEED_REPLY set)', () => {
     },
     {
       name: 'ADD_MEM_REG overlapping a mapped region',
+      regions: 1,
       fault: /overlaps the one at/,
       run: async (fe) => {
         await fe.addMemReg(0);
@@ -128,6 +129,7 @@ describe('refused with a nonzero ack (NEED_REPLY set)', () => {
     { name: 'SET_VRING_BASE beyond 16 bits', fault: /base 70000/, run: (fe) => fe.send(Req.SET_VRING_BASE, vringStatePayload(0, 70000)) },
     {
       name: 'SET_VRING_ADDR not in any region',
+      regions: 1,
       fault: /are not inside guest memory/,
       run: async (fe) => {
         await fe.addMemReg(0);
@@ -137,6 +139,7 @@ describe('refused with a nonzero ack (NEED_REPLY set)', () => {
     },
     {
       name: 'SET_VRING_ADDR misaligned',
+      regions: 1,
       fault: /are not inside guest memory/,
       run: async (fe) => {
         await fe.addMemReg(0);
@@ -210,7 +213,8 @@ describe('refused with a nonzero ack (NEED_REPLY set)', () => {
     expect(faultLogged(c.fault)).toBe(true);
     // The same connection still answers, and nothing the message carried leaked.
     expect(await fe.getU64(Req.GET_QUEUE_NUM)).toBe(2n);
-    expect(openFds()).toBeLessThanOrEqual(fds);
+    // (a region the case mapped keeps its fd: a takeover hands it on)
+    expect(openFds()).toBeLessThanOrEqual(fds + (c.regions ?? 0));
     expect(fe.isClosed).toBe(false);
     fe.close();
     await fx.nextDisconnect();
