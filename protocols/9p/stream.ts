@@ -3,7 +3,11 @@
 // shorter than a header or longer than the negotiated msize means the
 // framing is lost: the connection is closed with a log line.
 import type { Socket } from 'node:net';
-import { HEADER_SIZE } from './constants.js';
+import { viewsOf } from '../../src/sys/vectored.js';
+import { HEADER_SIZE, T } from './constants.js';
+
+/** A Twrite up to its data: size[4] type[1] tag[2] fid[4] offset[8] count[4]. */
+const TWRITE_FIXED = HEADER_SIZE + 4 + 8 + 4;
 import { Session, type SessionContext } from './session.js';
 import type { PeerLog } from '../../src/log-limit.js';
 
@@ -103,12 +107,28 @@ export class StreamConnection {
         this.continueLater();
         return;
       }
-      const all = this.flatten();
-      const frame = all.subarray(0, size);
-      const rest = all.subarray(size);
-      this.chunks = rest.length ? [rest] : [];
-      this.buffered = rest.length;
-      this.session.handle(frame);
+      const first = this.chunks[0]!;
+      if (first.length >= size) {
+        const frame = first.subarray(0, size);
+        this.consume(size);
+        this.session.handle(frame);
+      } else if (first.length >= TWRITE_FIXED && first[4] === T.write) {
+        // A Twrite spread over several socket reads: its data goes on as
+        // views of them, as the virtio transport hands on guest memory. Not
+        // one new buffer of the whole frame per request: besides the copy,
+        // V8 counts every fresh ArrayBuffer towards its old-generation limit
+        // until the next mark-compact, and 1 MiB writes then cost a full GC
+        // every few requests (docs/architecture.md, "Large frames").
+        const frame = first.subarray(0, TWRITE_FIXED);
+        const payload = viewsOf(this.chunks, TWRITE_FIXED, size - TWRITE_FIXED);
+        this.consume(size);
+        this.session.handle(frame, payload);
+      } else {
+        const all = this.flatten();
+        const frame = all.subarray(0, size);
+        this.consume(size);
+        this.session.handle(frame);
+      }
     }
     // Caught up: read on, unless the client is not reading its replies (then 'drain' resumes).
     if (this.backlogPaused && !this.closed) {
@@ -125,6 +145,21 @@ export class StreamConnection {
       if (this.awaitingDrain) return; // the 'drain' listener continues
       this.parse();
     });
+  }
+
+  /** Drops the first `n` buffered bytes (socket read buffers are never reused: views of them stay valid). */
+  private consume(n: number): void {
+    this.buffered -= n;
+    while (n > 0) {
+      const c = this.chunks[0]!;
+      if (c.length <= n) {
+        this.chunks.shift();
+        n -= c.length;
+      } else {
+        this.chunks[0] = c.subarray(n);
+        n = 0;
+      }
+    }
   }
 
   private flatten(): Buffer {

@@ -85,6 +85,60 @@ describe('Twrite', () => {
     expect(fs.statSync(ctx.tree.p('scratch', name)).size).toBe(data.length);
   });
 
+  test('a Twrite that arrives in pieces (its header split, its data over many reads) lands whole', async () => {
+    const { c, root } = await ctx.session({ msize: 1 << 20 });
+    const d = await walkTo(c, root, 'scratch');
+    const name = uniq('wpieces');
+    await c.lcreate(d, name, O.RDWR | O.CREAT, 0o644, 0);
+    const data = Buffer.alloc(300_000);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 9)) & 0xff;
+    const frameOf = (tag: number, body: Buffer): Buffer => {
+      const h = Buffer.alloc(7);
+      h.writeUInt32LE(7 + body.length, 0);
+      h.writeUInt8(T.write, 4);
+      h.writeUInt16LE(tag, 5);
+      return Buffer.concat([h, body]);
+    };
+    const pieces = async (frame: Buffer, cuts: number[]): Promise<void> => {
+      let at = 0;
+      for (const cut of [...cuts, frame.length]) {
+        c.sendRaw(frame.subarray(at, cut));
+        at = cut;
+        await new Promise((r) => setTimeout(r, 2)); // each piece its own read on the server
+      }
+    };
+    // At 0: the fixed part (23 bytes) arrives split, at its count field; at 300000: whole, then the data in pieces.
+    for (const [offset, cuts] of [
+      [0, [21, 5000, 70_000, 200_000]],
+      [data.length, [23, 24, 131_072]],
+    ] as const) {
+      const tag = c.freeTag();
+      const frame = frameOf(tag, new Writer().u32(d).u64(offset).u32(data.length).bytes(data).done());
+      // The first 7 bytes (they name the tag) go at once; the rest in pieces.
+      const reply = c.rawRequest(frame.subarray(0, 7), { timeoutMs: 10_000 });
+      await pieces(
+        frame.subarray(7),
+        cuts.map((x) => x - 7).filter((x) => x > 0),
+      );
+      const r = await reply;
+      expect(r.type).toBe(T.write + 1);
+      expect(r.body.readUInt32LE(0)).toBe(data.length);
+    }
+    const host = fs.readFileSync(ctx.tree.p('scratch', name));
+    expect(host.equals(Buffer.concat([data, data]))).toBe(true);
+    // Back to back: each frame ends inside a socket read that holds the start of the next.
+    const odd = data.subarray(0, 100_003);
+    const at = (i: number) => 2 * data.length + i * odd.length;
+    expect(await Promise.all(Array.from({ length: 8 }, (_, i) => c.write(d, at(i), odd)))).toEqual(Array(8).fill(odd.length));
+    const after = fs.readFileSync(ctx.tree.p('scratch', name));
+    for (let i = 0; i < 8; i++) expect(after.subarray(at(i), at(i) + odd.length).equals(odd)).toBe(true);
+    // A count beyond the frame's data is refused, and the connection goes on.
+    const tag = c.freeTag();
+    const bad = frameOf(tag, new Writer().u32(d).u64(0).u32(1000).bytes(Buffer.alloc(10)).done());
+    await expect(c.rawRequest(bad)).rejects.toMatchObject({ code: 'EPROTO' });
+    expect((await c.read(d, 0, 4)).equals(data.subarray(0, 4))).toBe(true);
+  });
+
   test('a zero-length write succeeds and writes nothing', async () => {
     const { c, root } = await ctx.session();
     const d = await walkTo(c, root, 'scratch');
