@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=64
 // duofs with virtiofsd's command line, for libvirt's <binary path='...'/> and
 // scripts written for virtiofsd. Runs the compiled code (`npm run build`).
 // CommonJS, so --thread-pool-size sizes the pool before anything starts it (thread-pool.js).

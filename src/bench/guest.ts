@@ -6,6 +6,7 @@
 // `bench-out`, --cache=never): the host reads each cell the moment it is
 // written, parses fio's JSON itself, and can tell the guest that a server it
 // started has died (bench-out/dead/<server>).
+import { SERVER_V8_FLAGS } from '../sys/v8-flags.js';
 import { execFileSync, spawnSync } from 'node:child_process';
 import {
   closeSync,
@@ -304,7 +305,7 @@ export async function runGuestBench(s: GuestSettings, progress: Progress): Promi
       mounts.push(mount);
       if (front) {
         const profName = `duofs-${srv.name}.cpuprofile`;
-        const nodeArgs = s.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${profName}`] : [];
+        const nodeArgs = [...SERVER_V8_FLAGS, ...(s.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${profName}`] : [])];
         progress.status(`starting ${srv.name}`);
         try {
           const d = await daemons.startHostDaemon({

@@ -10,6 +10,7 @@
 //
 // The helpers are the compiled test modules under dist/test (tsc builds them
 // with everything else).
+import { SERVER_V8_FLAGS } from '../sys/v8-flags.js';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -464,6 +465,7 @@ export async function runHostBench(
         'duofs',
         process.execPath,
         [
+          ...SERVER_V8_FLAGS,
           ...(s.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, '--cpu-prof-name=duofs-host.cpuprofile'] : []),
           join(repoRoot, 'bin', 'duofs.js'),
           'serve',

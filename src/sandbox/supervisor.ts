@@ -20,6 +20,7 @@
 //  * as a non-root user given --uid-map/--gid-map it writes the user
 //    namespace's maps (newuidmap/newgidmap) before the server runs
 //    (userns.ts), where --map-root-user would map only its own id.
+import { withServerV8Flags } from '../sys/v8-flags.js';
 import { spawn, type StdioOptions } from 'node:child_process';
 import { accessSync, constants, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
@@ -147,7 +148,7 @@ export async function superviseInNamespaces(o: SupervisorOptions): Promise<numbe
     ...(fuseAt !== undefined ? { [FUSE_FD_ENV]: String(fuseAt) } : {}),
     ...(userns ? { [USERNS_ENV]: '1' } : {}),
   };
-  const server = [process.execPath, ...process.execArgv, ...o.argv];
+  const server = [process.execPath, ...withServerV8Flags(process.execArgv), ...o.argv];
   let args: string[];
   if (maps) {
     const l = usernsLaunch({
