@@ -80,11 +80,15 @@ export class StreamConnection {
    */
   private parse(): void {
     if (this.closed || this.stopping) return;
-    // Replies to everything in this batch leave in one writev, not one write each.
+    // Replies to everything in this batch leave in one writev, not one write
+    // each. Uncorked on setImmediate, not nextTick: replies come from promise
+    // continuations, which run after nextTick callbacks, so a nextTick uncork
+    // would let every reply go out in a write of its own. A request that
+    // waits for the pool replies on a later turn, uncorked.
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
-      process.nextTick(() => {
+      setImmediate(() => {
         this.corked = false;
         this.socket.uncork();
       });
