@@ -112,6 +112,7 @@ const MAX_PENDING_XATTR_BYTES = 8 * 1024 * 1024;
 const SENT = Symbol('reply already sent');
 
 type Result = Buffer | typeof SENT;
+const noTrace = (_errno: number): void => {};
 type Handler = (r: Reader, tag: number) => Awaitable<Result>;
 
 /**
@@ -120,7 +121,11 @@ type Handler = (r: Reader, tag: number) => Awaitable<Result>;
  * the transport sends the Rread once it resolves. On failure it rejects,
  * before sending anything, and the session answers Rlerror.
  */
-export type DirectRead = (tag: number, count: number, fill: (dst: readonly Buffer[], skip: number, max: number) => Promise<number>) => Promise<void>;
+export type DirectRead = (
+  tag: number,
+  count: number,
+  fill: (dst: readonly Buffer[], skip: number, max: number) => Awaitable<number>,
+) => Awaitable<void>;
 
 /** Linux errno from whatever a handler threw; unknown errors become EIO. */
 function errnoOf(e: unknown): number {
@@ -208,12 +213,14 @@ export class Session {
     this.ctx.backend.beginRequest();
     const type = frame[4]!;
     const tag = frame.readUInt16LE(5);
-    const started = process.hrtime.bigint();
-    const trace = (errno: number): void => {
-      if (this.ctx.log.isLevelEnabled('trace')) {
-        this.ctx.log.trace({ peer: this.peer, op: type, tag, errno, us: Number(process.hrtime.bigint() - started) / 1000 }, '9p request');
-      }
-    };
+    // No clock read and no closure per request unless requests are traced.
+    const started = this.ctx.log.isLevelEnabled('trace') ? process.hrtime.bigint() : undefined;
+    const trace =
+      started === undefined
+        ? noTrace
+        : (errno: number): void => {
+            this.ctx.log.trace({ peer: this.peer, op: type, tag, errno, us: Number(process.hrtime.bigint() - started) / 1000 }, '9p request');
+          };
     let result: Result | Promise<Result>;
     try {
       if (type === T.version) {
@@ -695,44 +702,48 @@ export class Session {
 
   // ---- data ------------------------------------------------------------------
 
-  private async read(r: Reader, tag: number): Promise<Result> {
+  private read(r: Reader, tag: number): Awaitable<Result> {
     const f = this.fid(r.u32());
     const offset = r.offset();
     const count = Math.min(r.u32(), this.msize - IOHDRSZ);
     if (f.file && this.directRead) {
       const file = f.file;
-      await this.directRead(tag, count, (dst, skip, max) => this.ctx.backend.read(file, offset, dst, skip, max));
-      return SENT;
+      return after(
+        this.directRead(tag, count, (dst, skip, max) => this.ctx.backend.read(file, offset, dst, skip, max)),
+        () => SENT,
+      );
     }
     const w = new Writer(IOHDRSZ + count);
     const countAt = w.length;
     w.u32(0);
-    let n: number;
+    const finish = (n: number): Buffer => {
+      const frame = w.finish(T.read + 1, tag);
+      frame.writeUInt32LE(n, countAt);
+      return frame;
+    };
     if (f.xattrRead) {
       const at = typeof offset === 'bigint' ? f.xattrRead.length : Math.min(offset, f.xattrRead.length);
       const data = f.xattrRead.subarray(at, Math.min(at + count, f.xattrRead.length));
       w.bytes(data);
-      n = data.length;
-    } else if (f.file) {
-      const dst = w.reserve(count);
-      n = await this.ctx.backend.read(f.file, offset, [dst], 0, count);
-      w.unreserve(count - n);
-    } else if (f.dir) {
-      fail(Errno.EISDIR, 'Tread', f.inode.label);
-    } else {
-      fail(Errno.EBADF, 'Tread', `${f.inode.label} is not open`);
+      return finish(data.length);
     }
-    const frame = w.finish(T.read + 1, tag);
-    frame.writeUInt32LE(n, countAt);
-    return frame;
+    if (f.file) {
+      const dst = w.reserve(count);
+      return after(this.ctx.backend.read(f.file, offset, [dst], 0, count), (n) => {
+        w.unreserve(count - n);
+        return finish(n);
+      });
+    }
+    if (f.dir) fail(Errno.EISDIR, 'Tread', f.inode.label);
+    fail(Errno.EBADF, 'Tread', `${f.inode.label} is not open`);
   }
 
-  private async write(r: Reader, tag: number): Promise<Buffer> {
+  private write(r: Reader, tag: number): Awaitable<Buffer> {
     const f = this.fid(r.u32());
     const offset = r.offset();
     const count = r.u32();
     const data = r.data(count);
-    let n: number;
+    const written = (n: number): Buffer => new Writer(12).u32(n).finish(T.write + 1, tag);
     if (f.xattrWrite) {
       const x = f.xattrWrite;
       if (typeof offset === 'bigint' || offset !== x.written || offset + count > x.value.length) {
@@ -741,13 +752,10 @@ export class Session {
       let at = offset;
       for (const d of data) at += d.copy(x.value, at);
       x.written += count;
-      n = count;
-    } else if (f.file) {
-      n = await this.ctx.backend.write(f.file, offset, data, { partial: true }); // 9P clients retry a short count
-    } else {
-      fail(Errno.EBADF, 'Twrite', `${f.inode.label} is not open for writing`);
+      return written(count);
     }
-    return new Writer(12).u32(n).finish(T.write + 1, tag);
+    if (f.file) return after(this.ctx.backend.write(f.file, offset, data, { partial: true }), written); // 9P clients retry a short count
+    fail(Errno.EBADF, 'Twrite', `${f.inode.label} is not open for writing`);
   }
 
   private readdir(r: Reader, tag: number): Awaitable<Buffer> {

@@ -15,6 +15,7 @@ import { HEADER_SIZE, IOHDRSZ, T } from './constants.js';
 import { encodeRlerror } from './wire.js';
 import { Session, type SessionContext } from './session.js';
 import { PeerLog } from '../../src/log-limit.js';
+import { after, type Awaitable } from '../../src/backend/api.js';
 
 const VIRTIO_9P_MOUNT_TAG = 1n << 0n;
 /** Twrite up to its data: size[4] type[1] tag[2] fid[4] offset[8] count[4] */
@@ -128,12 +129,15 @@ export class Virtio9pDevice implements VhostUserDevice {
     chain.complete(frame.length);
   }
 
-  private async directRead(tag: number, count: number, fill: (dst: readonly Buffer[], skip: number, max: number) => Promise<number>): Promise<void> {
+  private directRead(tag: number, count: number, fill: (dst: readonly Buffer[], skip: number, max: number) => Awaitable<number>): Awaitable<void> {
     const chain = this.pending.get(tag);
     if (!chain) throw new SysError(Errno.EPROTO, 'Tread', `no chain for tag ${tag}`);
     const want = Math.min(count, chain.writableLength - IOHDRSZ);
     if (want < 0) throw new SysError(Errno.ENOBUFS, 'Tread', 'reply buffers smaller than an Rread header');
-    const got = await fill(chain.writable, IOHDRSZ, want);
+    return after(fill(chain.writable, IOHDRSZ, want), (got) => this.readDone(tag, chain, got));
+  }
+
+  private readDone(tag: number, chain: DescriptorChain, got: number): void {
     // A reset meanwhile handed the chain back already (after this read ended).
     if (this.pending.get(tag) !== chain) return;
     const h = Buffer.alloc(IOHDRSZ);

@@ -1006,7 +1006,7 @@ export class FuseSession {
     out.sendRead(size, (dst, skip, max) => this.ctx.backend.read(file, offset, dst, skip, max));
   }
 
-  private async write(_h: InHeader, body: RequestBody, out: ReplyTo): Promise<void> {
+  private write(_h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const a = args(body, 'WRITE', WRITE_IN_SIZE);
     const fh = a.u64('fuse_write_in.fh');
     const offset = a.offset('fuse_write_in.offset');
@@ -1017,12 +1017,14 @@ export class FuseSession {
     a.skip(4, 'fuse_write_in.padding');
     const file = this.file(fh, 'WRITE');
     if (size > this.ctx.options.maxWrite) fail(Errno.EINVAL, 'WRITE', `size ${size} above max_write`);
-    const done = await this.ctx.backend.write(file, offset, body.slices(a.offsetInBlock, size), {
+    const written = this.ctx.backend.write(file, offset, body.slices(a.offsetInBlock, size), {
       // With the writeback cache a short success would lose the rest (see WriteOptions).
       partial: !(this.wantFlags & INIT.WRITEBACK_CACHE),
       killSuidgid: (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0,
     });
-    out.send(0, [encodeWriteOut(done)]);
+    return after(written, (done) => {
+      out.send(0, [encodeWriteOut(done)]);
+    });
   }
 
   private statfs(h: InHeader, _b: RequestBody, out: ReplyTo): Awaitable<void> {

@@ -135,8 +135,8 @@ export interface Backend {
   rename(c: Caller, oldParent: Inode, oldName: Buffer, newParent: Inode, newName: Buffer, flags?: number): Awaitable<void>;
 
   // the data path, on open handles
-  read(file: OpenFile, offset: number | bigint, dst: readonly Buffer[], skip: number, max: number): Promise<number>;
-  write(file: OpenFile, offset: number | bigint, src: readonly Buffer[], o: WriteOptions & { killSuidgid?: boolean }): Promise<number>;
+  read(file: OpenFile, offset: number | bigint, dst: readonly Buffer[], skip: number, max: number): Awaitable<number>;
+  write(file: OpenFile, offset: number | bigint, src: readonly Buffer[], o: WriteOptions & { killSuidgid?: boolean }): Awaitable<number>;
   fsync(file: OpenFile, datasync: boolean): Promise<void>;
   fallocate(file: OpenFile, mode: number, offset: number, length: number): Promise<void>;
   lseek(file: OpenFile, offset: number, whence: number): number;

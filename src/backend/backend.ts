@@ -787,8 +787,8 @@ export class LocalBackend implements Backend {
    * transport provides (guest memory, or a plain buffer) — starting `skip`
    * bytes in. Returns the bytes read (fewer at end of file).
    */
-  read(file: OpenFile, offset: number | bigint, dst: readonly Buffer[], skip: number, max: number): Promise<number> {
-    return file.use((fd) => readInto(this.engine, { fd, speed: file.speed, what: file.inode.label }, offset, dst, skip, max));
+  read(file: OpenFile, offset: number | bigint, dst: readonly Buffer[], skip: number, max: number): Awaitable<number> {
+    return file.useNow((fd) => readInto(this.engine, { fd, speed: file.speed, what: file.inode.label }, offset, dst, skip, max));
   }
 
   /**
@@ -796,13 +796,17 @@ export class LocalBackend implements Backend {
    * received it) to `file` at `offset`; see WriteOptions for a failure part
    * way. `killSuidgid`: the caller lacks CAP_FSETID (FUSE's WRITE_KILL_SUIDGID).
    */
-  async write(file: OpenFile, offset: number | bigint, src: readonly Buffer[], o: WriteOptions & { killSuidgid?: boolean }): Promise<number> {
-    if (!o.killSuidgid) return file.use((fd) => writeFrom(this.engine, { fd, speed: file.speed, what: file.inode.label }, offset, src, o));
+  write(file: OpenFile, offset: number | bigint, src: readonly Buffer[], o: WriteOptions & { killSuidgid?: boolean }): Awaitable<number> {
+    if (!o.killSuidgid) return file.useNow((fd) => writeFrom(this.engine, { fd, speed: file.speed, what: file.inode.label }, offset, src, o));
+    return this.writeKillingSuidgid(file, offset, src, o);
+  }
+
+  private async writeKillingSuidgid(file: OpenFile, offset: number | bigint, src: readonly Buffer[], o: WriteOptions): Promise<number> {
     // The setuid/setgid bits go after the write even when the client
     // released the handle meanwhile: the inode stays referenced until then.
     const inode = this.ref(file.inode);
     try {
-      const n = await file.use((fd) => writeFrom(this.engine, { fd, speed: file.speed, what: inode.label }, offset, src, o));
+      const n = await file.use(async (fd) => writeFrom(this.engine, { fd, speed: file.speed, what: inode.label }, offset, src, o));
       this.killSuidgid(inode);
       return n;
     } finally {

@@ -38,6 +38,20 @@ export class OpenFile {
     }
   }
 
+  /**
+   * Like use, for a call that may finish at once: then no promise is made
+   * (nothing can close the fd while this thread runs it).
+   */
+  useNow<T>(fn: (fd: number) => T | Promise<T>): T | Promise<T> {
+    const r = fn(this.fd);
+    if (!(r instanceof Promise)) return r;
+    this.busy++;
+    return r.finally(() => {
+      this.busy--;
+      if (this.closed && this.busy === 0) this.closeFd();
+    });
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;

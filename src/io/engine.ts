@@ -44,6 +44,16 @@ export interface IoEngine {
   readv(fd: number, v: IoVecs, offset: Offset, speed?: FsSpeed): Promise<number>;
   /** pwritev(2): one call, which may be short (the caller retries the rest). */
   writev(fd: number, v: IoVecs, offset: Offset, speed?: FsSpeed): Promise<number>;
+  /**
+   * preadv(2) on this thread, now, when the engine would run it inline
+   * anyway and it completes there whole (a page-cache hit): the count or
+   * -errno. undefined: it may block, go through readv (which tries again).
+   * The transfer layer calls it first, so the common request costs no
+   * promise and its reply leaves in the turn its request came in.
+   */
+  readvNow?(fd: number, v: IoVecs, offset: Offset, speed?: FsSpeed): number | undefined;
+  /** pwritev(2) now when the engine would run it inline anyway (see readvNow); undefined: use writev. */
+  writevNow?(fd: number, v: IoVecs, offset: Offset, speed?: FsSpeed): number | undefined;
   /** fsync(2), or fdatasync(2) when `datasync`. */
   fsync(fd: number, datasync: boolean, speed?: FsSpeed): Promise<number>;
   /** fallocate(2). */

@@ -25,6 +25,18 @@ export class SyncEngine implements IoEngine {
     return this.run(() => pwritevRaw(fd, v.iov, v.count, offset));
   }
 
+  readvNow(fd: number, v: IoVecs, offset: Offset): number | undefined {
+    if (this.closed) return undefined;
+    this.calls++;
+    return preadvRaw(fd, v.iov, v.count, offset);
+  }
+
+  writevNow(fd: number, v: IoVecs, offset: Offset): number | undefined {
+    if (this.closed) return undefined;
+    this.calls++;
+    return pwritevRaw(fd, v.iov, v.count, offset);
+  }
+
   fsync(fd: number, datasync: boolean): Promise<number> {
     return this.run(() => fsyncRaw(fd, datasync));
   }

@@ -69,6 +69,22 @@ export class ThreadsEngine implements IoEngine {
     return this.offload((done) => pwritevOnPool(fd, v.iov, v.count, offset, done), v);
   }
 
+  readvNow(fd: number, v: IoVecs, offset: Offset, speed: FsSpeed = 'remote'): number | undefined {
+    // On NFS and FUSE the NOWAIT attempt only says EOPNOTSUPP; readv makes it.
+    if (this.closed || speed === 'remote') return undefined;
+    const a = readInlineFirst(fd, v, offset, speed);
+    if (!('done' in a)) return undefined; // partly or not cached: readv reads it (again) off the loop
+    this.inlineCalls++;
+    return a.done;
+  }
+
+  writevNow(fd: number, v: IoVecs, offset: Offset, speed: FsSpeed = 'remote'): number | undefined {
+    if (this.closed) return undefined;
+    const r = writeInline(fd, v, offset, speed);
+    if (r !== undefined) this.inlineCalls++;
+    return r;
+  }
+
   fsync(fd: number, datasync: boolean, speed: FsSpeed = 'remote'): Promise<number> {
     if (this.closed) return Promise.resolve(-EBADF);
     const r = fsyncInline(fd, datasync, speed);

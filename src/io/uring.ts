@@ -194,6 +194,22 @@ export class UringEngine implements IoEngine {
     return this.start({ opcode: IORING_OP_WRITEV, fd, off: offset, addr: addressOf(v.iov), len: v.count, opFlags: 0, keep: v });
   }
 
+  readvNow(fd: number, v: IoVecs, offset: Offset, speed: FsSpeed = 'remote'): number | undefined {
+    // Bad offsets and a closed ring get their answer from readv.
+    if (!this.inlineFirst || this.closed || speed === 'remote' || badOffset(offset)) return undefined;
+    const a = readInlineFirst(fd, v, offset, speed);
+    if (!('done' in a)) return undefined; // partly or not cached: readv reads it (again) through the ring
+    this.inlineCalls++;
+    return a.done;
+  }
+
+  writevNow(fd: number, v: IoVecs, offset: Offset, speed: FsSpeed = 'remote'): number | undefined {
+    if (!this.inlineFirst || this.closed || badOffset(offset)) return undefined;
+    const r = writeInline(fd, v, offset, speed);
+    if (r !== undefined) this.inlineCalls++;
+    return r;
+  }
+
   fsync(fd: number, datasync: boolean, speed: FsSpeed = 'remote'): Promise<number> {
     if (this.closed) return Promise.resolve(-EBADF);
     const r = this.inlineFirst ? fsyncInline(fd, datasync, speed) : undefined;
