@@ -87,8 +87,6 @@ export const NO_EFFECT: Readonly<Record<string, string>> = {
 
 /** Options duofs refuses, and why (the documented table). */
 export const REFUSED: Readonly<Record<string, string>> = {
-  '--security-label':
-    'duofs does not read the security context (FUSE_SECURITY_CTX) of create requests, so it cannot label new files as the guest asks (--security-label=never is accepted)',
   '--allow-direct-io':
     'duofs drops guest O_DIRECT on the host fd: its data path reads into and writes from guest memory at any alignment, which O_DIRECT would refuse with EINVAL',
   '--migration-mode=file-handles':
@@ -96,7 +94,6 @@ export const REFUSED: Readonly<Record<string, string>> = {
   '--migration-verify-handles': 'only meaningful with --migration-mode=file-handles, which duofs does not implement',
   '--inode-file-handles=mandatory': 'duofs cannot promise never to hold O_PATH fds',
   '-o allow_direct_io': 'see --allow-direct-io',
-  '-o security_label': 'see --security-label',
 };
 
 type Kind = 'flag' | 'value' | 'optional' | 'equals';
@@ -310,6 +307,7 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
   let seccomp: SeccompMode = DEFAULT_SECCOMP;
   let modcaps: string | undefined;
   let posixAcl: 'never' | 'auto' | 'always' | undefined;
+  let securityLabel: 'never' | 'auto' | 'always' | undefined;
   let xattrmap: string | undefined;
   const usernsMaps: UsernsMaps = { uid: [], gid: [] };
 
@@ -412,14 +410,19 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
           posixAcl = 'never';
           break;
         case 'no_allow_direct_io':
-        case 'no_security_label':
         case 'no_killpriv_v2':
         case 'killpriv_v2':
           noEffect(`-o ${word}`);
           break;
         case 'allow_direct_io':
-        case 'security_label':
           refuse(`-o ${word}`);
+          break;
+        case 'security_label':
+          securityLabel = 'always';
+          break;
+        case 'no_security_label':
+          securityLabel = 'never';
+          noEffect(`-o ${word}`);
           break;
         default:
           throw new CompatError(`-o ${word}: not a virtiofsd -o option`, `-o ${word}`);
@@ -474,8 +477,10 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
         const mode = value ?? 'always';
         if (mode !== 'never' && mode !== 'auto' && mode !== 'always') throw new CompatError(`${name}=${mode}: invalid (never, auto, always)`, name);
         if (name === '--posix-acl') posixAcl = mode;
-        else if (mode !== 'never') refuse(name);
-        else noEffect('--security-label=never');
+        else {
+          securityLabel = mode;
+          if (mode === 'never') noEffect('--security-label=never');
+        }
         break;
       }
       case '--xattrmap':
@@ -670,6 +675,10 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
     }
   } else {
     fuse.posixAcl = 'never'; // virtiofsd's default: no ACLs, system.posix_acl_* refused
+  }
+  if (securityLabel !== undefined && securityLabel !== 'never') {
+    fuse.securityLabel = securityLabel;
+    fuse.xattr = true;
   }
   if (xattrmap !== undefined) {
     fuse.xattr = true;

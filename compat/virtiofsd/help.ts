@@ -18,6 +18,7 @@ Options (virtiofsd's):
       --xattr                     pass extended attributes through
       --xattrmap <RULES>          rename/hide/refuse xattr names (:prefix|ok|bad|unsupported:all|client|server:KEY:PREPEND:, :map:KEY:PREPEND:)
       --posix-acl[=never|auto|always]   POSIX ACLs (implies --xattr) [default: never; bare: always]
+      --security-label[=never|auto|always]   label new files with the guest's security context (FUSE_SECURITY_CTX; implies --xattr) [default: never; bare: always]
       --allow-mmap                shared mmap with --cache=never|metadata (FUSE_DIRECT_IO_ALLOW_MMAP)
       --no-readdirplus            do not offer READDIRPLUS
       --readonly                  refuse every change with EROFS
@@ -51,11 +52,11 @@ Options (virtiofsd's):
 Accepted without effect (see compat/virtiofsd/README.md for why):
   --inode-file-handles=never|prefer|fallback,
   --killpriv-v2, --no-killpriv-v2 (duofs always offers it), --preserve-noatime, -f,
-  --security-label=never, --migration-mode=find-paths (the only mode),
+  --migration-mode=find-paths (the only mode),
   --migration-confirm-paths (paths are always checked when the state is saved)
 
 Refused (duofs has no equivalent):
-  --security-label[=auto|always], --allow-direct-io, --migration-mode=file-handles,
+  --allow-direct-io, --migration-mode=file-handles,
   --migration-verify-handles, --inode-file-handles=mandatory
 
 duofs extensions:

@@ -189,6 +189,10 @@ export const SYNCFS_IN_SIZE = 8;
 export const EXT_UNIT = 8;
 /** struct fuse_ext_header */
 export const EXT_HEADER_SIZE = 8;
+/** enum fuse_ext_type: 0..FUSE_MAX_NR_SECCTX are a fuse_secctx_header (the type is its nr_secctx) */
+export const FUSE_MAX_NR_SECCTX = 31;
+/** struct fuse_secctx: size (of the context), padding */
+export const SECCTX_SIZE = 8;
 /** enum fuse_ext_type: FUSE_EXT_GROUPS (struct fuse_supp_groups) */
 export const FUSE_EXT_GROUPS = 32;
 /** struct fuse_supp_groups without its groups[] */

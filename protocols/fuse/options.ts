@@ -30,6 +30,14 @@ export interface FuseOptions {
   allowMmap: boolean;
   /** POSIX ACLs; undefined = duofs's own default: offered with xattrs, nothing refused */
   posixAcl?: NegotiationMode;
+  /**
+   * virtiofsd's --security-label: FUSE_SECURITY_CTX, so a new file,
+   * directory, node or symlink gets the security context (an SELinux label)
+   * the guest's LSM chose, set as that xattr (through --xattrmap) before the
+   * entry is answered; a context that cannot be set removes the new object
+   * again and fails the request. never (default), auto, always.
+   */
+  securityLabel?: NegotiationMode;
   /** virtiofsd's --xattrmap rules, applied to every xattr name in both directions */
   xattrMap?: XattrMap;
   /**

@@ -3,7 +3,7 @@
 // the session reads small arguments contiguously and takes WRITE payloads
 // as slices, so file data is never copied through JS on its way in.
 import { Errno, SysError } from '../../src/sys/index.js';
-import { EXT_HEADER_SIZE, EXT_UNIT, FUSE_EXT_GROUPS, IN_HEADER_SIZE, SUPP_GROUPS_SIZE } from './constants.js';
+import { EXT_HEADER_SIZE, EXT_UNIT, FUSE_EXT_GROUPS, FUSE_MAX_NR_SECCTX, IN_HEADER_SIZE, SECCTX_SIZE, SUPP_GROUPS_SIZE } from './constants.js';
 import { viewsOf } from '../../src/sys/vectored.js';
 
 export interface InHeader {
@@ -17,6 +17,13 @@ export interface InHeader {
   totalExtlen: number;
   /** FUSE_EXT_GROUPS: the caller's supplementary group the kernel found relevant (CREATE_SUPP_GROUP) */
   suppGroups: number[];
+  /**
+   * FUSE_SECURITY_CTX (create, mkdir, mknod, symlink): the context the guest's
+   * LSM chose for the new object, `null` when the record is malformed (the
+   * request fails with EINVAL, as virtiofsd's parse does); unset when none
+   * came (no record, or nr_secctx 0: no LSM labels it).
+   */
+  secctx?: { name: Buffer; value: Buffer } | null;
 }
 
 export function parseInHeader(b: Buffer): InHeader {
@@ -92,8 +99,23 @@ export interface ReplyTo {
 
 /**
  * Request extensions (fuse_ext_header records in the last totalExtlen *
- * EXT_UNIT bytes). Only FUSE_EXT_GROUPS is used; malformed ones are ignored.
+ * EXT_UNIT bytes): FUSE_EXT_GROUPS and the security context; other or
+ * malformed records are ignored, a malformed context is marked (null).
  */
+/**
+ * One security context after a fuse_secctx_header: fuse_secctx (size of the
+ * context, padding), the xattr name NUL-terminated, then `size` bytes of
+ * context (the block is padded with NULs). null when it does not hold
+ * together, or holds more than one (the kernel never sends more).
+ */
+function parseSecctx(rec: Buffer, nr: number): { name: Buffer; value: Buffer } | null {
+  if (nr !== 1 || rec.length < SECCTX_SIZE) return null;
+  const size = rec.readUInt32LE(0);
+  const nul = rec.indexOf(0, SECCTX_SIZE);
+  if (size === 0 || nul <= SECCTX_SIZE || nul + 1 + size > rec.length) return null;
+  return { name: Buffer.from(rec.subarray(SECCTX_SIZE, nul)), value: Buffer.from(rec.subarray(nul + 1, nul + 1 + size)) };
+}
+
 export function parseExtensions(h: InHeader, body: RequestBody): void {
   const extBytes = h.totalExtlen * EXT_UNIT;
   if (extBytes === 0 || extBytes > body.length) return;
@@ -109,6 +131,9 @@ export function parseExtensions(h: InHeader, body: RequestBody): void {
       // struct fuse_supp_groups: nr_groups, then groups[nr_groups] (u32 each), within the record
       const n = ext.readUInt32LE(at + EXT_HEADER_SIZE);
       for (let i = 0; i < n && groups + i * 4 + 4 <= at + size; i++) h.suppGroups.push(ext.readUInt32LE(groups + i * 4));
+    } else if (type <= FUSE_MAX_NR_SECCTX) {
+      // fuse_secctx_header (size, nr_secctx); the kernel sends one context at most
+      h.secctx = type === 0 ? undefined : parseSecctx(ext.subarray(at + EXT_HEADER_SIZE, at + size), type);
     }
     at += (size + EXT_UNIT - 1) & ~(EXT_UNIT - 1);
   }

@@ -4,6 +4,7 @@
 // Each session counts its own lookups, so a guest can never forget
 // references that 9P fids or other sessions hold.
 import {
+  DAEMON,
   DirStream,
   OpenFile,
   after,
@@ -168,6 +169,9 @@ const CONGESTION_THRESHOLD = 48;
 const TIME_GRAN_NS = 1;
 /** fuse_init_out.max_pages counts pages of this size */
 const PAGE_SIZE = 4096;
+
+const entryItself = (e: Entry): Entry => e;
+const noDrop = (): void => {};
 
 export class FuseSession {
   private initialized = false;
@@ -696,6 +700,18 @@ export class FuseSession {
       return;
     }
     if (aclMode !== 'never' && (offered & acl) === acl) want |= acl;
+    // --security-label: the guest's LSM labels what it creates (FUSE_SECURITY_CTX).
+    const labelMode = options.securityLabel ?? 'never';
+    if (labelMode === 'always' && !(offered & INIT.SECURITY_CTX)) {
+      this.logs.error(
+        'fuse.init',
+        { peer: this.peer, offered: `0x${offered.toString(16)}` },
+        'fuse: --security-label=always, but the kernel does not offer FUSE_SECURITY_CTX',
+      );
+      out.send(Errno.EPROTO, []);
+      return;
+    }
+    if (labelMode !== 'never') want |= INIT.SECURITY_CTX;
     if (options.announceSubmounts) want |= INIT.SUBMOUNTS;
     want &= offered;
     this.wantFlags = want;
@@ -855,11 +871,58 @@ export class FuseSession {
     });
   }
 
+  /**
+   * --security-label: the context the guest's LSM chose for a new object,
+   * set (through --xattrmap, as the daemon) before the entry is answered, as
+   * virtiofsd does; when it cannot be set the object is removed again and
+   * the request fails with that error. `made` is the creation, started
+   * only once the context is known to be well formed. It is set as the
+   * daemon: the guest's kernel chose it, not the (unprivileged) caller.
+   */
+  private labelled<T>(
+    h: InHeader,
+    op: string,
+    parent: Inode,
+    name: Buffer,
+    dir: boolean,
+    made: () => Awaitable<T>,
+    entryOf: (t: T) => Entry,
+    drop: (t: T) => void,
+  ): Awaitable<T> {
+    const ctx = h.secctx;
+    if (ctx === undefined || !(this.wantFlags & INIT.SECURITY_CTX)) return made();
+    if (ctx === null) fail(Errno.EINVAL, op, `${printable(name)}: malformed security context (fuse_secctx)`);
+    const xattrName = this.hostXattrName(op, ctx.name);
+    return after(made(), (t) => {
+      const undo = (e: unknown): never => {
+        drop(t);
+        this.ctx.backend.release(entryOf(t).inode, 1);
+        try {
+          const gone = this.ctx.backend.unlink(FuseSession.caller(h), parent, name, dir ? AT_REMOVEDIR : 0);
+          if (gone instanceof Promise) gone.catch(() => undefined);
+        } catch {
+          // it stays; the error below is the answer
+        }
+        const errno = e instanceof SysError ? e.errno : Errno.EIO;
+        fail(errno, op, `${printable(name)}: setting its security context ${printable(ctx.name)}: ${errnoName(errno)}`);
+      };
+      let set: Awaitable<void>;
+      try {
+        set = this.ctx.backend.setxattr(DAEMON, entryOf(t).inode, xattrName, ctx.value, 0);
+      } catch (e) {
+        return undo(e);
+      }
+      return set instanceof Promise ? set.then(() => t, undo) : t;
+    });
+  }
+
   private symlink(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
     const parent = this.inode(h.nodeid);
     const a = args(body, 'SYMLINK');
     const name = a.name('name');
     const target = a.name('target');
+    // No label on a symlink: duofs sets xattrs through /proc/self/fd, which
+    // would reach the link's target (docs: --security-label).
     return this.entryReply(out, this.ctx.backend.symlink(FuseSession.caller(h), parent, name, target));
   }
 
@@ -871,7 +934,17 @@ export class FuseSession {
     const umask = a.u32('fuse_mknod_in.umask');
     a.skip(4, 'fuse_mknod_in.padding');
     const name = a.name('name');
-    return this.entryReply(out, this.ctx.backend.mknod(this.creator(h, umask), parent, name, mode, newDecodeDev(rdev)));
+    const made = this.labelled(
+      h,
+      'MKNOD',
+      parent,
+      name,
+      false,
+      () => this.ctx.backend.mknod(this.creator(h, umask), parent, name, mode, newDecodeDev(rdev)),
+      entryItself,
+      noDrop,
+    );
+    return this.entryReply(out, made);
   }
 
   private mkdir(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
@@ -880,7 +953,17 @@ export class FuseSession {
     const mode = a.u32('fuse_mkdir_in.mode');
     const umask = a.u32('fuse_mkdir_in.umask');
     const name = a.name('name');
-    return this.entryReply(out, this.ctx.backend.mkdir(this.creator(h, umask), parent, name, mode));
+    const made = this.labelled(
+      h,
+      'MKDIR',
+      parent,
+      name,
+      true,
+      () => this.ctx.backend.mkdir(this.creator(h, umask), parent, name, mode),
+      entryItself,
+      noDrop,
+    );
+    return this.entryReply(out, made);
   }
 
   private unlink(h: InHeader, body: RequestBody, out: ReplyTo): Awaitable<void> {
@@ -957,11 +1040,21 @@ export class FuseSession {
     const umask = a.u32('fuse_create_in.umask');
     const killSuidgid = (a.u32('fuse_create_in.open_flags') & FUSE_OPEN_KILL_SUIDGID) !== 0;
     const name = a.name('name');
-    const made = this.fds.openWith<Made>(
+    const made = this.labelled(
+      h,
       'CREATE',
-      printable(name),
-      () => this.ctx.backend.create(this.creator(h, umask), parent, name, this.writebackFlags(flags), mode, { killSuidgid }),
-      (c) => c.file,
+      parent,
+      name,
+      false,
+      () =>
+        this.fds.openWith<Made>(
+          'CREATE',
+          printable(name),
+          () => this.ctx.backend.create(this.creator(h, umask), parent, name, this.writebackFlags(flags), mode, { killSuidgid }),
+          (c) => c.file,
+        ),
+      (m) => m.entry,
+      (m) => this.ctx.backend.closeFile(m.file),
     );
     return after(made, (m) => this.replyCreated(out, m));
   }

@@ -445,6 +445,22 @@ const u64 = (...v: bigint[]): Buffer => {
   v.forEach((x, i) => b.writeBigUInt64LE(BigInt.asUintN(64, x), 8 * i));
   return b;
 };
+/**
+ * The security context extension the kernel adds to CREATE, MKDIR, MKNOD
+ * and SYMLINK with FUSE_SECURITY_CTX (fs/fuse/dir.c get_security_context):
+ * fuse_secctx_header (size, nr_secctx), fuse_secctx (size, padding), the
+ * xattr name with its NUL, the context; padded to 8 bytes. No name: none.
+ */
+export function secctxExt(name?: string, value?: Buffer): Buffer {
+  const body = name === undefined ? Buffer.alloc(0) : Buffer.concat([u32(value!.length, 0), cstr(name), value!]);
+  const size = (8 + body.length + 7) & ~7;
+  const b = Buffer.alloc(size);
+  b.writeUInt32LE(size, 0);
+  b.writeUInt32LE(name === undefined ? 0 : 1, 4);
+  body.copy(b, 8);
+  return b;
+}
+
 /** A name as the kernel sends it: bytes then NUL. */
 export const cstr = (s: string | Buffer): Buffer => Buffer.concat([typeof s === 'string' ? Buffer.from(s) : s, Buffer.from([0])]);
 
@@ -537,6 +553,8 @@ export interface SendOptions extends Caller {
   len?: number;
   /** fail when no reply comes within this many ms (default: the client's timeoutMs) */
   timeoutMs?: number;
+  /** request extensions after the arguments (8-byte records; total_extlen says how many units) */
+  ext?: Buffer;
 }
 
 export interface Sent {
@@ -593,8 +611,10 @@ export class FuseClient {
   /** Puts one request on a queue; `args` are the bytes after the in header. */
   send(opcode: number, args: Buffer[], o: SendOptions = {}): Sent {
     const unique = o.unique ?? this.takeUnique();
+    if (o.ext) args = [...args, o.ext];
     const argLen = args.reduce((n, a) => n + a.length, 0);
     const header = inHeader(o.len ?? IN_HEADER + argLen, opcode, unique, o.nodeid ?? 0n, { ...this.caller, ...o });
+    if (o.ext) header.writeUInt16LE(o.ext.length / 8, 36); // total_extlen
     const whole = Buffer.concat([header, ...args]);
     const out = o.split ? splitBytes(whole, o.split) : argLen > 0 ? [header, Buffer.concat(args)] : [header];
     const completion = this.fe.request(o.queue ?? this.queue, { out, in: o.in ?? [OUT_HEADER, 4096], indirect: o.indirect ?? false });

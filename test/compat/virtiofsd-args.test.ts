@@ -89,7 +89,7 @@ test('legacy -o: source with escaped commas, cache=none is never, xattr, locks',
   expect(refused(['--fd=3', '-o', 'source=/d,norace']).message).toMatch(/-o norace: not a virtiofsd -o option/);
   expect(refused(['--fd=3', '-o', 'source=/d,vhost_user_socket=/s']).option).toBe('-o vhost_user_socket');
   expect(refused(['--fd=3', '-o', 'source=/d,xattrmap=:x']).message).toMatch(/^invalid value ":x" for -o xattrmap: rule 1: incomplete rule/);
-  expect(refused(['--fd=3', '-o', 'source=/d,security_label']).option).toBe('-o security_label');
+  expect(parseVirtiofsdArgs(['--fd=3', '-o', 'source=/d,security_label']).options.fuse).toMatchObject({ securityLabel: 'always', xattr: true });
   expect(refused(['--fd=3', '-o', 'source=/d,allow_direct_io']).option).toBe('-o allow_direct_io');
   expect(parseVirtiofsdArgs(['--fd=3', '-o', 'source=/d,modcaps=+sys_admin']).modcaps).toBe('+sys_admin');
   expect(refused(['--fd=3', '-o', 'source=/d,modcaps=+bogus']).option).toBe('-o modcaps');
@@ -156,18 +156,23 @@ test('--thread-pool-size sizes the pool of the threads engine; 0 (virtiofsd: no 
   expect(refused([...base, '--thread-pool-size=-1']).option).toBe('--thread-pool-size');
 });
 
-test.each([
-  ['--allow-direct-io'],
-  ['--migration-mode=file-handles'],
-  ['--migration-verify-handles'],
-  ['--security-label'],
-  ['--security-label=always'],
-  ['--security-label=auto'],
-  ['--inode-file-handles=mandatory'],
-])('%s is refused by name', (...opt) => {
-  const e = refused([...base, ...opt]);
-  expect(e.message).toMatch(/not supported by duofs: \S/);
-  expect(e.message.startsWith(opt[0]!.split('=')[0]!)).toBe(true);
+test.each([['--allow-direct-io'], ['--migration-mode=file-handles'], ['--migration-verify-handles'], ['--inode-file-handles=mandatory']])(
+  '%s is refused by name',
+  (...opt) => {
+    const e = refused([...base, ...opt]);
+    expect(e.message).toMatch(/not supported by duofs: \S/);
+    expect(e.message.startsWith(opt[0]!.split('=')[0]!)).toBe(true);
+  },
+);
+
+test('--security-label as virtiofsd 1.14: never (default), auto, always (bare); it implies --xattr', () => {
+  expect(parseVirtiofsdArgs(base).options.fuse?.securityLabel).toBeUndefined();
+  expect(parseVirtiofsdArgs([...base, '--security-label']).options.fuse).toMatchObject({ securityLabel: 'always', xattr: true });
+  expect(parseVirtiofsdArgs([...base, '--security-label=auto']).options.fuse).toMatchObject({ securityLabel: 'auto', xattr: true });
+  const never = parseVirtiofsdArgs([...base, '--security-label=never']);
+  expect(never.options.fuse?.securityLabel).toBeUndefined();
+  expect(never.notes).toEqual([expect.stringMatching(/^--security-label=never: accepted, no effect in duofs: the default/)]);
+  expect(refused([...base, '--security-label=sometimes']).message).toMatch(/^--security-label=sometimes: invalid \(never, auto, always\)/);
 });
 
 test('--migration-* as virtiofsd 1.14: find-paths, on-error abort|guest-error, confirm-paths accepted; file handles refused', () => {
@@ -347,11 +352,11 @@ test("the capabilities JSON has virtiofsd's shape and lists only what duofs supp
   expect(j.type).toBe('fs');
   expect(Array.isArray(j.features)).toBe(true);
   expect(j.features).toEqual([...CAPABILITY_FEATURES]);
-  // Listing these would make libvirt refuse <lock>, or pass modes duofs refuses.
-  for (const f of ['separate-options', 'security-label-negotiation-mode']) {
-    expect(j.features).not.toContain(f);
-  }
-  expect(capabilitiesJson()).toBe('{\n  "type": "fs",\n  "features": [\n    "migrate-precopy",\n    "posix-acl-negotiation-mode"\n  ]\n}\n');
+  // Listing it would make libvirt refuse <lock> (compat/virtiofsd/capabilities.ts).
+  expect(j.features).not.toContain('separate-options');
+  expect(capabilitiesJson()).toBe(
+    '{\n  "type": "fs",\n  "features": [\n    "migrate-precopy",\n    "posix-acl-negotiation-mode",\n    "security-label-negotiation-mode"\n  ]\n}\n',
+  );
 });
 
 test('every documented table entry has a reason', () => {

@@ -122,15 +122,18 @@ test('the separate-options form libvirt uses for binaries that advertise it', ()
 test("--print-capabilities prints virtiofsd's JSON shape and exits 0", () => {
   const r = run(['--print-capabilities']);
   expect(r.status).toBe(0);
-  expect(JSON.parse(r.stdout)).toEqual({ type: 'fs', features: ['migrate-precopy', 'posix-acl-negotiation-mode'] });
+  expect(JSON.parse(r.stdout)).toEqual({
+    type: 'fs',
+    features: ['migrate-precopy', 'posix-acl-negotiation-mode', 'security-label-negotiation-mode'],
+  });
 });
 
 test("an option duofs refuses: exit status 2 (a usage error, as clap's), one line naming it", () => {
-  const r = run(['--fd=23', '--shared-dir', tmp, '--security-label']);
+  const r = run(['--fd=23', '--shared-dir', tmp, '--migration-verify-handles']);
   expect(r.status).toBe(2);
   expect(r.stdout).toBe('');
   expect(r.stderr.trimEnd().split('\n')).toHaveLength(1);
-  expect(r.stderr).toMatch(/^duofs-virtiofsd: --security-label: not supported by duofs: .*FUSE_SECURITY_CTX/);
+  expect(r.stderr).toMatch(/^duofs-virtiofsd: --migration-verify-handles: not supported by duofs: .*file-handles/);
 });
 
 test("usage errors exit 2 as virtiofsd's do: unknown option, bad value, missing --shared-dir, bad -o word", () => {

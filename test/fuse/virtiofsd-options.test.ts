@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import { ALL_INIT_FLAGS, F_WRLCK, FUSE_LK_FLOCK, INIT_FLAGS as F, ROOT, errnoOf } from './client.js';
+import { ALL_INIT_FLAGS, F_WRLCK, FUSE_LK_FLOCK, INIT_FLAGS as F, ROOT, errnoOf, secctxExt } from './client.js';
 import { FuseFixture } from './fixture.js';
 import type { FuseOptions } from '../../protocols/fuse/options.js';
 import { XattrMap } from '../../protocols/fuse/xattr-map.js';
@@ -134,6 +134,62 @@ describe('--posix-acl', () => {
     const g = await f.guest({ init: false });
     expect(await errnoOf(g.c.doInit({ flags: ALL_INIT_FLAGS & ~F.POSIX_ACL }))).toBe('EPROTO');
     expect((await g.c.doInit({ flags: ALL_INIT_FLAGS })).flags & acl).toBe(acl);
+  });
+});
+
+describe('--security-label', () => {
+  const label = Buffer.from('system_u:object_r:container_file_t:s0\0');
+  const hostLabel = (p: string): string =>
+    execFileSync('getfattr', ['-h', '--only-values', '-n', 'security.selinux', '--absolute-names', p]).toString('latin1');
+
+  test('always: INIT fails with EPROTO when the kernel lacks FUSE_SECURITY_CTX; auto: INIT goes on without it', async () => {
+    const f = await serve({ xattr: true, securityLabel: 'always' });
+    const g = await f.guest({ init: false });
+    expect(await errnoOf(g.c.doInit({ flags: ALL_INIT_FLAGS & ~F.SECURITY_CTX }))).toBe('EPROTO');
+    expect((await g.c.doInit({ flags: ALL_INIT_FLAGS })).flags & F.SECURITY_CTX).toBe(F.SECURITY_CTX);
+    await f.close();
+    const a = await serve({ xattr: true, securityLabel: 'auto' });
+    const h = await a.guest({ init: false });
+    expect((await h.c.doInit({ flags: ALL_INIT_FLAGS & ~F.SECURITY_CTX })).flags & F.SECURITY_CTX).toBe(0n);
+  });
+
+  test("new files, directories and nodes carry the guest LSM's context on the host, set for an unprivileged caller", async () => {
+    const f = await serve({ xattr: true, securityLabel: 'always' });
+    const g = await f.guest();
+    fs.chmodSync(f.dir, 0o777);
+    const as = { uid: 1000, gid: 1000, ext: secctxExt('security.selinux', label) };
+    await g.c.mkdir(ROOT, 'd', 0o755, as);
+    await g.c.create(ROOT, 'f', O_RDWR, 0o644, as);
+    await g.c.mknod(ROOT, 'p', 0o010644, 0, as);
+    for (const n of ['d', 'f', 'p']) expect(hostLabel(f.p(n))).toBe(label.toString('latin1'));
+    expect(fs.statSync(f.p('f')).uid).toBe(1000);
+    // nr_secctx 0: no LSM labelled it; the object is made, unlabelled
+    await g.c.mkdir(ROOT, 'plain', 0o755, { ext: secctxExt() });
+    expect(hostXattrs(f.p('plain'))).not.toContain('security.selinux');
+  });
+
+  test('a malformed context fails with EINVAL before anything is made; one that cannot be set removes the new object', async () => {
+    const f = await serve({ xattr: true, securityLabel: 'always' });
+    const g = await f.guest();
+    const bad = secctxExt('security.selinux', label);
+    bad.writeUInt32LE(0, 8); // fuse_secctx.size 0
+    expect(await errnoOf(g.c.mkdir(ROOT, 'bad', 0o755, { ext: bad }))).toBe('EINVAL');
+    expect(fs.existsSync(f.p('bad'))).toBe(false);
+    const long = secctxExt(`security.${'x'.repeat(300)}`, label); // longer than XATTR_NAME_MAX: ERANGE
+    expect(await errnoOf(g.c.mkdir(ROOT, 'd', 0o755, { ext: long }))).toBe('ERANGE');
+    expect(await errnoOf(g.c.create(ROOT, 'f', O_RDWR, 0o644, { ext: long }))).toBe('ERANGE');
+    expect(fs.readdirSync(f.dir).filter((n) => n === 'd' || n === 'f')).toEqual([]);
+    // and the session goes on
+    await g.c.mkdir(ROOT, 'ok', 0o755, { ext: secctxExt('security.selinux', label) });
+    expect(hostLabel(f.p('ok'))).toBe(label.toString('latin1'));
+  });
+
+  test('without it the context is ignored and FUSE_SECURITY_CTX is not offered', async () => {
+    const f = await serve({ xattr: true });
+    const g = await f.guest();
+    expect(g.init!.flags & F.SECURITY_CTX).toBe(0n);
+    await g.c.mkdir(ROOT, 'd', 0o755, { ext: secctxExt('security.selinux', label) });
+    expect(hostXattrs(f.p('d'))).not.toContain('security.selinux');
   });
 });
 
