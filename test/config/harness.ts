@@ -27,7 +27,18 @@ export async function startConfigDaemon(config: string, controlSocket: string, e
   ensureBuilt();
   const proc = spawn(
     process.execPath,
-    [path.join(repoRoot, 'bin/duofs.js'), 'serve', '--config', config, '--sandbox', 'none', '--seccomp', 'none', '--log-level', 'info', ...extra],
+    [
+      path.join(repoRoot, 'bin/duofs.js'),
+      'serve',
+      '--config',
+      config,
+      '--sandbox',
+      'none',
+      '--seccomp',
+      'none',
+      ...(extra.includes('--log-level') ? [] : ['--log-level', 'info']),
+      ...extra,
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let log = '';
