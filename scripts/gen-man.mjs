@@ -45,7 +45,14 @@ const pages = {
   'duofs.1': page(
     'duofs',
     'serve one host directory to virtual machines over 9P2000.L and virtio-fs',
-    ['duofs serve [options]', 'duofs serve --config FILE [options]', 'duofs status --config FILE [--json]', 'duofs convert <export> --from MODEL --to MODEL [options]', 'duofs bench [options]', 'duofs --version'],
+    [
+      'duofs serve [options]',
+      'duofs serve --config FILE [options]',
+      'duofs status --config FILE [--json]',
+      'duofs convert <export> --from MODEL --to MODEL [options]',
+      'duofs bench [options]',
+      'duofs --version',
+    ],
     [
       ['DESCRIPTION', verbatim(help('duofs.js', ['--help']))],
       ['SERVE', verbatim(help('duofs.js', ['serve', '--help']))],

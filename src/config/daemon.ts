@@ -102,6 +102,9 @@ export interface ReloadResult {
   failed: Record<string, string>;
 }
 
+/** How long a removed device's running requests may take before its root is closed under them. */
+const REMOVE_GRACE_MS = 5000;
+
 /** Backend methods that are bookkeeping, not operations a guest asked for. */
 const NOT_COUNTED = new Set(['constructor', 'beginRequest', 'inodeById', 'ref', 'release', 'isSubmountRoot', 'locate']);
 
@@ -551,9 +554,10 @@ export class ConfigDaemon {
     if (!d) return;
     this.devices.delete(name);
     await d.stop();
-    // A vhost-user session's requests may still be running on the engine; the
-    // root's fds stay until the last device on it goes, and close() of the
-    // backend makes any late use fail with ESTALE, not touch a reused fd.
+    // A vhost-user session's requests may still be running on the engine:
+    // the root's fds stay until they have ended (or a grace period passed),
+    // and close() of the backend makes any later use fail with ESTALE.
+    for (const until = Date.now() + REMOVE_GRACE_MS; d.stats.inFlight > 0 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 10));
     this.dropRoot(d.root);
     this.o.log.info({ device: name, address: d.address }, `device ${name} removed`);
   }
