@@ -11,7 +11,7 @@
 // this runs only when asked: `npm run lab:classroom` (DUOFS_LAB_CLASSROOM=1;
 // DUOFS_LAB_CLASS=N for another class size). Needs root and the lab.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { expectScenarioOk, freshTree, runGuest, type GuestRun } from './guest.js';
 import { duofsBin, startDuofs, type HostDaemon } from './daemons.js';
@@ -35,6 +35,8 @@ d('the classroom: one duofs, a config file, a class of guests', () => {
     const shared = freshTree(work, 'shared');
     const homes = freshTree(work, 'homes');
     writeFileSync(join(shared, 'syllabus.txt'), 'week 1: filesystems\n');
+    // Writable for everyone on the host: only the export's readonly keeps students out.
+    chmodSync(shared, 0o1777);
     mkdirSync(join(work, 'sock'));
     const sock = (n: string): string => join(work, 'sock', `${n}.sock`);
     const ctl = join(work, 'sock', 'class.ctl');

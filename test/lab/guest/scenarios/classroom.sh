@@ -1,14 +1,14 @@
 #!/bin/sh
 # The classroom (test/lab/classroom.test.ts): one guest of the class, run on
 # its private mount.   classroom.sh /mnt/home /mnt/shared UID WAIT
-# Reads the shared area and cannot write it; writes its own directory as the
+# Reads the shared area (host mode 1777: only read-only keeps it unwritten) and cannot write it; writes its own directory as the
 # student uid; sees nothing of the other students. With WAIT=1 it holds a
 # file open in its home across the host's SIGHUP (the host creates
 # shared/reloaded once the ninth guest's devices were added) and writes
 # through it afterwards.
 home=$1 shared=$2 uid=$3 wait=$4
 echo "CHECK shared_read $(cat "$shared/syllabus.txt" 2>&1)"
-if echo graffiti > "$shared/graffiti" 2>/tmp/err; then echo "CHECK shared_write allowed"; else echo "CHECK shared_write $(sed 's/.*: //' /tmp/err)"; fi
+if sh -c "echo graffiti > '$shared/graffiti'" 2>/tmp/err; then echo "CHECK shared_write allowed"; else echo "CHECK shared_write $(sed 's/.*: //' /tmp/err)"; fi
 if setpriv --reuid="$uid" --regid="$uid" --clear-groups sh -c "echo graffiti > '$shared/graffiti2'" 2>/tmp/err; then
   echo "CHECK shared_write_student allowed"
 else
