@@ -151,9 +151,10 @@ async function serve(argv: {
     ];
     for (const [flag, v] of named)
       if (v !== undefined) throw new ConfigError(`${flag} cannot be used with --config: the file declares exports and devices`);
-    if (argv.sandbox !== undefined && argv.sandbox !== 'none')
+    // The default is --sandbox namespace: say so rather than serve unconfined unasked.
+    if (argv.sandbox !== 'none')
       throw new ConfigError(
-        `--sandbox ${argv.sandbox} is not available with --config yet (devices come and go on SIGHUP, on many exports): give --sandbox none`,
+        `--sandbox ${argv.sandbox ?? 'namespace'}${argv.sandbox === undefined ? ' (the default)' : ''} is not available with --config yet (devices come and go on SIGHUP, on many exports): give --sandbox none`,
       );
     if (argv.seccomp !== undefined && argv.seccomp !== 'none') throw new ConfigError(`--seccomp ${argv.seccomp} is not available with --config yet`);
     if (listenFds().fds.length) throw new ConfigError('socket activation (LISTEN_FDS) is not available with --config yet');

@@ -476,7 +476,7 @@ export class ConfigDaemon {
           ...base,
           address: `unix:${dev.socket}`,
           queues: device.numQueues,
-          clients: () => (v.connection ? [{ peer: `${v.connection.peer}#${v.connection.serial}` }] : []),
+          clients: () => (v.connection ? [{ peer: v.connection.peer }] : []),
           stop: async () => v.close(),
         };
       }

@@ -29,6 +29,13 @@ export interface ConfigServeOptions {
 
 export async function serveConfig(o: ConfigServeOptions): Promise<void> {
   const { log } = o;
+  // SIGHUP's default action ends the process: until the daemon is up, a
+  // reload asked for is remembered and done once it is.
+  let earlyHup = false;
+  const onEarlyHup = (): void => {
+    earlyHup = true;
+  };
+  process.on('SIGHUP', onEarlyHup);
   const read = () => {
     const c = loadConfig(o.file);
     if (o.controlSocket) c.controlSocket = o.controlSocket;
@@ -79,6 +86,7 @@ export async function serveConfig(o: ConfigServeOptions): Promise<void> {
       (e: unknown) => log.error({ err: e }, 'SIGHUP: reload failed'),
     );
   };
+  process.off('SIGHUP', onEarlyHup);
   process.on('SIGHUP', () => {
     log.info({ config: o.file }, 'SIGHUP: re-reading the config');
     reload();
@@ -106,4 +114,8 @@ export async function serveConfig(o: ConfigServeOptions): Promise<void> {
   const status = `serving ${daemon.frontEnds.length} devices from ${o.file}`;
   log.info({ devices: daemon.frontEnds, controlSocket: cfg.controlSocket }, status);
   notifier?.ready(status);
+  if (earlyHup) {
+    log.info({ config: o.file }, 'SIGHUP during start-up: re-reading the config');
+    reload();
+  }
 }

@@ -243,6 +243,9 @@ test('status of no daemon, and flags that conflict with --config, are clear erro
   const both = cli(['serve', '--config', configFile, '--shared-dir', shared]);
   expect(both.code).toBe(2);
   expect(both.stderr).toMatch(/--shared-dir cannot be used with --config/);
+  const unasked = cli(['serve', '--config', configFile]);
+  expect(unasked.code).toBe(2);
+  expect(unasked.stderr).toMatch(/--sandbox namespace \(the default\) is not available with --config yet.*give --sandbox none/);
   const bad = path.join(base, 'bad.toml');
   fs.writeFileSync(bad, '[exports.e]\npath = "/srv"\nsecurity = "x"\n');
   const r = cli(['serve', '--config', bad, '--sandbox', 'none']);
