@@ -10,6 +10,8 @@ import { P9Client } from '../p9/client.js';
 import { O } from '../p9/proto.js';
 import { VhostUserFrontend } from '../../src/doubles/vhost-user-frontend.js';
 import { FuseClient, ROOT } from '../../src/doubles/fuse-client.js';
+import { NOFID, RLERROR, T } from '../../protocols/9p/constants.js';
+import { Writer } from '../../protocols/9p/wire.js';
 import { cli, sleep, startConfigDaemon, type ConfigDaemonProc } from './harness.js';
 import type { DaemonStatus } from '../../src/config/daemon.js';
 
@@ -32,6 +34,7 @@ function writeConfig(o: { privates: string[]; sharedDevice?: boolean; vfs?: bool
       `[devices.${g}]\ntype = "9p-unix"\nsocket = "${base}/${g}.sock"\nexport = "homes"\ndir = "${g}"\ncreate = { uid = ${uidOf(g)}, gid = ${uidOf(g)}, mode = 0o700 }`,
     );
   if (o.vfs !== false) parts.push(`[devices.g1-vfs]\ntype = "virtiofs"\nsocket = "${base}/g1-vfs.sock"\nexport = "homes"\ndir = "g1"\ntag = "home"`);
+  parts.push(`[devices.g1-v9p]\ntype = "virtio-9p"\nsocket = "${base}/g1-v9p.sock"\nexport = "homes"\ndir = "g1"\ntag = "home9p"\nreadonly = true`);
   if (o.extra) parts.push(o.extra);
   fs.writeFileSync(configFile, `${parts.join('\n\n')}\n`);
 }
@@ -127,6 +130,39 @@ test('a private device is rooted at its dir: .. stays there, and 9P and virtio-f
   }
 });
 
+test('a virtio-9p device on the same dir, read-only for itself: walks, reads, and refuses a create with EROFS', async () => {
+  const fe = await VhostUserFrontend.connect({ socketPath: `${base}/g1-v9p.sock`, queues: 1, regions: [{ gpa: 0x100000, size: 4 * MIB }] });
+  try {
+    let tag = 1;
+    const rpc = async (type: number, fill: (w: Writer) => Writer): Promise<Buffer> => {
+      const c = await fe.request(0, { out: [fill(new Writer()).finish(type, tag++)], in: [8192] });
+      return c.data.subarray(0, c.len);
+    };
+    const ok = (b: Buffer, type: number): Buffer => {
+      expect(b[4] === RLERROR ? `Rlerror ${b.readUInt32LE(7)}` : b[4]).toBe(type + 1);
+      return b;
+    };
+    ok(await rpc(T.version, (w) => w.u32(65536).str('9P2000.L')), T.version);
+    ok(await rpc(T.attach, (w) => w.u32(1).u32(NOFID).str('root').str('').u32(0)), T.attach);
+    const walked = ok(await rpc(T.walk, (w) => w.u32(1).u32(2).u16(1).str('notes.txt')), T.walk);
+    expect(walked.readUInt16LE(7)).toBe(1);
+    ok(await rpc(T.lopen, (w) => w.u32(2).u32(0)), T.lopen);
+    const rd = ok(await rpc(T.read, (w) => w.u32(2).u64(0).u32(100)), T.read);
+    expect(rd.subarray(11, 11 + rd.readUInt32LE(7)).toString()).toBe('my notes\n');
+    ok(await rpc(T.walk, (w) => w.u32(1).u32(3).u16(0)), T.walk);
+    const made = await rpc(T.lcreate, (w) => w.u32(3).str('nope').u32(1).u32(0o644).u32(0));
+    expect([made[4], made.readUInt32LE(7)]).toEqual([RLERROR, 30 /* EROFS */]);
+    const s = await d.status();
+    expect(dev(s, 'g1-v9p')).toMatchObject({ type: 'virtio-9p', tag: 'home9p', readonly: true, queues: 1, openFiles: 1 });
+    expect(dev(s, 'g1-v9p')!.clients).toHaveLength(1);
+    // the writable devices on the same dir stay writable: a root of its own
+    expect(dev(s, 'g1')!.readonly).toBe(false);
+  } finally {
+    fe.close();
+  }
+  expect(fs.existsSync(path.join(homes, 'g1', 'nope'))).toBe(false);
+});
+
 test('SIGHUP adds a device while a client of another keeps a file open and keeps working; removes one cleanly', async () => {
   const { c, root } = await session('g1');
   const f = c.newFid();
@@ -142,9 +178,9 @@ test('SIGHUP adds a device while a client of another keeps a file open and keeps
   writeConfig({ privates: ['g1', 'g2'], sharedDevice: false });
   await d.hup();
   const after = await d.status();
-  expect(after.devices.map((x) => x.name).sort()).toEqual(['g1', 'g1-vfs', 'g2']);
+  expect(after.devices.map((x) => x.name).sort()).toEqual(['g1', 'g1-v9p', 'g1-vfs', 'g2']);
   expect(after.lastReload).toMatchObject({ added: ['g2'], removed: ['shared'], failed: {} });
-  expect(after.lastReload!.kept.sort()).toEqual(['g1', 'g1-vfs']);
+  expect(after.lastReload!.kept.sort()).toEqual(['g1', 'g1-v9p', 'g1-vfs']);
 
   // g1's connection and its open file were not touched
   expect(c.isClosed).toBe(false);
@@ -226,7 +262,7 @@ test('duofs status: for people and --json, with clients, open files and operatio
   expect(g1.ops.open).toBeGreaterThanOrEqual(1);
   const text = cli(['status', '--control-socket', ctl]);
   expect(text.code).toBe(0);
-  expect(text.stdout).toMatch(/^duofs pid \d+, config .*class\.toml, up \d+ s, RSS [\d.]+ MiB, \d+ open fds, 4 devices/);
+  expect(text.stdout).toMatch(/^duofs pid \d+, config .*class\.toml, up \d+ s, RSS [\d.]+ MiB, \d+ open fds, 5 devices/);
   expect(text.stdout).toMatch(
     new RegExp(`\\ng1  9p-unix  unix:${base}/g1.sock\\n  root       ${homes}/g1 \\(export homes, dir g1\\)\\n  clients    g1#\\d+\\n`),
   );
