@@ -45,15 +45,23 @@ const pages = {
   'duofs.1': page(
     'duofs',
     'serve one host directory to virtual machines over 9P2000.L and virtio-fs',
-    ['duofs serve [options]', 'duofs convert <export> --from MODEL --to MODEL [options]', 'duofs bench [options]', 'duofs --version'],
+    [
+      'duofs serve [options]',
+      'duofs serve --config FILE [options]',
+      'duofs status --config FILE [--json]',
+      'duofs convert <export> --from MODEL --to MODEL [options]',
+      'duofs bench [options]',
+      'duofs --version',
+    ],
     [
       ['DESCRIPTION', verbatim(help('duofs.js', ['--help']))],
       ['SERVE', verbatim(help('duofs.js', ['serve', '--help']))],
+      ['STATUS', verbatim(help('duofs.js', ['status', '--help']))],
       ['CONVERT', verbatim(help('duofs.js', ['convert', '--help']))],
       ['BENCH', verbatim(help('duofs.js', ['bench', '--help']))],
       [
         'EXIT STATUS',
-        '0 on success; 1 when duofs cannot start or convert; 2 for a command line it does not take, and for socket-activated fds (LISTEN_FDS) it cannot match to a front-end.',
+        '0 on success; 1 when duofs cannot start or convert, or status reaches no daemon; 2 for a command line it does not take, a config file (--config) that does not parse or validate, and for socket-activated fds (LISTEN_FDS) it cannot match to a front-end.',
       ],
     ],
   ),

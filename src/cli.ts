@@ -52,6 +52,9 @@ import { parseUsernsOption } from '../compat/virtiofsd/args.js';
 import { checkMountpoint } from './server.js';
 import { defaultFuseOptions } from '../protocols/fuse/options.js';
 import { realpathSync } from 'node:fs';
+import { ConfigError, loadConfig } from './config/config.js';
+import { serveConfig } from './config/serve.js';
+import { ControlError, formatStatus, queryStatus } from './config/control.js';
 
 /** QEMU's fmode/dmode: octal, masked with 0777, only for the mapped models. */
 function parseOctalMode(flag: string, v: string | undefined, model: SecurityModelName): number | undefined {
@@ -80,6 +83,8 @@ function poolSize(v: number): number {
 }
 
 async function serve(argv: {
+  config?: string;
+  controlSocket?: string;
   sharedDir?: string;
   fsdev?: string;
   translateUid?: string[];
@@ -125,6 +130,50 @@ async function serve(argv: {
   const log = createLogger(argv.logLevel as LevelWithSilent, { format: argv.logFormat, syslog: argv.syslog });
 
   const logLimits = parseLogLimits(argv.logBurst, argv.logRate);
+  if (argv.config !== undefined) {
+    // The export and the front-ends come from the file; a flag that names one would be ignored, so it is refused.
+    const named: [string, unknown][] = [
+      ['--shared-dir', argv.sharedDir],
+      ['--fsdev', argv.fsdev],
+      ['--virtiofs-socket', argv.virtiofsSocket],
+      ['--virtiofs-fd', argv.virtiofsFd],
+      ['--9p-vhost-socket', argv['9pVhostSocket']],
+      ['--9p-socket', argv['9pSocket']],
+      ['--9p-tcp', argv['9pTcp']],
+      ['--9p-fd', argv['9pFd']],
+      ['--fuse-mount', argv.fuseMount],
+      ['--security-model', argv.securityModel],
+      ['--translate-uid', argv.translateUid],
+      ['--translate-gid', argv.translateGid],
+      ['--uid-map', argv.uidMap],
+      ['--gid-map', argv.gidMap],
+      ['--modcaps', argv.modcaps],
+    ];
+    for (const [flag, v] of named)
+      if (v !== undefined) throw new ConfigError(`${flag} cannot be used with --config: the file declares exports and devices`);
+    // The default is --sandbox namespace: say so rather than serve unconfined unasked.
+    if (argv.sandbox !== 'none')
+      throw new ConfigError(
+        `--sandbox ${argv.sandbox ?? 'namespace'}${argv.sandbox === undefined ? ' (the default)' : ''} is not available with --config yet (devices come and go on SIGHUP, on many exports): give --sandbox none`,
+      );
+    if (argv.seccomp !== undefined && argv.seccomp !== 'none') throw new ConfigError(`--seccomp ${argv.seccomp} is not available with --config yet`);
+    if (listenFds().fds.length) throw new ConfigError('socket activation (LISTEN_FDS) is not available with --config yet');
+    await serveConfig({
+      file: argv.config,
+      controlSocket: argv.controlSocket,
+      log,
+      logLimits,
+      ioEngine: argv.ioEngine,
+      threadPoolSize: argv.threadPoolSize === undefined ? undefined : poolSize(argv.threadPoolSize),
+      rlimitNofile: argv.rlimitNofile === undefined ? undefined : positive('--rlimit-nofile', argv.rlimitNofile),
+      sessionMaxOpen: argv.sessionMaxOpen === undefined ? undefined : positive('--session-max-open', argv.sessionMaxOpen),
+      ninepMaxMsize: argv['9pMaxMsize'],
+      ninepMaxFids: positive('--9p-max-fids', argv['9pMaxFids']),
+      fuse: { cache: argv.cache, writeback: argv.writeback, xattr: argv.xattr, announceSubmounts: argv.announceSubmounts },
+    });
+    return;
+  }
+  if (argv.controlSocket !== undefined) throw new ConfigError('--control-socket is for --config');
   // Socket activation: read (and unset) LISTEN_* in the process systemd
   // started; a server under the supervisor gets the assignment handed down.
   const flags: ListenerFlags = {
@@ -284,6 +333,16 @@ export async function main(args: string[]): Promise<void> {
       'serve an export',
       (y) =>
         y
+          .option('config', {
+            type: 'string',
+            describe:
+              'serve every export and device a TOML file declares (many guests on one daemon; SIGHUP re-reads it and adds or removes devices, the others undisturbed; duofs status reports): see docs/operator-guide.md',
+          })
+          .option('control-socket', {
+            type: 'string',
+            describe:
+              "with --config: the control socket duofs status talks to (mode 0600); default: the file's control-socket, else /run/duofs/NAME.ctl",
+          })
           .option('shared-dir', { type: 'string', describe: 'the host directory to export (the export root)' })
           .option('fsdev', {
             type: 'string',
@@ -462,6 +521,22 @@ export async function main(args: string[]): Promise<void> {
       (argv) => serve(argv as never),
     )
     .command(
+      'status',
+      'list the devices of a running duofs serve --config: connected guests and clients, queues, requests in flight, open files, operation counts',
+      (y) =>
+        y
+          .option('config', { type: 'string', describe: "the daemon's config file (its control-socket, or /run/duofs/NAME.ctl)" })
+          .option('control-socket', { type: 'string', describe: 'the control socket to ask (overrides --config)' })
+          .option('json', { type: 'boolean', default: false, describe: 'print the status as one JSON object' }),
+      async (argv) => {
+        let path = argv.controlSocket;
+        if (path === undefined && argv.config !== undefined) path = loadConfig(argv.config).controlSocket;
+        if (path === undefined) throw new ConfigError('give --config FILE or --control-socket PATH');
+        const s = await queryStatus(path);
+        process.stdout.write(argv.json ? `${JSON.stringify(s, null, 2)}\n` : formatStatus(s));
+      },
+    )
+    .command(
       'convert <export>',
       "rewrite an export's security-model metadata offline (refused while any server or process uses it)",
       (y) =>
@@ -496,7 +571,7 @@ export async function main(args: string[]): Promise<void> {
         process.exitCode = await runBench(argv as BenchArgs);
       },
     )
-    .demandCommand(1, 'give a command: serve, convert or bench')
+    .demandCommand(1, 'give a command: serve, status, convert or bench')
     .strict()
     .help()
     .alias('h', 'help')
@@ -515,11 +590,11 @@ main(hideBin(process.argv)).catch((e: unknown) => {
   // A command line duofs cannot take (a refused --fsdev option, a bad
   // --translate-uid rule) is a usage error, exit 2 like yargs' own; a
   // failure to start or to convert is 1.
-  if (e instanceof CompatError || e instanceof IdMapError || e instanceof ActivationError) {
+  if (e instanceof CompatError || e instanceof IdMapError || e instanceof ActivationError || e instanceof ConfigError) {
     console.error(`duofs: ${e.message}`);
     process.exit(2);
   }
-  if (e instanceof StartupError || e instanceof SysError || e instanceof ConvertError || e instanceof ExportInUseError)
+  if (e instanceof StartupError || e instanceof ControlError || e instanceof SysError || e instanceof ConvertError || e instanceof ExportInUseError)
     console.error(`duofs: ${e.message}`);
   else console.error('duofs:', e);
   process.exit(1);

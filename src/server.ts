@@ -418,7 +418,7 @@ export async function startDuofs(opts: ServeOptions): Promise<Duofs> {
 }
 
 /** The engine --io-engine asks for, logged once with what it runs on. */
-async function openEngine(opts: ServeOptions, log: Logger): Promise<IoEngine> {
+export async function openEngine(opts: Pick<ServeOptions, 'threadPoolSize' | 'engine' | 'ioEngine' | 'ioLatencyMs'>, log: Logger): Promise<IoEngine> {
   const pool = threadPoolSize();
   if (opts.threadPoolSize !== undefined && opts.threadPoolSize !== pool) {
     log.warn(

@@ -46,6 +46,11 @@ export class ServiceNotifier {
     this.send(`READY=1\nSTATUS=${oneLine(status)}`);
   }
 
+  /** STATUS= alone (a reload changed what is served). */
+  status(status: string): void {
+    this.send(`STATUS=${oneLine(status)}`);
+  }
+
   /** STOPPING=1, once (a second signal changes nothing for systemd). */
   stopping(): void {
     if (this.stopped) return;

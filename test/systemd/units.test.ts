@@ -41,11 +41,19 @@ test('the service waits for READY=1 from its main process and passes the instanc
   expect(values(t, 'CapabilityBoundingSet')[0]).toContain('CAP_SYS_ADMIN');
 });
 
+test('the --config service reloads with SIGHUP and runs the file named by the instance, unconfined as --config must be', () => {
+  const t = read('duofs-config@.service');
+  expect(values(t, 'Type')).toEqual(['notify']);
+  expect(values(t, 'ExecStart')[0]).toMatch(/^\/usr\/bin\/duofs serve --config \/etc\/duofs\/%i\.toml --sandbox none /);
+  expect(values(t, 'ExecReload')).toEqual(['/bin/kill -HUP $MAINPID']);
+  expect(values(t, 'RuntimeDirectory')).toEqual(['duofs']);
+});
+
 const analyze = spawnSync('systemd-analyze', ['--version']).status === 0 ? test : test.skip;
 analyze('systemd-analyze verify finds nothing wrong but the uninstalled /usr/bin/duofs', () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'duofs-units-'));
   try {
-    const units = ['duofs@.service', 'duofs@.socket', 'duofs-9p@.socket'];
+    const units = ['duofs@.service', 'duofs@.socket', 'duofs-9p@.socket', 'duofs-config@.service'];
     for (const u of units) fs.copyFileSync(path.join(dir, u), path.join(tmp, u));
     const r = spawnSync('systemd-analyze', ['verify', '--man=no', ...units.map((u) => path.join(tmp, u.replace('@.', '@share.')))], {
       cwd: tmp,
