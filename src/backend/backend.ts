@@ -102,6 +102,12 @@ import { locate, restore, type InodeLocation, type MigrationDeps, type RestoreRe
 
 export interface BackendOptions {
   sharedDir: string;
+  /**
+   * The export's root, already open (O_PATH): the backend takes it over
+   * instead of opening sharedDir by path, so a root found beneath another
+   * directory (RESOLVE_BENEATH) cannot be swapped for a symlink meanwhile.
+   */
+  rootFd?: number;
   readonly?: boolean;
   securityModel?: SecurityModelName;
   /** host mode of files created in the mapped models (QEMU fmode) */
@@ -169,7 +175,7 @@ export class LocalBackend implements Backend {
     );
     // Guests send modes with their own umask already applied.
     umask(0);
-    const fd = openat(AT_FDCWD, opts.sharedDir, O_PATH | O_DIRECTORY);
+    const fd = opts.rootFd ?? openat(AT_FDCWD, opts.sharedDir, O_PATH | O_DIRECTORY);
     const st = fstat(fd, opts.sharedDir);
     this.inoMap = new InoMap(st.dev);
     const log = opts.log ?? silentLogger();

@@ -318,7 +318,7 @@ export class ConfigDaemon {
    * `..` or magic link may lead out), made first if missing and asked for.
    * Returns the resolved host path.
    */
-  private resolveRoot(dev: DeviceConfig): string {
+  private resolveRoot(dev: DeviceConfig): { path: string; fd: number } {
     const exp = this.cfg.exports.get(dev.export)!;
     const what = `devices.${dev.name}`;
     let expFd: number;
@@ -328,7 +328,7 @@ export class ConfigDaemon {
       throw new StartupError(`${what}: export ${dev.export} (${exp.path}): ${e instanceof SysError ? e.code : String(e)}`);
     }
     try {
-      if (dev.dir === '.') return realPathOf(expFd);
+      if (dev.dir === '.') return { path: realPathOf(expFd), fd: openat(expFd, '.', O_PATH | O_DIRECTORY) };
       const beneath = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
       let fd: number;
       try {
@@ -344,9 +344,10 @@ export class ConfigDaemon {
         fd = this.create(dev, expFd, exp.path);
       }
       try {
-        return realPathOf(fd);
-      } finally {
+        return { path: realPathOf(fd), fd }; // the backend takes the fd over: no second lookup by path
+      } catch (e) {
         close(fd);
+        throw e;
       }
     } finally {
       close(expFd);
@@ -410,11 +411,12 @@ export class ConfigDaemon {
 
   private rootFor(dev: DeviceConfig): Root {
     const exp = this.cfg.exports.get(dev.export)!;
-    const path = this.resolveRoot(dev);
+    const { path, fd } = this.resolveRoot(dev);
     const readonly = exp.readonly || dev.readonly;
     const key = JSON.stringify([path, readonly, exp.securityModel, exp.fmode, exp.dmode]);
     const had = this.roots.get(key);
     if (had) {
+      close(fd);
       had.refs++;
       return had;
     }
@@ -422,21 +424,29 @@ export class ConfigDaemon {
     try {
       lock = acquireServeLock(path);
     } catch (e) {
+      close(fd);
       throw new StartupError(`devices.${dev.name}: ${e instanceof Error ? e.message : String(e)}`);
     }
     const { fdLimits, o } = this;
-    const backend = new LocalBackend({
-      engine: o.engine,
-      sharedDir: path,
-      readonly,
-      securityModel: exp.securityModel,
-      fmode: exp.fmode,
-      dmode: exp.dmode,
-      inodeFdBudget: process.geteuid?.() === 0 ? fdLimits.inodeShare : 0,
-      inodeFdCap: Math.max(1, fdLimits.limit - fdLimits.reserve),
-      fdLimits,
-      log: o.log,
-    });
+    let backend: LocalBackend;
+    try {
+      backend = new LocalBackend({
+        engine: o.engine,
+        sharedDir: path,
+        rootFd: fd,
+        readonly,
+        securityModel: exp.securityModel,
+        fmode: exp.fmode,
+        dmode: exp.dmode,
+        inodeFdBudget: process.geteuid?.() === 0 ? fdLimits.inodeShare : 0,
+        inodeFdCap: Math.max(1, fdLimits.limit - fdLimits.reserve),
+        fdLimits,
+        log: o.log,
+      });
+    } catch (e) {
+      lock.release();
+      throw e;
+    }
     const root: Root = { key, path, backend, lock, refs: 1 };
     this.roots.set(key, root);
     o.log.info({ root: path, export: dev.export, securityModel: exp.securityModel, readonly }, 'device root opened');
