@@ -47,7 +47,26 @@ export const PACKAGES = [
   'attr', // getfattr/setfattr
   'acl', // getfacl/setfacl
   'strace', // debugging by hand
+  // the "CI on a share" scenario (test/lab/share-ci.test.ts): git, and a C toolchain for make -j2
+  'git',
+  'make',
+  'gcc',
+  'libc6-dev',
 ];
+/**
+ * Debian source packages fetched (apt-get source --download-only, from a
+ * deb-src line for the same mirror) into /duofs-lab/src of the root, so that
+ * guests build real C projects without any network: test/lab/share-ci.test.ts.
+ */
+export const SOURCES = ['hello'];
+/**
+ * Each SOURCES package is also configured here, natively, and kept as
+ * /duofs-lab/src/<pkg>-configured.tar.gz: ./configure run in the chroot at
+ * /tmp/ci/<dir>, the path the guest builds at. Under TCG, configure alone
+ * takes ~400 s (thousands of emulated fork+exec), so the guests can run
+ * `make -j2` on a tree configured for them. Bump when this recipe changes.
+ */
+const SOURCE_PREP = 'configure --disable-nls at /tmp/ci, v1';
 /** Mount points the harness binds inside the chroot (see test/lab/guest.ts). */
 const LAYOUT_DIRS = ['duofs-lab/guestroot', 'duofs-lab/host', 'duofs-lab/scripts', 'duofs-lab/run'];
 const SANITY = ['usr/bin/qemu-system-x86_64', 'usr/sbin/diod', 'usr/bin/socat', 'usr/bin/python3', 'sbin/modprobe'];
@@ -67,7 +86,7 @@ class LabSetupError extends Error {}
 
 export function recipeHash() {
   return createHash('sha256')
-    .update(JSON.stringify({ SUITE, LAYOUT_VERSION, PACKAGES, variant: 'minbase' }))
+    .update(JSON.stringify({ SUITE, LAYOUT_VERSION, PACKAGES, SOURCES, SOURCE_PREP, variant: 'minbase' }))
     .digest('hex');
 }
 
@@ -259,6 +278,38 @@ async function ensureHostDebootstrap() {
   if (r.status !== 0 || !has()) fail(`could not install debootstrap on the host:\n${lastLines(r.output)}`);
 }
 
+/** SOURCES into <root>/duofs-lab/src: a deb-src line beside each deb line, then apt-get source --download-only. */
+async function fetchSources(root, env) {
+  if (!SOURCES.length) return;
+  say(`apt-get source --download-only ${SOURCES.join(' ')}`);
+  const script = [
+    'set -e',
+    // deb-src beside every deb entry of the mirror debootstrap configured (one-line or deb822 format)
+    "grep -h '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | sed 's/^deb /deb-src /' > /etc/apt/sources.list.d/duofs-lab-src.list || true",
+    'for f in /etc/apt/sources.list.d/*.sources; do if [ -f "$f" ]; then sed -i \'s/^Types: deb$/Types: deb deb-src/\' "$f"; fi; done',
+    'apt-get -o Acquire::Check-Valid-Until=false update',
+    'mkdir -p /duofs-lab/src',
+    'cd /duofs-lab/src',
+    `apt-get -o Acquire::Check-Valid-Until=false source --download-only ${SOURCES.join(' ')}`,
+    ...SOURCES.flatMap((p) => [
+      `rm -rf /tmp/ci && mkdir -p /tmp/ci && cd /tmp/ci && tar xf "$(ls /duofs-lab/src/${p}_*.orig.tar.* | grep -v 'asc$' | head -n 1)"`,
+      'cd /tmp/ci/* && if [ -x configure ]; then ./configure --quiet --disable-nls; fi',
+      `cd /tmp/ci && tar czf /duofs-lab/src/${p}-configured.tar.gz * && rm -rf /tmp/ci`,
+    ]),
+    'ls -l /duofs-lab/src',
+  ].join('\n');
+  const r = await run('apt-source', 'unshare', chrootArgs(root, script), { env });
+  const got = existsSync(join(root, 'duofs-lab/src')) ? readdirSync(join(root, 'duofs-lab/src')) : [];
+  const missing = SOURCES.filter(
+    (p) => !got.includes(`${p}-configured.tar.gz`) || !got.some((f) => f.startsWith(`${p}_`) && /\.orig\.tar\./.test(f)),
+  );
+  if (r.status !== 0 || missing.length) {
+    fail(
+      `apt-get source inside the lab root failed${missing.length ? ` (no upstream tarball or no configured tree for ${missing.join(', ')})` : ''}; see .lab/setup.log. Last lines:\n${lastLines(r.output)}`,
+    );
+  }
+}
+
 async function build() {
   const buildDir = join(labDir, 'build');
   const root = join(buildDir, 'root');
@@ -336,6 +387,7 @@ async function build() {
         `see .lab/setup.log. Last lines:\n${lastLines(r.output)}`,
     );
   }
+  await fetchSources(root, env);
   await run('apt-clean', 'unshare', chrootArgs(root, 'apt-get clean; rm -rf /var/lib/apt/lists/*'), { env, quietOk: true });
 
   // Facts the harness needs.
@@ -374,6 +426,9 @@ async function build() {
     suite: SUITE,
     layout: LAYOUT_VERSION,
     packages: PACKAGES,
+    sources: readdirSync(join(labRoot, 'duofs-lab/src'))
+      .filter((f) => /(\.orig\.tar|-configured\.tar)\.[a-z0-9]+$/.test(f))
+      .sort(),
     kernel: `/boot/${kernel}`,
     kernelVersion: kver,
     virtiofsd: `/${virtiofsd}`,
