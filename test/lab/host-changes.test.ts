@@ -47,7 +47,7 @@ const P9_MODES: [string, Promised][] = [
   ['mmap', 'at-once'],
   ['loose', 'none'],
 ];
-/** DUOFS_LAB_HOSTCHG=dv-auto,vd-always,... narrows the run down (by hand). */
+/** DUOFS_LAB_HOSTCHG=dv-auto,vd-always,... narrows the run down (by hand); DUOFS_LAB_HOSTCHG_ARGS adds duofs arguments. */
 const only = process.env.DUOFS_LAB_HOSTCHG?.split(',').filter(Boolean);
 const TARGETS: Target[] = [
   ...VFS_MODES.map(([mode, promise]) => ({ name: `dv-${mode}`, server: 'duofs virtio-fs', mode, promise })),
@@ -121,6 +121,7 @@ d('changes made on the host, seen by a guest per cache mode', () => {
               ...(p9.length ? ['--9p-tag', 'd9'] : []),
               '--log-level',
               logLevel,
+              ...(process.env.DUOFS_LAB_HOSTCHG_ARGS?.split(' ').filter(Boolean) ?? []),
             ],
             [s, ...p9],
           ),
