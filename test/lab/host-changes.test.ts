@@ -195,6 +195,10 @@ d('changes made on the host, seen by a guest per cache mode', () => {
       throw e;
     } finally {
       for (const dm of daemons) await dm.stop();
+      if (process.env.DUOFS_LAB_HOSTCHG_LOG) {
+        mkdirSync(join(labDir, 'results'), { recursive: true });
+        daemons.forEach((dm, i) => writeFileSync(join(labDir, 'results', `host-changes-duofs-${VFS_MODES[i][0]}.log`), dm.output()));
+      }
       removeWorkDir(work);
     }
   }, 400_000);
