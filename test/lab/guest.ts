@@ -79,6 +79,15 @@ export interface GuestOptions {
   planDir?: string;
   /** Return (instead of throwing) when QEMU exits before the guest printed DONE (a migration source). */
   allowIncomplete?: boolean;
+  /**
+   * Boot from this device instead of the lab root (rootfs.test.ts): a backend
+   * already listening on `socket` (e.g. duofs) becomes the root device, and the
+   * kernel command line's root arguments are `kernelArgs` (e.g. `root=TAG
+   * rootfstype=virtiofs rw init=/x`). `initrd` is a host file passed with
+   * -initrd. No root virtiofsd is started and init.sh does not run: the root's
+   * own init prints the marker lines.
+   */
+  root?: { kind: 'vhost-user-9p' | 'vhost-user-fs'; socket: string; tag: string; kernelArgs: string[]; initrd?: string; queueSize?: number };
 }
 
 export interface GuestRun extends ParsedConsole {
@@ -156,19 +165,34 @@ function buildPlan(opts: GuestOptions, workDir: string): Plan {
   };
   const p9opts = (msize: number, extra?: string) => `version=9p2000.L,msize=${msize}${extra ? ',' + extra : ''}`;
 
-  // The guest root, served read-only by its own virtiofsd.
-  startDaemon('virtiofsd-root', `${H}/sock/root.sock`, [
-    stamp.virtiofsd,
-    `--socket-path=${H}/sock/root.sock`,
-    '--shared-dir=/duofs-lab/guestroot',
-    '--sandbox=none',
-    '--readonly',
-    '--inode-file-handles=never',
-    '--cache=always',
-    '--log-level=warn',
-    '--rlimit-nofile=20000',
-  ]);
-  vhostUserFs('rootfs', `${H}/sock/root.sock`, 'rootfs');
+  let initrd: string | undefined;
+  if (opts.root) {
+    const r = opts.root;
+    const sock = `${bindHost(dirname(r.socket), 'root-dev')}/${basename(r.socket)}`;
+    if (r.kind === 'vhost-user-fs') vhostUserFs('rootfs', sock, r.tag, r.queueSize);
+    else
+      qemu.push(
+        '-chardev',
+        `socket,id=rootfs,path=${sock}`,
+        '-device',
+        `vhost-user-test-device-pci,chardev=rootfs,virtio-id=9,num_vqs=1,vq_size=${r.queueSize ?? 1024},config_size=${2 + Buffer.byteLength(r.tag)}`,
+      );
+    if (r.initrd) initrd = `${bindHost(dirname(r.initrd), 'root-initrd')}/${basename(r.initrd)}`;
+  } else {
+    // The guest root, served read-only by its own virtiofsd.
+    startDaemon('virtiofsd-root', `${H}/sock/root.sock`, [
+      stamp.virtiofsd,
+      `--socket-path=${H}/sock/root.sock`,
+      '--shared-dir=/duofs-lab/guestroot',
+      '--sandbox=none',
+      '--readonly',
+      '--inode-file-handles=never',
+      '--cache=always',
+      '--log-level=warn',
+      '--rlimit-nofile=20000',
+    ]);
+    vhostUserFs('rootfs', `${H}/sock/root.sock`, 'rootfs');
+  }
 
   for (const m of opts.mounts) {
     const id = `m-${m.name}`;
@@ -246,10 +270,7 @@ function buildPlan(opts: GuestOptions, workDir: string): Plan {
   const mem = opts.memoryMiB ?? 1024;
   const cmdline = [
     'console=ttyS0',
-    'rootfstype=virtiofs',
-    'root=rootfs',
-    'ro',
-    'init=/duofs-lab/scripts/init.sh',
+    ...(opts.root ? opts.root.kernelArgs : ['rootfstype=virtiofs', 'root=rootfs', 'ro', 'init=/duofs-lab/scripts/init.sh']),
     'panic=-1',
     'loglevel=4',
     'mitigations=off',
@@ -281,6 +302,7 @@ function buildPlan(opts: GuestOptions, workDir: string): Plan {
     stamp.kernel,
     '-append',
     cmdline,
+    ...(initrd ? ['-initrd', initrd] : []),
     ...qemu,
     ...(opts.qemuArgs ?? []),
   ];
