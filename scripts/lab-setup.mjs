@@ -47,6 +47,9 @@ export const PACKAGES = [
   'attr', // getfattr/setfattr
   'acl', // getfacl/setfacl
   'strace', // debugging by hand
+  'libvirt-daemon', // a real libvirt (libvirtd/virtqemud) launching duofs-virtiofsd (test/lab/libvirt-real.test.ts)
+  'libvirt-daemon-driver-qemu',
+  'libvirt-clients', // virsh
 ];
 /** Mount points the harness binds inside the chroot (see test/lab/guest.ts). */
 const LAYOUT_DIRS = ['duofs-lab/guestroot', 'duofs-lab/host', 'duofs-lab/scripts', 'duofs-lab/run'];
