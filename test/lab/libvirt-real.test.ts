@@ -124,6 +124,8 @@ C=${sq(C)}
 F="$R$C/facts"
 # (pids are this PID namespace's: read them in the chroot's /proc, mounted in it)
 fact() { printf '%s %s\\n' "$1" "$2" >> "$F"; }
+t0=$(date +%s.%N)
+at() { fact "t_$1" "$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"; }
 # The chroot's / a mount point of its own (with everything already bound
 # below it), as a real root is: duofs-virtiofsd's default sandbox (namespace,
 # like virtiofsd's) makes / private and pivots, which EINVALs on a plain
@@ -150,8 +152,17 @@ until [ -S "$R/run/libvirt/libvirt-sock" ]; do
   i=$((i+1)); if [ $i -gt 1200 ]; then say "libvirtd made no socket in 60 s"; tail -n 30 "$R$C/log/libvirtd.out" >&2; exit 96; fi
   sleep 0.05
 done
+at libvirtd_listening
 V() { chroot "$R" virsh -q -c qemu:///system "$@"; }
-fact libvirt_version "$(V version --daemon 2>&1 | tr '\\n' ' ')"
+# This shell is PID 1 of the namespace and so reaps what libvirt daemonizes
+# (its capability-probe QEMUs, the domain's QEMU, duofs-virtiofsd), but only
+# while it waits for a foreground command: virsh inside $(...) would leave
+# it blocked on the pipe, the killed probes unreaped, and libvirt waiting
+# 40 s on each ("Failed to terminate process N with SIGKILL: Device or
+# resource busy"). So virsh runs in the foreground, into files.
+Vs() { V "$@" > "$R$C/virsh.out" 2>&1; s=$(tr '\\n' ' ' < "$R$C/virsh.out" | sed 's/ *$//'); }
+Vs version --daemon
+fact libvirt_version "$s"
 V define "$C/domain.xml" >&2 || { fact define failed; exit 95; }
 : > "$R$C/console.log"
 if ! V start ${DOMAIN} >&2; then
@@ -161,14 +172,18 @@ if ! V start ${DOMAIN} >&2; then
   kill $lvd; wait $lvd
   exit 94
 fi
+at started
 tail -n +1 -F "$R$C/console.log" 2>/dev/null &
 tl=$!
 # The guest prints DONE, then holds (LAB_HOLD_SECS) until it is destroyed.
 until grep -q '@@DUOFS-LAB DONE@@' "$R$C/console.log"; do
-  [ "$(V domstate ${DOMAIN} 2>&1)" = running ] || break
+  Vs domstate ${DOMAIN}
+  [ "$s" = running ] || break
   sleep 0.2
 done
-fact state_before "$(V domstate ${DOMAIN} 2>&1)"
+at done_seen
+Vs domstate ${DOMAIN}
+fact state_before "$s"
 vf=$(cat $(find "$R/run/libvirt" "$R/var/lib/libvirt" -name '*-fs[0-9]*-fs.pid') 2>/dev/null | head -n 1)
 fact virtiofsd_pid "$vf"
 if [ -n "$vf" ]; then
@@ -179,13 +194,15 @@ qp=$(cat "$R/run/libvirt/qemu/${DOMAIN}.pid" 2>/dev/null)
 [ -n "$qp" ] && fact qemu_argv "$(tr '\\0' ' ' < "$R/proc/$qp/cmdline")"
 fact libvirtd_pid "$lvd"
 V destroy ${DOMAIN} >&2 && fact destroy ok
-fact state_after "$(V domstate ${DOMAIN} 2>&1)"
+Vs domstate ${DOMAIN}
+fact state_after "$s"
 gone=no
 i=0
 while [ -n "$vf" ] && [ $i -lt 200 ]; do
   if [ ! -e "$R/proc/$vf" ] || grep -q '^State:.*Z' "$R/proc/$vf/status" 2>/dev/null; then gone=yes; break; fi
   i=$((i+1)); sleep 0.05
 done
+at gone
 fact virtiofsd_gone_after_destroy $gone
 kill $tl 2>/dev/null
 kill $lvd
