@@ -52,6 +52,9 @@ export const PACKAGES = [
   'make',
   'gcc',
   'libc6-dev',
+  'libvirt-daemon', // a real libvirt (libvirtd/virtqemud) launching duofs-virtiofsd (test/lab/libvirt-real.test.ts)
+  'libvirt-daemon-driver-qemu',
+  'libvirt-clients', // virsh
 ];
 /**
  * Debian source packages fetched (apt-get source --download-only, from a

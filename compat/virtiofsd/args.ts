@@ -81,19 +81,15 @@ export const NO_EFFECT: Readonly<Record<string, string>> = {
   '-f': 'virtiofsd itself ignores it (always in the foreground); so does duofs',
   '--security-label=never': 'the default',
   '-o no_security_label': 'the default',
-  '-o no_allow_direct_io': 'the default',
   '-o no_killpriv_v2': 'see --no-killpriv-v2',
 };
 
 /** Options duofs refuses, and why (the documented table). */
 export const REFUSED: Readonly<Record<string, string>> = {
-  '--allow-direct-io':
-    'duofs drops guest O_DIRECT on the host fd: its data path reads into and writes from guest memory at any alignment, which O_DIRECT would refuse with EINVAL',
   '--migration-mode=file-handles':
     'duofs migrates inodes by path only (find-paths, the default); it does not send file handles (docs/live-migration.md)',
   '--migration-verify-handles': 'only meaningful with --migration-mode=file-handles, which duofs does not implement',
   '--inode-file-handles=mandatory': 'duofs cannot promise never to hold O_PATH fds',
-  '-o allow_direct_io': 'see --allow-direct-io',
 };
 
 type Kind = 'flag' | 'value' | 'optional' | 'equals';
@@ -409,13 +405,15 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
         case 'no_posix_acl':
           posixAcl = 'never';
           break;
+        case 'allow_direct_io':
+          fuse.allowDirectIo = true;
+          break;
         case 'no_allow_direct_io':
+          fuse.allowDirectIo = false;
+          break;
         case 'no_killpriv_v2':
         case 'killpriv_v2':
           noEffect(`-o ${word}`);
-          break;
-        case 'allow_direct_io':
-          refuse(`-o ${word}`);
           break;
         case 'security_label':
           securityLabel = 'always';
@@ -488,6 +486,9 @@ export function parseVirtiofsdArgs(argv: readonly string[]): VirtiofsdArgs {
         break;
       case '--allow-mmap':
         fuse.allowMmap = true;
+        break;
+      case '--allow-direct-io':
+        fuse.allowDirectIo = true;
         break;
       case '--no-readdirplus':
         fuse.readdirplus = false;

@@ -20,6 +20,7 @@ Options (virtiofsd's):
       --posix-acl[=never|auto|always]   POSIX ACLs (implies --xattr) [default: never; bare: always]
       --security-label[=never|auto|always]   label new files with the guest's security context (FUSE_SECURITY_CTX; implies --xattr) [default: never; bare: always]
       --allow-mmap                shared mmap with --cache=never|metadata (FUSE_DIRECT_IO_ALLOW_MMAP)
+      --allow-direct-io           keep a guest's O_DIRECT on the host fd (dropped by default)
       --no-readdirplus            do not offer READDIRPLUS
       --readonly                  refuse every change with EROFS
       --announce-submounts        announce host mount points inside the export [default]
@@ -56,7 +57,7 @@ Accepted without effect (see compat/virtiofsd/README.md for why):
   --migration-confirm-paths (paths are always checked when the state is saved)
 
 Refused (duofs has no equivalent):
-  --allow-direct-io, --migration-mode=file-handles,
+  --migration-mode=file-handles,
   --migration-verify-handles, --inode-file-handles=mandatory
 
 duofs extensions:

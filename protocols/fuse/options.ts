@@ -28,6 +28,11 @@ export interface FuseOptions {
   readdirplus: boolean;
   /** FUSE_DIRECT_IO_ALLOW_MMAP: shared mmap of files opened for direct I/O (--cache=never|metadata) */
   allowMmap: boolean;
+  /**
+   * virtiofsd's --allow-direct-io: a guest's O_DIRECT open keeps O_DIRECT on
+   * the host fd (bypassing the host page cache too); off, it is dropped
+   */
+  allowDirectIo: boolean;
   /** POSIX ACLs; undefined = duofs's own default: offered with xattrs, nothing refused */
   posixAcl?: NegotiationMode;
   /**
@@ -58,6 +63,7 @@ export const defaultFuseOptions: FuseOptions = {
   flockLocks: true,
   readdirplus: true,
   allowMmap: false,
+  allowDirectIo: false,
 };
 
 /** Entry/attribute timeouts in seconds for a cache mode, as virtiofsd sets them. */

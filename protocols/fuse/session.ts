@@ -1013,7 +1013,7 @@ export class FuseSession {
     const openFlags = a.u32('fuse_open_in.open_flags');
     const killSuidgid = (openFlags & FUSE_OPEN_KILL_SUIDGID) !== 0;
     const opened = this.fds.open('OPEN', inode.label, () =>
-      this.ctx.backend.open(FuseSession.caller(h), inode, this.writebackFlags(flags), { killSuidgid }),
+      this.ctx.backend.open(FuseSession.caller(h), inode, this.writebackFlags(flags), { killSuidgid, direct: this.ctx.options.allowDirectIo }),
     );
     return after(opened, (file) => {
       const fh = this.addHandle(file);
@@ -1050,7 +1050,11 @@ export class FuseSession {
         this.fds.openWith<Made>(
           'CREATE',
           printable(name),
-          () => this.ctx.backend.create(this.creator(h, umask), parent, name, this.writebackFlags(flags), mode, { killSuidgid }),
+          () =>
+            this.ctx.backend.create(this.creator(h, umask), parent, name, this.writebackFlags(flags), mode, {
+              killSuidgid,
+              direct: this.ctx.options.allowDirectIo,
+            }),
           (c) => c.file,
         ),
       (m) => m.entry,
@@ -1079,7 +1083,7 @@ export class FuseSession {
     const made = this.fds.openWith<Made>(
       'TMPFILE',
       parent.label,
-      () => this.ctx.backend.tmpfile(this.creator(h, umask), parent, this.writebackFlags(flags), mode),
+      () => this.ctx.backend.tmpfile(this.creator(h, umask), parent, this.writebackFlags(flags), mode, { direct: this.ctx.options.allowDirectIo }),
       (c) => c.file,
     );
     return after(made, (m) => this.replyCreated(out, m));

@@ -81,6 +81,12 @@ export interface SetAttr {
 export interface OpenOptions {
   /** The caller lacks CAP_FSETID (FUSE_OPEN_KILL_SUIDGID): an O_TRUNC open clears setuid/setgid. */
   killSuidgid?: boolean;
+  /**
+   * Keep the client's O_DIRECT on the host fd (virtiofsd's --allow-direct-io);
+   * otherwise it is dropped. With it, a read or write the host filesystem finds
+   * misaligned fails with its EINVAL.
+   */
+  direct?: boolean;
 }
 
 /** A directory entry as the guest sees it: `ino` is the guest's inode number. */
@@ -126,7 +132,7 @@ export interface Backend {
 
   // creating, removing, renaming
   create(c: Caller, parent: Inode, name: Buffer, flags: number, mode: number, o?: OpenOptions): Awaitable<{ entry: Entry; file: OpenFile }>;
-  tmpfile(c: Caller, parent: Inode, flags: number, mode: number): Awaitable<{ entry: Entry; file: OpenFile }>;
+  tmpfile(c: Caller, parent: Inode, flags: number, mode: number, o?: OpenOptions): Awaitable<{ entry: Entry; file: OpenFile }>;
   mkdir(c: Caller, parent: Inode, name: Buffer, mode: number): Awaitable<Entry>;
   mknod(c: Caller, parent: Inode, name: Buffer, mode: number, rdev: bigint): Awaitable<Entry>;
   symlink(c: Caller, parent: Inode, name: Buffer, target: Buffer): Awaitable<Entry>;

@@ -497,7 +497,7 @@ export class LocalBackend implements Backend {
 
   /** open(); `mayWait` false: inline whatever the filesystem (the backend's own use). */
   private openAs(c: Caller, inode: Inode, flags: number, o: OpenOptions, mayWait: boolean): Awaitable<OpenFile> {
-    let f = openFlags(flags);
+    let f = openFlags(flags, o.direct);
     if (inode.isSymlink) fail(Errno.ELOOP, 'open', inode.label);
     switch (inode.hostKind) {
       case S_IFDIR:
@@ -619,17 +619,17 @@ export class LocalBackend implements Backend {
    * host's device.
    */
   create(c: Caller, parent: Inode, name: Buffer, flags: number, mode: number, o: OpenOptions = {}): { entry: Entry; file: OpenFile } {
-    const made = this.createOpen(this.creator(c), parent, name, flags, mode);
+    const made = this.createOpen(this.creator(c), parent, name, flags, mode, o.direct);
     if (o.killSuidgid && flags & O_TRUNC) this.killSuidgid(made.entry.inode);
     return made;
   }
 
-  private createOpen(cr: Caller, parent: Inode, name: Buffer, flags: number, mode: number): { entry: Entry; file: OpenFile } {
+  private createOpen(cr: Caller, parent: Inode, name: Buffer, flags: number, mode: number, direct?: boolean): { entry: Entry; file: OpenFile } {
     this.beginCreate('create', parent, name);
-    const f = (createFlags(flags) & ~O_DIRECTORY) | O_EXCL;
+    const f = (createFlags(flags, direct) & ~O_DIRECTORY) | O_EXCL;
     const exclusive = (flags & O_EXCL) !== 0;
     if (!exclusive) {
-      const existing = this.openExisting(cr, parent, name, flags);
+      const existing = this.openExisting(cr, parent, name, flags, direct);
       if (existing) return existing;
     }
     const hostMode = this.model.hostMode(S_IFREG, mode);
@@ -638,7 +638,7 @@ export class LocalBackend implements Backend {
       fd = this.creating(cr, () => openat(parent.fd, name, f, hostMode));
     } catch (e) {
       // The name appeared since the lookup: open what is there now.
-      const existing = !exclusive && isSysError(e, Errno.EEXIST) ? this.openExisting(cr, parent, name, flags) : undefined;
+      const existing = !exclusive && isSysError(e, Errno.EEXIST) ? this.openExisting(cr, parent, name, flags, direct) : undefined;
       if (existing) return existing;
       throw e;
     }
@@ -657,7 +657,7 @@ export class LocalBackend implements Backend {
   }
 
   /** create() of a name that exists: open(2)'s O_CREAT without O_EXCL. Undefined if the name is absent. */
-  private openExisting(cr: Caller, parent: Inode, name: Buffer, flags: number): { entry: Entry; file: OpenFile } | undefined {
+  private openExisting(cr: Caller, parent: Inode, name: Buffer, flags: number, direct?: boolean): { entry: Entry; file: OpenFile } | undefined {
     let entry: Entry;
     try {
       entry = this.lookupNow(cr, parent, name);
@@ -667,7 +667,7 @@ export class LocalBackend implements Backend {
     }
     try {
       if (entry.inode.isDir) fail(Errno.EISDIR, 'create', `${printable(name)} is a directory`);
-      return { entry, file: this.openAs(cr, entry.inode, flags & ~(O_CREAT | O_EXCL | O_DIRECTORY), {}, false) as OpenFile };
+      return { entry, file: this.openAs(cr, entry.inode, flags & ~(O_CREAT | O_EXCL | O_DIRECTORY), { direct }, false) as OpenFile };
     } catch (e) {
       this.release(entry.inode);
       throw e;
@@ -675,12 +675,12 @@ export class LocalBackend implements Backend {
   }
 
   /** An unnamed file in `parent` (O_TMPFILE), open and with one reference. */
-  tmpfile(c: Caller, parent: Inode, flags: number, mode: number): { entry: Entry; file: OpenFile } {
+  tmpfile(c: Caller, parent: Inode, flags: number, mode: number, o: OpenOptions = {}): { entry: Entry; file: OpenFile } {
     this.checkWritable('tmpfile', parent.label);
     const cr = this.creator(c);
     if (!parent.isDir) fail(Errno.ENOTDIR, 'tmpfile', parent.label);
     this.model.beforeTmpfile(parent);
-    const f = (openFlags(flags) & ~(O_CREAT | O_TRUNC | O_DIRECTORY)) | O_TMPFILE;
+    const f = (openFlags(flags, o.direct) & ~(O_CREAT | O_TRUNC | O_DIRECTORY)) | O_TMPFILE;
     if ((f & O_ACCMODE) === O_RDONLY) fail(Errno.EINVAL, 'tmpfile', `${parent.label}: O_TMPFILE needs write access`);
     const hostMode = this.model.hostMode(S_IFREG, mode);
     const fd = this.creating(cr, () => openat(parent.fd, '.', f, hostMode));

@@ -19,14 +19,19 @@ import {
 
 const PASSED = O_ACCMODE | O_APPEND | O_TRUNC | O_DSYNC | O_SYNC | O_DIRECTORY | O_NOATIME | O_NONBLOCK | O_LARGEFILE;
 
-/** Flags for opening an existing object. O_DIRECT is dropped: guest buffers are not aligned. */
-export function openFlags(requested: number): number {
-  return (requested & PASSED & ~O_DIRECT) | O_NOFOLLOW;
+/**
+ * Flags for opening an existing object. O_DIRECT is dropped unless `direct`
+ * (virtiofsd's --allow-direct-io): a client's buffers need not be aligned as
+ * the host filesystem's O_DIRECT requires, and QEMU's 9p and virtiofsd drop
+ * it too by default.
+ */
+export function openFlags(requested: number, direct = false): number {
+  return (requested & (direct ? PASSED | O_DIRECT : PASSED)) | O_NOFOLLOW;
 }
 
 /** Flags for creating a file: O_CREAT always, O_EXCL kept if asked. */
-export function createFlags(requested: number): number {
-  return openFlags(requested) | O_CREAT | (requested & O_EXCL);
+export function createFlags(requested: number, direct = false): number {
+  return openFlags(requested, direct) | O_CREAT | (requested & O_EXCL);
 }
 
 export const accessMode = (flags: number): number => flags & O_ACCMODE;

@@ -90,11 +90,14 @@ test('legacy -o: source with escaped commas, cache=none is never, xattr, locks',
   expect(refused(['--fd=3', '-o', 'source=/d,vhost_user_socket=/s']).option).toBe('-o vhost_user_socket');
   expect(refused(['--fd=3', '-o', 'source=/d,xattrmap=:x']).message).toMatch(/^invalid value ":x" for -o xattrmap: rule 1: incomplete rule/);
   expect(parseVirtiofsdArgs(['--fd=3', '-o', 'source=/d,security_label']).options.fuse).toMatchObject({ securityLabel: 'always', xattr: true });
-  expect(refused(['--fd=3', '-o', 'source=/d,allow_direct_io']).option).toBe('-o allow_direct_io');
+  expect(parseVirtiofsdArgs(['--fd=3', '-o', 'source=/d,allow_direct_io']).options.fuse?.allowDirectIo).toBe(true);
+  expect(parseVirtiofsdArgs(['--fd=3', '-o', 'source=/d,allow_direct_io,no_allow_direct_io']).options.fuse?.allowDirectIo).toBe(false);
+  expect(parseVirtiofsdArgs(['--fd=3', '--allow-direct-io', '-o', 'source=/d']).options.fuse?.allowDirectIo).toBe(true);
+  expect(parseVirtiofsdArgs(['--fd=3', '-o', 'source=/d']).options.fuse?.allowDirectIo).toBeFalsy();
   expect(parseVirtiofsdArgs(['--fd=3', '-o', 'source=/d,modcaps=+sys_admin']).modcaps).toBe('+sys_admin');
   expect(refused(['--fd=3', '-o', 'source=/d,modcaps=+bogus']).option).toBe('-o modcaps');
   const quiet = parseVirtiofsdArgs(['--fd=3', '-o', 'source=/d,no_allow_direct_io,no_security_label,no_killpriv_v2,killpriv_v2']);
-  expect(quiet.notes.map((n) => n.split(':')[0])).toEqual(['-o no_allow_direct_io', '-o no_security_label', '-o no_killpriv_v2', '-o killpriv_v2']);
+  expect(quiet.notes.map((n) => n.split(':')[0])).toEqual(['-o no_security_label', '-o no_killpriv_v2', '-o killpriv_v2']);
 });
 
 test('legacy -o forms of the implemented options: posix_acl, xattrmap=, no_readdirplus, readdirplus', () => {
@@ -156,7 +159,7 @@ test('--thread-pool-size sizes the pool of the threads engine; 0 (virtiofsd: no 
   expect(refused([...base, '--thread-pool-size=-1']).option).toBe('--thread-pool-size');
 });
 
-test.each([['--allow-direct-io'], ['--migration-mode=file-handles'], ['--migration-verify-handles'], ['--inode-file-handles=mandatory']])(
+test.each([['--migration-mode=file-handles'], ['--migration-verify-handles'], ['--inode-file-handles=mandatory']])(
   '%s is refused by name',
   (...opt) => {
     const e = refused([...base, ...opt]);

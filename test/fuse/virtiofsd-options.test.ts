@@ -257,3 +257,60 @@ describe('--xattrmap', () => {
     expect(await errnoOf(g.c.setxattr(n, 'security.foo', Buffer.from('1')))).toBe('EOPNOTSUPP');
   });
 });
+
+describe('--allow-direct-io', () => {
+  const O_DIRECT = 0o40000;
+  const O_PATH = 0o10000000;
+  const O_CREAT = 0o100;
+
+  /** open(2) flags of the fds this process (the server) holds on `p`, O_PATH ones left out. */
+  const hostOpenFlags = (p: string): number[] => {
+    const out: number[] = [];
+    for (const fd of fs.readdirSync('/proc/self/fd')) {
+      let target: string;
+      let info: string;
+      try {
+        target = fs.readlinkSync(`/proc/self/fd/${fd}`);
+        info = fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+      } catch {
+        continue; // the fd of readdirSync itself, or closed meanwhile
+      }
+      const flags = Number.parseInt(/^flags:\s+([0-7]+)/m.exec(info)?.[1] ?? '', 8);
+      if (target === p && !(flags & O_PATH)) out.push(flags);
+    }
+    return out;
+  };
+
+  test("off (virtiofsd's default): a guest's O_DIRECT is dropped, so an unaligned read succeeds", async () => {
+    const f = await serve({});
+    const g = await f.guest();
+    fs.writeFileSync(f.p('d'), Buffer.alloc(16384, 'a'));
+    const n = (await g.c.lookup(ROOT, 'd')).nodeid;
+    const fh = (await g.c.open(n, O_RDWR | O_DIRECT)).fh;
+    const flags = hostOpenFlags(f.p('d'));
+    expect(flags).toHaveLength(1);
+    expect(flags[0]! & O_DIRECT).toBe(0);
+    expect((await g.c.read(fh, 1n, 4096)).toString()).toBe('a'.repeat(4096));
+  });
+
+  test('on: the host fd keeps O_DIRECT (OPEN and CREATE) and the host filesystem refuses an unaligned read with EINVAL', async () => {
+    const f = await serve({ allowDirectIo: true });
+    const g = await f.guest();
+    fs.writeFileSync(f.p('d'), Buffer.alloc(16384, 'a'));
+    const n = (await g.c.lookup(ROOT, 'd')).nodeid;
+    const fh = (await g.c.open(n, O_RDWR | O_DIRECT)).fh;
+    const flags = hostOpenFlags(f.p('d'));
+    expect(flags).toHaveLength(1);
+    expect(flags[0]! & O_DIRECT).toBe(O_DIRECT);
+    expect(await errnoOf(g.c.read(fh, 1n, 4096))).toBe('EINVAL'); // ext4: offset not block-aligned
+    // A plain open of the same file stays buffered.
+    await g.c.open(n, O_RDWR);
+    expect(
+      hostOpenFlags(f.p('d'))
+        .map((x) => x & O_DIRECT)
+        .sort(),
+    ).toEqual([0, O_DIRECT]);
+    await g.c.create(ROOT, 'c', O_RDWR | O_CREAT | O_DIRECT, 0o644);
+    expect(hostOpenFlags(f.p('c')).map((x) => x & O_DIRECT)).toEqual([O_DIRECT]);
+  });
+});

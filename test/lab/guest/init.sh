@@ -89,4 +89,9 @@ for n in $LAB_RUN_ON; do
   mark "END $n rc=$rc secs=$(awk "BEGIN{printf \"%.1f\", $t1-$t0}")"
 done
 mark DONE
+# A VMM that stops the guest itself (libvirt's `virsh destroy`) asks it to wait.
+if [ "${LAB_HOLD_SECS:-0}" -gt 0 ] 2>/dev/null; then
+  mark "HOLDING secs=$LAB_HOLD_SECS"
+  sleep "$LAB_HOLD_SECS"
+fi
 poweroff_now
