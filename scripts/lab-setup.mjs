@@ -47,6 +47,8 @@ export const PACKAGES = [
   'attr', // getfattr/setfattr
   'acl', // getfacl/setfacl
   'strace', // debugging by hand
+  'dovecot-imapd', // the mail store scenario: two guests on one maildir/mdbox tree (test/lab/mailstore.test.ts)
+  'dovecot-lmtpd',
 ];
 /** Mount points the harness binds inside the chroot (see test/lab/guest.ts). */
 const LAYOUT_DIRS = ['duofs-lab/guestroot', 'duofs-lab/host', 'duofs-lab/scripts', 'duofs-lab/run'];
