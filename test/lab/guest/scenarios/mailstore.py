@@ -258,7 +258,7 @@ def run_format(fmt, lock):
     if VICTIM:
         # not killed: say so, and hang around so the host sees it
         emit('%s.b.not_killed' % name, ok)
-        time.sleep(WAIT_S)
+        time.sleep(60)
         return
     dt = time.time() - t0
     emit('%s.%s.delivered' % (name, ROLE), ok if not errors else '%d,failed=%s' % (ok, ';'.join(errors[:10])))
