@@ -55,6 +55,8 @@ export const PACKAGES = [
   'libvirt-daemon', // a real libvirt (libvirtd/virtqemud) launching duofs-virtiofsd (test/lab/libvirt-real.test.ts)
   'libvirt-daemon-driver-qemu',
   'libvirt-clients', // virsh
+  'dovecot-imapd', // the mail store scenario: two guests on one maildir/mdbox tree (test/lab/mailstore.test.ts)
+  'dovecot-lmtpd',
 ];
 /**
  * Debian source packages fetched (apt-get source --download-only, from a
