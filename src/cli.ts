@@ -324,8 +324,26 @@ async function serve(argv: {
   if (early) stop(early);
 }
 
+/**
+ * A flag given twice takes its last value, as in most daemons' command lines.
+ * yargs makes an array of a repeated scalar, which its `choices` check lets
+ * through: `--sandbox none --sandbox none` came out as a sandbox mode
+ * "none,none". Options declared as arrays keep every value.
+ */
+function lastValueWins(argv: Record<string, unknown>, y: { getOptions(): { array: string[]; alias: Record<string, string[]> } }): void {
+  const o = y.getOptions();
+  const arrays = new Set<string>();
+  const camel = (k: string): string => k.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
+  for (const k of o.array) for (const n of [k, ...(o.alias[k] ?? [])]) arrays.add(n).add(camel(n));
+  for (const k of Object.keys(argv)) {
+    const v = argv[k];
+    if (k !== '_' && Array.isArray(v) && v.length > 0 && !arrays.has(k)) argv[k] = v[v.length - 1];
+  }
+}
+
 export async function main(args: string[]): Promise<void> {
   await yargs(args)
+    .middleware(lastValueWins as never, true)
     .scriptName('duofs')
     .usage('$0 <command> [options]\n\nServe one host directory to virtual machines over 9P2000.L (and virtio-fs).')
     .command(

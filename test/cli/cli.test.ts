@@ -132,6 +132,41 @@ test('--fsdev with max_xattr (QEMU 11.1) serves, and says once at info how duofs
   expect(notes).toEqual([expect.objectContaining({ level: 30, msg: expect.stringMatching(/^max_xattr=1024: accepted; /) })]);
 });
 
+test('a flag given twice takes its last value (no "none,none" past the choices); a list flag keeps every value', async () => {
+  const d = start([
+    'serve',
+    '--shared-dir',
+    '/nonexistent-first-value',
+    '--shared-dir',
+    exportDir,
+    '--9p-socket',
+    path.join(tmp, 'twice.sock'),
+    '--sandbox',
+    'namespace',
+    '--sandbox=none',
+    '--translate-uid',
+    'map:0:1000:1',
+    '--translate-uid',
+    'map:5:2000:1',
+    '--log-level',
+    'info',
+  ]);
+  let err = '';
+  d.stderr!.on('data', (b: Buffer) => (err += b.toString()));
+  await waitFor(() => /serving 9P2000.L/.test(err));
+  d.kill('SIGTERM');
+  expect(await exited(d)).toBe(0);
+  const lines = err
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l) as { msg: string; sandbox?: unknown; export?: string });
+  expect(lines.find((l) => l.msg === 'export opened')?.export).toBe(fs.realpathSync(exportDir));
+  expect(lines.filter((l) => l.sandbox !== undefined).map((l) => l.sandbox)).toEqual(['none']);
+  // both --translate-uid rules were taken: a third one naming guest 0 again would be refused
+  const clash = run(['serve', '--shared-dir', exportDir, '--9p-tcp', '0', '--translate-uid', 'map:0:1000:1', '--translate-uid', 'map:0:3000:1']);
+  expect(clash.status).not.toBe(0);
+});
+
 test('a missing export is one clear line and exit status 1', () => {
   const r = run(['serve', '--shared-dir', path.join(tmp, 'nope'), '--9p-socket', path.join(tmp, 's.sock')]);
   expect(r.status).toBe(1);
