@@ -38,6 +38,10 @@ import { VhostUserFrontend } from '../vhost/driver.js';
 import { fuseInit, parseFuseInitReply, FUSE_OPCODE } from '../vhost/fuse-wire.js';
 import { sleep, within } from '../vhost/harness.js';
 import { CAPABILITY_FEATURES } from '../../compat/virtiofsd/capabilities.js';
+import { jest } from '@jest/globals';
+
+// Several tests start the daemon for real: on a loaded 2-core CI machine 5 s is not enough.
+jest.setTimeout(30_000);
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const bin = path.join(root, 'bin', 'duofs-virtiofsd.js');
